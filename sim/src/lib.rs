@@ -1,0 +1,1 @@
+//! Tessera scene core (being built).
