@@ -4,8 +4,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod aoi;
+mod report;
+mod sim;
+
 #[derive(Debug, Parser)]
-#[command(name = "tessera", version, about = "Tessera: an authoritative MMO simulation cluster")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera: an authoritative MMO simulation cluster"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,11 +21,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one scene headless, as fast as it can, and report the tick budget.
+    Sim(sim::SimArgs),
+    /// Run the scene's AOI stage over a recorded position trace.
+    Aoi(aoi::AoiArgs),
+    /// Generate a random-walk position trace for `tessera aoi`.
+    AoiTrace(aoi::AoiTraceArgs),
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Sim(args) => sim::run(args),
+            Command::Aoi(args) => aoi::run(args),
+            Command::AoiTrace(args) => aoi::run_trace(args),
         }
     }
 }

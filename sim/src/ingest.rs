@@ -1,0 +1,243 @@
+//! Ingest: drain the host's commands into ECS messages and apply them —
+//! attach spawns a PC with its saved state, detach saves and despawns it,
+//! inputs are validated into the PC's [`Intent`].
+
+use bevy_app::{App, Plugin, Update};
+use bevy_ecs::prelude::*;
+
+use crate::IngestSystems;
+use crate::components::*;
+use crate::persist::PendingSaves;
+use crate::protocol::{ClientId, Inbound, Input, SceneEvent};
+use crate::world::{SceneInfo, SceneOutbox};
+
+/// Commands pushed by the host, waiting for the next tick. Bounded: a push
+/// beyond `capacity` is refused and counted.
+#[derive(Resource, Debug, Default)]
+pub struct Inbox {
+    pub pending: Vec<Inbound>,
+    pub capacity: usize,
+}
+
+#[derive(Message, Debug, Clone)]
+struct AttachCmd(Inbound);
+#[derive(Message, Debug, Clone, Copy)]
+struct DetachCmd(ClientId);
+#[derive(Message, Debug, Clone, Copy)]
+struct InputCmd(ClientId, Input);
+
+pub struct IngestPlugin;
+
+impl Plugin for IngestPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_message::<AttachCmd>()
+            .add_message::<DetachCmd>()
+            .add_message::<InputCmd>()
+            .add_systems(
+                Update,
+                (drain_inbox, apply_attaches, apply_inputs, apply_detaches)
+                    .chain()
+                    .in_set(IngestSystems),
+            );
+    }
+}
+
+fn drain_inbox(
+    mut inbox: ResMut<Inbox>,
+    mut attach: MessageWriter<AttachCmd>,
+    mut detach: MessageWriter<DetachCmd>,
+    mut input: MessageWriter<InputCmd>,
+) {
+    for cmd in inbox.pending.drain(..) {
+        match cmd {
+            Inbound::Attach { .. } => {
+                attach.write(AttachCmd(cmd));
+            }
+            Inbound::Detach { client } => {
+                detach.write(DetachCmd(client));
+            }
+            Inbound::Input { client, input: i } => {
+                input.write(InputCmd(client, i));
+            }
+        }
+    }
+}
+
+fn apply_attaches(
+    mut commands: Commands,
+    mut reader: MessageReader<AttachCmd>,
+    mut dir: ResMut<Directory>,
+    mut counters: ResMut<Counters>,
+    mut out: ResMut<SceneOutbox>,
+    info: Res<SceneInfo>,
+    tick: Res<TickCount>,
+) {
+    for AttachCmd(cmd) in reader.read() {
+        let Inbound::Attach {
+            client,
+            avatar,
+            state,
+            figure,
+        } = cmd
+        else {
+            continue;
+        };
+        let (client, avatar) = (*client, *avatar);
+        let reason = if dir.clients.contains_key(&client) {
+            Some("client already attached")
+        } else if dir.avatars.contains_key(&avatar) {
+            Some("avatar already in this scene")
+        } else if dir.clients.len() >= info.settings.max_population as usize {
+            Some("scene full")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            counters.attach_rejected += 1;
+            out.events.push(SceneEvent::AttachRejected {
+                client,
+                avatar,
+                reason,
+            });
+            continue;
+        }
+        // A saved position is trusted only if it is still a legal place.
+        let spawn_at = |i: u64| info.def.spawn[(i % info.def.spawn.len() as u64) as usize].pos;
+        let (pos, pose) = match state {
+            Some(s) if info.is_walkable(s.position) => (
+                s.position,
+                Pose {
+                    heading: if s.heading.is_finite() {
+                        s.heading
+                    } else {
+                        0.0
+                    },
+                    action: s.action,
+                    mount: s.mount,
+                },
+            ),
+            _ => (spawn_at(avatar), Pose::default()),
+        };
+        let net = dir.alloc_net();
+        let saved = state.map(|_| (pos, pose.heading, pose.action, pose.mount));
+        let entity = commands
+            .spawn((
+                Net(net),
+                Position(pos),
+                Velocity::default(),
+                pose,
+                Intent::default(),
+                Pc {
+                    client,
+                    avatar,
+                    figure: *figure,
+                    ack: 0,
+                    in_portal: true, // arriving on a portal does not bounce back
+                },
+                Sight {
+                    radius: info.settings.aoi_radius,
+                },
+                Interest::default(),
+                ClientView::default(),
+                SaveTrack {
+                    saved,
+                    dirty: saved.is_none(),
+                },
+            ))
+            .id();
+        dir.clients.insert(client, entity);
+        dir.avatars.insert(avatar, entity);
+        out.events.push(SceneEvent::Attached {
+            client,
+            avatar,
+            net_id: net,
+        });
+        let _ = tick;
+    }
+}
+
+fn apply_inputs(
+    mut reader: MessageReader<InputCmd>,
+    dir: Res<Directory>,
+    info: Res<SceneInfo>,
+    mut counters: ResMut<Counters>,
+    mut pcs: Query<(&mut Intent, &mut Pose, &mut Pc)>,
+    mut per_client: Local<Vec<(ClientId, u32)>>,
+) {
+    per_client.clear();
+    let cap = info.settings.max_inputs_per_tick;
+    for InputCmd(client, input) in reader.read() {
+        let Some(&entity) = dir.clients.get(client) else {
+            counters.unknown_client += 1;
+            continue;
+        };
+        // Count inputs per client this tick (few clients send many: linear scan
+        // of a small sorted vec is cheaper than a map).
+        let n = match per_client.binary_search_by_key(client, |e| e.0) {
+            Ok(i) => {
+                per_client[i].1 += 1;
+                per_client[i].1
+            }
+            Err(i) => {
+                per_client.insert(i, (*client, 1));
+                1
+            }
+        };
+        if n > cap {
+            counters.inputs_flood_dropped += 1;
+            continue;
+        }
+        if !(input.dir[0].is_finite() && input.dir[1].is_finite() && input.heading.is_finite()) {
+            counters.inputs_invalid_dropped += 1;
+            continue;
+        }
+        let Ok((mut intent, mut pose, mut pc)) = pcs.get_mut(entity) else {
+            counters.unknown_client += 1;
+            continue;
+        };
+        let len2 = input.dir[0] * input.dir[0] + input.dir[1] * input.dir[1];
+        let dir = if len2 > 1.0 + 1e-4 {
+            counters.inputs_speed_clamped += 1;
+            let len = len2.sqrt();
+            [input.dir[0] / len, input.dir[1] / len]
+        } else {
+            input.dir
+        };
+        *intent = Intent {
+            dir,
+            mode: input.mode,
+        };
+        pose.heading = input.heading.rem_euclid(std::f32::consts::TAU);
+        pose.action = input.action;
+        pose.mount = input.mount;
+        pc.ack = pc.ack.max(input.seq);
+    }
+}
+
+fn apply_detaches(
+    mut commands: Commands,
+    mut reader: MessageReader<DetachCmd>,
+    mut dir: ResMut<Directory>,
+    mut counters: ResMut<Counters>,
+    mut out: ResMut<SceneOutbox>,
+    mut saves: ResMut<PendingSaves>,
+    tick: Res<TickCount>,
+    pcs: Query<(&Pc, &Position, &Pose)>,
+) {
+    for DetachCmd(client) in reader.read() {
+        let Some(entity) = dir.clients.remove(client) else {
+            counters.unknown_client += 1;
+            continue;
+        };
+        if let Ok((pc, pos, pose)) = pcs.get(entity) {
+            dir.avatars.remove(&pc.avatar);
+            let state = crate::persist::pc_state(pc, pos, pose, false, tick.0);
+            saves.0.push(state);
+            out.events.push(SceneEvent::Detached {
+                client: *client,
+                state,
+            });
+        }
+        commands.entity(entity).try_despawn();
+    }
+}

@@ -1,0 +1,141 @@
+//! Spatial and Interest: the per-tick grid of all entities, and every
+//! observer's enter / leave / stay diff (see [`crate::aoi`] for the rules).
+
+use bevy_app::{App, Plugin, Update};
+use bevy_ecs::prelude::*;
+
+use crate::aoi::{AoiTotals, Grid, Scratch, update_observer};
+use crate::components::*;
+use crate::protocol::{KIND_NPC, KIND_PC, NetId, Quantized};
+use crate::world::SceneInfo;
+use crate::{InterestSystems, SpatialSystems};
+
+/// One entity's replicable snapshot for this tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Snap {
+    pub alive: bool,
+    pub kind: u8,
+    pub figure: u32,
+    pub pos: [f32; 2],
+    pub q: Quantized,
+}
+
+/// The grid, plus each entity's snapshot indexed by net id (net ids are dense
+/// and never reused, so a `Vec` beats a map here).
+#[derive(Resource, Debug)]
+pub struct SpatialIndex {
+    pub grid: Grid,
+    pub snaps: Vec<Snap>,
+    items: Vec<(u32, f32, f32)>,
+}
+
+impl SpatialIndex {
+    pub fn snap(&self, id: NetId) -> Option<&Snap> {
+        self.snaps.get(id as usize).filter(|s| s.alive)
+    }
+}
+
+/// AOI event totals over the whole run, and for the last tick.
+#[derive(Resource, Debug, Default, Clone, Copy)]
+pub struct AoiRunTotals(pub AoiTotals);
+
+#[derive(Resource, Debug, Default, Clone, Copy)]
+pub struct AoiTickTotals(pub AoiTotals);
+
+pub struct SpatialPlugin;
+
+impl Plugin for SpatialPlugin {
+    fn build(&self, app: &mut App) {
+        let info = app.world().resource::<SceneInfo>();
+        let s = &info.settings;
+        let cell = Grid::cell_for_reach(s.aoi_radius + s.aoi_margin);
+        let grid = Grid::new([0.0, 0.0], info.def.size, cell);
+        app.insert_resource(SpatialIndex {
+            grid,
+            snaps: Vec::new(),
+            items: Vec::new(),
+        })
+        .add_systems(Update, rebuild_index.in_set(SpatialSystems));
+    }
+}
+
+pub struct InterestPlugin;
+
+impl Plugin for InterestPlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<AoiRunTotals>()
+            .init_resource::<AoiTickTotals>()
+            .add_systems(
+                Update,
+                (update_interest, sum_interest)
+                    .chain()
+                    .in_set(InterestSystems),
+            );
+    }
+}
+
+fn rebuild_index(
+    info: Res<SceneInfo>,
+    dir: Res<Directory>,
+    mut index: ResMut<SpatialIndex>,
+    q: Query<(&Net, &Position, &Pose, Option<&Pc>, Option<&Npc>)>,
+) {
+    let index = &mut *index;
+    index.items.clear();
+    for s in index.snaps.iter_mut() {
+        s.alive = false;
+    }
+    index.snaps.resize(dir.next_net as usize, Snap::default());
+    for (net, pos, pose, pc, npc) in &q {
+        index.items.push((net.0, pos.0[0], pos.0[1]));
+        let (kind, figure) = match (pc, npc) {
+            (Some(pc), _) => (KIND_PC, pc.figure),
+            (None, Some(npc)) => (KIND_NPC, npc.figure),
+            _ => (KIND_NPC, 0),
+        };
+        if let Some(s) = index.snaps.get_mut(net.0 as usize) {
+            *s = Snap {
+                alive: true,
+                kind,
+                figure,
+                pos: pos.0,
+                q: info
+                    .quantizer
+                    .quantize(pos.0, pose.heading, pose.action, pose.mount),
+            };
+        }
+    }
+    let SpatialIndex { grid, items, .. } = index;
+    grid.rebuild(items);
+}
+
+fn update_interest(
+    info: Res<SceneInfo>,
+    index: Res<SpatialIndex>,
+    mut q: Query<(&Net, &Position, &Sight, &mut Interest)>,
+) {
+    let margin = info.settings.aoi_margin;
+    let grid = &index.grid;
+    q.par_iter_mut().for_each_init(
+        Scratch::default,
+        |scratch, (net, pos, obs, mut interest)| {
+            let Interest { visible, diff } = &mut *interest;
+            update_observer(
+                grid, net.0, pos.0, obs.radius, margin, visible, diff, scratch,
+            );
+        },
+    );
+}
+
+fn sum_interest(
+    q: Query<&Interest>,
+    mut run: ResMut<AoiRunTotals>,
+    mut last: ResMut<AoiTickTotals>,
+) {
+    let mut t = AoiTotals::default();
+    for i in &q {
+        t.add(&i.diff);
+    }
+    last.0 = t;
+    run.0.merge(t);
+}

@@ -1,0 +1,274 @@
+//! Replicate: one packet per client per tick, at most `packet_budget` bytes.
+//!
+//! Each client has a [`ClientView`]: the entities it has been told about and
+//! the state last sent for each. Every tick the view is diffed against the
+//! client's AOI set: known but no longer visible → leave; visible but unknown
+//! → enter with full state; known and changed since last sent → update. Leaves
+//! go first; enters and updates are taken nearest first until the budget is
+//! spent. Whatever does not fit is simply still different next tick, so it is
+//! carried over without any extra queue.
+
+use bevy_app::{App, Plugin, Update};
+use bevy_ecs::prelude::*;
+
+use crate::ReplicateSystems;
+use crate::components::*;
+use crate::interest::SpatialIndex;
+use crate::protocol::{EnterState, NetId, Quantized, StatePacket, UpdateState};
+use crate::world::{SceneInfo, SceneOutbox};
+
+/// Conservative upper bounds of the encoded size of each item (bitcode packs
+/// columns, so real packets come out smaller). The encoded packet is checked
+/// against the budget anyway and trimmed if the estimate was ever wrong.
+pub const HEADER_BYTES: usize = 24;
+pub const LEAVE_BYTES: usize = 5;
+pub const UPDATE_BYTES: usize = 11;
+pub const ENTER_BYTES: usize = 16;
+
+pub struct ReplicatePlugin;
+
+impl Plugin for ReplicatePlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(
+            Update,
+            (build_packets, collect_packets)
+                .chain()
+                .in_set(ReplicateSystems),
+        );
+    }
+}
+
+/// Per-thread scratch for [`build_packet`].
+#[derive(Default)]
+pub struct ReplScratch {
+    buf: bitcode::Buffer,
+    cands: Vec<(u32, NetId, bool)>,
+    packet: StatePacket,
+    known: Vec<(NetId, Quantized)>,
+    /// `stamp[id]`: `e` = known, not (yet) visible; `e + 1` = known and
+    /// visible; `e + 2` = its leave was sent. `slot[id]`: index in `known`.
+    stamp: Vec<u32>,
+    slot: Vec<u32>,
+    epoch: u32,
+}
+
+impl ReplScratch {
+    fn begin(&mut self, bound: usize) -> u32 {
+        if self.stamp.len() < bound {
+            self.stamp.resize(bound, 0);
+            self.slot.resize(bound, 0);
+        }
+        if self.epoch >= u32::MAX - 4 {
+            self.stamp.fill(0);
+            self.epoch = 0;
+        }
+        self.epoch += 4;
+        self.epoch
+    }
+}
+
+impl std::fmt::Debug for ReplScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplScratch")
+    }
+}
+
+/// What [`build_packet`] did besides encoding.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BuildStats {
+    pub deferred: u64,
+    pub trimmed: bool,
+}
+
+/// Builds one client's packet, updates its view, and returns the encoded bytes
+/// (`None` when there is nothing to tell).
+#[allow(clippy::too_many_arguments)]
+pub fn build_packet(
+    index: &SpatialIndex,
+    tick: u64,
+    own: NetId,
+    own_pos: [f32; 2],
+    ack: u32,
+    visible: &[NetId],
+    view: &mut ClientView,
+    budget: usize,
+    s: &mut ReplScratch,
+) -> (Option<Vec<u8>>, BuildStats) {
+    let mut stats = BuildStats::default();
+    let bound = index.snaps.len().max(
+        view.known
+            .iter()
+            .map(|k| k.0 as usize + 1)
+            .max()
+            .unwrap_or(0),
+    );
+    let e = s.begin(bound);
+    let p = &mut s.packet;
+    p.tick = tick as u32;
+    p.ack = ack;
+    p.leaves.clear();
+    p.enters.clear();
+    p.updates.clear();
+    let own_q = index.snap(own).map(|s| s.q);
+    p.you = match own_q {
+        Some(q) if view.you_sent != Some(q) => Some(UpdateState { id: own, q }),
+        _ => None,
+    };
+    let mut used = HEADER_BYTES + if p.you.is_some() { UPDATE_BYTES } else { 0 };
+
+    // Diff known against visible with epoch stamps (no sorting, no hashing).
+    s.cands.clear();
+    for (k, &(id, _)) in view.known.iter().enumerate() {
+        s.stamp[id as usize] = e;
+        s.slot[id as usize] = k as u32;
+    }
+    let dist2 = |snap: &crate::interest::Snap| -> u32 {
+        let (dx, dy) = (snap.pos[0] - own_pos[0], snap.pos[1] - own_pos[1]);
+        // Monotonic in distance; integer keys sort fast and deterministically.
+        (dx * dx + dy * dy).min(4.0e9) as u32
+    };
+    for &id in visible {
+        let Some(snap) = index.snap(id) else { continue };
+        let st = &mut s.stamp[id as usize];
+        if *st == e {
+            *st = e + 1;
+            if snap.q != view.known[s.slot[id as usize] as usize].1 {
+                s.cands.push((dist2(snap), id, false));
+            }
+        } else {
+            s.cands.push((dist2(snap), id, true));
+        }
+    }
+    let mut deferred_leaves = 0u64;
+    for &(id, _) in &view.known {
+        if s.stamp[id as usize] == e {
+            if used + LEAVE_BYTES <= budget {
+                p.leaves.push(id);
+                used += LEAVE_BYTES;
+            } else {
+                deferred_leaves += 1;
+            }
+        }
+    }
+    let cost = |enter: bool| if enter { ENTER_BYTES } else { UPDATE_BYTES };
+    let total: usize = s.cands.iter().map(|c| cost(c.2)).sum();
+    if used + total > budget {
+        s.cands.sort_unstable();
+    }
+    let mut taken = 0;
+    for c in &s.cands {
+        if used + cost(c.2) > budget {
+            break;
+        }
+        used += cost(c.2);
+        taken += 1;
+    }
+    let mut deferred = deferred_leaves + (s.cands.len() - taken) as u64;
+    let take = |p: &mut StatePacket, n: usize| {
+        p.enters.clear();
+        p.updates.clear();
+        for &(_, id, enter) in &s.cands[..n] {
+            let Some(snap) = index.snap(id) else { continue };
+            if enter {
+                p.enters.push(EnterState {
+                    id,
+                    kind: snap.kind,
+                    figure: snap.figure,
+                    q: snap.q,
+                });
+            } else {
+                p.updates.push(UpdateState { id, q: snap.q });
+            }
+        }
+    };
+    take(p, taken);
+    if p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty() {
+        return (None, stats);
+    }
+    let mut bytes = s.buf.encode(&*p).to_vec();
+    // The estimate is an upper bound, so this loop should never run; if it
+    // ever does, shed the farthest items until the packet fits.
+    while bytes.len() > budget {
+        stats.trimmed = true;
+        let n = p.enters.len() + p.updates.len();
+        if n > 0 {
+            let keep = n - n.div_ceil(8);
+            deferred += (taken - keep) as u64;
+            taken = keep;
+            take(p, taken);
+        } else if !p.leaves.is_empty() {
+            let keep = p.leaves.len() / 2;
+            deferred += (p.leaves.len() - keep) as u64;
+            p.leaves.truncate(keep);
+        } else {
+            break;
+        }
+        bytes = s.buf.encode(&*p).to_vec();
+    }
+    stats.deferred = deferred;
+
+    // Commit what was actually sent into the view.
+    if let Some(u) = p.you {
+        view.you_sent = Some(u.q);
+    }
+    for &id in &p.leaves {
+        s.stamp[id as usize] = e + 2;
+    }
+    for u in &p.updates {
+        view.known[s.slot[u.id as usize] as usize].1 = u.q;
+    }
+    s.known.clear();
+    s.known
+        .extend(view.known.iter().filter(|k| s.stamp[k.0 as usize] != e + 2));
+    s.known.extend(p.enters.iter().map(|en| (en.id, en.q)));
+    std::mem::swap(&mut view.known, &mut s.known);
+    (Some(bytes), stats)
+}
+
+fn build_packets(
+    info: Res<SceneInfo>,
+    tick: Res<TickCount>,
+    index: Res<SpatialIndex>,
+    mut counters: ResMut<Counters>,
+    mut q: Query<(&Net, &Position, &Pc, &Interest, &mut ClientView)>,
+) {
+    let budget = info.settings.packet_budget;
+    let t = tick.0;
+    let deferred = std::sync::atomic::AtomicU64::new(0);
+    let trimmed = std::sync::atomic::AtomicU64::new(0);
+    q.par_iter_mut().for_each_init(
+        ReplScratch::default,
+        |s, (net, pos, pc, interest, mut view)| {
+            let view = &mut *view;
+            let (bytes, stats) = build_packet(
+                &index,
+                t,
+                net.0,
+                pos.0,
+                pc.ack,
+                &interest.visible,
+                view,
+                budget,
+                s,
+            );
+            view.packet = bytes;
+            if stats.deferred > 0 {
+                deferred.fetch_add(stats.deferred, std::sync::atomic::Ordering::Relaxed);
+            }
+            if stats.trimmed {
+                trimmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        },
+    );
+    counters.items_deferred += deferred.into_inner();
+    counters.packets_trimmed += trimmed.into_inner();
+}
+
+fn collect_packets(mut out: ResMut<SceneOutbox>, mut q: Query<(&Pc, &mut ClientView)>) {
+    for (pc, mut view) in &mut q {
+        if let Some(bytes) = view.packet.take() {
+            out.packets.push((pc.client, bytes));
+        }
+    }
+    out.packets.sort_unstable_by_key(|p| p.0);
+}

@@ -1,0 +1,319 @@
+//! [`SceneWorld`]: one scene's Bevy app, stepped one fixed tick at a time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bevy_app::{App, Update};
+use bevy_ecs::error::{BevyError, ErrorContext};
+use bevy_ecs::prelude::*;
+use rstar::RTree;
+use rstar::primitives::Rectangle;
+
+use crate::components::*;
+use crate::ingest::{Inbox, IngestPlugin};
+use crate::interest::{InterestPlugin, SpatialPlugin};
+use crate::metrics::{MetricsPlugin, TickMetrics};
+use crate::movement::SimulatePlugin;
+use crate::persist::PersistPlugin;
+use crate::protocol::{Inbound, PcState, Quantizer, SceneEvent, TickOutput};
+use crate::replicate::ReplicatePlugin;
+use crate::rng::SceneRng;
+use crate::scene::{SceneDef, Vec2};
+use crate::{
+    IngestSystems, InterestSystems, MetricsSystems, PersistSystems, ReplicateSystems,
+    SimulateSystems, SpatialSystems,
+};
+
+/// Tunables of one scene world. Every field has a default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SceneSettings {
+    /// RNG seed. Default 1.
+    pub seed: u64,
+    /// Tick rate; `None` uses the scene's `tick_hz`.
+    pub tick_hz: Option<u32>,
+    /// Default AOI radius of observers. Default 50.
+    pub aoi_radius: f32,
+    /// Hysteresis: an entity seen at `aoi_radius` is kept until beyond
+    /// `aoi_radius + aoi_margin`. Default 5; 0 allowed.
+    pub aoi_margin: f32,
+    /// Ticks between save batches; `None` = one second of ticks.
+    pub flush_interval_ticks: Option<u32>,
+    /// Inputs counted per client per tick; the rest are dropped. Default 4.
+    pub max_inputs_per_tick: u32,
+    /// Commands the inbox holds between ticks. Default 65 536.
+    pub inbound_capacity: usize,
+    /// PCs allowed in the scene. Default 20 000.
+    pub max_population: u32,
+    /// Units per second. Defaults 4 (walk), 8 (run); mounted ×1.5.
+    pub walk_speed: f32,
+    pub run_speed: f32,
+    pub mount_factor: f32,
+    /// Bytes per replication packet, at most [`crate::MAX_PACKET_BYTES`]. Default 1200.
+    pub packet_budget: usize,
+    /// Record a per-stage trace for `--trace-out`. Default off.
+    pub trace: bool,
+}
+
+impl Default for SceneSettings {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            tick_hz: None,
+            aoi_radius: 50.0,
+            aoi_margin: 5.0,
+            flush_interval_ticks: None,
+            max_inputs_per_tick: 4,
+            inbound_capacity: 65_536,
+            max_population: 20_000,
+            walk_speed: 4.0,
+            run_speed: 8.0,
+            mount_factor: 1.5,
+            packet_budget: crate::MAX_PACKET_BYTES,
+            trace: false,
+        }
+    }
+}
+
+/// The immutable description of the running scene.
+#[derive(Resource, Debug)]
+pub struct SceneInfo {
+    pub def: SceneDef,
+    pub settings: SceneSettings,
+    pub tick_hz: u32,
+    pub dt: f32,
+    pub flush_every: u64,
+    pub quantizer: Quantizer,
+    pub obstacles: RTree<Rectangle<Vec2>>,
+}
+
+impl SceneInfo {
+    /// Inside the bounds and not inside an obstacle.
+    pub fn is_walkable(&self, p: Vec2) -> bool {
+        p[0].is_finite()
+            && p[1].is_finite()
+            && (0.0..=self.def.size[0]).contains(&p[0])
+            && (0.0..=self.def.size[1]).contains(&p[1])
+            && self.obstacles.locate_at_point(p).is_none()
+    }
+}
+
+/// What the current tick hands back to the host (besides packets).
+#[derive(Resource, Debug, Default)]
+pub struct SceneOutbox {
+    pub events: Vec<SceneEvent>,
+    pub save: Option<crate::protocol::SaveBatch>,
+    pub packets: Vec<(crate::protocol::ClientId, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("inbound queue full ({0} commands); command dropped")]
+    Full(usize),
+}
+
+static COMMAND_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// bevy 0.20 panics on a failed command by default (e.g. on a despawned
+/// entity). A scene must never panic on that: log it and count it.
+fn log_and_count(error: BevyError, ctx: ErrorContext) {
+    COMMAND_ERRORS.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!("ecs command failed in {}: {error}", ctx.name());
+}
+
+/// Failed ECS commands in this process (all scene worlds).
+pub fn command_errors() -> u64 {
+    COMMAND_ERRORS.load(Ordering::Relaxed)
+}
+
+/// One scene: a Bevy app whose `Update` schedule is the tick pipeline.
+pub struct SceneWorld {
+    app: App,
+}
+
+impl std::fmt::Debug for SceneWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SceneWorld")
+            .field("tick", &self.tick_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SceneWorld {
+    pub fn new(def: SceneDef, settings: SceneSettings) -> Self {
+        crate::compute_pool();
+        let tick_hz = settings.tick_hz.unwrap_or(def.tick_hz).clamp(1, 1000);
+        let flush_every = settings
+            .flush_interval_ticks
+            .map(u64::from)
+            .unwrap_or(tick_hz as u64)
+            .max(1);
+        let obstacles = RTree::bulk_load(
+            def.obstacle
+                .iter()
+                .map(|r| Rectangle::from_corners(r.min, r.max))
+                .collect(),
+        );
+        let info = SceneInfo {
+            quantizer: Quantizer::new(def.size),
+            obstacles,
+            tick_hz,
+            dt: 1.0 / tick_hz as f32,
+            flush_every,
+            settings: SceneSettings {
+                packet_budget: settings.packet_budget.min(crate::MAX_PACKET_BYTES),
+                ..settings.clone()
+            },
+            def,
+        };
+
+        let mut app = App::new();
+        app.set_error_handler(log_and_count);
+        app.insert_resource(SceneRng::new(settings.seed))
+            .insert_resource(Inbox {
+                pending: Vec::new(),
+                capacity: settings.inbound_capacity,
+            })
+            .init_resource::<TickCount>()
+            .init_resource::<Directory>()
+            .init_resource::<Counters>()
+            .init_resource::<SceneOutbox>()
+            .insert_resource(info)
+            .configure_sets(
+                Update,
+                (
+                    IngestSystems,
+                    SimulateSystems,
+                    SpatialSystems,
+                    InterestSystems,
+                    ReplicateSystems,
+                    PersistSystems,
+                    MetricsSystems,
+                )
+                    .chain(),
+            )
+            .add_plugins((
+                IngestPlugin,
+                SimulatePlugin,
+                SpatialPlugin,
+                InterestPlugin,
+                ReplicatePlugin,
+                PersistPlugin,
+                MetricsPlugin {
+                    trace: settings.trace,
+                },
+            ));
+        app.finish();
+        app.cleanup();
+        crate::movement::spawn_npcs(app.world_mut());
+        Self { app }
+    }
+
+    /// Queues a command for the next tick.
+    pub fn push(&mut self, cmd: Inbound) -> Result<(), PushError> {
+        let world = self.app.world_mut();
+        let mut inbox = world.resource_mut::<Inbox>();
+        if inbox.pending.len() >= inbox.capacity {
+            let cap = inbox.capacity;
+            world.resource_mut::<Counters>().inbound_full += 1;
+            return Err(PushError::Full(cap));
+        }
+        inbox.pending.push(cmd);
+        Ok(())
+    }
+
+    /// Runs one fixed tick.
+    pub fn tick(&mut self) -> TickOutput {
+        let start = Instant::now();
+        let tick = {
+            let world = self.app.world_mut();
+            let mut t = world.resource_mut::<TickCount>();
+            t.0 += 1;
+            let tick = t.0;
+            world.resource_mut::<TickMetrics>().begin(tick);
+            tick
+        };
+        self.app.update();
+        let world = self.app.world_mut();
+        let mut out = world.resource_mut::<SceneOutbox>();
+        let output = TickOutput {
+            tick,
+            packets: std::mem::take(&mut out.packets),
+            events: std::mem::take(&mut out.events),
+            save: out.save.take(),
+        };
+        world.resource_mut::<Counters>().command_errors = command_errors();
+        world
+            .resource_mut::<TickMetrics>()
+            .record_tick(start, Instant::now());
+        output
+    }
+
+    /// Spawns `n` wandering PCs, each an observer with its own (fake) client,
+    /// so AOI and replication do the full work of `n` connected players.
+    /// Client ids are `first_client..first_client + n`, avatars likewise.
+    pub fn add_walkers(&mut self, n: u32, first_client: u64) {
+        crate::movement::spawn_walkers(self.app.world_mut(), n, first_client);
+    }
+
+    pub fn tick_count(&self) -> u64 {
+        self.app.world().resource::<TickCount>().0
+    }
+
+    pub fn tick_hz(&self) -> u32 {
+        self.info().tick_hz
+    }
+
+    pub fn info(&self) -> &SceneInfo {
+        self.app.world().resource::<SceneInfo>()
+    }
+
+    pub fn counters(&self) -> Counters {
+        *self.app.world().resource::<Counters>()
+    }
+
+    pub fn metrics(&self) -> &TickMetrics {
+        self.app.world().resource::<TickMetrics>()
+    }
+
+    /// Run totals of AOI events (all observers, all ticks).
+    pub fn aoi_totals(&self) -> crate::aoi::AoiTotals {
+        self.app
+            .world()
+            .resource::<crate::interest::AoiRunTotals>()
+            .0
+    }
+
+    /// Number of attached PCs.
+    pub fn population(&self) -> usize {
+        self.app.world().resource::<Directory>().clients.len()
+    }
+
+    /// The current state of every PC (online), sorted by avatar.
+    pub fn pc_states(&mut self) -> Vec<PcState> {
+        let tick = self.tick_count();
+        let world = self.app.world_mut();
+        let mut q = world.query::<(&Pc, &Position, &Pose)>();
+        let mut v: Vec<PcState> = q
+            .iter(world)
+            .map(|(pc, pos, pose)| crate::persist::pc_state(pc, pos, pose, true, tick))
+            .collect();
+        v.sort_by_key(|s| s.avatar);
+        v
+    }
+
+    /// Read access for tests and tools.
+    pub fn world(&self) -> &World {
+        self.app.world()
+    }
+
+    pub fn world_mut(&mut self) -> &mut World {
+        self.app.world_mut()
+    }
+
+    /// A hash of all simulated state: every entity's components (in net-id
+    /// order), visible and known sets, the tick, the RNG and the id counter.
+    /// Two worlds with the same scene, seed and inputs hash the same.
+    pub fn state_hash(&mut self) -> u64 {
+        crate::hash::state_hash(self.app.world_mut())
+    }
+}

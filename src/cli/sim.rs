@@ -1,0 +1,247 @@
+//! `tessera sim`: one scene world, no network, as fast as it can (or in real
+//! time), with a tick-budget report.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use tessera_sim::metrics::STAGES;
+use tessera_sim::{MAX_PACKET_BYTES, SceneSettings, SceneWorld};
+
+use super::report::MsSummary;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Scene name (in assets/scenes) or path to a scene TOML file.
+    #[arg(long, default_value = "field")]
+    scene: String,
+    /// Walkers to spawn; each is an observer with its own client, as if connected.
+    #[arg(long, default_value_t = 1000)]
+    entities: u32,
+    /// Ticks to run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    ticks: u64,
+    /// RNG seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// AOI radius of every walker.
+    #[arg(long, default_value_t = 50.0)]
+    radius: f32,
+    /// AOI hysteresis margin.
+    #[arg(long, default_value_t = 5.0)]
+    hysteresis: f32,
+    /// Tick rate (default: the scene's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    tick_hz: Option<u32>,
+    /// Pace ticks at the tick rate instead of running flat out.
+    #[arg(long)]
+    realtime: bool,
+    /// Report format; json prints one JSON object as the last stdout line.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    report: ReportFormat,
+    /// Write a Chrome trace-event JSON of every stage of every tick (open in Perfetto).
+    #[arg(long)]
+    trace_out: Option<PathBuf>,
+}
+
+pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    if !(args.radius.is_finite() && args.radius > 0.0 && args.radius <= 10_000.0) {
+        anyhow::bail!(
+            "--radius must be a number in (0, 10000], got {}",
+            args.radius
+        );
+    }
+    if !(args.hysteresis.is_finite() && args.hysteresis >= 0.0 && args.hysteresis <= 10_000.0) {
+        anyhow::bail!(
+            "--hysteresis must be a number in [0, 10000], got {}",
+            args.hysteresis
+        );
+    }
+    if args.entities > 200_000 {
+        anyhow::bail!("--entities must be at most 200000, got {}", args.entities);
+    }
+    let def = crate::scenes::load(&args.scene)?;
+    let scene_name = def.name.clone();
+    let settings = SceneSettings {
+        seed: args.seed,
+        tick_hz: args.tick_hz,
+        aoi_radius: args.radius,
+        aoi_margin: args.hysteresis,
+        max_population: args.entities.max(1),
+        trace: args.trace_out.is_some(),
+        ..SceneSettings::default()
+    };
+    let mut world = SceneWorld::new(def, settings);
+    world.add_walkers(args.entities, 1);
+    let tick_hz = world.tick_hz();
+    let period = Duration::from_secs_f64(1.0 / tick_hz as f64);
+
+    let mut bytes_total: u64 = 0;
+    let mut max_packet: usize = 0;
+    let mut over_budget: u64 = 0;
+    let mut saves: u64 = 0;
+    let started = Instant::now();
+    let mut next = Instant::now();
+    for _ in 0..args.ticks {
+        let out = world.tick();
+        for (_, p) in &out.packets {
+            bytes_total += p.len() as u64;
+            max_packet = max_packet.max(p.len());
+            if p.len() > MAX_PACKET_BYTES {
+                over_budget += 1;
+            }
+        }
+        saves += out.save.map_or(0, |b| b.states.len() as u64);
+        if args.realtime {
+            next += period;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now; // late: do not try to catch up a backlog in a sim
+            }
+        }
+    }
+    let wall = started.elapsed();
+    let hash = world.state_hash();
+    let metrics = world.metrics();
+    let tick = MsSummary::of(&metrics.tick);
+    let aoi = world.aoi_totals();
+    let counters = world.counters();
+    let budget_ms = 1000.0 / tick_hz as f64;
+
+    if let Some(path) = &args.trace_out {
+        write_trace(path, metrics)
+            .with_context(|| format!("cannot write trace to {}", path.display()))?;
+    }
+
+    let systems: serde_json::Map<String, serde_json::Value> = STAGES
+        .iter()
+        .zip(&metrics.stages)
+        .map(|(name, h)| {
+            let us = |ns: f64| (ns / 10.0).round() / 100.0;
+            (
+                name.to_string(),
+                json!({"mean_us": us(h.mean()), "p99_us": us(h.value_at_quantile(0.99) as f64)}),
+            )
+        })
+        .collect();
+    let report = json!({
+        "scene": scene_name,
+        "entities": args.entities,
+        "ticks": args.ticks,
+        "seed": args.seed,
+        "tick_hz": tick_hz,
+        "tick_ms": tick,
+        "systems": systems,
+        "aoi": {"enter": aoi.enter, "leave": aoi.leave, "stay": aoi.stay},
+        "replication": {
+            "bytes_per_tick": bytes_total / args.ticks,
+            "max_packet_bytes": max_packet,
+            "packets_over_budget": over_budget,
+            "items_deferred": counters.items_deferred,
+        },
+        "saved_states": saves,
+        "wall_s": (wall.as_secs_f64() * 1000.0).round() / 1000.0,
+        "state_hash": format!("{hash:016x}"),
+    });
+
+    let mut stdout = std::io::stdout().lock();
+    match args.report {
+        ReportFormat::Json => writeln!(stdout, "{report}")?,
+        ReportFormat::Text => {
+            writeln!(
+                stdout,
+                "scene {scene_name}: {} walkers, {} ticks at {tick_hz} Hz (budget {budget_ms:.1} ms), seed {}, wall {:.2} s",
+                args.entities,
+                args.ticks,
+                args.seed,
+                wall.as_secs_f64()
+            )?;
+            writeln!(
+                stdout,
+                "{:<12} {:>10} {:>10} {:>9}",
+                "stage", "mean ms", "p99 ms", "% budget"
+            )?;
+            for (name, h) in STAGES.iter().zip(&metrics.stages) {
+                let s = MsSummary::of(h);
+                writeln!(
+                    stdout,
+                    "{name:<12} {:>10.3} {:>10.3} {:>8.1}%",
+                    s.mean,
+                    s.p99,
+                    100.0 * s.mean / budget_ms
+                )?;
+            }
+            writeln!(
+                stdout,
+                "{:<12} {:>10.3} {:>10.3} {:>8.1}%   (p50 {:.3}, max {:.3})",
+                "whole tick",
+                tick.mean,
+                tick.p99,
+                100.0 * tick.mean / budget_ms,
+                tick.p50,
+                tick.max
+            )?;
+            writeln!(
+                stdout,
+                "aoi: {} enter, {} leave, {} stay",
+                aoi.enter, aoi.leave, aoi.stay
+            )?;
+            writeln!(
+                stdout,
+                "replication: {} bytes/tick, largest packet {max_packet} B (cap {MAX_PACKET_BYTES}), {} items deferred",
+                bytes_total / args.ticks,
+                counters.items_deferred
+            )?;
+            writeln!(stdout, "state_hash {hash:016x}")?;
+        }
+    }
+    Ok(if over_budget > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Chrome trace-event format: one complete ("X") event per stage per tick.
+fn write_trace(
+    path: &std::path::Path,
+    metrics: &tessera_sim::metrics::TickMetrics,
+) -> anyhow::Result<()> {
+    let Some(spans) = &metrics.trace else {
+        return Ok(());
+    };
+    let file = std::fs::File::create(path)?;
+    let mut w = std::io::BufWriter::new(file);
+    write!(w, "{{\"displayTimeUnit\":\"ms\",\"traceEvents\":[")?;
+    for (i, s) in spans.iter().enumerate() {
+        let (name, tid) = match STAGES.get(s.stage) {
+            Some(n) => (*n, 2),
+            None => ("tick", 1),
+        };
+        if i > 0 {
+            write!(w, ",")?;
+        }
+        write!(
+            w,
+            "{{\"name\":\"{name}\",\"cat\":\"tick\",\"ph\":\"X\",\"ts\":{:.3},\"dur\":{:.3},\"pid\":1,\"tid\":{tid},\"args\":{{\"tick\":{}}}}}",
+            s.start_ns as f64 / 1000.0,
+            s.dur_ns as f64 / 1000.0,
+            s.tick
+        )?;
+    }
+    writeln!(w, "]}}")?;
+    w.flush()?;
+    Ok(())
+}
