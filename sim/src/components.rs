@@ -131,6 +131,7 @@ pub struct Counters {
     pub items_deferred: u64,
     /// Packets that had to be re-encoded smaller after the size estimate.
     pub packets_trimmed: u64,
-    /// Failed ECS commands (logged by the fallback error handler).
+    /// Failed ECS commands, process-wide (bevy's fallback error handler is a
+    /// plain `fn` with no world context, so it cannot tell scenes apart).
     pub command_errors: u64,
 }

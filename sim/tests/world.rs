@@ -1,0 +1,457 @@
+//! The scene world end to end, driven tick by tick through its public API.
+
+use tessera_sim::components::{Pc, Position};
+use tessera_sim::protocol::{Input, MoveMode, StatePacket};
+use tessera_sim::scene::{Rect, SceneDef};
+use tessera_sim::testing::{attach_at, decode, input, open_world, world_with_obstacles};
+use tessera_sim::{Inbound, MAX_PACKET_BYTES, SceneEvent, SceneSettings, SceneWorld};
+
+fn settings() -> SceneSettings {
+    SceneSettings {
+        flush_interval_ticks: Some(10),
+        ..SceneSettings::default()
+    }
+}
+
+fn position_of(w: &mut SceneWorld, client: u64) -> [f32; 2] {
+    let world = w.world_mut();
+    let mut q = world.query::<(&Pc, &Position)>();
+    q.iter(world)
+        .find(|(pc, _)| pc.client == client)
+        .map(|(_, p)| p.0)
+        .expect("client attached")
+}
+
+fn town() -> SceneDef {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/scenes/town.toml");
+    let text = std::fs::read_to_string(path).expect("town.toml");
+    SceneDef::from_toml(path, &text).expect("town parses")
+}
+
+fn run_hash(seed: u64, ticks: u32) -> u64 {
+    let mut def = town();
+    def.npc_spawner[0].count = 50;
+    let mut w = SceneWorld::new(def, SceneSettings { seed, ..settings() });
+    w.add_walkers(200, 1000);
+    for c in 1..=5u64 {
+        w.push(attach_at(c, [200.0, 200.0])).unwrap();
+    }
+    for t in 0..ticks {
+        for c in 1..=5u64 {
+            let a = (t as f32 * 0.1 + c as f32).sin();
+            w.push(input(c, t, [a, 1.0 - a.abs()], MoveMode::Run))
+                .unwrap();
+        }
+        w.tick();
+    }
+    w.state_hash()
+}
+
+#[test]
+fn same_seed_same_hash_other_seed_other_hash() {
+    let a = run_hash(42, 120);
+    let b = run_hash(42, 120);
+    let c = run_hash(43, 120);
+    assert_eq!(a, b, "same seed and inputs must give the same state");
+    assert_ne!(a, c, "another seed must give another state");
+}
+
+#[test]
+fn speed_hack_is_clamped_to_the_mode_cap() {
+    let mut w = open_world(1000.0, settings());
+    w.push(attach_at(1, [500.0, 500.0])).unwrap();
+    w.tick();
+    let hz = w.tick_hz() as f32;
+    let cap = SceneSettings::default().run_speed / hz;
+    for t in 0..20 {
+        let before = position_of(&mut w, 1);
+        w.push(input(1, t, [1000.0, 0.0], MoveMode::Run)).unwrap();
+        w.tick();
+        let after = position_of(&mut w, 1);
+        let moved = ((after[0] - before[0]).powi(2) + (after[1] - before[1]).powi(2)).sqrt();
+        assert!(moved <= cap + 1e-3, "moved {moved} > cap {cap}");
+        assert!(
+            moved > cap * 0.9,
+            "should still move at the cap, moved {moved}"
+        );
+    }
+    assert_eq!(w.counters().inputs_speed_clamped, 20);
+}
+
+#[test]
+fn input_flood_is_capped_and_counted() {
+    let mut w = open_world(1000.0, settings());
+    w.push(attach_at(1, [500.0, 500.0])).unwrap();
+    w.tick();
+    let before = position_of(&mut w, 1);
+    for s in 0..100 {
+        w.push(input(1, s, [1.0, 0.0], MoveMode::Run)).unwrap();
+    }
+    w.tick();
+    let after = position_of(&mut w, 1);
+    let cap = SceneSettings::default().max_inputs_per_tick as u64;
+    assert_eq!(w.counters().inputs_flood_dropped, 100 - cap);
+    // A flood does not buy extra movement: one tick's worth at most.
+    let step = SceneSettings::default().run_speed / w.tick_hz() as f32;
+    assert!(after[0] - before[0] <= step + 1e-3);
+}
+
+#[test]
+fn nan_and_infinite_inputs_are_dropped_and_counted() {
+    let mut w = open_world(1000.0, settings());
+    w.push(attach_at(1, [500.0, 500.0])).unwrap();
+    w.tick();
+    for bad in [
+        [f32::NAN, 0.0],
+        [0.0, f32::INFINITY],
+        [f32::NEG_INFINITY, f32::NAN],
+    ] {
+        w.push(input(1, 1, bad, MoveMode::Run)).unwrap();
+    }
+    w.push(Inbound::Input {
+        client: 1,
+        input: Input {
+            heading: f32::NAN,
+            ..Default::default()
+        },
+    })
+    .unwrap();
+    w.tick();
+    assert_eq!(w.counters().inputs_invalid_dropped, 4);
+    let p = position_of(&mut w, 1);
+    assert_eq!(p, [500.0, 500.0]);
+}
+
+#[test]
+fn bounds_clamp_and_no_teleport_from_saved_state() {
+    let mut w = open_world(100.0, settings());
+    w.push(attach_at(1, [99.0, 50.0])).unwrap();
+    // A saved state outside the scene (corrupt or hostile) is not trusted.
+    w.push(attach_at(2, [5000.0, -3.0])).unwrap();
+    w.tick();
+    assert_eq!(
+        position_of(&mut w, 2),
+        [50.0, 50.0],
+        "falls back to the spawn point"
+    );
+    for t in 0..40 {
+        w.push(input(1, t, [1.0, 0.0], MoveMode::Run)).unwrap();
+        w.tick();
+    }
+    assert_eq!(position_of(&mut w, 1)[0], 100.0);
+    assert!(w.counters().bounds_clamped > 0);
+}
+
+#[test]
+fn obstacles_block_movement() {
+    let wall = Rect {
+        min: [60.0, 0.0],
+        max: [62.0, 100.0],
+    };
+    let mut w = world_with_obstacles(100.0, vec![wall], settings());
+    w.push(attach_at(1, [55.0, 50.0])).unwrap();
+    w.tick();
+    for t in 0..200 {
+        // Run diagonally into the wall: slides along y, never crosses x.
+        w.push(input(1, t, [0.9, 0.1], MoveMode::Run)).unwrap();
+        w.tick();
+        let p = position_of(&mut w, 1);
+        assert!(p[0] < 60.0, "went into or through the wall: {p:?}");
+    }
+    assert!(
+        position_of(&mut w, 1)[1] > 50.0,
+        "should slide along the wall"
+    );
+    assert!(w.counters().obstacle_blocked > 0);
+}
+
+#[test]
+fn attach_detach_keep_the_world_consistent() {
+    let mut w = open_world(200.0, settings());
+    let mut rng = tessera_sim::rng::SceneRng::new(5);
+    let mut attached = std::collections::BTreeSet::new();
+    let mut saved_at = std::collections::BTreeMap::new();
+    for t in 0..300u32 {
+        for _ in 0..4 {
+            let c = (rng.next_u64() % 30) + 1;
+            let r = rng.next_f32();
+            if r < 0.4 {
+                let state = saved_at.get(&c).copied();
+                w.push(Inbound::Attach {
+                    client: c,
+                    avatar: c,
+                    state,
+                    figure: 0,
+                })
+                .unwrap();
+            } else if r < 0.6 {
+                w.push(Inbound::Detach { client: c }).unwrap();
+            } else {
+                w.push(input(
+                    c,
+                    t,
+                    [rng.range_f32(-1.0, 1.0), rng.range_f32(-1.0, 1.0)],
+                    MoveMode::Walk,
+                ))
+                .unwrap();
+            }
+        }
+        let out = w.tick();
+        for e in &out.events {
+            match e {
+                SceneEvent::Attached { client, .. } => assert!(attached.insert(*client)),
+                SceneEvent::Detached { client, state } => {
+                    assert!(attached.remove(client));
+                    assert!(!state.online);
+                    saved_at.insert(*client, *state);
+                    // The final state is in this tick's save batch.
+                    let batch = out.save.as_ref().expect("detach forces a save batch");
+                    assert!(
+                        batch
+                            .states
+                            .iter()
+                            .any(|s| s.avatar == *client && !s.online)
+                    );
+                }
+                SceneEvent::AttachRejected { client, .. } => assert!(attached.contains(client)),
+                SceneEvent::Portal { .. } => {}
+            }
+        }
+        assert_eq!(w.population(), attached.len());
+        let world = w.world_mut();
+        let n = world.query::<&Pc>().iter(world).count();
+        assert_eq!(
+            n,
+            attached.len(),
+            "every attached client has exactly one PC"
+        );
+        // Only attached clients get packets.
+        for (c, _) in &out.packets {
+            assert!(attached.contains(c));
+        }
+    }
+    let c = w.counters();
+    assert!(c.attach_rejected > 0 && c.unknown_client > 0, "{c:?}");
+}
+
+#[test]
+fn reattach_comes_back_where_it_left() {
+    let mut w = open_world(1000.0, settings());
+    w.push(attach_at(7, [100.0, 100.0])).unwrap();
+    for t in 0..30 {
+        w.push(input(7, t, [1.0, 0.0], MoveMode::Walk)).unwrap();
+        w.tick();
+    }
+    w.push(Inbound::Detach { client: 7 }).unwrap();
+    let out = w.tick();
+    let state = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            SceneEvent::Detached { state, .. } => Some(*state),
+            _ => None,
+        })
+        .expect("detached");
+    assert!(state.position[0] > 100.0);
+    w.push(Inbound::Attach {
+        client: 8,
+        avatar: 7,
+        state: Some(state),
+        figure: 0,
+    })
+    .unwrap();
+    w.tick();
+    assert_eq!(position_of(&mut w, 8), state.position);
+}
+
+#[test]
+fn save_batches_come_every_flush_interval_with_dirty_pcs_only() {
+    let mut w = open_world(1000.0, settings());
+    w.push(attach_at(1, [100.0, 100.0])).unwrap();
+    w.push(attach_at(2, [200.0, 200.0])).unwrap();
+    let mut batches = Vec::new();
+    for t in 1..=40u32 {
+        w.push(input(1, t, [1.0, 0.0], MoveMode::Walk)).unwrap();
+        let out = w.tick();
+        if let Some(b) = out.save {
+            batches.push(b);
+        }
+    }
+    assert_eq!(
+        batches.iter().map(|b| b.tick).collect::<Vec<_>>(),
+        vec![10, 20, 30, 40]
+    );
+    // Both were dirty at first (attached with a state: saved), then only the mover.
+    for b in &batches[1..] {
+        assert_eq!(
+            b.states.iter().map(|s| s.avatar).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(b.scene, "test");
+    }
+}
+
+/// A client-side model: applies packets and checks the protocol's promises.
+#[derive(Default)]
+struct ClientModel {
+    known: std::collections::BTreeMap<u32, tessera_sim::protocol::Quantized>,
+}
+
+impl ClientModel {
+    fn apply(&mut self, p: &StatePacket) {
+        for id in &p.leaves {
+            assert!(self.known.remove(id).is_some(), "leave for unknown {id}");
+        }
+        for e in &p.enters {
+            assert!(
+                self.known.insert(e.id, e.q).is_none(),
+                "enter for known {}",
+                e.id
+            );
+        }
+        for u in &p.updates {
+            let slot = self
+                .known
+                .get_mut(&u.id)
+                .expect("update for unknown entity");
+            assert_ne!(*slot, u.q, "update without a change");
+            *slot = u.q;
+        }
+    }
+}
+
+#[test]
+fn crowded_packets_fit_the_budget_decode_and_converge() {
+    // 1500 PCs in a 60×60 square: ~1500 visible each, far over one packet.
+    let mut w = open_world(1000.0, settings());
+    let mut rng = tessera_sim::rng::SceneRng::new(3);
+    for c in 0..1500u64 {
+        w.push(attach_at(
+            c,
+            [rng.range_f32(470.0, 530.0), rng.range_f32(470.0, 530.0)],
+        ))
+        .unwrap();
+    }
+    let mut models: Vec<ClientModel> = (0..1500).map(|_| ClientModel::default()).collect();
+    let mut max_len = 0;
+    for t in 0..60u32 {
+        // Half the crowd moves on some ticks, then everyone stands still.
+        if t < 20 {
+            for c in (0..1500u64).step_by(2) {
+                w.push(input(
+                    c,
+                    t,
+                    [rng.range_f32(-1.0, 1.0), rng.range_f32(-1.0, 1.0)],
+                    MoveMode::Walk,
+                ))
+                .unwrap();
+            }
+        } else if t == 20 {
+            for c in 0..1500u64 {
+                w.push(input(c, t, [0.0, 0.0], MoveMode::Walk)).unwrap();
+            }
+        }
+        let out = w.tick();
+        for (c, bytes) in &out.packets {
+            assert!(
+                bytes.len() <= MAX_PACKET_BYTES,
+                "packet of {} bytes",
+                bytes.len()
+            );
+            max_len = max_len.max(bytes.len());
+            models[*c as usize].apply(&decode(bytes));
+        }
+    }
+    assert!(
+        max_len > MAX_PACKET_BYTES / 2,
+        "the budget was exercised: {max_len}"
+    );
+    assert!(
+        w.counters().items_deferred > 0,
+        "budget pressure must defer items"
+    );
+    // Once the crowd is still, deferred items drain and every client knows
+    // exactly its AOI set.
+    let world = w.world_mut();
+    let mut q = world.query::<(&Pc, &tessera_sim::components::Interest)>();
+    for (pc, interest) in q.iter(world) {
+        let mut vis = interest.visible.clone();
+        vis.sort_unstable();
+        let known: Vec<u32> = models[pc.client as usize].known.keys().copied().collect();
+        assert_eq!(known, vis, "client {} view did not converge", pc.client);
+    }
+}
+
+#[test]
+fn inbound_queue_is_bounded_and_counts_drops() {
+    let mut w = open_world(
+        100.0,
+        SceneSettings {
+            inbound_capacity: 10,
+            ..settings()
+        },
+    );
+    let mut refused = 0;
+    for s in 0..25 {
+        if w.push(input(1, s, [0.0, 0.0], MoveMode::Walk)).is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 15);
+    assert_eq!(w.counters().inbound_full, 15);
+    w.tick();
+    assert!(
+        w.push(input(1, 0, [0.0, 0.0], MoveMode::Walk)).is_ok(),
+        "drained by the tick"
+    );
+}
+
+#[test]
+fn a_failed_command_is_logged_and_counted_not_a_panic() {
+    let mut w = open_world(100.0, settings());
+    let world = w.world_mut();
+    let e = world.spawn(Position([1.0, 1.0])).id();
+    world.despawn(e);
+    let before = tessera_sim::command_errors();
+    world.commands().entity(e).insert(Position([2.0, 2.0]));
+    world.flush();
+    w.tick();
+    assert!(tessera_sim::command_errors() > before);
+    assert!(w.counters().command_errors > 0);
+}
+
+#[test]
+fn portal_fires_once_on_entry() {
+    let mut w = SceneWorld::new(town(), settings());
+    // Just inside the gap in the east wall, heading out through the portal.
+    w.push(attach_at(1, [380.0, 200.0])).unwrap();
+    let mut portals = 0;
+    for t in 0..60 {
+        w.push(input(1, t, [1.0, 0.0], MoveMode::Run)).unwrap();
+        let out = w.tick();
+        portals += out
+            .events
+            .iter()
+            .filter(|e| matches!(e, SceneEvent::Portal { target, .. } if target == "field"))
+            .count();
+    }
+    assert_eq!(portals, 1);
+}
+
+#[test]
+fn the_tick_schedule_has_no_ambiguities() {
+    use bevy_ecs::schedule::Schedules;
+    let mut w = open_world(100.0, settings());
+    w.add_walkers(10, 1);
+    w.tick(); // builds the schedules
+    let schedules = w.world().resource::<Schedules>();
+    let update = schedules
+        .get(bevy_app::Update)
+        .expect("the tick runs in Update");
+    let conflicts = update.graph().conflicting_systems();
+    assert!(
+        conflicts.is_empty(),
+        "systems with conflicting access and no order: {} pair(s); order them or chain them",
+        conflicts.len()
+    );
+}
