@@ -253,7 +253,6 @@ impl Scratch {
 /// `visible` is the set from the previous tick and is replaced by the new
 /// one; `diff` is cleared and filled. Ids in `visible` may be ones no longer
 /// in the grid (despawned): they leave.
-#[allow(clippy::too_many_arguments)]
 pub fn update_observer(
     grid: &Grid,
     self_id: u32,

@@ -70,7 +70,6 @@ fn apply_attaches(
     mut counters: ResMut<Counters>,
     mut out: ResMut<SceneOutbox>,
     info: Res<SceneInfo>,
-    tick: Res<TickCount>,
 ) {
     for AttachCmd(cmd) in reader.read() {
         let Inbound::Attach {
@@ -152,7 +151,6 @@ fn apply_attaches(
             avatar,
             net_id: net,
         });
-        let _ = tick;
     }
 }
 

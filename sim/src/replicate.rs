@@ -82,7 +82,6 @@ pub struct BuildStats {
 
 /// Builds one client's packet, updates its view, and returns the encoded bytes
 /// (`None` when there is nothing to tell).
-#[allow(clippy::too_many_arguments)]
 pub fn build_packet(
     index: &SpatialIndex,
     tick: u64,

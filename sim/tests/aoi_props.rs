@@ -3,6 +3,8 @@
 //! cell, points outside the grid, hysteresis, radius changes, and entities
 //! joining and leaving.
 
+#![allow(clippy::unwrap_used)] // tests and benches: a failed unwrap is a failed run
+
 use proptest::prelude::*;
 use tessera_sim::aoi::{AoiStage, Diff, Grid, Scratch, brute_force_update, update_observer};
 

@@ -1,5 +1,7 @@
 //! The scene world end to end, driven tick by tick through its public API.
 
+#![allow(clippy::unwrap_used)] // tests and benches: a failed unwrap is a failed run
+
 use tessera_sim::components::{Pc, Position};
 use tessera_sim::protocol::{Input, MoveMode, StatePacket};
 use tessera_sim::scene::{Rect, SceneDef};
