@@ -9,7 +9,7 @@ use thiserror::Error;
 /// The database failed underneath an operation: I/O, a corrupt record, a storage limit.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] redb::Error),
     #[error("corrupt record in table `{table}`: {reason}")]
     Corrupt { table: &'static str, reason: String },
@@ -149,11 +149,11 @@ pub enum HashError {
 /// Registering an account.
 #[derive(Debug, Error)]
 pub enum RegisterError {
-    #[error("invalid email: {0}")]
+    #[error("invalid email")]
     InvalidEmail(#[from] EmailError),
-    #[error("invalid password: {0}")]
+    #[error("invalid password")]
     InvalidPassword(#[from] PasswordError),
-    #[error("invalid nickname: {0}")]
+    #[error("invalid nickname")]
     InvalidNickname(#[from] NameError),
     #[error("an account with email {email} already exists")]
     DuplicateEmail { email: String },
@@ -166,12 +166,12 @@ pub enum RegisterError {
 /// Checking an email and password.
 #[derive(Debug, Error)]
 pub enum LoginError {
-    #[error("invalid email: {0}")]
+    #[error("invalid email")]
     InvalidEmail(#[from] EmailError),
     /// Too long to be any account's password; refused before hashing.
-    #[error("invalid password: {0}")]
+    #[error("invalid password")]
     InvalidPassword(#[from] PasswordError),
-    #[error("invalid login address: {0}")]
+    #[error("invalid login address")]
     InvalidAddress(#[from] NameError),
     #[error("no account with that email")]
     UnknownEmail,
@@ -194,11 +194,11 @@ pub enum AccountUpdateError {
     UnknownAccount(u64),
     #[error("no account with that email")]
     UnknownEmail,
-    #[error("invalid email: {0}")]
+    #[error("invalid email")]
     InvalidEmail(#[from] EmailError),
     #[error("account {0} is deleted")]
     Deleted(u64),
-    #[error("invalid login address: {0}")]
+    #[error("invalid login address")]
     InvalidAddress(#[from] NameError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -211,7 +211,7 @@ pub enum ChangeEmailError {
     UnknownAccount(u64),
     #[error("account {0} is deleted")]
     Deleted(u64),
-    #[error("invalid email: {0}")]
+    #[error("invalid email")]
     InvalidEmail(#[from] EmailError),
     #[error("an account with email {email} already exists")]
     DuplicateEmail { email: String },
@@ -228,7 +228,7 @@ pub enum ChangePasswordError {
     Deleted(u64),
     #[error("current password is wrong")]
     WrongPassword,
-    #[error("invalid new password: {0}")]
+    #[error("invalid new password")]
     InvalidPassword(#[from] PasswordError),
     #[error(transparent)]
     Hash(#[from] HashError),
@@ -245,10 +245,10 @@ pub enum CreateAvatarError {
     AccountNotOpen(u64),
     #[error("account {account} already has {max} avatars")]
     TooManyAvatars { account: u64, max: usize },
-    #[error("invalid avatar name: {0}")]
-    InvalidName(NameError),
-    #[error("invalid figure: {0}")]
-    InvalidFigure(NameError),
+    #[error("invalid avatar name")]
+    InvalidName(#[source] NameError),
+    #[error("invalid figure")]
+    InvalidFigure(#[source] NameError),
     #[error("avatar name {name} is taken")]
     DuplicateName { name: String },
     #[error("no scene {0}")]
@@ -273,7 +273,7 @@ pub enum AvatarUpdateError {
 /// Creating a scene.
 #[derive(Debug, Error)]
 pub enum CreateSceneError {
-    #[error("invalid scene name: {0}")]
+    #[error("invalid scene name")]
     InvalidName(#[from] NameError),
     #[error("scene {name} already exists")]
     DuplicateName { name: String },
@@ -303,4 +303,16 @@ pub enum ImportError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// An error and its sources, `: `-separated, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

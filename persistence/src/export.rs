@@ -35,7 +35,7 @@ pub enum ExportRecord {
 /// Exporting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError<E: std::error::Error + 'static> {
-    #[error("writing the export: {0}")]
+    #[error("writing the export")]
     Sink(#[source] E),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -178,12 +178,12 @@ impl Importer {
                 if scene.id < FIRST_SCENE_ID || txn.open_table(SCENES)?.get(scene.id)?.is_some() {
                     return Err(invalid(format!("scene id {} invalid or repeated", scene.id)));
                 }
-                insert_scene(txn, &scene).map_err(invalid)?;
+                insert_scene(txn, &scene).map_err(|e| invalid(error_chain(&e)))?;
                 bump_counter(&mut txn.open_table(META)?, META_NEXT_SCENE, FIRST_SCENE_ID, scene.id)?;
                 self.stats.scenes += 1;
             }
             ExportRecord::Account(account) => {
-                let email = validate::normalize_email(&account.email).map_err(invalid)?;
+                let email = validate::normalize_email(&account.email).map_err(|e| invalid(error_chain(&e)))?;
                 if email != account.email {
                     return Err(invalid(format!("account {}: email not normalised", account.id)));
                 }
@@ -213,7 +213,7 @@ impl Importer {
                 if avatar.status == AvatarStatus::Deleted && avatar.scene != NO_SCENE {
                     return Err(invalid(format!("deleted avatar {} is in a scene", avatar.id)));
                 }
-                insert_avatar(txn, &avatar).map_err(invalid)?;
+                insert_avatar(txn, &avatar).map_err(|e| invalid(error_chain(&e)))?;
                 bump_counter(&mut txn.open_table(META)?, META_NEXT_AVATAR, FIRST_AVATAR_ID, avatar.id)?;
                 self.stats.avatars += 1;
             }

@@ -364,8 +364,8 @@ fn run(
                 }
                 Err(e) => {
                     counters.commit_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, states = pending.states(), "write-behind commit failed; will retry");
-                    result = Err(FlushError::Commit(e.to_string()));
+                    tracing::error!(error = %crate::error::error_chain(&e), states = pending.states(), "write-behind commit failed; will retry");
+                    result = Err(FlushError::Commit(crate::error::error_chain(&e)));
                     if closing {
                         shutdown_failures += 1;
                     }

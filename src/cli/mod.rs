@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod db;
+
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about = "Tessera: an authoritative MMO simulation cluster")]
 pub struct Cli {
@@ -13,11 +15,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Operator tools for the redb database: stats, check, export, import, accounts, bench.
+    Db(db::DbArgs),
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Db(args) => args.run(),
         }
     }
 }
