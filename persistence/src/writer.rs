@@ -427,3 +427,119 @@ mod tests {
         assert_eq!((s.states_superseded, s.states_stale), (2, 1));
     }
 }
+
+#[cfg(test)]
+mod store_tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::NewAvatar;
+
+    /// While the disk is stuck (a write transaction held open elsewhere), submitting never
+    /// blocks and nothing queues without bound: 200 batches end up in at most 2 commits,
+    /// and the newest state of every avatar is what lands.
+    #[test]
+    fn coalesces_when_commits_fall_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path().join("w.redb")).unwrap());
+        let account = store.register("w@example.com", "writer password", None).unwrap();
+        let scene = store.create_scene("w").unwrap();
+        let avatars = store
+            .provision_avatars(
+                account,
+                &(0..300)
+                    .map(|i| NewAvatar { name: format!("walker{i}"), figure: String::new(), scene })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let batch = |k: u64| SaveBatch {
+            scene,
+            states: avatars
+                .iter()
+                .map(|&avatar| PcState {
+                    avatar,
+                    scene,
+                    position: [k as f32, 0.0],
+                    heading: 0.0,
+                    action: 0,
+                    mount: 0,
+                    online: true,
+                    tick: k,
+                })
+                .collect(),
+        };
+
+        let (commits_tx, commits_rx) = mpsc::channel();
+        let hold = store.db.begin_write().unwrap();
+        let writer = Writer::spawn(
+            Arc::clone(&store),
+            WriterConfig { capacity: 2, ..WriterConfig::default() },
+            move |r| commits_tx.send(r.clone()).unwrap(),
+        )
+        .unwrap();
+        let writer = Arc::new(writer);
+        let (done_tx, done_rx) = mpsc::channel();
+        let submitter = {
+            let writer = Arc::clone(&writer);
+            let batches: Vec<_> = (1..=200).map(batch).collect();
+            std::thread::spawn(move || {
+                for b in batches {
+                    writer.submit(b);
+                }
+                done_tx.send(()).unwrap();
+            })
+        };
+        done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("submit blocked while the disk was stuck");
+        submitter.join().unwrap();
+        assert!(writer.stats().overflowed > 0);
+        drop(hold);
+        writer.flush().unwrap();
+
+        let reports: Vec<CommitReport> = commits_rx.try_iter().collect();
+        assert!(reports.len() <= 2, "{} commits", reports.len());
+        assert_eq!(reports.iter().map(|r| r.batches).sum::<u64>(), 200);
+        assert_eq!(reports.last().unwrap().scenes, vec![(scene, 200)]);
+        let states = store.load_scene(scene).unwrap();
+        assert_eq!(states.len(), 300);
+        assert!(states.iter().all(|s| s.tick == 200 && s.position[0] == 200.0));
+
+        let writer = Arc::try_unwrap(writer).unwrap();
+        let s = writer.shutdown();
+        assert_eq!(s.submitted, 200);
+        assert_eq!(s.committed_batches, 200);
+        // Every submitted state is accounted for exactly once.
+        assert_eq!(
+            s.states_written + s.states_superseded + s.states_stale + s.states_refused + s.states_dropped,
+            200 * 300
+        );
+        assert_eq!(s.states_dropped, 0);
+    }
+
+    /// Shutdown commits what is pending.
+    #[test]
+    fn shutdown_commits_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path().join("w.redb")).unwrap());
+        let account = store.register("s@example.com", "writer password", None).unwrap();
+        let scene = store.create_scene("s").unwrap();
+        let ids = store
+            .provision_avatars(account, &[NewAvatar { name: "Solo".into(), figure: String::new(), scene }])
+            .unwrap();
+        let writer = Writer::spawn(Arc::clone(&store), WriterConfig::default(), |_| {}).unwrap();
+        for k in 1..=5 {
+            let mut s = super::tests_state(ids[0], k);
+            s.scene = scene;
+            writer.submit(SaveBatch { scene, states: vec![s] });
+        }
+        let stats = writer.shutdown();
+        assert_eq!(stats.committed_batches, 5);
+        assert_eq!(store.load_scene(scene).unwrap()[0].tick, 5);
+    }
+}
+
+#[cfg(test)]
+fn tests_state(avatar: u64, tick: u64) -> PcState {
+    PcState { avatar, scene: 1, position: [0.0, 0.0], heading: 0.0, action: 0, mount: 0, online: true, tick }
+}
