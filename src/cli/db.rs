@@ -329,6 +329,15 @@ fn newest_tick(store: &Store, scenes: &[(SceneId, Vec<AvatarId>)]) -> anyhow::Re
 fn writer(data: &Path, path: &Path, args: &WriterArgs) -> anyhow::Result<ExitCode> {
     let store = Arc::new(open_or_create(data, path)?);
     let mut scenes = fixture(&store, &args.prefix, args.scenes, args.pcs)?;
+    // Avatars an earlier run added (and saved) belong in every batch too, or the scene would
+    // hold states of different batches.
+    for (scene, avatars) in &mut scenes {
+        for s in store.load_scene(*scene)? {
+            if !avatars.contains(&s.avatar) {
+                avatars.push(s.avatar);
+            }
+        }
+    }
     let mut k = newest_tick(&store, &scenes)? + 1;
     println!("READY {k}");
     let config = WriterConfig {
