@@ -33,7 +33,7 @@ fn expected(scene: u64, avatar: u64, k: u64) -> PcState {
         heading: (k % 360) as f32,
         action: (k % 251) as u8,
         mount: (k % 7) as u8,
-        online: k % 2 == 0,
+        online: k.is_multiple_of(2),
         tick: k,
     }
 }
@@ -73,8 +73,17 @@ fn sigkilled_writer_loses_nothing_committed_and_never_mixes_batches() {
             .arg("db")
             .arg("--data")
             .arg(dir.path())
-            .args(["writer", "--prefix", "torture", "--scenes", "2", "--pcs", "150"])
-            .args(["--accounts-every", "15", "--interval-ms", "2", "--capacity", "2"])
+            .args([
+                "writer", "--prefix", "torture", "--scenes", "2", "--pcs", "150",
+            ])
+            .args([
+                "--accounts-every",
+                "15",
+                "--interval-ms",
+                "2",
+                "--capacity",
+                "2",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -83,7 +92,10 @@ fn sigkilled_writer_loses_nothing_committed_and_never_mixes_batches() {
         let mut child = Killed(child);
         let stdout = child.0.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
         });
         std::thread::sleep(Duration::from_millis(rng.below(600)));
         child.0.kill().unwrap(); // SIGKILL
@@ -110,29 +122,60 @@ fn sigkilled_writer_loses_nothing_committed_and_never_mixes_batches() {
 
         let mut store = Store::open_existing(&path).unwrap();
         let report = store.check().unwrap();
-        assert!(report.is_sound(), "after kill {kills}: {:#?}", report.problems);
+        assert!(
+            report.is_sound(),
+            "after kill {kills}: {:#?}",
+            report.problems
+        );
         for scene in store.list_scenes().unwrap() {
             let states = store.load_scene(scene.id).unwrap();
             let Some(first) = states.first() else {
-                assert!(!committed.contains_key(&scene.id), "scene {} lost every state", scene.id);
+                assert!(
+                    !committed.contains_key(&scene.id),
+                    "scene {} lost every state",
+                    scene.id
+                );
                 continue;
             };
             let k = first.tick;
             for s in &states {
-                assert_eq!(*s, expected(scene.id, s.avatar, k), "scene {} mixes batches after kill {kills}", scene.id);
+                assert_eq!(
+                    *s,
+                    expected(scene.id, s.avatar, k),
+                    "scene {} mixes batches after kill {kills}",
+                    scene.id
+                );
             }
             let reported = committed.get(&scene.id).copied().unwrap_or(0);
-            assert!(k >= reported, "scene {}: batch {reported} was reported committed, found {k}", scene.id);
+            assert!(
+                k >= reported,
+                "scene {}: batch {reported} was reported committed, found {k}",
+                scene.id
+            );
             let before = seen.insert(scene.id, k).unwrap_or(0);
-            assert!(k >= before, "scene {} went back from batch {before} to {k}", scene.id);
+            assert!(
+                k >= before,
+                "scene {} went back from batch {before} to {k}",
+                scene.id
+            );
         }
         for &(account, avatar) in &accounts {
-            assert!(store.account(account).unwrap().is_some(), "account {account} lost");
-            let a = store.avatar(avatar).unwrap().unwrap_or_else(|| panic!("avatar {avatar} lost"));
+            assert!(
+                store.account(account).unwrap().is_some(),
+                "account {account} lost"
+            );
+            let a = store
+                .avatar(avatar)
+                .unwrap()
+                .unwrap_or_else(|| panic!("avatar {avatar} lost"));
             assert_eq!(a.account, account);
         }
         let stats = store.stats().unwrap();
-        assert!(stats.avatars >= prev_avatars, "avatars went from {prev_avatars} to {}", stats.avatars);
+        assert!(
+            stats.avatars >= prev_avatars,
+            "avatars went from {prev_avatars} to {}",
+            stats.avatars
+        );
         prev_avatars = stats.avatars;
     }
     println!(
@@ -143,5 +186,8 @@ fn sigkilled_writer_loses_nothing_committed_and_never_mixes_batches() {
     assert!(kills >= 10, "only {kills} kills in the time budget");
     // The test must have tried something: commits and registrations happened between kills.
     assert!(commits_reported > 0 && !committed.is_empty());
-    assert!(!accounts.is_empty(), "no account was registered before a kill");
+    assert!(
+        !accounts.is_empty(),
+        "no account was registered before a kill"
+    );
 }

@@ -37,18 +37,56 @@ fn last_json(stdout: &str) -> serde_json::Value {
 fn account_commands_and_duplicate_email_in_any_case() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(&db(d, &["account", "create", "--email", "Zoe@Example.com", "--password", "zoe password 1", "--nickname", "Zoe"]));
-    let dup = db(d, &["account", "create", "--email", "zoe@EXAMPLE.com", "--password", "another password"]);
+    ok(&db(
+        d,
+        &[
+            "account",
+            "create",
+            "--email",
+            "Zoe@Example.com",
+            "--password",
+            "zoe password 1",
+            "--nickname",
+            "Zoe",
+        ],
+    ));
+    let dup = db(
+        d,
+        &[
+            "account",
+            "create",
+            "--email",
+            "zoe@EXAMPLE.com",
+            "--password",
+            "another password",
+        ],
+    );
     assert!(!dup.status.success());
     let err = String::from_utf8_lossy(&dup.stderr);
-    assert!(err.contains("already exists") && err.contains("zoe@example.com"), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("zoe@example.com"),
+        "{err}"
+    );
 
-    let bad = db(d, &["account", "create", "--email", "nope", "--password", "zoe password 1"]);
+    let bad = db(
+        d,
+        &[
+            "account",
+            "create",
+            "--email",
+            "nope",
+            "--password",
+            "zoe password 1",
+        ],
+    );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid email"));
 
     let shown = ok(&db(d, &["account", "show", "--email", "ZOE@example.com"]));
-    assert!(shown.contains("zoe@example.com") && shown.contains("Open"), "{shown}");
+    assert!(
+        shown.contains("zoe@example.com") && shown.contains("Open"),
+        "{shown}"
+    );
     assert!(!shown.contains("argon2"), "show must not print the hash");
     ok(&db(d, &["account", "lock", "--email", "zoe@example.com"]));
     assert!(ok(&db(d, &["account", "show", "--email", "zoe@example.com"])).contains("Locked"));
@@ -68,12 +106,19 @@ fn account_commands_and_duplicate_email_in_any_case() {
 #[test]
 fn check_fails_on_a_file_that_is_not_a_database() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tessera.redb"), b"definitely not redb, just some bytes").unwrap();
+    std::fs::write(
+        dir.path().join("tessera.redb"),
+        b"definitely not redb, just some bytes",
+    )
+    .unwrap();
     let out = db(dir.path(), &["check"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Tessera database"));
     // Nothing was created or changed.
-    assert_eq!(std::fs::read(dir.path().join("tessera.redb")).unwrap(), b"definitely not redb, just some bytes");
+    assert_eq!(
+        std::fs::read(dir.path().join("tessera.redb")).unwrap(),
+        b"definitely not redb, just some bytes"
+    );
     let missing = tempfile::tempdir().unwrap();
     let out = db(missing.path(), &["stats"]);
     assert!(!out.status.success());
@@ -85,7 +130,17 @@ fn export_import_round_trip_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
     let b = dir.path().join("b");
-    ok(&db(&a, &["account", "create", "--email", "one@example.com", "--password", "password one"]));
+    ok(&db(
+        &a,
+        &[
+            "account",
+            "create",
+            "--email",
+            "one@example.com",
+            "--password",
+            "password one",
+        ],
+    ));
     ok(&db(&a, &["account", "lock", "--email", "one@example.com"]));
     // The bench leaves scenes, avatars and PC states behind.
     ok(&db(&a, &["bench", "--pcs", "300", "--batches", "3"]));
@@ -101,11 +156,23 @@ fn export_import_round_trip_through_the_cli() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(exported.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exported.as_bytes())
+        .unwrap();
     ok(&child.wait_with_output().unwrap());
     ok(&db(&b, &["check"]));
-    assert_eq!(ok(&db(&b, &["export"])), exported, "the round trip changed the contents");
-    let (sa, sb) = (last_json(&ok(&db(&a, &["stats", "--json"]))), last_json(&ok(&db(&b, &["stats", "--json"]))));
+    assert_eq!(
+        ok(&db(&b, &["export"])),
+        exported,
+        "the round trip changed the contents"
+    );
+    let (sa, sb) = (
+        last_json(&ok(&db(&a, &["stats", "--json"]))),
+        last_json(&ok(&db(&b, &["stats", "--json"]))),
+    );
     for key in ["accounts", "avatars", "scenes", "pc_states"] {
         assert_eq!(sa[key], sb[key], "{key}");
     }
@@ -129,7 +196,10 @@ fn export_import_round_trip_through_the_cli() {
 #[test]
 fn bench_reports_json() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ok(&db(dir.path(), &["bench", "--pcs", "200", "--batches", "4", "--json"]));
+    let out = ok(&db(
+        dir.path(),
+        &["bench", "--pcs", "200", "--batches", "4", "--json"],
+    ));
     let j = last_json(&out);
     assert_eq!(j["pcs"], 200);
     assert_eq!(j["batches"], 4);

@@ -26,7 +26,10 @@ pub(crate) fn get_account(
         .transpose()
 }
 
-pub(crate) fn put_account(table: &mut Table<u64, &[u8]>, account: &Account) -> Result<(), StoreError> {
+pub(crate) fn put_account(
+    table: &mut Table<u64, &[u8]>,
+    account: &Account,
+) -> Result<(), StoreError> {
     table.insert(account.id, schema::encode(account)?.as_slice())?;
     Ok(())
 }
@@ -94,7 +97,10 @@ impl Store {
 
     fn account_id_by_email(&self, normalized: &str) -> Result<Option<AccountId>, StoreError> {
         let read = self.db.begin_read()?;
-        Ok(read.open_table(EMAIL_INDEX)?.get(normalized)?.map(|g| g.value()))
+        Ok(read
+            .open_table(EMAIL_INDEX)?
+            .get(normalized)?
+            .map(|g| g.value()))
     }
 
     /// The account with this email (normalised first).
@@ -118,7 +124,10 @@ impl Store {
         validate::check_password_length(password)?;
         let account = {
             let read = self.db.begin_read()?;
-            let id = read.open_table(EMAIL_INDEX)?.get(email.as_str())?.map(|g| g.value());
+            let id = read
+                .open_table(EMAIL_INDEX)?
+                .get(email.as_str())?
+                .map(|g| g.value());
             match id {
                 Some(id) => get_account(&read.open_table(ACCOUNTS)?, id)?,
                 None => None,
@@ -179,7 +188,11 @@ impl Store {
 
     /// Records a login now from `address`: sets the last login and appends to the bounded
     /// history (the oldest entries fall off).
-    pub fn record_login(&self, id: AccountId, address: &str) -> Result<Account, AccountUpdateError> {
+    pub fn record_login(
+        &self,
+        id: AccountId,
+        address: &str,
+    ) -> Result<Account, AccountUpdateError> {
         validate::check_address(address)?;
         let login = LoginRecord {
             time_ms: now_ms(),
@@ -229,13 +242,18 @@ impl Store {
     }
 
     /// Changes an account's email; the old one becomes free.
-    pub fn change_email(&self, id: AccountId, new_email: &str) -> Result<Account, ChangeEmailError> {
+    pub fn change_email(
+        &self,
+        id: AccountId,
+        new_email: &str,
+    ) -> Result<Account, ChangeEmailError> {
         let email = validate::normalize_email(new_email)?;
         let txn = self.write_txn()?;
         let account = {
             let mut accounts = txn.open_table(ACCOUNTS)?;
             let mut emails = txn.open_table(EMAIL_INDEX)?;
-            let mut account = get_account(&accounts, id)?.ok_or(ChangeEmailError::UnknownAccount(id))?;
+            let mut account =
+                get_account(&accounts, id)?.ok_or(ChangeEmailError::UnknownAccount(id))?;
             if is_deleted(account.status) {
                 return Err(ChangeEmailError::Deleted(id));
             }
@@ -261,7 +279,9 @@ impl Store {
         current: &str,
         new: &str,
     ) -> Result<(), ChangePasswordError> {
-        let account = self.account(id)?.ok_or(ChangePasswordError::UnknownAccount(id))?;
+        let account = self
+            .account(id)?
+            .ok_or(ChangePasswordError::UnknownAccount(id))?;
         if is_deleted(account.status) {
             return Err(ChangePasswordError::Deleted(id));
         }

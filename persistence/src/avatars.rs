@@ -32,7 +32,10 @@ fn avatar_from(record: AvatarRecord, scene: SceneId) -> Avatar {
 }
 
 /// Inserts one avatar with all its index rows. Used by creation and import.
-pub(crate) fn insert_avatar(txn: &WriteTransaction, avatar: &Avatar) -> Result<(), CreateAvatarError> {
+pub(crate) fn insert_avatar(
+    txn: &WriteTransaction,
+    avatar: &Avatar,
+) -> Result<(), CreateAvatarError> {
     validate::check_avatar_name(&avatar.name).map_err(CreateAvatarError::InvalidName)?;
     validate::check_figure(&avatar.figure).map_err(CreateAvatarError::InvalidFigure)?;
     let key = validate::avatar_name_key(&avatar.name);
@@ -75,7 +78,9 @@ impl Store {
         let ids = self.create_avatars(account, std::slice::from_ref(new), true)?;
         ids.first()
             .copied()
-            .ok_or(CreateAvatarError::Store(StoreError::Encode("no avatar created".into())))
+            .ok_or(CreateAvatarError::Store(StoreError::Encode(
+                "no avatar created".into(),
+            )))
     }
 
     /// Creates many avatars for one account in one transaction, without the per-account
@@ -112,7 +117,11 @@ impl Store {
         let now = now_ms();
         let mut ids = Vec::with_capacity(new.len());
         for n in new {
-            let id = next_id(&mut txn.open_table(META)?, META_NEXT_AVATAR, FIRST_AVATAR_ID)?;
+            let id = next_id(
+                &mut txn.open_table(META)?,
+                META_NEXT_AVATAR,
+                FIRST_AVATAR_ID,
+            )?;
             insert_avatar(
                 &txn,
                 &Avatar {
@@ -131,7 +140,11 @@ impl Store {
         Ok(ids)
     }
 
-    fn live_avatar_count(&self, txn: &WriteTransaction, account: AccountId) -> Result<usize, StoreError> {
+    fn live_avatar_count(
+        &self,
+        txn: &WriteTransaction,
+        account: AccountId,
+    ) -> Result<usize, StoreError> {
         let links = txn.open_table(ACCOUNT_AVATARS)?;
         let avatars = txn.open_table(AVATARS)?;
         let mut n = 0;
@@ -152,7 +165,10 @@ impl Store {
         let Some(g) = read.open_table(AVATARS)?.get(id)? else {
             return Ok(None);
         };
-        let scene = read.open_table(AVATAR_SCENE)?.get(id)?.map_or(NO_SCENE, |g| g.value());
+        let scene = read
+            .open_table(AVATAR_SCENE)?
+            .get(id)?
+            .map_or(NO_SCENE, |g| g.value());
         Ok(Some(avatar_from(schema::decode_avatar(g.value())?, scene)))
     }
 
@@ -166,9 +182,9 @@ impl Store {
         for row in links.range((account, 0)..=(account, u64::MAX))? {
             let (k, _) = row?;
             let id = k.value().1;
-            let g = avatars
-                .get(id)?
-                .ok_or_else(|| StoreError::corrupt("account_avatars", format!("avatar {id} missing")))?;
+            let g = avatars.get(id)?.ok_or_else(|| {
+                StoreError::corrupt("account_avatars", format!("avatar {id} missing"))
+            })?;
             let scene = scenes.get(id)?.map_or(NO_SCENE, |g| g.value());
             out.push(avatar_from(schema::decode_avatar(g.value())?, scene));
         }
@@ -182,7 +198,10 @@ impl Store {
         {
             let mut avatars = txn.open_table(AVATARS)?;
             let mut record = schema::decode_avatar(
-                avatars.get(id)?.ok_or(AvatarUpdateError::UnknownAvatar(id))?.value(),
+                avatars
+                    .get(id)?
+                    .ok_or(AvatarUpdateError::UnknownAvatar(id))?
+                    .value(),
             )?;
             if record.status == AvatarStatus::Deleted {
                 return Ok(());
@@ -206,7 +225,10 @@ impl Store {
         {
             let avatars = txn.open_table(AVATARS)?;
             let record = schema::decode_avatar(
-                avatars.get(id)?.ok_or(AvatarUpdateError::UnknownAvatar(id))?.value(),
+                avatars
+                    .get(id)?
+                    .ok_or(AvatarUpdateError::UnknownAvatar(id))?
+                    .value(),
             )?;
             if record.status == AvatarStatus::Deleted {
                 return Err(AvatarUpdateError::Deleted(id));
@@ -214,7 +236,10 @@ impl Store {
             if txn.open_table(SCENES)?.get(scene)?.is_none() {
                 return Err(AvatarUpdateError::UnknownScene(scene));
             }
-            let old = txn.open_table(AVATAR_SCENE)?.insert(id, scene)?.map(|g| g.value());
+            let old = txn
+                .open_table(AVATAR_SCENE)?
+                .insert(id, scene)?
+                .map(|g| g.value());
             if let Some(old) = old
                 && old != scene
             {

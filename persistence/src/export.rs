@@ -136,7 +136,9 @@ pub struct Importer {
 
 impl std::fmt::Debug for Importer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Importer").field("stats", &self.stats).finish()
+        f.debug_struct("Importer")
+            .field("stats", &self.stats)
+            .finish()
     }
 }
 
@@ -176,16 +178,28 @@ impl Importer {
             }
             ExportRecord::Scene(scene) => {
                 if scene.id < FIRST_SCENE_ID || txn.open_table(SCENES)?.get(scene.id)?.is_some() {
-                    return Err(invalid(format!("scene id {} invalid or repeated", scene.id)));
+                    return Err(invalid(format!(
+                        "scene id {} invalid or repeated",
+                        scene.id
+                    )));
                 }
                 insert_scene(txn, &scene).map_err(|e| invalid(error_chain(&e)))?;
-                bump_counter(&mut txn.open_table(META)?, META_NEXT_SCENE, FIRST_SCENE_ID, scene.id)?;
+                bump_counter(
+                    &mut txn.open_table(META)?,
+                    META_NEXT_SCENE,
+                    FIRST_SCENE_ID,
+                    scene.id,
+                )?;
                 self.stats.scenes += 1;
             }
             ExportRecord::Account(account) => {
-                let email = validate::normalize_email(&account.email).map_err(|e| invalid(error_chain(&e)))?;
+                let email = validate::normalize_email(&account.email)
+                    .map_err(|e| invalid(error_chain(&e)))?;
                 if email != account.email {
-                    return Err(invalid(format!("account {}: email not normalised", account.id)));
+                    return Err(invalid(format!(
+                        "account {}: email not normalised",
+                        account.id
+                    )));
                 }
                 if account.history.len() > LOGIN_HISTORY_LEN {
                     return Err(invalid(format!("account {}: history too long", account.id)));
@@ -193,32 +207,58 @@ impl Importer {
                 let mut accounts = txn.open_table(ACCOUNTS)?;
                 let mut emails = txn.open_table(EMAIL_INDEX)?;
                 if account.id < FIRST_ACCOUNT_ID || accounts.get(account.id)?.is_some() {
-                    return Err(invalid(format!("account id {} invalid or repeated", account.id)));
+                    return Err(invalid(format!(
+                        "account id {} invalid or repeated",
+                        account.id
+                    )));
                 }
                 if emails.get(email.as_str())?.is_some() {
                     return Err(invalid(format!("duplicate email {email}")));
                 }
                 put_account(&mut accounts, &account)?;
                 emails.insert(email.as_str(), account.id)?;
-                bump_counter(&mut txn.open_table(META)?, META_NEXT_ACCOUNT, FIRST_ACCOUNT_ID, account.id)?;
+                bump_counter(
+                    &mut txn.open_table(META)?,
+                    META_NEXT_ACCOUNT,
+                    FIRST_ACCOUNT_ID,
+                    account.id,
+                )?;
                 self.stats.accounts += 1;
             }
             ExportRecord::Avatar(avatar) => {
                 if txn.open_table(ACCOUNTS)?.get(avatar.account)?.is_none() {
-                    return Err(invalid(format!("avatar {}: no account {}", avatar.id, avatar.account)));
+                    return Err(invalid(format!(
+                        "avatar {}: no account {}",
+                        avatar.id, avatar.account
+                    )));
                 }
-                if avatar.id < FIRST_AVATAR_ID || txn.open_table(AVATARS)?.get(avatar.id)?.is_some() {
-                    return Err(invalid(format!("avatar id {} invalid or repeated", avatar.id)));
+                if avatar.id < FIRST_AVATAR_ID || txn.open_table(AVATARS)?.get(avatar.id)?.is_some()
+                {
+                    return Err(invalid(format!(
+                        "avatar id {} invalid or repeated",
+                        avatar.id
+                    )));
                 }
                 if avatar.status == AvatarStatus::Deleted && avatar.scene != NO_SCENE {
-                    return Err(invalid(format!("deleted avatar {} is in a scene", avatar.id)));
+                    return Err(invalid(format!(
+                        "deleted avatar {} is in a scene",
+                        avatar.id
+                    )));
                 }
                 insert_avatar(txn, &avatar).map_err(|e| invalid(error_chain(&e)))?;
-                bump_counter(&mut txn.open_table(META)?, META_NEXT_AVATAR, FIRST_AVATAR_ID, avatar.id)?;
+                bump_counter(
+                    &mut txn.open_table(META)?,
+                    META_NEXT_AVATAR,
+                    FIRST_AVATAR_ID,
+                    avatar.id,
+                )?;
                 self.stats.avatars += 1;
             }
             ExportRecord::PcState(state) => {
-                let in_scene = txn.open_table(AVATAR_SCENE)?.get(state.avatar)?.map(|g| g.value());
+                let in_scene = txn
+                    .open_table(AVATAR_SCENE)?
+                    .get(state.avatar)?
+                    .map(|g| g.value());
                 if in_scene != Some(state.scene) || state.scene == NO_SCENE {
                     return Err(invalid(format!(
                         "pc state of avatar {} in scene {}: the avatar is not in that scene",
@@ -226,15 +266,24 @@ impl Importer {
                     )));
                 }
                 if !state.position.iter().all(|c| c.is_finite()) || !state.heading.is_finite() {
-                    return Err(invalid(format!("pc state of avatar {}: not finite", state.avatar)));
+                    return Err(invalid(format!(
+                        "pc state of avatar {}: not finite",
+                        state.avatar
+                    )));
                 }
                 let mut pcs = txn.open_table(PC_STATES)?;
                 let record = PcRecord::from_state(&state);
                 if pcs
-                    .insert((state.scene, state.avatar), schema::encode(&record)?.as_slice())?
+                    .insert(
+                        (state.scene, state.avatar),
+                        schema::encode(&record)?.as_slice(),
+                    )?
                     .is_some()
                 {
-                    return Err(invalid(format!("pc state of avatar {} repeated", state.avatar)));
+                    return Err(invalid(format!(
+                        "pc state of avatar {} repeated",
+                        state.avatar
+                    )));
                 }
                 self.stats.pc_states += 1;
             }

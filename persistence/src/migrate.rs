@@ -8,7 +8,10 @@ use crate::schema::{self, *};
 /// Upgrades every record to [`SCHEMA_VERSION`] and stamps the new version.
 pub(crate) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
     if from < 1 {
-        return Err(StoreError::corrupt("meta", format!("schema version {from}")));
+        return Err(StoreError::corrupt(
+            "meta",
+            format!("schema version {from}"),
+        ));
     }
     if from < 2 {
         v1_to_v2(txn)?;
@@ -79,7 +82,10 @@ mod tests {
                 .unwrap()
                 .insert(1, schema::encode_version(1, &account).unwrap().as_slice())
                 .unwrap();
-            txn.open_table(EMAIL_INDEX).unwrap().insert("old@example.com", 1).unwrap();
+            txn.open_table(EMAIL_INDEX)
+                .unwrap()
+                .insert("old@example.com", 1)
+                .unwrap();
             let scene = crate::types::Scene {
                 id: 1,
                 name: "town".into(),
@@ -90,7 +96,10 @@ mod tests {
                 .unwrap()
                 .insert(1, schema::encode_version(1, &scene).unwrap().as_slice())
                 .unwrap();
-            txn.open_table(SCENE_NAMES).unwrap().insert("town", 1).unwrap();
+            txn.open_table(SCENE_NAMES)
+                .unwrap()
+                .insert("town", 1)
+                .unwrap();
             let avatar = AvatarRecord {
                 id: FIRST_AVATAR_ID,
                 account: 1,
@@ -101,11 +110,23 @@ mod tests {
             };
             txn.open_table(AVATARS)
                 .unwrap()
-                .insert(FIRST_AVATAR_ID, schema::encode_version(1, &avatar).unwrap().as_slice())
+                .insert(
+                    FIRST_AVATAR_ID,
+                    schema::encode_version(1, &avatar).unwrap().as_slice(),
+                )
                 .unwrap();
-            txn.open_table(AVATAR_NAMES).unwrap().insert("oldie", FIRST_AVATAR_ID).unwrap();
-            txn.open_table(ACCOUNT_AVATARS).unwrap().insert((1, FIRST_AVATAR_ID), ()).unwrap();
-            txn.open_table(AVATAR_SCENE).unwrap().insert(FIRST_AVATAR_ID, 1).unwrap();
+            txn.open_table(AVATAR_NAMES)
+                .unwrap()
+                .insert("oldie", FIRST_AVATAR_ID)
+                .unwrap();
+            txn.open_table(ACCOUNT_AVATARS)
+                .unwrap()
+                .insert((1, FIRST_AVATAR_ID), ())
+                .unwrap();
+            txn.open_table(AVATAR_SCENE)
+                .unwrap()
+                .insert(FIRST_AVATAR_ID, 1)
+                .unwrap();
             let pc = PcRecordV1 {
                 position: [3.5, -2.0],
                 heading: 1.25,
@@ -114,7 +135,10 @@ mod tests {
             };
             txn.open_table(PC_STATES)
                 .unwrap()
-                .insert((1, FIRST_AVATAR_ID), schema::encode_version(1, &pc).unwrap().as_slice())
+                .insert(
+                    (1, FIRST_AVATAR_ID),
+                    schema::encode_version(1, &pc).unwrap().as_slice(),
+                )
                 .unwrap();
         }
         txn.commit().unwrap();
@@ -150,12 +174,17 @@ mod tests {
         assert_eq!(account.last_login.as_ref().map(|l| l.time_ms), Some(7));
         assert!(account.history.is_empty());
         // The v1 password hash still verifies, and the migrated account can log in.
-        let logged = store.login("OLD@example.com", "old password", "127.0.0.1:9").unwrap();
+        let logged = store
+            .login("OLD@example.com", "old password", "127.0.0.1:9")
+            .unwrap();
         assert_eq!(logged.history.len(), 1);
         let states = store.load_scene(1).unwrap();
         assert_eq!(states.len(), 1);
         assert_eq!(states[0].position, [3.5, -2.0]);
-        assert_eq!((states[0].mount, states[0].tick, states[0].action), (0, 0, 4));
+        assert_eq!(
+            (states[0].mount, states[0].tick, states[0].action),
+            (0, 0, 4)
+        );
         // And it is writable in the new layout.
         let mut s = states[0];
         s.mount = 3;

@@ -98,7 +98,10 @@ impl PasswordHasher {
     fn slot(&self) -> Slot<'_> {
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(PoisonError::into_inner);
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         *free -= 1;
         drop(free);
@@ -146,7 +149,10 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(h.verify("correct horse", &phc).unwrap());
         assert!(!h.verify("wrong horse!", &phc).unwrap());
-        assert!(matches!(h.verify("x", "not a hash"), Err(HashError::MalformedHash(_))));
+        assert!(matches!(
+            h.verify("x", "not a hash"),
+            Err(HashError::MalformedHash(_))
+        ));
     }
 
     /// Many threads verify at once; never more than `cap` hashes run together, and the cap

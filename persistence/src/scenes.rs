@@ -118,7 +118,10 @@ impl Store {
             return Err(SceneStateError::UnknownScene(scene));
         }
         let mut out = Vec::new();
-        for row in read.open_table(PC_STATES)?.range((scene, 0)..=(scene, u64::MAX))? {
+        for row in read
+            .open_table(PC_STATES)?
+            .range((scene, 0)..=(scene, u64::MAX))?
+        {
             let (k, v) = row?;
             out.push(schema::decode_pc(v.value())?.into_state(scene, k.value().1));
         }

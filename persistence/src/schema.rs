@@ -140,7 +140,10 @@ pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
     encode_version(SCHEMA_VERSION, record)
 }
 
-pub(crate) fn encode_version<T: Serialize>(version: u16, record: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_version<T: Serialize>(
+    version: u16,
+    record: &T,
+) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(&(version, record)).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
@@ -161,7 +164,10 @@ fn body<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, Sto
     let (value, rest) = postcard::take_from_bytes::<T>(bytes)
         .map_err(|e| StoreError::corrupt(table, e.to_string()))?;
     if !rest.is_empty() {
-        return Err(StoreError::corrupt(table, format!("{} trailing bytes", rest.len())));
+        return Err(StoreError::corrupt(
+            table,
+            format!("{} trailing bytes", rest.len()),
+        ));
     }
     Ok(value)
 }

@@ -291,7 +291,9 @@ impl Store {
         let mut report = CheckReport::default();
         match self.db.check_integrity() {
             Ok(true) => {}
-            Ok(false) => report.problem("redb integrity check failed (the file was repaired)".into()),
+            Ok(false) => {
+                report.problem("redb integrity check failed (the file was repaired)".into())
+            }
             Err(e) => report.problem(format!("redb integrity check: {e}")),
         }
         let read = self.db.begin_read()?;
@@ -301,7 +303,9 @@ impl Store {
         };
         match meta.get(META_SCHEMA_VERSION)?.map(|g| g.value()) {
             Some(v) if v == u64::from(SCHEMA_VERSION) => {}
-            other => report.problem(format!("schema version {other:?}, expected {SCHEMA_VERSION}")),
+            other => report.problem(format!(
+                "schema version {other:?}, expected {SCHEMA_VERSION}"
+            )),
         }
         let next_account = counter(META_NEXT_ACCOUNT, FIRST_ACCOUNT_ID)?;
         let next_avatar = counter(META_NEXT_AVATAR, FIRST_AVATAR_ID)?;
@@ -335,13 +339,18 @@ impl Store {
                 report.problem(format!("account {id}: not below counter {next_account}"));
             }
             if validate::normalize_email(&a.email).as_deref() != Ok(a.email.as_str()) {
-                report.problem(format!("account {id}: email {:?} is not normalised", a.email));
+                report.problem(format!(
+                    "account {id}: email {:?} is not normalised",
+                    a.email
+                ));
             }
             if emails.get(a.email.as_str())?.map(|g| g.value()) != Some(id) {
                 report.problem(format!("account {id}: email index does not point at it"));
             }
             if a.history.len() > LOGIN_HISTORY_LEN {
-                report.problem(format!("account {id}: login history longer than {LOGIN_HISTORY_LEN}"));
+                report.problem(format!(
+                    "account {id}: login history longer than {LOGIN_HISTORY_LEN}"
+                ));
             }
         }
         for row in emails.iter()? {
@@ -351,7 +360,11 @@ impl Store {
                 .map(|g| schema::decode_account(g.value()));
             match owner {
                 Some(Ok(a)) if a.email == k.value() => {}
-                _ => report.problem(format!("email index {:?}: account {} does not have it", k.value(), v.value())),
+                _ => report.problem(format!(
+                    "email index {:?}: account {} does not have it",
+                    k.value(),
+                    v.value()
+                )),
             }
         }
         for row in scenes.iter()? {
@@ -380,7 +393,11 @@ impl Store {
                 .map(|g| schema::decode_scene(g.value()))
                 .is_some_and(|s| s.is_ok_and(|s| s.name == k.value()));
             if !ok {
-                report.problem(format!("scene name {:?}: scene {} does not have it", k.value(), v.value()));
+                report.problem(format!(
+                    "scene name {:?}: scene {} does not have it",
+                    k.value(),
+                    v.value()
+                ));
             }
         }
         for row in avatars.iter()? {
@@ -404,16 +421,25 @@ impl Store {
                 report.problem(format!("avatar {id}: account {} does not exist", a.account));
             }
             if account_avatars.get((a.account, id))?.is_none() {
-                report.problem(format!("avatar {id}: missing from account {}'s list", a.account));
+                report.problem(format!(
+                    "avatar {id}: missing from account {}'s list",
+                    a.account
+                ));
             }
-            if names.get(validate::avatar_name_key(&a.name).as_str())?.map(|g| g.value()) != Some(id) {
+            if names
+                .get(validate::avatar_name_key(&a.name).as_str())?
+                .map(|g| g.value())
+                != Some(id)
+            {
                 report.problem(format!("avatar {id}: name index does not point at it"));
             }
             let scene = avatar_scene.get(id)?.map(|g| g.value());
             match (a.status, scene) {
                 (AvatarStatus::Open, Some(s)) if scenes.get(s)?.is_some() => {}
                 (AvatarStatus::Deleted, Some(NO_SCENE)) => {}
-                (status, s) => report.problem(format!("avatar {id} ({status:?}): current scene {s:?} invalid")),
+                (status, s) => report.problem(format!(
+                    "avatar {id} ({status:?}): current scene {s:?} invalid"
+                )),
             }
         }
         for row in avatar_scene.iter()? {
@@ -430,7 +456,9 @@ impl Store {
                 .map(|g| schema::decode_avatar(g.value()))
                 .is_some_and(|a| a.is_ok_and(|a| a.account == account));
             if !ok {
-                report.problem(format!("account_avatars ({account}, {avatar}): avatar not of that account"));
+                report.problem(format!(
+                    "account_avatars ({account}, {avatar}): avatar not of that account"
+                ));
             }
         }
         for row in names.iter()? {
@@ -440,7 +468,11 @@ impl Store {
                 .map(|g| schema::decode_avatar(g.value()))
                 .is_some_and(|a| a.is_ok_and(|a| validate::avatar_name_key(&a.name) == k.value()));
             if !ok {
-                report.problem(format!("avatar name {:?}: avatar {} does not have it", k.value(), v.value()));
+                report.problem(format!(
+                    "avatar name {:?}: avatar {} does not have it",
+                    k.value(),
+                    v.value()
+                ));
             }
         }
         for row in pcs.iter()? {
@@ -456,7 +488,9 @@ impl Store {
                 Err(e) => report.problem(format!("pc state ({scene}, {avatar}): {e}")),
             }
             if avatar_scene.get(avatar)?.map(|g| g.value()) != Some(scene) {
-                report.problem(format!("pc state ({scene}, {avatar}): avatar is not in that scene"));
+                report.problem(format!(
+                    "pc state ({scene}, {avatar}): avatar is not in that scene"
+                ));
             }
         }
         Ok(report)
@@ -465,12 +499,14 @@ impl Store {
     /// Whether the database holds no accounts, avatars, scenes or PC states.
     pub(crate) fn empty_reason(&self) -> Result<Option<String>, StoreError> {
         let s = self.stats()?;
-        Ok((s.accounts + s.avatars + s.scenes + s.pc_states > 0).then(|| {
-            format!(
-                "{} accounts, {} avatars, {} scenes, {} pc states",
-                s.accounts, s.avatars, s.scenes, s.pc_states
-            )
-        }))
+        Ok(
+            (s.accounts + s.avatars + s.scenes + s.pc_states > 0).then(|| {
+                format!(
+                    "{} accounts, {} avatars, {} scenes, {} pc states",
+                    s.accounts, s.avatars, s.scenes, s.pc_states
+                )
+            }),
+        )
     }
 }
 

@@ -166,7 +166,10 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(normalize_email("  Bob@Example.COM ").unwrap(), "bob@example.com");
+        assert_eq!(
+            normalize_email("  Bob@Example.COM ").unwrap(),
+            "bob@example.com"
+        );
         assert_eq!(normalize_email(""), Err(EmailError::Empty));
         assert_eq!(normalize_email("bob"), Err(EmailError::Shape));
         assert_eq!(normalize_email("@x.com"), Err(EmailError::Shape));
@@ -176,21 +179,36 @@ mod tests {
         assert_eq!(normalize_email("a@localhost"), Err(EmailError::Domain));
         assert_eq!(normalize_email("a@-x.com"), Err(EmailError::Domain));
         let long = format!("{}@x.com", "a".repeat(300));
-        assert!(matches!(normalize_email(&long), Err(EmailError::TooLong { .. })));
+        assert!(matches!(
+            normalize_email(&long),
+            Err(EmailError::TooLong { .. })
+        ));
         let long_local = format!("{}@x.com", "a".repeat(65));
-        assert!(matches!(normalize_email(&long_local), Err(EmailError::TooLong { .. })));
+        assert!(matches!(
+            normalize_email(&long_local),
+            Err(EmailError::TooLong { .. })
+        ));
     }
 
     #[test]
     fn password_policy() {
         assert!(check_password("correct horse", "a@b.com").is_ok());
-        assert!(matches!(check_password("short", "a@b.com"), Err(PasswordError::TooShort { .. })));
+        assert!(matches!(
+            check_password("short", "a@b.com"),
+            Err(PasswordError::TooShort { .. })
+        ));
         assert!(matches!(
             check_password(&"x".repeat(129), "a@b.com"),
             Err(PasswordError::TooLong { .. })
         ));
-        assert_eq!(check_password("abc\u{0}defgh", "a@b.com"), Err(PasswordError::Characters));
-        assert_eq!(check_password("Long@Mail.com", "long@mail.com"), Err(PasswordError::SameAsEmail));
+        assert_eq!(
+            check_password("abc\u{0}defgh", "a@b.com"),
+            Err(PasswordError::Characters)
+        );
+        assert_eq!(
+            check_password("Long@Mail.com", "long@mail.com"),
+            Err(PasswordError::SameAsEmail)
+        );
     }
 
     #[test]

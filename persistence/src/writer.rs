@@ -257,7 +257,8 @@ impl Writer {
     pub fn flush(&self) -> Result<(), FlushError> {
         let tx = self.tx.as_ref().ok_or(FlushError::Stopped)?;
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        tx.send(Msg::Flush(ack_tx)).map_err(|_| FlushError::Stopped)?;
+        tx.send(Msg::Flush(ack_tx))
+            .map_err(|_| FlushError::Stopped)?;
         ack_rx.recv().map_err(|_| FlushError::Stopped)?
     }
 
@@ -320,7 +321,12 @@ fn run(
         while let Ok(msg) = rx.try_recv() {
             handle(msg, &mut pending);
         }
-        let overflow = std::mem::take(&mut *shared.overflow.lock().unwrap_or_else(PoisonError::into_inner));
+        let overflow = std::mem::take(
+            &mut *shared
+                .overflow
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         pending.absorb(overflow, counters);
 
         let mut result = Ok(());
@@ -349,9 +355,15 @@ fn run(
                         commit_time: started.elapsed(),
                     };
                     counters.commits.fetch_add(1, Ordering::Relaxed);
-                    counters.committed_batches.fetch_add(pending.batches, Ordering::Relaxed);
-                    counters.states_written.fetch_add(saved.written as u64, Ordering::Relaxed);
-                    counters.states_refused.fetch_add(saved.refused as u64, Ordering::Relaxed);
+                    counters
+                        .committed_batches
+                        .fetch_add(pending.batches, Ordering::Relaxed);
+                    counters
+                        .states_written
+                        .fetch_add(saved.written as u64, Ordering::Relaxed);
+                    counters
+                        .states_refused
+                        .fetch_add(saved.refused as u64, Ordering::Relaxed);
                     tracing::debug!(
                         commit = report.commit,
                         batches = report.batches,
@@ -383,7 +395,10 @@ fn run(
                 counters
                     .states_dropped
                     .fetch_add(pending.states() as u64, Ordering::Relaxed);
-                tracing::error!(states = pending.states(), "writer shutting down with uncommitted states");
+                tracing::error!(
+                    states = pending.states(),
+                    "writer shutting down with uncommitted states"
+                );
                 return;
             }
             std::thread::sleep(config.retry_delay);
@@ -412,12 +427,42 @@ mod tests {
     fn merge_keeps_newest_state_per_avatar() {
         let c = Counters::default();
         let mut p = Pending::default();
-        p.merge(SaveBatch { scene: 1, states: vec![state(1, 5), state(2, 5)] }, &c);
-        p.merge(SaveBatch { scene: 1, states: vec![state(1, 6)] }, &c);
-        p.merge(SaveBatch { scene: 1, states: vec![state(2, 4)] }, &c);
+        p.merge(
+            SaveBatch {
+                scene: 1,
+                states: vec![state(1, 5), state(2, 5)],
+            },
+            &c,
+        );
+        p.merge(
+            SaveBatch {
+                scene: 1,
+                states: vec![state(1, 6)],
+            },
+            &c,
+        );
+        p.merge(
+            SaveBatch {
+                scene: 1,
+                states: vec![state(2, 4)],
+            },
+            &c,
+        );
         let mut o = Pending::default();
-        o.merge(SaveBatch { scene: 1, states: vec![state(2, 9), state(3, 1)] }, &c);
-        o.merge(SaveBatch { scene: 2, states: vec![state(1, 1)] }, &c);
+        o.merge(
+            SaveBatch {
+                scene: 1,
+                states: vec![state(2, 9), state(3, 1)],
+            },
+            &c,
+        );
+        o.merge(
+            SaveBatch {
+                scene: 2,
+                states: vec![state(1, 1)],
+            },
+            &c,
+        );
         p.absorb(o, &c);
         assert_eq!(p.batches, 5);
         let s1 = &p.scenes[&1];
@@ -442,13 +487,19 @@ mod store_tests {
     fn coalesces_when_commits_fall_behind() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path().join("w.redb")).unwrap());
-        let account = store.register("w@example.com", "writer password", None).unwrap();
+        let account = store
+            .register("w@example.com", "writer password", None)
+            .unwrap();
         let scene = store.create_scene("w").unwrap();
         let avatars = store
             .provision_avatars(
                 account,
                 &(0..300)
-                    .map(|i| NewAvatar { name: format!("walker{i}"), figure: String::new(), scene })
+                    .map(|i| NewAvatar {
+                        name: format!("walker{i}"),
+                        figure: String::new(),
+                        scene,
+                    })
                     .collect::<Vec<_>>(),
             )
             .unwrap();
@@ -473,7 +524,10 @@ mod store_tests {
         let hold = store.db.begin_write().unwrap();
         let writer = Writer::spawn(
             Arc::clone(&store),
-            WriterConfig { capacity: 2, ..WriterConfig::default() },
+            WriterConfig {
+                capacity: 2,
+                ..WriterConfig::default()
+            },
             move |r| commits_tx.send(r.clone()).unwrap(),
         )
         .unwrap();
@@ -503,7 +557,11 @@ mod store_tests {
         assert_eq!(reports.last().unwrap().scenes, vec![(scene, 200)]);
         let states = store.load_scene(scene).unwrap();
         assert_eq!(states.len(), 300);
-        assert!(states.iter().all(|s| s.tick == 200 && s.position[0] == 200.0));
+        assert!(
+            states
+                .iter()
+                .all(|s| s.tick == 200 && s.position[0] == 200.0)
+        );
 
         let writer = Arc::try_unwrap(writer).unwrap();
         let s = writer.shutdown();
@@ -511,7 +569,11 @@ mod store_tests {
         assert_eq!(s.committed_batches, 200);
         // Every submitted state is accounted for exactly once.
         assert_eq!(
-            s.states_written + s.states_superseded + s.states_stale + s.states_refused + s.states_dropped,
+            s.states_written
+                + s.states_superseded
+                + s.states_stale
+                + s.states_refused
+                + s.states_dropped,
             200 * 300
         );
         assert_eq!(s.states_dropped, 0);
@@ -522,16 +584,28 @@ mod store_tests {
     fn shutdown_commits_pending() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path().join("w.redb")).unwrap());
-        let account = store.register("s@example.com", "writer password", None).unwrap();
+        let account = store
+            .register("s@example.com", "writer password", None)
+            .unwrap();
         let scene = store.create_scene("s").unwrap();
         let ids = store
-            .provision_avatars(account, &[NewAvatar { name: "Solo".into(), figure: String::new(), scene }])
+            .provision_avatars(
+                account,
+                &[NewAvatar {
+                    name: "Solo".into(),
+                    figure: String::new(),
+                    scene,
+                }],
+            )
             .unwrap();
         let writer = Writer::spawn(Arc::clone(&store), WriterConfig::default(), |_| {}).unwrap();
         for k in 1..=5 {
             let mut s = super::tests_state(ids[0], k);
             s.scene = scene;
-            writer.submit(SaveBatch { scene, states: vec![s] });
+            writer.submit(SaveBatch {
+                scene,
+                states: vec![s],
+            });
         }
         let stats = writer.shutdown();
         assert_eq!(stats.committed_batches, 5);
@@ -541,5 +615,14 @@ mod store_tests {
 
 #[cfg(test)]
 fn tests_state(avatar: u64, tick: u64) -> PcState {
-    PcState { avatar, scene: 1, position: [0.0, 0.0], heading: 0.0, action: 0, mount: 0, online: true, tick }
+    PcState {
+        avatar,
+        scene: 1,
+        position: [0.0, 0.0],
+        heading: 0.0,
+        action: 0,
+        mount: 0,
+        online: true,
+        tick,
+    }
 }

@@ -32,7 +32,11 @@ fn concurrent_registration_of_one_email_has_exactly_one_winner() {
             let store = Arc::clone(&store);
             let barrier = Arc::clone(&barrier);
             // The same address in different letter cases and padding.
-            let email = if i % 2 == 0 { "Race@Example.com".to_string() } else { format!(" race@EXAMPLE.COM{}", " ".repeat(i % 3)) };
+            let email = if i % 2 == 0 {
+                "Race@Example.com".to_string()
+            } else {
+                format!(" race@EXAMPLE.COM{}", " ".repeat(i % 3))
+            };
             std::thread::spawn(move || {
                 barrier.wait();
                 store.register(&email, PW, Some(&format!("racer{i}")))
@@ -61,32 +65,70 @@ fn login_errors_are_typed_and_change_nothing() {
     let id = store.register("Ann@Example.com", PW, None).unwrap();
     assert_eq!(store.account(id).unwrap().unwrap().nickname, "ann");
 
-    assert!(matches!(store.verify_password("ann@example.com", "wrong password"), Err(LoginError::WrongPassword)));
-    assert!(matches!(store.verify_password("nobody@example.com", PW), Err(LoginError::UnknownEmail)));
-    assert!(matches!(store.verify_password("not an email", PW), Err(LoginError::InvalidEmail(_))));
+    assert!(matches!(
+        store.verify_password("ann@example.com", "wrong password"),
+        Err(LoginError::WrongPassword)
+    ));
+    assert!(matches!(
+        store.verify_password("nobody@example.com", PW),
+        Err(LoginError::UnknownEmail)
+    ));
+    assert!(matches!(
+        store.verify_password("not an email", PW),
+        Err(LoginError::InvalidEmail(_))
+    ));
     assert!(matches!(
         store.verify_password("ann@example.com", &"x".repeat(10_000)),
         Err(LoginError::InvalidPassword(PasswordError::TooLong { .. }))
     ));
-    assert!(matches!(store.login("ann@example.com", PW, &"9".repeat(65)), Err(LoginError::InvalidAddress(_))));
-    let a = store.login("  ANN@example.com", PW, "10.0.0.1:5000").unwrap();
+    assert!(matches!(
+        store.login("ann@example.com", PW, &"9".repeat(65)),
+        Err(LoginError::InvalidAddress(_))
+    ));
+    let a = store
+        .login("  ANN@example.com", PW, "10.0.0.1:5000")
+        .unwrap();
     assert_eq!(a.last_login.as_ref().unwrap().address, "10.0.0.1:5000");
 
     store.lock_account(id).unwrap();
-    assert!(matches!(store.verify_password("ann@example.com", PW), Err(LoginError::Locked)));
+    assert!(matches!(
+        store.verify_password("ann@example.com", PW),
+        Err(LoginError::Locked)
+    ));
     // The status is only revealed to someone who knows the password.
-    assert!(matches!(store.verify_password("ann@example.com", "wrong password"), Err(LoginError::WrongPassword)));
+    assert!(matches!(
+        store.verify_password("ann@example.com", "wrong password"),
+        Err(LoginError::WrongPassword)
+    ));
     store.unlock_account(id).unwrap();
     store.verify_password("ann@example.com", PW).unwrap();
 
     store.delete_account(id).unwrap();
-    assert!(matches!(store.verify_password("ann@example.com", PW), Err(LoginError::Deleted)));
-    assert!(matches!(store.unlock_account(id), Err(AccountUpdateError::Deleted(_))));
-    assert!(matches!(store.lock_account(id), Err(AccountUpdateError::Deleted(_))));
-    assert!(matches!(store.record_login(id, "x"), Err(AccountUpdateError::Deleted(_))));
+    assert!(matches!(
+        store.verify_password("ann@example.com", PW),
+        Err(LoginError::Deleted)
+    ));
+    assert!(matches!(
+        store.unlock_account(id),
+        Err(AccountUpdateError::Deleted(_))
+    ));
+    assert!(matches!(
+        store.lock_account(id),
+        Err(AccountUpdateError::Deleted(_))
+    ));
+    assert!(matches!(
+        store.record_login(id, "x"),
+        Err(AccountUpdateError::Deleted(_))
+    ));
     // The email of a deleted account stays taken.
-    assert!(matches!(store.register("ann@example.com", PW, None), Err(RegisterError::DuplicateEmail { .. })));
-    assert!(matches!(store.lock_account(999), Err(AccountUpdateError::UnknownAccount(999))));
+    assert!(matches!(
+        store.register("ann@example.com", PW, None),
+        Err(RegisterError::DuplicateEmail { .. })
+    ));
+    assert!(matches!(
+        store.lock_account(999),
+        Err(AccountUpdateError::UnknownAccount(999))
+    ));
 
     let account = store.account(id).unwrap().unwrap();
     assert_eq!(account.status, AccountStatus::Deleted);
@@ -107,7 +149,10 @@ fn duplicate_email_in_any_letter_case_is_refused() {
         }
     }
     let other = store.register("carol@example.com", PW, None).unwrap();
-    assert!(matches!(store.change_email(other, "BOB@example.com"), Err(ChangeEmailError::DuplicateEmail { .. })));
+    assert!(matches!(
+        store.change_email(other, "BOB@example.com"),
+        Err(ChangeEmailError::DuplicateEmail { .. })
+    ));
     assert_eq!(store.stats().unwrap().accounts, 2);
     assert_sound(&mut store);
 }
@@ -117,34 +162,81 @@ fn malformed_and_oversized_fields_are_refused_before_storing() {
     let (_dir, path) = temp();
     let mut store = Store::open(&path).unwrap();
     let long_email = format!("{}@example.com", "a".repeat(300));
-    assert!(matches!(store.register(&long_email, PW, None), Err(RegisterError::InvalidEmail(EmailError::TooLong { .. }))));
-    assert!(matches!(store.register("a@@b.com", PW, None), Err(RegisterError::InvalidEmail(_))));
-    assert!(matches!(store.register("", PW, None), Err(RegisterError::InvalidEmail(EmailError::Empty))));
-    assert!(matches!(store.register("a@b.com", "short", None), Err(RegisterError::InvalidPassword(PasswordError::TooShort { .. }))));
+    assert!(matches!(
+        store.register(&long_email, PW, None),
+        Err(RegisterError::InvalidEmail(EmailError::TooLong { .. }))
+    ));
+    assert!(matches!(
+        store.register("a@@b.com", PW, None),
+        Err(RegisterError::InvalidEmail(_))
+    ));
+    assert!(matches!(
+        store.register("", PW, None),
+        Err(RegisterError::InvalidEmail(EmailError::Empty))
+    ));
+    assert!(matches!(
+        store.register("a@b.com", "short", None),
+        Err(RegisterError::InvalidPassword(
+            PasswordError::TooShort { .. }
+        ))
+    ));
     assert!(matches!(
         store.register("a@b.com", &"p".repeat(129), None),
-        Err(RegisterError::InvalidPassword(PasswordError::TooLong { .. }))
+        Err(RegisterError::InvalidPassword(
+            PasswordError::TooLong { .. }
+        ))
     ));
     assert!(matches!(
         store.register("a@b.com", PW, Some(&"n".repeat(33))),
         Err(RegisterError::InvalidNickname(NameError::TooLong { .. }))
     ));
-    assert!(matches!(store.register("a@b.com", PW, Some("tab\there")), Err(RegisterError::InvalidNickname(_))));
+    assert!(matches!(
+        store.register("a@b.com", PW, Some("tab\there")),
+        Err(RegisterError::InvalidNickname(_))
+    ));
     assert_eq!(store.stats().unwrap().accounts, 0);
 
     let account = store.register("a@b.com", PW, None).unwrap();
     let scene = store.create_scene("town").unwrap();
-    assert!(matches!(store.create_scene("bad name!"), Err(CreateSceneError::InvalidName(_))));
-    assert!(matches!(store.create_scene("town"), Err(CreateSceneError::DuplicateName { .. })));
-    let new = |name: &str, figure: &str| NewAvatar { name: name.into(), figure: figure.into(), scene };
-    assert!(matches!(store.create_avatar(account, &new(&"a".repeat(17), "")), Err(CreateAvatarError::InvalidName(_))));
-    assert!(matches!(store.create_avatar(account, &new("ok_name", &"f".repeat(65))), Err(CreateAvatarError::InvalidFigure(_))));
-    assert!(matches!(store.create_avatar(account, &new("1abc", "")), Err(CreateAvatarError::InvalidName(_))));
     assert!(matches!(
-        store.create_avatar(account, &NewAvatar { scene: 77, ..new("Nomad", "") }),
+        store.create_scene("bad name!"),
+        Err(CreateSceneError::InvalidName(_))
+    ));
+    assert!(matches!(
+        store.create_scene("town"),
+        Err(CreateSceneError::DuplicateName { .. })
+    ));
+    let new = |name: &str, figure: &str| NewAvatar {
+        name: name.into(),
+        figure: figure.into(),
+        scene,
+    };
+    assert!(matches!(
+        store.create_avatar(account, &new(&"a".repeat(17), "")),
+        Err(CreateAvatarError::InvalidName(_))
+    ));
+    assert!(matches!(
+        store.create_avatar(account, &new("ok_name", &"f".repeat(65))),
+        Err(CreateAvatarError::InvalidFigure(_))
+    ));
+    assert!(matches!(
+        store.create_avatar(account, &new("1abc", "")),
+        Err(CreateAvatarError::InvalidName(_))
+    ));
+    assert!(matches!(
+        store.create_avatar(
+            account,
+            &NewAvatar {
+                scene: 77,
+                ..new("Nomad", "")
+            }
+        ),
         Err(CreateAvatarError::UnknownScene(77))
     ));
-    assert!(matches!(store.create_avatar(404, &new("Nomad", "")), Err(CreateAvatarError::UnknownAccount(404))));
+    assert!(matches!(
+        store.create_avatar(404, &new("Nomad", "")),
+        Err(CreateAvatarError::UnknownAccount(404))
+    ));
     let s = store.stats().unwrap();
     assert_eq!((s.accounts, s.avatars, s.scenes), (1, 0, 1));
     assert_sound(&mut store);
@@ -153,7 +245,9 @@ fn malformed_and_oversized_fields_are_refused_before_storing() {
 #[test]
 fn a_file_that_is_not_a_database_is_refused_untouched() {
     let (dir, path) = temp();
-    let junk: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&path, &junk).unwrap();
     match Store::open(&path) {
         Err(OpenError::NotADatabase { .. }) => {}
@@ -163,21 +257,39 @@ fn a_file_that_is_not_a_database_is_refused_untouched() {
 
     let text = dir.path().join("text.redb");
     std::fs::write(&text, "hello, I am a text file\n").unwrap();
-    assert!(matches!(Store::open(&text), Err(OpenError::NotADatabase { .. })));
-    assert_eq!(std::fs::read_to_string(&text).unwrap(), "hello, I am a text file\n");
+    assert!(matches!(
+        Store::open(&text),
+        Err(OpenError::NotADatabase { .. })
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&text).unwrap(),
+        "hello, I am a text file\n"
+    );
 
-    assert!(matches!(Store::open(dir.path()), Err(OpenError::NotADatabase { .. })));
-    assert!(matches!(Store::open_existing(dir.path().join("missing.redb")), Err(OpenError::NotFound { .. })));
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(OpenError::NotADatabase { .. })
+    ));
+    assert!(matches!(
+        Store::open_existing(dir.path().join("missing.redb")),
+        Err(OpenError::NotFound { .. })
+    ));
 
     // A redb database of some other program.
     let foreign = dir.path().join("foreign.redb");
     {
         let db = redb::Database::create(&foreign).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(redb::TableDefinition::<u64, u64>::new("other")).unwrap().insert(1, 2).unwrap();
+        txn.open_table(redb::TableDefinition::<u64, u64>::new("other"))
+            .unwrap()
+            .insert(1, 2)
+            .unwrap();
         txn.commit().unwrap();
     }
-    assert!(matches!(Store::open(&foreign), Err(OpenError::NotADatabase { .. })));
+    assert!(matches!(
+        Store::open(&foreign),
+        Err(OpenError::NotADatabase { .. })
+    ));
 }
 
 #[test]
@@ -190,11 +302,18 @@ fn a_database_from_a_newer_schema_is_refused_untouched() {
     {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert(META_SCHEMA_VERSION, 99).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_SCHEMA_VERSION, 99)
+            .unwrap();
         txn.commit().unwrap();
     }
     match Store::open(&path) {
-        Err(OpenError::NewerSchema { found: 99, supported, .. }) => {
+        Err(OpenError::NewerSchema {
+            found: 99,
+            supported,
+            ..
+        }) => {
             assert_eq!(supported, schema::SCHEMA_VERSION);
         }
         other => panic!("{other:?}"),
@@ -202,7 +321,15 @@ fn a_database_from_a_newer_schema_is_refused_untouched() {
     use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
     let db = redb::Database::open(&path).unwrap();
     let read = db.begin_read().unwrap();
-    assert_eq!(read.open_table(META).unwrap().get(META_SCHEMA_VERSION).unwrap().unwrap().value(), 99);
+    assert_eq!(
+        read.open_table(META)
+            .unwrap()
+            .get(META_SCHEMA_VERSION)
+            .unwrap()
+            .unwrap()
+            .value(),
+        99
+    );
     assert_eq!(read.open_table(schema::ACCOUNTS).unwrap().len().unwrap(), 1);
 }
 
@@ -211,15 +338,35 @@ fn password_and_email_changes() {
     let (_dir, path) = temp();
     let mut store = Store::open(&path).unwrap();
     let id = store.register("dan@example.com", PW, None).unwrap();
-    assert!(matches!(store.change_password(id, "not it at all", "new password 1"), Err(ChangePasswordError::WrongPassword)));
-    assert!(matches!(store.change_password(id, PW, "short"), Err(ChangePasswordError::InvalidPassword(_))));
+    assert!(matches!(
+        store.change_password(id, "not it at all", "new password 1"),
+        Err(ChangePasswordError::WrongPassword)
+    ));
+    assert!(matches!(
+        store.change_password(id, PW, "short"),
+        Err(ChangePasswordError::InvalidPassword(_))
+    ));
     store.change_password(id, PW, "new password 1").unwrap();
-    assert!(matches!(store.verify_password("dan@example.com", PW), Err(LoginError::WrongPassword)));
-    store.verify_password("dan@example.com", "new password 1").unwrap();
+    assert!(matches!(
+        store.verify_password("dan@example.com", PW),
+        Err(LoginError::WrongPassword)
+    ));
+    store
+        .verify_password("dan@example.com", "new password 1")
+        .unwrap();
 
     store.change_email(id, "Daniel@Example.com").unwrap();
-    assert!(matches!(store.verify_password("dan@example.com", "new password 1"), Err(LoginError::UnknownEmail)));
-    assert_eq!(store.verify_password("daniel@example.com", "new password 1").unwrap().id, id);
+    assert!(matches!(
+        store.verify_password("dan@example.com", "new password 1"),
+        Err(LoginError::UnknownEmail)
+    ));
+    assert_eq!(
+        store
+            .verify_password("daniel@example.com", "new password 1")
+            .unwrap()
+            .id,
+        id
+    );
     // The old email is free again.
     store.register("dan@example.com", PW, None).unwrap();
     assert_sound(&mut store);
@@ -241,7 +388,16 @@ fn login_history_is_bounded() {
 }
 
 fn state(scene: SceneId, avatar: AvatarId, tick: u64) -> PcState {
-    PcState { avatar, scene, position: [1.5, -2.25], heading: 0.1, action: 2, mount: 1, online: true, tick }
+    PcState {
+        avatar,
+        scene,
+        position: [1.5, -2.25],
+        heading: 0.1,
+        action: 2,
+        mount: 1,
+        online: true,
+        tick,
+    }
 }
 
 #[test]
@@ -252,17 +408,31 @@ fn avatars_names_scenes_and_scene_state() {
     let town = store.create_scene("town").unwrap();
     let field = store.ensure_scene("field").unwrap();
     assert_eq!(store.ensure_scene("field").unwrap(), field);
-    let new = |name: &str| NewAvatar { name: name.into(), figure: "elf".into(), scene: town };
+    let new = |name: &str| NewAvatar {
+        name: name.into(),
+        figure: "elf".into(),
+        scene: town,
+    };
     let a = store.create_avatar(acc, &new("Aria")).unwrap();
-    assert!(matches!(store.create_avatar(acc, &new("ARIA")), Err(CreateAvatarError::DuplicateName { .. })));
+    assert!(matches!(
+        store.create_avatar(acc, &new("ARIA")),
+        Err(CreateAvatarError::DuplicateName { .. })
+    ));
     let mut ids = vec![a];
     for i in 1..validate::MAX_AVATARS_PER_ACCOUNT {
         ids.push(store.create_avatar(acc, &new(&format!("Alt{i}"))).unwrap());
     }
-    assert!(matches!(store.create_avatar(acc, &new("OneTooMany")), Err(CreateAvatarError::TooManyAvatars { .. })));
+    assert!(matches!(
+        store.create_avatar(acc, &new("OneTooMany")),
+        Err(CreateAvatarError::TooManyAvatars { .. })
+    ));
     let listed = store.list_avatars(acc).unwrap();
     assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
-    assert!(listed.iter().all(|a| a.scene == town && a.status == AvatarStatus::Open));
+    assert!(
+        listed
+            .iter()
+            .all(|a| a.scene == town && a.status == AvatarStatus::Open)
+    );
 
     // Scene state: only avatars in the scene, only finite states, are written.
     let mut bad = state(town, ids[2], 5);
@@ -270,34 +440,80 @@ fn avatars_names_scenes_and_scene_state() {
     let report = store
         .save_batch(&SaveBatch {
             scene: town,
-            states: vec![state(town, ids[0], 5), state(town, ids[1], 5), bad, state(field, ids[3], 5), state(town, 12345, 5)],
+            states: vec![
+                state(town, ids[0], 5),
+                state(town, ids[1], 5),
+                bad,
+                state(field, ids[3], 5),
+                state(town, 12345, 5),
+            ],
         })
         .unwrap();
-    assert_eq!(report, SaveReport { written: 2, refused: 3 });
-    assert_eq!(store.load_scene(town).unwrap(), vec![state(town, ids[0], 5), state(town, ids[1], 5)]);
-    assert!(matches!(store.load_scene(999), Err(SceneStateError::UnknownScene(999))));
-    assert!(matches!(store.save_batch(&SaveBatch { scene: 999, states: vec![] }), Err(SceneStateError::UnknownScene(999))));
+    assert_eq!(
+        report,
+        SaveReport {
+            written: 2,
+            refused: 3
+        }
+    );
+    assert_eq!(
+        store.load_scene(town).unwrap(),
+        vec![state(town, ids[0], 5), state(town, ids[1], 5)]
+    );
+    assert!(matches!(
+        store.load_scene(999),
+        Err(SceneStateError::UnknownScene(999))
+    ));
+    assert!(matches!(
+        store.save_batch(&SaveBatch {
+            scene: 999,
+            states: vec![]
+        }),
+        Err(SceneStateError::UnknownScene(999))
+    ));
 
     // A transfer moves the avatar; its old scene state goes; the old scene can't write it.
     store.set_avatar_scene(ids[0], field).unwrap();
     assert_eq!(store.avatar(ids[0]).unwrap().unwrap().scene, field);
     assert_eq!(store.load_scene(town).unwrap().len(), 1);
-    let r = store.save_batch(&SaveBatch { scene: town, states: vec![state(town, ids[0], 6)] }).unwrap();
+    let r = store
+        .save_batch(&SaveBatch {
+            scene: town,
+            states: vec![state(town, ids[0], 6)],
+        })
+        .unwrap();
     assert_eq!(r.refused, 1);
-    store.save_batch(&SaveBatch { scene: field, states: vec![state(field, ids[0], 6)] }).unwrap();
+    store
+        .save_batch(&SaveBatch {
+            scene: field,
+            states: vec![state(field, ids[0], 6)],
+        })
+        .unwrap();
 
     // Soft delete: the name stays taken, the avatar leaves its scene, a slot frees up.
     store.delete_avatar(ids[1]).unwrap();
     let deleted = store.avatar(ids[1]).unwrap().unwrap();
     assert_eq!(deleted.status, AvatarStatus::Deleted);
     assert!(store.load_scene(town).unwrap().is_empty());
-    assert!(matches!(store.set_avatar_scene(ids[1], town), Err(AvatarUpdateError::Deleted(_))));
-    assert!(matches!(store.create_avatar(acc, &new("alt1")), Err(CreateAvatarError::DuplicateName { .. })));
+    assert!(matches!(
+        store.set_avatar_scene(ids[1], town),
+        Err(AvatarUpdateError::Deleted(_))
+    ));
+    assert!(matches!(
+        store.create_avatar(acc, &new("alt1")),
+        Err(CreateAvatarError::DuplicateName { .. })
+    ));
     store.create_avatar(acc, &new("Fresh")).unwrap();
-    assert!(matches!(store.delete_avatar(1), Err(AvatarUpdateError::UnknownAvatar(1))));
+    assert!(matches!(
+        store.delete_avatar(1),
+        Err(AvatarUpdateError::UnknownAvatar(1))
+    ));
 
     store.lock_account(acc).unwrap();
-    assert!(matches!(store.provision_avatars(acc, &[new("Locked1")]), Err(CreateAvatarError::AccountNotOpen(_))));
+    assert!(matches!(
+        store.provision_avatars(acc, &[new("Locked1")]),
+        Err(CreateAvatarError::AccountNotOpen(_))
+    ));
     assert_sound(&mut store);
 }
 
@@ -313,7 +529,9 @@ fn export_lines(store: &Store) -> Vec<String> {
 }
 
 fn populate(store: &Store) {
-    let a = store.register("gus@example.com", PW, Some("Gus 🐙")).unwrap();
+    let a = store
+        .register("gus@example.com", PW, Some("Gus 🐙"))
+        .unwrap();
     let b = store.register("hal@example.com", PW, None).unwrap();
     let c = store.register("ida@example.com", PW, None).unwrap();
     for i in 0..20 {
@@ -327,7 +545,11 @@ fn populate(store: &Store) {
         .provision_avatars(
             a,
             &(0..50)
-                .map(|i| NewAvatar { name: format!("Gus{i}"), figure: format!("fig {i}"), scene: if i % 2 == 0 { town } else { cave } })
+                .map(|i| NewAvatar {
+                    name: format!("Gus{i}"),
+                    figure: format!("fig {i}"),
+                    scene: if i % 2 == 0 { town } else { cave },
+                })
                 .collect::<Vec<_>>(),
         )
         .unwrap();
@@ -372,21 +594,44 @@ fn export_then_import_loses_nothing() {
     // The full contents, record by record, are the same; so are the counts and counters.
     assert_eq!(export_lines(&target), lines);
     let (s, t) = (source.stats().unwrap(), target.stats().unwrap());
-    assert_eq!((s.accounts, s.avatars, s.scenes, s.pc_states), (t.accounts, t.avatars, t.scenes, t.pc_states));
-    assert_eq!((imported.accounts, imported.avatars, imported.scenes, imported.pc_states), (t.accounts, t.avatars, t.scenes, t.pc_states));
+    assert_eq!(
+        (s.accounts, s.avatars, s.scenes, s.pc_states),
+        (t.accounts, t.avatars, t.scenes, t.pc_states)
+    );
+    assert_eq!(
+        (
+            imported.accounts,
+            imported.avatars,
+            imported.scenes,
+            imported.pc_states
+        ),
+        (t.accounts, t.avatars, t.scenes, t.pc_states)
+    );
     for scene in source.list_scenes().unwrap() {
-        assert_eq!(source.load_scene(scene.id).unwrap(), target.load_scene(scene.id).unwrap());
+        assert_eq!(
+            source.load_scene(scene.id).unwrap(),
+            target.load_scene(scene.id).unwrap()
+        );
     }
     // Password hashes came along; indexes were rebuilt.
     target.verify_password("GUS@example.com", PW).unwrap();
-    assert!(matches!(target.verify_password("hal@example.com", PW), Err(LoginError::Locked)));
-    assert!(matches!(target.register("ida@example.com", PW, None), Err(RegisterError::DuplicateEmail { .. })));
+    assert!(matches!(
+        target.verify_password("hal@example.com", PW),
+        Err(LoginError::Locked)
+    ));
+    assert!(matches!(
+        target.register("ida@example.com", PW, None),
+        Err(RegisterError::DuplicateEmail { .. })
+    ));
     // New ids continue after the imported ones.
     let next = target.register("new@example.com", PW, None).unwrap();
     assert_eq!(next, 4);
 
     // Importing into a database that is not empty is refused.
-    assert!(matches!(target.begin_import(), Err(ImportError::NotEmpty(_))));
+    assert!(matches!(
+        target.begin_import(),
+        Err(ImportError::NotEmpty(_))
+    ));
 }
 
 #[test]
@@ -395,33 +640,61 @@ fn import_refuses_bad_input_and_writes_nothing() {
     let source = Store::open(&path).unwrap();
     populate(&source);
     let lines = export_lines(&source);
-    let records: Vec<ExportRecord> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<ExportRecord> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
 
     let target_path = dir.path().join("copy.redb");
     let mut target = Store::open(&target_path).unwrap();
     // No header first.
     let mut imp = target.begin_import().unwrap();
-    assert!(matches!(imp.push(records[1].clone()), Err(ImportError::MissingHeader)));
+    assert!(matches!(
+        imp.push(records[1].clone()),
+        Err(ImportError::MissingHeader)
+    ));
     drop(imp);
     // A PC state whose avatar is not there, and a duplicate email.
     let mut imp = target.begin_import().unwrap();
     imp.push(records[0].clone()).unwrap();
-    let pc = records.iter().find(|r| matches!(r, ExportRecord::PcState(_))).unwrap().clone();
+    let pc = records
+        .iter()
+        .find(|r| matches!(r, ExportRecord::PcState(_)))
+        .unwrap()
+        .clone();
     assert!(matches!(imp.push(pc), Err(ImportError::Invalid(_))));
-    let acc = records.iter().find(|r| matches!(r, ExportRecord::Account(_))).unwrap().clone();
+    let acc = records
+        .iter()
+        .find(|r| matches!(r, ExportRecord::Account(_)))
+        .unwrap()
+        .clone();
     imp.push(acc.clone()).unwrap();
-    let ExportRecord::Account(mut dup) = acc else { unreachable!() };
+    let ExportRecord::Account(mut dup) = acc else {
+        unreachable!()
+    };
     dup.id += 100;
     dup.email = dup.email.to_uppercase();
-    assert!(matches!(imp.push(ExportRecord::Account(dup)), Err(ImportError::Invalid(_))));
+    assert!(matches!(
+        imp.push(ExportRecord::Account(dup)),
+        Err(ImportError::Invalid(_))
+    ));
     drop(imp);
     let mut imp = target.begin_import().unwrap();
     assert!(matches!(
-        imp.push(ExportRecord::Header { schema_version: 99, next_account: 1, next_avatar: 1, next_scene: 1 }),
+        imp.push(ExportRecord::Header {
+            schema_version: 99,
+            next_account: 1,
+            next_avatar: 1,
+            next_scene: 1
+        }),
         Err(ImportError::NewerSchema { found: 99, .. })
     ));
     drop(imp);
-    assert_eq!(target.stats().unwrap().accounts, 0, "a failed import must leave nothing");
+    assert_eq!(
+        target.stats().unwrap().accounts,
+        0,
+        "a failed import must leave nothing"
+    );
     assert_sound(&mut target);
 }
 
@@ -437,4 +710,3 @@ fn reopen_keeps_everything() {
     assert!(!store.was_repaired());
     assert_eq!(export_lines(&store), before);
 }
-

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tessera_persistence::{
-    AccountId, Account, AvatarId, ExportRecord, NewAvatar, PcState, SaveBatch, SceneId, Store,
+    Account, AccountId, AvatarId, ExportRecord, NewAvatar, PcState, SaveBatch, SceneId, Store,
     Writer, WriterConfig,
 };
 
@@ -160,13 +160,21 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let mut store = open_existing(path)?;
     let report = store.check()?;
     if report.is_sound() {
-        println!("ok: {} records checked in {}", report.records, path.display());
+        println!(
+            "ok: {} records checked in {}",
+            report.records,
+            path.display()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         for p in &report.problems {
             println!("problem: {p}");
         }
-        eprintln!("error: {} problems in {}", report.problems.len(), path.display());
+        eprintln!(
+            "error: {} problems in {}",
+            report.problems.len(),
+            path.display()
+        );
         Ok(ExitCode::from(1))
     }
 }
@@ -194,7 +202,9 @@ fn import(data: &Path, path: &Path) -> anyhow::Result<ExitCode> {
         }
         let record: ExportRecord =
             serde_json::from_str(&line).with_context(|| format!("line {}: not a record", i + 1))?;
-        importer.push(record).with_context(|| format!("line {}", i + 1))?;
+        importer
+            .push(record)
+            .with_context(|| format!("line {}", i + 1))?;
     }
     let s = importer.finish()?;
     println!(
@@ -234,7 +244,10 @@ fn account(data: &Path, path: &Path, cmd: AccountCommand) -> anyhow::Result<Exit
             let a = store.account_by_email(&email)?;
             show(&a);
             for av in store.list_avatars(a.id)? {
-                println!("avatar    {} {:?} scene {} {:?}", av.id, av.name, av.scene, av.status);
+                println!(
+                    "avatar    {} {:?} scene {} {:?}",
+                    av.id, av.name, av.scene, av.status
+                );
             }
         }
         AccountCommand::Lock { email } => {
@@ -304,7 +317,7 @@ pub fn state_for(scene: SceneId, avatar: AvatarId, k: u64) -> PcState {
         heading: (k % 360) as f32,
         action: (k % 251) as u8,
         mount: (k % 7) as u8,
-        online: k % 2 == 0,
+        online: k.is_multiple_of(2),
         tick: k,
     }
 }
@@ -422,14 +435,14 @@ fn bench(data: &Path, path: &Path, args: &BenchArgs) -> anyhow::Result<ExitCode>
             store.save_batch(&batch_for(*s, av, 1))?;
         }
         fill_scene += 1;
-        if fill_scene % 10 == 0 {
+        if fill_scene.is_multiple_of(10) {
             eprintln!("fill: {} pc states", store.stats()?.pc_states);
         }
     }
 
-    let mut k = newest_tick(&store, &scenes)? + 1;
+    let first = newest_tick(&store, &scenes)? + 1;
     let mut ms = Vec::with_capacity(args.batches);
-    for _ in 0..args.batches {
+    for k in (first..).take(args.batches) {
         let batch = batch_for(*scene, avatars, k);
         let started = Instant::now();
         let report = store.save_batch(&batch)?;
@@ -437,7 +450,6 @@ fn bench(data: &Path, path: &Path, args: &BenchArgs) -> anyhow::Result<ExitCode>
         if report.refused > 0 {
             bail!("{} states refused", report.refused);
         }
-        k += 1;
     }
     ms.sort_by(f64::total_cmp);
     let pc_states = store.stats()?.pc_states;
@@ -447,7 +459,11 @@ fn bench(data: &Path, path: &Path, args: &BenchArgs) -> anyhow::Result<ExitCode>
     // killed while it writes; then time the open.
     let (reopen_ms, repaired) = reopen_after_kill(data, args.pcs)?;
     let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-    let (p50, p99, max) = (percentile(&ms, 50.0), percentile(&ms, 99.0), percentile(&ms, 100.0));
+    let (p50, p99, max) = (
+        percentile(&ms, 50.0),
+        percentile(&ms, 99.0),
+        percentile(&ms, 100.0),
+    );
     println!(
         "save_batch of {} PC states, {} batches: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms",
         args.pcs, args.batches

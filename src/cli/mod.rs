@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 mod db;
 
 #[derive(Debug, Parser)]
-#[command(name = "tessera", version, about = "Tessera: an authoritative MMO simulation cluster")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera: an authoritative MMO simulation cluster"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
