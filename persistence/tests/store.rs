@@ -318,7 +318,7 @@ fn a_database_from_a_newer_schema_is_refused_untouched() {
         }
         other => panic!("{other:?}"),
     }
-    use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+    use redb::{ReadableDatabase, ReadableTableMetadata};
     let db = redb::Database::open(&path).unwrap();
     let read = db.begin_read().unwrap();
     assert_eq!(
