@@ -20,8 +20,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use password_hash::rand_core::OsRng;
 
 use crate::error::HashError;
@@ -30,27 +30,64 @@ use crate::error::HashError;
 pub const ARGON2_M_KIB: u32 = 19_456;
 pub const ARGON2_T: u32 = 2;
 pub const ARGON2_P: u32 = 1;
+/// The largest memory cost a stored hash may ask for; a larger one is refused as malformed
+/// rather than allocated.
+pub const ARGON2_MAX_M_KIB: u32 = 256 * 1024;
 
 /// Hashes and verifies passwords, at most `cap` at once.
+///
+/// Each running hash works in one of `cap` reusable 19 MiB buffers, allocated on first use
+/// and kept: the hasher's memory is bounded by `cap × 19 MiB` however many hashes it runs.
+/// (Allocating afresh per hash lets glibc's adaptive mmap threshold keep freed buffers on
+/// the heap, and the process grew to hundreds of MiB under a login storm.)
 #[derive(Debug)]
 pub struct PasswordHasher {
     cap: usize,
-    free: Mutex<usize>,
+    pool: Mutex<Pool>,
     freed: Condvar,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
     hashes: AtomicU64,
 }
 
-/// A running hash's slot; frees it on drop, even if hashing panics.
-struct Slot<'a>(&'a PasswordHasher);
+#[derive(Debug)]
+struct Pool {
+    permits: usize,
+    buffers: Vec<Vec<Block>>,
+}
+
+/// A running hash's permit and buffer; gives both back on drop, even if hashing panics.
+struct Slot<'a> {
+    hasher: &'a PasswordHasher,
+    blocks: Vec<Block>,
+}
+
+impl Slot<'_> {
+    fn blocks(&mut self, n: usize) -> &mut [Block] {
+        self.blocks.resize(n, Block::default());
+        &mut self.blocks
+    }
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let mut free = self.0.free.lock().unwrap_or_else(PoisonError::into_inner);
-        *free += 1;
-        self.0.freed.notify_one();
+        let mut blocks = std::mem::take(&mut self.blocks);
+        // A buffer grown for an unusual stored hash goes back to the standard size.
+        // One argon2 block is 1 KiB, so the standard buffer has `ARGON2_M_KIB` blocks.
+        let standard = ARGON2_M_KIB as usize;
+        if blocks.len() > standard {
+            blocks.truncate(standard);
+            blocks.shrink_to_fit();
+        }
+        self.hasher.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut pool = self
+            .hasher
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pool.buffers.push(blocks);
+        pool.permits += 1;
+        self.hasher.freed.notify_one();
     }
 }
 
@@ -60,13 +97,20 @@ impl Default for PasswordHasher {
     }
 }
 
+fn malformed(e: impl std::fmt::Display) -> HashError {
+    HashError::MalformedHash(e.to_string())
+}
+
 impl PasswordHasher {
     /// A hasher that runs at most `cap` hashes at once (at least 1).
     pub fn new(cap: usize) -> Self {
         let cap = cap.max(1);
         Self {
             cap,
-            free: Mutex::new(cap),
+            pool: Mutex::new(Pool {
+                permits: cap,
+                buffers: Vec::with_capacity(cap),
+            }),
             freed: Condvar::new(),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
@@ -89,51 +133,107 @@ impl PasswordHasher {
         self.hashes.load(Ordering::Relaxed)
     }
 
-    fn argon2() -> Result<Argon2<'static>, HashError> {
-        let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None)
-            .map_err(|e| HashError::Hash(e.to_string()))?;
-        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    fn params() -> Result<Params, HashError> {
+        Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None)
+            .map_err(|e| HashError::Hash(e.to_string()))
     }
 
     fn slot(&self) -> Slot<'_> {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
-            free = self
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        while pool.permits == 0 {
+            pool = self
                 .freed
-                .wait(free)
+                .wait(pool)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        *free -= 1;
-        drop(free);
+        pool.permits -= 1;
+        let blocks = pool.buffers.pop().unwrap_or_default();
+        drop(pool);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         self.hashes.fetch_add(1, Ordering::Relaxed);
-        Slot(self)
+        Slot {
+            hasher: self,
+            blocks,
+        }
     }
 
     /// Hashes a password with a fresh random salt; returns the PHC string. Blocks.
     pub fn hash(&self, password: &str) -> Result<String, HashError> {
+        let params = Self::params()?;
         let salt = SaltString::generate(&mut OsRng);
-        let argon2 = Self::argon2()?;
-        let _slot = self.slot();
-        argon2
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| HashError::Hash(e.to_string()))
+        let mut salt_buf = [0u8; 64];
+        let salt_bytes = salt
+            .as_salt()
+            .decode_b64(&mut salt_buf)
+            .map_err(|e| HashError::Hash(e.to_string()))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let output = {
+            let mut slot = self.slot();
+            let blocks = slot.blocks(params.block_count());
+            Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+                argon2
+                    .hash_password_into_with_memory(
+                        password.as_bytes(),
+                        salt_bytes,
+                        out,
+                        &mut *blocks,
+                    )
+                    .map_err(Into::into)
+            })
+            .map_err(|e| HashError::Hash(e.to_string()))?
+        };
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| HashError::Hash(e.to_string()))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        };
+        Ok(phc.to_string())
     }
 
     /// Checks a password against a PHC string: `Ok(false)` for a wrong password. Blocks.
-    /// The parameters come from the stored hash, so hashes made with older parameters
-    /// still verify.
+    /// The algorithm and parameters come from the stored hash, so hashes made with other
+    /// parameters still verify; the comparison is constant-time.
     pub fn verify(&self, password: &str, phc: &str) -> Result<bool, HashError> {
-        let parsed = PasswordHash::new(phc).map_err(|e| HashError::MalformedHash(e.to_string()))?;
-        let argon2 = Self::argon2()?;
-        let _slot = self.slot();
-        match argon2.verify_password(password.as_bytes(), &parsed) {
-            Ok(()) => Ok(true),
-            Err(argon2::password_hash::Error::Password) => Ok(false),
-            Err(e) => Err(HashError::MalformedHash(e.to_string())),
+        let parsed = PasswordHash::new(phc).map_err(malformed)?;
+        let algorithm = Algorithm::try_from(parsed.algorithm).map_err(malformed)?;
+        let version = parsed
+            .version
+            .map(Version::try_from)
+            .transpose()
+            .map_err(malformed)?
+            .unwrap_or_default();
+        let params = Params::try_from(&parsed).map_err(malformed)?;
+        if params.m_cost() > ARGON2_MAX_M_KIB {
+            return Err(malformed(format!(
+                "memory cost {} KiB is above {ARGON2_MAX_M_KIB}",
+                params.m_cost()
+            )));
         }
+        let salt = parsed.salt.ok_or_else(|| malformed("no salt"))?;
+        let mut salt_buf = [0u8; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(malformed)?;
+        let expected = parsed.hash.ok_or_else(|| malformed("no hash"))?;
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        let computed = {
+            let mut slot = self.slot();
+            let blocks = slot.blocks(params.block_count());
+            Output::init_with(expected.len(), |out| {
+                argon2
+                    .hash_password_into_with_memory(
+                        password.as_bytes(),
+                        salt_bytes,
+                        out,
+                        &mut *blocks,
+                    )
+                    .map_err(Into::into)
+            })
+            .map_err(malformed)?
+        };
+        // `Output`'s equality is constant-time.
+        Ok(computed == expected)
     }
 }
 
@@ -157,6 +257,49 @@ mod tests {
 
     /// Many threads verify at once; never more than `cap` hashes run together, and the cap
     /// is reached (so the test would notice a cap that serialises everything to 1, too).
+    /// The pooled, buffer-reusing hasher agrees with the stock argon2 implementation both
+    /// ways, across reuse of its buffers.
+    #[test]
+    fn agrees_with_stock_argon2() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let h = PasswordHasher::new(1);
+        let stock = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            PasswordHasher::params().unwrap(),
+        );
+        for pw in ["first password", "second password", "третий пароль"] {
+            let ours = h.hash(pw).unwrap();
+            stock
+                .verify_password(pw.as_bytes(), &PasswordHash::new(&ours).unwrap())
+                .unwrap();
+            let salt = SaltString::generate(&mut OsRng);
+            let theirs = stock
+                .hash_password(pw.as_bytes(), &salt)
+                .unwrap()
+                .to_string();
+            assert!(h.verify(pw, &theirs).unwrap());
+            assert!(!h.verify("not it", &theirs).unwrap());
+        }
+        // Other parameters (a smaller, older hash) still verify, from the same buffer.
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(4096, 3, 1, None).unwrap(),
+        );
+        let salt = SaltString::generate(&mut OsRng);
+        let old = small
+            .hash_password(b"old params", &salt)
+            .unwrap()
+            .to_string();
+        assert!(h.verify("old params", &old).unwrap());
+        let huge = old.replace("m=4096", "m=4000000");
+        assert!(matches!(
+            h.verify("old params", &huge),
+            Err(HashError::MalformedHash(_))
+        ));
+    }
+
     #[test]
     fn concurrency_cap_holds() {
         let cap = 2;
