@@ -156,10 +156,11 @@ impl Store {
             }
             tracing::debug!(progress = session.progress(), "repairing");
         });
-        let db = if exists {
-            builder.open(path)
-        } else {
+        // `create` opens an existing database too, and initialises an empty file.
+        let db = if create {
             builder.create(path)
+        } else {
+            builder.open(path)
         }
         .map_err(|e| map_open_error(path, e))?;
 
