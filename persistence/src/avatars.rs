@@ -31,6 +31,16 @@ fn avatar_from(record: AvatarRecord, scene: SceneId) -> Avatar {
     }
 }
 
+fn avatar_record(
+    avatars: &impl ReadableTable<u64, &'static [u8]>,
+    id: AvatarId,
+) -> Result<AvatarRecord, AvatarUpdateError> {
+    let guard = avatars
+        .get(id)?
+        .ok_or(AvatarUpdateError::UnknownAvatar(id))?;
+    Ok(schema::decode_avatar(guard.value())?)
+}
+
 /// Inserts one avatar with all its index rows. Used by creation and import.
 pub(crate) fn insert_avatar(
     txn: &WriteTransaction,
@@ -75,12 +85,9 @@ impl Store {
         account: AccountId,
         new: &NewAvatar,
     ) -> Result<AvatarId, CreateAvatarError> {
-        let ids = self.create_avatars(account, std::slice::from_ref(new), true)?;
-        ids.first()
-            .copied()
-            .ok_or(CreateAvatarError::Store(StoreError::Encode(
-                "no avatar created".into(),
-            )))
+        let mut ids = self.create_avatars(account, std::slice::from_ref(new), true)?;
+        ids.pop()
+            .ok_or_else(|| StoreError::corrupt("avatars", "no avatar was created").into())
     }
 
     /// Creates many avatars for one account in one transaction, without the per-account
@@ -197,12 +204,7 @@ impl Store {
         let txn = self.write_txn()?;
         {
             let mut avatars = txn.open_table(AVATARS)?;
-            let mut record = schema::decode_avatar(
-                avatars
-                    .get(id)?
-                    .ok_or(AvatarUpdateError::UnknownAvatar(id))?
-                    .value(),
-            )?;
+            let mut record = avatar_record(&avatars, id)?;
             if record.status == AvatarStatus::Deleted {
                 return Ok(());
             }
@@ -224,12 +226,7 @@ impl Store {
         let txn = self.write_txn()?;
         {
             let avatars = txn.open_table(AVATARS)?;
-            let record = schema::decode_avatar(
-                avatars
-                    .get(id)?
-                    .ok_or(AvatarUpdateError::UnknownAvatar(id))?
-                    .value(),
-            )?;
+            let record = avatar_record(&avatars, id)?;
             if record.status == AvatarStatus::Deleted {
                 return Err(AvatarUpdateError::Deleted(id));
             }

@@ -158,6 +158,24 @@ impl PasswordHasher {
         }
     }
 
+    /// Runs argon2 in a pooled buffer, waiting for a permit first.
+    fn compute(
+        &self,
+        argon2: &Argon2<'_>,
+        params: &Params,
+        password: &str,
+        salt: &[u8],
+        out_len: usize,
+    ) -> Result<Output, argon2::password_hash::Error> {
+        let mut slot = self.slot();
+        let blocks = slot.blocks(params.block_count());
+        Output::init_with(out_len, |out| {
+            argon2
+                .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut *blocks)
+                .map_err(Into::into)
+        })
+    }
+
     /// Hashes a password with a fresh random salt; returns the PHC string. Blocks.
     pub fn hash(&self, password: &str) -> Result<String, HashError> {
         let params = Self::params()?;
@@ -168,21 +186,15 @@ impl PasswordHasher {
             .decode_b64(&mut salt_buf)
             .map_err(|e| HashError::Hash(e.to_string()))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        let output = {
-            let mut slot = self.slot();
-            let blocks = slot.blocks(params.block_count());
-            Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
-                argon2
-                    .hash_password_into_with_memory(
-                        password.as_bytes(),
-                        salt_bytes,
-                        out,
-                        &mut *blocks,
-                    )
-                    .map_err(Into::into)
-            })
-            .map_err(|e| HashError::Hash(e.to_string()))?
-        };
+        let output = self
+            .compute(
+                &argon2,
+                &params,
+                password,
+                salt_bytes,
+                Params::DEFAULT_OUTPUT_LEN,
+            )
+            .map_err(|e| HashError::Hash(e.to_string()))?;
         let phc = PasswordHash {
             algorithm: Algorithm::Argon2id.ident(),
             version: Some(Version::V0x13.into()),
@@ -217,21 +229,9 @@ impl PasswordHasher {
         let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(malformed)?;
         let expected = parsed.hash.ok_or_else(|| malformed("no hash"))?;
         let argon2 = Argon2::new(algorithm, version, params.clone());
-        let computed = {
-            let mut slot = self.slot();
-            let blocks = slot.blocks(params.block_count());
-            Output::init_with(expected.len(), |out| {
-                argon2
-                    .hash_password_into_with_memory(
-                        password.as_bytes(),
-                        salt_bytes,
-                        out,
-                        &mut *blocks,
-                    )
-                    .map_err(Into::into)
-            })
-            .map_err(malformed)?
-        };
+        let computed = self
+            .compute(&argon2, &params, password, salt_bytes, expected.len())
+            .map_err(malformed)?;
         // `Output`'s equality is constant-time.
         Ok(computed == expected)
     }
