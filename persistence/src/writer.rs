@@ -116,8 +116,17 @@ impl Pending {
 
     fn merge(&mut self, batch: SaveBatch, counters: &Counters) {
         self.batches += 1;
-        let scene = self.scenes.entry(batch.scene).or_default();
-        for state in batch.states {
+        self.merge_states(batch.scene, batch.states, counters);
+    }
+
+    fn merge_states(
+        &mut self,
+        scene: SceneId,
+        states: impl IntoIterator<Item = PcState>,
+        counters: &Counters,
+    ) {
+        let scene = self.scenes.entry(scene).or_default();
+        for state in states {
             match scene.get_mut(&state.avatar) {
                 None => {
                     scene.insert(state.avatar, state);
@@ -133,19 +142,12 @@ impl Pending {
         }
     }
 
+    /// Merges another pending set (the overflow buffer) into this one.
     fn absorb(&mut self, other: Pending, counters: &Counters) {
-        let batches = other.batches;
+        self.batches += other.batches;
         for (scene, states) in other.scenes {
-            self.merge(
-                SaveBatch {
-                    scene,
-                    states: states.into_values().collect(),
-                },
-                counters,
-            );
-            self.batches -= 1;
+            self.merge_states(scene, states.into_values(), counters);
         }
-        self.batches += batches;
     }
 
     fn states(&self) -> usize {

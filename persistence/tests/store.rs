@@ -275,6 +275,16 @@ fn a_file_that_is_not_a_database_is_refused_untouched() {
         Err(OpenError::NotFound { .. })
     ));
 
+    // A database another handle (here, or another process) has open.
+    let busy = dir.path().join("busy.redb");
+    let first = Store::open(&busy).unwrap();
+    assert!(matches!(
+        Store::open(&busy),
+        Err(OpenError::AlreadyOpen { .. })
+    ));
+    drop(first);
+    Store::open(&busy).unwrap();
+
     // A redb database of some other program.
     let foreign = dir.path().join("foreign.redb");
     {
