@@ -501,20 +501,27 @@ fn reopen_after_kill(data: &Path, pcs: usize) -> anyhow::Result<(f64, bool)> {
         .stderr(Stdio::inherit())
         .spawn()
         .context("starting the writer child")?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    // Kill it while it writes: after its second commit, so a third is under way.
-    let mut commits = 0;
-    for line in std::io::BufReader::new(stdout).lines() {
-        if line?.starts_with("COMMITTED") {
-            commits += 1;
-            if commits == 2 {
-                break;
+    // Kill it while it writes: after its second commit, so a third is under way. Whatever
+    // happens while reading, the child is killed before this returns.
+    let commits = child
+        .stdout
+        .take()
+        .context("child stdout")
+        .and_then(|stdout| {
+            let mut commits = 0;
+            for line in std::io::BufReader::new(stdout).lines() {
+                if line?.starts_with("COMMITTED") {
+                    commits += 1;
+                    if commits == 2 {
+                        break;
+                    }
+                }
             }
-        }
-    }
+            Ok(commits)
+        });
     child.kill()?;
     child.wait()?;
-    if commits < 2 {
+    if commits? < 2 {
         bail!("the writer child exited before committing");
     }
     let started = Instant::now();
