@@ -59,7 +59,8 @@ from_redb!(
     CreateAvatarError,
     AvatarUpdateError,
     CreateSceneError,
-    SceneStateError,
+    SaveError,
+    LoadError,
     ImportError,
 );
 
@@ -281,9 +282,19 @@ pub enum CreateSceneError {
     Store(#[from] StoreError),
 }
 
-/// Saving or loading a scene's PC states.
+/// Saving a batch of PC states.
 #[derive(Debug, Error)]
-pub enum SceneStateError {
+pub enum SaveError {
+    /// The batch names a scene that does not exist: nothing of the call was written.
+    #[error("no scene {0}")]
+    UnknownScene(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Loading a scene's PC states.
+#[derive(Debug, Error)]
+pub enum LoadError {
     #[error("no scene {0}")]
     UnknownScene(u64),
     #[error(transparent)]

@@ -24,9 +24,9 @@ pub(crate) fn insert_scene(txn: &WriteTransaction, scene: &Scene) -> Result<(), 
 }
 
 /// Writes PC states into one open transaction; returns what was written and refused.
-fn write_states(txn: &WriteTransaction, batch: &SaveBatch) -> Result<SaveReport, SceneStateError> {
+fn write_states(txn: &WriteTransaction, batch: &SaveBatch) -> Result<SaveReport, SaveError> {
     if txn.open_table(SCENES)?.get(batch.scene)?.is_none() {
-        return Err(SceneStateError::UnknownScene(batch.scene));
+        return Err(SaveError::UnknownScene(batch.scene));
     }
     let membership = txn.open_table(AVATAR_SCENE)?;
     let mut pcs = txn.open_table(PC_STATES)?;
@@ -112,10 +112,10 @@ impl Store {
     }
 
     /// Every PC state a scene holds, online and offline, by avatar id.
-    pub fn load_scene(&self, scene: SceneId) -> Result<Vec<PcState>, SceneStateError> {
+    pub fn load_scene(&self, scene: SceneId) -> Result<Vec<PcState>, LoadError> {
         let read = self.db.begin_read()?;
         if read.open_table(SCENES)?.get(scene)?.is_none() {
-            return Err(SceneStateError::UnknownScene(scene));
+            return Err(LoadError::UnknownScene(scene));
         }
         let mut out = Vec::new();
         for row in read
@@ -132,12 +132,12 @@ impl Store {
     /// quick repair on): after this returns, a killed process loses none of it, and a crash
     /// before it returns leaves none of it. States of avatars not in the batch's scene, and
     /// non-finite states, are refused and counted, not written.
-    pub fn save_batch(&self, batch: &SaveBatch) -> Result<SaveReport, SceneStateError> {
+    pub fn save_batch(&self, batch: &SaveBatch) -> Result<SaveReport, SaveError> {
         self.save_batches(std::slice::from_ref(batch))
     }
 
     /// Writes several scenes' batches in one durable transaction: all or nothing.
-    pub fn save_batches(&self, batches: &[SaveBatch]) -> Result<SaveReport, SceneStateError> {
+    pub fn save_batches(&self, batches: &[SaveBatch]) -> Result<SaveReport, SaveError> {
         let txn = self.write_txn()?;
         let mut total = SaveReport::default();
         for batch in batches {

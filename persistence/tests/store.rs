@@ -472,14 +472,14 @@ fn avatars_names_scenes_and_scene_state() {
     );
     assert!(matches!(
         store.load_scene(999),
-        Err(SceneStateError::UnknownScene(999))
+        Err(LoadError::UnknownScene(999))
     ));
     assert!(matches!(
         store.save_batch(&SaveBatch {
             scene: 999,
             states: vec![]
         }),
-        Err(SceneStateError::UnknownScene(999))
+        Err(SaveError::UnknownScene(999))
     ));
 
     // A transfer moves the avatar; its old scene state goes; the old scene can't write it.
