@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod aoi;
 mod report;
 mod sim;
+mod db;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +28,8 @@ enum Command {
     Aoi(aoi::AoiArgs),
     /// Generate a random-walk position trace for `tessera aoi`.
     AoiTrace(aoi::AoiTraceArgs),
+    /// Operator tools for the redb database: stats, check, export, import, accounts, bench.
+    Db(db::DbArgs),
 }
 
 impl Cli {
@@ -35,6 +38,7 @@ impl Cli {
             Command::Sim(args) => sim::run(args),
             Command::Aoi(args) => aoi::run(args),
             Command::AoiTrace(args) => aoi::run_trace(args),
+            Command::Db(args) => args.run(),
         }
     }
 }
