@@ -116,15 +116,17 @@ fn update_interest(
 ) {
     let margin = info.settings.aoi_margin;
     let grid = &index.grid;
-    q.par_iter_mut().for_each_init(
-        Scratch::default,
-        |scratch, (net, pos, obs, mut interest)| {
-            let Interest { visible, diff } = &mut *interest;
-            update_observer(
-                grid, net.0, pos.0, obs.radius, margin, visible, diff, scratch,
-            );
-        },
-    );
+    q.par_iter_mut()
+        .batching_strategy(crate::par_batching())
+        .for_each_init(
+            Scratch::default,
+            |scratch, (net, pos, obs, mut interest)| {
+                let Interest { visible, diff } = &mut *interest;
+                update_observer(
+                    grid, net.0, pos.0, obs.radius, margin, visible, diff, scratch,
+                );
+            },
+        );
 }
 
 fn sum_interest(

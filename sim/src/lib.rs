@@ -73,15 +73,26 @@ pub struct PersistSystems;
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MetricsSystems;
 
-/// The process-wide compute pool used for parallel AOI and replication,
-/// one thread per core.
+/// Parallel queries split into a few batches per thread, so a thread that
+/// the OS preempts does not hold up the whole stage.
+pub(crate) fn par_batching() -> bevy_ecs::batching::BatchingStrategy {
+    bevy_ecs::batching::BatchingStrategy::new()
+        .min_batch_size(64)
+        .batches_per_thread(4)
+}
+
+/// The process-wide compute pool used for parallel AOI and replication: one
+/// thread per core, or `TESSERA_COMPUTE_THREADS` (e.g. to share a host among
+/// several processes).
 pub fn compute_pool() -> &'static TaskPool {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .saturating_sub(1)
-            .max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = std::env::var("TESSERA_COMPUTE_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| (1..=256).contains(&n))
+            .unwrap_or(cores);
         ComputeTaskPool::get_or_init(|| {
             TaskPoolBuilder::new()
                 .num_threads(threads)

@@ -235,30 +235,32 @@ fn build_packets(
     let t = tick.0;
     let deferred = std::sync::atomic::AtomicU64::new(0);
     let trimmed = std::sync::atomic::AtomicU64::new(0);
-    q.par_iter_mut().for_each_init(
-        ReplScratch::default,
-        |s, (net, pos, pc, interest, mut view)| {
-            let view = &mut *view;
-            let (bytes, stats) = build_packet(
-                &index,
-                t,
-                net.0,
-                pos.0,
-                pc.ack,
-                &interest.visible,
-                view,
-                budget,
-                s,
-            );
-            view.packet = bytes;
-            if stats.deferred > 0 {
-                deferred.fetch_add(stats.deferred, std::sync::atomic::Ordering::Relaxed);
-            }
-            if stats.trimmed {
-                trimmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        },
-    );
+    q.par_iter_mut()
+        .batching_strategy(crate::par_batching())
+        .for_each_init(
+            ReplScratch::default,
+            |s, (net, pos, pc, interest, mut view)| {
+                let view = &mut *view;
+                let (bytes, stats) = build_packet(
+                    &index,
+                    t,
+                    net.0,
+                    pos.0,
+                    pc.ack,
+                    &interest.visible,
+                    view,
+                    budget,
+                    s,
+                );
+                view.packet = bytes;
+                if stats.deferred > 0 {
+                    deferred.fetch_add(stats.deferred, std::sync::atomic::Ordering::Relaxed);
+                }
+                if stats.trimmed {
+                    trimmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        );
     counters.items_deferred += deferred.into_inner();
     counters.packets_trimmed += trimmed.into_inner();
 }

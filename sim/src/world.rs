@@ -6,6 +6,7 @@ use std::time::Instant;
 use bevy_app::{App, Update};
 use bevy_ecs::error::{BevyError, ErrorContext};
 use bevy_ecs::prelude::*;
+use bevy_ecs::schedule::SingleThreadedExecutor;
 use rstar::RTree;
 use rstar::primitives::Rectangle;
 
@@ -168,6 +169,13 @@ impl SceneWorld {
 
         let mut app = App::new();
         app.set_error_handler(log_and_count);
+        // Every stage is chained, so a multi-threaded executor has nothing to
+        // overlap; worse, it runs systems on pool threads, from where their
+        // `par_iter`s were seen not to spread. Systems run on the ticking
+        // thread and fan out to the compute pool inside Interest and Replicate.
+        app.edit_schedule(Update, |s| {
+            s.set_executor(SingleThreadedExecutor::new());
+        });
         app.insert_resource(SceneRng::new(settings.seed))
             .insert_resource(Inbox {
                 pending: Vec::new(),

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod aoi;
+mod db;
 mod report;
 mod sim;
-mod db;
 
 #[derive(Debug, Parser)]
 #[command(
