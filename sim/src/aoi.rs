@@ -114,14 +114,16 @@ impl Grid {
 
     #[inline]
     fn col_of(&self, x: f32) -> u32 {
-        let c = ((x - self.origin[0]) * self.inv_cell).floor();
-        // NaN and negatives go to 0 (`as` saturates), big values to the last column.
+        // No `floor`: after clamping at 0, `as u32` truncates, which equals
+        // floor for every value left (and `floor` is a libm call on baseline
+        // x86-64). NaN goes to 0 (`max` ignores it), big values saturate.
+        let c = (x - self.origin[0]) * self.inv_cell;
         (c.max(0.0) as u32).min(self.cols - 1)
     }
 
     #[inline]
     fn row_of(&self, y: f32) -> u32 {
-        let r = ((y - self.origin[1]) * self.inv_cell).floor();
+        let r = (y - self.origin[1]) * self.inv_cell;
         (r.max(0.0) as u32).min(self.rows - 1)
     }
 
@@ -225,8 +227,10 @@ impl Diff {
 /// Per-thread scratch for [`update_observer`]; reuse it across observers.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    candidates: Vec<u64>,
+    /// Output buffers kept at least as long as the grid, so the branch-free
+    /// scan can write every item and advance its cursor only on a hit.
     next: Vec<u32>,
+    enters: Vec<u32>,
     /// `stamp[id]`: `epoch` = visible last tick and not yet seen this tick,
     /// `epoch + 1` = seen again. Anything else: not visible last tick.
     stamp: Vec<u32>,
@@ -234,10 +238,15 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// A fresh pair of stamp values, valid for ids below `bound`.
-    fn begin(&mut self, bound: usize) -> u32 {
+    /// A fresh pair of stamp values, with buffers sized for `bound` ids and
+    /// `items` grid entries.
+    fn begin(&mut self, bound: usize, items: usize) -> u32 {
         if self.stamp.len() < bound {
             self.stamp.resize(bound, 0);
+        }
+        if self.next.len() < items {
+            self.next.resize(items, 0);
+            self.enters.resize(items, 0);
         }
         if self.epoch >= u32::MAX - 2 {
             self.stamp.fill(0);
@@ -277,30 +286,15 @@ pub fn update_observer(
     let reach = radius + margin;
     let r2 = radius * radius;
     let reach2 = reach * reach;
+    let e = scratch.begin(grid.id_bound() as usize, grid.len());
+    let Scratch {
+        next,
+        enters,
+        stamp,
+        ..
+    } = scratch;
 
-    let e = scratch.begin(grid.id_bound() as usize);
-
-    // Phase 1, branch-free: every item within reach, packed as id << 1 | inner.
-    // The buffer stays as long as the grid, so writing needs no per-row resize.
-    let cand = &mut scratch.candidates;
-    if cand.len() < grid.len() {
-        cand.resize(grid.len(), 0);
-    }
-    let mut n = 0;
-    grid.for_each_span(pos[0], pos[1], reach, |ids, xs, ys| {
-        for ((&id, &x), &y) in ids.iter().zip(xs).zip(ys) {
-            let d2 = dist2(x - pos[0], y - pos[1]);
-            let keep = (d2 <= reach2) & (id != self_id);
-            if let Some(slot) = cand.get_mut(n) {
-                *slot = ((id as u64) << 1) | (d2 <= r2) as u64;
-            }
-            n += keep as usize;
-        }
-    });
-    let cand = &cand[..n];
-
-    // Phase 2: classify against last tick's set with epoch stamps.
-    let stamp = &mut scratch.stamp;
+    // Mark last tick's set.
     for &v in visible.iter() {
         // A despawned id may lie beyond the current grid's bound.
         if v as usize >= stamp.len() {
@@ -308,29 +302,42 @@ pub fn update_observer(
         }
         stamp[v as usize] = e;
     }
-    let next = &mut scratch.next;
-    next.clear();
-    for &c in cand.iter() {
-        let id = (c >> 1) as u32;
-        let st = &mut stamp[id as usize];
-        if *st == e {
-            // Visible before and within reach now: stays.
-            *st = e + 1;
-            next.push(id);
-            diff.stays += 1;
-        } else if c & 1 == 1 {
-            // Not visible before: enters only inside the enter radius.
-            next.push(id);
-            diff.enters.push(id);
+
+    // One branch-free pass over the cells under the circle: every item is
+    // classified against the stamps and written out; the cursors advance only
+    // for a stay (visible before, within reach now) or an enter (not visible
+    // before, within the enter radius now).
+    let (mut n, mut m) = (0usize, 0usize);
+    grid.for_each_span(pos[0], pos[1], reach, |ids, xs, ys| {
+        for ((&id, &x), &y) in ids.iter().zip(xs).zip(ys) {
+            let d2 = dist2(x - pos[0], y - pos[1]);
+            let not_self = id != self_id;
+            let Some(st) = stamp.get_mut(id as usize) else {
+                continue;
+            };
+            let was = *st == e;
+            let stay = was & (d2 <= reach2) & not_self;
+            let enter = !was & (d2 <= r2) & not_self;
+            *st += stay as u32;
+            if let (Some(a), Some(b)) = (next.get_mut(n), enters.get_mut(m)) {
+                *a = id;
+                *b = id;
+            }
+            n += (stay | enter) as usize;
+            m += enter as usize;
         }
-    }
+    });
+    diff.stays = (n - m) as u32;
+    diff.enters.extend_from_slice(&enters[..m]);
+
     // Visible before and not seen again: leaves.
     for &v in visible.iter() {
         if stamp[v as usize] == e {
             diff.leaves.push(v);
         }
     }
-    std::mem::swap(visible, next);
+    visible.clear();
+    visible.extend_from_slice(&next[..n]);
 }
 
 /// Brute-force reference: every pair, same comparisons. For tests and benches.
@@ -447,7 +454,7 @@ impl AoiStage {
         // once per tick by one thread and is never contended.
         let visible = &self.visible;
         let order = grid.ids_in_cell_order();
-        let chunk = order.len().div_ceil(pool.thread_num().max(1) * 8).max(64);
+        let chunk = order.len().div_ceil(pool.thread_num().max(1) * 2).max(64);
         let parts = pool.scope(|s| {
             for ids in order.chunks(chunk) {
                 s.spawn(async move {
