@@ -38,31 +38,52 @@ impl Plugin for ReplicatePlugin {
     }
 }
 
+/// An enter or update waiting for room in the packet, with the state to send.
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    /// Squared distance (as an integer key: sorts fast and deterministically).
+    key: u32,
+    id: NetId,
+    enter: bool,
+    kind: u8,
+    figure: u32,
+    q: Quantized,
+}
+
+impl Cand {
+    fn cost(&self) -> usize {
+        if self.enter {
+            ENTER_BYTES
+        } else {
+            UPDATE_BYTES
+        }
+    }
+}
+
 /// Per-thread scratch for [`build_packet`].
 #[derive(Default)]
 pub struct ReplScratch {
     buf: bitcode::Buffer,
-    cands: Vec<(u32, NetId, bool)>,
+    cands: Vec<Cand>,
     packet: StatePacket,
-    known: Vec<(NetId, Quantized)>,
-    /// `stamp[id]`: `e` = known, not (yet) visible; `e + 1` = known and
-    /// visible; `e + 2` = its leave was sent. `slot[id]`: index in `known`.
-    stamp: Vec<u32>,
-    slot: Vec<u32>,
+    leave_slots: Vec<u32>,
+    /// Per id, side by side so one look-up touches one cache line:
+    /// `.0` the stamp (`e` = known, not (yet) seen visible; `e + 1` = known
+    /// and visible), `.1` the id's index in `ClientView::known`.
+    marks: Vec<(u32, u32)>,
     epoch: u32,
 }
 
 impl ReplScratch {
     fn begin(&mut self, bound: usize) -> u32 {
-        if self.stamp.len() < bound {
-            self.stamp.resize(bound, 0);
-            self.slot.resize(bound, 0);
+        if self.marks.len() < bound {
+            self.marks.resize(bound, (0, 0));
         }
-        if self.epoch >= u32::MAX - 4 {
-            self.stamp.fill(0);
+        if self.epoch >= u32::MAX - 2 {
+            self.marks.fill((0, 0));
             self.epoch = 0;
         }
-        self.epoch += 4;
+        self.epoch += 2;
         self.epoch
     }
 }
@@ -94,14 +115,7 @@ pub fn build_packet(
     s: &mut ReplScratch,
 ) -> (Option<Vec<u8>>, BuildStats) {
     let mut stats = BuildStats::default();
-    let bound = index.snaps.len().max(
-        view.known
-            .iter()
-            .map(|k| k.0 as usize + 1)
-            .max()
-            .unwrap_or(0),
-    );
-    let e = s.begin(bound);
+    let e = s.begin(index.snaps.len());
     let p = &mut s.packet;
     p.tick = tick as u32;
     p.ack = ack;
@@ -118,29 +132,39 @@ pub fn build_packet(
     // Diff known against visible with epoch stamps (no sorting, no hashing).
     s.cands.clear();
     for (k, &(id, _)) in view.known.iter().enumerate() {
-        s.stamp[id as usize] = e;
-        s.slot[id as usize] = k as u32;
+        let i = id as usize;
+        // A despawned id may lie beyond this tick's snapshot array.
+        if i >= s.marks.len() {
+            s.marks.resize(i + 1, (0, 0));
+        }
+        s.marks[i] = (e, k as u32);
     }
-    let dist2 = |snap: &crate::interest::Snap| -> u32 {
-        let (dx, dy) = (snap.pos[0] - own_pos[0], snap.pos[1] - own_pos[1]);
-        // Monotonic in distance; integer keys sort fast and deterministically.
-        (dx * dx + dy * dy).min(4.0e9) as u32
-    };
+    let mut wanted = 0;
     for &id in visible {
         let Some(snap) = index.snap(id) else { continue };
-        let st = &mut s.stamp[id as usize];
-        if *st == e {
-            *st = e + 1;
-            if snap.q != view.known[s.slot[id as usize] as usize].1 {
-                s.cands.push((dist2(snap), id, false));
+        let mark = &mut s.marks[id as usize];
+        let enter = mark.0 != e;
+        if !enter {
+            mark.0 = e + 1;
+            if snap.q == view.known[mark.1 as usize].1 {
+                continue;
             }
-        } else {
-            s.cands.push((dist2(snap), id, true));
         }
+        let (dx, dy) = (snap.pos[0] - own_pos[0], snap.pos[1] - own_pos[1]);
+        let c = Cand {
+            key: (dx * dx + dy * dy).min(4.0e9) as u32,
+            id,
+            enter,
+            kind: snap.kind,
+            figure: snap.figure,
+            q: snap.q,
+        };
+        wanted += c.cost();
+        s.cands.push(c);
     }
     let mut deferred_leaves = 0u64;
     for &(id, _) in &view.known {
-        if s.stamp[id as usize] == e {
+        if s.marks[id as usize].0 == e {
             if used + LEAVE_BYTES <= budget {
                 p.leaves.push(id);
                 used += LEAVE_BYTES;
@@ -149,34 +173,32 @@ pub fn build_packet(
             }
         }
     }
-    let cost = |enter: bool| if enter { ENTER_BYTES } else { UPDATE_BYTES };
-    let total: usize = s.cands.iter().map(|c| cost(c.2)).sum();
-    if used + total > budget {
-        s.cands.sort_unstable();
+    // Short of room: nearest first (ties by id, so the choice is deterministic).
+    if used + wanted > budget {
+        s.cands.sort_unstable_by_key(|c| (c.key, c.id));
     }
     let mut taken = 0;
     for c in &s.cands {
-        if used + cost(c.2) > budget {
+        if used + c.cost() > budget {
             break;
         }
-        used += cost(c.2);
+        used += c.cost();
         taken += 1;
     }
     let mut deferred = deferred_leaves + (s.cands.len() - taken) as u64;
     let take = |p: &mut StatePacket, n: usize| {
         p.enters.clear();
         p.updates.clear();
-        for &(_, id, enter) in &s.cands[..n] {
-            let Some(snap) = index.snap(id) else { continue };
-            if enter {
+        for c in &s.cands[..n] {
+            if c.enter {
                 p.enters.push(EnterState {
-                    id,
-                    kind: snap.kind,
-                    figure: snap.figure,
-                    q: snap.q,
+                    id: c.id,
+                    kind: c.kind,
+                    figure: c.figure,
+                    q: c.q,
                 });
             } else {
-                p.updates.push(UpdateState { id, q: snap.q });
+                p.updates.push(UpdateState { id: c.id, q: c.q });
             }
         }
     };
@@ -210,17 +232,20 @@ pub fn build_packet(
     if let Some(u) = p.you {
         view.you_sent = Some(u.q);
     }
-    for &id in &p.leaves {
-        s.stamp[id as usize] = e + 2;
-    }
+    // In place: most of a view survives a tick, so no full rebuild.
     for u in &p.updates {
-        view.known[s.slot[u.id as usize] as usize].1 = u.q;
+        view.known[s.marks[u.id as usize].1 as usize].1 = u.q;
     }
-    s.known.clear();
-    s.known
-        .extend(view.known.iter().filter(|k| s.stamp[k.0 as usize] != e + 2));
-    s.known.extend(p.enters.iter().map(|en| (en.id, en.q)));
-    std::mem::swap(&mut view.known, &mut s.known);
+    // Remove sent leaves highest index first, so a swap_remove never moves
+    // an entry that is still to be removed.
+    s.leave_slots.clear();
+    s.leave_slots
+        .extend(p.leaves.iter().map(|&id| s.marks[id as usize].1));
+    s.leave_slots.sort_unstable_by(|a, b| b.cmp(a));
+    for &k in &s.leave_slots {
+        view.known.swap_remove(k as usize);
+    }
+    view.known.extend(p.enters.iter().map(|en| (en.id, en.q)));
     (Some(bytes), stats)
 }
 
