@@ -408,6 +408,8 @@ pub struct AoiStage {
     pub margin: f32,
     items: Vec<(u32, f32, f32)>,
     visible: Vec<std::sync::Mutex<Vec<u32>>>,
+    order: Vec<u32>,
+    scratch: Vec<(Scratch, AoiTotals, Diff)>,
 }
 
 impl AoiStage {
@@ -424,6 +426,8 @@ impl AoiStage {
             margin,
             items: Vec::with_capacity(entities),
             visible: (0..entities).map(|_| Default::default()).collect(),
+            order: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -448,43 +452,30 @@ impl AoiStage {
         self.grid.rebuild(&self.items);
         let grid = &self.grid;
         let (radius, margin) = (self.radius, self.margin);
-        let pool = crate::compute_pool();
-        // Each observer's set sits behind its own lock only so that chunks of
-        // the grid order can be handed to threads safely; every lock is taken
-        // once per tick by one thread and is never contended.
+        // Observers run in grid order (consecutive ones share neighbours, so
+        // their data is hot in cache). Each set sits behind its own lock only
+        // so that chunks of that order can be handed to threads safely: every
+        // lock is taken once per tick by one thread and is never contended.
         let visible = &self.visible;
-        let order = grid.ids_in_cell_order();
-        let chunk = order.len().div_ceil(pool.thread_num().max(1) * 2).max(64);
-        let parts = pool.scope(|s| {
-            for ids in order.chunks(chunk) {
-                s.spawn(async move {
-                    let mut totals = AoiTotals::default();
-                    let mut diff = Diff::default();
-                    let mut scratch = Scratch::default();
-                    for &id in ids {
-                        let p = positions[id as usize];
-                        let Ok(mut vis) = visible[id as usize].lock() else {
-                            continue;
-                        };
-                        update_observer(
-                            grid,
-                            id,
-                            p,
-                            radius,
-                            margin,
-                            &mut vis,
-                            &mut diff,
-                            &mut scratch,
-                        );
-                        totals.add(&diff);
-                    }
-                    totals
-                });
-            }
-        });
+        self.order.clear();
+        self.order.extend_from_slice(grid.ids_in_cell_order());
+        crate::par_chunks(
+            &mut self.order,
+            &mut self.scratch,
+            |(scratch, totals, diff), ids| {
+                for &mut id in ids {
+                    let p = positions[id as usize];
+                    let Ok(mut vis) = visible[id as usize].lock() else {
+                        continue;
+                    };
+                    update_observer(grid, id, p, radius, margin, &mut vis, diff, scratch);
+                    totals.add(diff);
+                }
+            },
+        );
         let mut totals = AoiTotals::default();
-        for t in parts {
-            totals.merge(t);
+        for (_, t, _) in self.scratch.iter_mut() {
+            totals.merge(std::mem::take(t));
         }
         totals
     }

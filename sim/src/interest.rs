@@ -113,20 +113,26 @@ fn update_interest(
     info: Res<SceneInfo>,
     index: Res<SpatialIndex>,
     mut q: Query<(&Net, &Position, &Sight, &mut Interest)>,
+    mut scratch: Local<Vec<Scratch>>,
 ) {
     let margin = info.settings.aoi_margin;
     let grid = &index.grid;
-    q.par_iter_mut()
-        .batching_strategy(crate::par_batching())
-        .for_each_init(
-            Scratch::default,
-            |scratch, (net, pos, obs, mut interest)| {
-                let Interest { visible, diff } = &mut *interest;
-                update_observer(
-                    grid, net.0, pos.0, obs.radius, margin, visible, diff, scratch,
-                );
-            },
-        );
+    let mut items: Vec<_> = q.iter_mut().collect();
+    crate::par_chunks(&mut items, &mut scratch, |scratch, chunk| {
+        for (net, pos, sight, interest) in chunk {
+            let Interest { visible, diff } = &mut **interest;
+            update_observer(
+                grid,
+                net.0,
+                pos.0,
+                sight.radius,
+                margin,
+                visible,
+                diff,
+                scratch,
+            );
+        }
+    });
 }
 
 fn sum_interest(

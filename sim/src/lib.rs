@@ -73,32 +73,56 @@ pub struct PersistSystems;
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MetricsSystems;
 
-/// Parallel queries split into a few batches per thread, so a thread that
-/// the OS preempts does not hold up the whole stage.
-pub(crate) fn par_batching() -> bevy_ecs::batching::BatchingStrategy {
-    bevy_ecs::batching::BatchingStrategy::new()
-        .min_batch_size(64)
-        .batches_per_thread(4)
-}
-
-/// The process-wide compute pool used for parallel AOI and replication: one
-/// thread per core, or `TESSERA_COMPUTE_THREADS` (e.g. to share a host among
-/// several processes).
+/// The process-wide compute pool for the parallel stages (Interest,
+/// Replicate, `AoiStage`): one worker per core but one, because the thread
+/// that calls [`par_chunks`] works too. `TESSERA_COMPUTE_THREADS` overrides
+/// the worker count (e.g. to share a host among several processes).
 pub fn compute_pool() -> &'static TaskPool {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = std::env::var("TESSERA_COMPUTE_THREADS")
+        let workers = std::env::var("TESSERA_COMPUTE_THREADS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|&n| (1..=256).contains(&n))
-            .unwrap_or(cores);
+            .unwrap_or(cores.saturating_sub(1).max(1));
         ComputeTaskPool::get_or_init(|| {
             TaskPoolBuilder::new()
-                .num_threads(threads)
+                .num_threads(workers)
                 .thread_name("tessera-compute".into())
                 .build()
         });
     });
     ComputeTaskPool::get()
+}
+
+/// Runs `f(scratch, chunk)` over `items` split into a few chunks per thread
+/// (the pool's workers plus the calling thread), each chunk with its own
+/// reusable scratch from `scratch` (grown as needed). Results must not depend
+/// on the split: every stage that uses this writes only to its own items and
+/// its own scratch, and merges scratch totals in chunk order afterwards.
+pub fn par_chunks<T: Send, S: Send + Default>(
+    items: &mut [T],
+    scratch: &mut Vec<S>,
+    f: impl Fn(&mut S, &mut [T]) + Sync,
+) {
+    let pool = compute_pool();
+    let parts = (pool.thread_num() + 1) * 2;
+    let chunk = items.len().div_ceil(parts).max(64);
+    let n = items.len().div_ceil(chunk);
+    if scratch.len() < n {
+        scratch.resize_with(n, S::default);
+    }
+    if n <= 1 {
+        if let (Some(s), false) = (scratch.first_mut(), items.is_empty()) {
+            f(s, items);
+        }
+        return;
+    }
+    let f = &f;
+    pool.scope(|sc| {
+        for (c, s) in items.chunks_mut(chunk).zip(scratch.iter_mut()) {
+            sc.spawn(async move { f(s, c) });
+        }
+    });
 }

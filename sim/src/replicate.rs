@@ -72,6 +72,9 @@ pub struct ReplScratch {
     /// and visible), `.1` the id's index in `ClientView::known`.
     marks: Vec<(u32, u32)>,
     epoch: u32,
+    /// This chunk's counts, summed into `Counters` after the stage.
+    deferred: u64,
+    trimmed: u64,
 }
 
 impl ReplScratch {
@@ -255,39 +258,34 @@ fn build_packets(
     index: Res<SpatialIndex>,
     mut counters: ResMut<Counters>,
     mut q: Query<(&Net, &Position, &Pc, &Interest, &mut ClientView)>,
+    mut scratch: Local<Vec<ReplScratch>>,
 ) {
     let budget = info.settings.packet_budget;
     let t = tick.0;
-    let deferred = std::sync::atomic::AtomicU64::new(0);
-    let trimmed = std::sync::atomic::AtomicU64::new(0);
-    q.par_iter_mut()
-        .batching_strategy(crate::par_batching())
-        .for_each_init(
-            ReplScratch::default,
-            |s, (net, pos, pc, interest, mut view)| {
-                let view = &mut *view;
-                let (bytes, stats) = build_packet(
-                    &index,
-                    t,
-                    net.0,
-                    pos.0,
-                    pc.ack,
-                    &interest.visible,
-                    view,
-                    budget,
-                    s,
-                );
-                view.packet = bytes;
-                if stats.deferred > 0 {
-                    deferred.fetch_add(stats.deferred, std::sync::atomic::Ordering::Relaxed);
-                }
-                if stats.trimmed {
-                    trimmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            },
-        );
-    counters.items_deferred += deferred.into_inner();
-    counters.packets_trimmed += trimmed.into_inner();
+    let mut items: Vec<_> = q.iter_mut().collect();
+    crate::par_chunks(&mut items, &mut scratch, |s, chunk| {
+        for (net, pos, pc, interest, view) in chunk {
+            let view = &mut **view;
+            let (bytes, stats) = build_packet(
+                &index,
+                t,
+                net.0,
+                pos.0,
+                pc.ack,
+                &interest.visible,
+                view,
+                budget,
+                s,
+            );
+            view.packet = bytes;
+            s.deferred += stats.deferred;
+            s.trimmed += stats.trimmed as u64;
+        }
+    });
+    for s in scratch.iter_mut() {
+        counters.items_deferred += std::mem::take(&mut s.deferred);
+        counters.packets_trimmed += std::mem::take(&mut s.trimmed);
+    }
 }
 
 fn collect_packets(mut out: ResMut<SceneOutbox>, mut q: Query<(&Pc, &mut ClientView)>) {
