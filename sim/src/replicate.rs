@@ -229,6 +229,39 @@ pub fn build_packet(
         }
         bytes = s.buf.encode(&*p).to_vec();
     }
+    // The estimate assumed worst-case item sizes; real packets pack much
+    // tighter. While items are still waiting and there is room, add more
+    // (nearest first), scaled by what the encoding actually cost so far, and
+    // keep the larger packet only if it fits.
+    let mut tries = 0;
+    while taken < s.cands.len() && bytes.len() < budget && tries < 3 && !stats.trimmed {
+        tries += 1;
+        let ratio = bytes.len() as f32 / used.max(1) as f32;
+        let room = ((budget - bytes.len()) as f32 / ratio.max(0.05) * 0.9) as usize;
+        let mut extra = 0;
+        let mut more = taken;
+        for c in &s.cands[taken..] {
+            if extra + c.cost() > room {
+                break;
+            }
+            extra += c.cost();
+            more += 1;
+        }
+        if more == taken {
+            break;
+        }
+        take(p, more);
+        let bigger = s.buf.encode(&*p);
+        if bigger.len() <= budget {
+            bytes = bigger.to_vec();
+            deferred -= (more - taken) as u64;
+            used += extra;
+            taken = more;
+        } else {
+            take(p, taken);
+            break;
+        }
+    }
     stats.deferred = deferred;
 
     // Commit what was actually sent into the view.
