@@ -250,71 +250,44 @@ fn aoi_over_a_generated_trace_matches_brute_force_counts() {
     assert!(enter > 0 && leave > 0);
 }
 
+/// `tessera aoi` on a trace with the given entity count and radius 5.
+fn run_aoi(trace: &std::path::Path, entities: &str) -> Output {
+    run(&[
+        "aoi",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--entities",
+        entities,
+        "--radius",
+        "5",
+    ])
+}
+
 #[test]
 fn malformed_traces_are_clear_errors() {
     let trace = tmp("short.bin");
     // 10 entities need 80 bytes per frame; 200 bytes is 2.5 frames.
     std::fs::write(&trace, vec![0u8; 200]).unwrap();
-    let out = run(&[
-        "aoi",
-        "--trace",
-        trace.to_str().unwrap(),
-        "--entities",
-        "10",
-        "--radius",
-        "5",
-    ]);
+    let out = run_aoi(&trace, "10");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a whole number of frames"), "{err}");
 
     std::fs::write(&trace, vec![0u8; 80]).unwrap();
-    let out = run(&[
-        "aoi",
-        "--trace",
-        trace.to_str().unwrap(),
-        "--entities",
-        "10",
-        "--radius",
-        "5",
-    ]);
+    let out = run_aoi(&trace, "10");
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 2"));
 
     let mut data = vec![0u8; 160];
     data[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&trace, &data).unwrap();
-    let out = run(&[
-        "aoi",
-        "--trace",
-        trace.to_str().unwrap(),
-        "--entities",
-        "10",
-        "--radius",
-        "5",
-    ]);
+    let out = run_aoi(&trace, "10");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not finite"), "{err}");
 
-    let out = run(&[
-        "aoi",
-        "--trace",
-        "/nonexistent/x.bin",
-        "--entities",
-        "10",
-        "--radius",
-        "5",
-    ]);
+    let out = run_aoi(std::path::Path::new("/nonexistent/x.bin"), "10");
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot read trace")
     );
-    let out = run(&[
-        "aoi",
-        "--trace",
-        trace.to_str().unwrap(),
-        "--entities",
-        "0",
-        "--radius",
-        "5",
-    ]);
+    let out = run_aoi(&trace, "0");
     assert!(!out.status.success());
 }

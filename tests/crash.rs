@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tessera_persistence::{PcState, Store};
+use tessera_persistence::{Store, torture_state};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -21,20 +21,6 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Must match `state_for` in `src/cli/db.rs`: every field derives from the batch number.
-fn expected(scene: u64, avatar: u64, k: u64) -> PcState {
-    PcState {
-        avatar,
-        scene,
-        position: [(k % 100_000) as f32, (avatar % 1000) as f32],
-        heading: (k % 360) as f32,
-        action: (k % 251) as u8,
-        mount: (k % 7) as u8,
-        online: k.is_multiple_of(2),
-        tick: k,
     }
 }
 
@@ -141,7 +127,7 @@ fn sigkilled_writer_loses_nothing_committed_and_never_mixes_batches() {
             for s in &states {
                 assert_eq!(
                     *s,
-                    expected(scene.id, s.avatar, k),
+                    torture_state(scene.id, s.avatar, k),
                     "scene {} mixes batches after kill {kills}",
                     scene.id
                 );

@@ -30,4 +30,4 @@ pub use export::{ExportError, ExportRecord, Importer};
 pub use password::PasswordHasher;
 pub use store::{CheckReport, Store};
 pub use types::*;
-pub use writer::{CommitReport, Submitted, Writer, WriterConfig, WriterStats};
+pub use writer::{CommitReport, Submitted, Writer, WriterConfig, WriterStats, torture_state};

@@ -408,6 +408,22 @@ fn run(
     }
 }
 
+/// The PC state that batch `k` of the crash-torture writer (`tessera db writer`)
+/// gives an avatar: every field derives from `k`, so a state read back after a
+/// kill can be recognised as coming whole from one batch.
+pub fn torture_state(scene: SceneId, avatar: AvatarId, k: u64) -> PcState {
+    PcState {
+        avatar,
+        scene,
+        position: [(k % 100_000) as f32, (avatar % 1000) as f32],
+        heading: (k % 360) as f32,
+        action: (k % 251) as u8,
+        mount: (k % 7) as u8,
+        online: k.is_multiple_of(2),
+        tick: k,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
+use tessera_persistence::torture_state;
 use tessera_persistence::{
-    Account, AccountId, AvatarId, ExportRecord, NewAvatar, PcState, SaveBatch, SceneId, Store,
-    Writer, WriterConfig,
+    Account, AccountId, AvatarId, ExportRecord, NewAvatar, SaveBatch, SceneId, Store, Writer,
+    WriterConfig,
 };
 
 /// The database file inside `--data`.
@@ -307,25 +308,13 @@ fn fixture(
     Ok(out)
 }
 
-/// The PC state batch `k` gives an avatar: every field is derived from `k`, so a state
-/// from batch `k` can be recognised whole.
-pub fn state_for(scene: SceneId, avatar: AvatarId, k: u64) -> PcState {
-    PcState {
-        avatar,
-        scene,
-        position: [(k % 100_000) as f32, (avatar % 1000) as f32],
-        heading: (k % 360) as f32,
-        action: (k % 251) as u8,
-        mount: (k % 7) as u8,
-        online: k.is_multiple_of(2),
-        tick: k,
-    }
-}
-
 fn batch_for(scene: SceneId, avatars: &[AvatarId], k: u64) -> SaveBatch {
     SaveBatch {
         scene,
-        states: avatars.iter().map(|&a| state_for(scene, a, k)).collect(),
+        states: avatars
+            .iter()
+            .map(|&a| torture_state(scene, a, k))
+            .collect(),
     }
 }
 
