@@ -35,12 +35,9 @@ impl SpatialIndex {
     }
 }
 
-/// AOI event totals over the whole run, and for the last tick.
+/// AOI event totals over the whole run.
 #[derive(Resource, Debug, Default, Clone, Copy)]
 pub struct AoiRunTotals(pub AoiTotals);
-
-#[derive(Resource, Debug, Default, Clone, Copy)]
-pub struct AoiTickTotals(pub AoiTotals);
 
 pub struct SpatialPlugin;
 
@@ -63,14 +60,12 @@ pub struct InterestPlugin;
 
 impl Plugin for InterestPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<AoiRunTotals>()
-            .init_resource::<AoiTickTotals>()
-            .add_systems(
-                Update,
-                (update_interest, sum_interest)
-                    .chain()
-                    .in_set(InterestSystems),
-            );
+        app.init_resource::<AoiRunTotals>().add_systems(
+            Update,
+            (update_interest, sum_interest)
+                .chain()
+                .in_set(InterestSystems),
+        );
     }
 }
 
@@ -135,15 +130,8 @@ fn update_interest(
     });
 }
 
-fn sum_interest(
-    q: Query<&Interest>,
-    mut run: ResMut<AoiRunTotals>,
-    mut last: ResMut<AoiTickTotals>,
-) {
-    let mut t = AoiTotals::default();
+fn sum_interest(q: Query<&Interest>, mut run: ResMut<AoiRunTotals>) {
     for i in &q {
-        t.add(&i.diff);
+        run.0.add(&i.diff);
     }
-    last.0 = t;
-    run.0.merge(t);
 }

@@ -190,11 +190,10 @@ fn random_walkable(info: &SceneInfo, rng: &mut SceneRng, center: Vec2, radius: f
 
 /// Spawns the scene's NPCs from its spawners (at world creation).
 pub(crate) fn spawn_npcs(world: &mut World) {
-    let world_cell = world;
-    let spawners = world_cell.resource::<SceneInfo>().def.npc_spawner.clone();
+    let spawners = world.resource::<SceneInfo>().def.npc_spawner.clone();
     for sp in spawners {
         for _ in 0..sp.count {
-            let pos = world_cell.resource_scope(|world, mut rng: Mut<SceneRng>| {
+            let pos = world.resource_scope(|world, mut rng: Mut<SceneRng>| {
                 random_walkable(
                     world.resource::<SceneInfo>(),
                     &mut rng,
@@ -202,8 +201,8 @@ pub(crate) fn spawn_npcs(world: &mut World) {
                     sp.radius,
                 )
             });
-            let net = world_cell.resource_mut::<Directory>().alloc_net();
-            world_cell.spawn((
+            let net = world.resource_mut::<Directory>().alloc_net();
+            world.spawn((
                 Net(net),
                 Position(pos),
                 Velocity::default(),

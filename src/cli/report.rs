@@ -24,6 +24,4 @@ impl MsSummary {
     }
 }
 
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant, valid histogram bounds")
-}
+pub use tessera_sim::metrics::histogram as new_histogram;
