@@ -5,6 +5,8 @@
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
+use crate::metrics::{done, sys};
+
 use crate::IngestSystems;
 use crate::components::*;
 use crate::persist::PendingSaves;
@@ -35,7 +37,16 @@ impl Plugin for IngestPlugin {
             .add_message::<InputCmd>()
             .add_systems(
                 Update,
-                (drain_inbox, apply_attaches, apply_inputs, apply_detaches)
+                (
+                    drain_inbox,
+                    done::<{ sys::DRAIN_INBOX }>,
+                    apply_attaches,
+                    done::<{ sys::APPLY_ATTACHES }>,
+                    apply_inputs,
+                    done::<{ sys::APPLY_INPUTS }>,
+                    apply_detaches,
+                    done::<{ sys::APPLY_DETACHES }>,
+                )
                     .chain()
                     .in_set(IngestSystems),
             );

@@ -4,6 +4,8 @@
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
+use crate::metrics::{done, sys};
+
 use crate::aoi::{AoiTotals, Grid, Scratch, update_observer};
 use crate::components::*;
 use crate::protocol::{KIND_NPC, KIND_PC, NetId, Quantized};
@@ -52,7 +54,12 @@ impl Plugin for SpatialPlugin {
             snaps: Vec::new(),
             items: Vec::new(),
         })
-        .add_systems(Update, rebuild_index.in_set(SpatialSystems));
+        .add_systems(
+            Update,
+            (rebuild_index, done::<{ sys::REBUILD_INDEX }>)
+                .chain()
+                .in_set(SpatialSystems),
+        );
     }
 }
 
@@ -62,7 +69,12 @@ impl Plugin for InterestPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<AoiRunTotals>().add_systems(
             Update,
-            (update_interest, sum_interest)
+            (
+                update_interest,
+                done::<{ sys::UPDATE_INTEREST }>,
+                sum_interest,
+                done::<{ sys::SUM_INTEREST }>,
+            )
                 .chain()
                 .in_set(InterestSystems),
         );

@@ -6,6 +6,8 @@
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
+use crate::metrics::{done, sys};
+
 use crate::SimulateSystems;
 use crate::components::*;
 use crate::protocol::{MoveMode, SceneEvent};
@@ -19,7 +21,16 @@ impl Plugin for SimulatePlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(
             Update,
-            (intent_to_velocity, wander, integrate, portals)
+            (
+                intent_to_velocity,
+                done::<{ sys::INTENT_TO_VELOCITY }>,
+                wander,
+                done::<{ sys::WANDER }>,
+                integrate,
+                done::<{ sys::INTEGRATE }>,
+                portals,
+                done::<{ sys::PORTALS }>,
+            )
                 .chain()
                 .in_set(SimulateSystems),
         );

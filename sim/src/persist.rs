@@ -6,6 +6,8 @@
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
+use crate::metrics::{done, sys};
+
 use crate::PersistSystems;
 use crate::components::*;
 use crate::protocol::{PcState, SaveBatch};
@@ -19,8 +21,17 @@ pub struct PersistPlugin;
 
 impl Plugin for PersistPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<PendingSaves>()
-            .add_systems(Update, (mark_dirty, flush).chain().in_set(PersistSystems));
+        app.init_resource::<PendingSaves>().add_systems(
+            Update,
+            (
+                mark_dirty,
+                done::<{ sys::MARK_DIRTY }>,
+                flush,
+                done::<{ sys::FLUSH }>,
+            )
+                .chain()
+                .in_set(PersistSystems),
+        );
     }
 }
 

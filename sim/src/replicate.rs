@@ -11,6 +11,8 @@
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
+use crate::metrics::{done, sys};
+
 use crate::ReplicateSystems;
 use crate::components::*;
 use crate::interest::SpatialIndex;
@@ -31,7 +33,12 @@ impl Plugin for ReplicatePlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(
             Update,
-            (build_packets, collect_packets)
+            (
+                build_packets,
+                done::<{ sys::BUILD_PACKETS }>,
+                collect_packets,
+                done::<{ sys::COLLECT_PACKETS }>,
+            )
                 .chain()
                 .in_set(ReplicateSystems),
         );

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::json;
-use tessera_sim::metrics::STAGES;
+use tessera_sim::metrics::{STAGES, SYSTEMS, SpanKind};
 use tessera_sim::{MAX_PACKET_BYTES, SceneSettings, SceneWorld};
 
 use super::report::MsSummary;
@@ -125,16 +125,17 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write trace to {}", path.display()))?;
     }
 
-    let systems: serde_json::Map<String, serde_json::Value> = STAGES
+    let us = |ns: f64| (ns / 10.0).round() / 100.0;
+    let timing = |h: &hdrhistogram::Histogram<u64>| json!({"mean_us": us(h.mean()), "p99_us": us(h.value_at_quantile(0.99) as f64)});
+    let stages: serde_json::Map<String, serde_json::Value> = STAGES
         .iter()
         .zip(&metrics.stages)
-        .map(|(name, h)| {
-            let us = |ns: f64| (ns / 10.0).round() / 100.0;
-            (
-                name.to_string(),
-                json!({"mean_us": us(h.mean()), "p99_us": us(h.value_at_quantile(0.99) as f64)}),
-            )
-        })
+        .map(|(name, h)| (name.to_string(), timing(h)))
+        .collect();
+    let systems: serde_json::Map<String, serde_json::Value> = SYSTEMS
+        .iter()
+        .zip(&metrics.systems)
+        .map(|((_, name), h)| (name.to_string(), timing(h)))
         .collect();
     let report = json!({
         "scene": scene_name,
@@ -143,6 +144,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         "seed": args.seed,
         "tick_hz": tick_hz,
         "tick_ms": tick,
+        "stages": stages,
         "systems": systems,
         "aoi": {"enter": aoi.enter, "leave": aoi.leave, "stay": aoi.stay},
         "replication": {
@@ -168,24 +170,33 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
                 args.seed,
                 wall.as_secs_f64()
             )?;
+            let row = |out: &mut std::io::StdoutLock, name: &str, h| -> std::io::Result<()> {
+                let s = MsSummary::of(h);
+                let share = 100.0 * s.mean / budget_ms;
+                writeln!(
+                    out,
+                    "{name:<22} {:>10.3} {:>10.3} {share:>8.1}%",
+                    s.mean, s.p99
+                )
+            };
             writeln!(
                 stdout,
-                "{:<12} {:>10} {:>10} {:>9}",
-                "stage", "mean ms", "p99 ms", "% budget"
+                "{:<22} {:>10} {:>10} {:>9}",
+                "stage / system", "mean ms", "p99 ms", "% budget"
             )?;
-            for (name, h) in STAGES.iter().zip(&metrics.stages) {
-                let s = MsSummary::of(h);
-                writeln!(
-                    stdout,
-                    "{name:<12} {:>10.3} {:>10.3} {:>8.1}%",
-                    s.mean,
-                    s.p99,
-                    100.0 * s.mean / budget_ms
-                )?;
+            for (i, (name, h)) in STAGES.iter().zip(&metrics.stages).enumerate() {
+                row(&mut stdout, name, h)?;
+                for ((_, system), h) in SYSTEMS
+                    .iter()
+                    .zip(&metrics.systems)
+                    .filter(|((st, _), _)| *st == i)
+                {
+                    row(&mut stdout, &format!("  {system}"), h)?;
+                }
             }
             writeln!(
                 stdout,
-                "{:<12} {:>10.3} {:>10.3} {:>8.1}%   (p50 {:.3}, max {:.3})",
+                "{:<22} {:>10.3} {:>10.3} {:>8.1}%   (p50 {:.3}, max {:.3})",
                 "whole tick",
                 tick.mean,
                 tick.p99,
@@ -226,9 +237,11 @@ fn write_trace(
     let mut w = std::io::BufWriter::new(file);
     write!(w, "{{\"displayTimeUnit\":\"ms\",\"traceEvents\":[")?;
     for (i, s) in spans.iter().enumerate() {
-        let (name, tid) = match STAGES.get(s.stage) {
-            Some(n) => (*n, 2),
-            None => ("tick", 1),
+        // One track: Perfetto nests tick ⊃ stage ⊃ system by time.
+        let (name, tid) = match s.kind {
+            SpanKind::Tick => ("tick", 1),
+            SpanKind::Stage(i) => (STAGES[i], 1),
+            SpanKind::System(i) => (SYSTEMS[i].1, 1),
         };
         if i > 0 {
             write!(w, ",")?;
