@@ -83,12 +83,33 @@ fn sim_json_report_has_every_field_and_is_deterministic() {
         "replicate",
         "persist",
     ] {
-        assert!(
-            j["systems"][stage]["mean_us"].is_number(),
-            "systems.{stage}"
-        );
-        assert!(j["systems"][stage]["p99_us"].is_number(), "systems.{stage}");
+        assert!(j["stages"][stage]["mean_us"].is_number(), "stages.{stage}");
+        assert!(j["stages"][stage]["p99_us"].is_number(), "stages.{stage}");
     }
+    for system in [
+        "apply_inputs",
+        "integrate",
+        "rebuild_index",
+        "update_interest",
+        "build_packets",
+        "flush",
+    ] {
+        assert!(
+            j["systems"][system]["mean_us"].is_number(),
+            "systems.{system}"
+        );
+        assert!(
+            j["systems"][system]["p99_us"].as_f64().unwrap() >= 0.0,
+            "systems.{system}"
+        );
+    }
+    // A stage's time covers its systems.
+    let interest = j["stages"]["interest"]["mean_us"].as_f64().unwrap();
+    let update = j["systems"]["update_interest"]["mean_us"].as_f64().unwrap();
+    assert!(
+        update <= interest * 1.01 + 1.0,
+        "update_interest {update} > interest stage {interest}"
+    );
     assert_eq!(j["scene"], "field");
     assert_eq!(j["entities"], 300);
     assert!(j["aoi"]["enter"].as_u64().unwrap() > 0);
