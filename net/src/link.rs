@@ -52,7 +52,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc},
 };
 use tokio_util::{
-    codec::{Framed, FramedRead, FramedWrite},
+    codec::{Framed, FramedParts, FramedWrite},
     sync::CancellationToken,
     task::TaskTracker,
 };
@@ -690,9 +690,11 @@ fn establish(
 ) -> Link {
     let parts = framed.into_parts();
     let (rd, wr) = parts.io.into_split();
-    let mut reader = FramedRead::new(rd, FrameCodec::new(cfg.max_frame));
-    // Anything the peer sent right behind its handshake frame.
-    reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    // Keep anything the peer sent right behind its handshake frame. Built from
+    // parts so the reader decodes that buffer before it waits on the socket.
+    let mut read_parts = FramedParts::new::<Bytes>(rd, FrameCodec::new(cfg.max_frame));
+    read_parts.read_buf = parts.read_buf;
+    let reader = Framed::from_parts(read_parts);
     let writer = FramedWrite::new(wr, FrameCodec::new(cfg.max_frame));
 
     let state = Arc::new(LinkState {
@@ -723,7 +725,7 @@ fn establish(
 }
 
 async fn read_loop(
-    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    mut frames: Framed<OwnedReadHalf, FrameCodec>,
     tx: mpsc::Sender<LinkMsg>,
     state: Arc<LinkState>,
 ) {
@@ -1082,7 +1084,12 @@ async fn accept_link(
         }
         Err(e) => {
             count_handshake_failure(&cfg.stats, &e);
-            warn!(peer = %addr, "link refused: {e}");
+            if matches!(e, HandshakeError::PeerClosed) {
+                // A port probe or health check: nothing to refuse.
+                debug!(peer = %addr, "connection closed before a hello");
+            } else {
+                warn!(peer = %addr, "link refused: {e}");
+            }
             if let Some((code, reason)) = e.refusal(cfg) {
                 let frame = Bytes::from(Handshake::Refused { code, reason }.encode());
                 // Best effort: the peer may already be gone.
