@@ -450,6 +450,15 @@ pub struct WireSaveBatch {
     pub states: Vec<WirePcState>,
 }
 
+thread_local! {
+    /// bitcode's scratch space, reused across messages on one thread: it
+    /// saves the allocations `bitcode::encode`/`decode` make per call (about
+    /// half the cost of a small message). It keeps the capacity of the largest
+    /// message seen, at most one frame cap per thread.
+    static CODEC_BUFFER: std::cell::RefCell<bitcode::Buffer> =
+        std::cell::RefCell::new(bitcode::Buffer::new());
+}
+
 /// A message that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("undecodable link message ({len} bytes): {detail}")]
@@ -461,12 +470,19 @@ pub struct MsgDecodeError {
 impl LinkMsg {
     /// Encodes one message as a frame payload.
     pub fn encode(&self) -> Bytes {
-        Bytes::from(bitcode::encode(self))
+        CODEC_BUFFER.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut buf) => Bytes::copy_from_slice(buf.encode(self)),
+            Err(_) => Bytes::from(bitcode::encode(self)),
+        })
     }
 
     /// Decodes one frame payload. Never panics, whatever the bytes.
     pub fn decode(payload: &[u8]) -> Result<Self, MsgDecodeError> {
-        bitcode::decode(payload).map_err(|e| MsgDecodeError {
+        let result = CODEC_BUFFER.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut buf) => buf.decode(payload),
+            Err(_) => bitcode::decode(payload),
+        });
+        result.map_err(|e| MsgDecodeError {
             len: payload.len(),
             detail: e.to_string(),
         })
