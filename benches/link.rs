@@ -1,15 +1,20 @@
-//! Internal link framing: encode a message into a length-prefixed frame and
-//! decode it back, as the link's writer and reader do, for a typical input
-//! command and a 1 KiB replication message.
+//! Internal links.
+//!
+//! * `link_frame_round_trip`: encode a message into a length-prefixed frame
+//!   and decode it back, as a link's writer and reader do, for a typical
+//!   input command and a 1 KiB replication message (no sockets).
+//! * `link_loopback`: the same messages through a real link over loopback —
+//!   queue, writer task, TCP, reader task, decode — pipelined, with one
+//!   acknowledgement per batch.
 
 #![allow(clippy::unwrap_used)] // benches: a failed unwrap is a failed run
 
-use std::hint::black_box;
+use std::{hint::black_box, time::Duration};
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tessera_net::{
-    DEFAULT_MAX_FRAME, FrameCodec, LinkMsg,
+    DEFAULT_MAX_FRAME, FrameCodec, Link, LinkConfig, LinkMsg, Role, connect, serve,
     wire::{SceneCommand, WireInput, WireMoveMode},
 };
 use tokio_util::codec::{Decoder, Encoder};
@@ -87,5 +92,78 @@ fn link_frames(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, link_frames);
+/// Acknowledges every `BATCH`th message.
+async fn acker(mut link: Link) {
+    let mut n = 0usize;
+    while link.recv().await.is_some() {
+        n += 1;
+        if n.is_multiple_of(BATCH)
+            && link
+                .send(&LinkMsg::SaveAck {
+                    scene: String::new(),
+                    epoch: 0,
+                    tick: n as u64,
+                })
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+}
+
+fn link_loopback(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(
+        listener,
+        LinkConfig::new(Role::SceneServer, "bench-scene", "bench"),
+        acker,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut link = rt
+        .block_on(connect(
+            &addr,
+            &LinkConfig::new(Role::Gate, "bench-gate", "bench"),
+        ))
+        .unwrap();
+
+    let mut group = c.benchmark_group("link_loopback");
+    group.measurement_time(Duration::from_secs(5));
+    for (name, msg) in [
+        ("input", input_msg()),
+        ("replication_1k", replication_msg()),
+    ] {
+        let payload = msg.encode();
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    for _ in 0..BATCH {
+                        link.sender().send_encoded(payload.clone()).await.unwrap();
+                    }
+                    assert!(matches!(link.recv().await, Some(LinkMsg::SaveAck { .. })));
+                })
+            })
+        });
+    }
+    group.finish();
+    rt.block_on(async {
+        link.close().await;
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    });
+}
+
+criterion_group!(benches, link_frames, link_loopback);
 criterion_main!(benches);
