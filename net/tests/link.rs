@@ -959,3 +959,50 @@ mod codec_props {
         }
     }
 }
+
+/// Captures log output in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    // A current-thread runtime: every task logs through this thread's
+    // default subscriber.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tokio::time::timeout(T, async {
+        let server = Server::start(cfg(Role::Coordinator, "coord"), echo).await;
+        let mut bad = cfg(Role::SceneServer, "intruder");
+        bad.secret = "hunter2-guess".into();
+        connect(&server.addr(), &bad).await.expect_err("refused");
+        let good = cfg(Role::SceneServer, "scene-1");
+        let link = connect(&server.addr(), &good).await.expect("connect");
+        // Config and handshake types print redacted.
+        tracing::debug!(config = ?good, "client config");
+        link.close().await;
+        server.stop().await;
+    })
+    .await
+    .expect("test timed out");
+    let text = String::from_utf8_lossy(&logs.0.lock().expect("log buffer")).into_owned();
+    assert!(text.contains("link refused"), "{text}");
+    assert!(text.contains("redacted"), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
