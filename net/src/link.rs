@@ -109,6 +109,12 @@ pub struct LinkConfig {
     /// How long [`Link::close`] waits for queued frames to be written and the
     /// peer to hang up. Default 5 s.
     pub linger: Duration,
+    /// Close an established link when no frame arrives for this long
+    /// ([`CloseReason::Idle`]). Catches a peer whose host vanished without a
+    /// FIN or RST, or a stopped process. Only useful when the peer sends
+    /// something periodically (heartbeats): set it to a few heartbeat
+    /// intervals. Default `None`: links never time out for silence.
+    pub idle_timeout: Option<Duration>,
     /// Reconnect policy for [`connect_with_backoff`] and [`Connector`].
     pub backoff: Backoff,
     /// Counters of every link made with this config.
@@ -130,6 +136,7 @@ impl LinkConfig {
             handshake_timeout: Duration::from_secs(5),
             max_links: 1024,
             linger: Duration::from_secs(5),
+            idle_timeout: None,
             backoff: Backoff::default(),
             stats: Arc::new(LinkStats::new()),
         }
@@ -166,6 +173,9 @@ impl LinkConfig {
         }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::Zero("handshake_timeout"));
+        }
+        if self.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::Zero("idle_timeout"));
         }
         self.backoff.validate()
     }
@@ -283,6 +293,8 @@ pub enum CloseReason {
     Oversized { len: u64, max: usize },
     #[error("the stream ended inside a frame")]
     Truncated,
+    #[error("nothing received for {0:?}")]
+    Idle(Duration),
     #[error("i/o error: {0}")]
     Io(String),
 }
@@ -407,6 +419,7 @@ struct LinkState {
     opened_at: Instant,
     closed_at: OnceLock<Instant>,
     linger: Duration,
+    idle_timeout: Option<Duration>,
     stats: Arc<LinkStats>,
 }
 
@@ -705,6 +718,7 @@ fn establish(
         opened_at: Instant::now(),
         closed_at: OnceLock::new(),
         linger: cfg.linger,
+        idle_timeout: cfg.idle_timeout,
         stats: cfg.stats.clone(),
     });
     cfg.stats.bump(Counter::LinksOpened);
@@ -730,12 +744,23 @@ async fn read_loop(
     state: Arc<LinkState>,
 ) {
     let stats = &state.stats;
+    // Far enough to never fire, near enough not to overflow an Instant.
+    let never = Duration::from_secs(86_400 * 365);
+    let idle = tokio::time::sleep(state.idle_timeout.unwrap_or(never));
+    tokio::pin!(idle);
     loop {
         let item = tokio::select! {
             biased;
             _ = state.cancel.cancelled() => break,
             item = frames.next() => item,
+            _ = &mut idle => {
+                stats.bump(Counter::IdleTimeouts);
+                return state.close(CloseReason::Idle(state.idle_timeout.unwrap_or(never)));
+            }
         };
+        if let Some(t) = state.idle_timeout {
+            idle.as_mut().reset(tokio::time::Instant::now() + t);
+        }
         let frame = match item {
             Some(Ok(frame)) => frame,
             None => return state.close(CloseReason::PeerClosed),

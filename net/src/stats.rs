@@ -17,6 +17,7 @@ pub struct LinkStats {
     oversized: AtomicU64,
     handshakes_refused: AtomicU64,
     handshake_timeouts: AtomicU64,
+    idle_timeouts: AtomicU64,
     queue_full_drops: AtomicU64,
     send_too_large: AtomicU64,
     io_errors: AtomicU64,
@@ -49,6 +50,8 @@ pub struct LinkStatsSnapshot {
     pub handshakes_refused: u64,
     /// Peers that did not complete the handshake in time.
     pub handshake_timeouts: u64,
+    /// Established links closed for silence (`LinkConfig::idle_timeout`).
+    pub idle_timeouts: u64,
     /// Messages dropped because the link's send queue was full (`try_send`).
     pub queue_full_drops: u64,
     /// Messages refused on send for exceeding the frame cap.
@@ -70,6 +73,7 @@ pub(crate) enum Counter {
     Oversized,
     HandshakesRefused,
     HandshakeTimeouts,
+    IdleTimeouts,
     QueueFullDrops,
     SendTooLarge,
     IoErrors,
@@ -95,6 +99,7 @@ impl LinkStats {
             oversized: r(&self.oversized),
             handshakes_refused: r(&self.handshakes_refused),
             handshake_timeouts: r(&self.handshake_timeouts),
+            idle_timeouts: r(&self.idle_timeouts),
             queue_full_drops: r(&self.queue_full_drops),
             send_too_large: r(&self.send_too_large),
             io_errors: r(&self.io_errors),
@@ -111,6 +116,7 @@ impl LinkStats {
             Counter::Oversized => &self.oversized,
             Counter::HandshakesRefused => &self.handshakes_refused,
             Counter::HandshakeTimeouts => &self.handshake_timeouts,
+            Counter::IdleTimeouts => &self.idle_timeouts,
             Counter::QueueFullDrops => &self.queue_full_drops,
             Counter::SendTooLarge => &self.send_too_large,
             Counter::IoErrors => &self.io_errors,

@@ -852,6 +852,39 @@ async fn a_silent_peer_is_dropped_at_the_handshake_timeout() {
 }
 
 #[tokio::test]
+async fn a_link_that_goes_silent_closes_at_the_idle_timeout() {
+    init_tracing();
+    tokio::time::timeout(T, async {
+        let (tx, mut reasons) = mpsc::channel(4);
+        let mut server_cfg = cfg(Role::Coordinator, "coord");
+        server_cfg.idle_timeout = Some(Duration::from_millis(300));
+        let server = Server::start(server_cfg, reporter(tx)).await;
+        let link = connect(&server.addr(), &cfg(Role::SceneServer, "scene-1"))
+            .await
+            .expect("connect");
+        // Heartbeats keep it open well past the timeout...
+        let beat = LinkMsg::Heartbeat(Heartbeat::default());
+        for _ in 0..8 {
+            link.send(&beat).await.expect("send");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!link.is_closed());
+        assert_eq!(server.stats().idle_timeouts, 0);
+        // ...and silence closes it, on the server's side, with a reason.
+        assert_eq!(
+            reasons.recv().await,
+            Some(CloseReason::Idle(Duration::from_millis(300)))
+        );
+        assert_eq!(link.closed().await, CloseReason::PeerClosed);
+        let s = server.stats();
+        assert_eq!((s.idle_timeouts, s.frames_in), (1, 8));
+        server.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
 async fn the_link_cap_holds_extra_peers_in_the_backlog() {
     init_tracing();
     tokio::time::timeout(T, async {
