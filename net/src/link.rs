@@ -1,11 +1,13 @@
 //! Framed, authenticated TCP links between cluster processes.
 //!
 //! A link is one TCP connection carrying length-prefixed frames
-//! ([`FrameCodec`]): first one [`Handshake`] frame each way, then
-//! bitcode-encoded [`LinkMsg`]s. The accepting side ([`serve`]) checks the
-//! peer's protocol version, secret and role and answers `Welcome` or a
-//! `Refused` frame with a reason; the connecting side ([`connect`],
-//! [`connect_with_backoff`], [`Connector`]) checks the acceptor's role.
+//! ([`FrameCodec`]): a four-step [`Handshake`] (hello, challenge, response,
+//! welcome — each side proves it holds the cluster secret without sending
+//! it), then bitcode-encoded [`LinkMsg`]s. The accepting side ([`serve`])
+//! checks the peer's protocol version, role and proof and answers a
+//! `Refused` frame with a reason when one is wrong; the connecting side
+//! ([`connect`], [`connect_with_backoff`], [`Connector`]) checks the
+//! acceptor's role and proof the same way.
 //!
 //! ## Guarantees
 //!
@@ -17,7 +19,7 @@
 //!   fills.
 //! * **Send policy.** [`LinkSender::try_send`] never waits: when the queue is
 //!   full the message is dropped, counted in
-//!   [`LinkStatsSnapshot::queue_full_drops`], and the caller gets
+//!   [`LinkStatsSnapshot::queue_full_drops`](crate::LinkStatsSnapshot::queue_full_drops), and the caller gets
 //!   [`SendError::QueueFull`] (use it for replication and heartbeats, where a
 //!   newer message supersedes a lost one). [`LinkSender::send`] waits for room
 //!   instead (use it for commands and save batches, which must not be lost
@@ -31,7 +33,8 @@
 //! * **Ordering.** Messages arrive in the order they were queued, on one link.
 //!   Nothing is retransmitted across links: after a reconnect, the
 //!   application re-registers and re-sends what it must.
-//! * **The secret** is compared in constant time and never logged.
+//! * **The secret** never crosses the wire and is never logged; proofs are
+//!   bound to fresh nonces from both sides and checked in constant time.
 
 use std::{
     future::Future,
@@ -62,8 +65,8 @@ use crate::{
     frame::{DEFAULT_MAX_FRAME, FrameCodec, FrameError},
     stats::{Counter, LinkStats},
     wire::{
-        Handshake, HandshakeDecodeError, Hello, LinkMsg, MAX_NODE_NAME, PROTOCOL_VERSION,
-        RefuseCode, Role, Secret, Welcome,
+        Challenge, Handshake, HandshakeDecodeError, Hello, LinkMsg, MAX_NODE_NAME, NONCE_LEN,
+        Nonce, PROTOCOL_VERSION, RefuseCode, Response, Role, Secret, Side, Transcript,
     },
 };
 
@@ -320,8 +323,10 @@ pub enum HandshakeError {
     Malformed(String),
     #[error("peer speaks protocol version {theirs}, this node {PROTOCOL_VERSION}")]
     Version { theirs: u16 },
-    #[error("the peer's secret proof does not match")]
+    #[error("the peer's proof of the cluster secret does not match")]
     Secret,
+    #[error("no randomness for a nonce: {0}")]
+    Random(String),
     #[error("peer role {0} is not accepted")]
     Role(Role),
     #[error("refused by the peer ({code}): {reason}")]
@@ -333,7 +338,7 @@ impl HandshakeError {
     /// as opposed to a refusal that will repeat until a config changes.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Timeout(_) | Self::PeerClosed | Self::Frame(_) => true,
+            Self::Timeout(_) | Self::PeerClosed | Self::Frame(_) | Self::Random(_) => true,
             Self::Refused { code, .. } => matches!(code, RefuseCode::Timeout | RefuseCode::Other),
             Self::Malformed(_) | Self::Version { .. } | Self::Secret | Self::Role(_) => false,
         }
@@ -342,7 +347,10 @@ impl HandshakeError {
     /// What to tell the peer, if anything.
     fn refusal(&self, cfg: &LinkConfig) -> Option<(RefuseCode, String)> {
         Some(match self {
-            Self::Timeout(t) => (RefuseCode::Timeout, format!("no hello within {t:?}")),
+            Self::Timeout(t) => (
+                RefuseCode::Timeout,
+                format!("handshake not completed within {t:?}"),
+            ),
             Self::Version { .. } => (
                 RefuseCode::Version,
                 format!("{} speaks protocol version {PROTOCOL_VERSION}", cfg.node),
@@ -357,7 +365,9 @@ impl HandshakeError {
                 RefuseCode::Malformed,
                 format!("handshake frame of {len} bytes exceeds the {max}-byte limit"),
             ),
-            Self::Frame(_) | Self::PeerClosed | Self::Refused { .. } => return None,
+            Self::Frame(_) | Self::PeerClosed | Self::Refused { .. } | Self::Random(_) => {
+                return None;
+            }
         })
     }
 }
@@ -887,82 +897,135 @@ async fn read_handshake(
     }
 }
 
-/// The accepting side: reads and checks the hello, answers welcome.
+/// A fresh nonce from the operating system's CSPRNG.
+fn fresh_nonce() -> Result<Nonce, HandshakeError> {
+    let mut n = [0u8; NONCE_LEN];
+    getrandom::fill(&mut n).map_err(|e| HandshakeError::Random(e.to_string()))?;
+    Ok(n)
+}
+
+fn unexpected(expected: &str, got: Result<Handshake, HandshakeDecodeError>) -> HandshakeError {
+    match got {
+        Ok(Handshake::Refused { code, reason }) => HandshakeError::Refused { code, reason },
+        Ok(other) => HandshakeError::Malformed(format!(
+            "expected {expected}, got {}",
+            handshake_kind(&other)
+        )),
+        Err(HandshakeDecodeError::Version { theirs }) => HandshakeError::Version { theirs },
+        Err(e) => HandshakeError::Malformed(e.to_string()),
+    }
+}
+
+async fn send_handshake(
+    framed: &mut Framed<TcpStream, FrameCodec>,
+    h: &Handshake,
+) -> Result<(), HandshakeError> {
+    Ok(framed.send(Bytes::from(h.encode())).await?)
+}
+
+/// The accepting side: hello in, challenge out, response in, welcome out.
 async fn accept_hello(
     framed: &mut Framed<TcpStream, FrameCodec>,
     cfg: &LinkConfig,
 ) -> Result<Hello, HandshakeError> {
     let hello = match read_handshake(framed).await? {
         Ok(Handshake::Hello(h)) => h,
-        Ok(other) => {
-            return Err(HandshakeError::Malformed(format!(
-                "expected a hello, got {}",
-                handshake_kind(&other)
-            )));
-        }
-        Err(HandshakeDecodeError::Version { theirs }) => {
-            return Err(HandshakeError::Version { theirs });
-        }
-        Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+        other => return Err(unexpected("a hello", other)),
     };
     if !valid_node_name(&hello.node) {
         return Err(HandshakeError::Malformed(format!(
             "node name must be 1..={MAX_NODE_NAME} bytes without control characters"
         )));
     }
-    if !hello.proof.ct_eq(&cfg.secret) {
-        return Err(HandshakeError::Secret);
-    }
     if !cfg.accept_roles.contains(&hello.role) {
         return Err(HandshakeError::Role(hello.role));
     }
-    let welcome = Handshake::Welcome(Welcome {
+    let nonce = fresh_nonce()?;
+    let transcript = Transcript {
+        connecting_role: hello.role,
+        connecting_node: &hello.node,
+        connecting_nonce: &hello.nonce,
+        accepting_role: cfg.role,
+        accepting_node: &cfg.node,
+        accepting_nonce: &nonce,
+    };
+    let challenge = Handshake::Challenge(Challenge {
         role: cfg.role,
         node: cfg.node.clone(),
+        nonce,
+        proof: cfg.secret.proof(Side::Accepting, &transcript),
     });
-    framed.send(Bytes::from(welcome.encode())).await?;
+    send_handshake(framed, &challenge).await?;
+    let response = match read_handshake(framed).await? {
+        Ok(Handshake::Response(r)) => r,
+        other => return Err(unexpected("a response", other)),
+    };
+    if !cfg
+        .secret
+        .verify(Side::Connecting, &transcript, &response.proof)
+    {
+        return Err(HandshakeError::Secret);
+    }
+    send_handshake(framed, &Handshake::Welcome).await?;
     Ok(hello)
 }
 
-/// The connecting side: sends the hello, reads and checks the answer.
+/// The connecting side: hello out, challenge in (the acceptor proves it holds
+/// the secret first), response out, welcome in.
 async fn offer_hello(
     framed: &mut Framed<TcpStream, FrameCodec>,
     cfg: &LinkConfig,
-) -> Result<Welcome, HandshakeError> {
-    let hello = Handshake::Hello(Hello {
+) -> Result<Challenge, HandshakeError> {
+    let nonce = fresh_nonce()?;
+    let hello = Hello {
         role: cfg.role,
         node: cfg.node.clone(),
-        proof: cfg.secret.clone(),
-    });
-    framed.send(Bytes::from(hello.encode())).await?;
-    let welcome = match read_handshake(framed).await? {
-        Ok(Handshake::Welcome(w)) => w,
-        Ok(Handshake::Refused { code, reason }) => {
-            return Err(HandshakeError::Refused { code, reason });
-        }
-        Ok(Handshake::Hello(_)) => {
-            return Err(HandshakeError::Malformed(
-                "expected a welcome, got a hello".into(),
-            ));
-        }
-        Err(HandshakeDecodeError::Version { theirs }) => {
-            return Err(HandshakeError::Version { theirs });
-        }
-        Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+        nonce,
     };
-    if !valid_node_name(&welcome.node) {
-        return Err(HandshakeError::Malformed("bad node name in welcome".into()));
+    send_handshake(framed, &Handshake::Hello(hello)).await?;
+    let challenge = match read_handshake(framed).await? {
+        Ok(Handshake::Challenge(c)) => c,
+        other => return Err(unexpected("a challenge", other)),
+    };
+    if !valid_node_name(&challenge.node) {
+        return Err(HandshakeError::Malformed(
+            "bad node name in the challenge".into(),
+        ));
     }
-    if !cfg.accept_roles.contains(&welcome.role) {
-        return Err(HandshakeError::Role(welcome.role));
+    if !cfg.accept_roles.contains(&challenge.role) {
+        return Err(HandshakeError::Role(challenge.role));
     }
-    Ok(welcome)
+    let transcript = Transcript {
+        connecting_role: cfg.role,
+        connecting_node: &cfg.node,
+        connecting_nonce: &nonce,
+        accepting_role: challenge.role,
+        accepting_node: &challenge.node,
+        accepting_nonce: &challenge.nonce,
+    };
+    if !cfg
+        .secret
+        .verify(Side::Accepting, &transcript, &challenge.proof)
+    {
+        // The acceptor does not hold our secret: it gets nothing from us.
+        return Err(HandshakeError::Secret);
+    }
+    let response = Handshake::Response(Response {
+        proof: cfg.secret.proof(Side::Connecting, &transcript),
+    });
+    send_handshake(framed, &response).await?;
+    match read_handshake(framed).await? {
+        Ok(Handshake::Welcome) => Ok(challenge),
+        other => Err(unexpected("a welcome", other)),
+    }
 }
 
 fn handshake_kind(h: &Handshake) -> &'static str {
     match h {
         Handshake::Hello(_) => "a hello",
-        Handshake::Welcome(_) => "a welcome",
+        Handshake::Challenge(_) => "a challenge",
+        Handshake::Response(_) => "a response",
+        Handshake::Welcome => "a welcome",
         Handshake::Refused { .. } => "a refusal",
     }
 }
@@ -987,7 +1050,7 @@ fn count_handshake_failure(stats: &LinkStats, e: &HandshakeError) {
         | HandshakeError::Secret
         | HandshakeError::Role(_)
         | HandshakeError::Refused { .. } => stats.bump(Counter::HandshakesRefused),
-        HandshakeError::PeerClosed => {}
+        HandshakeError::PeerClosed | HandshakeError::Random(_) => {}
     }
 }
 
@@ -1145,11 +1208,11 @@ pub async fn connect(addr: &str, cfg: &LinkConfig) -> Result<Link, ConnectError>
         Err(_) => Err(HandshakeError::Timeout(t)),
     };
     match result {
-        Ok(welcome) => {
-            info!(peer = %peer_addr, node = ?welcome.node, role = %welcome.role, "link up");
+        Ok(acceptor) => {
+            info!(peer = %peer_addr, node = ?acceptor.node, role = %acceptor.role, "link up");
             let peer = PeerInfo {
-                role: welcome.role,
-                node: welcome.node,
+                role: acceptor.role,
+                node: acceptor.node,
                 addr: peer_addr,
             };
             // Client links are not part of any server's task set.
@@ -1160,6 +1223,11 @@ pub async fn connect(addr: &str, cfg: &LinkConfig) -> Result<Link, ConnectError>
         }
         Err(e) => {
             count_handshake_failure(&cfg.stats, &e);
+            if let Some((code, reason)) = e.refusal(cfg) {
+                // Tell the acceptor why we hang up (best effort).
+                let frame = Bytes::from(Handshake::Refused { code, reason }.encode());
+                let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, framed.send(frame)).await;
+            }
             Err(e.into())
         }
     }

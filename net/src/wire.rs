@@ -3,8 +3,12 @@
 //!
 //! A link carries two kinds of frame payload:
 //!
-//! * **Handshake frames** ([`Handshake`]): the first frame each way. They start
-//!   with a fixed, never-changing preamble — [`MAGIC`], the sender's protocol
+//! * **Handshake frames** ([`Handshake`]): hello → challenge → response →
+//!   welcome, a mutual challenge–response over the cluster secret (see
+//!   [`Secret::proof`]): each side proves it holds the secret with a keyed
+//!   BLAKE2b MAC over both sides' fresh nonces and identities, so the secret
+//!   itself never crosses the wire and a recorded handshake cannot be
+//!   replayed. Handshake frames start with a fixed, never-changing preamble — [`MAGIC`], the sender's protocol
 //!   version (u16 big-endian), a kind byte — so that two builds with different
 //!   [`PROTOCOL_VERSION`]s can still tell each other *why* they cannot talk,
 //!   instead of failing on a body they cannot decode. A refusal's body is plain
@@ -21,6 +25,10 @@
 use std::fmt;
 
 use bitcode::{Decode, Encode};
+use blake2::{
+    Blake2b512, Blake2bMac, Digest,
+    digest::{Mac, consts::U32},
+};
 use bytes::Bytes;
 use tessera_sim::protocol::{
     AvatarId, ClientId, Inbound, Input, MoveMode, NetId, PcState, SaveBatch, SceneEvent,
@@ -28,8 +36,8 @@ use tessera_sim::protocol::{
 
 /// The version of [`LinkMsg`]'s layout. Both ends of a link must agree exactly.
 ///
-/// Bump it on any change to a type encoded in a [`LinkMsg`] or a [`Hello`] /
-/// [`Welcome`] body.
+/// Bump it on any change to a type encoded in a [`LinkMsg`] or a handshake
+/// body, or to the proof construction.
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// The first four bytes of every handshake frame.
@@ -72,9 +80,10 @@ impl fmt::Display for Role {
     }
 }
 
-/// The cluster's shared secret. Its `Debug` never shows the bytes, and
-/// comparison takes time independent of where the first difference is.
-#[derive(Clone, Default, Encode, Decode)]
+/// The cluster's shared secret. It never goes on the wire (only proofs made
+/// with it do), its `Debug` never shows the bytes, and comparisons take time
+/// independent of where the first difference is.
+#[derive(Clone, Default)]
 pub struct Secret(Vec<u8>);
 
 impl Secret {
@@ -101,6 +110,83 @@ impl Secret {
         }
         std::hint::black_box(diff) == 0
     }
+
+    /// The proof that `side` holds this secret, bound to one handshake's
+    /// `transcript`: BLAKE2b-256 keyed with BLAKE2b-512(secret), personalised
+    /// `tessera-link`, over the side's label and the transcript.
+    pub fn proof(&self, side: Side, transcript: &Transcript<'_>) -> Proof {
+        self.mac(side, transcript).finalize().into_bytes().into()
+    }
+
+    /// Checks a peer's proof, in constant time.
+    pub fn verify(&self, side: Side, transcript: &Transcript<'_>, proof: &Proof) -> bool {
+        self.mac(side, transcript).verify_slice(proof).is_ok()
+    }
+
+    fn mac(&self, side: Side, transcript: &Transcript<'_>) -> Blake2bMac<U32> {
+        let key = Blake2b512::digest(&self.0);
+        // A 64-byte key, an empty salt and a 12-byte persona are all within
+        // BLAKE2b's limits, so this cannot fail.
+        let mut mac = Blake2bMac::<U32>::new_with_salt_and_personal(&key, &[], b"tessera-link")
+            .unwrap_or_else(|_| unreachable!("BLAKE2b parameters are within limits"));
+        mac.update(match side {
+            Side::Accepting => b"accepting",
+            Side::Connecting => b"connecting",
+        });
+        transcript.feed(&mut mac);
+        mac
+    }
+}
+
+/// Bytes of a handshake nonce.
+pub const NONCE_LEN: usize = 32;
+/// A fresh random value per handshake and side.
+pub type Nonce = [u8; NONCE_LEN];
+/// A MAC proving knowledge of the cluster secret.
+pub type Proof = [u8; 32];
+
+/// Which side of a handshake a proof is for. Each side's proof is labelled,
+/// so one side's proof can never be reflected back as the other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Connecting,
+    Accepting,
+}
+
+/// Everything a handshake's proofs are bound to: protocol version, both
+/// identities and both nonces.
+#[derive(Debug, Clone, Copy)]
+pub struct Transcript<'a> {
+    pub connecting_role: Role,
+    pub connecting_node: &'a str,
+    pub connecting_nonce: &'a Nonce,
+    pub accepting_role: Role,
+    pub accepting_node: &'a str,
+    pub accepting_nonce: &'a Nonce,
+}
+
+impl Transcript<'_> {
+    fn feed(&self, mac: &mut Blake2bMac<U32>) {
+        mac.update(&PROTOCOL_VERSION.to_be_bytes());
+        for (role, node, nonce) in [
+            (
+                self.connecting_role,
+                self.connecting_node,
+                self.connecting_nonce,
+            ),
+            (
+                self.accepting_role,
+                self.accepting_node,
+                self.accepting_nonce,
+            ),
+        ] {
+            mac.update(&[role as u8]);
+            // Length-prefixed, so no two transcripts share a byte string.
+            mac.update(&(node.len() as u64).to_be_bytes());
+            mac.update(node.as_bytes());
+            mac.update(nonce);
+        }
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -115,29 +201,30 @@ impl From<&str> for Secret {
     }
 }
 
-/// The connecting side's first frame.
-#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+/// Step 1: the connecting side's first frame, who it is and a fresh nonce.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Hello {
     pub role: Role,
     /// The node's name in the cluster (≤ [`MAX_NODE_NAME`] bytes, not empty).
     pub node: String,
-    /// Proof of cluster membership: the shared secret itself. The link is not
-    /// encrypted, so run it on loopback or a private network (see the README).
-    pub proof: Secret,
+    pub nonce: Nonce,
 }
 
-impl PartialEq for Secret {
-    /// Constant-time, like [`Secret::ct_eq`].
-    fn eq(&self, other: &Self) -> bool {
-        self.ct_eq(other)
-    }
-}
-
-/// The accepting side's answer to a good [`Hello`].
+/// Step 2: the accepting side's answer to an acceptable [`Hello`], who it is,
+/// its own nonce, and its proof ([`Side::Accepting`]) of holding the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub struct Welcome {
+pub struct Challenge {
     pub role: Role,
     pub node: String,
+    pub nonce: Nonce,
+    pub proof: Proof,
+}
+
+/// Step 3: the connecting side's proof ([`Side::Connecting`]), sent only once
+/// the accepting side has proved itself.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Response {
+    pub proof: Proof,
 }
 
 /// Why a handshake was refused. The code is stable across versions.
@@ -185,16 +272,25 @@ impl fmt::Display for RefuseCode {
 }
 
 /// A handshake frame.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handshake {
     Hello(Hello),
-    Welcome(Welcome),
-    Refused { code: RefuseCode, reason: String },
+    Challenge(Challenge),
+    Response(Response),
+    /// Step 4: the accepting side took the response, and the link is up.
+    Welcome,
+    /// Either side's refusal, at any step; the sender hangs up after it.
+    Refused {
+        code: RefuseCode,
+        reason: String,
+    },
 }
 
 const KIND_HELLO: u8 = 1;
 const KIND_WELCOME: u8 = 2;
 const KIND_REFUSED: u8 = 3;
+const KIND_CHALLENGE: u8 = 4;
+const KIND_RESPONSE: u8 = 5;
 
 /// A handshake frame that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,10 +323,15 @@ impl Handshake {
                 out.push(KIND_HELLO);
                 out.extend_from_slice(&bitcode::encode(h));
             }
-            Handshake::Welcome(w) => {
-                out.push(KIND_WELCOME);
-                out.extend_from_slice(&bitcode::encode(w));
+            Handshake::Challenge(c) => {
+                out.push(KIND_CHALLENGE);
+                out.extend_from_slice(&bitcode::encode(c));
             }
+            Handshake::Response(r) => {
+                out.push(KIND_RESPONSE);
+                out.extend_from_slice(&bitcode::encode(r));
+            }
+            Handshake::Welcome => out.push(KIND_WELCOME),
             Handshake::Refused { code, reason } => {
                 out.push(KIND_REFUSED);
                 out.push(*code as u8);
@@ -241,7 +342,7 @@ impl Handshake {
     }
 
     /// Decodes a handshake frame. A refusal is read whatever its version (so
-    /// a peer's "wrong version" reaches us); a hello or welcome only at ours.
+    /// a peer's "wrong version" reaches us); anything else only at ours.
     pub fn decode(frame: &[u8]) -> Result<Self, HandshakeDecodeError> {
         if frame.len() < PREAMBLE_LEN || frame[..MAGIC.len()] != MAGIC {
             return Err(HandshakeDecodeError::NotHandshake(frame.len()));
@@ -265,7 +366,14 @@ impl Handshake {
         let body_err = |e: bitcode::Error| HandshakeDecodeError::Body(e.to_string());
         match kind {
             KIND_HELLO => Ok(Handshake::Hello(bitcode::decode(body).map_err(body_err)?)),
-            KIND_WELCOME => Ok(Handshake::Welcome(bitcode::decode(body).map_err(body_err)?)),
+            KIND_CHALLENGE => Ok(Handshake::Challenge(
+                bitcode::decode(body).map_err(body_err)?,
+            )),
+            KIND_RESPONSE => Ok(Handshake::Response(
+                bitcode::decode(body).map_err(body_err)?,
+            )),
+            KIND_WELCOME if body.is_empty() => Ok(Handshake::Welcome),
+            KIND_WELCOME => Err(HandshakeDecodeError::Body("welcome with a body".into())),
             k => Err(HandshakeDecodeError::Kind(k)),
         }
     }
@@ -700,7 +808,7 @@ mod tests {
         Hello {
             role: Role::SceneServer,
             node: "scene-a".into(),
-            proof: Secret::from("s3cret"),
+            nonce: [7; NONCE_LEN],
         }
     }
 
@@ -708,10 +816,14 @@ mod tests {
     fn handshake_round_trips() {
         for h in [
             Handshake::Hello(hello()),
-            Handshake::Welcome(Welcome {
+            Handshake::Challenge(Challenge {
                 role: Role::Coordinator,
                 node: "coord".into(),
+                nonce: [1; NONCE_LEN],
+                proof: [2; 32],
             }),
+            Handshake::Response(Response { proof: [3; 32] }),
+            Handshake::Welcome,
             Handshake::Refused {
                 code: RefuseCode::Secret,
                 reason: "bad secret".into(),
@@ -761,9 +873,67 @@ mod tests {
         assert!(!a.ct_eq(&Secret::from("correct horsf")));
         assert!(!a.ct_eq(&Secret::from("")));
         assert!(Secret::from("").ct_eq(&Secret::default()));
-        let shown = format!("{:?}", hello());
+        let shown = format!("{:?}", Secret::from("s3cret"));
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("redacted"), "{shown}");
+    }
+
+    #[test]
+    fn proofs_bind_the_secret_the_side_and_the_whole_transcript() {
+        let secret = Secret::from("s3cret");
+        let t = Transcript {
+            connecting_role: Role::SceneServer,
+            connecting_node: "scene-a",
+            connecting_nonce: &[1; NONCE_LEN],
+            accepting_role: Role::Coordinator,
+            accepting_node: "coord",
+            accepting_nonce: &[2; NONCE_LEN],
+        };
+        let p = secret.proof(Side::Connecting, &t);
+        assert!(secret.verify(Side::Connecting, &t, &p));
+        // Deterministic for one transcript.
+        assert_eq!(p, secret.proof(Side::Connecting, &t));
+        // Another secret, the other side's label, or any transcript change fails.
+        assert!(!Secret::from("s3cres").verify(Side::Connecting, &t, &p));
+        assert!(!secret.verify(Side::Accepting, &t, &p));
+        let changed = [
+            Transcript {
+                connecting_role: Role::Gate,
+                ..t
+            },
+            Transcript {
+                connecting_node: "scene-b",
+                ..t
+            },
+            Transcript {
+                connecting_nonce: &[9; NONCE_LEN],
+                ..t
+            },
+            Transcript {
+                accepting_role: Role::Tool,
+                ..t
+            },
+            Transcript {
+                accepting_node: "coorc",
+                ..t
+            },
+            Transcript {
+                accepting_nonce: &[9; NONCE_LEN],
+                ..t
+            },
+            // Moving a byte between names must not collide.
+            Transcript {
+                connecting_node: "scene-ac",
+                accepting_node: "oord",
+                ..t
+            },
+        ];
+        for c in &changed {
+            assert!(!secret.verify(Side::Connecting, c, &p), "{c:?}");
+        }
+        let mut flipped = p;
+        flipped[31] ^= 1;
+        assert!(!secret.verify(Side::Connecting, &t, &flipped));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use tessera_net::{
     LinkMsg, LinkStats, LinkStatsSnapshot, PROTOCOL_VERSION, RefuseCode, Role, SendError, connect,
     connect_with_backoff, serve,
     wire::{
-        Heartbeat, Hello, Placement, Register, SceneCommand, SceneLoad, WireEvent, WireInput,
-        WireMoveMode, WirePcState, WireSaveBatch,
+        Challenge, Heartbeat, Hello, NONCE_LEN, Placement, Register, Response, SceneCommand,
+        SceneLoad, Side, Transcript, WireEvent, WireInput, WireMoveMode, WirePcState,
+        WireSaveBatch,
     },
 };
 use tokio::{
@@ -311,24 +312,56 @@ async fn raw(addr: &str) -> Framed<TcpStream, FrameCodec> {
     Framed::new(stream, FrameCodec::new(tessera_net::DEFAULT_MAX_FRAME))
 }
 
-fn hello(role: Role, node: &str, secret: &str) -> Hello {
+fn hello(role: Role, node: &str) -> Hello {
     Hello {
         role,
         node: node.into(),
-        proof: secret.into(),
+        nonce: [5; NONCE_LEN],
     }
+}
+
+/// Reads the next handshake frame.
+async fn next_handshake(f: &mut Framed<TcpStream, FrameCodec>) -> Handshake {
+    let frame = f.next().await.expect("a reply").expect("a frame");
+    Handshake::decode(&frame).expect("a handshake frame")
+}
+
+/// Runs the connecting side of a handshake by hand, proving `secret`, and
+/// returns the response frame it would send (not sent yet).
+async fn raw_hello_and_challenge(
+    f: &mut Framed<TcpStream, FrameCodec>,
+    node: &str,
+    secret: &str,
+) -> Bytes {
+    let h = hello(Role::Tool, node);
+    f.send(Bytes::from(Handshake::Hello(h.clone()).encode()))
+        .await
+        .expect("send hello");
+    let Handshake::Challenge(c) = next_handshake(f).await else {
+        panic!("expected a challenge");
+    };
+    let t = Transcript {
+        connecting_role: h.role,
+        connecting_node: &h.node,
+        connecting_nonce: &h.nonce,
+        accepting_role: c.role,
+        accepting_node: &c.node,
+        accepting_nonce: &c.nonce,
+    };
+    assert!(
+        tessera_net::Secret::from(SECRET).verify(Side::Accepting, &t, &c.proof),
+        "the server proves it holds the secret"
+    );
+    let proof = tessera_net::Secret::from(secret).proof(Side::Connecting, &t);
+    Bytes::from(Handshake::Response(Response { proof }).encode())
 }
 
 /// A raw connection past a good handshake.
 async fn raw_established(addr: &str) -> Framed<TcpStream, FrameCodec> {
     let mut f = raw(addr).await;
-    let h = Handshake::Hello(hello(Role::Tool, "raw", SECRET));
-    f.send(Bytes::from(h.encode())).await.expect("send hello");
-    let reply = f.next().await.expect("a reply").expect("a frame");
-    assert!(matches!(
-        Handshake::decode(&reply),
-        Ok(Handshake::Welcome(_))
-    ));
+    let response = raw_hello_and_challenge(&mut f, "raw", SECRET).await;
+    f.send(response).await.expect("send response");
+    assert_eq!(next_handshake(&mut f).await, Handshake::Welcome);
     f
 }
 
@@ -451,13 +484,14 @@ async fn wrong_secret_is_refused_and_the_server_keeps_serving() {
         let server = Server::start(cfg(Role::Coordinator, "coord"), echo).await;
         let mut bad = cfg(Role::SceneServer, "intruder");
         bad.secret = "guess".into();
+        // The server proves itself first; the client sees the proof fail
+        // (its secret differs) and hangs up without proving anything.
         let err = connect(&server.addr(), &bad).await.expect_err("refused");
-        let ConnectError::Handshake(HandshakeError::Refused { code, reason }) = &err else {
-            panic!("unexpected error {err}");
-        };
-        assert_eq!(*code, RefuseCode::Secret);
-        assert!(reason.contains("secret"), "{reason}");
-        assert!(!reason.contains(SECRET) && !err.to_string().contains(SECRET));
+        assert!(
+            matches!(err, ConnectError::Handshake(HandshakeError::Secret)),
+            "{err}"
+        );
+        assert!(!err.to_string().contains(SECRET));
         // A permanent refusal is not retried.
         let err = connect_with_backoff(server.addr(), &bad)
             .await
@@ -465,10 +499,72 @@ async fn wrong_secret_is_refused_and_the_server_keeps_serving() {
         assert!(!err.is_transient(), "{err}");
         assert_eq!(bad.stats.snapshot().handshakes_refused, 2);
 
+        // A peer that answers the challenge with a proof made from the wrong
+        // secret is refused with a reason.
+        let mut f = raw(&server.addr()).await;
+        let response = raw_hello_and_challenge(&mut f, "intruder", "guess").await;
+        f.send(response).await.expect("send response");
+        let (code, reason) = refusal(&mut f).await;
+        assert_eq!(code, RefuseCode::Secret);
+        assert!(reason.contains("secret"), "{reason}");
+
         assert_serves(&server.addr(), true).await;
         let s = server.stats();
-        assert_eq!((s.handshakes_refused, s.links_opened), (2, 1));
+        assert_eq!((s.handshakes_refused, s.links_opened), (3, 1));
         server.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_server_without_the_secret_learns_nothing() {
+    init_tracing();
+    tokio::time::timeout(T, async {
+        // A rogue acceptor: reads the hello, answers a challenge with a
+        // made-up proof, and records everything the client sends.
+        let rogue = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = rogue.local_addr().expect("addr").to_string();
+        let task = tokio::spawn(async move {
+            let (stream, _) = rogue.accept().await.expect("accept");
+            let mut f = Framed::new(stream, FrameCodec::new(tessera_net::DEFAULT_MAX_FRAME));
+            let challenge = Handshake::Challenge(Challenge {
+                role: Role::Coordinator,
+                node: "coord".into(),
+                nonce: [1; NONCE_LEN],
+                proof: [0; 32],
+            });
+            let mut seen = Vec::new();
+            while let Some(Ok(frame)) = f.next().await {
+                let h = Handshake::decode(&frame).expect("a handshake frame");
+                seen.push(h);
+                if seen.len() == 1 {
+                    f.send(Bytes::from(challenge.encode())).await.expect("send");
+                }
+            }
+            seen
+        });
+        let c = cfg(Role::SceneServer, "scene-1");
+        let err = connect(&addr, &c).await.expect_err("rogue server");
+        assert!(
+            matches!(err, ConnectError::Handshake(HandshakeError::Secret)),
+            "{err}"
+        );
+        assert!(!err.is_transient());
+        let seen = task.await.expect("rogue task");
+        // A hello, then a refusal: never a response carrying a proof.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(matches!(seen[0], Handshake::Hello(_)));
+        assert!(
+            matches!(
+                seen[1],
+                Handshake::Refused {
+                    code: RefuseCode::Secret,
+                    ..
+                }
+            ),
+            "{seen:?}"
+        );
     })
     .await
     .expect("test timed out");
@@ -480,7 +576,7 @@ async fn wrong_version_is_refused_with_a_reason() {
     tokio::time::timeout(T, async {
         let server = Server::start(cfg(Role::Coordinator, "coord"), echo).await;
         let mut f = raw(&server.addr()).await;
-        let h = Handshake::Hello(hello(Role::SceneServer, "future", SECRET));
+        let h = Handshake::Hello(hello(Role::SceneServer, "future"));
         f.send(Bytes::from(h.encode_versioned(PROTOCOL_VERSION + 1)))
             .await
             .expect("send");
@@ -663,16 +759,15 @@ async fn garbage_and_truncated_frames_close_links_without_panic() {
         f.get_mut().shutdown().await.expect("shutdown");
         assert_eq!(reasons.recv().await, Some(CloseReason::Truncated));
 
-        // Garbage right behind a good hello, in the same write.
-        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        // Garbage right behind a good response, in the same write.
+        let mut f = raw(&server.addr()).await;
+        let response = raw_hello_and_challenge(&mut f, "eager", SECRET).await;
         let mut codec = FrameCodec::new(tessera_net::DEFAULT_MAX_FRAME);
         let mut out = BytesMut::new();
-        let h = Handshake::Hello(hello(Role::Tool, "eager", SECRET));
-        tokio_util::codec::Encoder::encode(&mut codec, Bytes::from(h.encode()), &mut out)
-            .expect("encode");
+        tokio_util::codec::Encoder::encode(&mut codec, response, &mut out).expect("encode");
         tokio_util::codec::Encoder::encode(&mut codec, Bytes::from(noise(99, 64)), &mut out)
             .expect("encode");
-        stream.write_all(&out).await.expect("write");
+        f.get_mut().write_all(&out).await.expect("write");
         let reason = reasons.recv().await.expect("closed");
         assert!(matches!(reason, CloseReason::Decode(_)), "{reason}");
 
