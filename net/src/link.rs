@@ -13,8 +13,9 @@
 //!
 //! * **Bounded memory per link.** Outbound: a queue of at most
 //!   [`LinkConfig::send_queue`] frames *and* [`LinkConfig::send_queue_bytes`]
-//!   bytes. Inbound: at most [`LinkConfig::recv_queue`] decoded messages; when
-//!   the application does not read, the reader stops reading the socket, TCP
+//!   bytes. Inbound: at most [`LinkConfig::recv_queue`] decoded messages *and*
+//!   [`LinkConfig::recv_queue_bytes`] bytes of their frames; when the
+//!   application does not read, the reader stops reading the socket, TCP
 //!   flow control pushes back on the peer, and the peer's own send queue
 //!   fills.
 //! * **Send policy.** [`LinkSender::try_send`] never waits: when the queue is
@@ -79,6 +80,10 @@ pub const MAX_MAX_FRAME: usize = 64 << 20;
 const WRITE_BATCH_FRAMES: usize = 64;
 const WRITE_BATCH_BYTES: usize = 256 << 10;
 
+/// The cap on handshake frames, whatever `max_frame` is: a peer that has not
+/// authenticated can make us buffer no more than this.
+const HANDSHAKE_MAX_FRAME: usize = 4096;
+
 /// How long a refusal frame may take to write before the link is dropped anyway.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -104,6 +109,9 @@ pub struct LinkConfig {
     pub send_queue_bytes: usize,
     /// Inbound queue capacity per link, in decoded messages. Default 1024.
     pub recv_queue: usize,
+    /// Inbound queue capacity per link, in frame bytes (≥ `max_frame`).
+    /// Default 8 MiB.
+    pub recv_queue_bytes: usize,
     /// Time allowed for the whole handshake (and the TCP connect). Default 5 s.
     pub handshake_timeout: Duration,
     /// Most concurrent links a listener serves; more wait in the accept
@@ -136,6 +144,7 @@ impl LinkConfig {
             send_queue: 1024,
             send_queue_bytes: 8 << 20,
             recv_queue: 1024,
+            recv_queue_bytes: 8 << 20,
             handshake_timeout: Duration::from_secs(5),
             max_links: 1024,
             linger: Duration::from_secs(5),
@@ -159,11 +168,17 @@ impl LinkConfig {
         if !(MIN_MAX_FRAME..=MAX_MAX_FRAME).contains(&self.max_frame) {
             return Err(ConfigError::MaxFrame(self.max_frame));
         }
-        if self.send_queue_bytes < self.max_frame || self.send_queue_bytes > u32::MAX as usize {
-            return Err(ConfigError::SendQueueBytes {
-                bytes: self.send_queue_bytes,
-                max_frame: self.max_frame,
-            });
+        for (name, bytes) in [
+            ("send_queue_bytes", self.send_queue_bytes),
+            ("recv_queue_bytes", self.recv_queue_bytes),
+        ] {
+            if bytes < self.max_frame || bytes > u32::MAX as usize {
+                return Err(ConfigError::QueueBytes {
+                    name,
+                    bytes,
+                    max_frame: self.max_frame,
+                });
+            }
         }
         for (name, v) in [
             ("send_queue", self.send_queue),
@@ -195,8 +210,12 @@ pub enum ConfigError {
     NoRoles,
     #[error("max_frame {0} is outside {MIN_MAX_FRAME}..={MAX_MAX_FRAME}")]
     MaxFrame(usize),
-    #[error("send_queue_bytes {bytes} must be at least max_frame ({max_frame}) and fit in a u32")]
-    SendQueueBytes { bytes: usize, max_frame: usize },
+    #[error("{name} {bytes} must be at least max_frame ({max_frame}) and fit in a u32")]
+    QueueBytes {
+        name: &'static str,
+        bytes: usize,
+        max_frame: usize,
+    },
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
     #[error("backoff: {0}")]
@@ -473,6 +492,10 @@ struct Outbound {
     _budget: OwnedSemaphorePermit,
 }
 
+/// One received message, holding its frame's share of the inbound byte
+/// budget until the application takes it.
+type Inbound = (LinkMsg, OwnedSemaphorePermit);
+
 /// An established link: a [`LinkSender`] and a [`LinkReceiver`].
 ///
 /// Dropping the link closes it at once, dropping anything still queued; call
@@ -498,7 +521,9 @@ pub struct LinkSender {
 /// dropping it closes the link.
 #[derive(Debug)]
 pub struct LinkReceiver {
-    rx: mpsc::Receiver<LinkMsg>,
+    rx: mpsc::Receiver<Inbound>,
+    budget: Arc<Semaphore>,
+    budget_total: usize,
     state: Arc<LinkState>,
 }
 
@@ -531,6 +556,16 @@ impl Link {
     /// See [`LinkReceiver::recv`].
     pub async fn recv(&mut self) -> Option<LinkMsg> {
         self.receiver.recv().await
+    }
+
+    /// Bytes queued to send: see [`LinkSender::queued_bytes`].
+    pub fn queued_out_bytes(&self) -> usize {
+        self.sender.queued_bytes()
+    }
+
+    /// Bytes received and not yet read: see [`LinkReceiver::queued_bytes`].
+    pub fn queued_in_bytes(&self) -> usize {
+        self.receiver.queued_bytes()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -688,12 +723,18 @@ impl LinkReceiver {
     /// The next message, or `None` once the link has closed and everything
     /// received before has been read.
     pub async fn recv(&mut self) -> Option<LinkMsg> {
-        self.rx.recv().await
+        self.rx.recv().await.map(|(msg, _budget)| msg)
     }
 
     /// Why the link closed, once it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.state.reason.get().cloned()
+    }
+
+    /// Frame bytes of messages received and not yet taken by [`recv`](Self::recv).
+    pub fn queued_bytes(&self) -> usize {
+        self.budget_total
+            .saturating_sub(self.budget.available_permits())
     }
 }
 
@@ -734,7 +775,8 @@ fn establish(
     cfg.stats.bump(Counter::LinksOpened);
     let (out_tx, out_rx) = mpsc::channel(cfg.send_queue);
     let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue);
-    tracker.spawn(read_loop(reader, in_tx, state.clone()));
+    let in_budget = Arc::new(Semaphore::new(cfg.recv_queue_bytes));
+    tracker.spawn(read_loop(reader, in_tx, in_budget.clone(), state.clone()));
     tracker.spawn(write_loop(writer, out_rx, state.clone()));
     Link {
         sender: LinkSender {
@@ -744,13 +786,19 @@ fn establish(
             max_frame: cfg.max_frame,
             state: state.clone(),
         },
-        receiver: LinkReceiver { rx: in_rx, state },
+        receiver: LinkReceiver {
+            rx: in_rx,
+            budget: in_budget,
+            budget_total: cfg.recv_queue_bytes,
+            state,
+        },
     }
 }
 
 async fn read_loop(
     mut frames: Framed<OwnedReadHalf, FrameCodec>,
-    tx: mpsc::Sender<LinkMsg>,
+    tx: mpsc::Sender<Inbound>,
+    budget: Arc<Semaphore>,
     state: Arc<LinkState>,
 ) {
     let stats = &state.stats;
@@ -795,10 +843,22 @@ async fn read_loop(
                 return state.close(CloseReason::Decode(e.to_string()));
             }
         };
+        // Frame length bounds the decoded size; max_frame <= recv_queue_bytes,
+        // and both fit in a u32 (validated), so this always fits.
+        let weight = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        drop(frame);
+        let permit = tokio::select! {
+            biased;
+            _ = state.cancel.cancelled() => break,
+            p = budget.clone().acquire_many_owned(weight) => match p {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+        };
         tokio::select! {
             biased;
             _ = state.cancel.cancelled() => break,
-            r = tx.send(msg) => if r.is_err() {
+            r = tx.send((msg, permit)) => if r.is_err() {
                 return state.close(CloseReason::Local);
             },
         }
@@ -1154,7 +1214,7 @@ async fn accept_link(
     tracker: &TaskTracker,
 ) -> Option<Link> {
     let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, FrameCodec::new(cfg.max_frame));
+    let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
     let result =
         match tokio::time::timeout(cfg.handshake_timeout, accept_hello(&mut framed, cfg)).await {
             Ok(r) => r,
@@ -1202,7 +1262,7 @@ pub async fn connect(addr: &str, cfg: &LinkConfig) -> Result<Link, ConnectError>
         .map_err(|_| ConnectError::Timeout(t))??;
     let _ = stream.set_nodelay(true);
     let peer_addr = stream.peer_addr()?;
-    let mut framed = Framed::new(stream, FrameCodec::new(cfg.max_frame));
+    let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
     let result = match tokio::time::timeout(t, offer_hello(&mut framed, cfg)).await {
         Ok(r) => r,
         Err(_) => Err(HandshakeError::Timeout(t)),
@@ -1370,7 +1430,10 @@ mod tests {
         c.send_queue_bytes = c.max_frame - 1;
         assert!(matches!(
             c.validate(),
-            Err(ConfigError::SendQueueBytes { .. })
+            Err(ConfigError::QueueBytes {
+                name: "send_queue_bytes",
+                ..
+            })
         ));
         let mut c = ok.clone();
         c.send_queue = 0;

@@ -785,11 +785,30 @@ async fn garbage_and_truncated_frames_close_links_without_panic() {
 async fn a_slow_reader_fills_the_bounded_queue_and_drops_are_counted() {
     init_tracing();
     tokio::time::timeout(T, async {
-        // The server never reads: its inbound queue fills, then TCP's buffers.
+        // The server does not read: its inbound queue fills, then TCP's
+        // buffers. When asked, it reports how much it holds.
+        const RECV_BUDGET: usize = 64 << 10;
         let mut server_cfg = cfg(Role::Coordinator, "coord");
-        server_cfg.recv_queue = 4;
-        let server = Server::start(server_cfg, |link: Link| async move {
-            let _ = link.closed().await;
+        server_cfg.recv_queue = 1024;
+        server_cfg.max_frame = 64 << 10;
+        // 16 messages of 4 KiB: the byte budget, not the count, stops it.
+        server_cfg.recv_queue_bytes = RECV_BUDGET;
+        let (ask, asked) = mpsc::channel::<oneshot::Sender<usize>>(1);
+        let asked = Arc::new(tokio::sync::Mutex::new(asked));
+        let server = Server::start(server_cfg, move |link: Link| {
+            let asked = asked.clone();
+            async move {
+                let mut asked = asked.lock().await;
+                loop {
+                    tokio::select! {
+                        _ = link.closed() => break,
+                        reply = asked.recv() => match reply {
+                            Some(reply) => { let _ = reply.send(link.queued_in_bytes()); }
+                            None => break,
+                        },
+                    }
+                }
+            }
         })
         .await;
 
@@ -824,6 +843,37 @@ async fn a_slow_reader_fills_the_bounded_queue_and_drops_are_counted() {
         assert_eq!(c.queue_full_drops, dropped);
         // Everything accepted is written or still queued: nothing vanished.
         assert!(c.frames_out <= ok, "{c:?}");
+        // The reader fills its byte budget of unread messages, and no more.
+        loop {
+            let (reply, held) = oneshot::channel();
+            ask.send(reply).await.expect("ask");
+            let held = held.await.expect("reply");
+            assert!(held <= RECV_BUDGET, "{held} bytes held");
+            if held > RECV_BUDGET / 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        // Saturate: refill the queue until it stays full while the writer has
+        // had time to drain it, i.e. the writer is stuck on a full socket.
+        loop {
+            while link.try_send(&msg).is_ok() {
+                ok += 1;
+            }
+            dropped += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            match link.try_send(&msg) {
+                Ok(()) => ok += 1,
+                Err(SendError::QueueFull) => {
+                    dropped += 1;
+                    break;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(link.queued_out_bytes() <= BUDGET);
+        assert_eq!(client_cfg.stats.snapshot().queue_full_drops, dropped);
 
         // `send` waits for room instead of dropping.
         let waited = tokio::time::timeout(Duration::from_millis(200), link.send(&msg)).await;
