@@ -6,6 +6,7 @@
 //! * `link_loopback`: the same messages through a real link over loopback —
 //!   queue, writer task, TCP, reader task, decode — pipelined, with one
 //!   acknowledgement per batch.
+//! * `link_handshake`: connecting a new link, handshake included.
 
 #![allow(clippy::unwrap_used)] // benches: a failed unwrap is a failed run
 
@@ -158,6 +159,18 @@ fn link_loopback(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // A whole handshake (TCP connect, hello, challenge, response, welcome:
+    // two round trips, four BLAKE2b proofs) and an abrupt close.
+    let mut group = c.benchmark_group("link_handshake");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(3));
+    let client = LinkConfig::new(Role::Gate, "bench-gate", "bench");
+    group.bench_function("connect", |b| {
+        b.iter(|| rt.block_on(async { drop(connect(&addr, &client).await.unwrap()) }))
+    });
+    group.finish();
+
     rt.block_on(async {
         link.close().await;
         let _ = stop.send(());
