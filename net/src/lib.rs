@@ -12,6 +12,7 @@
 //!
 //! See `net/README.md` for the guarantees, the wire format and the limits.
 
+pub mod cluster;
 pub mod frame;
 pub mod link;
 pub mod stats;
