@@ -17,8 +17,8 @@ use crate::wire::{Placement, SceneLoad};
 
 const SCENES: [&str; 4] = ["dock", "field", "keep", "town"];
 const PROCS: usize = 4;
-const AVATARS: u64 = 6;
-const ACCOUNTS: u64 = 3;
+const AVATARS: u64 = 4;
+const ACCOUNTS: u64 = 2;
 
 fn config() -> ClusterConfig {
     ClusterConfig {
@@ -49,11 +49,17 @@ enum Op {
     RestartCoordinator,
     Login(u64),
     Logout(u64),
-    Attach(u64, AvatarId),
+    /// The avatar's own account attaches it (logging in first if it has no
+    /// session).
+    Attach(AvatarId),
+    /// Another account tries to attach it.
+    AttachOther(u64, AvatarId),
     Detach(AvatarId),
     BeginTransfer(AvatarId, usize),
     CompleteTransfer(AvatarId),
     AbortTransfer(AvatarId),
+    /// A whole portal trip, when the avatar can take it: begin, then complete.
+    Portal(AvatarId, usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -61,7 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
     let a = 0..AVATARS;
     prop_oneof![
         3 => p.clone().prop_map(Op::Register),
-        6 => (p.clone(), 0u32..6).prop_map(|(p, n)| Op::Heartbeat(p, n)),
+        6 => (p.clone(), 0u32..5).prop_map(|(p, n)| Op::Heartbeat(p, n)),
         2 => p.clone().prop_map(Op::Ready),
         5 => (0u64..1600).prop_map(Op::Advance),
         1 => p.clone().prop_map(Op::Pause),
@@ -69,13 +75,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => p.clone().prop_map(Op::Kill),
         1 => p.prop_map(Op::Deregister),
         1 => Just(Op::RestartCoordinator),
-        2 => (0..ACCOUNTS).prop_map(Op::Login),
+        1 => (0..ACCOUNTS).prop_map(Op::Login),
         1 => (0..ACCOUNTS).prop_map(Op::Logout),
-        4 => ((0..ACCOUNTS), a.clone()).prop_map(|(acc, av)| Op::Attach(acc, av)),
+        5 => a.clone().prop_map(Op::Attach),
+        1 => ((0..ACCOUNTS), a.clone()).prop_map(|(acc, av)| Op::AttachOther(acc, av)),
         2 => a.clone().prop_map(Op::Detach),
-        2 => (a.clone(), 0..SCENES.len()).prop_map(|(av, s)| Op::BeginTransfer(av, s)),
-        2 => a.clone().prop_map(Op::CompleteTransfer),
-        1 => a.prop_map(Op::AbortTransfer),
+        4 => (a.clone(), 0..SCENES.len()).prop_map(|(av, s)| Op::BeginTransfer(av, s)),
+        4 => a.clone().prop_map(Op::CompleteTransfer),
+        1 => a.clone().prop_map(Op::AbortTransfer),
+        3 => (a, 0..SCENES.len()).prop_map(|(av, s)| Op::Portal(av, s)),
     ]
 }
 
@@ -276,6 +284,18 @@ impl Model {
         }
     }
 
+    /// A new session for `account` (single sign-on kicks the old one).
+    fn login(&mut self, account: u64) {
+        let session = SessionId(self.next_session);
+        self.next_session += 1;
+        self.sessions.insert(account, session);
+        let fx = self
+            .st
+            .login(AccountId(account), session, None)
+            .expect("fresh session");
+        self.apply(fx);
+    }
+
     fn session_of(&self, account: u64) -> SessionId {
         // A session the coordinator does not know (none logged in) gets an
         // id that never exists.
@@ -375,28 +395,28 @@ impl Model {
                     }
                 }
             }
-            Op::Login(account) => {
-                let session = SessionId(self.next_session);
-                self.next_session += 1;
-                self.sessions.insert(account, session);
-                let fx = self
-                    .st
-                    .login(AccountId(account), session, None)
-                    .expect("fresh session");
-                self.apply(fx);
-            }
+            Op::Login(account) => self.login(account),
             Op::Logout(account) => {
                 if let Some(session) = self.sessions.remove(&account) {
                     let fx = self.st.logout(session);
                     self.apply(fx);
                 }
             }
-            Op::Attach(account, avatar) => {
+            Op::Attach(avatar) => {
+                let account = account_of(avatar).0;
+                if !self.sessions.contains_key(&account) {
+                    self.login(account);
+                }
+                let session = self.session_of(account);
+                if let Ok(fx) = self.st.attach(session, avatar) {
+                    self.apply(fx);
+                }
+            }
+            Op::AttachOther(account, avatar) => {
                 let session = self.session_of(account);
                 let result = self.st.attach(session, avatar);
-                if account_of(avatar) != AccountId(account) && self.sessions.contains_key(&account)
-                {
-                    assert_eq!(result, Err(AttachError::NotOwner(avatar)));
+                if account_of(avatar) != AccountId(account) {
+                    assert!(result.is_err(), "attached another account's avatar");
                 }
                 if let Ok(fx) = result {
                     self.apply(fx);
@@ -415,6 +435,13 @@ impl Model {
             }
             Op::CompleteTransfer(avatar) => {
                 if let Ok(fx) = self.st.complete_transfer(avatar) {
+                    self.apply(fx);
+                }
+            }
+            Op::Portal(avatar, scene) => {
+                if let Ok(fx) = self.st.begin_transfer(avatar, SCENES[scene]) {
+                    self.apply(fx);
+                    let fx = self.st.complete_transfer(avatar).expect("in transfer");
                     self.apply(fx);
                 }
             }
@@ -455,7 +482,10 @@ impl Model {
         for s in SCENES {
             let latest = self.st.scene(s).expect("catalog").latest_epoch;
             let seen = self.max_epoch.entry(s.to_owned()).or_default();
-            assert!(latest >= *seen, "{s}: epoch went back from {seen} to {latest}");
+            assert!(
+                latest >= *seen,
+                "{s}: epoch went back from {seen} to {latest}"
+            );
             *seen = latest;
             for p in &self.procs {
                 if let Some(&e) = p.hosted.get(s) {
@@ -513,7 +543,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn cluster_invariants_hold_over_random_histories(ops in prop::collection::vec(op(), 1..80)) {
+    fn cluster_invariants_hold_over_random_histories(ops in prop::collection::vec(op(), 1..120)) {
         let mut m = Model::new();
         m.check();
         for op in &ops {
