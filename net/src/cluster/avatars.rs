@@ -474,10 +474,10 @@ impl ClusterState {
                     }
                 }
             }
-            if let AvatarPresence::Transferring { to, .. } = &a.presence {
-                if !self.scenes.contains_key(to) || *to == a.scene {
-                    return Err(format!("avatar {id} in transfer to bad scene {to:?}"));
-                }
+            if let AvatarPresence::Transferring { to, .. } = &a.presence
+                && (!self.scenes.contains_key(to) || *to == a.scene)
+            {
+                return Err(format!("avatar {id} in transfer to bad scene {to:?}"));
             }
         }
         for (&sid, s) in &self.sessions {

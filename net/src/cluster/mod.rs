@@ -491,12 +491,12 @@ impl ClusterState {
         if kind == NodeKind::Gate && !hosted.is_empty() {
             return Err(RegisterError::GateWithScenes);
         }
-        if let Some(id) = self.names.get(name) {
-            if self.nodes[id].kind != kind {
-                return Err(RegisterError::KindMismatch {
-                    name: name.to_owned(),
-                });
-            }
+        if let Some(id) = self.names.get(name)
+            && self.nodes[id].kind != kind
+        {
+            return Err(RegisterError::KindMismatch {
+                name: name.to_owned(),
+            });
         }
         self.advance(now);
         let mut out = Vec::new();
@@ -574,11 +574,11 @@ impl ClusterState {
         if self.nodes[&node].kind == NodeKind::SceneServer {
             for load in loads {
                 self.claim(node, &load.scene, load.epoch, &mut out);
-                if let Some(s) = self.scenes.get_mut(&load.scene) {
-                    if s.placement == Some((node, load.epoch)) {
-                        s.population = load.population;
-                        s.tick_p99_us = load.tick_p99_us;
-                    }
+                if let Some(s) = self.scenes.get_mut(&load.scene)
+                    && s.placement == Some((node, load.epoch))
+                {
+                    s.population = load.population;
+                    s.tick_p99_us = load.tick_p99_us;
                 }
             }
         }
@@ -602,10 +602,10 @@ impl ClusterState {
         let mut out = Vec::new();
         if self.nodes[&node].alive {
             self.claim(node, scene, epoch, &mut out);
-            if let Some(s) = self.scenes.get_mut(scene) {
-                if s.placement == Some((node, epoch)) {
-                    s.ready = true;
-                }
+            if let Some(s) = self.scenes.get_mut(scene)
+                && s.placement == Some((node, epoch))
+            {
+                s.ready = true;
             }
         } else {
             // A dead node must heartbeat or register first; whatever it

@@ -191,10 +191,11 @@ impl Model {
                         self.issued.insert((scene.clone(), epoch)),
                         "{scene}@{epoch} placed twice"
                     );
-                    if let Some(p) = self.proc_of(server) {
-                        if p.up && !p.paused {
-                            p.hosted.insert(scene, epoch);
-                        }
+                    if let Some(p) = self.proc_of(server)
+                        && p.up
+                        && !p.paused
+                    {
+                        p.hosted.insert(scene, epoch);
                     }
                 }
                 Effect::DropScene {
@@ -203,10 +204,12 @@ impl Model {
                     epoch,
                     ..
                 } => {
-                    if let Some(p) = self.proc_of(server) {
-                        if p.up && !p.paused && p.hosted.get(&scene) == Some(&epoch) {
-                            p.hosted.remove(&scene);
-                        }
+                    if let Some(p) = self.proc_of(server)
+                        && p.up
+                        && !p.paused
+                        && p.hosted.get(&scene) == Some(&epoch)
+                    {
+                        p.hosted.remove(&scene);
                     }
                 }
                 Effect::PersistAvatarScene { avatar, scene } => {
