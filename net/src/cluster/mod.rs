@@ -373,15 +373,9 @@ pub struct SceneView {
 
 impl ClusterState {
     /// A fresh cluster (first start): no epochs known, no grace period.
-    ///
-    /// # Panics
-    /// If `config` does not [validate](ClusterConfig::validate); validate
-    /// user-supplied settings first.
-    pub fn new(config: ClusterConfig, now: u64) -> Self {
-        if let Err(e) = config.validate() {
-            panic!("invalid cluster config: {e}");
-        }
-        Self {
+    pub fn new(config: ClusterConfig, now: u64) -> Result<Self, ClusterConfigError> {
+        config.validate()?;
+        Ok(Self {
             config,
             now,
             hold_until: now,
@@ -392,7 +386,7 @@ impl ClusterState {
             avatars: BTreeMap::new(),
             sessions: BTreeMap::new(),
             accounts: BTreeMap::new(),
-        }
+        })
     }
 
     /// The state after a coordinator restart: `epochs` are the per-scene
@@ -403,15 +397,15 @@ impl ClusterState {
         config: ClusterConfig,
         epochs: impl IntoIterator<Item = (String, Epoch)>,
         now: u64,
-    ) -> Self {
+    ) -> Result<Self, ClusterConfigError> {
         let grace = config.restart_grace_ms;
-        let mut state = Self::new(config, now);
+        let mut state = Self::new(config, now)?;
         state.hold_until = now.saturating_add(grace);
         for (scene, epoch) in epochs {
             let entry = state.scenes.entry(scene).or_default();
             entry.latest = entry.latest.max(epoch);
         }
-        state
+        Ok(state)
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -566,11 +560,7 @@ impl ClusterState {
         }
         self.advance(now);
         let mut out = Vec::new();
-        {
-            let n = self.nodes.get_mut(&node).expect("checked");
-            n.alive = true;
-            n.last_seen = self.now;
-        }
+        self.seen(node);
         if self.nodes[&node].kind == NodeKind::SceneServer {
             for load in loads {
                 self.claim(node, &load.scene, load.epoch, &mut out);
@@ -586,8 +576,9 @@ impl ClusterState {
         Ok(out)
     }
 
-    /// `node` reports `scene` loaded and ticking under `epoch`. A report for
-    /// anything but the current placement is answered with a drop.
+    /// `node` reports `scene` loaded and ticking under `epoch`. Like every
+    /// message from a node it proves the node alive; the report is a claim
+    /// (see the module docs), so a stale one is answered with a drop.
     pub fn scene_ready(
         &mut self,
         now: u64,
@@ -600,26 +591,14 @@ impl ClusterState {
         }
         self.advance(now);
         let mut out = Vec::new();
-        if self.nodes[&node].alive {
+        self.seen(node);
+        if self.nodes[&node].kind == NodeKind::SceneServer {
             self.claim(node, scene, epoch, &mut out);
             if let Some(s) = self.scenes.get_mut(scene)
                 && s.placement == Some((node, epoch))
             {
                 s.ready = true;
             }
-        } else {
-            // A dead node must heartbeat or register first; whatever it
-            // hosts is not ours to keep.
-            let reason = match self.scenes.get(scene) {
-                Some(s) => DropReason::Stale { current: s.latest },
-                None => DropReason::UnknownScene,
-            };
-            out.push(Effect::DropScene {
-                server: node,
-                scene: scene.to_owned(),
-                epoch,
-                reason,
-            });
         }
         self.sweep(&mut out);
         Ok(out)
@@ -677,6 +656,14 @@ impl ClusterState {
 
     fn advance(&mut self, now: u64) {
         self.now = self.now.max(now);
+    }
+
+    /// `node` was heard from: it is alive (again) as of now.
+    fn seen(&mut self, node: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.alive = true;
+            n.last_seen = self.now;
+        }
     }
 
     /// Expire silent nodes, then place what is unplaced.
@@ -818,6 +805,12 @@ impl ClusterState {
         let raised = epoch > s.latest;
         s.latest = epoch;
         s.ready = true;
+        if raised {
+            out.push(Effect::PersistEpoch {
+                scene: scene.to_owned(),
+                epoch,
+            });
+        }
         if let Some((old, old_epoch)) = previous {
             if let Some(n) = self.nodes.get_mut(&old) {
                 n.scenes.remove(scene);
@@ -834,12 +827,6 @@ impl ClusterState {
             .expect("claimer is registered")
             .scenes
             .insert(scene.to_owned());
-        if raised {
-            out.push(Effect::PersistEpoch {
-                scene: scene.to_owned(),
-                epoch,
-            });
-        }
         if previous.is_some() {
             self.reattach_scene(scene, out);
         }

@@ -131,7 +131,7 @@ struct Model {
 
 impl Model {
     fn new() -> Self {
-        let st = ClusterState::new(config(), 0);
+        let st = ClusterState::new(config(), 0).expect("valid config");
         let mut m = Self {
             st,
             now: 0,
@@ -386,7 +386,8 @@ impl Model {
                 }
             }
             Op::RestartCoordinator => {
-                self.st = ClusterState::recover(config(), self.stored_epochs.clone(), self.now);
+                self.st = ClusterState::recover(config(), self.stored_epochs.clone(), self.now)
+                    .expect("valid config");
                 self.sessions.clear();
                 for p in &mut self.procs {
                     p.id = None;

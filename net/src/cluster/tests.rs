@@ -7,7 +7,7 @@ use crate::wire::{Placement, SceneLoad};
 const T: u64 = 3000; // default heartbeat timeout
 
 fn state() -> ClusterState {
-    ClusterState::new(ClusterConfig::default(), 0)
+    ClusterState::new(ClusterConfig::default(), 0).expect("valid config")
 }
 
 fn server(st: &mut ClusterState, now: u64, name: &str) -> (NodeId, Vec<Effect>) {
@@ -97,6 +97,11 @@ fn config_validation_and_status_thresholds() {
         ..c
     };
     assert_eq!(bad.validate(), Err(ClusterConfigError::ZeroFull));
+    assert!(matches!(
+        ClusterState::new(bad.clone(), 0),
+        Err(ClusterConfigError::ZeroFull)
+    ));
+    assert!(ClusterState::recover(bad, [], 0).is_err());
 }
 
 #[test]
@@ -412,11 +417,63 @@ fn paused_server_with_no_successor_keeps_its_scene() {
 }
 
 #[test]
+fn any_message_from_a_dead_node_revives_it() {
+    // A paused sole host whose first word after SIGCONT is a "ready" (not a
+    // heartbeat) keeps its scene too, rather than being told to throw away
+    // the only copy.
+    let mut st = state();
+    let (a, _) = server(&mut st, 0, "a");
+    st.add_scene(0, "town");
+    st.tick(T + 1);
+    assert!(!st.node(a).expect("a").alive);
+    let fx = st.scene_ready(T + 5, a, "town", 1).expect("ready");
+    assert!(fx.is_empty(), "{fx:?}");
+    assert!(st.node(a).expect("a").alive);
+    assert_eq!(st.placement("town"), Some((a, 1)));
+    assert!(st.scene("town").expect("town").ready);
+    ok(&st);
+}
+
+#[test]
+fn takeover_by_a_newer_claim_persists_the_epoch_first() {
+    let mut st = ClusterState::recover(ClusterConfig::default(), [], 0).expect("valid config");
+    st.add_scene(0, "town");
+    let claim = |epoch| {
+        [Placement {
+            scene: "town".into(),
+            epoch,
+        }]
+    };
+    let (a, _) = st
+        .register(0, "a", "x", NodeKind::SceneServer, 0, &claim(3))
+        .expect("register");
+    let (b, fx) = st
+        .register(0, "b", "x", NodeKind::SceneServer, 0, &claim(5))
+        .expect("register");
+    assert_eq!(
+        fx,
+        vec![
+            Effect::PersistEpoch {
+                scene: "town".into(),
+                epoch: 5
+            },
+            Effect::DropScene {
+                server: a,
+                scene: "town".into(),
+                epoch: 3,
+                reason: DropReason::Stale { current: 5 }
+            },
+        ]
+    );
+    assert_eq!(st.placement("town"), Some((b, 5)));
+}
+
+#[test]
 fn a_newer_claim_wins_and_the_older_host_is_told_to_drop() {
     // After a restart without stored epochs, two servers may both claim a
     // scene: the higher epoch wins whatever the order.
     for order in [[0, 1], [1, 0]] {
-        let mut st = ClusterState::recover(ClusterConfig::default(), [], 0);
+        let mut st = ClusterState::recover(ClusterConfig::default(), [], 0).expect("valid config");
         st.add_scene(0, "town");
         let claims = [("a", 3), ("b", 5)];
         let mut fx = Vec::new();
@@ -525,7 +582,8 @@ fn coordinator_restart_servers_keep_their_scenes() {
     let _ = (a, b);
 
     // The new coordinator knows the stored epochs and the catalog.
-    let mut st = ClusterState::recover(ClusterConfig::default(), epochs, 10_000);
+    let mut st =
+        ClusterState::recover(ClusterConfig::default(), epochs, 10_000).expect("valid config");
     for s in ["s1", "s2", "s3"] {
         assert!(places(&st.add_scene(10_000, s)).is_empty(), "held back");
     }
@@ -550,7 +608,8 @@ fn coordinator_restart_servers_keep_their_scenes() {
 
 #[test]
 fn coordinator_restart_places_unclaimed_scenes_after_the_grace_period() {
-    let mut st = ClusterState::recover(ClusterConfig::default(), [("town".into(), 7)], 0);
+    let mut st = ClusterState::recover(ClusterConfig::default(), [("town".into(), 7)], 0)
+        .expect("valid config");
     let (a, fx) = server(&mut st, 0, "a");
     assert!(fx.is_empty());
     assert_eq!(st.placement("town"), None);
@@ -569,7 +628,8 @@ fn coordinator_restart_places_unclaimed_scenes_after_the_grace_period() {
 fn coordinator_restart_refuses_a_paused_servers_stale_epoch() {
     // Old coordinator: town moved from a (paused) to b at epoch 2, stored.
     // After the restart a comes back first claiming epoch 1: refused.
-    let mut st = ClusterState::recover(ClusterConfig::default(), [("town".into(), 2)], 0);
+    let mut st = ClusterState::recover(ClusterConfig::default(), [("town".into(), 2)], 0)
+        .expect("valid config");
     let stale = [Placement {
         scene: "town".into(),
         epoch: 1,
