@@ -29,7 +29,33 @@
 //!   of the latest epoch of an unplaced scene, or of a newer epoch than the
 //!   state knows, is adopted (this is how placement is rebuilt after a
 //!   coordinator restart).
-//! * **Avatar directory** (see [`avatars`](self#avatar-directory)).
+//! * **Avatar directory** (see [below](self#avatar-directory)).
+//!
+//! # Contract with the networked coordinator
+//!
+//! * A node is identified by its **name**; the networked layer maps each
+//!   link to the [`NodeId`] that [`ClusterState::register`] returned and
+//!   refuses a second live link under a name already connected (two
+//!   processes sharing a name would share an identity).
+//! * **Any** message from a node ([`heartbeat`](ClusterState::heartbeat),
+//!   [`scene_ready`](ClusterState::scene_ready)) proves it alive, even after
+//!   it was declared dead. [`UnknownNode`] means "register again" (it was
+//!   deregistered, or the coordinator restarted).
+//! * Call [`ClusterState::tick`] periodically (e.g. every 100 ms) so silent
+//!   nodes expire even when nothing else happens.
+//! * Effects are instructions, not facts: a [`Effect::PlaceScene`] may be
+//!   lost with its link; the server's next heartbeat or register reconciles
+//!   (a placement the server never loaded is re-placed when it registers
+//!   without it).
+//! * After a coordinator restart, gates replay [`ClusterState::login`] and
+//!   [`ClusterState::attach`] for their live sessions; the resulting
+//!   [`Effect::AttachAt`] reaches a host that may already have the avatar
+//!   attached for that session, which must treat it as a no-op.
+//! * If a scene's host changes during a transfer, the source's detach
+//!   report may never come: complete the transfer anyway (the portal's
+//!   target position does not depend on the source's last save) or abort it
+//!   (the avatar is attached at the source's new host, loaded from the last
+//!   flush).
 //!
 //! # Epochs and coordinator restarts
 //!
@@ -227,6 +253,10 @@ pub enum DropReason {
     Stale { current: Epoch },
     /// The scene is not in the catalog.
     UnknownScene,
+    /// The server's heartbeats stopped listing this placement (e.g. the
+    /// [`Effect::PlaceScene`] was lost, or loading failed): it is given up
+    /// and placed again under a fresh epoch.
+    NotReported,
 }
 
 /// Why a session is kicked.
@@ -322,6 +352,8 @@ struct SceneEntry {
     latest: Epoch,
     /// The host reported the scene loaded at the current epoch.
     ready: bool,
+    /// When the current placement was made (or adopted).
+    placed_at: u64,
     /// Last reported population (kept across failover as a load estimate).
     population: u32,
     tick_p99_us: u32,
@@ -545,10 +577,12 @@ impl ClusterState {
         Ok((id, out))
     }
 
-    /// A heartbeat from `node` with the load of every scene it hosts. Each
-    /// reported scene is a claim (see the module docs). A node declared dead
-    /// comes back to life (e.g. after SIGCONT); stale claims are answered with
-    /// [`Effect::DropScene`].
+    /// A heartbeat from `node` with the load of every scene it hosts **or is
+    /// loading**. Each reported scene is a claim (see the module docs). A node
+    /// declared dead comes back to life (e.g. after SIGCONT); stale claims are
+    /// answered with [`Effect::DropScene`]. A placement older than
+    /// `heartbeat_timeout_ms` that the heartbeat does not list is given up
+    /// ([`DropReason::NotReported`]) and placed again.
     pub fn heartbeat(
         &mut self,
         now: u64,
@@ -570,6 +604,27 @@ impl ClusterState {
                     s.population = load.population;
                     s.tick_p99_us = load.tick_p99_us;
                 }
+            }
+            let reported: BTreeSet<&str> = loads.iter().map(|l| l.scene.as_str()).collect();
+            let timeout = self.config.heartbeat_timeout_ms;
+            let missing: Vec<(String, Epoch)> = self.nodes[&node]
+                .scenes
+                .iter()
+                .filter(|scene| !reported.contains(scene.as_str()))
+                .filter_map(|scene| {
+                    let s = &self.scenes[scene];
+                    let (_, epoch) = s.placement?;
+                    (self.now.saturating_sub(s.placed_at) > timeout).then(|| (scene.clone(), epoch))
+                })
+                .collect();
+            for (scene, epoch) in missing {
+                self.unplace(&scene);
+                out.push(Effect::DropScene {
+                    server: node,
+                    scene,
+                    epoch,
+                    reason: DropReason::NotReported,
+                });
             }
         }
         self.sweep(&mut out);
@@ -759,6 +814,7 @@ impl ClusterState {
             s.latest = epoch;
             s.placement = Some((server, epoch));
             s.ready = false;
+            s.placed_at = self.now;
             self.nodes
                 .get_mut(&server)
                 .expect("picked")
@@ -805,6 +861,7 @@ impl ClusterState {
         let raised = epoch > s.latest;
         s.latest = epoch;
         s.ready = true;
+        s.placed_at = self.now;
         if raised {
             out.push(Effect::PersistEpoch {
                 scene: scene.to_owned(),

@@ -60,6 +60,8 @@ enum Op {
     AbortTransfer(AvatarId),
     /// A whole portal trip, when the avatar can take it: begin, then complete.
     Portal(AvatarId, usize),
+    /// The next PlaceScene sent to this running process is lost.
+    LoseNextPlace(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -84,6 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => a.clone().prop_map(Op::CompleteTransfer),
         1 => a.clone().prop_map(Op::AbortTransfer),
         3 => (a, 0..SCENES.len()).prop_map(|(av, s)| Op::Portal(av, s)),
+        1 => (0..PROCS).prop_map(Op::LoseNextPlace),
     ]
 }
 
@@ -96,6 +99,8 @@ struct Proc {
     id: Option<NodeId>,
     /// What it hosts: scene → epoch.
     hosted: BTreeMap<String, Epoch>,
+    /// The next PlaceScene for it is lost on the way.
+    lose_next_place: bool,
 }
 
 impl Proc {
@@ -195,7 +200,11 @@ impl Model {
                         && p.up
                         && !p.paused
                     {
-                        p.hosted.insert(scene, epoch);
+                        if p.lose_next_place {
+                            p.lose_next_place = false;
+                        } else {
+                            p.hosted.insert(scene, epoch);
+                        }
                     }
                 }
                 Effect::DropScene {
@@ -449,6 +458,11 @@ impl Model {
                     self.apply(fx);
                 }
             }
+            Op::LoseNextPlace(i) => {
+                if self.procs[i].up {
+                    self.procs[i].lose_next_place = true;
+                }
+            }
             Op::AbortTransfer(avatar) => {
                 if let Ok(fx) = self.st.abort_transfer(avatar) {
                     self.apply(fx);
@@ -569,36 +583,60 @@ proptest! {
     }
 }
 
-/// A liveness check the random histories cannot see: once processes settle
-/// (every live one heartbeats) and the grace period is over, every scene is
-/// placed on a live process that hosts it.
+/// A liveness check the random histories cannot see: a server paused and
+/// resumed across a coordinator restart, another killed, a lost PlaceScene —
+/// once the live processes heartbeat regularly, every scene is placed on a
+/// live process that really hosts it, at a higher epoch than before.
 #[test]
 fn every_scene_is_hosted_once_the_cluster_settles() {
     let mut m = Model::new();
-    for op in [
+    let script = [
         Op::Register(0),
         Op::Register(1),
+        Op::Heartbeat(0, 1),
+        Op::Heartbeat(1, 1),
         Op::Pause(0),
-        Op::Advance(1500),
+        Op::Advance(700),
+        Op::Heartbeat(1, 1),
+        Op::Advance(700),
         Op::Resume(0),
         Op::RestartCoordinator,
         Op::Kill(1),
         Op::Register(2),
-    ] {
-        m.step(&op);
+        Op::LoseNextPlace(2),
+    ];
+    for op in &script {
+        m.step(op);
         m.check();
     }
-    for _ in 0..5 {
+    // srv0 was paused out and told its epoch-1 scenes are stale; srv1 kept
+    // epoch 2 across the restart.
+    assert!(m.procs[0].hosted.is_empty());
+    assert!(m.procs[1].hosted.is_empty(), "killed");
+    for s in SCENES {
+        assert_eq!(m.st.placement(s).map(|(_, e)| e), Some(2), "{s}");
+    }
+    for _ in 0..6 {
         for i in 0..PROCS {
             m.step(&Op::Heartbeat(i, 0));
         }
         m.step(&Op::Advance(600));
         m.check();
     }
+    let mut hosts = BTreeSet::new();
     for s in SCENES {
         let (server, epoch) = m.st.placement(s).expect("placed");
-        let p = m.procs.iter().find(|p| p.id == Some(server)).expect("proc");
+        assert!(epoch > 2, "{s}@{epoch}");
+        let (i, p) = m
+            .procs
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.id == Some(server))
+            .expect("proc");
         assert!(p.up && !p.paused);
         assert_eq!(p.hosted.get(s), Some(&epoch), "{s}");
+        hosts.insert(i);
     }
+    assert_eq!(hosts, BTreeSet::from([0, 2]), "spread over both survivors");
+    assert!(!m.procs[2].lose_next_place, "the lost PlaceScene happened");
 }

@@ -549,6 +549,46 @@ fn reregistering_without_a_scene_replaces_it_with_a_fresh_epoch() {
     ok(&st);
 }
 
+#[test]
+fn a_placement_the_server_never_reports_is_given_up_and_placed_again() {
+    // The PlaceScene was lost (or loading failed): the server keeps
+    // heartbeating without the scene.
+    let mut st = state();
+    let (a, _) = server(&mut st, 0, "a");
+    st.add_scene(0, "town");
+    // Within the timeout a heartbeat may simply predate the PlaceScene.
+    assert!(st.heartbeat(T, a, &[]).expect("hb").is_empty());
+    assert_eq!(st.placement("town"), Some((a, 1)));
+    let fx = st.heartbeat(T + 1, a, &[]).expect("hb");
+    assert_eq!(
+        fx,
+        vec![
+            Effect::DropScene {
+                server: a,
+                scene: "town".into(),
+                epoch: 1,
+                reason: DropReason::NotReported
+            },
+            Effect::PersistEpoch {
+                scene: "town".into(),
+                epoch: 2
+            },
+            Effect::PlaceScene {
+                server: a,
+                scene: "town".into(),
+                epoch: 2
+            },
+        ]
+    );
+    // Listed (even while still loading, population 0): kept.
+    let fx = st
+        .heartbeat(2 * T + 10, a, &[load("town", 2, 0)])
+        .expect("hb");
+    assert!(fx.is_empty());
+    assert_eq!(st.placement("town"), Some((a, 2)));
+    ok(&st);
+}
+
 // ---------------------------------------------------------------------------
 // Coordinator restart
 // ---------------------------------------------------------------------------
