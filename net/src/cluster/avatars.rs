@@ -434,7 +434,7 @@ impl ClusterState {
     }
 
     /// `scene` has a new host: its online avatars are attached there (the
-    /// host loads them from the last flush).
+    /// host loads them from the last flush, with nobody attached).
     pub(super) fn reattach_scene(&self, scene: &str, out: &mut Vec<Effect>) {
         let Some(s) = self.scenes.get(scene) else {
             return;
@@ -442,6 +442,35 @@ impl ClusterState {
         for &avatar in &s.avatars {
             self.push_attach(avatar, out);
         }
+    }
+
+    /// Tells `scene`'s host exactly who is attached there, unless the
+    /// directory is still being rebuilt after a restart (the end of the grace
+    /// period syncs every scene).
+    pub(super) fn push_sync(&self, scene: &str, out: &mut Vec<Effect>) {
+        if self.recovering {
+            return;
+        }
+        let Some(s) = self.scenes.get(scene) else {
+            return;
+        };
+        let Some((server, epoch)) = s.placement else {
+            return;
+        };
+        let attached = s
+            .avatars
+            .iter()
+            .filter_map(|&a| match self.avatars[&a].presence {
+                AvatarPresence::Online { session } => Some((a, session)),
+                _ => None,
+            })
+            .collect();
+        out.push(Effect::SyncAttached {
+            server,
+            scene: scene.to_owned(),
+            epoch,
+            attached,
+        });
     }
 
     pub(super) fn check_avatar_invariants(&self) -> Result<(), String> {

@@ -33,24 +33,31 @@
 //!
 //! # Contract with the networked coordinator
 //!
-//! * A node is identified by its **name**; the networked layer maps each
-//!   link to the [`NodeId`] that [`ClusterState::register`] returned and
-//!   refuses a second live link under a name already connected (two
-//!   processes sharing a name would share an identity).
+//! * A node is identified by its **name**. Every new link starts with
+//!   [`ClusterState::register`]; the networked layer maps the link to the
+//!   [`NodeId`] it returned and refuses a second live link under a name
+//!   already connected (two processes sharing a name would share an
+//!   identity). On [`Effect::NodeDown`] it closes the node's link.
 //! * **Any** message from a node ([`heartbeat`](ClusterState::heartbeat),
 //!   [`scene_ready`](ClusterState::scene_ready)) proves it alive, even after
 //!   it was declared dead. [`UnknownNode`] means "register again" (it was
 //!   deregistered, or the coordinator restarted).
 //! * Call [`ClusterState::tick`] periodically (e.g. every 100 ms) so silent
 //!   nodes expire even when nothing else happens.
+//! * A heartbeat lists every scene the server hosts **or is loading**
+//!   (population 0 while loading): it is the server's full claim.
 //! * Effects are instructions, not facts: a [`Effect::PlaceScene`] may be
-//!   lost with its link; the server's next heartbeat or register reconciles
-//!   (a placement the server never loaded is re-placed when it registers
-//!   without it).
+//!   lost with its link, or the load may fail. The server's claims reconcile:
+//!   a placement missing from a register, or from a heartbeat once it is
+//!   older than `heartbeat_timeout_ms`, is given up and placed again under a
+//!   fresh epoch. Likewise attaches and detaches lost with a link are
+//!   reconciled by [`Effect::SyncAttached`] when the server registers again.
 //! * After a coordinator restart, gates replay [`ClusterState::login`] and
-//!   [`ClusterState::attach`] for their live sessions; the resulting
-//!   [`Effect::AttachAt`] reaches a host that may already have the avatar
-//!   attached for that session, which must treat it as a no-op.
+//!   [`ClusterState::attach`] for their live sessions within
+//!   `restart_grace_ms`; the resulting [`Effect::AttachAt`] reaches a host
+//!   that may already have the avatar attached for that session, which must
+//!   treat it as a no-op. When the grace period ends, every placed scene
+//!   gets one [`Effect::SyncAttached`] with the rebuilt directory.
 //! * If a scene's host changes during a transfer, the source's detach
 //!   report may never come: complete the transfer anyway (the portal's
 //!   target position does not depend on the source's last save) or abort it
@@ -98,8 +105,11 @@
 //!
 //! # Invariants
 //!
-//! [`ClusterState::check_invariants`] checks all of these; the property tests
-//! call it after every step.
+//! [`ClusterState::check_invariants`] checks the ones about a single state;
+//! the property test (`proptests.rs`) calls it after every step and checks
+//! the ones about histories (epochs never going back, across restarts too;
+//! no avatar lost or duplicated; hosts attached exactly as the directory
+//! says) against a model.
 //!
 //! **Invariant:** a placed scene's server is registered, alive, a scene
 //! server, and lists the scene; a dead node hosts nothing. So a scene is never
@@ -292,6 +302,8 @@ pub enum Effect {
     /// Store that `avatar` now belongs to `scene` (a committed transfer).
     PersistAvatarScene { avatar: AvatarId, scene: String },
     /// Attach `avatar` for `session` in `scene` at `server`, placement `epoch`.
+    /// Idempotent at the host: an avatar already attached for `session` stays
+    /// as it is; one attached for another session is re-bound to `session`.
     AttachAt {
         server: NodeId,
         scene: String,
@@ -307,6 +319,16 @@ pub enum Effect {
         epoch: Epoch,
         avatar: AvatarId,
         session: SessionId,
+    },
+    /// `server` holds `scene` at `epoch` from before (it registered again,
+    /// or got the scene back) and may have missed attaches and detaches: it
+    /// must have exactly `attached` attached there — detach (saving) any
+    /// other avatar, attach the missing ones.
+    SyncAttached {
+        server: NodeId,
+        scene: String,
+        epoch: Epoch,
+        attached: Vec<(AvatarId, SessionId)>,
     },
     /// End `session` at its gate.
     Kick {
@@ -368,6 +390,9 @@ pub struct ClusterState {
     now: u64,
     /// No new placements before this time (restart grace).
     hold_until: u64,
+    /// Recovering after a restart: the directory is not authoritative until
+    /// the grace period ends, so [`Effect::SyncAttached`] waits until then.
+    recovering: bool,
     nodes: BTreeMap<NodeId, Node>,
     names: BTreeMap<String, NodeId>,
     next_node: u32,
@@ -411,6 +436,7 @@ impl ClusterState {
             config,
             now,
             hold_until: now,
+            recovering: false,
             nodes: BTreeMap::new(),
             names: BTreeMap::new(),
             next_node: 1,
@@ -433,6 +459,7 @@ impl ClusterState {
         let grace = config.restart_grace_ms;
         let mut state = Self::new(config, now)?;
         state.hold_until = now.saturating_add(grace);
+        state.recovering = true;
         for (scene, epoch) in epochs {
             let entry = state.scenes.entry(scene).or_default();
             entry.latest = entry.latest.max(epoch);
@@ -447,6 +474,12 @@ impl ClusterState {
     /// The latest time the state has seen.
     pub fn now(&self) -> u64 {
         self.now
+    }
+
+    /// Still in the grace period after [`recover`](Self::recover): placements
+    /// are held back and the directory is being rebuilt.
+    pub fn recovering(&self) -> bool {
+        self.recovering
     }
 
     // -----------------------------------------------------------------------
@@ -573,6 +606,11 @@ impl ClusterState {
         for scene in lost {
             self.unplace(&scene);
         }
+        // A new link: whatever was sent on the old one may be lost.
+        let kept: Vec<String> = self.nodes[&id].scenes.iter().cloned().collect();
+        for scene in kept {
+            self.push_sync(&scene, &mut out);
+        }
         self.sweep(&mut out);
         Ok((id, out))
     }
@@ -597,7 +635,9 @@ impl ClusterState {
         self.seen(node);
         if self.nodes[&node].kind == NodeKind::SceneServer {
             for load in loads {
-                self.claim(node, &load.scene, load.epoch, &mut out);
+                if self.claim(node, &load.scene, load.epoch, &mut out) {
+                    self.push_sync(&load.scene, &mut out);
+                }
                 if let Some(s) = self.scenes.get_mut(&load.scene)
                     && s.placement == Some((node, load.epoch))
                 {
@@ -648,7 +688,9 @@ impl ClusterState {
         let mut out = Vec::new();
         self.seen(node);
         if self.nodes[&node].kind == NodeKind::SceneServer {
-            self.claim(node, scene, epoch, &mut out);
+            if self.claim(node, scene, epoch, &mut out) {
+                self.push_sync(scene, &mut out);
+            }
             if let Some(s) = self.scenes.get_mut(scene)
                 && s.placement == Some((node, epoch))
             {
@@ -733,6 +775,20 @@ impl ClusterState {
         for id in expired {
             self.node_lost(id, out);
             out.push(Effect::NodeDown { node: id });
+        }
+        if self.recovering && self.now >= self.hold_until {
+            // The directory is rebuilt: every host learns what it must have
+            // attached.
+            self.recovering = false;
+            let placed: Vec<String> = self
+                .scenes
+                .iter()
+                .filter(|(_, s)| s.placement.is_some())
+                .map(|(name, _)| name.clone())
+                .collect();
+            for scene in placed {
+                self.push_sync(&scene, out);
+            }
         }
         self.place_unplaced(out);
     }
@@ -834,7 +890,9 @@ impl ClusterState {
     }
 
     /// `node` (alive, a scene server) says it hosts `scene` at `epoch`.
-    fn claim(&mut self, node: NodeId, scene: &str, epoch: Epoch, out: &mut Vec<Effect>) {
+    /// Returns whether the claim was adopted (the placement changed to it);
+    /// the caller then owes the node an [`Effect::SyncAttached`].
+    fn claim(&mut self, node: NodeId, scene: &str, epoch: Epoch, out: &mut Vec<Effect>) -> bool {
         let Some(s) = self.scenes.get_mut(scene) else {
             out.push(Effect::DropScene {
                 server: node,
@@ -842,10 +900,10 @@ impl ClusterState {
                 epoch,
                 reason: DropReason::UnknownScene,
             });
-            return;
+            return false;
         };
         if s.placement == Some((node, epoch)) {
-            return;
+            return false;
         }
         let adopt = epoch > s.latest || (epoch == s.latest && epoch > 0 && s.placement.is_none());
         if !adopt {
@@ -855,7 +913,7 @@ impl ClusterState {
                 epoch,
                 reason: DropReason::Stale { current: s.latest },
             });
-            return;
+            return false;
         }
         let previous = s.placement.replace((node, epoch));
         let raised = epoch > s.latest;
@@ -884,9 +942,7 @@ impl ClusterState {
             .expect("claimer is registered")
             .scenes
             .insert(scene.to_owned());
-        if previous.is_some() {
-            self.reattach_scene(scene, out);
-        }
+        true
     }
 
     /// Checks every invariant in the module docs; `Err` names the first

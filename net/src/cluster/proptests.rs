@@ -3,10 +3,12 @@
 //! module's invariants after every step.
 //!
 //! The model plays the networked layer faithfully: it carries out every
-//! effect (a paused process loses what is sent to it, as its link dies), a
-//! process reports exactly what it hosts, and a coordinator restart builds a
-//! new state with [`ClusterState::recover`] from the stored epochs and
-//! avatar scenes, after which every process must register again.
+//! effect over a link per process — a paused process's messages queue up and
+//! arrive when it resumes, unless the coordinator declared it dead and
+//! closed the link, in which case they are lost and the process registers
+//! again; a process reports exactly what it hosts; a coordinator restart
+//! closes every link and builds a new state with [`ClusterState::recover`]
+//! from the stored epochs and avatar scenes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,8 +97,12 @@ struct Proc {
     /// The process exists (not killed).
     up: bool,
     paused: bool,
-    /// Its id in the current coordinator, once registered there.
+    /// Its id in the current coordinator while its link is open.
     id: Option<NodeId>,
+    /// Messages waiting on the open link while it is paused.
+    inbox: Vec<Effect>,
+    /// Who it has attached, per hosted scene.
+    attached: BTreeMap<String, BTreeSet<(AvatarId, SessionId)>>,
     /// What it hosts: scene → epoch.
     hosted: BTreeMap<String, Epoch>,
     /// The next PlaceScene for it is lost on the way.
@@ -106,6 +112,60 @@ struct Proc {
 impl Proc {
     fn name(i: usize) -> String {
         format!("srv{i}")
+    }
+
+    /// Receives one message on its link. Anything but a placement is for
+    /// one `(scene, epoch)` and ignored unless that is what it hosts.
+    fn receive(&mut self, e: Effect) {
+        if let Effect::PlaceScene { scene, epoch, .. } = e {
+            if self.lose_next_place {
+                self.lose_next_place = false;
+            } else {
+                self.hosted.insert(scene.clone(), epoch);
+                self.attached.insert(scene, BTreeSet::new());
+            }
+            return;
+        }
+        let (scene, epoch) = match &e {
+            Effect::DropScene { scene, epoch, .. }
+            | Effect::AttachAt { scene, epoch, .. }
+            | Effect::DetachAt { scene, epoch, .. }
+            | Effect::SyncAttached { scene, epoch, .. } => (scene.clone(), *epoch),
+            _ => return,
+        };
+        if self.hosted.get(&scene) != Some(&epoch) {
+            return;
+        }
+        let set = self.attached.entry(scene.clone()).or_default();
+        match e {
+            Effect::DropScene { .. } => {
+                self.hosted.remove(&scene);
+                self.attached.remove(&scene);
+            }
+            // An attach of an avatar already attached (for another session:
+            // a replay after a coordinator restart) re-binds it.
+            Effect::AttachAt {
+                avatar, session, ..
+            } => {
+                set.retain(|&(a, _)| a != avatar);
+                set.insert((avatar, session));
+            }
+            Effect::DetachAt {
+                avatar, session, ..
+            } => {
+                set.remove(&(avatar, session));
+            }
+            Effect::SyncAttached { attached, .. } => {
+                *set = attached.into_iter().collect();
+            }
+            _ => {}
+        }
+    }
+
+    /// The coordinator closed its link: queued messages are lost.
+    fn link_closed(&mut self) {
+        self.id = None;
+        self.inbox.clear();
     }
 
     fn placements(&self) -> Vec<Placement> {
@@ -172,6 +232,19 @@ impl Model {
         self.procs.iter_mut().find(|p| p.id == Some(id))
     }
 
+    /// Sends `e` on `server`'s link, if it has one.
+    fn send(&mut self, server: NodeId, e: Effect) {
+        if let Some(p) = self.proc_of(server)
+            && p.up
+        {
+            if p.paused {
+                p.inbox.push(e);
+            } else {
+                p.receive(e);
+            }
+        }
+    }
+
     /// Carries out effects the way the networked layer would.
     fn apply(&mut self, effects: Vec<Effect>) {
         for e in effects {
@@ -196,51 +269,43 @@ impl Model {
                         self.issued.insert((scene.clone(), epoch)),
                         "{scene}@{epoch} placed twice"
                     );
-                    if let Some(p) = self.proc_of(server)
-                        && p.up
-                        && !p.paused
-                    {
-                        if p.lose_next_place {
-                            p.lose_next_place = false;
-                        } else {
-                            p.hosted.insert(scene, epoch);
-                        }
-                    }
+                    self.send(
+                        server,
+                        Effect::PlaceScene {
+                            server,
+                            scene,
+                            epoch,
+                        },
+                    );
                 }
-                Effect::DropScene {
-                    server,
-                    scene,
-                    epoch,
-                    ..
-                } => {
-                    if let Some(p) = self.proc_of(server)
-                        && p.up
-                        && !p.paused
-                        && p.hosted.get(&scene) == Some(&epoch)
-                    {
-                        p.hosted.remove(&scene);
-                    }
-                }
+                e @ Effect::DropScene { server, .. } => self.send(server, e),
                 Effect::PersistAvatarScene { avatar, scene } => {
                     self.avatar_scene.insert(avatar, scene);
                 }
                 Effect::AttachAt {
                     server,
-                    scene,
+                    ref scene,
                     epoch,
                     ..
                 }
                 | Effect::DetachAt {
                     server,
-                    scene,
+                    ref scene,
+                    epoch,
+                    ..
+                }
+                | Effect::SyncAttached {
+                    server,
+                    ref scene,
                     epoch,
                     ..
                 } => {
                     assert_eq!(
-                        self.st.placement(&scene),
+                        self.st.placement(scene),
                         Some((server, epoch)),
-                        "attach/detach sent to a host that is not current"
+                        "attach/detach/sync sent to a host that is not current"
                     );
+                    self.send(server, e);
                 }
                 Effect::Kick { session, .. } => {
                     assert!(
@@ -248,7 +313,11 @@ impl Model {
                         "kicked session still in the model"
                     );
                 }
-                Effect::NodeDown { .. } => {}
+                Effect::NodeDown { node } => {
+                    if let Some(p) = self.proc_of(node) {
+                        p.link_closed();
+                    }
+                }
             }
         }
     }
@@ -264,6 +333,8 @@ impl Model {
         if p.paused {
             return;
         }
+        // A new link: nothing queued on an old one arrives any more.
+        p.inbox.clear();
         let hosted = p.placements();
         let (id, fx) = self
             .st
@@ -322,8 +393,12 @@ impl Model {
             Op::Register(i) => self.register(i),
             Op::Heartbeat(i, population) => {
                 let p = &self.procs[i];
-                let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
+                if !p.up || p.paused {
                     return;
+                }
+                let Some(id) = p.id else {
+                    // The link was closed: reconnect and register.
+                    return self.register(i);
                 };
                 let loads: Vec<SceneLoad> = p
                     .hosted
@@ -341,7 +416,7 @@ impl Model {
                         self.check_claims_settled(i);
                     }
                     // Deregistered: it has to register again.
-                    Err(UnknownNode(_)) => self.procs[i].id = None,
+                    Err(UnknownNode(_)) => self.procs[i].link_closed(),
                 }
             }
             Op::Ready(i) => {
@@ -371,6 +446,10 @@ impl Model {
                     p.paused = false;
                     if p.id.is_none() {
                         self.register(i);
+                    } else {
+                        for e in std::mem::take(&mut p.inbox) {
+                            p.receive(e);
+                        }
                     }
                 }
             }
@@ -389,7 +468,8 @@ impl Model {
                 };
                 // SIGTERM: flush, drop everything, leave.
                 self.procs[i].hosted.clear();
-                self.procs[i].id = None;
+                self.procs[i].attached.clear();
+                self.procs[i].link_closed();
                 if let Ok(fx) = self.st.deregister(self.now, id) {
                     self.apply(fx);
                 }
@@ -399,7 +479,7 @@ impl Model {
                     .expect("valid config");
                 self.sessions.clear();
                 for p in &mut self.procs {
-                    p.id = None;
+                    p.link_closed();
                 }
                 self.load_catalog();
                 for i in 0..PROCS {
@@ -516,6 +596,33 @@ impl Model {
                     self.procs.iter().any(|p| p.id == Some(server)),
                     "{s} placed on a node no process is registered as"
                 );
+            }
+        }
+        // Outside the restart grace, a host's attachments are exactly the
+        // directory's online avatars of the scene.
+        if !self.st.recovering() {
+            for p in &self.procs {
+                let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
+                    continue;
+                };
+                for (scene, &epoch) in &p.hosted {
+                    if self.st.placement(scene) != Some((id, epoch)) {
+                        continue;
+                    }
+                    let expected: BTreeSet<(AvatarId, SessionId)> = self
+                        .st
+                        .scene_avatars(scene)
+                        .filter_map(|a| match self.st.avatar(a)?.presence {
+                            AvatarPresence::Online { session } => Some((a, session)),
+                            _ => None,
+                        })
+                        .collect();
+                    assert_eq!(
+                        p.attached.get(scene).cloned().unwrap_or_default(),
+                        expected,
+                        "host of {scene}@{epoch} attached wrongly"
+                    );
+                }
             }
         }
         // No two processes host a scene at the same epoch.

@@ -53,6 +53,15 @@ fn drops(effects: &[Effect]) -> Vec<(NodeId, String, Epoch)> {
         .collect()
 }
 
+fn sync(server: NodeId, scene: &str, epoch: Epoch, attached: &[(AvatarId, SessionId)]) -> Effect {
+    Effect::SyncAttached {
+        server,
+        scene: scene.into(),
+        epoch,
+        attached: attached.to_vec(),
+    }
+}
+
 fn ok(st: &ClusterState) {
     if let Err(e) = st.check_invariants() {
         panic!("invariant broken: {e}\n{st:#?}");
@@ -410,7 +419,7 @@ fn paused_server_with_no_successor_keeps_its_scene() {
     st.tick(T + 1);
     assert_eq!(st.placement("town"), None);
     let fx = st.heartbeat(T + 50, a, &[load("town", 1, 7)]).expect("hb");
-    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(fx, vec![sync(a, "town", 1, &[])]);
     assert_eq!(st.placement("town"), Some((a, 1)));
     assert_eq!(st.scene("town").expect("town").population, 7);
     ok(&st);
@@ -427,7 +436,7 @@ fn any_message_from_a_dead_node_revives_it() {
     st.tick(T + 1);
     assert!(!st.node(a).expect("a").alive);
     let fx = st.scene_ready(T + 5, a, "town", 1).expect("ready");
-    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(fx, vec![sync(a, "town", 1, &[])]);
     assert!(st.node(a).expect("a").alive);
     assert_eq!(st.placement("town"), Some((a, 1)));
     assert!(st.scene("town").expect("town").ready);
@@ -641,8 +650,17 @@ fn coordinator_restart_servers_keep_their_scenes() {
         let (n, e) = st.placement(scene).expect("kept");
         assert_eq!((&st.node(n).expect("n").name, e), (name, *epoch));
     }
-    // Past the grace period nothing moves either.
-    assert!(st.tick(10_000 + 3001).is_empty());
+    // Past the grace period nothing moves either; each host learns who is
+    // attached (nobody: no gate replayed a session).
+    assert!(st.recovering());
+    let fx = st.tick(10_000 + 3000);
+    assert!(!st.recovering());
+    assert!(places(&fx).is_empty() && drops(&fx).is_empty(), "{fx:?}");
+    assert_eq!(fx.len(), 3);
+    assert!(
+        fx.iter()
+            .all(|e| matches!(e, Effect::SyncAttached { attached, .. } if attached.is_empty()))
+    );
     ok(&st);
 }
 
@@ -988,6 +1006,57 @@ fn failover_reattaches_online_avatars_at_the_new_host() {
         (v.scene.as_str(), v.presence),
         ("town", AvatarPresence::Offline)
     );
+    ok(&st);
+}
+
+#[test]
+fn a_returning_sole_host_learns_the_attaches_and_detaches_it_missed() {
+    let mut st = state();
+    let (a, _) = server(&mut st, 0, "a");
+    st.add_scene(0, "town");
+    st.add_avatar(7, ACC, "town").expect("avatar");
+    st.add_avatar(8, AccountId(2), "town").expect("avatar");
+    let s2 = SessionId(200);
+    st.login(ACC, S1, None).expect("login");
+    st.login(AccountId(2), s2, None).expect("login");
+    st.attach(S1, 7).expect("attach");
+    // a is paused and declared dead: town is unplaced, nothing to send to.
+    st.tick(T + 1);
+    assert!(st.detach(S1, 7).expect("detach").is_empty());
+    assert!(st.attach(s2, 8).expect("attach").is_empty());
+    // a comes back with the only copy of town: it has 7 attached, not 8.
+    let fx = st.register(
+        T + 10,
+        "a",
+        "x",
+        NodeKind::SceneServer,
+        0,
+        &[Placement {
+            scene: "town".into(),
+            epoch: 1,
+        }],
+    );
+    let (a2, fx) = fx.expect("register");
+    assert_eq!(a2, a);
+    assert_eq!(fx, vec![sync(a, "town", 1, &[(8, s2)])]);
+    ok(&st);
+}
+
+#[test]
+fn reregistering_with_kept_scenes_resyncs_attachments() {
+    // The link dropped and came back within the timeout: attaches sent on
+    // the old link may be lost.
+    let (mut st, a, _) = world();
+    st.login(ACC, S1, None).expect("login");
+    st.attach(S1, 7).expect("attach");
+    let kept = [Placement {
+        scene: "town".into(),
+        epoch: 1,
+    }];
+    let (_, fx) = st
+        .register(10, "a", "x", NodeKind::SceneServer, 0, &kept)
+        .expect("register");
+    assert_eq!(fx, vec![sync(a, "town", 1, &[(7, S1)])]);
     ok(&st);
 }
 
