@@ -178,8 +178,11 @@ pub enum NodeKind {
     Gate,
 }
 
-/// Tunables of the cluster state. Every field has a default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Tunables of the cluster state. Every field has a default; it
+/// deserializes from the coordinator's section of `tessera.toml` (unknown
+/// keys are an error); check it with [`validate`](Self::validate).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// A node without a heartbeat for this long is dead. Default 3000 ms.
     pub heartbeat_timeout_ms: u64,

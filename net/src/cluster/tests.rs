@@ -114,6 +114,20 @@ fn config_validation_and_status_thresholds() {
 }
 
 #[test]
+fn config_deserializes_with_defaults_and_rejects_unknown_keys() {
+    let c: ClusterConfig =
+        serde_json::from_str(r#"{"heartbeat_timeout_ms": 5000}"#).expect("parse");
+    assert_eq!(
+        c,
+        ClusterConfig {
+            heartbeat_timeout_ms: 5000,
+            ..ClusterConfig::default()
+        }
+    );
+    assert!(serde_json::from_str::<ClusterConfig>(r#"{"heartbeat_ms": 1}"#).is_err());
+}
+
+#[test]
 fn scene_status_follows_reported_population() {
     let mut st = state();
     let (a, _) = server(&mut st, 0, "a");
