@@ -532,10 +532,13 @@ impl ClusterState {
     // Registry
     // -----------------------------------------------------------------------
 
-    /// A node (re-)registers under `name`. A scene server passes the
-    /// placements it still hosts (non-empty after a coordinator restart or a
-    /// reconnect); each is claimed (see the module docs), and placements the
-    /// state had on this node that it no longer reports are re-placed.
+    /// A node (re-)registers under `name` — the first message on every new
+    /// link. A scene server passes the placements it still hosts or is
+    /// loading (non-empty after a coordinator restart or a reconnect); each
+    /// is claimed (see the module docs), placements the state had on this
+    /// node that it does not report are given up and placed again, and each
+    /// kept placement gets an [`Effect::SyncAttached`] (the old link may have
+    /// lost attaches and detaches).
     ///
     /// The same name gets the same [`NodeId`] back.
     pub fn register(
@@ -597,17 +600,23 @@ impl ClusterState {
         // process): re-place them with a fresh epoch.
         let kept: BTreeSet<(&str, Epoch)> =
             hosted.iter().map(|p| (p.scene.as_str(), p.epoch)).collect();
-        let lost: Vec<String> = self.nodes[&id]
+        let lost: Vec<(String, Epoch)> = self.nodes[&id]
             .scenes
             .iter()
-            .filter(|scene| {
-                let epoch = self.scenes[*scene].placement.map(|(_, e)| e).unwrap_or(0);
-                !kept.contains(&(scene.as_str(), epoch))
+            .filter_map(|scene| {
+                let (_, epoch) = self.scenes[scene].placement?;
+                (!kept.contains(&(scene.as_str(), epoch))).then(|| (scene.clone(), epoch))
             })
-            .cloned()
             .collect();
-        for scene in lost {
+        for (scene, epoch) in lost {
             self.unplace(&scene);
+            // In case a load of it is still under way somewhere in the node.
+            out.push(Effect::DropScene {
+                server: id,
+                scene,
+                epoch,
+                reason: DropReason::NotReported,
+            });
         }
         // A new link: whatever was sent on the old one may be lost.
         let kept: Vec<String> = self.nodes[&id].scenes.iter().cloned().collect();

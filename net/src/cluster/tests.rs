@@ -568,6 +568,7 @@ fn reregistering_without_a_scene_replaces_it_with_a_fresh_epoch() {
     st.add_scene(0, "town");
     let (a2, fx) = server(&mut st, 100, "a");
     assert_eq!(a, a2);
+    assert_eq!(drops(&fx), vec![(a, "town".into(), 1)]);
     assert_eq!(places(&fx), vec![(a, "town".into(), 2)]);
     ok(&st);
 }
