@@ -53,11 +53,13 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod frame;
 pub mod link;
 pub mod stats;
 pub mod wire;
 
+pub use cluster::{ClusterConfig, ClusterState, Effect};
 pub use frame::{DEFAULT_MAX_FRAME, FrameCodec, FrameError};
 pub use link::{
     Backoff, CloseReason, ConfigError, ConnectError, Connector, HandshakeError, Link, LinkConfig,
