@@ -74,12 +74,14 @@ pub struct Interest {
 }
 
 /// What a client has been told: the entities it knows and the state last sent
-/// for each (in no particular order), and this tick's encoded packet.
+/// for each (in no particular order).
 #[derive(Component, Debug, Default, Clone)]
 pub struct ClientView {
     pub known: Vec<(NetId, Quantized)>,
     pub you_sent: Option<Quantized>,
-    pub packet: Option<Vec<u8>>,
+    /// Encoded bytes per estimated byte in this client's last packet (0 = none
+    /// yet): how much tighter than the worst case its packets really pack.
+    pub ratio: f32,
 }
 
 /// Persistence bookkeeping of a PC: the state last handed to the data service.

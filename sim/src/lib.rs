@@ -37,8 +37,8 @@ pub mod testing;
 mod world;
 
 pub use protocol::{
-    AvatarId, ClientId, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, PcState, SaveBatch,
-    SceneEvent, StatePacket, TickOutput,
+    AvatarId, ClientId, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, Packets, PcState,
+    SaveBatch, SceneEvent, StatePacket, TickOutput,
 };
 pub use scene::{SceneDef, SceneError};
 pub use world::{PushError, SceneInfo, SceneSettings, SceneWorld, command_errors};

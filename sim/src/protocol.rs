@@ -108,9 +108,73 @@ pub struct SaveBatch {
 pub struct TickOutput {
     pub tick: u64,
     /// At most one encoded [`StatePacket`] per client, sorted by client.
-    pub packets: Vec<(ClientId, Vec<u8>)>,
+    pub packets: Packets,
     pub events: Vec<SceneEvent>,
     pub save: Option<SaveBatch>,
+}
+
+/// One tick's packets: encoded back to back in a few large buffers (one per
+/// worker chunk, so building them allocates nothing per client), indexed by
+/// client. Iterate with `for (client, bytes) in &packets`.
+#[derive(Debug, Default, Clone)]
+pub struct Packets {
+    buffers: Vec<Vec<u8>>,
+    /// (client, buffer, start, len), sorted by client once sealed.
+    index: Vec<(ClientId, u32, u32, u32)>,
+}
+
+impl Packets {
+    /// Adds a buffer and the `(client, start, len)` of each packet in it.
+    pub fn push_buffer(
+        &mut self,
+        buf: Vec<u8>,
+        entries: impl IntoIterator<Item = (ClientId, u32, u32)>,
+    ) {
+        let b = self.buffers.len() as u32;
+        self.buffers.push(buf);
+        self.index
+            .extend(entries.into_iter().map(|(c, s, l)| (c, b, s, l)));
+    }
+
+    pub(crate) fn sort(&mut self) {
+        self.index.sort_unstable_by_key(|e| e.0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn slice(&self, e: &(ClientId, u32, u32, u32)) -> &[u8] {
+        let (start, len) = (e.2 as usize, e.3 as usize);
+        self.buffers
+            .get(e.1 as usize)
+            .and_then(|b| b.get(start..start + len))
+            .unwrap_or(&[])
+    }
+
+    /// The packet for `client`, if it has one this tick.
+    pub fn get(&self, client: ClientId) -> Option<&[u8]> {
+        let i = self.index.binary_search_by_key(&client, |e| e.0).ok()?;
+        Some(self.slice(&self.index[i]))
+    }
+
+    /// `(client, packet)` pairs in client order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ClientId, &[u8])> + '_ {
+        self.index.iter().map(|e| (&e.0, self.slice(e)))
+    }
+}
+
+impl<'a> IntoIterator for &'a Packets {
+    type Item = (&'a ClientId, &'a [u8]);
+    type IntoIter = Box<dyn Iterator<Item = (&'a ClientId, &'a [u8])> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
 }
 
 /// Kind of a replicated entity.

@@ -16,7 +16,7 @@ use crate::metrics::{done, sys};
 use crate::ReplicateSystems;
 use crate::components::*;
 use crate::interest::SpatialIndex;
-use crate::protocol::{EnterState, NetId, Quantized, StatePacket, UpdateState};
+use crate::protocol::{ClientId, EnterState, NetId, Quantized, StatePacket, UpdateState};
 use crate::world::{SceneInfo, SceneOutbox};
 
 /// Conservative upper bounds of the encoded size of each item (bitcode packs
@@ -82,6 +82,9 @@ pub struct ReplScratch {
     /// This chunk's counts, summed into `Counters` after the stage.
     deferred: u64,
     trimmed: u64,
+    /// This chunk's packets, back to back, and (client, start, len) of each.
+    out: Vec<u8>,
+    out_index: Vec<(ClientId, u32, u32)>,
 }
 
 impl ReplScratch {
@@ -111,8 +114,8 @@ pub struct BuildStats {
     pub trimmed: bool,
 }
 
-/// Builds one client's packet, updates its view, and returns the encoded bytes
-/// (`None` when there is nothing to tell).
+/// Builds one client's packet, updates its view, and appends the encoded bytes
+/// to `out`, returning how many (0 when there is nothing to tell).
 pub fn build_packet(
     index: &SpatialIndex,
     tick: u64,
@@ -123,7 +126,8 @@ pub fn build_packet(
     view: &mut ClientView,
     budget: usize,
     s: &mut ReplScratch,
-) -> (Option<Vec<u8>>, BuildStats) {
+    out: &mut Vec<u8>,
+) -> (usize, BuildStats) {
     let mut stats = BuildStats::default();
     let e = s.begin(index.snaps.len());
     let p = &mut s.packet;
@@ -138,6 +142,16 @@ pub fn build_packet(
         _ => None,
     };
     let mut used = HEADER_BYTES + if p.you.is_some() { UPDATE_BYTES } else { 0 };
+    // Estimates are worst-case item sizes; bitcode packs tighter. Select
+    // against the budget scaled by what this client's last packet actually
+    // cost per estimated byte (plus a margin), so one encode usually fits
+    // exactly. The encoded size is still checked against the real budget.
+    let scale = if view.ratio > 0.0 {
+        (view.ratio * 1.08).clamp(0.3, 1.0)
+    } else {
+        1.0
+    };
+    let est_budget = (budget as f32 / scale) as usize;
 
     // Diff known against visible with epoch stamps (no sorting, no hashing).
     s.cands.clear();
@@ -175,7 +189,7 @@ pub fn build_packet(
     let mut deferred_leaves = 0u64;
     for &(id, _) in &view.known {
         if s.marks[id as usize].0 == e {
-            if used + LEAVE_BYTES <= budget {
+            if used + LEAVE_BYTES <= est_budget {
                 p.leaves.push(id);
                 used += LEAVE_BYTES;
             } else {
@@ -184,12 +198,12 @@ pub fn build_packet(
         }
     }
     // Short of room: nearest first (ties by id, so the choice is deterministic).
-    if used + wanted > budget {
+    if used + wanted > est_budget {
         s.cands.sort_unstable_by_key(|c| (c.key, c.id));
     }
     let mut taken = 0;
     for c in &s.cands {
-        if used + c.cost() > budget {
+        if used + c.cost() > est_budget {
             break;
         }
         used += c.cost();
@@ -214,9 +228,9 @@ pub fn build_packet(
     };
     take(p, taken);
     if p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty() {
-        return (None, stats);
+        return (0, stats);
     }
-    let mut bytes = s.buf.encode(&*p).to_vec();
+    let mut bytes = s.buf.encode(&*p);
     // The estimate is an upper bound, so this loop should never run; if it
     // ever does, shed the farthest items until the packet fits.
     while bytes.len() > budget {
@@ -234,17 +248,20 @@ pub fn build_packet(
         } else {
             break;
         }
-        bytes = s.buf.encode(&*p).to_vec();
+        bytes = s.buf.encode(&*p);
     }
+    let start = out.len();
+    out.extend_from_slice(bytes);
     // The estimate assumed worst-case item sizes; real packets pack much
     // tighter. While items are still waiting and there is room, add more
     // (nearest first), scaled by what the encoding actually cost so far, and
     // keep the larger packet only if it fits.
     let mut tries = 0;
-    while taken < s.cands.len() && bytes.len() < budget && tries < 3 && !stats.trimmed {
+    while taken < s.cands.len() && out.len() - start < budget && tries < 1 && !stats.trimmed {
         tries += 1;
-        let ratio = bytes.len() as f32 / used.max(1) as f32;
-        let room = ((budget - bytes.len()) as f32 / ratio.max(0.05) * 0.9) as usize;
+        let len = out.len() - start;
+        let ratio = len as f32 / used.max(1) as f32;
+        let room = ((budget - len) as f32 / ratio.max(0.05) * 0.9) as usize;
         let mut extra = 0;
         let mut more = taken;
         for c in &s.cands[taken..] {
@@ -260,7 +277,8 @@ pub fn build_packet(
         take(p, more);
         let bigger = s.buf.encode(&*p);
         if bigger.len() <= budget {
-            bytes = bigger.to_vec();
+            out.truncate(start);
+            out.extend_from_slice(bigger);
             deferred -= (more - taken) as u64;
             used += extra;
             taken = more;
@@ -270,6 +288,13 @@ pub fn build_packet(
         }
     }
     stats.deferred = deferred;
+    let estimated = HEADER_BYTES
+        + p.you.map_or(0, |_| UPDATE_BYTES)
+        + p.leaves.len() * LEAVE_BYTES
+        + p.enters.len() * ENTER_BYTES
+        + p.updates.len() * UPDATE_BYTES;
+    let len = out.len() - start;
+    view.ratio = len as f32 / estimated as f32;
 
     // Commit what was actually sent into the view.
     if let Some(u) = p.you {
@@ -289,7 +314,7 @@ pub fn build_packet(
         view.known.swap_remove(k as usize);
     }
     view.known.extend(p.enters.iter().map(|en| (en.id, en.q)));
-    (Some(bytes), stats)
+    (len, stats)
 }
 
 fn build_packets(
@@ -297,6 +322,7 @@ fn build_packets(
     tick: Res<TickCount>,
     index: Res<SpatialIndex>,
     mut counters: ResMut<Counters>,
+    mut out: ResMut<SceneOutbox>,
     mut q: Query<(&Net, &Position, &Pc, &Interest, &mut ClientView)>,
     mut scratch: Local<Vec<ReplScratch>>,
 ) {
@@ -304,9 +330,12 @@ fn build_packets(
     let t = tick.0;
     let mut items: Vec<_> = q.iter_mut().collect();
     crate::par_chunks(&mut items, &mut scratch, |s, chunk| {
+        let mut buf = std::mem::take(&mut s.out);
+        buf.clear();
+        s.out_index.clear();
         for (net, pos, pc, interest, view) in chunk {
-            let view = &mut **view;
-            let (bytes, stats) = build_packet(
+            let start = buf.len() as u32;
+            let (len, stats) = build_packet(
                 &index,
                 t,
                 net.0,
@@ -316,23 +345,30 @@ fn build_packets(
                 view,
                 budget,
                 s,
+                &mut buf,
             );
-            view.packet = bytes;
+            if len > 0 {
+                s.out_index.push((pc.client, start, len as u32));
+            }
             s.deferred += stats.deferred;
             s.trimmed += stats.trimmed as u64;
         }
+        s.out = buf;
     });
     for s in scratch.iter_mut() {
         counters.items_deferred += std::mem::take(&mut s.deferred);
         counters.packets_trimmed += std::mem::take(&mut s.trimmed);
+        if !s.out_index.is_empty() {
+            // The buffer leaves with the tick's output; the next tick starts a
+            // new one of the same capacity.
+            let cap = s.out.capacity();
+            let buf = std::mem::replace(&mut s.out, Vec::with_capacity(cap));
+            out.packets.push_buffer(buf, s.out_index.drain(..));
+        }
     }
 }
 
-fn collect_packets(mut out: ResMut<SceneOutbox>, mut q: Query<(&Pc, &mut ClientView)>) {
-    for (pc, mut view) in &mut q {
-        if let Some(bytes) = view.packet.take() {
-            out.packets.push((pc.client, bytes));
-        }
-    }
-    out.packets.sort_unstable_by_key(|p| p.0);
+/// Seals the tick's packets: sorted by client.
+fn collect_packets(mut out: ResMut<SceneOutbox>) {
+    out.packets.sort();
 }

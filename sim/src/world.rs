@@ -103,7 +103,7 @@ impl SceneInfo {
 pub struct SceneOutbox {
     pub events: Vec<SceneEvent>,
     pub save: Option<crate::protocol::SaveBatch>,
-    pub packets: Vec<(crate::protocol::ClientId, Vec<u8>)>,
+    pub packets: crate::protocol::Packets,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
