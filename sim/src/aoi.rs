@@ -407,8 +407,10 @@ pub struct AoiStage {
     pub radius: f32,
     pub margin: f32,
     items: Vec<(u32, f32, f32)>,
-    visible: Vec<std::sync::Mutex<Vec<u32>>>,
-    order: Vec<u32>,
+    /// Each observer's visible set, by id.
+    visible: Vec<Vec<u32>>,
+    /// The sets moved out in grid order for one step, then moved back.
+    work: Vec<(u32, Vec<u32>)>,
     scratch: Vec<(Scratch, AoiTotals, Diff)>,
 }
 
@@ -425,18 +427,15 @@ impl AoiStage {
             radius,
             margin,
             items: Vec::with_capacity(entities),
-            visible: (0..entities).map(|_| Default::default()).collect(),
-            order: Vec::new(),
+            visible: vec![Vec::new(); entities],
+            work: Vec::with_capacity(entities),
             scratch: Vec::new(),
         }
     }
 
     /// The visible set of observer `i` after the last step.
-    pub fn visible(&self, i: usize) -> Vec<u32> {
-        self.visible[i]
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default()
+    pub fn visible(&self, i: usize) -> &[u32] {
+        &self.visible[i]
     }
 
     /// One tick: rebuild the grid from `positions` (one per entity) and diff
@@ -453,26 +452,28 @@ impl AoiStage {
         let grid = &self.grid;
         let (radius, margin) = (self.radius, self.margin);
         // Observers run in grid order (consecutive ones share neighbours, so
-        // their data is hot in cache). Each set sits behind its own lock only
-        // so that chunks of that order can be handed to threads safely: every
-        // lock is taken once per tick by one thread and is never contended.
-        let visible = &self.visible;
-        self.order.clear();
-        self.order.extend_from_slice(grid.ids_in_cell_order());
+        // their data is hot in cache): their sets are moved (not copied) into
+        // a work list in that order, split across threads, and moved back.
+        self.work.clear();
+        for &id in grid.ids_in_cell_order() {
+            if let Some(v) = self.visible.get_mut(id as usize) {
+                self.work.push((id, std::mem::take(v)));
+            }
+        }
         crate::par_chunks(
-            &mut self.order,
+            &mut self.work,
             &mut self.scratch,
-            |(scratch, totals, diff), ids| {
-                for &mut id in ids {
-                    let p = positions[id as usize];
-                    let Ok(mut vis) = visible[id as usize].lock() else {
-                        continue;
-                    };
-                    update_observer(grid, id, p, radius, margin, &mut vis, diff, scratch);
+            |(scratch, totals, diff), chunk| {
+                for (id, vis) in chunk {
+                    let p = positions[*id as usize];
+                    update_observer(grid, *id, p, radius, margin, vis, diff, scratch);
                     totals.add(diff);
                 }
             },
         );
+        for (id, vis) in self.work.drain(..) {
+            self.visible[id as usize] = vis;
+        }
         let mut totals = AoiTotals::default();
         for (_, t, _) in self.scratch.iter_mut() {
             totals.merge(std::mem::take(t));

@@ -156,7 +156,7 @@ fn stage_matches_brute_force_over_a_random_walk() {
         for i in 0..n {
             brute_force_update(&items, i as u32, pos[i], 20.0, 3.0, &mut brute[i], &mut d);
             enter += d.enters.len() as u64;
-            assert_eq!(sorted(stage.visible(i)), sorted(brute[i].clone()));
+            assert_eq!(sorted(stage.visible(i).to_vec()), sorted(brute[i].clone()));
         }
         assert_eq!(totals.enter, enter);
         for p in pos.iter_mut() {
