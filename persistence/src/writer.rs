@@ -231,17 +231,35 @@ impl Writer {
         let Some(tx) = &self.tx else {
             return self.overflow(batch);
         };
-        match tx.try_send(Msg::Batch(batch)) {
-            Ok(()) => Submitted::Queued,
-            Err(TrySendError::Full(Msg::Batch(b)) | TrySendError::Disconnected(Msg::Batch(b))) => {
-                let r = self.overflow(b);
-                // If the writer emptied the channel since, make sure it looks again; if the
-                // channel is full it will anyway.
-                let _ = tx.try_send(Msg::Wake);
-                r
+        // Order: while older batches wait in the overflow buffer, a newer one
+        // must join them there rather than overtake them through the channel.
+        // Deciding under the overflow lock keeps everything in the channel
+        // older than everything in the overflow buffer, and the writer drains
+        // the channel before it absorbs the buffer, so commits stay in
+        // submission order (and commit reports never go back in time).
+        let mut overflow = self
+            .shared
+            .overflow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let batch = if overflow.is_empty() {
+            match tx.try_send(Msg::Batch(batch)) {
+                Ok(()) => return Submitted::Queued,
+                Err(
+                    TrySendError::Full(Msg::Batch(b)) | TrySendError::Disconnected(Msg::Batch(b)),
+                ) => b,
+                Err(_) => return Submitted::Queued,
             }
-            Err(_) => Submitted::Queued,
-        }
+        } else {
+            batch
+        };
+        c.overflowed.fetch_add(1, Ordering::Relaxed);
+        overflow.merge(batch, c);
+        drop(overflow);
+        // If the writer emptied the channel since, make sure it looks again; if the
+        // channel is full it will anyway.
+        let _ = tx.try_send(Msg::Wake);
+        Submitted::Coalesced
     }
 
     fn overflow(&self, batch: SaveBatch) -> Submitted {
@@ -320,15 +338,19 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => closing = true,
             Err(RecvTimeoutError::Timeout) => {}
         }
+        // Under the overflow lock no submitter can add anything, and
+        // submitters keep everything in the channel older than everything in
+        // the buffer: drain the channel first, then take the buffer, so
+        // batches are applied in submission order.
+        let mut guard = shared
+            .overflow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         while let Ok(msg) = rx.try_recv() {
             handle(msg, &mut pending);
         }
-        let overflow = std::mem::take(
-            &mut *shared
-                .overflow
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let overflow = std::mem::take(&mut *guard);
+        drop(guard);
         pending.absorb(overflow, counters);
 
         let mut result = Ok(());
@@ -571,6 +593,12 @@ mod store_tests {
 
         let reports: Vec<CommitReport> = commits_rx.try_iter().collect();
         assert!(reports.len() <= 2, "{} commits", reports.len());
+        // Commits apply batches in submission order: reports never go back in time.
+        assert!(
+            reports.windows(2).all(|w| w[0].scenes <= w[1].scenes),
+            "{:?}",
+            reports.iter().map(|r| &r.scenes).collect::<Vec<_>>()
+        );
         assert_eq!(reports.iter().map(|r| r.batches).sum::<u64>(), 200);
         assert_eq!(reports.last().unwrap().scenes, vec![(scene, 200)]);
         let states = store.load_scene(scene).unwrap();
