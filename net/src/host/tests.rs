@@ -1,0 +1,518 @@
+//! Scene host tests. Time is a [`ManualClock`] moved by the test; every wait
+//! is on a condition with a deadline, never a fixed sleep.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_sim::testing::{decode, input};
+use tessera_sim::{Inbound, MoveMode, PcState, SceneDef, SceneEvent, SceneSettings};
+
+use super::*;
+
+const PERIOD: Duration = Duration::from_millis(50); // 20 Hz, the open field's rate
+const WAIT: Duration = Duration::from_secs(20);
+
+fn field(name: &str) -> SceneDef {
+    SceneDef::open_field(name, 200.0)
+}
+
+fn settings() -> RunnerSettings {
+    RunnerSettings {
+        report_every_ticks: 1,
+        scene: SceneSettings {
+            flush_interval_ticks: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn host(clock: &ManualClock, sink: &MemorySink) -> SceneHost {
+    SceneHost::new(settings(), Arc::new(clock.clone()), Arc::new(sink.clone()))
+}
+
+/// Waits until `cond` holds, or panics after [`WAIT`] with `what`.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn wait_ticks(h: &SceneHost, scene: &str, ticks: u64) -> LoadReport {
+    let mut last = LoadReport::default();
+    wait_for(&format!("{scene} at tick {ticks}"), || {
+        last = h.runner(scene).unwrap().load();
+        last.ticks >= ticks
+    });
+    last
+}
+
+/// Advances the clock one period at a time, waiting for each tick.
+fn step(h: &SceneHost, clock: &ManualClock, scene: &str, periods: u64) -> LoadReport {
+    let mut r = h.runner(scene).unwrap().load();
+    for _ in 0..periods {
+        clock.advance(PERIOD);
+        r = wait_ticks(h, scene, r.ticks + 1);
+    }
+    r
+}
+
+fn saved(avatar: u64, pos: [f32; 2]) -> PcState {
+    PcState {
+        avatar,
+        position: pos,
+        heading: 1.0,
+        online: false,
+        tick: 3,
+        ..Default::default()
+    }
+}
+
+fn attach(client: u64, avatar: u64) -> Inbound {
+    Inbound::Attach {
+        client,
+        avatar,
+        state: None,
+        figure: 9,
+    }
+}
+
+/// Pops outputs until `pred` holds for one event, returning every batch seen.
+fn events_until(q: &OutputQueue, mut pred: impl FnMut(&SceneEvent) -> bool) -> Vec<TickBatch> {
+    let mut seen = Vec::new();
+    let until = Instant::now() + WAIT;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let b = q.pop_timeout(left).expect("an output before the deadline");
+        let hit = b.events.iter().any(&mut pred);
+        seen.push(b);
+        if hit {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn host_fixed_step_runs_one_tick_per_period_without_drift() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    clock.set(Duration::from_secs(100));
+    let mut h = host(&clock, &sink);
+    h.place("a", field("a"), 1, Vec::new()).unwrap();
+    // Tick 0 of the schedule is due at once.
+    let r = wait_ticks(&h, "a", 1);
+    assert_eq!(r.phase, Phase::Running);
+    let r = step(&h, &clock, "a", 40);
+    assert_eq!(r.ticks, 41);
+    assert_eq!(r.pacer.ticks, 41);
+    assert_eq!(
+        (r.pacer.late, r.pacer.caught_up, r.pacer.skipped),
+        (0, 0, 0)
+    );
+    // Half a period more: nothing is due; the rest of the period: one tick.
+    clock.advance(PERIOD / 2);
+    std::thread::sleep(ManualClock::POLL * 20);
+    assert_eq!(
+        h.runner("a").unwrap().load().ticks,
+        41,
+        "no tick before its time"
+    );
+    clock.advance(PERIOD / 2);
+    assert_eq!(wait_ticks(&h, "a", 42).ticks, 42);
+    let report = h.drop_scene("a", false).unwrap();
+    assert_eq!(report.load.phase, Phase::Stopped);
+    assert_eq!(report.load.pacer.late, 0);
+}
+
+#[test]
+fn host_stall_catches_up_to_the_burst_then_skips_counting_exactly() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = SceneHost::new(
+        RunnerSettings {
+            max_burst: 3,
+            ..settings()
+        },
+        Arc::new(clock.clone()),
+        Arc::new(sink),
+    );
+    h.place("a", field("a"), 1, Vec::new()).unwrap();
+    wait_ticks(&h, "a", 1);
+    step(&h, &clock, "a", 5);
+    // A stall of 5 periods: 5 ticks are due at one wake-up, 4 of them a full
+    // period late; 3 run (2 caught up), 2 are skipped.
+    clock.advance(PERIOD * 5);
+    let r = wait_ticks(&h, "a", 6 + 3);
+    assert_eq!(r.ticks, 9);
+    let p = r.pacer;
+    assert_eq!(
+        (p.ticks, p.late, p.caught_up, p.skipped, p.late_wakeups),
+        (9, 4, 2, 2, 1)
+    );
+    // Back on the original grid, on time.
+    let r = step(&h, &clock, "a", 3);
+    assert_eq!((r.ticks, r.pacer.late), (12, 4));
+    h.drop_scene("a", false).unwrap();
+}
+
+#[test]
+fn host_commands_in_events_and_decodable_packets_out() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place("a", field("a"), 3, Vec::new()).unwrap();
+    let out = h.output("a").unwrap();
+    h.command("a", attach(1, 11)).unwrap();
+    h.command("a", input(1, 1, [1.0, 0.0], MoveMode::Run))
+        .unwrap();
+    wait_ticks(&h, "a", 1);
+    clock.advance(PERIOD);
+    let seen = events_until(&out, |e| {
+        matches!(e, SceneEvent::Attached { client: 1, .. })
+    });
+    let b = seen.last().unwrap();
+    assert_eq!(b.epoch, 3);
+    let net_id = b
+        .events
+        .iter()
+        .find_map(|e| match e {
+            SceneEvent::Attached {
+                client: 1,
+                avatar: 11,
+                net_id,
+            } => Some(*net_id),
+            _ => None,
+        })
+        .unwrap();
+    // Packets for client 1 decode, and it sees itself.
+    let mut acked = false;
+    for _ in 0..5 {
+        clock.advance(PERIOD);
+        let b = out.pop_timeout(WAIT).expect("a tick's output");
+        let bytes = b.packets.get(1).expect("a packet for client 1");
+        let p = decode(bytes);
+        assert_eq!(p.tick as u64, b.tick);
+        if let Some(you) = p.you {
+            assert_eq!(you.id, net_id);
+        }
+        acked |= p.ack == 1;
+    }
+    assert!(acked, "input 1 acknowledged");
+    assert_eq!(
+        h.command("b", attach(2, 2)),
+        Err(CommandError::UnknownScene("b".into()))
+    );
+    h.drop_scene("a", false).unwrap();
+}
+
+#[test]
+fn host_flooding_the_command_queue_refuses_and_counts_while_ticking_goes_on() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = SceneHost::new(
+        RunnerSettings {
+            command_capacity: 8,
+            ..settings()
+        },
+        Arc::new(clock.clone()),
+        Arc::new(sink),
+    );
+    h.place("a", field("a"), 1, Vec::new()).unwrap();
+    wait_ticks(&h, "a", 1);
+    let resume = h.runner("a").unwrap().pause();
+    let mut ok = 0;
+    let mut full = 0;
+    for i in 0..1000u32 {
+        match h.command("a", input(1, i, [0.0, 1.0], MoveMode::Walk)) {
+            Ok(()) => ok += 1,
+            Err(CommandError::Full(_)) => full += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, full), (8, 992));
+    assert_eq!(h.runner("a").unwrap().load().commands_refused, 992);
+    drop(resume);
+    // The queue drains and the tick keeps running.
+    let r = step(&h, &clock, "a", 3);
+    assert_eq!(r.ticks, 4);
+    assert_eq!(r.commands_refused, 992);
+    h.command("a", attach(1, 1)).unwrap();
+    let report = h.drop_scene("a", false).unwrap();
+    assert_eq!(report.load.commands_refused, 992);
+}
+
+#[test]
+fn host_saves_every_flush_interval_with_the_epoch_and_flushes_all_online_pcs_on_stop() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place("a", field("a"), 7, Vec::new()).unwrap();
+    for c in 1..=3 {
+        h.command("a", attach(c, 100 + c)).unwrap();
+        h.command("a", input(c, 1, [1.0, 0.5], MoveMode::Walk))
+            .unwrap();
+    }
+    wait_ticks(&h, "a", 1);
+    let r = step(&h, &clock, "a", 10);
+    assert_eq!((r.ticks, r.population), (11, 3));
+    let batches = sink.batches();
+    // Flush interval 2: ticks 2, 4, …, 10; the PCs keep walking, so each is dirty.
+    let ticks: Vec<u64> = batches.iter().map(|b| b.batch.tick).collect();
+    assert_eq!(ticks, vec![2, 4, 6, 8, 10]);
+    for b in &batches {
+        assert_eq!((b.epoch, b.batch.scene.as_str()), (7, "a"));
+        let avatars: Vec<u64> = b.batch.states.iter().map(|s| s.avatar).collect();
+        assert_eq!(avatars, vec![101, 102, 103]);
+    }
+    assert_eq!(r.saves, 5);
+    // Client 3 leaves: its final state is saved at once (offline).
+    h.command("a", Inbound::Detach { client: 3 }).unwrap();
+    let r = step(&h, &clock, "a", 1);
+    assert_eq!(r.population, 2);
+    let last = sink.batches().pop().unwrap();
+    assert_eq!(last.batch.tick, 12);
+    assert!(
+        last.batch
+            .states
+            .iter()
+            .any(|s| s.avatar == 103 && !s.online)
+    );
+
+    let before = sink.batches().len();
+    let report = h.drop_scene("a", false).unwrap();
+    assert_eq!((report.final_states, report.final_saved), (2, true));
+    let all = sink.batches();
+    assert_eq!(all.len(), before + 1);
+    let fin = all.last().unwrap();
+    assert_eq!((fin.epoch, fin.batch.tick), (7, 12));
+    let states: Vec<(u64, bool)> = fin
+        .batch
+        .states
+        .iter()
+        .map(|s| (s.avatar, s.online))
+        .collect();
+    assert_eq!(states, vec![(101, true), (102, true)]);
+    assert!(
+        fin.batch.states.iter().all(|s| s.position[0] > 100.0),
+        "walked east"
+    );
+}
+
+#[test]
+fn host_drop_stale_writes_nothing_after_the_drop() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place("a", field("a"), 2, Vec::new()).unwrap();
+    h.command("a", attach(1, 1)).unwrap();
+    h.command("a", input(1, 1, [1.0, 0.0], MoveMode::Walk))
+        .unwrap();
+    wait_ticks(&h, "a", 1);
+    step(&h, &clock, "a", 4);
+    let before = sink.batches().len();
+    assert_eq!(before, 2);
+    // Time passes (flushes due) while the drop is requested.
+    clock.advance(PERIOD * 3);
+    let report = h.drop_scene("a", true).unwrap();
+    assert_eq!((report.final_states, report.final_saved), (0, false));
+    // Whatever ticks ran before the request may have saved; nothing after.
+    let after = sink.batches().len();
+    assert_eq!(after, before + report.load.saves as usize - 2);
+    clock.advance(PERIOD * 10);
+    std::thread::sleep(ManualClock::POLL * 20);
+    assert_eq!(sink.batches().len(), after);
+    assert!(h.runner("a").is_none());
+    assert_eq!(
+        h.command("a", attach(2, 2)),
+        Err(CommandError::UnknownScene("a".into()))
+    );
+}
+
+#[test]
+fn host_a_stale_epoch_is_refused_by_the_sink_and_counted() {
+    // Two hosts of one scene (a paused server that resumed) sharing one
+    // data service, each with its own clock.
+    let sink = MemorySink::new();
+    let (new_clock, old_clock) = (ManualClock::new(), ManualClock::new());
+    let mut new_host = host(&new_clock, &sink);
+    let mut old_host = host(&old_clock, &sink);
+    new_host.place("a", field("a"), 5, Vec::new()).unwrap();
+    old_host.place("a", field("a"), 4, Vec::new()).unwrap();
+    new_host.command("a", attach(1, 1)).unwrap();
+    old_host.command("a", attach(1, 1)).unwrap();
+    wait_ticks(&new_host, "a", 1);
+    wait_ticks(&old_host, "a", 1);
+    // The new host flushes first (tick 2): the fence rises to epoch 5.
+    let r = step(&new_host, &new_clock, "a", 1);
+    assert_eq!(r.saves, 1);
+    let r = step(&old_host, &old_clock, "a", 1);
+    assert_eq!((r.saves, r.save_errors), (0, 1));
+    assert_eq!(sink.refused(), 1);
+    assert!(sink.batches().iter().all(|b| b.epoch == 5));
+    let old = old_host.drop_scene("a", false).unwrap();
+    assert!(!old.final_saved, "the stale final batch is refused");
+    assert_eq!(old.load.save_errors, 2);
+    assert!(new_host.drop_scene("a", false).unwrap().final_saved);
+}
+
+#[test]
+fn host_loaded_states_are_used_by_attaches_without_a_state() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place(
+        "a",
+        field("a"),
+        1,
+        vec![saved(11, [30.0, 40.0]), saved(12, [50.0, 60.0])],
+    )
+    .unwrap();
+    let r = wait_ticks(&h, "a", 1);
+    assert_eq!((r.offline, r.population), (2, 0));
+    h.command("a", attach(1, 11)).unwrap();
+    // An explicit state wins over the kept one.
+    h.command(
+        "a",
+        Inbound::Attach {
+            client: 2,
+            avatar: 12,
+            state: Some(saved(12, [70.0, 80.0])),
+            figure: 0,
+        },
+    )
+    .unwrap();
+    let r = step(&h, &clock, "a", 1);
+    assert_eq!((r.offline, r.population), (0, 2));
+    // Detach and re-attach: the detached state is kept and reused.
+    h.command("a", input(1, 1, [0.0, 1.0], MoveMode::Run))
+        .unwrap();
+    step(&h, &clock, "a", 2);
+    h.command("a", Inbound::Detach { client: 1 }).unwrap();
+    let r = step(&h, &clock, "a", 1);
+    assert_eq!((r.offline, r.population), (1, 1));
+    let left = sink
+        .batches()
+        .iter()
+        .flat_map(|b| b.batch.states.clone())
+        .rfind(|s| s.avatar == 11 && !s.online)
+        .unwrap();
+    assert!(left.position[1] > 40.0, "walked north: {left:?}");
+    h.command("a", attach(3, 11)).unwrap();
+    step(&h, &clock, "a", 1);
+    let report = h.drop_scene("a", false).unwrap();
+    let fin = sink.batches().pop().unwrap().batch.states;
+    assert_eq!(report.final_states, 2);
+    let pos = |a: u64| fin.iter().find(|s| s.avatar == a).unwrap().position;
+    assert_eq!(pos(11), left.position, "re-attached where it left");
+    assert_eq!(pos(12), [70.0, 80.0]);
+}
+
+#[test]
+fn host_one_stalled_scene_does_not_delay_another() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place("slow", field("slow"), 1, Vec::new()).unwrap();
+    h.place("fast", field("fast"), 1, Vec::new()).unwrap();
+    wait_ticks(&h, "slow", 1);
+    wait_ticks(&h, "fast", 1);
+    // "slow" is stuck inside a tick; "fast" keeps its schedule exactly.
+    let resume = h.runner("slow").unwrap().pause();
+    let r = step(&h, &clock, "fast", 8);
+    assert_eq!((r.ticks, r.pacer.late), (9, 0));
+    assert_eq!(h.runner("slow").unwrap().load().ticks, 1);
+    drop(resume);
+    // "slow" wakes 8 periods late: burst of 4 (default), 4 skipped.
+    let r = wait_ticks(&h, "slow", 5);
+    assert_eq!(
+        (r.ticks, r.pacer.late, r.pacer.caught_up, r.pacer.skipped),
+        (5, 7, 3, 4)
+    );
+    let loads = h.load();
+    let names: Vec<&str> = loads.iter().map(|l| l.scene.as_str()).collect();
+    assert_eq!(names, vec!["fast", "slow"]);
+    assert_eq!(h.placements(), vec![("fast".into(), 1), ("slow".into(), 1)]);
+    for (scene, r) in h.shutdown() {
+        assert!(r.is_ok(), "{scene}: {r:?}");
+    }
+}
+
+#[test]
+fn host_a_panicking_scene_is_reported_at_join_and_spares_the_others() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place("bad", field("bad"), 1, Vec::new()).unwrap();
+    h.place("good", field("good"), 1, Vec::new()).unwrap();
+    h.command("good", attach(1, 1)).unwrap();
+    wait_ticks(&h, "bad", 1);
+    h.runner("bad").unwrap().inject_panic();
+    wait_for("the bad scene to fail", || {
+        h.runner("bad").unwrap().load().phase == Phase::Failed
+    });
+    // Its output queue is closed: a consumer is told at once, not left waiting.
+    let out = h.output("bad").unwrap();
+    while out.try_pop().is_some() {}
+    let t = Instant::now();
+    assert!(out.pop_timeout(WAIT).is_none());
+    assert!(t.elapsed() < WAIT / 2);
+    match h.drop_scene("bad", false) {
+        Err(DropError::Run(RunError::Panicked { scene, message })) => {
+            assert_eq!(scene, "bad");
+            assert!(message.contains("test hook"), "{message}");
+        }
+        other => panic!("expected a panic report, got {other:?}"),
+    }
+    let r = step(&h, &clock, "good", 2);
+    assert_eq!(r.population, 1);
+    assert!(h.drop_scene("good", false).unwrap().final_saved);
+}
+
+#[test]
+fn host_refuses_bad_placements() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place("a", field("a"), 1, Vec::new()).unwrap();
+    assert!(matches!(
+        h.place("a", field("a"), 2, Vec::new()),
+        Err(PlaceError::AlreadyHosted { epoch: 1, .. })
+    ));
+    assert!(matches!(
+        h.place("b", field("a"), 2, Vec::new()),
+        Err(PlaceError::NameMismatch { .. })
+    ));
+    let mut def = field("c");
+    def.spawn.clear();
+    assert!(matches!(
+        h.place("c", def, 1, Vec::new()),
+        Err(PlaceError::InvalidScene(_))
+    ));
+    assert!(matches!(
+        h.drop_scene("zzz", false),
+        Err(DropError::UnknownScene(_))
+    ));
+    assert_eq!(h.placements(), vec![("a".into(), 1)]);
+}
+
+#[test]
+fn host_smoke_real_clock() {
+    let sink = MemorySink::new();
+    let mut h = SceneHost::new(
+        RunnerSettings {
+            scene: SceneSettings {
+                tick_hz: Some(200),
+                flush_interval_ticks: Some(5),
+                ..Default::default()
+            },
+            ..settings()
+        },
+        Arc::new(SystemClock::new()),
+        Arc::new(sink.clone()),
+    );
+    h.place("a", field("a"), 9, Vec::new()).unwrap();
+    h.command("a", attach(1, 1)).unwrap();
+    h.command("a", input(1, 1, [1.0, 0.0], MoveMode::Walk))
+        .unwrap();
+    wait_ticks(&h, "a", 20);
+    let out = h.output("a").unwrap();
+    assert!(out.try_pop().is_some());
+    let report = h.drop_scene("a", false).unwrap();
+    assert!(report.load.ticks >= 20);
+    assert!(report.final_saved);
+    assert!(sink.batches().iter().all(|b| b.epoch == 9));
+}
