@@ -89,7 +89,9 @@ pub use pacer::{Pacer, PacerStats, Plan};
 pub use runner::{
     CommandError, LoadReport, Phase, RunError, RunnerReport, RunnerSettings, SceneRunner,
 };
-pub use sink::{EpochBatch, MemorySink, SaveSink, SaveSinkError, WriterSink, to_db_batch};
+pub use sink::{
+    EpochBatch, MemorySink, SaveSink, SaveSinkError, WriterSink, from_db_states, to_db_batch,
+};
 
 use crate::wire::Epoch;
 
@@ -177,6 +179,7 @@ impl SceneHost {
             });
         }
         def.validate(scene)?;
+        self.sink.fence(scene, epoch);
         let runner = SceneRunner::start(
             def,
             epoch,

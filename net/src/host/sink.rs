@@ -42,6 +42,29 @@ pub enum SaveSinkError {
 /// lose it — so a sink should only refuse what must not be written.
 pub trait SaveSink: Send + Sync + 'static {
     fn save(&self, batch: EpochBatch) -> Result<(), SaveSinkError>;
+
+    /// `scene` is being placed under `epoch` (called by
+    /// [`super::SceneHost::place`] before the runner starts, on the caller's
+    /// thread). A fencing sink refuses older epochs from now on, before the
+    /// new placement has saved anything. Default: nothing.
+    fn fence(&self, scene: &str, epoch: Epoch) {
+        let _ = (scene, epoch);
+    }
+}
+
+/// Raises `scene`'s fence to `epoch`; `Err(current)` if `epoch` is below it.
+fn raise(fence: &mut BTreeMap<String, Epoch>, scene: &str, epoch: Epoch) -> Result<(), Epoch> {
+    match fence.get_mut(scene) {
+        Some(current) if epoch < *current => Err(*current),
+        Some(current) => {
+            *current = epoch;
+            Ok(())
+        }
+        None => {
+            fence.insert(scene.to_owned(), epoch);
+            Ok(())
+        }
+    }
 }
 
 /// The local data service: hands batches to a [`tessera_persistence::Writer`]
@@ -50,8 +73,18 @@ pub trait SaveSink: Send + Sync + 'static {
 /// Scene names are mapped to the store's [`db::SceneId`] by a function the
 /// caller supplies (e.g. from `Store::scene_by_name`, resolved once at
 /// placement). The sink also **fences epochs**: per scene it remembers the
-/// highest epoch it has seen and refuses any batch below it, so two hosts of
-/// one scene in one process can never interleave their writes.
+/// highest epoch it has seen — in a batch, or announced by
+/// [`SaveSink::fence`] when the scene is placed — and refuses any batch
+/// below it, so a stale host of a scene sharing this writer can never write
+/// over the current one.
+///
+/// **Known limit** (persistence side): the `Writer` merges pending states
+/// "newest tick wins", and ticks restart at 1 with every placement. A new
+/// placement's state merged in the *same* commit round as an older
+/// placement's state of the same avatar with a higher tick loses to it. Load
+/// the scene after `Writer::flush` (so nothing older is pending) to keep the
+/// window to batches the old host submits during the load; the full fix is
+/// ordering by `(epoch, tick)` in the writer.
 pub struct WriterSink {
     writer: Arc<db::Writer>,
     scene_id: Box<dyn Fn(&str) -> Option<db::SceneId> + Send + Sync>,
@@ -102,25 +135,48 @@ pub fn to_db_batch(batch: &SaveBatch, scene: db::SceneId) -> db::SaveBatch {
     }
 }
 
+/// The scene core's form of states loaded from the store (for
+/// [`super::SceneHost::place`]).
+pub fn from_db_states(states: impl IntoIterator<Item = db::PcState>) -> Vec<tessera_sim::PcState> {
+    states
+        .into_iter()
+        .map(|s| tessera_sim::PcState {
+            avatar: s.avatar,
+            position: s.position,
+            heading: s.heading,
+            action: s.action,
+            mount: s.mount,
+            online: s.online,
+            tick: s.tick,
+        })
+        .collect()
+}
+
 impl SaveSink for WriterSink {
     fn save(&self, b: EpochBatch) -> Result<(), SaveSinkError> {
         let scene = &b.batch.scene;
-        {
-            let mut fence = self.fence.lock().unwrap_or_else(PoisonError::into_inner);
-            let current = fence.entry(scene.clone()).or_insert(b.epoch);
-            if b.epoch < *current {
-                return Err(SaveSinkError::StaleEpoch {
-                    scene: scene.clone(),
-                    epoch: b.epoch,
-                    current: *current,
-                });
-            }
-            *current = b.epoch;
-        }
+        raise(
+            &mut self.fence.lock().unwrap_or_else(PoisonError::into_inner),
+            scene,
+            b.epoch,
+        )
+        .map_err(|current| SaveSinkError::StaleEpoch {
+            scene: scene.clone(),
+            epoch: b.epoch,
+            current,
+        })?;
         let id =
             (self.scene_id)(scene).ok_or_else(|| SaveSinkError::UnknownScene(scene.clone()))?;
         self.writer.submit(to_db_batch(&b.batch, id));
         Ok(())
+    }
+
+    fn fence(&self, scene: &str, epoch: Epoch) {
+        let _ = raise(
+            &mut self.fence.lock().unwrap_or_else(PoisonError::into_inner),
+            scene,
+            epoch,
+        );
     }
 }
 
@@ -162,8 +218,7 @@ impl MemorySink {
 impl SaveSink for MemorySink {
     fn save(&self, b: EpochBatch) -> Result<(), SaveSinkError> {
         let mut inner = self.lock();
-        let current = *inner.fence.entry(b.batch.scene.clone()).or_insert(b.epoch);
-        if b.epoch < current {
+        if let Err(current) = raise(&mut inner.fence, &b.batch.scene, b.epoch) {
             inner.refused += 1;
             return Err(SaveSinkError::StaleEpoch {
                 scene: b.batch.scene,
@@ -171,8 +226,11 @@ impl SaveSink for MemorySink {
                 current,
             });
         }
-        inner.fence.insert(b.batch.scene.clone(), b.epoch);
         inner.batches.push(b);
         Ok(())
+    }
+
+    fn fence(&self, scene: &str, epoch: Epoch) {
+        let _ = raise(&mut self.lock().fence, scene, epoch);
     }
 }

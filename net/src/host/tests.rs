@@ -516,3 +516,78 @@ fn host_smoke_real_clock() {
     assert!(report.final_saved);
     assert!(sink.batches().iter().all(|b| b.epoch == 9));
 }
+
+#[test]
+fn host_writer_sink_persists_through_the_store_and_fences_epochs() {
+    use tessera_persistence::{NewAvatar, Store, Writer, WriterConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path().join("t.redb")).unwrap());
+    let account = store
+        .register("host@tessera.invalid", "a host test password", None)
+        .unwrap();
+    let scene_id = store.create_scene("a").unwrap();
+    let avatars = store
+        .provision_avatars(
+            account,
+            &[NewAvatar {
+                name: "walker".into(),
+                figure: String::new(),
+                scene: scene_id,
+            }],
+        )
+        .unwrap();
+    let avatar = avatars[0];
+    let writer =
+        Arc::new(Writer::spawn(Arc::clone(&store), WriterConfig::default(), |_| {}).unwrap());
+    let ids = {
+        let store = Arc::clone(&store);
+        move |name: &str| store.scene_by_name(name).ok().flatten().map(|s| s.id)
+    };
+    let sink = Arc::new(WriterSink::new(Arc::clone(&writer), ids));
+    let clock = ManualClock::new();
+
+    // First placement: the avatar walks, the host stops with a final flush.
+    let mut h = SceneHost::new(settings(), Arc::new(clock.clone()), sink.clone());
+    let loaded = from_db_states(store.load_scene(scene_id).unwrap());
+    assert!(loaded.is_empty());
+    h.place("a", field("a"), 1, loaded).unwrap();
+    h.command("a", attach(1, avatar)).unwrap();
+    h.command("a", input(1, 1, [1.0, 0.0], MoveMode::Walk))
+        .unwrap();
+    wait_ticks(&h, "a", 1);
+    step(&h, &clock, "a", 5);
+    let report = h.drop_scene("a", false).unwrap();
+    assert!(report.final_saved);
+    writer.flush().unwrap();
+    let rows = store.load_scene(scene_id).unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = rows[0];
+    assert_eq!((row.avatar, row.online, row.tick), (avatar, true, 6));
+    assert!(row.position[0] > 100.0, "{row:?}");
+
+    // Failover: placed again under epoch 2 from the last flush; the attach
+    // carries no state and resumes where the avatar was.
+    let mut h2 = SceneHost::new(settings(), Arc::new(clock.clone()), sink.clone());
+    h2.place("a", field("a"), 2, from_db_states(rows)).unwrap();
+    h2.command("a", attach(7, avatar)).unwrap();
+    let r = step(&h2, &clock, "a", 1);
+    assert_eq!(r.population, 1);
+    // A stale host of epoch 1 can no longer write through this sink.
+    let mut stale = SceneHost::new(settings(), Arc::new(clock.clone()), sink.clone());
+    stale.place("a", field("a"), 1, Vec::new()).unwrap();
+    stale.command("a", attach(9, avatar)).unwrap();
+    wait_ticks(&stale, "a", 1);
+    let stale_report = stale.drop_scene("a", false).unwrap();
+    assert_eq!(
+        (stale_report.final_saved, stale_report.load.save_errors),
+        (false, 1)
+    );
+    let fin = h2.drop_scene("a", false).unwrap();
+    assert!(fin.final_saved);
+    writer.flush().unwrap();
+    let rows = store.load_scene(scene_id).unwrap();
+    assert_eq!(
+        rows[0].position, row.position,
+        "re-attached at the flushed state"
+    );
+}
