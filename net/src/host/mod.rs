@@ -43,10 +43,15 @@
 //! * A panic on a scene thread is caught at join and returned as
 //!   [`RunError::Panicked`]; meanwhile the load report shows
 //!   [`Phase::Failed`] and the output queue is closed. Other scenes go on.
-//! * Not here yet: mapping gate sessions to clients, the idempotent /
-//!   re-binding `AttachAt` and `SyncAttached` reconciliation (they need the
-//!   session ↔ client map the networked server owns); the scene world itself
-//!   rejects a second attach of an avatar or client already present.
+//! * **Attaches are idempotent** (the coordinator's `AttachAt` contract):
+//!   an attach of an avatar already attached (or being attached) for the
+//!   same client is answered with `Attached` again; one attached for another
+//!   client is re-bound — `Detached` for the old client in the next tick,
+//!   `Attached` for the new one in the tick after, from the detached state.
+//! * Not here yet: the gate-session ↔ client mapping and the
+//!   `SyncAttached` reconciliation (the networked server owns the session
+//!   map; it can reconcile with the attach/detach commands above), and
+//!   metrics export beyond [`LoadReport`].
 //!
 //! # Invariants
 //!

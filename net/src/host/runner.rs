@@ -9,7 +9,8 @@ use std::thread::JoinHandle;
 
 use hdrhistogram::Histogram;
 use tessera_sim::{
-    AvatarId, Inbound, PcState, SaveBatch, SceneDef, SceneEvent, SceneSettings, SceneWorld,
+    AvatarId, ClientId, Inbound, NetId, PcState, SaveBatch, SceneDef, SceneEvent, SceneSettings,
+    SceneWorld,
 };
 
 use super::clock::Clock;
@@ -388,6 +389,14 @@ struct Core {
     shared: Arc<Shared>,
     output: Arc<OutputQueue>,
     offline: BTreeMap<AvatarId, PcState>,
+    /// Attached avatars: client and net id (from the world's events).
+    attached: BTreeMap<AvatarId, (ClientId, NetId)>,
+    /// Attaches handed to the world since the last tick.
+    pending: BTreeMap<AvatarId, ClientId>,
+    /// Attaches to retry after the next tick (re-binds, conflicts).
+    deferred: Vec<Inbound>,
+    /// `Attached` answers to repeated attaches, for the next output.
+    replies: Vec<SceneEvent>,
     pacer: Pacer,
     report_every: u64,
     window_base: Histogram<u64>,
@@ -419,6 +428,10 @@ impl ThreadCtx {
             shared: self.shared,
             output: self.output,
             offline,
+            attached: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            deferred: Vec::new(),
+            replies: Vec::new(),
             pacer: Pacer::new(self.clock.now(), hz, self.settings.max_burst),
             report_every,
             saves: 0,
@@ -470,49 +483,103 @@ impl Core {
         }
     }
 
+    /// Hands a command to the world, making attaches idempotent (the
+    /// coordinator's `AttachAt` contract):
+    ///
+    /// * an attach of an avatar already attached for the same client is
+    ///   answered with its `Attached` event again, and not passed on;
+    /// * an attach of an avatar attached for **another** client re-binds it:
+    ///   the old client is detached (saving the avatar) in the next tick, and
+    ///   the attach is applied in the tick after, from the detached state;
+    /// * an attach without a state gets the avatar's kept offline state.
     fn push(&mut self, cmd: Inbound) {
-        let cmd = match cmd {
-            Inbound::Attach {
-                client,
-                avatar,
-                state: None,
-                figure,
-            } => Inbound::Attach {
-                client,
-                avatar,
-                state: self.offline.get(&avatar).copied(),
-                figure,
-            },
-            other => other,
+        let Inbound::Attach {
+            client,
+            avatar,
+            state,
+            figure,
+        } = cmd
+        else {
+            // A full inbox is counted by the world (`Counters::inbound_full`).
+            let _ = self.world.push(cmd);
+            return;
         };
-        // A full inbox is counted by the world (`Counters::inbound_full`).
-        let _ = self.world.push(cmd);
+        if let Some(&pending) = self.pending.get(&avatar) {
+            if pending != client {
+                // Decide after the pending attach has been applied.
+                self.deferred.push(cmd);
+            }
+            // Same client: the pending attach's event answers both.
+            return;
+        }
+        match self.attached.get(&avatar) {
+            Some(&(c, net_id)) if c == client => {
+                self.replies.push(SceneEvent::Attached {
+                    client,
+                    avatar,
+                    net_id,
+                });
+                return;
+            }
+            Some(&(c, _)) => {
+                let _ = self.world.push(Inbound::Detach { client: c });
+                self.deferred.push(cmd);
+                return;
+            }
+            None => {}
+        }
+        let state = state.or_else(|| self.offline.get(&avatar).copied());
+        if self
+            .world
+            .push(Inbound::Attach {
+                client,
+                avatar,
+                state,
+                figure,
+            })
+            .is_ok()
+        {
+            self.pending.insert(avatar, client);
+        }
     }
 
     fn tick(&mut self) {
         let out = self.world.tick();
         for e in &out.events {
             match e {
-                SceneEvent::Attached { avatar, .. } => {
+                SceneEvent::Attached {
+                    client,
+                    avatar,
+                    net_id,
+                } => {
                     self.offline.remove(avatar);
+                    self.attached.insert(*avatar, (*client, *net_id));
                 }
                 SceneEvent::Detached { state, .. } => {
                     self.offline.insert(state.avatar, *state);
+                    self.attached.remove(&state.avatar);
                 }
                 SceneEvent::AttachRejected { .. } | SceneEvent::Portal { .. } => {}
             }
         }
+        self.pending.clear();
         if let Some(batch) = out.save {
             self.save(batch);
         }
-        if !out.packets.is_empty() || !out.events.is_empty() {
+        let mut events = std::mem::take(&mut self.replies);
+        events.extend(out.events);
+        if !out.packets.is_empty() || !events.is_empty() {
             self.output.push(TickBatch {
                 epoch: self.epoch,
                 tick: out.tick,
                 packets: out.packets,
-                events: out.events,
+                events,
                 dropped_for: Vec::new(),
             });
+        }
+        // Attaches waiting for this tick's detaches or attaches, for the next tick.
+        for cmd in std::mem::take(&mut self.deferred) {
+            self.push(cmd);
         }
         if out.tick.is_multiple_of(self.report_every) {
             self.publish(Phase::Running);

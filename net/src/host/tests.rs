@@ -591,3 +591,78 @@ fn host_writer_sink_persists_through_the_store_and_fences_epochs() {
         "re-attached at the flushed state"
     );
 }
+
+fn all_events(q: &OutputQueue) -> Vec<SceneEvent> {
+    std::iter::from_fn(|| q.try_pop())
+        .flat_map(|b| b.events)
+        .collect()
+}
+
+#[test]
+fn host_attach_is_idempotent_and_rebinds_an_avatar_to_a_new_client() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place("a", field("a"), 1, vec![saved(11, [30.0, 40.0])])
+        .unwrap();
+    let out = h.output("a").unwrap();
+    wait_ticks(&h, "a", 1);
+    // The same attach twice before a tick, then again after it (a gate
+    // replaying attaches after a coordinator restart): one Attached each time,
+    // never a rejection.
+    h.command("a", attach(1, 11)).unwrap();
+    h.command("a", attach(1, 11)).unwrap();
+    step(&h, &clock, "a", 1);
+    let ev = all_events(&out);
+    let net_id = match ev.as_slice() {
+        [
+            SceneEvent::Attached {
+                client: 1,
+                avatar: 11,
+                net_id,
+            },
+        ] => *net_id,
+        other => panic!("{other:?}"),
+    };
+    h.command("a", attach(1, 11)).unwrap();
+    let r = step(&h, &clock, "a", 1);
+    assert_eq!(
+        all_events(&out),
+        vec![SceneEvent::Attached {
+            client: 1,
+            avatar: 11,
+            net_id
+        }]
+    );
+    assert_eq!(r.population, 1);
+    // Another session takes the avatar over: detached from client 1, then
+    // attached for client 2 from the detached state.
+    h.command("a", input(1, 1, [1.0, 0.0], MoveMode::Run))
+        .unwrap();
+    step(&h, &clock, "a", 2);
+    all_events(&out);
+    h.command("a", attach(2, 11)).unwrap();
+    step(&h, &clock, "a", 1);
+    let ev = all_events(&out);
+    let left = match ev.as_slice() {
+        [SceneEvent::Detached { client: 1, state }] => *state,
+        other => panic!("{other:?}"),
+    };
+    let r = step(&h, &clock, "a", 1);
+    assert!(matches!(
+        all_events(&out).as_slice(),
+        [SceneEvent::Attached {
+            client: 2,
+            avatar: 11,
+            ..
+        }]
+    ));
+    assert_eq!((r.population, r.offline), (1, 0));
+    let world_counters = h.drop_scene("a", false).unwrap();
+    assert_eq!(world_counters.final_states, 1);
+    let fin = sink.batches().pop().unwrap().batch.states;
+    assert_eq!(
+        fin[0].position, left.position,
+        "client 2 resumed where 1 left"
+    );
+    assert!(left.position[0] > 30.0);
+}
