@@ -123,6 +123,9 @@ pub enum DropError {
 }
 
 /// The scenes placed on one scene server. See the [module docs](self).
+///
+/// Dropping a host stops its scenes **without writing** (see
+/// [`SceneRunner`]); call [`SceneHost::shutdown`] to flush them first.
 pub struct SceneHost {
     settings: RunnerSettings,
     clock: Arc<dyn Clock>,

@@ -98,6 +98,18 @@ pub struct LoadReport {
     pub offline: u32,
 }
 
+impl LoadReport {
+    /// The heartbeat's form of this report.
+    pub fn to_wire(&self) -> crate::wire::SceneLoad {
+        crate::wire::SceneLoad {
+            scene: self.scene.clone(),
+            epoch: self.epoch,
+            population: self.population,
+            tick_p99_us: self.tick_p99_us,
+        }
+    }
+}
+
 /// What a stopped runner reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunnerReport {

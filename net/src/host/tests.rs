@@ -254,6 +254,12 @@ fn host_saves_every_flush_interval_with_the_epoch_and_flushes_all_online_pcs_on_
     wait_ticks(&h, "a", 1);
     let r = step(&h, &clock, "a", 10);
     assert_eq!((r.ticks, r.population), (11, 3));
+    assert!(r.tick_p99_us > 0 && r.tick_p99_total_us > 0, "{r:?}");
+    let wire = r.to_wire();
+    assert_eq!(
+        (wire.scene.as_str(), wire.epoch, wire.population),
+        ("a", 7, 3)
+    );
     let batches = sink.batches();
     // Flush interval 2: ticks 2, 4, …, 10; the PCs keep walking, so each is dirty.
     let ticks: Vec<u64> = batches.iter().map(|b| b.batch.tick).collect();
@@ -665,4 +671,51 @@ fn host_attach_is_idempotent_and_rebinds_an_avatar_to_a_new_client() {
         "client 2 resumed where 1 left"
     );
     assert!(left.position[0] > 30.0);
+}
+
+#[test]
+fn host_output_can_be_awaited_from_async_code() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = host(&clock, &sink);
+    h.place("a", field("a"), 1, Vec::new()).unwrap();
+    h.command("a", attach(1, 1)).unwrap();
+    let out = h.output("a").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // Walking, so every tick has a packet for client 1.
+    h.command("a", input(1, 1, [1.0, 0.0], MoveMode::Walk))
+        .unwrap();
+    wait_ticks(&h, "a", 1);
+    let got = std::thread::scope(|scope| {
+        // Ticks happen on another thread while this one awaits them.
+        let ticker = scope.spawn(|| step(&h, &clock, "a", 3));
+        let got = rt.block_on(async {
+            tokio::time::timeout(WAIT, async {
+                let mut ticks = Vec::new();
+                while ticks.len() < 3 {
+                    let b = out.pop().await.expect("open");
+                    assert!(b.packets.get(1).is_some());
+                    ticks.push(b.tick);
+                }
+                ticks
+            })
+            .await
+            .expect("three outputs in time")
+        });
+        assert_eq!(ticker.join().unwrap().ticks, 4);
+        got
+    });
+    assert!(got == [1, 2, 3] || got == [2, 3, 4], "{got:?}");
+    h.drop_scene("a", true).unwrap();
+    // Closed and drained: `pop` ends instead of waiting forever.
+    let rest = rt.block_on(async {
+        let mut n = 0;
+        while out.pop().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    assert!(rest <= 4, "{rest}");
 }
