@@ -453,13 +453,16 @@ impl ThreadCtx {
         core.publish(Phase::Running);
         let rx = self.rx;
         let clock = self.clock;
+        let drain_max = self.settings.command_capacity.max(1);
         loop {
             let mode = core.shared.control.load(Ordering::SeqCst);
             if mode != RUN {
                 let discarded = rx.try_iter().filter(|m| matches!(m, Msg::Cmd(_))).count();
                 return core.finish(mode == STOP_FLUSH, discarded as u64);
             }
-            while let Ok(msg) = rx.try_recv() {
+            // At most one queue's worth per wake-up: a sender that keeps the
+            // queue full must not keep the tick from running.
+            for msg in rx.try_iter().take(drain_max) {
                 core.handle(msg);
             }
             let plan = core.pacer.poll(clock.now());
