@@ -255,9 +255,10 @@ fn host_flooding_the_command_queue_refuses_and_counts_while_ticking_goes_on() {
         r
     });
     assert_eq!(r.ticks, 9);
-    h.command("a", attach(1, 1)).unwrap();
+    // Whatever the flooder left queued is discarded at the stop and counted.
     let report = h.drop_scene("a", false).unwrap();
     assert!(report.load.commands_refused >= 992);
+    assert!(report.commands_discarded <= 8);
 }
 
 #[test]
@@ -737,4 +738,46 @@ fn host_output_can_be_awaited_from_async_code() {
         n
     });
     assert!(rest <= 4, "{rest}");
+}
+
+#[test]
+fn host_a_stuck_consumer_costs_old_packets_not_events_or_ticks() {
+    let (clock, sink) = (ManualClock::new(), MemorySink::new());
+    let mut h = SceneHost::new(
+        RunnerSettings {
+            output_capacity: 2,
+            ..settings()
+        },
+        Arc::new(clock.clone()),
+        Arc::new(sink.clone()),
+    );
+    h.place("a", field("a"), 1, Vec::new()).unwrap();
+    wait_ticks(&h, "a", 1);
+    for c in 1..=2 {
+        h.command("a", attach(c, c)).unwrap();
+        h.command("a", input(c, 1, [1.0, 0.0], MoveMode::Walk))
+            .unwrap();
+    }
+    // Nobody pops for 10 ticks: the tick goes on, saves go on.
+    let r = step(&h, &clock, "a", 10);
+    assert_eq!(r.ticks, 11);
+    assert_eq!(r.saves, 5);
+    let o = r.output;
+    assert_eq!(o.pushed, 10, "every tick since the attach had packets");
+    assert_eq!(o.overflowed, 8);
+    assert_eq!(o.packets_dropped, 16);
+    let out = h.output("a").unwrap();
+    let first = out.try_pop().unwrap();
+    assert_eq!(first.tick, 10);
+    assert_eq!(first.dropped_for, vec![1, 2], "both clients need a resync");
+    let attached = first
+        .events
+        .iter()
+        .filter(|e| matches!(e, SceneEvent::Attached { .. }))
+        .count();
+    assert_eq!(attached, 2, "the attach events survived the overflow");
+    let second = out.try_pop().unwrap();
+    assert_eq!((second.tick, second.dropped_for.len()), (11, 0));
+    assert!(out.try_pop().is_none());
+    assert!(h.drop_scene("a", false).unwrap().final_saved);
 }
