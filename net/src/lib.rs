@@ -8,7 +8,9 @@
 //! * [`frame`]: length-prefixed framing with a size cap ([`FrameCodec`]);
 //! * [`link`]: authenticated TCP links with bounded queues, a listener
 //!   ([`serve`]) and a reconnecting client ([`Connector`]);
-//! * [`stats`]: the counters every link bumps ([`LinkStats`]).
+//! * [`stats`]: the counters every link bumps ([`LinkStats`]);
+//! * [`host`]: the scene host — scene worlds on their own threads with a
+//!   fixed-step clock, bounded queues in and out, save sinks ([`SceneHost`]).
 //!
 //! See `net/README.md` for the guarantees, the wire format and the limits.
 //!
@@ -55,12 +57,18 @@
 
 pub mod cluster;
 pub mod frame;
+pub mod host;
 pub mod link;
 pub mod stats;
 pub mod wire;
 
 pub use cluster::{ClusterConfig, ClusterState, Effect};
 pub use frame::{DEFAULT_MAX_FRAME, FrameCodec, FrameError};
+pub use host::{
+    Clock, CommandError, EpochBatch, LoadReport, ManualClock, MemorySink, OutputQueue, Phase,
+    RunError, RunnerReport, RunnerSettings, SaveSink, SaveSinkError, SceneHost, SceneRunner,
+    SystemClock, TickBatch, WriterSink,
+};
 pub use link::{
     Backoff, CloseReason, ConfigError, ConnectError, Connector, HandshakeError, Link, LinkConfig,
     LinkReceiver, LinkSender, PeerInfo, SendError, connect, connect_with_backoff, serve,
