@@ -10,7 +10,7 @@ use crate::metrics::{done, sys};
 use crate::IngestSystems;
 use crate::components::*;
 use crate::persist::PendingSaves;
-use crate::protocol::{ClientId, Inbound, Input, SceneEvent};
+use crate::protocol::{AvatarId, ClientId, Inbound, Input, NetId, SceneEvent};
 use crate::world::{SceneInfo, SceneOutbox};
 
 /// Commands pushed by the host, waiting for the next tick. Bounded: a push
@@ -130,29 +130,14 @@ fn apply_attaches(
         };
         let net = dir.alloc_net();
         let saved = state.map(|_| (pos, pose.heading, pose.action, pose.mount));
+        let save = SaveTrack {
+            saved,
+            dirty: saved.is_none(),
+        };
+        let radius = info.settings.aoi_radius;
         let entity = commands
-            .spawn((
-                Net(net),
-                Position(pos),
-                Velocity::default(),
-                pose,
-                Intent::default(),
-                Pc {
-                    client,
-                    avatar,
-                    figure: *figure,
-                    ack: 0,
-                    in_portal: true, // arriving on a portal does not bounce back
-                },
-                Sight {
-                    radius: info.settings.aoi_radius,
-                },
-                Interest::default(),
-                ClientView::default(),
-                SaveTrack {
-                    saved,
-                    dirty: saved.is_none(),
-                },
+            .spawn(pc_bundle(
+                net, client, avatar, *figure, pos, pose, radius, save,
             ))
             .id();
         dir.clients.insert(client, entity);
@@ -163,6 +148,39 @@ fn apply_attaches(
             net_id: net,
         });
     }
+}
+
+/// Everything a player character is made of: what an attach spawns (and the
+/// walkers of `tessera sim`, which add a `Wander`). `in_portal` starts true
+/// so that arriving on a portal does not bounce the PC straight back.
+pub(crate) fn pc_bundle(
+    net: NetId,
+    client: ClientId,
+    avatar: AvatarId,
+    figure: u32,
+    pos: [f32; 2],
+    pose: Pose,
+    radius: f32,
+    save: SaveTrack,
+) -> impl Bundle {
+    (
+        Net(net),
+        Position(pos),
+        Velocity::default(),
+        pose,
+        Intent::default(),
+        Pc {
+            client,
+            avatar,
+            figure,
+            ack: 0,
+            in_portal: true,
+        },
+        Sight { radius },
+        Interest::default(),
+        ClientView::default(),
+        save,
+    )
 }
 
 fn apply_inputs(

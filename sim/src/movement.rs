@@ -252,32 +252,23 @@ pub(crate) fn spawn_walkers(world: &mut World, n: u32, first_client: u64) {
             continue;
         }
         let net = dir.alloc_net();
-        let entity = world
-            .spawn((
-                Net(net),
-                Position(pos),
-                Velocity::default(),
-                Pose::default(),
-                Intent::default(),
-                Pc {
-                    client,
-                    avatar: client,
-                    figure: 0,
-                    ack: 0,
-                    in_portal: true,
-                },
-                Wander {
-                    home: pos,
-                    radius: 0.0,
-                    speed,
-                    next_turn: 0,
-                },
-                Sight { radius },
-                Interest::default(),
-                ClientView::default(),
-                SaveTrack::default(),
-            ))
-            .id();
+        let pc = crate::ingest::pc_bundle(
+            net,
+            client,
+            client,
+            0,
+            pos,
+            Pose::default(),
+            radius,
+            SaveTrack::default(),
+        );
+        let wander = Wander {
+            home: pos,
+            radius: 0.0,
+            speed,
+            next_turn: 0,
+        };
+        let entity = world.spawn((pc, wander)).id();
         let mut dir = world.resource_mut::<Directory>();
         dir.clients.insert(client, entity);
         dir.avatars.insert(client, entity);

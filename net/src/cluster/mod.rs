@@ -608,16 +608,8 @@ impl ClusterState {
                 (!kept.contains(&(scene.as_str(), epoch))).then(|| (scene.clone(), epoch))
             })
             .collect();
-        for (scene, epoch) in lost {
-            self.unplace(&scene);
-            // In case a load of it is still under way somewhere in the node.
-            out.push(Effect::DropScene {
-                server: id,
-                scene,
-                epoch,
-                reason: DropReason::NotReported,
-            });
-        }
+        // In case a load of it is still under way somewhere in the node.
+        self.give_up(id, lost, &mut out);
         // A new link: whatever was sent on the old one may be lost.
         let kept: Vec<String> = self.nodes[&id].scenes.iter().cloned().collect();
         for scene in kept {
@@ -625,6 +617,20 @@ impl ClusterState {
         }
         self.sweep(&mut out);
         Ok((id, out))
+    }
+
+    /// Gives up placements `node` does not report: unplaces each scene (the
+    /// sweep places it again) and tells the node to drop it.
+    fn give_up(&mut self, node: NodeId, scenes: Vec<(String, Epoch)>, out: &mut Vec<Effect>) {
+        for (scene, epoch) in scenes {
+            self.unplace(&scene);
+            out.push(Effect::DropScene {
+                server: node,
+                scene,
+                epoch,
+                reason: DropReason::NotReported,
+            });
+        }
     }
 
     /// A heartbeat from `node` with the load of every scene it hosts **or is
@@ -669,15 +675,7 @@ impl ClusterState {
                     (self.now.saturating_sub(s.placed_at) > timeout).then(|| (scene.clone(), epoch))
                 })
                 .collect();
-            for (scene, epoch) in missing {
-                self.unplace(&scene);
-                out.push(Effect::DropScene {
-                    server: node,
-                    scene,
-                    epoch,
-                    reason: DropReason::NotReported,
-                });
-            }
+            self.give_up(node, missing, &mut out);
         }
         self.sweep(&mut out);
         Ok(out)
