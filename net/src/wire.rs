@@ -38,7 +38,7 @@ use tessera_sim::protocol::{
 ///
 /// Bump it on any change to a type encoded in a [`LinkMsg`] or a handshake
 /// body, or to the proof construction.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The first four bytes of every handshake frame.
 pub const MAGIC: [u8; 4] = *b"TSLK";
@@ -403,9 +403,14 @@ pub enum LinkMsg {
     },
     /// A node leaves the registry on purpose (e.g. SIGTERM after a final flush).
     Deregister { reason: String },
-    /// Coordinator → scene server: host `scene` under `epoch` (load its last
-    /// flushed state from the data service).
-    PlaceScene { scene: String, epoch: Epoch },
+    /// Coordinator → scene server: host `scene` under `epoch`, starting from
+    /// `states` — the scene's last flushed PC states, read from the data
+    /// service (the coordinator) when the placement was sent.
+    PlaceScene {
+        scene: String,
+        epoch: Epoch,
+        states: Vec<WirePcState>,
+    },
     /// Scene server → coordinator: `scene` is loaded and ticking under `epoch`.
     SceneReady { scene: String, epoch: Epoch },
     /// Coordinator → scene server: stop hosting `scene` (flush first).
@@ -438,6 +443,96 @@ pub enum LinkMsg {
     },
     /// A request was refused; the text says why.
     Refused { reason: String },
+
+    // --- Sessions: gate (or tool) ↔ coordinator -------------------------
+    /// Gate → coordinator: open a session for `account`. Single sign-on: an
+    /// older session of the same account is ended and kicked. Answered with
+    /// [`LinkMsg::Session`] carrying [`SessionEvent::Opened`] or
+    /// [`SessionEvent::Refused`] for the same `request`.
+    OpenSession { request: u64, account: u64 },
+    /// Gate → coordinator: `session` ended (logout or disconnect): its avatar
+    /// is detached and stays in its scene, offline.
+    CloseSession { session: u64 },
+    /// Gate → coordinator: attach `avatar` for `session` in the avatar's
+    /// scene. Answered with [`SessionEvent::Routed`] (where to send inputs),
+    /// then [`SessionEvent::Attached`] once the scene spawned it — or
+    /// [`SessionEvent::Refused`].
+    AttachAvatar { session: u64, avatar: AvatarId },
+    /// Gate → coordinator: detach the session's avatar (it is saved and stays
+    /// in its scene, offline). Answered with [`SessionEvent::Detached`].
+    DetachAvatar { session: u64 },
+    /// Coordinator → gate: something happened to one session.
+    Session { session: u64, event: SessionEvent },
+
+    // --- Attaches: coordinator → scene server -----------------------------
+    /// Attach `avatar` as client `session` in `scene` (placement `epoch`);
+    /// replication for it goes to the link of gate node `gate`. `state`,
+    /// when set, overrides the state the scene holds (a portal's arrival).
+    /// Idempotent for the same session.
+    AttachAt {
+        scene: String,
+        epoch: Epoch,
+        session: u64,
+        avatar: AvatarId,
+        gate: String,
+        state: Option<WirePcState>,
+    },
+    /// Detach client `session` from `scene`: the scene saves its state and
+    /// keeps it as offline.
+    DetachAt {
+        scene: String,
+        epoch: Epoch,
+        session: u64,
+        avatar: AvatarId,
+    },
+    /// `scene` at `epoch` must have exactly `attached` attached: detach
+    /// (saving) any other client, attach the missing ones.
+    SyncAttached {
+        scene: String,
+        epoch: Epoch,
+        attached: Vec<AttachedSession>,
+    },
+}
+
+/// One attached session in [`LinkMsg::SyncAttached`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AttachedSession {
+    pub avatar: AvatarId,
+    pub session: u64,
+    pub gate: String,
+}
+
+/// What the coordinator tells a gate about one of its sessions.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum SessionEvent {
+    /// The session is open (answer to [`LinkMsg::OpenSession`] `request`).
+    Opened { request: u64, account: u64 },
+    /// The avatar's scene is `scene` at `epoch` on scene server `server`,
+    /// whose link listens on `addr`: send inputs there as
+    /// [`LinkMsg::Command`]s; replication comes back on that link.
+    Routed {
+        avatar: AvatarId,
+        scene: String,
+        epoch: Epoch,
+        server: String,
+        addr: String,
+    },
+    /// The scene spawned the avatar as `net_id`.
+    Attached {
+        avatar: AvatarId,
+        scene: String,
+        net_id: NetId,
+    },
+    /// The avatar was detached and saved; it stays in `scene`, offline.
+    Detached { avatar: AvatarId, scene: String },
+    /// The avatar is moving to `scene` through a portal; a `Routed` and an
+    /// `Attached` for the new scene follow.
+    Transferring { avatar: AvatarId, scene: String },
+    /// A request was refused (`request` is 0 unless it answers
+    /// [`LinkMsg::OpenSession`]).
+    Refused { request: u64, reason: String },
+    /// The session was ended by the cluster (single sign-on, operator kick).
+    Kicked { reason: String },
 }
 
 /// Load report of one node.
@@ -461,6 +556,9 @@ pub struct SceneLoad {
 /// A node's registration.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
 pub struct Register {
+    /// Where this node's link listener is, for gates to connect to (a scene
+    /// server), or its client-facing address (a gate). May be empty (tools).
+    pub addr: String,
     /// How many scenes this node is willing to host (0 = no limit).
     pub capacity: u32,
     /// Placements the node already holds (non-empty after a coordinator restart).
@@ -613,6 +711,14 @@ impl LinkMsg {
             LinkMsg::SaveBatch(_) => "save-batch",
             LinkMsg::SaveAck { .. } => "save-ack",
             LinkMsg::Refused { .. } => "refused",
+            LinkMsg::OpenSession { .. } => "open-session",
+            LinkMsg::CloseSession { .. } => "close-session",
+            LinkMsg::AttachAvatar { .. } => "attach-avatar",
+            LinkMsg::DetachAvatar { .. } => "detach-avatar",
+            LinkMsg::Session { .. } => "session",
+            LinkMsg::AttachAt { .. } => "attach-at",
+            LinkMsg::DetachAt { .. } => "detach-at",
+            LinkMsg::SyncAttached { .. } => "sync-attached",
         }
     }
 }

@@ -11,7 +11,8 @@ use tessera_net::{
     LinkMsg, LinkStats, LinkStatsSnapshot, PROTOCOL_VERSION, RefuseCode, Role, SendError, connect,
     connect_with_backoff, serve,
     wire::{
-        Challenge, Heartbeat, Hello, NONCE_LEN, Placement, Register, Response, SceneCommand,
+        AttachedSession, Challenge, Heartbeat, Hello, NONCE_LEN, Placement, Register, Response,
+        SceneCommand, SessionEvent,
         SceneLoad, Side, Transcript, WireEvent, WireInput, WireMoveMode, WirePcState,
         WireSaveBatch,
     },
@@ -176,6 +177,7 @@ fn every_variant() -> Vec<LinkMsg> {
             }],
         }),
         LinkMsg::Register(Register {
+            addr: "127.0.0.1:7100".into(),
             capacity: 4,
             hosted: vec![Placement {
                 scene: "meadow".into(),
@@ -189,6 +191,7 @@ fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::PlaceScene {
             scene: "meadow".into(),
             epoch: 4,
+            states: vec![WirePcState::default()],
         },
         LinkMsg::SceneReady {
             scene: "meadow".into(),
@@ -283,6 +286,56 @@ fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::Refused {
             reason: "not registered".into(),
         },
+        LinkMsg::OpenSession {
+            request: 3,
+            account: 11,
+        },
+        LinkMsg::CloseSession { session: 99 },
+        LinkMsg::AttachAvatar {
+            session: 99,
+            avatar: 5,
+        },
+        LinkMsg::DetachAvatar { session: 99 },
+        LinkMsg::Session {
+            session: 99,
+            event: SessionEvent::Routed {
+                avatar: 5,
+                scene: "meadow".into(),
+                epoch: 4,
+                server: "scene-1".into(),
+                addr: "127.0.0.1:7100".into(),
+            },
+        },
+        LinkMsg::Session {
+            session: 99,
+            event: SessionEvent::Refused {
+                request: 3,
+                reason: "scene full".into(),
+            },
+        },
+        LinkMsg::AttachAt {
+            scene: "meadow".into(),
+            epoch: 4,
+            session: 99,
+            avatar: 5,
+            gate: "gate-1".into(),
+            state: Some(WirePcState::default()),
+        },
+        LinkMsg::DetachAt {
+            scene: "meadow".into(),
+            epoch: 4,
+            session: 99,
+            avatar: 5,
+        },
+        LinkMsg::SyncAttached {
+            scene: "meadow".into(),
+            epoch: 4,
+            attached: vec![AttachedSession {
+                avatar: 5,
+                session: 99,
+                gate: "gate-1".into(),
+            }],
+        },
     ];
     // Fails to compile when a variant is added without a case above.
     for m in &msgs {
@@ -300,7 +353,15 @@ fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::Replication { .. }
             | LinkMsg::SaveBatch(_)
             | LinkMsg::SaveAck { .. }
-            | LinkMsg::Refused { .. } => {}
+            | LinkMsg::Refused { .. }
+            | LinkMsg::OpenSession { .. }
+            | LinkMsg::CloseSession { .. }
+            | LinkMsg::AttachAvatar { .. }
+            | LinkMsg::DetachAvatar { .. }
+            | LinkMsg::Session { .. }
+            | LinkMsg::AttachAt { .. }
+            | LinkMsg::DetachAt { .. }
+            | LinkMsg::SyncAttached { .. } => {}
         }
     }
     msgs
