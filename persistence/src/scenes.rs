@@ -111,6 +111,39 @@ impl Store {
         Ok(out)
     }
 
+    /// Durably records `scene`'s latest placement epoch (the coordinator's
+    /// fencing token; see `tessera_net::cluster`). Epochs only go up: a
+    /// lower `epoch` than the stored one leaves the stored one.
+    pub fn set_scene_epoch(&self, scene: &str, epoch: u64) -> Result<(), StoreError> {
+        validate::check_scene_name(scene).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let key = format!("{META_EPOCH_PREFIX}{scene}");
+        let txn = self.write_txn()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let old = meta.get(key.as_str())?.map(|g| g.value()).unwrap_or(0);
+            if epoch > old {
+                meta.insert(key.as_str(), epoch)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every scene's stored placement epoch, by scene name.
+    pub fn scene_epochs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let mut out = Vec::new();
+        for row in meta.range(META_EPOCH_PREFIX..)? {
+            let (k, v) = row?;
+            let Some(scene) = k.value().strip_prefix(META_EPOCH_PREFIX) else {
+                break;
+            };
+            out.push((scene.to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
     /// Every PC state a scene holds, online and offline, by avatar id.
     pub fn load_scene(&self, scene: SceneId) -> Result<Vec<PcState>, LoadError> {
         let read = self.db.begin_read()?;

@@ -4,7 +4,7 @@
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `meta` | name | `schema_version`, `next_account`, `next_avatar`, `next_scene` |
+//! | `meta` | name | `schema_version`, `next_account`, `next_avatar`, `next_scene`, `epoch/<scene>` |
 //! | `accounts` | account id | versioned [`Account`] |
 //! | `email_index` | normalised email | account id |
 //! | `avatars` | avatar id | versioned [`AvatarRecord`] |
@@ -50,6 +50,8 @@ pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_NEXT_ACCOUNT: &str = "next_account";
 pub const META_NEXT_AVATAR: &str = "next_avatar";
 pub const META_NEXT_SCENE: &str = "next_scene";
+/// `epoch/<scene name>` → the scene's latest placement epoch (the coordinator's).
+pub const META_EPOCH_PREFIX: &str = "epoch/";
 
 pub const FIRST_ACCOUNT_ID: u64 = 1;
 pub const FIRST_AVATAR_ID: u64 = 1_000_000_000;

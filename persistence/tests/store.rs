@@ -720,3 +720,21 @@ fn reopen_keeps_everything() {
     assert!(!store.was_repaired());
     assert_eq!(export_lines(&store), before);
 }
+
+#[test]
+fn scene_epochs_are_durable_and_only_go_up() {
+    let (_dir, path) = temp();
+    {
+        let store = Store::open(&path).expect("open");
+        assert!(store.scene_epochs().expect("epochs").is_empty());
+        store.set_scene_epoch("field", 3).expect("set");
+        store.set_scene_epoch("town", 1).expect("set");
+        store.set_scene_epoch("field", 2).expect("lower is ignored");
+        assert!(store.set_scene_epoch("", 9).is_err(), "empty scene name");
+    }
+    let store = Store::open(&path).expect("reopen");
+    assert_eq!(
+        store.scene_epochs().expect("epochs"),
+        vec![("field".to_owned(), 3), ("town".to_owned(), 1)]
+    );
+}
