@@ -56,6 +56,7 @@
 //! ```
 
 pub mod cluster;
+pub mod coordinator;
 pub mod frame;
 pub mod host;
 pub mod link;

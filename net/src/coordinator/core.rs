@@ -1,0 +1,826 @@
+//! The coordinator's state behind its lock: the cluster state machine, the
+//! data service, the links, and the glue that turns messages into calls and
+//! effects into messages.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tessera_persistence::{self as db, Store, Writer};
+use tessera_sim::protocol::AvatarId;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::cluster::{
+    AccountId, ClusterState, ClusterStatus, DropReason, Effect, KickReason, NodeId, NodeKind,
+    SessionId,
+};
+use crate::link::{Link, LinkSender, PeerInfo};
+use crate::wire::{
+    AttachedSession, LinkMsg, Role, SessionEvent, WireEvent, WirePcState, WireSaveBatch,
+};
+
+use super::lock;
+
+/// Counters of one coordinator, since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CoordinatorStats {
+    /// Links accepted (after the handshake).
+    pub links: u64,
+    /// Links refused after the handshake (second link under a live name,
+    /// messages before registering, a role that may not send a message).
+    pub links_refused: u64,
+    /// Messages refused with [`LinkMsg::Refused`].
+    pub refused: u64,
+    /// Sends that did not fit a link's queue, or had no link.
+    pub sends_failed: u64,
+    /// Save batches handed to the writer.
+    pub batches: u64,
+    /// Save batches refused for a stale epoch (a paused or replaced host).
+    pub batches_stale: u64,
+    /// Durable writes of the coordinator's own (epochs, avatar scenes) that failed.
+    pub persist_errors: u64,
+    /// Scene events from a placement that is no longer current.
+    pub events_stale: u64,
+    /// Sessions opened.
+    pub sessions: u64,
+    /// Attach requests accepted / refused.
+    pub attaches: u64,
+    pub attaches_refused: u64,
+    /// Completed portal transfers.
+    pub transfers: u64,
+}
+
+struct LinkEntry {
+    sender: LinkSender,
+    kill: CancellationToken,
+    peer: PeerInfo,
+    /// The registered node on this link, once it registered.
+    node: Option<NodeId>,
+}
+
+/// A portal transfer in flight: where the avatar arrives.
+struct Arrival {
+    scene: String,
+    position: [f32; 2],
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("links", &self.links.len())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) struct Core {
+    cluster: ClusterState,
+    clock: Instant,
+    store: Arc<Store>,
+    writer: Option<Writer>,
+    scene_ids: BTreeMap<String, db::SceneId>,
+    heartbeat_ms: u32,
+    next_link: u64,
+    links: BTreeMap<u64, LinkEntry>,
+    node_links: BTreeMap<NodeId, u64>,
+    /// Session → the link (gate or tool) that opened it.
+    sessions: BTreeMap<u64, u64>,
+    /// Portal transfers begun, by avatar.
+    arrivals: BTreeMap<AvatarId, Arrival>,
+    /// States to attach with on arrival, by avatar (consumed by the attach).
+    arrival_states: BTreeMap<AvatarId, WirePcState>,
+    stats: CoordinatorStats,
+}
+
+impl Core {
+    pub(super) fn new(
+        cluster: ClusterState,
+        clock: Instant,
+        store: Arc<Store>,
+        writer: Writer,
+        scene_ids: BTreeMap<String, db::SceneId>,
+        heartbeat_ms: u32,
+    ) -> Self {
+        Self {
+            cluster,
+            clock,
+            store,
+            writer: Some(writer),
+            scene_ids,
+            heartbeat_ms,
+            next_link: 1,
+            links: BTreeMap::new(),
+            node_links: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
+            arrival_states: BTreeMap::new(),
+            stats: CoordinatorStats::default(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn status(&self) -> ClusterStatus {
+        self.cluster.status()
+    }
+
+    pub(super) fn stats(&self) -> CoordinatorStats {
+        self.stats
+    }
+
+    pub(super) fn tick(&mut self) {
+        let now = self.now();
+        let effects = self.cluster.tick(now);
+        self.apply(effects);
+    }
+
+    /// Final flush at shutdown: every pending save is committed.
+    pub(super) fn close(&mut self) {
+        for l in self.links.values() {
+            l.kill.cancel();
+        }
+        if let Some(w) = self.writer.take() {
+            let stats = w.shutdown();
+            info!(?stats, "writer stopped");
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Links
+    // -----------------------------------------------------------------------
+
+    fn add_link(&mut self, peer: PeerInfo, sender: LinkSender, kill: CancellationToken) -> u64 {
+        let id = self.next_link;
+        self.next_link += 1;
+        self.stats.links += 1;
+        self.links.insert(
+            id,
+            LinkEntry {
+                sender,
+                kill,
+                peer,
+                node: None,
+            },
+        );
+        id
+    }
+
+    fn link_closed(&mut self, id: u64) {
+        let Some(entry) = self.links.remove(&id) else {
+            return;
+        };
+        if let Some(node) = entry.node
+            && self.node_links.get(&node) == Some(&id)
+        {
+            self.node_links.remove(&node);
+        }
+        // Sessions of a gate that went away stay in the directory: the gate
+        // (or its clients, through login) comes back and resumes them.
+        debug!(node = %entry.peer.node, role = %entry.peer.role, "link closed");
+    }
+
+    fn send_link(&mut self, id: u64, msg: &LinkMsg) {
+        let ok = self
+            .links
+            .get(&id)
+            .is_some_and(|l| l.sender.try_send(msg).is_ok());
+        if !ok {
+            self.stats.sends_failed += 1;
+            debug!(link = id, kind = msg.kind(), "send failed (no link or queue full)");
+        }
+    }
+
+    fn send_node(&mut self, node: NodeId, msg: &LinkMsg) {
+        match self.node_links.get(&node).copied() {
+            Some(id) => self.send_link(id, msg),
+            None => {
+                self.stats.sends_failed += 1;
+                debug!(%node, kind = msg.kind(), "no link to node");
+            }
+        }
+    }
+
+    fn send_session(&mut self, session: u64, event: SessionEvent) {
+        if let Some(&id) = self.sessions.get(&session) {
+            self.send_link(id, &LinkMsg::Session { session, event });
+        }
+    }
+
+    fn refuse(&mut self, id: u64, reason: impl Into<String>) {
+        self.stats.refused += 1;
+        let reason = reason.into();
+        debug!(link = id, %reason, "refused");
+        self.send_link(id, &LinkMsg::Refused { reason });
+    }
+
+    fn gate_name(&self, session: SessionId) -> String {
+        self.sessions
+            .get(&session.0)
+            .and_then(|id| self.links.get(id))
+            .map(|l| l.peer.node.clone())
+            .unwrap_or_default()
+    }
+
+    fn node_name_addr(&self, node: NodeId) -> (String, String) {
+        self.cluster
+            .node(node)
+            .map(|n| (n.name, n.addr))
+            .unwrap_or_default()
+    }
+
+    // -----------------------------------------------------------------------
+    // Messages
+    // -----------------------------------------------------------------------
+
+    fn on_msg(&mut self, id: u64, msg: LinkMsg) {
+        let Some(entry) = self.links.get(&id) else {
+            return;
+        };
+        let role = entry.peer.role;
+        let node = entry.node;
+        let now = self.now();
+        match msg {
+            LinkMsg::Register(r) => {
+                let kind = match role {
+                    Role::SceneServer => NodeKind::SceneServer,
+                    Role::Gate => NodeKind::Gate,
+                    _ => return self.refuse(id, format!("a {role} does not register")),
+                };
+                let name = entry.peer.node.clone();
+                if let Some(other) = self.cluster.node_by_name(&name)
+                    && let Some(&other_link) = self.node_links.get(&other)
+                    && other_link != id
+                {
+                    self.stats.links_refused += 1;
+                    warn!(%name, "second link under a live node name refused");
+                    self.refuse(id, format!("node name {name:?} is already connected"));
+                    if let Some(l) = self.links.get(&id) {
+                        l.kill.cancel();
+                    }
+                    return;
+                }
+                match self
+                    .cluster
+                    .register(now, &name, &r.addr, kind, r.capacity, &r.hosted)
+                {
+                    Ok((node, effects)) => {
+                        if let Some(l) = self.links.get_mut(&id) {
+                            l.node = Some(node);
+                        }
+                        self.node_links.insert(node, id);
+                        info!(%name, %node, addr = %r.addr, hosted = r.hosted.len(), "registered");
+                        self.send_link(
+                            id,
+                            &LinkMsg::Registered {
+                                heartbeat_ms: self.heartbeat_ms,
+                            },
+                        );
+                        self.apply(effects);
+                    }
+                    Err(e) => self.refuse(id, e.to_string()),
+                }
+            }
+            LinkMsg::Heartbeat(h) => {
+                let Some(node) = node else {
+                    return self.refuse(id, "register first");
+                };
+                match self.cluster.heartbeat(now, node, &h.scenes) {
+                    Ok(effects) => self.apply(effects),
+                    Err(e) => self.unknown_node(id, e),
+                }
+            }
+            LinkMsg::SceneReady { scene, epoch } => {
+                let Some(node) = node else {
+                    return self.refuse(id, "register first");
+                };
+                match self.cluster.scene_ready(now, node, &scene, epoch) {
+                    Ok(effects) => {
+                        info!(%scene, epoch, %node, "scene ready");
+                        self.apply(effects);
+                    }
+                    Err(e) => self.unknown_node(id, e),
+                }
+            }
+            LinkMsg::Deregister { reason } => {
+                let Some(node) = node else {
+                    return;
+                };
+                info!(%node, %reason, "deregistered");
+                if let Some(l) = self.links.get_mut(&id) {
+                    l.node = None;
+                }
+                self.node_links.remove(&node);
+                if let Ok(effects) = self.cluster.deregister(now, node) {
+                    self.apply(effects);
+                }
+            }
+            LinkMsg::SaveBatch(batch) => {
+                if node.is_none() || role != Role::SceneServer {
+                    return self.refuse(id, "only a registered scene server saves");
+                }
+                self.save(id, batch);
+            }
+            LinkMsg::Event { scene, epoch, event } => {
+                let Some(node) = node else {
+                    return self.refuse(id, "register first");
+                };
+                if self.cluster.placement(&scene) != Some((node, epoch)) {
+                    self.stats.events_stale += 1;
+                    debug!(%scene, epoch, "event from a stale placement ignored");
+                    return;
+                }
+                self.on_event(&scene, event);
+            }
+            LinkMsg::OpenSession { request, account } => {
+                if !matches!(role, Role::Gate | Role::Tool) {
+                    return self.refuse(id, format!("a {role} does not open sessions"));
+                }
+                self.open_session(id, node, request, account);
+            }
+            LinkMsg::CloseSession { session } => {
+                if self.sessions.get(&session) != Some(&id) {
+                    return;
+                }
+                let effects = self.cluster.logout(SessionId(session));
+                self.sessions.remove(&session);
+                self.apply(effects);
+            }
+            LinkMsg::AttachAvatar { session, avatar } => {
+                if self.sessions.get(&session) != Some(&id) {
+                    return self.refuse_session(id, session, "unknown session");
+                }
+                self.attach(session, avatar);
+            }
+            LinkMsg::DetachAvatar { session } => {
+                if self.sessions.get(&session) != Some(&id) {
+                    return self.refuse_session(id, session, "unknown session");
+                }
+                let Some(avatar) = self.cluster.session_avatar(SessionId(session)) else {
+                    return self.refuse_session(id, session, "no avatar attached");
+                };
+                match self.cluster.detach(SessionId(session), avatar) {
+                    Ok(effects) => self.apply(effects),
+                    Err(e) => self.refuse_session(id, session, &e.to_string()),
+                }
+            }
+            other => self.refuse(id, format!("unexpected {} from a {role}", other.kind())),
+        }
+    }
+
+    fn refuse_session(&mut self, id: u64, session: u64, reason: &str) {
+        self.stats.refused += 1;
+        self.send_link(
+            id,
+            &LinkMsg::Session {
+                session,
+                event: SessionEvent::Refused {
+                    request: 0,
+                    reason: reason.to_owned(),
+                },
+            },
+        );
+    }
+
+    /// The node was deregistered (or the coordinator lost it): close the
+    /// link so that it reconnects and registers again.
+    fn unknown_node(&mut self, id: u64, e: crate::cluster::UnknownNode) {
+        self.refuse(id, e.to_string());
+        if let Some(l) = self.links.get(&id) {
+            l.kill.cancel();
+        }
+    }
+
+    fn save(&mut self, id: u64, batch: WireSaveBatch) {
+        let latest = self
+            .cluster
+            .scene(&batch.scene)
+            .map_or(0, |s| s.latest_epoch);
+        if batch.epoch < latest {
+            self.stats.batches_stale += 1;
+            warn!(scene = %batch.scene, epoch = batch.epoch, current = latest, "stale save batch refused");
+            self.send_link(
+                id,
+                &LinkMsg::EpochStale {
+                    scene: batch.scene,
+                    current: latest,
+                },
+            );
+            return;
+        }
+        let Some(&scene) = self.scene_ids.get(&batch.scene) else {
+            return self.refuse(id, format!("unknown scene {:?}", batch.scene));
+        };
+        let states = batch
+            .states
+            .iter()
+            .map(|s| db_state(scene, s))
+            .collect();
+        if let Some(w) = &self.writer {
+            w.submit(db::SaveBatch { scene, states });
+            self.stats.batches += 1;
+        }
+    }
+
+    fn open_session(&mut self, id: u64, gate_node: Option<NodeId>, request: u64, account: u64) {
+        let refuse = |core: &mut Self, reason: String| {
+            core.stats.refused += 1;
+            core.send_link(
+                id,
+                &LinkMsg::Session {
+                    session: 0,
+                    event: SessionEvent::Refused { request, reason },
+                },
+            );
+        };
+        match self.store.account(db::AccountId::from(account)) {
+            Ok(Some(a)) if a.status == db::AccountStatus::Open => {}
+            Ok(Some(_)) => return refuse(self, format!("account {account} is locked or deleted")),
+            Ok(None) => return refuse(self, format!("no account {account}")),
+            Err(e) => return refuse(self, format!("data service: {e}")),
+        }
+        let session = loop {
+            let s = new_session_id();
+            if !self.sessions.contains_key(&s) {
+                break s;
+            }
+        };
+        let gate = gate_node.filter(|n| {
+            self.cluster
+                .node(*n)
+                .is_some_and(|v| v.kind == NodeKind::Gate)
+        });
+        match self
+            .cluster
+            .login(AccountId(account), SessionId(session), gate)
+        {
+            Ok(effects) => {
+                self.stats.sessions += 1;
+                self.sessions.insert(session, id);
+                self.send_link(
+                    id,
+                    &LinkMsg::Session {
+                        session,
+                        event: SessionEvent::Opened { request, account },
+                    },
+                );
+                self.apply(effects);
+            }
+            Err(e) => refuse(self, e.to_string()),
+        }
+    }
+
+    fn attach(&mut self, session: u64, avatar: AvatarId) {
+        if self.cluster.avatar(avatar).is_none() {
+            // Not in the directory yet: learn it from the data service.
+            let found = self.store.avatar(avatar).ok().flatten().and_then(|a| {
+                let scene = self.store.scene(a.scene).ok().flatten()?;
+                (a.status != db::AvatarStatus::Deleted).then_some((a.account, scene.name))
+            });
+            let Some((account, scene)) = found else {
+                self.stats.attaches_refused += 1;
+                return self.refuse_session_by(session, format!("no avatar {avatar}"));
+            };
+            if let Err(e) = self
+                .cluster
+                .add_avatar(avatar, AccountId(account.into()), &scene)
+            {
+                self.stats.attaches_refused += 1;
+                return self.refuse_session_by(session, e.to_string());
+            }
+        }
+        match self.cluster.attach(SessionId(session), avatar) {
+            Ok(effects) => {
+                self.stats.attaches += 1;
+                self.apply(effects);
+            }
+            Err(e) => {
+                self.stats.attaches_refused += 1;
+                self.refuse_session_by(session, e.to_string());
+            }
+        }
+    }
+
+    fn refuse_session_by(&mut self, session: u64, reason: String) {
+        self.stats.refused += 1;
+        self.send_session(session, SessionEvent::Refused { request: 0, reason });
+    }
+
+    fn on_event(&mut self, scene: &str, event: WireEvent) {
+        match event {
+            WireEvent::Attached {
+                client,
+                avatar,
+                net_id,
+            } => self.send_session(
+                client,
+                SessionEvent::Attached {
+                    avatar,
+                    scene: scene.to_owned(),
+                    net_id,
+                },
+            ),
+            WireEvent::AttachRejected {
+                client,
+                avatar,
+                reason,
+            } => {
+                if let Ok(effects) = self.cluster.detach(SessionId(client), avatar) {
+                    self.apply(effects);
+                }
+                self.refuse_session_by(client, format!("scene {scene} refused: {reason}"));
+            }
+            WireEvent::Detached { client, state } => {
+                let avatar = state.avatar;
+                if let Some(arrival) = self.arrivals.remove(&avatar) {
+                    let mut st = state;
+                    st.position = arrival.position;
+                    st.online = true;
+                    self.arrival_states.insert(avatar, st);
+                    match self.cluster.complete_transfer(avatar) {
+                        Ok(effects) => {
+                            self.stats.transfers += 1;
+                            info!(avatar, from = %scene, to = %arrival.scene, "transfer complete");
+                            self.apply(effects);
+                        }
+                        Err(e) => {
+                            self.arrival_states.remove(&avatar);
+                            warn!(avatar, error = %e, "transfer could not complete");
+                        }
+                    }
+                } else {
+                    self.send_session(
+                        client,
+                        SessionEvent::Detached {
+                            avatar,
+                            scene: scene.to_owned(),
+                        },
+                    );
+                }
+            }
+            WireEvent::Portal {
+                client,
+                avatar,
+                target,
+                target_pos,
+            } => {
+                if self.arrivals.contains_key(&avatar) {
+                    return;
+                }
+                match self.cluster.begin_transfer(avatar, &target) {
+                    Ok(effects) => {
+                        self.arrivals.insert(
+                            avatar,
+                            Arrival {
+                                scene: target.clone(),
+                                position: target_pos,
+                            },
+                        );
+                        self.send_session(
+                            client,
+                            SessionEvent::Transferring {
+                                avatar,
+                                scene: target,
+                            },
+                        );
+                        self.apply(effects);
+                    }
+                    Err(e) => debug!(avatar, error = %e, "portal ignored"),
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Effects
+    // -----------------------------------------------------------------------
+
+    /// Carries out effects in order. A failed durable write stops the rest.
+    pub(super) fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            if !self.apply_one(effect) {
+                self.stats.persist_errors += 1;
+                break;
+            }
+        }
+    }
+
+    fn apply_one(&mut self, effect: Effect) -> bool {
+        match effect {
+            Effect::PersistEpoch { scene, epoch } => {
+                if let Err(e) = self.store.set_scene_epoch(&scene, epoch) {
+                    warn!(%scene, epoch, error = %e, "cannot persist epoch; placement held back");
+                    return false;
+                }
+            }
+            Effect::PlaceScene {
+                server,
+                scene,
+                epoch,
+            } => {
+                let states = self.load_states(&scene);
+                info!(%scene, epoch, %server, states = states.len(), "placing scene");
+                self.send_node(
+                    server,
+                    &LinkMsg::PlaceScene {
+                        scene,
+                        epoch,
+                        states,
+                    },
+                );
+            }
+            Effect::DropScene {
+                server,
+                scene,
+                epoch,
+                reason,
+            } => {
+                info!(%scene, epoch, %server, ?reason, "dropping scene");
+                let msg = match reason {
+                    DropReason::Stale { current } => LinkMsg::EpochStale { scene, current },
+                    DropReason::UnknownScene | DropReason::NotReported => {
+                        LinkMsg::DropScene { scene, epoch }
+                    }
+                };
+                self.send_node(server, &msg);
+            }
+            Effect::NodeDown { node } => {
+                warn!(%node, "node down (no heartbeat)");
+                if let Some(id) = self.node_links.remove(&node)
+                    && let Some(l) = self.links.get(&id)
+                {
+                    l.kill.cancel();
+                }
+            }
+            Effect::PersistAvatarScene { avatar, scene } => {
+                let Some(&scene_id) = self.scene_ids.get(&scene) else {
+                    return false;
+                };
+                if let Err(e) = self.store.set_avatar_scene(avatar, scene_id) {
+                    warn!(avatar, %scene, error = %e, "cannot persist the avatar's scene");
+                    return false;
+                }
+                if let Some(st) = self.arrival_states.get(&avatar) {
+                    let batch = db::SaveBatch {
+                        scene: scene_id,
+                        states: vec![db_state(scene_id, st)],
+                    };
+                    if let Err(e) = self.store.save_batch(&batch) {
+                        warn!(avatar, %scene, error = %e, "cannot save the arrival state");
+                        return false;
+                    }
+                }
+            }
+            Effect::AttachAt {
+                server,
+                scene,
+                epoch,
+                avatar,
+                session,
+            } => {
+                let gate = self.gate_name(session);
+                let state = self.arrival_states.remove(&avatar);
+                let (name, addr) = self.node_name_addr(server);
+                self.send_node(
+                    server,
+                    &LinkMsg::AttachAt {
+                        scene: scene.clone(),
+                        epoch,
+                        session: session.0,
+                        avatar,
+                        gate,
+                        state,
+                    },
+                );
+                self.send_session(
+                    session.0,
+                    SessionEvent::Routed {
+                        avatar,
+                        scene,
+                        epoch,
+                        server: name,
+                        addr,
+                    },
+                );
+            }
+            Effect::DetachAt {
+                server,
+                scene,
+                epoch,
+                avatar,
+                session,
+            } => self.send_node(
+                server,
+                &LinkMsg::DetachAt {
+                    scene,
+                    epoch,
+                    session: session.0,
+                    avatar,
+                },
+            ),
+            Effect::SyncAttached {
+                server,
+                scene,
+                epoch,
+                attached,
+            } => {
+                let attached = attached
+                    .into_iter()
+                    .map(|(avatar, session)| AttachedSession {
+                        avatar,
+                        session: session.0,
+                        gate: self.gate_name(session),
+                    })
+                    .collect();
+                self.send_node(
+                    server,
+                    &LinkMsg::SyncAttached {
+                        scene,
+                        epoch,
+                        attached,
+                    },
+                );
+            }
+            Effect::Kick { session, reason } => {
+                let reason = match reason {
+                    KickReason::DuplicateLogin => "logged in elsewhere".to_owned(),
+                };
+                self.send_session(session.0, SessionEvent::Kicked { reason });
+                self.sessions.remove(&session.0);
+            }
+        }
+        true
+    }
+
+    /// A scene's last flushed states: the writer is flushed first, so
+    /// everything submitted before this placement is in.
+    fn load_states(&mut self, scene: &str) -> Vec<WirePcState> {
+        if let Some(w) = &self.writer
+            && let Err(e) = w.flush()
+        {
+            warn!(error = %e, "writer flush before a placement failed");
+        }
+        let Some(&id) = self.scene_ids.get(scene) else {
+            return Vec::new();
+        };
+        match self.store.load_scene(id) {
+            Ok(states) => crate::host::from_db_states(states)
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            Err(e) => {
+                warn!(%scene, error = %e, "cannot load the scene's states");
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn db_state(scene: db::SceneId, s: &WirePcState) -> db::PcState {
+    db::PcState {
+        avatar: s.avatar,
+        scene,
+        position: s.position,
+        heading: s.heading,
+        action: s.action,
+        mount: s.mount,
+        online: s.online,
+        tick: s.tick,
+    }
+}
+
+/// A fresh session id: random, with the top bit set so it never collides
+/// with the small client ids of synthetic walkers.
+fn new_session_id() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: fall back to the clock (uniqueness is checked).
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = (t as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(b) | (1 << 63)
+}
+
+/// One link's life at the coordinator: messages go to the core in order
+/// until the link closes, the node is declared down, or the coordinator stops.
+pub(super) async fn handle_link(core: Arc<Mutex<Core>>, link: Link, stop: CancellationToken) {
+    let peer = link.peer().clone();
+    let (sender, mut receiver) = link.split();
+    let kill = CancellationToken::new();
+    let id = lock(&core).add_link(peer, sender, kill.clone());
+    loop {
+        tokio::select! {
+            _ = kill.cancelled() => break,
+            _ = stop.cancelled() => break,
+            msg = receiver.recv() => match msg {
+                Some(msg) => lock(&core).on_msg(id, msg),
+                None => break,
+            },
+        }
+    }
+    lock(&core).link_closed(id);
+}
