@@ -60,6 +60,7 @@ pub mod coordinator;
 pub mod frame;
 pub mod host;
 pub mod link;
+pub mod scene_server;
 pub mod stats;
 pub mod wire;
 

@@ -616,6 +616,13 @@ impl Link {
     pub fn split(self) -> (LinkSender, LinkReceiver) {
         (self.sender, self.receiver)
     }
+
+    /// Puts the halves of [`Link::split`] back together (e.g. to
+    /// [`close`](Link::close) in order). `sender` should be a clone from the
+    /// same link as `receiver`.
+    pub fn from_parts(sender: LinkSender, receiver: LinkReceiver) -> Self {
+        Self { sender, receiver }
+    }
 }
 
 impl LinkSender {

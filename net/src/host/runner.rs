@@ -35,6 +35,10 @@ pub struct RunnerSettings {
     /// Ticks between two refreshes of the load report; 0 = one second of ticks.
     /// Default 0.
     pub report_every_ticks: u32,
+    /// Synthetic walkers spawned in every scene at start (load tests): each
+    /// is an observer with its own client id in `1..=walkers`, moving and
+    /// replicated as if connected. Default 0.
+    pub walkers: u32,
     /// The scene world's own settings.
     pub scene: SceneSettings,
 }
@@ -47,6 +51,7 @@ impl Default for RunnerSettings {
             max_pending_events: 65_536,
             max_burst: 4,
             report_every_ticks: 0,
+            walkers: 0,
             scene: SceneSettings::default(),
         }
     }
@@ -424,7 +429,12 @@ impl ThreadCtx {
             output: Arc::clone(&self.output),
         };
         let scene = self.def.name.clone();
-        let world = SceneWorld::new(self.def, self.settings.scene.clone());
+        let mut world = SceneWorld::new(self.def, self.settings.scene.clone());
+        if self.settings.walkers > 0 {
+            // Synthetic load: observers with client ids 1..=walkers (session
+            // ids have the top bit set, so they never collide).
+            world.add_walkers(self.settings.walkers, 1);
+        }
         let hz = world.tick_hz();
         let report_every = match self.settings.report_every_ticks {
             0 => u64::from(hz),
