@@ -1,6 +1,7 @@
 //! `tessera` — one binary, one subcommand per role. See `ARCHITECTURE.md`.
 
 mod cli;
+mod config;
 mod scenes;
 
 use std::process::ExitCode;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod aoi;
+pub mod cluster;
 mod db;
 mod report;
 mod sim;
@@ -30,6 +31,15 @@ enum Command {
     AoiTrace(aoi::AoiTraceArgs),
     /// Operator tools for the redb database: stats, check, export, import, accounts, bench.
     Db(db::DbArgs),
+    /// Run every role in one process over loopback: the coordinator (database
+    /// under ./data) and scene servers.
+    Up(cluster::UpArgs),
+    /// Run the world coordinator: registry, placement, avatar directory, data service, HTTP API.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Run a scene server: hosts the scenes the coordinator places on it.
+    Scene(cluster::SceneArgs),
+    /// Show the cluster's servers, scenes, epochs, populations and tick p99.
+    Status(cluster::StatusArgs),
 }
 
 impl Cli {
@@ -39,6 +49,10 @@ impl Cli {
             Command::Aoi(args) => aoi::run(args),
             Command::AoiTrace(args) => aoi::run_trace(args),
             Command::Db(args) => args.run(),
+            Command::Up(args) => cluster::up(args),
+            Command::Coordinator(args) => cluster::coordinator(args),
+            Command::Scene(args) => cluster::scene(args),
+            Command::Status(args) => cluster::status(args),
         }
     }
 }

@@ -249,7 +249,7 @@ impl ClusterConfig {
 }
 
 /// How crowded a scene is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SceneStatus {
     Open,

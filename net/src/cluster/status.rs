@@ -1,13 +1,13 @@
 //! The `GET /v1/status` snapshot.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ClusterState, NodeKind, SceneStatus};
 use crate::wire::Epoch;
 
 /// The body of `GET /v1/status`:
 /// `{"scene_servers":[{"name","alive","scenes":[...]}],"scenes":[{"name","server","epoch","status","population","tick_p99_ms"}]}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// Registered scene servers, by name (gates are not listed).
     pub scene_servers: Vec<ServerRow>,
@@ -16,7 +16,7 @@ pub struct ClusterStatus {
 }
 
 /// One scene server in [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerRow {
     pub name: String,
     pub alive: bool,
@@ -25,7 +25,7 @@ pub struct ServerRow {
 }
 
 /// One scene in [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SceneRow {
     pub name: String,
     /// The hosting scene server's name; empty when unplaced.

@@ -1,0 +1,301 @@
+//! `tessera coordinator`, `tessera scene`, `tessera up`, `tessera status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tessera_net::cluster::ClusterStatus;
+use tessera_net::coordinator::Coordinator;
+use tessera_net::scene_server::SceneServer;
+use tracing::info;
+
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Config file (default: ./tessera.toml if it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Link listener for scene servers and gates (default 127.0.0.1:7000).
+    #[arg(long)]
+    listen: Option<String>,
+    /// HTTP admin API (default 127.0.0.1:7080).
+    #[arg(long)]
+    http: Option<String>,
+    /// Data directory holding tessera.redb (default ./data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SceneArgs {
+    /// Config file (default: ./tessera.toml if it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The coordinator's link address (default 127.0.0.1:7000).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// This server's node name, unique in the cluster (default scene-<pid>).
+    #[arg(long)]
+    name: Option<String>,
+    /// Link listener for gates (default 127.0.0.1:0, any free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Synthetic walkers spawned in every scene placed here (load tests).
+    #[arg(long)]
+    walkers: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Config file (default: ./tessera.toml if it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory holding tessera.redb (default ./data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Scene servers to run in the process (default 1).
+    #[arg(long)]
+    scene_servers: Option<u32>,
+    /// Synthetic walkers spawned in every scene (load tests).
+    #[arg(long)]
+    walkers: Option<u32>,
+    /// Link listener of the coordinator (default 127.0.0.1:7000).
+    #[arg(long)]
+    listen: Option<String>,
+    /// HTTP admin API (default 127.0.0.1:7080).
+    #[arg(long)]
+    http: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The coordinator's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:7080")]
+    http: String,
+    /// Print the /v1/status JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(v) = args.listen {
+        config.coordinator.listen = v;
+    }
+    if let Some(v) = args.http {
+        config.coordinator.http = v;
+    }
+    if let Some(v) = args.data {
+        config.coordinator.data = v;
+    }
+    config.validate(&[&config.coordinator.listen, &config.coordinator.http])?;
+    let catalog: Vec<String> = config.scene_defs()?.into_keys().collect();
+    runtime()?.block_on(async {
+        let coord = Coordinator::start(
+            config.coordinator.clone(),
+            config.cluster.clone(),
+            config.secret(),
+            catalog,
+        )
+        .await?;
+        println!(
+            "coordinator: links on {}, HTTP on http://{}",
+            coord.link_addr(),
+            coord.http_addr()
+        );
+        terminated().await;
+        info!("stopping");
+        coord.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(v) = args.coordinator {
+        config.scene.coordinator = v;
+    }
+    if let Some(v) = args.name {
+        config.scene.name = v;
+    }
+    if let Some(v) = args.listen {
+        config.scene.listen = v;
+    }
+    if let Some(v) = args.walkers {
+        config.scene.walkers = v;
+    }
+    config.validate(&[&config.scene.coordinator, &config.scene.listen])?;
+    let defs = config.scene_defs()?;
+    runtime()?.block_on(async {
+        let mut server = SceneServer::start(config.scene.clone(), config.secret(), defs).await?;
+        println!(
+            "scene server {}: gates connect to {}",
+            server.name(),
+            server.link_addr()
+        );
+        tokio::select! {
+            _ = terminated() => {
+                info!("SIGTERM: flushing every scene, then deregistering");
+                server.shutdown().await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            r = server.stopped() => {
+                r?;
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(v) = args.data {
+        config.coordinator.data = v;
+    }
+    if let Some(v) = args.scene_servers {
+        config.up.scene_servers = v;
+    }
+    if let Some(v) = args.walkers {
+        config.scene.walkers = v;
+    }
+    if let Some(v) = args.listen {
+        config.coordinator.listen = v;
+    }
+    if let Some(v) = args.http {
+        config.coordinator.http = v;
+    }
+    config.validate(&[&config.coordinator.listen, &config.coordinator.http])?;
+    let defs = config.scene_defs()?;
+    let catalog: Vec<String> = defs.keys().cloned().collect();
+    runtime()?.block_on(async {
+        let coord = Coordinator::start(
+            config.coordinator.clone(),
+            config.cluster.clone(),
+            config.secret(),
+            catalog,
+        )
+        .await?;
+        let mut servers = Vec::new();
+        for i in 1..=config.up.scene_servers {
+            let mut sc = config.scene.clone();
+            sc.coordinator = coord.link_addr().to_string();
+            sc.name = format!("scene-{i}");
+            sc.listen = "127.0.0.1:0".into();
+            servers.push(SceneServer::start(sc, config.secret(), defs.clone()).await?);
+        }
+        println!(
+            "tessera up: coordinator on {}, {} scene server(s), status at http://{}/v1/status, data in {}",
+            coord.link_addr(),
+            servers.len(),
+            coord.http_addr(),
+            config.coordinator.data.display()
+        );
+        println!("press Ctrl-C to stop (every scene is flushed first)");
+        terminated().await;
+        for s in servers {
+            s.shutdown().await?;
+        }
+        coord.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Fetches `/v1/status` from the coordinator's HTTP API.
+pub async fn fetch_status(base: &str) -> anyhow::Result<ClusterStatus> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    let url = format!("{}/v1/status", base.trim_end_matches('/'));
+    let uri: hyper::Uri = url
+        .parse()
+        .with_context(|| format!("{url:?} is not a URL"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .with_context(|| format!("{url}: no answer within 5 s"))?
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .with_context(|| format!("{url}: body not received within 5 s"))?
+        .with_context(|| format!("{url}: reading the body"))?
+        .to_bytes();
+    anyhow::ensure!(status.is_success(), "{url}: HTTP {status}");
+    serde_json::from_slice(&body).with_context(|| format!("{url}: not a /v1/status object"))
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let status = rt.block_on(fetch_status(&args.http))?;
+    println!("scene servers:");
+    println!("  {:<20} {:<6} scenes", "name", "alive");
+    for s in &status.scene_servers {
+        println!(
+            "  {:<20} {:<6} {}",
+            s.name,
+            if s.alive { "yes" } else { "NO" },
+            s.scenes.join(", ")
+        );
+    }
+    println!("scenes:");
+    println!(
+        "  {:<16} {:<20} {:>6} {:<6} {:>10} {:>12}",
+        "name", "server", "epoch", "status", "population", "tick p99 ms"
+    );
+    for s in &status.scenes {
+        let st = serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "  {:<16} {:<20} {:>6} {:<6} {:>10} {:>12.2}",
+            s.name,
+            if s.server.is_empty() {
+                "(unplaced)"
+            } else {
+                &s.server
+            },
+            s.epoch,
+            st,
+            s.population,
+            s.tick_p99_ms
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&status)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}

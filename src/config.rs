@@ -1,0 +1,222 @@
+//! `tessera.toml`: one file for every role. Every setting has a default;
+//! values are validated with messages that name the setting; command-line
+//! flags override the file.
+//!
+//! ```toml
+//! secret = "a long random string"   # shared by every process of a cluster
+//! scenes_dir = "assets/scenes"      # default: see `scenes::scenes_dir`
+//!
+//! [coordinator]   # tessera_net::coordinator::CoordinatorConfig
+//! listen = "127.0.0.1:7000"
+//! http = "127.0.0.1:7080"
+//! data = "./data"
+//!
+//! [cluster]       # tessera_net::cluster::ClusterConfig
+//! heartbeat_timeout_ms = 3000
+//!
+//! [scene]         # tessera_net::scene_server::SceneServerConfig
+//! coordinator = "127.0.0.1:7000"
+//! walkers = 0
+//!
+//! [up]
+//! scene_servers = 1
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use tessera_net::Secret;
+use tessera_net::cluster::ClusterConfig;
+use tessera_net::coordinator::CoordinatorConfig;
+use tessera_net::scene_server::SceneServerConfig;
+use tessera_sim::SceneDef;
+
+/// The development secret used when none is configured. Refused on any
+/// address that is not loopback.
+pub const DEV_SECRET: &str = "tessera-development-secret";
+
+/// The config file read when `--config` is not given, if it exists.
+pub const DEFAULT_FILE: &str = "tessera.toml";
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The cluster secret every process must share. Default: a development
+    /// secret, allowed on loopback only. `TESSERA_SECRET` overrides the file.
+    pub secret: String,
+    /// Folder of scene definitions. Default: `$TESSERA_ASSETS/scenes`, else
+    /// `./assets/scenes`.
+    pub scenes_dir: Option<PathBuf>,
+    pub coordinator: CoordinatorConfig,
+    pub cluster: ClusterConfig,
+    pub scene: SceneServerConfig,
+    pub up: UpConfig,
+}
+
+/// `[up]`: the all-in-one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpConfig {
+    /// Scene servers started in the process. Default 1.
+    pub scene_servers: u32,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        Self { scene_servers: 1 }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or `./tessera.toml` if it exists, or the defaults.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut config = match path {
+            Some(p) => Self::from_file(p)?,
+            None if Path::new(DEFAULT_FILE).is_file() => Self::from_file(Path::new(DEFAULT_FILE))?,
+            None => Self::default(),
+        };
+        if let Ok(secret) = std::env::var("TESSERA_SECRET") {
+            config.secret = secret;
+        }
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses a config; `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("config {origin}: {e}"))
+    }
+
+    /// The cluster secret (the development one when unset).
+    pub fn secret(&self) -> Secret {
+        if self.secret.is_empty() {
+            Secret::new(DEV_SECRET)
+        } else {
+            Secret::new(self.secret.as_bytes().to_vec())
+        }
+    }
+
+    /// The scene folder.
+    pub fn scenes_dir(&self) -> PathBuf {
+        self.scenes_dir
+            .clone()
+            .unwrap_or_else(crate::scenes::scenes_dir)
+    }
+
+    /// Checks every setting a role uses; `addrs` are the addresses it will
+    /// listen on or connect to (the development secret is refused on
+    /// anything but loopback).
+    pub fn validate(&self, addrs: &[&str]) -> anyhow::Result<()> {
+        self.cluster.validate().context("[cluster]")?;
+        self.coordinator
+            .validate(&self.cluster)
+            .context("[coordinator]")?;
+        self.scene.validate().context("[scene]")?;
+        if self.up.scene_servers == 0 || self.up.scene_servers > 16 {
+            bail!("[up] scene_servers must be between 1 and 16");
+        }
+        if self.secret.is_empty() {
+            for a in addrs {
+                if !is_loopback(a) {
+                    bail!(
+                        "no cluster secret configured and {a} is not a loopback address: \
+                         set `secret` in tessera.toml or TESSERA_SECRET"
+                    );
+                }
+            }
+        } else if self.secret.len() < 16 {
+            bail!("secret must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    /// Every scene definition in the scene folder, by name.
+    pub fn scene_defs(&self) -> anyhow::Result<BTreeMap<String, SceneDef>> {
+        let dir = self.scenes_dir();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read scene folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        let mut defs = BTreeMap::new();
+        for p in paths {
+            let def = crate::scenes::load(&p.display().to_string())?;
+            if let Some(old) = defs.insert(def.name.clone(), def) {
+                bail!(
+                    "two scene files in {} are named {:?}",
+                    dir.display(),
+                    old.name
+                );
+            }
+        }
+        if defs.is_empty() {
+            bail!("no scene files (*.toml) in {}", dir.display());
+        }
+        Ok(defs)
+    }
+}
+
+/// Whether `addr` (host:port, or a URL) names a loopback host.
+fn is_loopback(addr: &str) -> bool {
+    let host_port = addr
+        .split("://")
+        .nth(1)
+        .unwrap_or(addr)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if let Ok(sa) = host_port.parse::<std::net::SocketAddr>() {
+        return sa.ip().is_loopback();
+    }
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    host == "localhost"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_on_loopback() {
+        let c = Config::parse("test", "").expect("empty config");
+        c.validate(&["127.0.0.1:7000", "http://127.0.0.1:7080"])
+            .expect("valid");
+        assert_eq!(c.coordinator.listen, "127.0.0.1:7000");
+        assert_eq!(c.up.scene_servers, 1);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let e = Config::parse("t.toml", "[coordinator]\nlisten = 7").expect_err("type");
+        assert!(format!("{e:#}").contains("t.toml"), "{e:#}");
+        let e = Config::parse("t.toml", "[scene]\nwalkerz = 7").expect_err("unknown key");
+        assert!(format!("{e:#}").contains("walkerz"), "{e:#}");
+        let c = Config::parse("t.toml", "[cluster]\nbusy_population = 900\nfull_population = 10")
+            .expect("parses");
+        let e = c.validate(&[]).expect_err("busy above full");
+        assert!(format!("{e:#}").contains("busy_population"), "{e:#}");
+        let c = Config::parse("t.toml", "[coordinator]\nlisten = \"nowhere\"").expect("parses");
+        let e = c.validate(&[]).expect_err("bad address");
+        assert!(format!("{e:#}").contains("coordinator.listen"), "{e:#}");
+        let c = Config::parse("t.toml", "[scene]\naoi_radius = -1.0").expect("parses");
+        assert!(c.validate(&[]).is_err());
+    }
+
+    #[test]
+    fn the_dev_secret_is_loopback_only() {
+        let c = Config::default();
+        let e = c.validate(&["0.0.0.0:7000"]).expect_err("public");
+        assert!(format!("{e:#}").contains("secret"), "{e:#}");
+        let c = Config::parse("t", "secret = \"short\"").expect("parses");
+        assert!(c.validate(&["127.0.0.1:1"]).is_err());
+        let c = Config::parse("t", "secret = \"a-long-enough-secret-123\"").expect("parses");
+        c.validate(&["10.0.0.1:7000"]).expect("real secret anywhere");
+    }
+}
