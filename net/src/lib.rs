@@ -62,6 +62,7 @@ pub mod host;
 pub mod link;
 pub mod scene_server;
 pub mod stats;
+pub mod tool;
 pub mod wire;
 
 pub use cluster::{ClusterConfig, ClusterState, Effect};
