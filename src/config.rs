@@ -198,8 +198,11 @@ mod tests {
         assert!(format!("{e:#}").contains("t.toml"), "{e:#}");
         let e = Config::parse("t.toml", "[scene]\nwalkerz = 7").expect_err("unknown key");
         assert!(format!("{e:#}").contains("walkerz"), "{e:#}");
-        let c = Config::parse("t.toml", "[cluster]\nbusy_population = 900\nfull_population = 10")
-            .expect("parses");
+        let c = Config::parse(
+            "t.toml",
+            "[cluster]\nbusy_population = 900\nfull_population = 10",
+        )
+        .expect("parses");
         let e = c.validate(&[]).expect_err("busy above full");
         assert!(format!("{e:#}").contains("busy_population"), "{e:#}");
         let c = Config::parse("t.toml", "[coordinator]\nlisten = \"nowhere\"").expect("parses");
@@ -217,6 +220,7 @@ mod tests {
         let c = Config::parse("t", "secret = \"short\"").expect("parses");
         assert!(c.validate(&["127.0.0.1:1"]).is_err());
         let c = Config::parse("t", "secret = \"a-long-enough-secret-123\"").expect("parses");
-        c.validate(&["10.0.0.1:7000"]).expect("real secret anywhere");
+        c.validate(&["10.0.0.1:7000"])
+            .expect("real secret anywhere");
     }
 }

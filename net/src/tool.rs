@@ -15,9 +15,7 @@ use std::time::Duration;
 use tessera_sim::protocol::{AvatarId, NetId};
 
 use crate::link::{ConnectError, Link, LinkConfig, connect};
-use crate::wire::{
-    Epoch, LinkMsg, Role, SceneCommand, Secret, SessionEvent, WireInput,
-};
+use crate::wire::{Epoch, LinkMsg, Role, SceneCommand, Secret, SessionEvent, WireInput};
 
 /// Why a tool request failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +80,10 @@ impl SessionClient {
     }
 
     /// The next session event (from the backlog first), waiting up to `timeout`.
-    pub async fn next_event(&mut self, timeout: Duration) -> Result<(u64, SessionEvent), ToolError> {
+    pub async fn next_event(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(u64, SessionEvent), ToolError> {
         if let Some(e) = self.backlog.pop_front() {
             return Ok(e);
         }
@@ -135,7 +136,8 @@ impl SessionClient {
     pub async fn open_session(&mut self, account: u64) -> Result<u64, ToolError> {
         let request = self.next_request;
         self.next_request += 1;
-        self.send(&LinkMsg::OpenSession { request, account }).await?;
+        self.send(&LinkMsg::OpenSession { request, account })
+            .await?;
         let timeout = self.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -153,8 +155,13 @@ impl SessionClient {
     }
 
     /// Attaches `avatar` for `session`; returns once the scene spawned it.
-    pub async fn attach(&mut self, session: u64, avatar: AvatarId) -> Result<Attachment, ToolError> {
-        self.send(&LinkMsg::AttachAvatar { session, avatar }).await?;
+    pub async fn attach(
+        &mut self,
+        session: u64,
+        avatar: AvatarId,
+    ) -> Result<Attachment, ToolError> {
+        self.send(&LinkMsg::AttachAvatar { session, avatar })
+            .await?;
         self.wait_attached(session).await
     }
 
@@ -165,9 +172,7 @@ impl SessionClient {
         loop {
             let ev = self
                 .wait(session, |ev| match ev {
-                    SessionEvent::Routed { .. } | SessionEvent::Attached { .. } => {
-                        Some(ev.clone())
-                    }
+                    SessionEvent::Routed { .. } | SessionEvent::Attached { .. } => Some(ev.clone()),
                     _ => None,
                 })
                 .await?;

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use tessera_net::Secret;
 use tessera_net::cluster::{ClusterConfig, ClusterStatus};
 use tessera_net::coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
 use tessera_net::scene_server::{SceneServer, SceneServerConfig};
 use tessera_net::tool::{SceneClient, SessionClient};
 use tessera_net::wire::{WireInput, WireMoveMode};
-use tessera_net::Secret;
 use tessera_persistence::{self as db, NewAvatar, Store};
 use tessera_sim::SceneDef;
 
@@ -89,9 +89,14 @@ async fn coordinator(data: &Path, listen: &str) -> Coordinator {
         heartbeat_ms: 200,
         tick_ms: 50,
     };
-    Coordinator::start(cfg, cluster_config(), secret(), defs().into_keys().collect())
-        .await
-        .unwrap()
+    Coordinator::start(
+        cfg,
+        cluster_config(),
+        secret(),
+        defs().into_keys().collect(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn scene_server(coord: &str, name: &str) -> SceneServer {
@@ -141,19 +146,25 @@ async fn attach_move_portal_transfer_detach_and_reload() {
         until(10, "placement", || coord.status(), all_placed).await;
 
         let addr = coord.link_addr().to_string();
-        let mut tool = SessionClient::connect(&addr, "tool-1", secret()).await.unwrap();
+        let mut tool = SessionClient::connect(&addr, "tool-1", secret())
+            .await
+            .unwrap();
         let session = tool.open_session(account).await.unwrap();
         let a = tool.attach(session, avatar).await.unwrap();
         assert_eq!(a.scene, "field");
         assert_eq!(a.server, "scene-a");
 
         // Attaching the same avatar from another session is refused while online.
-        let mut other = SessionClient::connect(&addr, "tool-2", secret()).await.unwrap();
+        let mut other = SessionClient::connect(&addr, "tool-2", secret())
+            .await
+            .unwrap();
         let err = other.open_session(999_999).await.unwrap_err();
         assert!(err.to_string().contains("no account"), "{err}");
 
         // Run east into the portal; the tool sees the transfer and the re-attach.
-        let mut scene = SceneClient::connect(&a.addr, "tool-1", secret()).await.unwrap();
+        let mut scene = SceneClient::connect(&a.addr, "tool-1", secret())
+            .await
+            .unwrap();
         let (sc, ep) = (a.scene.clone(), a.epoch);
         let mover = tokio::spawn(async move {
             let mut got = 0u32;
@@ -195,7 +206,11 @@ async fn attach_move_portal_transfer_detach_and_reload() {
         let field = store.scene_by_name("field").unwrap().unwrap().id;
         assert_eq!(store.avatar(avatar).unwrap().unwrap().scene, coast);
         assert!(
-            store.load_scene(field).unwrap().iter().all(|s| s.avatar != avatar),
+            store
+                .load_scene(field)
+                .unwrap()
+                .iter()
+                .all(|s| s.avatar != avatar),
             "the avatar is in exactly one scene"
         );
         let st = store
@@ -228,14 +243,19 @@ async fn coordinator_restart_keeps_placements_and_epochs() {
         let before = until(10, "placement", || coord.status(), all_placed).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while a.placements().len() + b.placements().len() < 3 {
-            assert!(tokio::time::Instant::now() < deadline, "servers never placed");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "servers never placed"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let placements_a = a.placements();
         let placements_b = b.placements();
         assert_eq!(placements_a.len() + placements_b.len(), 3);
 
-        let mut tool = SessionClient::connect(&addr, "gate-x", secret()).await.unwrap();
+        let mut tool = SessionClient::connect(&addr, "gate-x", secret())
+            .await
+            .unwrap();
         let session = tool.open_session(account).await.unwrap();
         tool.attach(session, avatar).await.unwrap();
 
@@ -284,18 +304,25 @@ async fn graceful_shutdown_moves_scenes_with_their_last_state() {
         until(10, "placement", || coord.status(), all_placed).await;
         let b = scene_server(&addr, "scene-b").await;
 
-        let mut tool = SessionClient::connect(&addr, "tool-1", secret()).await.unwrap();
+        let mut tool = SessionClient::connect(&addr, "tool-1", secret())
+            .await
+            .unwrap();
         let session = tool.open_session(account).await.unwrap();
         let at = tool.attach(session, avatar).await.unwrap();
         assert_eq!(at.server, "scene-a");
-        let scene = SceneClient::connect(&at.addr, "tool-1", secret()).await.unwrap();
+        let scene = SceneClient::connect(&at.addr, "tool-1", secret())
+            .await
+            .unwrap();
         for seq in 1..=10 {
             let input = WireInput {
                 seq,
                 dir: [0.0, 1.0],
                 ..WireInput::default()
             };
-            scene.input("field", at.epoch, session, input).await.unwrap();
+            scene
+                .input("field", at.epoch, session, input)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -12,9 +12,8 @@ use tessera_net::{
     connect_with_backoff, serve,
     wire::{
         AttachedSession, Challenge, Heartbeat, Hello, NONCE_LEN, Placement, Register, Response,
-        SceneCommand, SessionEvent,
-        SceneLoad, Side, Transcript, WireEvent, WireInput, WireMoveMode, WirePcState,
-        WireSaveBatch,
+        SceneCommand, SceneLoad, SessionEvent, Side, Transcript, WireEvent, WireInput,
+        WireMoveMode, WirePcState, WireSaveBatch,
     },
 };
 use tokio::{

@@ -189,7 +189,11 @@ impl Core {
             .is_some_and(|l| l.sender.try_send(msg).is_ok());
         if !ok {
             self.stats.sends_failed += 1;
-            debug!(link = id, kind = msg.kind(), "send failed (no link or queue full)");
+            debug!(
+                link = id,
+                kind = msg.kind(),
+                "send failed (no link or queue full)"
+            );
         }
     }
 
@@ -323,7 +327,11 @@ impl Core {
                 }
                 self.save(id, batch);
             }
-            LinkMsg::Event { scene, epoch, event } => {
+            LinkMsg::Event {
+                scene,
+                epoch,
+                event,
+            } => {
                 let Some(node) = node else {
                     return self.refuse(id, "register first");
                 };
@@ -413,11 +421,7 @@ impl Core {
         let Some(&scene) = self.scene_ids.get(&batch.scene) else {
             return self.refuse(id, format!("unknown scene {:?}", batch.scene));
         };
-        let states = batch
-            .states
-            .iter()
-            .map(|s| db_state(scene, s))
-            .collect();
+        let states = batch.states.iter().map(|s| db_state(scene, s)).collect();
         if let Some(w) = &self.writer {
             w.submit(db::SaveBatch { scene, states });
             self.stats.batches += 1;

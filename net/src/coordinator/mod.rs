@@ -233,14 +233,18 @@ impl Coordinator {
                     addr: config.http.clone(),
                     source,
                 })?;
-        let link_addr = link_listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
-        let http_addr = http_listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.http.clone(),
-            source,
-        })?;
+        let link_addr = link_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.http.clone(),
+                source,
+            })?;
 
         let mut core = Core::new(state, clock, store, writer, scene_ids, config.heartbeat_ms);
         core.apply(effects);
@@ -261,7 +265,9 @@ impl Coordinator {
                     let stop = stop_links.clone();
                     async move { core::handle_link(core, link, stop).await }
                 };
-                if let Err(e) = serve(link_listener, link_cfg, handler, stopped.cancelled_owned()).await {
+                if let Err(e) =
+                    serve(link_listener, link_cfg, handler, stopped.cancelled_owned()).await
+                {
                     warn!(error = %e, "link listener stopped");
                 }
             }));

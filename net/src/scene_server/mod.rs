@@ -751,13 +751,8 @@ async fn on_coordinator_msg(shared: &Arc<Shared>, sender: &LinkSender, msg: Link
                 None => {}
             }
             let states = states.into_iter().map(Into::into).collect();
-            let placed = lock(&shared.host).place_with(
-                &scene,
-                def,
-                epoch,
-                states,
-                shared.settings.clone(),
-            );
+            let placed =
+                lock(&shared.host).place_with(&scene, def, epoch, states, shared.settings.clone());
             match placed {
                 Ok(()) => {
                     bump(&shared.counters.placed);
@@ -866,7 +861,10 @@ async fn on_coordinator_msg(shared: &Arc<Shared>, sender: &LinkSender, msg: Link
             }
         }
         LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
-        other => debug!(kind = other.kind(), "unexpected message from the coordinator"),
+        other => debug!(
+            kind = other.kind(),
+            "unexpected message from the coordinator"
+        ),
     }
 }
 
