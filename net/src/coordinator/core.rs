@@ -439,7 +439,7 @@ impl Core {
                 },
             );
         };
-        match self.store.account(db::AccountId::from(account)) {
+        match self.store.account(account) {
             Ok(Some(a)) if a.status == db::AccountStatus::Open => {}
             Ok(Some(_)) => return refuse(self, format!("account {account} is locked or deleted")),
             Ok(None) => return refuse(self, format!("no account {account}")),
@@ -489,7 +489,7 @@ impl Core {
             };
             if let Err(e) = self
                 .cluster
-                .add_avatar(avatar, AccountId(account.into()), &scene)
+                .add_avatar(avatar, AccountId(account), &scene)
             {
                 self.stats.attaches_refused += 1;
                 return self.refuse_session_by(session, e.to_string());
