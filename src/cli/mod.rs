@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod aoi;
 pub mod cluster;
+mod cluster_bench;
 mod db;
 mod report;
 mod sim;
@@ -40,6 +41,9 @@ enum Command {
     Scene(cluster::SceneArgs),
     /// Show the cluster's servers, scenes, epochs, populations and tick p99.
     Status(cluster::StatusArgs),
+    /// Speed report: attach + detach round trips through the coordinator while
+    /// scene servers tick scenes full of walkers (all in this process).
+    ClusterBench(cluster_bench::ClusterBenchArgs),
 }
 
 impl Cli {
@@ -53,6 +57,7 @@ impl Cli {
             Command::Coordinator(args) => cluster::coordinator(args),
             Command::Scene(args) => cluster::scene(args),
             Command::Status(args) => cluster::status(args),
+            Command::ClusterBench(args) => cluster_bench::run(args),
         }
     }
 }

@@ -452,6 +452,11 @@ impl SceneServer {
         self.shared.stats()
     }
 
+    /// The load report of every hosted scene.
+    pub fn load(&self) -> Vec<crate::host::LoadReport> {
+        lock(&self.shared.host).load()
+    }
+
     /// Resolves when the server stops on its own: the coordinator refused it
     /// for good (wrong secret or version), which is returned as an error.
     pub async fn stopped(&mut self) -> Result<(), SceneServerError> {

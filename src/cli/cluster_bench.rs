@@ -1,0 +1,339 @@
+//! `tessera cluster-bench`: the cluster's speed report — attach + detach
+//! round trips per second through the coordinator, while every scene server
+//! ticks a scene full of synthetic walkers.
+//!
+//! Everything runs in this process over loopback (a coordinator, N scene
+//! servers with capacity 1 so each hosts one scene, `workers` tool clients),
+//! on a fresh database in a temporary folder that is removed afterwards.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use tessera_net::cluster::ClusterConfig;
+use tessera_net::coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
+use tessera_net::scene_server::{SceneServer, SceneServerConfig};
+use tessera_net::tool::SessionClient;
+use tessera_persistence::{NewAvatar, Store};
+
+use super::report::{MsSummary, new_histogram};
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterBenchArgs {
+    /// Scene servers, one scene each (at most the number of scenes).
+    #[arg(long, default_value_t = 3)]
+    scene_servers: u32,
+    /// Synthetic walkers in every scene.
+    #[arg(long, default_value_t = 5000)]
+    walkers: u32,
+    /// Concurrent tool clients doing attach + detach round trips.
+    #[arg(long, default_value_t = 8)]
+    workers: u32,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    report: ReportFormat,
+}
+
+#[derive(Debug, Serialize)]
+struct SceneFigures {
+    scene: String,
+    server: String,
+    population: u32,
+    /// Largest 1-second-window tick p99 seen while measuring, ms.
+    tick_p99_ms_worst_window: f64,
+    /// Median of the 1-second-window tick p99s while measuring, ms.
+    tick_p99_ms_median_window: f64,
+    /// Tick p99 since the scene started, ms.
+    tick_p99_ms_total: f64,
+    budget_ms: f64,
+    within_budget: bool,
+    late_ticks: u64,
+    skipped_ticks: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    scene_servers: u32,
+    walkers_per_scene: u32,
+    workers: u32,
+    seconds: f64,
+    round_trips: u64,
+    round_trips_per_s: f64,
+    /// Attach (request → scene spawned it) + detach (request → saved), ms.
+    round_trip_ms: MsSummary,
+    failures: u64,
+    scenes: Vec<SceneFigures>,
+}
+
+pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        (1..=16).contains(&args.scene_servers),
+        "--scene-servers must be between 1 and 16"
+    );
+    anyhow::ensure!(
+        (1..=256).contains(&args.workers),
+        "--workers must be between 1 and 256"
+    );
+    anyhow::ensure!(args.walkers <= 100_000, "--walkers must be at most 100000");
+    anyhow::ensure!(
+        (1..=3600).contains(&args.duration),
+        "--duration must be 1..=3600 s"
+    );
+    let config = Config::load(None)?;
+    let defs = config.scene_defs()?;
+    anyhow::ensure!(
+        args.scene_servers as usize <= defs.len(),
+        "--scene-servers {} exceeds the {} scenes in {}",
+        args.scene_servers,
+        defs.len(),
+        config.scenes_dir().display()
+    );
+    let dir = std::env::temp_dir().join(format!("tessera-cluster-bench-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+
+    // One account and avatar per worker, spread over the hosted scenes.
+    let scenes: Vec<String> = defs
+        .keys()
+        .take(args.scene_servers as usize)
+        .cloned()
+        .collect();
+    let mut accounts = Vec::new();
+    {
+        let store = Store::open(dir.join(DB_FILE))?;
+        for w in 0..args.workers {
+            let scene = &scenes[w as usize % scenes.len()];
+            let scene_id = store.ensure_scene(scene)?;
+            let account = store.register(
+                &format!("bench{w}@example.com"),
+                "correct horse battery",
+                None,
+            )?;
+            let avatar = store.provision_avatars(
+                account,
+                &[NewAvatar {
+                    name: format!("Bench{w}"),
+                    figure: "f".into(),
+                    scene: scene_id,
+                }],
+            )?[0];
+            accounts.push((account, avatar));
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let coord = Coordinator::start(
+            CoordinatorConfig {
+                listen: "127.0.0.1:0".into(),
+                http: "127.0.0.1:0".into(),
+                data: dir.clone(),
+                ..CoordinatorConfig::default()
+            },
+            ClusterConfig {
+                // The synthetic walkers count as population: keep every
+                // scene open for attaches.
+                busy_population: 200_000,
+                full_population: 200_000,
+                ..ClusterConfig::default()
+            },
+            config.secret(),
+            scenes.clone(),
+        )
+        .await?;
+        let link = coord.link_addr().to_string();
+        let mut servers = Vec::new();
+        for i in 1..=args.scene_servers {
+            let cfg = SceneServerConfig {
+                coordinator: link.clone(),
+                name: format!("scene-{i}"),
+                capacity: 1,
+                walkers: args.walkers,
+                ..SceneServerConfig::default()
+            };
+            servers.push(SceneServer::start(cfg, config.secret(), defs.clone()).await?);
+        }
+        // Every scene placed and ticking with its walkers.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let loads: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
+            if loads.len() == scenes.len()
+                && loads
+                    .iter()
+                    .all(|l| l.phase == tessera_net::Phase::Running && l.population >= args.walkers)
+            {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "scenes not running after 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "{} scene servers × {} walkers running; {} s warm-up, then {} s measured",
+            args.scene_servers, args.walkers, args.warmup, args.duration
+        );
+
+        let measuring = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (w, (account, avatar)) in accounts.iter().copied().enumerate() {
+            let link = link.clone();
+            let secret = config.secret();
+            let measuring = Arc::clone(&measuring);
+            let stop = Arc::clone(&stop);
+            tasks.push(tokio::spawn(async move {
+                let mut h = new_histogram();
+                let mut failures = 0u64;
+                let Ok(mut tool) = SessionClient::connect(&link, &format!("bench-{w}"), secret).await
+                else {
+                    return (h, 1);
+                };
+                let Ok(session) = tool.open_session(account).await else {
+                    return (h, 1);
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    let ok = tool.attach(session, avatar).await.is_ok()
+                        && tool.detach(session).await.is_ok();
+                    if !measuring.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if ok {
+                        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let _ = h.record(ns.max(1));
+                    } else {
+                        failures += 1;
+                    }
+                }
+                (h, failures)
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+        measuring.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        let mut windows: Vec<Vec<u32>> = vec![Vec::new(); scenes.len()];
+        let before: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
+        while start.elapsed() < Duration::from_secs(args.duration) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for (i, l) in servers.iter().flat_map(SceneServer::load).enumerate() {
+                if let Some(w) = windows.get_mut(i) {
+                    w.push(l.tick_p99_us);
+                }
+            }
+        }
+        measuring.store(false, Ordering::Relaxed);
+        let seconds = start.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let mut all = new_histogram();
+        let mut failures = 0;
+        for t in tasks {
+            let (h, f) = t.await?;
+            all.add(&h)?;
+            failures += f;
+        }
+        let after: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
+        let mut figures = Vec::new();
+        for (i, (server, l)) in servers
+            .iter()
+            .flat_map(|s| s.load().into_iter().map(move |l| (s.name().to_owned(), l)))
+            .enumerate()
+        {
+            let mut w = windows.get(i).cloned().unwrap_or_default();
+            w.sort_unstable();
+            let worst = w.last().copied().unwrap_or(0);
+            let median = w.get(w.len() / 2).copied().unwrap_or(0);
+            let hz = defs.get(&l.scene).map_or(20, |d| d.tick_hz);
+            let budget_ms = 1000.0 / f64::from(hz.max(1));
+            let ms = |us: u32| (f64::from(us) / 10.0).round() / 100.0;
+            let b = before.get(i).map(|b| b.pacer).unwrap_or_default();
+            let a = after.get(i).map(|a| a.pacer).unwrap_or_default();
+            figures.push(SceneFigures {
+                scene: l.scene.clone(),
+                server,
+                population: l.population,
+                tick_p99_ms_worst_window: ms(worst),
+                tick_p99_ms_median_window: ms(median),
+                tick_p99_ms_total: ms(l.tick_p99_total_us),
+                budget_ms,
+                within_budget: ms(worst) <= budget_ms,
+                late_ticks: a.late.saturating_sub(b.late),
+                skipped_ticks: a.skipped.saturating_sub(b.skipped),
+            });
+        }
+        for s in servers {
+            s.shutdown().await?;
+        }
+        coord.shutdown().await;
+        let round_trips = all.len();
+        anyhow::Ok(Report {
+            scene_servers: args.scene_servers,
+            walkers_per_scene: args.walkers,
+            workers: args.workers,
+            seconds,
+            round_trips,
+            round_trips_per_s: (round_trips as f64 / seconds * 10.0).round() / 10.0,
+            round_trip_ms: MsSummary::of(&all),
+            failures,
+            scenes: figures,
+        })
+    })?;
+
+    println!(
+        "attach + detach round trips: {} in {:.1} s = {:.1}/s ({} workers); round trip ms p50 {:.2} p99 {:.2} max {:.2}; failures {}",
+        report.round_trips,
+        report.seconds,
+        report.round_trips_per_s,
+        report.workers,
+        report.round_trip_ms.p50,
+        report.round_trip_ms.p99,
+        report.round_trip_ms.max,
+        report.failures
+    );
+    println!(
+        "  {:<10} {:<10} {:>10} {:>14} {:>14} {:>12} {:>8} {:>6} {:>8}",
+        "scene", "server", "population", "p99 worst 1s", "p99 median 1s", "p99 total", "budget", "late", "skipped"
+    );
+    for s in &report.scenes {
+        println!(
+            "  {:<10} {:<10} {:>10} {:>11.2} ms {:>11.2} ms {:>9.2} ms {:>5.0} ms {:>6} {:>8}",
+            s.scene,
+            s.server,
+            s.population,
+            s.tick_p99_ms_worst_window,
+            s.tick_p99_ms_median_window,
+            s.tick_p99_ms_total,
+            s.budget_ms,
+            s.late_ticks,
+            s.skipped_ticks
+        );
+    }
+    if args.report == ReportFormat::Json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
