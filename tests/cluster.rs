@@ -640,3 +640,74 @@ fn bad_links_are_refused_and_the_coordinator_keeps_serving() {
         coord.terminate();
     });
 }
+
+/// Runs the binary in `dir` with `args`; returns (success, stdout, stderr).
+fn tessera(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TESSERA_SECRET")
+        .env(
+            "TESSERA_ASSETS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+        )
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_and_unreachable_coordinator_are_clear_errors() {
+    bounded(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Nothing listens there (a port the OS just gave and took back).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let (ok, _, err) = tessera(d, &["status", "--http", &url]);
+        assert!(!ok);
+        assert!(err.contains("cannot reach"), "{err}");
+        let (ok, _, err) = tessera(d, &["status", "--http", "not a url"]);
+        assert!(!ok);
+        assert!(err.contains("not a URL"), "{err}");
+
+        std::fs::write(d.join("bad.toml"), "[scene]\nwalkerz = 5\n").unwrap();
+        let (ok, _, err) = tessera(d, &["scene", "--config", "bad.toml"]);
+        assert!(!ok);
+        assert!(err.contains("bad.toml") && err.contains("walkerz"), "{err}");
+
+        std::fs::write(d.join("bad2.toml"), "[cluster]\nheartbeat_timeout_ms = 0\n").unwrap();
+        let (ok, _, err) = tessera(d, &["coordinator", "--config", "bad2.toml"]);
+        assert!(!ok);
+        assert!(err.contains("heartbeat_timeout_ms"), "{err}");
+
+        let (ok, _, err) = tessera(
+            d,
+            &[
+                "coordinator",
+                "--listen",
+                "0.0.0.0:0",
+                "--http",
+                "127.0.0.1:0",
+            ],
+        );
+        assert!(!ok);
+        assert!(err.contains("secret"), "{err}");
+
+        let (ok, _, err) = tessera(d, &["scene", "--listen", "nowhere"]);
+        assert!(!ok);
+        assert!(err.contains("scene.listen"), "{err}");
+
+        let (ok, _, err) = tessera(d, &["coordinator", "--config", "missing.toml"]);
+        assert!(!ok);
+        assert!(err.contains("missing.toml"), "{err}");
+    });
+}

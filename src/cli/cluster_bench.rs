@@ -201,7 +201,8 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
             tasks.push(tokio::spawn(async move {
                 let mut h = new_histogram();
                 let mut failures = 0u64;
-                let Ok(mut tool) = SessionClient::connect(&link, &format!("bench-{w}"), secret).await
+                let Ok(mut tool) =
+                    SessionClient::connect(&link, &format!("bench-{w}"), secret).await
                 else {
                     return (h, 1);
                 };
@@ -308,7 +309,15 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "  {:<10} {:<10} {:>10} {:>14} {:>14} {:>12} {:>8} {:>6} {:>8}",
-        "scene", "server", "population", "p99 worst 1s", "p99 median 1s", "p99 total", "budget", "late", "skipped"
+        "scene",
+        "server",
+        "population",
+        "p99 worst 1s",
+        "p99 median 1s",
+        "p99 total",
+        "budget",
+        "late",
+        "skipped"
     );
     for s in &report.scenes {
         println!(

@@ -487,10 +487,7 @@ impl Core {
                 self.stats.attaches_refused += 1;
                 return self.refuse_session_by(session, format!("no avatar {avatar}"));
             };
-            if let Err(e) = self
-                .cluster
-                .add_avatar(avatar, AccountId(account), &scene)
-            {
+            if let Err(e) = self.cluster.add_avatar(avatar, AccountId(account), &scene) {
                 self.stats.attaches_refused += 1;
                 return self.refuse_session_by(session, e.to_string());
             }
