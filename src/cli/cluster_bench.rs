@@ -34,6 +34,9 @@ pub struct ClusterBenchArgs {
     /// Scene servers, one scene each (at most the number of scenes).
     #[arg(long, default_value_t = 3)]
     scene_servers: u32,
+    /// Scenes to host, one per server, comma-separated (default: the largest).
+    #[arg(long, value_delimiter = ',')]
+    scenes: Vec<String>,
     /// Synthetic walkers in every scene.
     #[arg(long, default_value_t = 5000)]
     walkers: u32,
@@ -108,12 +111,36 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
     let _cleanup = RemoveOnDrop(dir.clone());
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
 
+    // The hosted scenes: the given ones, else the largest (by area, then
+    // name), so that walker density stays comparable between scenes.
+    let scenes: Vec<String> = if args.scenes.is_empty() {
+        let mut by_area: Vec<(&String, f32)> = defs
+            .iter()
+            .map(|(n, d)| (n, d.size[0] * d.size[1]))
+            .collect();
+        by_area.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        by_area
+            .into_iter()
+            .take(args.scene_servers as usize)
+            .map(|(n, _)| n.clone())
+            .collect()
+    } else {
+        for s in &args.scenes {
+            anyhow::ensure!(
+                defs.contains_key(s),
+                "no scene {s:?} in {}",
+                config.scenes_dir().display()
+            );
+        }
+        anyhow::ensure!(
+            args.scenes.len() == args.scene_servers as usize,
+            "--scenes names {} scenes for {} scene servers",
+            args.scenes.len(),
+            args.scene_servers
+        );
+        args.scenes.clone()
+    };
     // One account and avatar per worker, spread over the hosted scenes.
-    let scenes: Vec<String> = defs
-        .keys()
-        .take(args.scene_servers as usize)
-        .cloned()
-        .collect();
     let mut accounts = Vec::new();
     {
         let store = Store::open(dir.join(DB_FILE))?;
