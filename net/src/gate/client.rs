@@ -411,10 +411,10 @@ impl Driver {
     }
 
     fn goodbye(&mut self) -> ClientDisconnect {
-        if !self.netcode.is_disconnected() {
-            if let Ok((addr, packet)) = self.netcode.disconnect() {
-                let _ = self.socket.try_send_to(packet, addr);
-            }
+        if !self.netcode.is_disconnected()
+            && let Ok((addr, packet)) = self.netcode.disconnect()
+        {
+            let _ = self.socket.try_send_to(packet, addr);
         }
         self.renet.disconnect();
         ClientDisconnect::ByUser

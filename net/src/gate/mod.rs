@@ -34,6 +34,9 @@ use std::time::Duration;
 
 use renet::{ChannelConfig, ConnectionConfig, SendType};
 
+/// renetcode's token and client-side disconnect reason, re-exported for callers.
+pub use renetcode::{ConnectToken, DisconnectReason as NetcodeDisconnectReason};
+
 pub use client::{
     ClientConfig, ClientDisconnect, ClientEvent, ClientSendError, ClientStartError, ClientStats,
     GateClient,

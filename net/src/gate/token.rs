@@ -275,7 +275,7 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, TokenDecodeError> {
         }
     }
     let bytes = s.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(TokenDecodeError::BadHex);
     }
     bytes

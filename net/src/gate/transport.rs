@@ -967,7 +967,11 @@ impl Listener {
             Err(refusal) => {
                 self.io.stats.refused(refusal);
                 tracing::debug!(client = h.client, addr = %h.addr, %refusal, "gate refused a connection");
-                // Never added to renet: no events for it.
+                // The keep-alive first, so the client is connected and
+                // understands the goodbye (netcode ignores a disconnect
+                // packet while still handshaking). Never added to renet: no
+                // gate events for it.
+                self.io.send_to(&h.reply, h.addr);
                 let result = self.netcode.disconnect(h.client);
                 self.io.apply(result, DisconnectReason::Shutdown);
                 return;
