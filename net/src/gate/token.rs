@@ -13,6 +13,9 @@
 //! the nonce on connect: the issuer [`NonceBook::record`]s every nonce it
 //! hands out, and the gate [`NonceBook::burn`]s it when the client connects;
 //! a second burn is [`BurnError::Replayed`] and the connection is refused.
+//! (netcode does refuse, silently, a token reused from *another* address
+//! while its small table of recent tokens remembers it; the reuse it lets
+//! through — same address, or once the table forgot — the book catches.)
 //!
 //! **Invariant:** a `NonceBook` is bounded (its capacity) and every refusal is
 //! counted; it never panics. Time is passed in (`now`, since the Unix epoch),

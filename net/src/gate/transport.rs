@@ -333,8 +333,8 @@ pub struct GateStats {
     send_errors: AtomicU64,
     recv_errors: AtomicU64,
     handshake_throttled: AtomicU64,
-    connected: AtomicU64,
-    disconnected: AtomicU64,
+    admitted: AtomicU64,
+    disconnects: AtomicU64,
     kicked_datagram_flood: AtomicU64,
     kicked_message_flood: AtomicU64,
     kicked_message_too_large: AtomicU64,
@@ -360,8 +360,10 @@ pub struct GateStatsSnapshot {
     pub recv_errors: u64,
     /// Handshake datagrams dropped by the per-listener limit.
     pub handshake_throttled: u64,
-    pub connected: u64,
-    pub disconnected: u64,
+    /// Clients admitted (each gets one `Connected` event).
+    pub admitted: u64,
+    /// Admitted clients gone again (each gets one `Disconnected` event).
+    pub disconnects: u64,
     pub kicked_datagram_flood: u64,
     pub kicked_message_flood: u64,
     pub kicked_message_too_large: u64,
@@ -398,8 +400,8 @@ impl GateStats {
             send_errors: l(&self.send_errors),
             recv_errors: l(&self.recv_errors),
             handshake_throttled: l(&self.handshake_throttled),
-            connected: l(&self.connected),
-            disconnected: l(&self.disconnected),
+            admitted: l(&self.admitted),
+            disconnects: l(&self.disconnects),
             kicked_datagram_flood: l(&self.kicked_datagram_flood),
             kicked_message_flood: l(&self.kicked_message_flood),
             kicked_message_too_large: l(&self.kicked_message_too_large),
@@ -849,7 +851,7 @@ impl Io {
                     }
                     lock_routes(&self.routes).remove(&client_id);
                     self.connected.store(self.clients.len(), Ordering::Relaxed);
-                    bump(&self.stats.disconnected);
+                    bump(&self.stats.disconnects);
                     self.emit(GateEvent::Disconnected {
                         client: client_id,
                         reason,
@@ -993,7 +995,7 @@ impl Listener {
         self.io
             .connected
             .store(self.io.clients.len(), Ordering::Relaxed);
-        bump(&self.io.stats.connected);
+        bump(&self.io.stats.admitted);
         self.io.renet.add_connection(h.client);
         self.io.drain_renet_events(self.index);
     }
