@@ -216,8 +216,10 @@ async fn exchange(fx: &mut Fixture, client: &mut GateClient, tag: &str) {
                 channel: Channel::Unreliable,
                 payload,
             } = e
+                && client == id
             {
-                assert_eq!(client, id);
+                // (Late copies from an earlier exchange of another client
+                // may still arrive: unreliable messages were resent.)
                 assert_eq!(&payload[..], b"state up");
                 got_server = true;
             }
