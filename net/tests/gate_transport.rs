@@ -669,3 +669,39 @@ async fn many_bots_connect_and_echo() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_continues_during_a_junk_flood() {
+    bounded(async {
+        let mut fx = Fixture::new(|_| {}).await;
+        let gate_addr = fx.gate.local_addresses()[0];
+        let mut good = fx.connect(1).await;
+        let stats = fx.gate.stats().clone();
+        let before = stats.screen.rejected_total();
+        let flood = tokio::spawn(async move {
+            let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut seed = 0x1234_5678_9ABC_DEF1u64;
+            loop {
+                for _ in 0..64 {
+                    let d = junk(&mut seed, 24);
+                    let _ = attacker.send_to(&d, gate_addr).await;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        eventually("flood under way", || {
+            stats.screen.rejected_total() > before + 1000
+        })
+        .await;
+        for round in 0..3 {
+            exchange(&mut fx, &mut good, &format!("during {round}")).await;
+        }
+        flood.abort();
+        let _ = flood.await;
+        assert!(stats.screen.rejected_total() > before + 1000);
+        assert_eq!(fx.gate.connected(), 1);
+        good.close().await;
+        fx.stop().await;
+    })
+    .await;
+}

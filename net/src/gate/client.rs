@@ -280,8 +280,10 @@ impl Driver {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = Instant::now();
         let reason = loop {
+            // Not `biased`: among ready branches tokio picks at random, so
+            // a continuous datagram flood cannot starve updates or commands
+            // (and a busy command queue cannot starve the socket).
             tokio::select! {
-                biased;
                 command = self.commands.recv() => match command {
                     Some(Command::Send { channel, payload }) => {
                         if self.renet.can_send_message(channel, payload.len()) {

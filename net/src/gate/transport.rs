@@ -879,8 +879,10 @@ impl Listener {
         let mut ticker = tokio::time::interval(self.config.update_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Not `biased`: among ready branches tokio picks at random, so
+            // a continuous datagram flood cannot starve updates or commands
+            // (and a busy command queue cannot starve the socket).
             tokio::select! {
-                biased;
                 changed = self.shutdown.changed() => {
                     if changed.is_err() || *self.shutdown.borrow() {
                         break;
