@@ -1144,3 +1144,61 @@ impl Listener {
 
 // `NETCODE_MAX_PACKET_BYTES` must fit the receive buffer with room to spare.
 const _: () = assert!(RECV_BUFFER_BYTES > NETCODE_MAX_PACKET_BYTES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_names_the_field() {
+        let ok = GateConfig::new(1, [0; 32]);
+        assert!(ok.validate().is_ok());
+        let cases: [(&str, fn(&mut GateConfig)); 6] = [
+            ("max_clients_per_listener", |c| {
+                c.max_clients_per_listener = 1025
+            }),
+            ("update_interval", |c| c.update_interval = Duration::ZERO),
+            ("max_message_bytes", |c| c.max_message_bytes = 0),
+            ("client_messages", |c| {
+                c.client_messages = RateQuota::new(0, 1)
+            }),
+            ("handshake_datagrams", |c| {
+                c.handshake_datagrams = RateQuota::new(1, 0)
+            }),
+            ("event_queue", |c| c.event_queue = 0),
+        ];
+        for (field, tweak) in cases {
+            let mut c = ok.clone();
+            tweak(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        // The key never shows in Debug output.
+        let c = GateConfig::new(1, [0xAB; 32]);
+        assert!(!format!("{c:?}").contains("171"));
+    }
+
+    #[test]
+    fn quotas_refuse_past_the_burst() {
+        let limiter = RateQuota::new(1, 3).limiter();
+        assert!((0..3).all(|_| limiter.check().is_ok()));
+        assert!(limiter.check().is_err());
+    }
+
+    #[test]
+    fn nonce_book_admission_burns_once() {
+        let book = Mutex::new(NonceBook::new(4, Duration::from_secs(30)));
+        let claims = TokenClaims {
+            account: 1,
+            nonce: [7; 16],
+            issued_at: 0,
+        };
+        assert_eq!(book.admit(1, &claims), Err(Refusal::Unknown));
+        book.lock()
+            .unwrap()
+            .record(claims.nonce, unix_now())
+            .unwrap();
+        assert_eq!(book.admit(1, &claims), Ok(()));
+        assert_eq!(book.admit(1, &claims), Err(Refusal::Replayed));
+    }
+}
