@@ -58,6 +58,7 @@
 pub mod cluster;
 pub mod coordinator;
 pub mod frame;
+pub mod gate;
 pub mod host;
 pub mod link;
 pub mod scene_server;

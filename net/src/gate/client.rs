@@ -1,0 +1,424 @@
+//! The client side of the gate transport, for bots (and tests): renet's
+//! `RenetClient` over renetcode's `NetcodeClient` over a tokio `UdpSocket` —
+//! renet_netcode's `NetcodeClientTransport` rewritten over tokio.
+//!
+//! [`GateClient::connect`] binds a socket and spawns one task, which waits
+//! without busy polling on a datagram, a command, or the next update deadline
+//! ([`ClientConfig::update_interval`]). One socket and one task per client
+//! is cheap enough for thousands of bots in one process.
+//!
+//! **Invariant:** inbound datagrams are screened
+//! ([`Direction::ToClient`](super::Direction)) and must come from the server
+//! the client is talking to; nothing from the network can panic the task.
+//!
+//! **Invariant:** the queues are bounded: commands
+//! ([`ClientSendError::QueueFull`]), events (message events that find the
+//! queue full are dropped and counted; `Connected` and `Disconnected` wait
+//! for room), and renet's channel memory (an unreliable message that does
+//! not fit is dropped and counted).
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use renet::RenetClient;
+use renetcode::{ClientAuthentication, ConnectToken, NetcodeClient, NetcodeError};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::screen::{Direction, ScreenStats, classify};
+use super::{Channel, connection_config};
+
+/// Settings for a [`GateClient`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How often the client updates and sends. Default 15 ms.
+    pub update_interval: Duration,
+    /// Event queue capacity. Default 1024.
+    pub event_queue: usize,
+    /// Command queue capacity. Default 1024.
+    pub command_queue: usize,
+    /// Renet memory per channel for messages being sent. Default 32 KiB
+    /// (match the gate's `client_channel_memory`).
+    pub send_memory: usize,
+    /// Renet memory per channel for messages being received. Default 256 KiB
+    /// (match the gate's `server_channel_memory`).
+    pub receive_memory: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            update_interval: Duration::from_millis(15),
+            event_queue: 1024,
+            command_queue: 1024,
+            send_memory: 32 * 1024,
+            receive_memory: 256 * 1024,
+        }
+    }
+}
+
+/// Why a client's connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientDisconnect {
+    /// netcode ended it: denied, timed out, token expired, server goodbye…
+    Netcode(renetcode::DisconnectReason),
+    /// renet ended it (bad packet, channel full).
+    Renet(renet::DisconnectReason),
+    /// [`GateClient::disconnect`].
+    ByUser,
+    /// The socket failed.
+    Io(std::io::ErrorKind),
+}
+
+/// What a client reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    Connected,
+    Message { channel: Channel, payload: Bytes },
+    Disconnected(ClientDisconnect),
+}
+
+/// Why a command was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientSendError {
+    #[error("the client's command queue is full")]
+    QueueFull,
+    #[error("the client has stopped")]
+    Closed,
+}
+
+/// A client's counters.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub screen: ScreenStats,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub foreign_datagrams: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub outbound_dropped: AtomicU64,
+    pub events_dropped: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+enum Command {
+    Send { channel: Channel, payload: Bytes },
+    Raw(Vec<u8>),
+    Disconnect,
+}
+
+/// A connection to a gate, driven by its own task.
+#[derive(Debug)]
+pub struct GateClient {
+    client_id: u64,
+    local_addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<ClientEvent>,
+    stats: Arc<ClientStats>,
+    task: JoinHandle<()>,
+}
+
+/// Why a client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientStartError {
+    #[error("binding the client socket: {0}")]
+    Bind(std::io::Error),
+    #[error("netcode refused the token: {0}")]
+    Token(NetcodeError),
+    #[error("the token lists no server address")]
+    NoServer,
+}
+
+impl GateClient {
+    /// Binds a socket (wildcard address of the first server's family, port 0)
+    /// and starts connecting with `token`.
+    pub async fn connect(
+        token: ConnectToken,
+        config: ClientConfig,
+    ) -> Result<Self, ClientStartError> {
+        let first = token.server_addresses.iter().flatten().next().copied();
+        let Some(server) = first else {
+            return Err(ClientStartError::NoServer);
+        };
+        let bind: SocketAddr = match server {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(bind)
+            .await
+            .map_err(ClientStartError::Bind)?;
+        Self::start(token, socket, config)
+    }
+
+    /// Starts connecting with `token` over an already bound socket.
+    pub fn start(
+        token: ConnectToken,
+        socket: UdpSocket,
+        config: ClientConfig,
+    ) -> Result<Self, ClientStartError> {
+        let local_addr = socket.local_addr().map_err(ClientStartError::Bind)?;
+        let protocol_id = token.protocol_id;
+        let netcode = NetcodeClient::new(
+            Duration::ZERO,
+            ClientAuthentication::Secure {
+                connect_token: token,
+            },
+        )
+        .map_err(ClientStartError::Token)?;
+        let client_id = netcode.client_id();
+        let renet = RenetClient::new(connection_config(config.receive_memory, config.send_memory));
+        let (commands_tx, commands_rx) = mpsc::channel(config.command_queue.max(1));
+        let (events_tx, events_rx) = mpsc::channel(config.event_queue.max(1));
+        let stats = Arc::new(ClientStats::default());
+        let driver = Driver {
+            socket,
+            netcode,
+            renet,
+            protocol_id,
+            commands: commands_rx,
+            events: events_tx,
+            stats: stats.clone(),
+            update_interval: config.update_interval.max(Duration::from_millis(1)),
+            connected: false,
+            buf: vec![0u8; 2048].into_boxed_slice(),
+        };
+        let task = tokio::spawn(driver.run());
+        Ok(Self {
+            client_id,
+            local_addr,
+            commands: commands_tx,
+            events: events_rx,
+            stats,
+            task,
+        })
+    }
+
+    /// The netcode client id (from the token).
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// The local socket address (the gate sees this one).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> &Arc<ClientStats> {
+        &self.stats
+    }
+
+    /// Queues a message; sent at the next update once connected (messages
+    /// queued earlier wait in renet's channel).
+    pub fn send(&self, channel: Channel, payload: impl Into<Bytes>) -> Result<(), ClientSendError> {
+        self.command(Command::Send {
+            channel,
+            payload: payload.into(),
+        })
+    }
+
+    /// Sends a raw datagram to the server from this client's socket, as is —
+    /// for attack simulation in tests and load tools.
+    pub fn send_raw(&self, datagram: Vec<u8>) -> Result<(), ClientSendError> {
+        self.command(Command::Raw(datagram))
+    }
+
+    /// Says goodbye to the server; a `Disconnected(ByUser)` event follows.
+    pub fn disconnect(&self) -> Result<(), ClientSendError> {
+        self.command(Command::Disconnect)
+    }
+
+    fn command(&self, command: Command) -> Result<(), ClientSendError> {
+        self.commands.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ClientSendError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => ClientSendError::Closed,
+        })
+    }
+
+    /// The next event; `None` once the client has stopped and every event
+    /// was read.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<ClientEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Stops the task (without a goodbye if still connected: call
+    /// [`disconnect`](Self::disconnect) first for one) and waits for it.
+    pub async fn close(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+struct Driver {
+    socket: UdpSocket,
+    netcode: NetcodeClient,
+    renet: RenetClient,
+    protocol_id: u64,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ClientEvent>,
+    stats: Arc<ClientStats>,
+    update_interval: Duration,
+    connected: bool,
+    buf: Box<[u8]>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.update_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
+        let reason = loop {
+            // Not `biased`: among ready branches tokio picks at random, so
+            // a continuous datagram flood cannot starve updates or commands
+            // (and a busy command queue cannot starve the socket).
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Send { channel, payload }) => {
+                        if self.renet.can_send_message(channel, payload.len()) {
+                            self.renet.send_message(channel, payload);
+                            bump(&self.stats.messages_out);
+                        } else {
+                            // Reliable: renet would disconnect; unreliable: drop.
+                            bump(&self.stats.outbound_dropped);
+                        }
+                    }
+                    Some(Command::Raw(datagram)) => self.send_to_server(&datagram),
+                    Some(Command::Disconnect) | None => break self.goodbye(),
+                },
+                received = self.socket.recv_from(&mut self.buf) => {
+                    match received {
+                        Ok((len, addr)) => self.datagram(len, addr),
+                        Err(e) => break ClientDisconnect::Io(e.kind()),
+                    }
+                    for _ in 0..64 {
+                        match self.socket.try_recv_from(&mut self.buf) {
+                            Ok((len, addr)) => self.datagram(len, addr),
+                            Err(_) => break,
+                        }
+                    }
+                },
+                _ = ticker.tick() => {
+                    let now = Instant::now();
+                    let dt = now.saturating_duration_since(last);
+                    last = now;
+                    if let Some(reason) = self.update(dt) {
+                        break reason;
+                    }
+                    if self.netcode.is_connected() && !self.connected {
+                        self.connected = true;
+                        if self.events.send(ClientEvent::Connected).await.is_err() {
+                            return;
+                        }
+                    }
+                    self.receive_messages();
+                }
+            }
+        };
+        let _ = self.events.send(ClientEvent::Disconnected(reason)).await;
+    }
+
+    fn send_to_server(&self, datagram: &[u8]) {
+        match self
+            .socket
+            .try_send_to(datagram, self.netcode.server_addr())
+        {
+            Ok(_) => bump(&self.stats.datagrams_out),
+            Err(_) => bump(&self.stats.send_errors),
+        }
+    }
+
+    fn datagram(&mut self, len: usize, addr: SocketAddr) {
+        bump(&self.stats.datagrams_in);
+        if addr != self.netcode.server_addr() {
+            bump(&self.stats.foreign_datagrams);
+            return;
+        }
+        let Some(datagram) = self.buf.get_mut(..len) else {
+            return;
+        };
+        // The clock only matters for connection requests, never sent to clients.
+        let outcome = classify(datagram, Direction::ToClient, self.protocol_id, 0);
+        self.stats.screen.record(outcome);
+        if outcome.is_err() {
+            return;
+        }
+        if let Some(payload) = self.netcode.process_packet(datagram) {
+            self.renet.process_packet(payload);
+        }
+    }
+
+    /// renet_netcode's client update then send, in that order.
+    fn update(&mut self, dt: Duration) -> Option<ClientDisconnect> {
+        if let Some(reason) = self.netcode.disconnect_reason() {
+            self.renet.disconnect_due_to_transport();
+            return Some(ClientDisconnect::Netcode(reason));
+        }
+        if let Some(reason) = self.renet.disconnect_reason() {
+            if let Ok((addr, packet)) = self.netcode.disconnect() {
+                let _ = self.socket.try_send_to(packet, addr);
+            }
+            return Some(ClientDisconnect::Renet(reason));
+        }
+        if self.netcode.is_connected() {
+            self.renet.set_connected();
+        } else if self.netcode.is_connecting() {
+            self.renet.set_connecting();
+        }
+        if let Some((packet, addr)) = self.netcode.update(dt) {
+            match self.socket.try_send_to(packet, addr) {
+                Ok(_) => bump(&self.stats.datagrams_out),
+                Err(_) => bump(&self.stats.send_errors),
+            }
+        }
+        self.renet.update(dt);
+        if self.netcode.is_connected() {
+            for packet in self.renet.get_packets_to_send() {
+                match self.netcode.generate_payload_packet(&packet) {
+                    Ok((addr, datagram)) => match self.socket.try_send_to(datagram, addr) {
+                        Ok(_) => bump(&self.stats.datagrams_out),
+                        Err(_) => bump(&self.stats.send_errors),
+                    },
+                    Err(_) => bump(&self.stats.send_errors),
+                }
+            }
+        }
+        None
+    }
+
+    fn receive_messages(&mut self) {
+        for channel in Channel::ALL {
+            while let Some(payload) = self.renet.receive_message(channel) {
+                bump(&self.stats.messages_in);
+                if self
+                    .events
+                    .try_send(ClientEvent::Message { channel, payload })
+                    .is_err()
+                {
+                    bump(&self.stats.events_dropped);
+                }
+            }
+        }
+    }
+
+    fn goodbye(&mut self) -> ClientDisconnect {
+        if !self.netcode.is_disconnected()
+            && let Ok((addr, packet)) = self.netcode.disconnect()
+        {
+            let _ = self.socket.try_send_to(packet, addr);
+        }
+        self.renet.disconnect();
+        ClientDisconnect::ByUser
+    }
+}
