@@ -242,7 +242,7 @@ async fn coordinator_restart_keeps_placements_and_epochs() {
         let b = scene_server(&addr, "scene-b").await;
         let before = until(10, "placement", || coord.status(), all_placed).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while a.placements().len() + b.placements().len() < 3 {
+        while a.placements().len() + b.placements().len() < defs().len() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "servers never placed"
@@ -251,7 +251,7 @@ async fn coordinator_restart_keeps_placements_and_epochs() {
         }
         let placements_a = a.placements();
         let placements_b = b.placements();
-        assert_eq!(placements_a.len() + placements_b.len(), 3);
+        assert_eq!(placements_a.len() + placements_b.len(), defs().len());
 
         let mut tool = SessionClient::connect(&addr, "gate-x", secret())
             .await
