@@ -61,6 +61,7 @@ pub mod frame;
 pub mod gate;
 pub mod host;
 pub mod link;
+pub mod login;
 pub mod scene_server;
 pub mod stats;
 pub mod tool;

@@ -136,8 +136,13 @@ impl SessionClient {
     pub async fn open_session(&mut self, account: u64) -> Result<u64, ToolError> {
         let request = self.next_request;
         self.next_request += 1;
-        self.send(&LinkMsg::OpenSession { request, account })
-            .await?;
+        self.send(&LinkMsg::OpenSession {
+            request,
+            account,
+            client: 0,
+            nonce: [0; 16],
+        })
+        .await?;
         let timeout = self.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -30,6 +30,8 @@ use blake2::{
     digest::{Mac, consts::U32},
 };
 use bytes::Bytes;
+
+pub use crate::gate::proto::{AvatarInfo, ChatScope, ChatTarget};
 use tessera_sim::protocol::{
     AvatarId, ClientId, Inbound, Input, MoveMode, NetId, PcState, SaveBatch, SceneEvent,
 };
@@ -38,7 +40,7 @@ use tessera_sim::protocol::{
 ///
 /// Bump it on any change to a type encoded in a [`LinkMsg`] or a handshake
 /// body, or to the proof construction.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The first four bytes of every handshake frame.
 pub const MAGIC: [u8; 4] = *b"TSLK";
@@ -449,7 +451,36 @@ pub enum LinkMsg {
     /// older session of the same account is ended and kicked. Answered with
     /// [`LinkMsg::Session`] carrying [`SessionEvent::Opened`] or
     /// [`SessionEvent::Refused`] for the same `request`.
-    OpenSession { request: u64, account: u64 },
+    ///
+    /// A gate passes the connect token's `client` id (which becomes the
+    /// session id) and its single-use `nonce`, which the coordinator burns:
+    /// a token connects once. A tool passes `client: 0` and a zero nonce
+    /// (tools are trusted by the cluster secret alone).
+    OpenSession {
+        request: u64,
+        account: u64,
+        client: u64,
+        nonce: [u8; 16],
+    },
+    /// Gate → coordinator: the session's account's avatars
+    /// ([`SessionEvent::Avatars`]).
+    ListAvatars { session: u64 },
+    /// Gate → coordinator: create an avatar for the session's account
+    /// (answered with [`SessionEvent::Avatars`] or a refusal).
+    CreateAvatar { session: u64, name: String },
+    /// Gate → coordinator: a chat line from the session's avatar.
+    Chat {
+        session: u64,
+        to: ChatTarget,
+        text: String,
+    },
+    /// Coordinator → gate: deliver a chat line to these sessions.
+    ChatTo {
+        sessions: Vec<u64>,
+        from: String,
+        scope: ChatScope,
+        text: String,
+    },
     /// Gate → coordinator: `session` ended (logout or disconnect): its avatar
     /// is detached and stays in its scene, offline.
     CloseSession { session: u64 },
@@ -528,6 +559,8 @@ pub enum SessionEvent {
     /// The avatar is moving to `scene` through a portal; a `Routed` and an
     /// `Attached` for the new scene follow.
     Transferring { avatar: AvatarId, scene: String },
+    /// The account's avatars.
+    Avatars(Vec<AvatarInfo>),
     /// A request was refused (`request` is 0 unless it answers
     /// [`LinkMsg::OpenSession`]).
     Refused { request: u64, reason: String },
@@ -541,6 +574,10 @@ pub struct Heartbeat {
     /// Sender's monotonically increasing heartbeat number.
     pub seq: u64,
     pub scenes: Vec<SceneLoad>,
+    /// A gate's connected clients.
+    pub online: u32,
+    /// A gate's client-facing addresses that still take clients.
+    pub addrs: Vec<String>,
 }
 
 /// Load of one hosted scene.
@@ -712,6 +749,10 @@ impl LinkMsg {
             LinkMsg::SaveAck { .. } => "save-ack",
             LinkMsg::Refused { .. } => "refused",
             LinkMsg::OpenSession { .. } => "open-session",
+            LinkMsg::ListAvatars { .. } => "list-avatars",
+            LinkMsg::CreateAvatar { .. } => "create-avatar",
+            LinkMsg::Chat { .. } => "chat",
+            LinkMsg::ChatTo { .. } => "chat-to",
             LinkMsg::CloseSession { .. } => "close-session",
             LinkMsg::AttachAvatar { .. } => "attach-avatar",
             LinkMsg::DetachAvatar { .. } => "detach-avatar",

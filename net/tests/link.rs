@@ -174,6 +174,8 @@ fn every_variant() -> Vec<LinkMsg> {
                 population: 5_000,
                 tick_p99_us: 12_345,
             }],
+            online: 1_500,
+            addrs: vec!["127.0.0.1:7300".into()],
         }),
         LinkMsg::Register(Register {
             addr: "127.0.0.1:7100".into(),
@@ -288,6 +290,24 @@ fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::OpenSession {
             request: 3,
             account: 11,
+            client: 1 << 63,
+            nonce: [4; 16],
+        },
+        LinkMsg::ListAvatars { session: 99 },
+        LinkMsg::CreateAvatar {
+            session: 99,
+            name: "Ann".into(),
+        },
+        LinkMsg::Chat {
+            session: 99,
+            to: tessera_net::wire::ChatTarget::Whisper("Bob".into()),
+            text: "hello".into(),
+        },
+        LinkMsg::ChatTo {
+            sessions: vec![1, 2],
+            from: "Ann".into(),
+            scope: tessera_net::wire::ChatScope::Whisper,
+            text: "hello".into(),
         },
         LinkMsg::CloseSession { session: 99 },
         LinkMsg::AttachAvatar {
@@ -354,6 +374,10 @@ fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::SaveAck { .. }
             | LinkMsg::Refused { .. }
             | LinkMsg::OpenSession { .. }
+            | LinkMsg::ListAvatars { .. }
+            | LinkMsg::CreateAvatar { .. }
+            | LinkMsg::Chat { .. }
+            | LinkMsg::ChatTo { .. }
             | LinkMsg::CloseSession { .. }
             | LinkMsg::AttachAvatar { .. }
             | LinkMsg::DetachAvatar { .. }

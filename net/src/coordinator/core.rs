@@ -342,7 +342,9 @@ impl Core {
                 }
                 self.on_event(&scene, event);
             }
-            LinkMsg::OpenSession { request, account } => {
+            LinkMsg::OpenSession {
+                request, account, ..
+            } => {
                 if !matches!(role, Role::Gate | Role::Tool) {
                     return self.refuse(id, format!("a {role} does not open sessions"));
                 }

@@ -26,6 +26,7 @@
 //! client. Counters are in [`GateStats`] and [`ClientStats`].
 
 pub mod client;
+pub mod proto;
 pub mod screen;
 pub mod token;
 pub mod transport;

@@ -676,7 +676,11 @@ async fn coordinator_loop(
                         .filter(|l| l.phase != Phase::Failed && l.phase != Phase::Stopped)
                         .map(|l| l.to_wire())
                         .collect();
-                    let _ = sender.try_send(&LinkMsg::Heartbeat(Heartbeat { seq, scenes }));
+                    let _ = sender.try_send(&LinkMsg::Heartbeat(Heartbeat {
+                        seq,
+                        scenes,
+                        ..Heartbeat::default()
+                    }));
                     reap_failed(&shared).await;
                 }
                 _ = poll.tick() => report_ready(&shared, &sender),
