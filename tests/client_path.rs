@@ -45,8 +45,10 @@ fn defs() -> std::collections::BTreeMap<String, SceneDef> {
 
 struct Cluster {
     _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    login: LoginConfig,
     http: String,
-    coord: Coordinator,
+    coord: Option<Coordinator>,
     scene: SceneServer,
     gate: GateServer,
 }
@@ -96,21 +98,7 @@ impl Cluster {
             }
         }
         let secret = Secret::new(SECRET);
-        let coord = Coordinator::start(
-            CoordinatorConfig {
-                listen: "127.0.0.1:0".into(),
-                http: "127.0.0.1:0".into(),
-                data,
-                heartbeat_ms: 100,
-                tick_ms: 50,
-                login,
-            },
-            ClusterConfig::default(),
-            secret.clone(),
-            defs().into_keys().collect(),
-        )
-        .await
-        .unwrap();
+        let coord = coordinator(&data, "127.0.0.1:0", login.clone()).await;
         let link = coord.link_addr().to_string();
         let scene = SceneServer::start(
             SceneServerConfig {
@@ -140,15 +128,17 @@ impl Cluster {
         let http = format!("http://{}", coord.http_addr());
         let c = Self {
             _dir: dir,
+            data,
+            login,
             http,
-            coord,
+            coord: Some(coord),
             scene,
             gate,
         };
         // Ready when the gate is registered and every scene is placed.
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let s = c.coord.status();
+            let s = c.coord().status();
             if s.gates.iter().any(|g| g.alive)
                 && s.scenes.iter().all(|r| !r.server.is_empty())
                 && !c.scene.placements().is_empty()
@@ -163,10 +153,27 @@ impl Cluster {
         c
     }
 
+    fn coord(&self) -> &Coordinator {
+        self.coord.as_ref().unwrap()
+    }
+
+    /// Stops the coordinator and starts a new one on the same link address
+    /// and database (the HTTP port changes).
+    async fn restart_coordinator(&mut self) {
+        let old = self.coord.take().unwrap();
+        let link = old.link_addr().to_string();
+        old.shutdown().await;
+        let new = coordinator(&self.data, &link, self.login.clone()).await;
+        self.http = format!("http://{}", new.http_addr());
+        self.coord = Some(new);
+    }
+
     async fn stop(self) {
         self.gate.shutdown().await;
         self.scene.shutdown().await.unwrap();
-        self.coord.shutdown().await;
+        if let Some(c) = self.coord {
+            c.shutdown().await;
+        }
     }
 
     async fn post(&self, path: &str, body: &impl serde::Serialize) -> (u16, serde_json::Value) {
@@ -187,6 +194,28 @@ impl Cluster {
             Err((status, serde_json::from_value(v).unwrap()))
         }
     }
+}
+
+async fn coordinator(data: &Path, listen: &str, login: LoginConfig) -> Coordinator {
+    Coordinator::start(
+        CoordinatorConfig {
+            listen: listen.into(),
+            http: "127.0.0.1:0".into(),
+            data: data.to_path_buf(),
+            heartbeat_ms: 100,
+            tick_ms: 50,
+            login,
+        },
+        ClusterConfig {
+            heartbeat_timeout_ms: 1500,
+            restart_grace_ms: 1500,
+            ..ClusterConfig::default()
+        },
+        Secret::new(SECRET),
+        defs().into_keys().collect(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn post(
@@ -606,7 +635,7 @@ fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
             |m| matches!(m, ServerMsg::Chat { text, .. } if text == "still here?"),
         )
         .await;
-        let s = c.coord.status();
+        let s = c.coord().status();
         assert_eq!(s.scenes.iter().map(|r| r.online).sum::<u32>(), 2, "{s:#?}");
 
         // An operator kicks Bob by avatar name; he is told why.
@@ -844,11 +873,12 @@ fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
         let was = alice.me.unwrap();
 
         // The gate goes away; a new one takes its place on another port.
+        let link = c.coord().link_addr().to_string();
         let old = std::mem::replace(
             &mut c.gate,
             GateServer::start(
                 GateServerConfig {
-                    coordinator: c.coord.link_addr().to_string(),
+                    coordinator: link,
                     name: "gate-2".into(),
                     listen: "127.0.0.1:0".into(),
                     listeners: 1,
@@ -868,7 +898,7 @@ fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while !c
-            .coord
+            .coord()
             .status()
             .gates
             .iter()
@@ -921,6 +951,45 @@ fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
             )
             .await;
         assert_eq!((st, v["code"].as_str()), (401, Some("bad_credentials")));
+        c.stop().await;
+    });
+}
+
+#[test]
+fn a_coordinator_restart_keeps_players_in_the_world_and_their_sessions() {
+    bounded(90, async {
+        let mut c = Cluster::start(&["alice", "bob"], LoginConfig::default()).await;
+        let mut alice = Player::connect(&c.login("alice", PASSWORD).await.unwrap()).await;
+        let mut bob = Player::connect(&c.login("bob", PASSWORD).await.unwrap()).await;
+        alice.enter().await;
+        bob.enter().await;
+        c.restart_coordinator().await;
+        // The gate replays its sessions; the scene server keeps its scenes.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = c.coord().status();
+            if s.scenes.iter().map(|r| r.online).sum::<u32>() == 2
+                && s.gates.iter().any(|g| g.alive)
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sessions not replayed: {s:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Session-level features work again: a whisper goes through.
+        alice.send(&ClientMsg::Chat {
+            to: ChatTarget::Whisper("Bob".into()),
+            text: "still together".into(),
+        });
+        bob.until(
+            10,
+            "whisper after the restart",
+            |m| matches!(m, ServerMsg::Chat { text, .. } if text == "still together"),
+        )
+        .await;
+        // And the players kept moving through it all.
+        alice.walk([0.0, 1.0], 500).await;
+        assert!(!alice.disconnected && !bob.disconnected);
         c.stop().await;
     });
 }

@@ -587,6 +587,7 @@ impl Core {
                 client,
                 nonce,
             } => match role {
+                Role::Gate if nonce == [0; 16] => self.reopen_session(id, node, account, client),
                 Role::Gate => {
                     // A gate's client presents its connect token: the nonce
                     // is burnt (single use) and the token's client id
@@ -765,6 +766,36 @@ impl Core {
             }
             Err(e) => refuse(self, e.to_string()),
         }
+    }
+
+    /// A gate replays a live session after its link dropped: the same link
+    /// owner takes it back; after a coordinator restart (while recovering)
+    /// it is opened again with its old id.
+    fn reopen_session(&mut self, id: u64, gate_node: Option<NodeId>, account: u64, session: u64) {
+        let ok = |core: &mut Self| {
+            core.send_link(
+                id,
+                &LinkMsg::Session {
+                    session,
+                    event: SessionEvent::Opened {
+                        request: 0,
+                        account,
+                    },
+                },
+            );
+        };
+        if self.sessions.contains_key(&session) {
+            if self.session_account(session) == Some(account) {
+                self.sessions.insert(session, id);
+                return ok(self);
+            }
+            return self.refuse_session(id, session, "session id in use");
+        }
+        if !self.cluster.recovering() {
+            self.stats.refused += 1;
+            return self.refuse_session(id, session, "unknown session: log in again");
+        }
+        self.open_session(id, gate_node, 0, account, Some(session));
     }
 
     fn attach(&mut self, session: u64, avatar: AvatarId) {

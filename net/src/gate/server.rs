@@ -244,6 +244,9 @@ struct Route {
 
 #[derive(Debug)]
 struct Agent {
+    account: u64,
+    /// The avatar attached for this session (replayed after a coordinator restart).
+    avatar: Option<u64>,
     phase: Phase,
     connected_at: Instant,
     last_heard: Instant,
@@ -645,6 +648,8 @@ impl AgentLoop {
                 self.agents.insert(
                     client,
                     Agent {
+                        account: claims.account,
+                        avatar: None,
                         phase: Phase::Opening,
                         connected_at: now,
                         last_heard: now,
@@ -748,6 +753,29 @@ impl AgentLoop {
                 info!("linked to the coordinator");
                 self.coordinator = Some(s);
                 self.heartbeat();
+                // After a link loss (or a coordinator restart) the sessions
+                // are replayed: reopened (a zero nonce: no token involved)
+                // and their avatars attached again where they are.
+                let replay: Vec<(u64, u64, Option<u64>)> = self
+                    .agents
+                    .iter()
+                    .filter(|(_, a)| a.phase == Phase::Open)
+                    .map(|(&c, a)| (c, a.account, a.avatar))
+                    .collect();
+                for (client, account, avatar) in replay {
+                    self.to_coordinator(&LinkMsg::OpenSession {
+                        request: 0,
+                        account,
+                        client,
+                        nonce: [0; 16],
+                    });
+                    if let Some(avatar) = avatar {
+                        self.to_coordinator(&LinkMsg::AttachAvatar {
+                            session: client,
+                            avatar,
+                        });
+                    }
+                }
             }
             Inbox::CoordinatorDown => self.coordinator = None,
             Inbox::SceneUp(server, s) => {
@@ -809,6 +837,9 @@ impl AgentLoop {
             return;
         };
         match event {
+            SessionEvent::Opened { request: 0, .. } if agent.phase == Phase::Open => {
+                debug!(session, "session replayed");
+            }
             SessionEvent::Opened { account, .. } => {
                 agent.phase = Phase::Open;
                 bump(&self.stats.sessions_opened);
@@ -846,16 +877,20 @@ impl AgentLoop {
                 avatar,
                 scene,
                 net_id,
-            } => self.tell(
-                session,
-                &ServerMsg::Entered {
-                    avatar,
-                    scene,
-                    net_id,
-                },
-            ),
+            } => {
+                agent.avatar = Some(avatar);
+                self.tell(
+                    session,
+                    &ServerMsg::Entered {
+                        avatar,
+                        scene,
+                        net_id,
+                    },
+                );
+            }
             SessionEvent::Detached { avatar, .. } => {
                 agent.route = None;
+                agent.avatar = None;
                 self.tell(session, &ServerMsg::Left { avatar });
             }
             SessionEvent::Transferring { scene, .. } => {
