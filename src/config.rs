@@ -18,6 +18,10 @@
 //! coordinator = "127.0.0.1:7000"
 //! walkers = 0
 //!
+//! [gate]          # tessera_net::gate::server::GateServerConfig
+//! listen = "127.0.0.1:7300"
+//! listeners = 3
+//!
 //! [up]
 //! scene_servers = 1
 //! ```
@@ -29,6 +33,7 @@ use anyhow::{Context, bail};
 use tessera_net::Secret;
 use tessera_net::cluster::ClusterConfig;
 use tessera_net::coordinator::CoordinatorConfig;
+use tessera_net::gate::server::GateServerConfig;
 use tessera_net::scene_server::SceneServerConfig;
 use tessera_sim::SceneDef;
 
@@ -51,6 +56,7 @@ pub struct Config {
     pub coordinator: CoordinatorConfig,
     pub cluster: ClusterConfig,
     pub scene: SceneServerConfig,
+    pub gate: GateServerConfig,
     pub up: UpConfig,
 }
 
@@ -118,6 +124,9 @@ impl Config {
             .validate(&self.cluster)
             .context("[coordinator]")?;
         self.scene.validate().context("[scene]")?;
+        self.gate
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[gate] {e}"))?;
         if self.up.scene_servers == 0 || self.up.scene_servers > 16 {
             bail!("[up] scene_servers must be between 1 and 16");
         }

@@ -120,6 +120,18 @@ impl Secret {
         self.mac(side, transcript).finalize().into_bytes().into()
     }
 
+    /// A 32-byte key for `purpose`, derived from the secret (BLAKE2b-256
+    /// keyed with BLAKE2b-512(secret), personalised `tessera-key`): e.g. the
+    /// netcode key that the coordinator signs connect tokens with and the
+    /// gates decrypt them with. Never the secret itself.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let key = Blake2b512::digest(&self.0);
+        let mut mac = Blake2bMac::<U32>::new_with_salt_and_personal(&key, &[], b"tessera-key")
+            .unwrap_or_else(|_| unreachable!("BLAKE2b parameters are within limits"));
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Checks a peer's proof, in constant time.
     pub fn verify(&self, side: Side, transcript: &Transcript<'_>, proof: &Proof) -> bool {
         self.mac(side, transcript).verify_slice(proof).is_ok()

@@ -179,6 +179,22 @@ impl Store {
         Ok(Some(avatar_from(schema::decode_avatar(g.value())?, scene)))
     }
 
+    /// The live avatar with this name (in any letter case).
+    pub fn avatar_by_name(&self, name: &str) -> Result<Option<Avatar>, StoreError> {
+        let key = validate::avatar_name_key(name);
+        let id = {
+            let read = self.db.begin_read()?;
+            let names = read.open_table(AVATAR_NAMES)?;
+            names.get(key.as_str())?.map(|g| g.value())
+        };
+        match id {
+            Some(id) => Ok(self
+                .avatar(id)?
+                .filter(|a| a.status != AvatarStatus::Deleted)),
+            None => Ok(None),
+        }
+    }
+
     /// All avatars of an account, deleted ones included (check `status`), by id.
     pub fn list_avatars(&self, account: AccountId) -> Result<Vec<Avatar>, StoreError> {
         let read = self.db.begin_read()?;

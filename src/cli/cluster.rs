@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use tessera_net::cluster::ClusterStatus;
 use tessera_net::coordinator::Coordinator;
+use tessera_net::gate::server::GateServer;
 use tessera_net::scene_server::SceneServer;
 use tracing::info;
 
@@ -68,6 +69,25 @@ pub struct UpArgs {
     /// HTTP admin API (default 127.0.0.1:7080).
     #[arg(long)]
     http: Option<String>,
+    /// The gate's first UDP listener (default 127.0.0.1:7300).
+    #[arg(long)]
+    gate_listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Config file (default: ./tessera.toml if it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The coordinator's link address (default 127.0.0.1:7000).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// First UDP listener (default 127.0.0.1:7300; more listeners on the next ports).
+    #[arg(long)]
+    listen: Option<String>,
+    /// This gate's node name, unique in the cluster (default gate-<pid>).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -194,7 +214,14 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.http {
         config.coordinator.http = v;
     }
-    config.validate(&[&config.coordinator.listen, &config.coordinator.http])?;
+    if let Some(v) = args.gate_listen {
+        config.gate.listen = v;
+    }
+    config.validate(&[
+        &config.coordinator.listen,
+        &config.coordinator.http,
+        &config.gate.listen,
+    ])?;
     let defs = config.scene_defs()?;
     let catalog: Vec<String> = defs.keys().cloned().collect();
     runtime()?.block_on(async {
@@ -213,20 +240,61 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             sc.listen = "127.0.0.1:0".into();
             servers.push(SceneServer::start(sc, config.secret(), defs.clone()).await?);
         }
+        let mut gc = config.gate.clone();
+        gc.coordinator = coord.link_addr().to_string();
+        gc.name = "gate-1".into();
+        let gate = GateServer::start(gc, config.secret()).await?;
+        let udp: Vec<String> = gate.addresses().iter().map(ToString::to_string).collect();
         println!(
-            "tessera up: coordinator on {}, {} scene server(s), status at http://{}/v1/status, data in {}",
+            "tessera up: coordinator on {}, {} scene server(s), status at http://{}/v1/status, data in {}, gate on udp {}",
             coord.link_addr(),
             servers.len(),
             coord.http_addr(),
-            config.coordinator.data.display()
+            config.coordinator.data.display(),
+            udp.join(",")
+        );
+        println!(
+            "log in at http://{}/v1/login; load-test with: tessera bots --count 100 --login http://{}",
+            coord.http_addr(),
+            coord.http_addr()
         );
         println!("press Ctrl-C to stop (every scene is flushed first)");
         terminated().await;
+        gate.shutdown().await;
         for s in servers {
             s.shutdown().await?;
         }
         coord.shutdown().await;
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(v) = args.coordinator {
+        config.gate.coordinator = v;
+    }
+    if let Some(v) = args.listen {
+        config.gate.listen = v;
+    }
+    if let Some(v) = args.name {
+        config.gate.name = v;
+    }
+    config.validate(&[&config.gate.coordinator, &config.gate.listen])?;
+    runtime()?.block_on(async {
+        let mut gate = GateServer::start(config.gate.clone(), config.secret()).await?;
+        let udp: Vec<String> = gate.addresses().iter().map(ToString::to_string).collect();
+        println!("gate {}: clients connect over udp to {}", gate.name(), udp.join(","));
+        tokio::select! {
+            _ = terminated() => {
+                gate.shutdown().await;
+                Ok(ExitCode::SUCCESS)
+            }
+            r = gate.stopped() => {
+                r?;
+                Ok(ExitCode::FAILURE)
+            }
+        }
     })
 }
 

@@ -40,6 +40,8 @@ enum Command {
     Coordinator(cluster::CoordinatorArgs),
     /// Run a scene server: hosts the scenes the coordinator places on it.
     Scene(cluster::SceneArgs),
+    /// Run a gate: UDP client sessions (renet + netcode tokens) bridged into the cluster.
+    Gate(cluster::GateArgs),
     /// Show the cluster's servers, scenes, epochs, populations and tick p99.
     Status(cluster::StatusArgs),
     /// Speed report: attach + detach round trips through the coordinator while
@@ -60,6 +62,7 @@ impl Cli {
             Command::Up(args) => cluster::up(args),
             Command::Coordinator(args) => cluster::coordinator(args),
             Command::Scene(args) => cluster::scene(args),
+            Command::Gate(args) => cluster::gate(args),
             Command::Status(args) => cluster::status(args),
             Command::ClusterBench(args) => cluster_bench::run(args),
             Command::Bots(args) => bots::run(args),

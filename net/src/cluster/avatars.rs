@@ -167,6 +167,11 @@ impl ClusterState {
         self.accounts.get(&account).copied()
     }
 
+    /// The account of `session`.
+    pub fn session_account(&self, session: SessionId) -> Option<AccountId> {
+        self.sessions.get(&session).map(|s| s.account)
+    }
+
     /// The avatar attached (or in transfer) for `session`.
     pub fn session_avatar(&self, session: SessionId) -> Option<AvatarId> {
         self.sessions.get(&session).and_then(|s| s.avatar)

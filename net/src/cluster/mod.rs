@@ -148,7 +148,7 @@ use crate::wire::{Epoch, Placement, SceneLoad};
 pub use avatars::{
     AddAvatarError, AttachError, AvatarPresence, AvatarView, DetachError, LoginError, TransferError,
 };
-pub use status::{ClusterStatus, SceneRow, ServerRow};
+pub use status::{ClusterStatus, GateRow, SceneRow, ServerRow};
 
 /// A registered node (scene server or gate). Stable for a node name within
 /// one [`ClusterState`]; not stable across coordinator restarts.

@@ -13,6 +13,18 @@ pub struct ClusterStatus {
     pub scene_servers: Vec<ServerRow>,
     /// Catalog scenes, by name.
     pub scenes: Vec<SceneRow>,
+    /// Registered gates, by name.
+    #[serde(default)]
+    pub gates: Vec<GateRow>,
+}
+
+/// One gate in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateRow {
+    pub name: String,
+    pub alive: bool,
+    /// Connected clients, as the gate last reported.
+    pub online: u32,
 }
 
 /// One scene server in [`ClusterStatus`].
@@ -38,6 +50,9 @@ pub struct SceneRow {
     pub population: u32,
     /// Last reported 99th percentile tick time, in milliseconds.
     pub tick_p99_ms: f64,
+    /// Avatars attached for a session (online players), from the directory.
+    #[serde(default)]
+    pub online: u32,
 }
 
 impl ClusterState {
@@ -68,11 +83,34 @@ impl ClusterState {
                 status: self.config.status_of(s.population),
                 population: s.population,
                 tick_p99_ms: f64::from(s.tick_p99_us) / 1000.0,
+                online: u32::try_from(
+                    s.avatars
+                        .iter()
+                        .filter(|a| {
+                            self.avatars.get(a).is_some_and(|v| {
+                                matches!(v.presence, super::AvatarPresence::Online { .. })
+                            })
+                        })
+                        .count(),
+                )
+                .unwrap_or(u32::MAX),
             })
             .collect();
+        let mut gates: Vec<GateRow> = self
+            .nodes
+            .values()
+            .filter(|n| n.kind == NodeKind::Gate)
+            .map(|n| GateRow {
+                name: n.name.clone(),
+                alive: n.alive,
+                online: 0,
+            })
+            .collect();
+        gates.sort_by(|a, b| a.name.cmp(&b.name));
         ClusterStatus {
             scene_servers,
             scenes,
+            gates,
         }
     }
 }

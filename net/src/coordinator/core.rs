@@ -16,8 +16,9 @@ use crate::cluster::{
     SessionId,
 };
 use crate::link::{Link, LinkSender, PeerInfo};
+use super::login::{AdmitError, Admission, Logins};
 use crate::wire::{
-    AttachedSession, LinkMsg, Role, SessionEvent, WireEvent, WirePcState, WireSaveBatch,
+    AttachedSession, AvatarInfo, ChatScope, ChatTarget, LinkMsg, Role, SessionEvent, WireEvent, WirePcState, WireSaveBatch,
 };
 
 use super::lock;
@@ -49,6 +50,16 @@ pub struct CoordinatorStats {
     pub attaches_refused: u64,
     /// Completed portal transfers.
     pub transfers: u64,
+    /// Chat lines delivered.
+    pub chat_lines: u64,
+    /// Connect tokens issued, used once (burnt), refused (replayed, expired,
+    /// unknown), and issued but not used yet.
+    pub tokens_issued: u64,
+    pub tokens_burnt: u64,
+    pub tokens_refused: u64,
+    pub tokens_pending: u64,
+    /// Logins waiting in the queue.
+    pub queued: u64,
 }
 
 struct LinkEntry {
@@ -90,6 +101,11 @@ pub(super) struct Core {
     arrivals: BTreeMap<AvatarId, Arrival>,
     /// States to attach with on arrival, by avatar (consumed by the attach).
     arrival_states: BTreeMap<AvatarId, WirePcState>,
+    /// Gates' last reported load: connected clients and open addresses.
+    gate_load: BTreeMap<NodeId, (u32, Vec<String>)>,
+    /// Avatar names, for chat (learned at attach).
+    avatar_names: BTreeMap<AvatarId, String>,
+    pub(super) logins: Logins,
     stats: CoordinatorStats,
 }
 
@@ -101,6 +117,7 @@ impl Core {
         writer: Writer,
         scene_ids: BTreeMap<String, db::SceneId>,
         heartbeat_ms: u32,
+        logins: Logins,
     ) -> Self {
         Self {
             cluster,
@@ -115,6 +132,9 @@ impl Core {
             sessions: BTreeMap::new(),
             arrivals: BTreeMap::new(),
             arrival_states: BTreeMap::new(),
+            gate_load: BTreeMap::new(),
+            avatar_names: BTreeMap::new(),
+            logins,
             stats: CoordinatorStats::default(),
         }
     }
@@ -124,11 +144,211 @@ impl Core {
     }
 
     pub(super) fn status(&self) -> ClusterStatus {
-        self.cluster.status()
+        let mut status = self.cluster.status();
+        for g in &mut status.gates {
+            if let Some(node) = self.cluster.node_by_name(&g.name) {
+                g.online = self.gate_load.get(&node).map_or(0, |(n, _)| *n);
+            }
+        }
+        status
+    }
+
+    /// Players connected to live gates.
+    pub(super) fn online(&self) -> u64 {
+        self.gate_load
+            .iter()
+            .filter(|(n, _)| self.cluster.node(**n).is_some_and(|v| v.alive))
+            .map(|(_, (o, _))| u64::from(*o))
+            .sum()
+    }
+
+    /// The open client addresses of the least-loaded live gate.
+    fn gate_addrs(&self) -> Vec<String> {
+        self.gate_load
+            .iter()
+            .filter(|(n, (_, addrs))| {
+                !addrs.is_empty() && self.cluster.node(**n).is_some_and(|v| v.alive)
+            })
+            .min_by_key(|(n, (online, _))| (*online, **n))
+            .map(|(_, (_, addrs))| addrs.clone())
+            .unwrap_or_default()
+    }
+
+    /// A login for `account` (password or resume key already checked).
+    pub(super) fn admit(&mut self, account: u64) -> Result<Admission, AdmitError> {
+        let online = self.online();
+        let now = self.now();
+        let gates = self.gate_addrs();
+        let sessions = &self.sessions;
+        self.logins
+            .admit(account, online, now, &gates, |c| !sessions.contains_key(&c))
+    }
+
+    /// A queued login polls.
+    pub(super) fn poll(&mut self, ticket: &str) -> Result<Admission, AdmitError> {
+        let online = self.online();
+        let now = self.now();
+        let gates = self.gate_addrs();
+        let sessions = &self.sessions;
+        self.logins
+            .poll(ticket, online, now, &gates, |c| !sessions.contains_key(&c))
+    }
+
+    /// Ends `account`'s session (operator kick or ban): the client is told
+    /// why and disconnected by its gate; its avatar is detached.
+    pub(super) fn kick(&mut self, account: u64, reason: &str) -> bool {
+        let Some(session) = self.cluster.session_of(AccountId(account)) else {
+            return false;
+        };
+        self.send_session(
+            session.0,
+            SessionEvent::Kicked {
+                reason: reason.to_owned(),
+            },
+        );
+        let effects = self.cluster.logout(session);
+        self.sessions.remove(&session.0);
+        self.apply(effects);
+        true
+    }
+
+    pub(super) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn session_account(&self, session: u64) -> Option<u64> {
+        self.cluster.session_account(SessionId(session)).map(|a| a.0)
+    }
+
+    fn send_avatars(&mut self, session: u64) {
+        let Some(account) = self.session_account(session) else {
+            return self.refuse_session_by(session, "unknown session".into());
+        };
+        match self.store.list_avatars(account) {
+            Ok(list) => {
+                let names: BTreeMap<db::SceneId, String> =
+                    self.scene_ids.iter().map(|(n, id)| (*id, n.clone())).collect();
+                let avatars = list
+                    .into_iter()
+                    .filter(|a| a.status != db::AvatarStatus::Deleted)
+                    .map(|a| AvatarInfo {
+                        id: a.id,
+                        name: a.name,
+                        scene: names.get(&a.scene).cloned().unwrap_or_default(),
+                    })
+                    .collect();
+                self.send_session(session, SessionEvent::Avatars(avatars));
+            }
+            Err(e) => self.refuse_session_by(session, format!("data service: {e}")),
+        }
+    }
+
+    fn create_avatar(&mut self, session: u64, name: &str) {
+        let Some(account) = self.session_account(session) else {
+            return self.refuse_session_by(session, "unknown session".into());
+        };
+        let start = self.logins.config().start_scene.clone();
+        let Some(&scene) = self
+            .scene_ids
+            .get(&start)
+            .or_else(|| self.scene_ids.values().next())
+        else {
+            return self.refuse_session_by(session, "no scene to start in".into());
+        };
+        let new = db::NewAvatar {
+            name: name.to_owned(),
+            figure: "default".into(),
+            scene,
+        };
+        match self.store.create_avatar(account, &new) {
+            Ok(_) => self.send_avatars(session),
+            Err(e) => self.refuse_session_by(session, format!("cannot create avatar: {e}")),
+        }
+    }
+
+    /// A chat line: to the sender's scene, everyone, or one avatar by name.
+    fn chat(&mut self, session: u64, to: ChatTarget, text: String) {
+        if text.len() > crate::gate::proto::MAX_CHAT_BYTES || text.is_empty() {
+            return self.refuse_session_by(session, "chat text empty or too long".into());
+        }
+        let Some(avatar) = self.cluster.session_avatar(SessionId(session)) else {
+            return self.refuse_session_by(session, "enter the world to chat".into());
+        };
+        let from = self.avatar_name(avatar);
+        let online_in = |core: &Self, scene: Option<&str>| -> Vec<u64> {
+            core.cluster
+                .avatars()
+                .filter(|a| scene.is_none_or(|s| a.scene == s))
+                .filter_map(|a| match a.presence {
+                    crate::cluster::AvatarPresence::Online { session } => Some(session.0),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (targets, scope) = match to {
+            ChatTarget::Scene => {
+                let scene = self.cluster.avatar(avatar).map(|a| a.scene);
+                (online_in(self, scene.as_deref()), ChatScope::Scene)
+            }
+            ChatTarget::Global => (online_in(self, None), ChatScope::Global),
+            ChatTarget::Whisper(name) => {
+                let target = self.store.avatar_by_name(&name).ok().flatten();
+                let to_session = target.and_then(|t| match self.cluster.avatar(t.id)?.presence {
+                    crate::cluster::AvatarPresence::Online { session } => Some(session.0),
+                    _ => None,
+                });
+                match to_session {
+                    Some(s) => (vec![s], ChatScope::Whisper),
+                    None => {
+                        return self.refuse_session_by(session, format!("{name} is not online"));
+                    }
+                }
+            }
+        };
+        // One message per gate link.
+        let mut by_link: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for s in targets {
+            if let Some(&link) = self.sessions.get(&s) {
+                by_link.entry(link).or_default().push(s);
+            }
+        }
+        self.stats.chat_lines += 1;
+        for (link, sessions) in by_link {
+            self.send_link(
+                link,
+                &LinkMsg::ChatTo {
+                    sessions,
+                    from: from.clone(),
+                    scope,
+                    text: text.clone(),
+                },
+            );
+        }
+    }
+
+    fn avatar_name(&mut self, avatar: AvatarId) -> String {
+        if let Some(n) = self.avatar_names.get(&avatar) {
+            return n.clone();
+        }
+        let name = self
+            .store
+            .avatar(avatar)
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("#{avatar}"), |a| a.name);
+        self.avatar_names.insert(avatar, name.clone());
+        name
     }
 
     pub(super) fn stats(&self) -> CoordinatorStats {
-        self.stats
+        CoordinatorStats {
+            tokens_issued: self.logins.issued,
+            tokens_burnt: self.logins.burnt,
+            tokens_refused: self.logins.refused_tokens,
+            tokens_pending: self.logins.pending() as u64,
+            queued: self.logins.queued() as u64,
+            ..self.stats
+        }
     }
 
     pub(super) fn tick(&mut self) {
@@ -274,6 +494,16 @@ impl Core {
                         if let Some(l) = self.links.get_mut(&id) {
                             l.node = Some(node);
                         }
+                        if kind == NodeKind::Gate {
+                            let addrs = r
+                                .addr
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|a| !a.is_empty())
+                                .map(str::to_owned)
+                                .collect();
+                            self.gate_load.insert(node, (0, addrs));
+                        }
                         self.node_links.insert(node, id);
                         info!(%name, %node, addr = %r.addr, hosted = r.hosted.len(), "registered");
                         self.send_link(
@@ -291,6 +521,9 @@ impl Core {
                 let Some(node) = node else {
                     return self.refuse(id, "register first");
                 };
+                if role == Role::Gate {
+                    self.gate_load.insert(node, (h.online, h.addrs.clone()));
+                }
                 match self.cluster.heartbeat(now, node, &h.scenes) {
                     Ok(effects) => self.apply(effects),
                     Err(e) => self.unknown_node(id, e),
@@ -343,12 +576,51 @@ impl Core {
                 self.on_event(&scene, event);
             }
             LinkMsg::OpenSession {
-                request, account, ..
-            } => {
-                if !matches!(role, Role::Gate | Role::Tool) {
-                    return self.refuse(id, format!("a {role} does not open sessions"));
+                request,
+                account,
+                client,
+                nonce,
+            } => match role {
+                Role::Gate => {
+                    // A gate's client presents its connect token: the nonce
+                    // is burnt (single use) and the token's client id
+                    // becomes the session id.
+                    if let Err(e) = self.logins.burn(&nonce, account, client) {
+                        self.stats.refused += 1;
+                        warn!(account, error = %e, "session refused");
+                        return self.send_link(
+                            id,
+                            &LinkMsg::Session {
+                                session: client,
+                                event: SessionEvent::Refused {
+                                    request,
+                                    reason: e.to_string(),
+                                },
+                            },
+                        );
+                    }
+                    self.open_session(id, node, request, account, Some(client));
                 }
-                self.open_session(id, node, request, account);
+                Role::Tool => self.open_session(id, node, request, account, None),
+                _ => self.refuse(id, format!("a {role} does not open sessions")),
+            },
+            LinkMsg::ListAvatars { session } => {
+                if self.sessions.get(&session) != Some(&id) {
+                    return self.refuse_session(id, session, "unknown session");
+                }
+                self.send_avatars(session);
+            }
+            LinkMsg::CreateAvatar { session, name } => {
+                if self.sessions.get(&session) != Some(&id) {
+                    return self.refuse_session(id, session, "unknown session");
+                }
+                self.create_avatar(session, &name);
+            }
+            LinkMsg::Chat { session, to, text } => {
+                if self.sessions.get(&session) != Some(&id) {
+                    return self.refuse_session(id, session, "unknown session");
+                }
+                self.chat(session, to, text);
             }
             LinkMsg::CloseSession { session } => {
                 if self.sessions.get(&session) != Some(&id) {
@@ -430,7 +702,14 @@ impl Core {
         }
     }
 
-    fn open_session(&mut self, id: u64, gate_node: Option<NodeId>, request: u64, account: u64) {
+    fn open_session(
+        &mut self,
+        id: u64,
+        gate_node: Option<NodeId>,
+        request: u64,
+        account: u64,
+        client: Option<u64>,
+    ) {
         let refuse = |core: &mut Self, reason: String| {
             core.stats.refused += 1;
             core.send_link(
@@ -447,11 +726,15 @@ impl Core {
             Ok(None) => return refuse(self, format!("no account {account}")),
             Err(e) => return refuse(self, format!("data service: {e}")),
         }
-        let session = loop {
-            let s = new_session_id();
-            if !self.sessions.contains_key(&s) {
-                break s;
-            }
+        let session = match client {
+            Some(c) if !self.sessions.contains_key(&c) => c,
+            Some(_) => return refuse(self, "session id in use".into()),
+            None => loop {
+                let s = new_session_id();
+                if !self.sessions.contains_key(&s) {
+                    break s;
+                }
+            },
         };
         let gate = gate_node.filter(|n| {
             self.cluster
@@ -796,7 +1079,7 @@ fn db_state(scene: db::SceneId, s: &WirePcState) -> db::PcState {
 
 /// A fresh session id: random, with the top bit set so it never collides
 /// with the small client ids of synthetic walkers.
-fn new_session_id() -> u64 {
+pub(super) fn new_session_id() -> u64 {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() {
         // No OS randomness: fall back to the clock (uniqueness is checked).
@@ -827,3 +1110,4 @@ pub(super) async fn handle_link(core: Arc<Mutex<Core>>, link: Link, stop: Cancel
     }
     lock(&core).link_closed(id);
 }
+

@@ -39,6 +39,7 @@
 
 mod core;
 mod http;
+pub mod login;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub struct CoordinatorConfig {
     pub heartbeat_ms: u32,
     /// How often the cluster state is ticked (silent nodes expire), ms. Default 100.
     pub tick_ms: u32,
+    /// Login, tokens, queue and rate limits (`[coordinator.login]`).
+    pub login: login::LoginConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -82,6 +85,7 @@ impl Default for CoordinatorConfig {
             data: PathBuf::from("./data"),
             heartbeat_ms: 500,
             tick_ms: 100,
+            login: login::LoginConfig::default(),
         }
     }
 }
@@ -101,6 +105,8 @@ pub enum CoordinatorConfigError {
         "coordinator.heartbeat_ms ({heartbeat}) must be below cluster.heartbeat_timeout_ms ({timeout})"
     )]
     HeartbeatAboveTimeout { heartbeat: u32, timeout: u64 },
+    #[error("{0}")]
+    Login(String),
 }
 
 impl CoordinatorConfig {
@@ -118,6 +124,7 @@ impl CoordinatorConfig {
         if !(10..=10_000).contains(&self.tick_ms) {
             return Err(CoordinatorConfigError::TickMs);
         }
+        self.login.validate().map_err(CoordinatorConfigError::Login)?;
         if u64::from(self.heartbeat_ms) >= cluster.heartbeat_timeout_ms {
             return Err(CoordinatorConfigError::HeartbeatAboveTimeout {
                 heartbeat: self.heartbeat_ms,
@@ -246,7 +253,19 @@ impl Coordinator {
                 source,
             })?;
 
-        let mut core = Core::new(state, clock, store, writer, scene_ids, config.heartbeat_ms);
+        let logins = login::Logins::new(config.login.clone(), secret.derive_key("netcode"))
+            .map_err(CoordinatorConfigError::Login)?;
+        let limits = http::Limits::new(&config.login);
+        let admin = secret.clone();
+        let mut core = Core::new(
+            state,
+            clock,
+            store,
+            writer,
+            scene_ids,
+            config.heartbeat_ms,
+            logins,
+        );
         core.apply(effects);
         let core = Arc::new(Mutex::new(core));
         let stop = CancellationToken::new();
@@ -289,7 +308,11 @@ impl Coordinator {
         }
         tasks.push(tokio::spawn(http::serve(
             http_listener,
-            Arc::clone(&core),
+            http::Api {
+                core: Arc::clone(&core),
+                limits: Arc::new(limits),
+                admin,
+            },
             stop.clone(),
         )));
         info!(%link_addr, %http_addr, data = %config.data.display(), "coordinator up");

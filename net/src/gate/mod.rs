@@ -28,6 +28,7 @@
 pub mod client;
 pub mod proto;
 pub mod screen;
+pub mod server;
 pub mod token;
 pub mod transport;
 

@@ -681,6 +681,13 @@ impl Gate {
     /// Disconnects every client (each gets a `Disconnected` event with
     /// [`DisconnectReason::Shutdown`] if the event queue is still read) and
     /// waits for the listeners to stop.
+    /// Asks every listener to stop (clients are disconnected with
+    /// [`DisconnectReason::Shutdown`]) without waiting for them; for a gate
+    /// shared behind an `Arc`. [`shutdown`](Self::shutdown) also waits.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for l in self.listeners {
