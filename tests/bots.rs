@@ -203,7 +203,6 @@ fn bots(http: &str) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "needs the gate in `tessera up` and the login API (issue 5)"]
 fn twenty_bots_enter_play_and_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let (_up, http) = up(dir.path());

@@ -284,7 +284,11 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut gate = GateServer::start(config.gate.clone(), config.secret()).await?;
         let udp: Vec<String> = gate.addresses().iter().map(ToString::to_string).collect();
-        println!("gate {}: clients connect over udp to {}", gate.name(), udp.join(","));
+        println!(
+            "gate {}: clients connect over udp to {}",
+            gate.name(),
+            udp.join(",")
+        );
         tokio::select! {
             _ = terminated() => {
                 gate.shutdown().await;

@@ -11,14 +11,15 @@ use tessera_sim::protocol::AvatarId;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::login::{Admission, AdmitError, Logins};
 use crate::cluster::{
     AccountId, ClusterState, ClusterStatus, DropReason, Effect, KickReason, NodeId, NodeKind,
     SessionId,
 };
 use crate::link::{Link, LinkSender, PeerInfo};
-use super::login::{AdmitError, Admission, Logins};
 use crate::wire::{
-    AttachedSession, AvatarInfo, ChatScope, ChatTarget, LinkMsg, Role, SessionEvent, WireEvent, WirePcState, WireSaveBatch,
+    AttachedSession, AvatarInfo, ChatScope, ChatTarget, LinkMsg, Role, SessionEvent, WireEvent,
+    WirePcState, WireSaveBatch,
 };
 
 use super::lock;
@@ -217,7 +218,9 @@ impl Core {
     }
 
     fn session_account(&self, session: u64) -> Option<u64> {
-        self.cluster.session_account(SessionId(session)).map(|a| a.0)
+        self.cluster
+            .session_account(SessionId(session))
+            .map(|a| a.0)
     }
 
     fn send_avatars(&mut self, session: u64) {
@@ -226,8 +229,11 @@ impl Core {
         };
         match self.store.list_avatars(account) {
             Ok(list) => {
-                let names: BTreeMap<db::SceneId, String> =
-                    self.scene_ids.iter().map(|(n, id)| (*id, n.clone())).collect();
+                let names: BTreeMap<db::SceneId, String> = self
+                    .scene_ids
+                    .iter()
+                    .map(|(n, id)| (*id, n.clone()))
+                    .collect();
                 let avatars = list
                     .into_iter()
                     .filter(|a| a.status != db::AvatarStatus::Deleted)
@@ -1110,4 +1116,3 @@ pub(super) async fn handle_link(core: Arc<Mutex<Core>>, link: Link, stop: Cancel
     }
     lock(&core).link_closed(id);
 }
-

@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use super::core::Core;
 use super::lock;
-use super::login::{AdmitError, Admission, LoginConfig};
+use super::login::{Admission, AdmitError, LoginConfig};
 use crate::cluster::ClusterStatus;
 use crate::gate::proto::CLIENT_PROTOCOL;
 use crate::login::{
@@ -58,7 +58,11 @@ impl Limits {
         Self {
             per_ip: RateLimiter::keyed(quota(c.per_ip_per_s, c.per_ip_burst)),
             per_account: RateLimiter::keyed(quota(c.per_account_per_s, c.per_account_burst)),
-            trusted: c.trusted_ips.iter().filter_map(|s| s.parse().ok()).collect(),
+            trusted: c
+                .trusted_ips
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
         }
     }
 
@@ -151,7 +155,9 @@ impl IntoResponse for ApiFailure {
 impl From<AdmitError> for ApiFailure {
     fn from(e: AdmitError) -> Self {
         match e {
-            AdmitError::NoGate => Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_gate", e.to_string()),
+            AdmitError::NoGate => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_gate", e.to_string())
+            }
             AdmitError::QueueFull => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
             }
@@ -208,10 +214,9 @@ async fn register(
         body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
     api.limits.check_ip(peer.ip())?;
     let store = Arc::clone(lock(&api.core).store());
-    let result = blocking(move || {
-        store.register(&req.email, &req.password, req.nickname.as_deref())
-    })
-    .await?;
+    let result =
+        blocking(move || store.register(&req.email, &req.password, req.nickname.as_deref()))
+            .await?;
     match result {
         Ok(account) => Ok((StatusCode::CREATED, Json(RegisterResponse { account }))),
         Err(db::RegisterError::DuplicateEmail { email }) => Err(ApiFailure::new(
@@ -266,7 +271,11 @@ async fn login(
             .map_err(ApiFailure::internal)?
             .is_some_and(|a| a.status == db::AccountStatus::Open);
         if !open {
-            return Err(ApiFailure::new(StatusCode::FORBIDDEN, "locked", "the account is locked"));
+            return Err(ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                "locked",
+                "the account is locked",
+            ));
         }
         account
     } else {

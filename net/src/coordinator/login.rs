@@ -75,7 +75,9 @@ impl LoginConfig {
         }
         for ip in &self.trusted_ips {
             if ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(format!("coordinator.login.trusted_ips: {ip:?} is not an IP"));
+                return Err(format!(
+                    "coordinator.login.trusted_ips: {ip:?} is not an IP"
+                ));
             }
         }
         if self.queue_capacity == 0 {
@@ -322,7 +324,9 @@ impl Logins {
             Pending {
                 account,
                 client,
-                expires: now + Duration::from_secs(self.config.token_expiry_s) + Duration::from_secs(5),
+                expires: now
+                    + Duration::from_secs(self.config.token_expiry_s)
+                    + Duration::from_secs(5),
             },
         );
         self.issued += 1;
@@ -359,7 +363,12 @@ impl Logins {
 
     /// A gate presents a client's token claims: the nonce is burnt (a token
     /// connects once) and must match what was issued.
-    pub(super) fn burn(&mut self, nonce: &Nonce, account: u64, client: u64) -> Result<(), BurnError> {
+    pub(super) fn burn(
+        &mut self,
+        nonce: &Nonce,
+        account: u64,
+        client: u64,
+    ) -> Result<(), BurnError> {
         let r = match self.pending.remove(nonce) {
             None => Err(BurnError::Unknown),
             Some(p) if p.expires <= unix_now() => Err(BurnError::Expired),
@@ -396,17 +405,32 @@ mod tests {
     #[test]
     fn tokens_are_single_use_and_bound_to_their_claims() {
         let mut l = logins(10);
-        let Admission::Token { .. } = l.admit(1, 0, 0, &gates(), |_| true).expect("admitted") else {
+        let Admission::Token { .. } = l.admit(1, 0, 0, &gates(), |_| true).expect("admitted")
+        else {
             panic!("expected a token");
         };
-        let (nonce, p) = l.pending.iter().next().map(|(n, p)| (*n, *p)).expect("pending");
+        let (nonce, p) = l
+            .pending
+            .iter()
+            .next()
+            .map(|(n, p)| (*n, *p))
+            .expect("pending");
         assert_eq!(l.burn(&nonce, 2, p.client), Err(BurnError::Mismatch));
         // A mismatch burns it too: the token is spent.
         assert_eq!(l.burn(&nonce, 1, p.client), Err(BurnError::Unknown));
         l.admit(1, 0, 0, &gates(), |_| true).expect("admitted");
-        let (nonce, p) = l.pending.iter().next().map(|(n, p)| (*n, *p)).expect("pending");
+        let (nonce, p) = l
+            .pending
+            .iter()
+            .next()
+            .map(|(n, p)| (*n, *p))
+            .expect("pending");
         assert_eq!(l.burn(&nonce, 1, p.client), Ok(()));
-        assert_eq!(l.burn(&nonce, 1, p.client), Err(BurnError::Unknown), "replay");
+        assert_eq!(
+            l.burn(&nonce, 1, p.client),
+            Err(BurnError::Unknown),
+            "replay"
+        );
         assert_eq!((l.burnt, l.refused_tokens), (1, 2));
     }
 
@@ -425,7 +449,9 @@ mod tests {
             }
         }
         // One leaves: only the first in line gets in, even if the third polls first.
-        let third = l.poll(&tickets[2], 1, 10, &gates(), |_| true).expect("polled");
+        let third = l
+            .poll(&tickets[2], 1, 10, &gates(), |_| true)
+            .expect("polled");
         assert_eq!(
             third,
             Admission::Queued {

@@ -124,7 +124,9 @@ impl CoordinatorConfig {
         if !(10..=10_000).contains(&self.tick_ms) {
             return Err(CoordinatorConfigError::TickMs);
         }
-        self.login.validate().map_err(CoordinatorConfigError::Login)?;
+        self.login
+            .validate()
+            .map_err(CoordinatorConfigError::Login)?;
         if u64::from(self.heartbeat_ms) >= cluster.heartbeat_timeout_ms {
             return Err(CoordinatorConfigError::HeartbeatAboveTimeout {
                 heartbeat: self.heartbeat_ms,

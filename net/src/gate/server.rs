@@ -45,9 +45,7 @@ use super::proto::{ClientMsg, ServerMsg};
 use super::{AdmitAll, Channel, DisconnectReason, Gate, GateConfig, GateEvent};
 use crate::coordinator::login::NETCODE_PROTOCOL_ID;
 use crate::link::{ConnectError, Connector, LinkConfig, LinkSender, connect};
-use crate::wire::{
-    Epoch, Heartbeat, LinkMsg, Register, Role, SceneCommand, Secret, SessionEvent,
-};
+use crate::wire::{Epoch, Heartbeat, LinkMsg, Register, Role, SceneCommand, Secret, SessionEvent};
 
 /// Disconnect codes the gate uses (the client sees "disconnected by server";
 /// a [`ServerMsg::Kicked`] with the reason goes first when there is one).
@@ -109,10 +107,12 @@ impl GateServerConfig {
 
     /// Checks every field; the message names it.
     pub fn validate(&self) -> Result<(), String> {
-        let first: SocketAddr = self
-            .listen
-            .parse()
-            .map_err(|_| format!("gate.listen {:?} is not an address (host:port)", self.listen))?;
+        let first: SocketAddr = self.listen.parse().map_err(|_| {
+            format!(
+                "gate.listen {:?} is not an address (host:port)",
+                self.listen
+            )
+        })?;
         if !(1..=64).contains(&self.listeners) {
             return Err("gate.listeners must be between 1 and 64".into());
         }
@@ -471,7 +471,10 @@ async fn scene_task(
             LinkMsg::EpochStale { scene, current } => {
                 debug!(%scene, current, "inputs for a stale placement");
             }
-            other => debug!(kind = other.kind(), "unexpected message from a scene server"),
+            other => debug!(
+                kind = other.kind(),
+                "unexpected message from a scene server"
+            ),
         }
     }
     let _ = inbox.send(Inbox::SceneDown(server)).await;
@@ -653,7 +656,10 @@ impl AgentLoop {
                 if self.agents.remove(&client).is_some() {
                     self.to_coordinator(&LinkMsg::CloseSession { session: client });
                 }
-                if !matches!(reason, DisconnectReason::ByClient | DisconnectReason::Kicked(_)) {
+                if !matches!(
+                    reason,
+                    DisconnectReason::ByClient | DisconnectReason::Kicked(_)
+                ) {
                     debug!(client, ?reason, "client dropped");
                 }
             }
@@ -705,7 +711,9 @@ impl AgentLoop {
                     &self.stats.inputs_dropped
                 });
             }
-            ClientMsg::ListAvatars => self.to_coordinator(&LinkMsg::ListAvatars { session: client }),
+            ClientMsg::ListAvatars => {
+                self.to_coordinator(&LinkMsg::ListAvatars { session: client })
+            }
             ClientMsg::CreateAvatar { name } => {
                 self.to_coordinator(&LinkMsg::CreateAvatar {
                     session: client,
@@ -772,10 +780,7 @@ impl AgentLoop {
                 let bytes = m.encode();
                 for s in sessions {
                     if self.agents.contains_key(&s)
-                        && self
-                            .gate
-                            .send(s, Channel::Reliable, bytes.clone())
-                            .is_ok()
+                        && self.gate.send(s, Channel::Reliable, bytes.clone()).is_ok()
                     {
                         bump(&self.stats.chat_delivered);
                     }
@@ -783,7 +788,10 @@ impl AgentLoop {
             }
             LinkMsg::Registered { .. } => {}
             LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
-            other => debug!(kind = other.kind(), "unexpected message from the coordinator"),
+            other => debug!(
+                kind = other.kind(),
+                "unexpected message from the coordinator"
+            ),
         }
     }
 
