@@ -342,10 +342,20 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             s.scenes.join(", ")
         );
     }
+    println!("gates:");
+    println!("  {:<20} {:<6} {:>8}", "name", "alive", "online");
+    for g in &status.gates {
+        println!(
+            "  {:<20} {:<6} {:>8}",
+            g.name,
+            if g.alive { "yes" } else { "NO" },
+            g.online
+        );
+    }
     println!("scenes:");
     println!(
-        "  {:<16} {:<20} {:>6} {:<6} {:>10} {:>12}",
-        "name", "server", "epoch", "status", "population", "tick p99 ms"
+        "  {:<16} {:<20} {:>6} {:<6} {:>10} {:>7} {:>12}",
+        "name", "server", "epoch", "status", "population", "online", "tick p99 ms"
     );
     for s in &status.scenes {
         let st = serde_json::to_value(s.status)
@@ -353,7 +363,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         println!(
-            "  {:<16} {:<20} {:>6} {:<6} {:>10} {:>12.2}",
+            "  {:<16} {:<20} {:>6} {:<6} {:>10} {:>7} {:>12.2}",
             s.name,
             if s.server.is_empty() {
                 "(unplaced)"
@@ -363,11 +373,106 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             s.epoch,
             st,
             s.population,
+            s.online,
             s.tick_p99_ms
         );
     }
     if args.json {
         println!("{}", serde_json::to_string(&status)?);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    action: AdminAction,
+    /// The coordinator's HTTP API.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:7080")]
+    http: String,
+    /// Config file holding the cluster secret (default: ./tessera.toml if it exists).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminAction {
+    /// End a player's session (by account email or avatar name).
+    Kick(AdminTarget),
+    /// Lock the account (logins refused) and end its session.
+    Ban(AdminTarget),
+}
+
+#[derive(Debug, Args)]
+struct AdminTarget {
+    /// The account's email.
+    #[arg(long, conflicts_with = "avatar", required_unless_present = "avatar")]
+    email: Option<String>,
+    /// An avatar name of the account.
+    #[arg(long)]
+    avatar: Option<String>,
+    /// Shown to the player.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+/// `tessera admin kick|ban`: operator actions over the HTTP API,
+/// authenticated with the cluster secret.
+pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let config = Config::load(args.config.as_deref())?;
+    let (path, target) = match args.action {
+        AdminAction::Kick(t) => ("kick", t),
+        AdminAction::Ban(t) => ("ban", t),
+    };
+    let body = tessera_net::login::KickRequest {
+        email: target.email,
+        avatar: target.avatar,
+        reason: target.reason,
+    };
+    let secret = if config.secret.is_empty() {
+        crate::config::DEV_SECRET.to_owned()
+    } else {
+        config.secret.clone()
+    };
+    let url = format!("{}/v1/admin/{path}", args.http.trim_end_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, text) = rt.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let req = hyper::Request::post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {secret}"))
+            .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))
+            .with_context(|| format!("{url:?} is not a URL"))?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .with_context(|| format!("{url}: no answer within 10 s"))?
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    })?;
+    if !status.is_success() {
+        let why = serde_json::from_str::<tessera_net::login::ApiError>(&text)
+            .map_or(text.clone(), |e| e.error);
+        anyhow::bail!("{path} refused (HTTP {status}): {why}");
+    }
+    let r: tessera_net::login::AdminResponse =
+        serde_json::from_str(&text).with_context(|| format!("{url}: unexpected answer"))?;
+    println!(
+        "account {}: {}{}",
+        r.account,
+        if r.banned { "banned, " } else { "" },
+        if r.kicked {
+            "session ended"
+        } else {
+            "no live session"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -44,6 +44,8 @@ enum Command {
     Gate(cluster::GateArgs),
     /// Show the cluster's servers, scenes, epochs, populations and tick p99.
     Status(cluster::StatusArgs),
+    /// Operator actions: kick or ban a player.
+    Admin(cluster::AdminArgs),
     /// Speed report: attach + detach round trips through the coordinator while
     /// scene servers tick scenes full of walkers (all in this process).
     ClusterBench(cluster_bench::ClusterBenchArgs),
@@ -64,6 +66,7 @@ impl Cli {
             Command::Scene(args) => cluster::scene(args),
             Command::Gate(args) => cluster::gate(args),
             Command::Status(args) => cluster::status(args),
+            Command::Admin(args) => cluster::admin(args),
             Command::ClusterBench(args) => cluster_bench::run(args),
             Command::Bots(args) => bots::run(args),
         }

@@ -1,0 +1,833 @@
+//! The client path end to end on loopback: HTTP login → connect token → UDP
+//! gate (renet + netcode) → session → avatar → scene, with two players who
+//! move, see each other and chat, log out and back in where they were — and
+//! every bad input the issue lists, each a clear error or a counted drop
+//! while the gate keeps serving the others.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use tessera_net::Secret;
+use tessera_net::cluster::ClusterConfig;
+use tessera_net::coordinator::login::LoginConfig;
+use tessera_net::coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
+use tessera_net::gate::proto::{CLIENT_PROTOCOL, ChatScope, ChatTarget, ClientMsg, ServerMsg};
+use tessera_net::gate::server::{GateServer, GateServerConfig};
+use tessera_net::gate::token::{from_hex, token_from_bytes};
+use tessera_net::gate::{Channel, ClientConfig, ClientEvent, GateClient};
+use tessera_net::login::{ApiError, LoginRequest, LoginResponse, PollRequest};
+use tessera_net::scene_server::{SceneServer, SceneServerConfig};
+use tessera_net::wire::WireInput;
+use tessera_persistence::{self as db, NewAvatar, Store};
+use tessera_sim::protocol::Quantizer;
+use tessera_sim::{SceneDef, StatePacket};
+
+const SECRET: &str = "client-path-test-secret-0123456789";
+const PASSWORD: &str = "correct horse battery";
+
+fn defs() -> std::collections::BTreeMap<String, SceneDef> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/scenes");
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let def = SceneDef::from_toml(&p.display().to_string(), &text).unwrap();
+            out.insert(def.name.clone(), def);
+        }
+    }
+    out
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    http: String,
+    coord: Coordinator,
+    scene: SceneServer,
+    gate: GateServer,
+}
+
+impl Cluster {
+    /// A coordinator, a scene server and a gate; accounts `names` (lower
+    /// case) each with one avatar (capitalised) saved in the field near
+    /// (500, 500), 10 units apart.
+    async fn start(names: &[&str], login: LoginConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        {
+            let store = Store::open(data.join(DB_FILE)).unwrap();
+            let field = store.ensure_scene("field").unwrap();
+            for (i, n) in names.iter().enumerate() {
+                let account = store
+                    .register(&format!("{n}@example.com"), PASSWORD, None)
+                    .unwrap();
+                let mut name = n.to_string();
+                name[..1].make_ascii_uppercase();
+                let avatar = store
+                    .provision_avatars(
+                        account,
+                        &[NewAvatar {
+                            name,
+                            figure: "f".into(),
+                            scene: field,
+                        }],
+                    )
+                    .unwrap()[0];
+                store
+                    .save_batch(&db::SaveBatch {
+                        scene: field,
+                        states: vec![db::PcState {
+                            avatar,
+                            scene: field,
+                            position: [500.0 + 10.0 * i as f32, 500.0],
+                            heading: 0.0,
+                            action: 0,
+                            mount: 0,
+                            online: false,
+                            tick: 1,
+                        }],
+                    })
+                    .unwrap();
+            }
+        }
+        let secret = Secret::new(SECRET);
+        let coord = Coordinator::start(
+            CoordinatorConfig {
+                listen: "127.0.0.1:0".into(),
+                http: "127.0.0.1:0".into(),
+                data,
+                heartbeat_ms: 100,
+                tick_ms: 50,
+                login,
+            },
+            ClusterConfig::default(),
+            secret.clone(),
+            defs().into_keys().collect(),
+        )
+        .await
+        .unwrap();
+        let link = coord.link_addr().to_string();
+        let scene = SceneServer::start(
+            SceneServerConfig {
+                coordinator: link.clone(),
+                name: "scene-1".into(),
+                heartbeat_ms: 100,
+                ..SceneServerConfig::default()
+            },
+            secret.clone(),
+            defs(),
+        )
+        .await
+        .unwrap();
+        let gate = GateServer::start(
+            GateServerConfig {
+                coordinator: link,
+                name: "gate-1".into(),
+                listen: "127.0.0.1:0".into(),
+                listeners: 1,
+                heartbeat_ms: 100,
+                ..GateServerConfig::default()
+            },
+            secret,
+        )
+        .await
+        .unwrap();
+        let http = format!("http://{}", coord.http_addr());
+        let c = Self {
+            _dir: dir,
+            http,
+            coord,
+            scene,
+            gate,
+        };
+        // Ready when the gate is registered and every scene is placed.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = c.coord.status();
+            if s.gates.iter().any(|g| g.alive)
+                && s.scenes.iter().all(|r| !r.server.is_empty())
+                && !c.scene.placements().is_empty()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster not ready: {s:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // And the gate's first heartbeat (its addresses) has arrived.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c
+    }
+
+    async fn stop(self) {
+        self.gate.shutdown().await;
+        self.scene.shutdown().await.unwrap();
+        self.coord.shutdown().await;
+    }
+
+    async fn post(&self, path: &str, body: &impl serde::Serialize) -> (u16, serde_json::Value) {
+        post(&self.http, path, body, None).await
+    }
+
+    async fn login(&self, name: &str, password: &str) -> Result<LoginResponse, (u16, ApiError)> {
+        let req = LoginRequest {
+            email: Some(format!("{name}@example.com")),
+            password: Some(password.into()),
+            resume_key: None,
+            client_version: CLIENT_PROTOCOL,
+        };
+        let (status, v) = self.post("/v1/login", &req).await;
+        if status == 200 {
+            Ok(serde_json::from_value(v).unwrap())
+        } else {
+            Err((status, serde_json::from_value(v).unwrap()))
+        }
+    }
+}
+
+async fn post(
+    base: &str,
+    path: &str,
+    body: &impl serde::Serialize,
+    bearer: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req =
+        hyper::Request::post(format!("{base}{path}")).header("content-type", "application/json");
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, v)
+}
+
+/// A game client over the real gate.
+struct Player {
+    client: GateClient,
+    session: u64,
+    net_id: u32,
+    scene: String,
+    /// Last own position replicated.
+    me: Option<[f32; 2]>,
+    /// Entities seen entering, by net id.
+    seen: std::collections::BTreeSet<u32>,
+    chat: Vec<(String, ChatScope, String)>,
+    kicked: Option<String>,
+    disconnected: bool,
+}
+
+fn token(resp: &LoginResponse) -> tessera_net::gate::ConnectToken {
+    let LoginResponse::Ok { token, .. } = resp else {
+        panic!("not admitted: {resp:?}");
+    };
+    token_from_bytes(&from_hex(token).unwrap()).unwrap()
+}
+
+impl Player {
+    /// Connects with a login answer and waits for the welcome.
+    async fn connect(resp: &LoginResponse) -> Self {
+        let client = GateClient::connect(token(resp), ClientConfig::default())
+            .await
+            .unwrap();
+        let mut p = Self {
+            client,
+            session: 0,
+            net_id: 0,
+            scene: String::new(),
+            me: None,
+            seen: Default::default(),
+            chat: Vec::new(),
+            kicked: None,
+            disconnected: false,
+        };
+        let welcome = p
+            .until(5, "welcome", |m| matches!(m, ServerMsg::Welcome { .. }))
+            .await;
+        let ServerMsg::Welcome { session, .. } = welcome else {
+            unreachable!()
+        };
+        p.session = session;
+        p
+    }
+
+    fn send(&self, m: &ClientMsg) {
+        let ch = if matches!(m, ClientMsg::Input(_)) {
+            Channel::Unreliable
+        } else {
+            Channel::Reliable
+        };
+        self.client.send(ch, m.encode()).unwrap();
+    }
+
+    /// Reads until a reliable message `pred` accepts (bookkeeping the rest).
+    async fn until(
+        &mut self,
+        secs: u64,
+        what: &str,
+        mut pred: impl FnMut(&ServerMsg) -> bool,
+    ) -> ServerMsg {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.client.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            let Some(ev) = ev else {
+                panic!("client stopped while waiting for {what}");
+            };
+            if let Some(m) = self.handle(ev)
+                && pred(&m)
+            {
+                return m;
+            }
+            if self.disconnected {
+                panic!(
+                    "disconnected while waiting for {what} (kicked: {:?})",
+                    self.kicked
+                );
+            }
+        }
+    }
+
+    /// Reads whatever arrives for `ms`.
+    async fn pump(&mut self, ms: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.client.recv()).await {
+            self.handle(ev);
+        }
+    }
+
+    fn handle(&mut self, ev: ClientEvent) -> Option<ServerMsg> {
+        match ev {
+            ClientEvent::Message {
+                channel: Channel::Unreliable,
+                payload,
+            } => {
+                if let Ok(p) = StatePacket::decode(&payload) {
+                    let q = Quantizer::new([1000.0, 1000.0]);
+                    if let Some(you) = p.you {
+                        self.me = Some(q.position(&you.q));
+                    }
+                    for e in p.enters {
+                        self.seen.insert(e.id);
+                    }
+                }
+                None
+            }
+            ClientEvent::Message { payload, .. } => {
+                let m = ServerMsg::decode(&payload).unwrap();
+                match &m {
+                    ServerMsg::Chat { from, scope, text } => {
+                        self.chat.push((from.clone(), *scope, text.clone()));
+                    }
+                    ServerMsg::Kicked { reason } => self.kicked = Some(reason.clone()),
+                    ServerMsg::Entered { net_id, scene, .. } => {
+                        self.net_id = *net_id;
+                        self.scene = scene.clone();
+                    }
+                    _ => {}
+                }
+                Some(m)
+            }
+            ClientEvent::Disconnected(_) => {
+                self.disconnected = true;
+                None
+            }
+            ClientEvent::Connected => None,
+        }
+    }
+
+    /// Selects the first avatar of the list (creating one if none).
+    async fn enter(&mut self) -> u64 {
+        let list = self
+            .until(5, "avatars", |m| matches!(m, ServerMsg::Avatars(_)))
+            .await;
+        let ServerMsg::Avatars(list) = list else {
+            unreachable!()
+        };
+        let avatar = list[0].id;
+        self.send(&ClientMsg::Select { avatar });
+        self.until(5, "entered", |m| matches!(m, ServerMsg::Entered { .. }))
+            .await;
+        avatar
+    }
+
+    async fn walk(&mut self, dir: [f32; 2], ms: u64) {
+        let start = Instant::now();
+        let mut seq = 0;
+        while start.elapsed() < Duration::from_millis(ms) {
+            seq += 1;
+            self.send(&ClientMsg::Input(WireInput {
+                seq,
+                dir,
+                ..WireInput::default()
+            }));
+            self.pump(50).await;
+        }
+        self.send(&ClientMsg::Input(WireInput {
+            seq: seq + 1,
+            dir: [0.0, 0.0],
+            ..WireInput::default()
+        }));
+        self.pump(300).await;
+    }
+}
+
+fn bounded<F: std::future::Future<Output = ()>>(secs: u64, f: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), f)
+            .await
+            .expect("test timed out");
+    });
+}
+
+#[test]
+fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
+    bounded(90, async {
+        let c = Cluster::start(&["alice", "bob"], LoginConfig::default()).await;
+
+        // Registration over HTTP, and its errors.
+        let (st, v) = c
+            .post(
+                "/v1/register",
+                &serde_json::json!({"email": "carol@example.com", "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let (st, v) = c
+            .post(
+                "/v1/register",
+                &serde_json::json!({"email": "CAROL@example.com", "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!((st, v["code"].as_str()), (409, Some("email_taken")), "{v}");
+        let (st, v) = c
+            .post(
+                "/v1/register",
+                &serde_json::json!({"email": "nope", "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!((st, v["code"].as_str()), (400, Some("invalid")), "{v}");
+        let (st, _) = c
+            .post("/v1/register", &serde_json::json!({"garbage": true}))
+            .await;
+        assert_eq!(st, 400);
+
+        // Login errors: wrong password, unknown email, wrong client version.
+        let e = c.login("alice", "wrong password!!").await.unwrap_err();
+        assert_eq!((e.0, e.1.code.as_str()), (401, "bad_credentials"));
+        let e = c.login("nobody", PASSWORD).await.unwrap_err();
+        assert_eq!(e.0, 401);
+        let (st, v) = c
+            .post(
+                "/v1/login",
+                &LoginRequest {
+                    email: Some("alice@example.com".into()),
+                    password: Some(PASSWORD.into()),
+                    resume_key: None,
+                    client_version: CLIENT_PROTOCOL + 1,
+                },
+            )
+            .await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (426, Some("upgrade_required")),
+            "{v}"
+        );
+
+        // Both log in, enter, and see each other.
+        let la = c.login("alice", PASSWORD).await.unwrap();
+        let lb = c.login("bob", PASSWORD).await.unwrap();
+        let mut alice = Player::connect(&la).await;
+        let mut bob = Player::connect(&lb).await;
+        alice.enter().await;
+        bob.enter().await;
+        assert_eq!(
+            (alice.scene.as_str(), bob.scene.as_str()),
+            ("field", "field")
+        );
+        alice.pump(500).await;
+        bob.pump(500).await;
+        assert!(alice.seen.contains(&bob.net_id), "alice sees bob");
+        assert!(bob.seen.contains(&alice.net_id), "bob sees alice");
+
+        // Alice walks north for a second and stops.
+        let start = alice.me.unwrap();
+        alice.walk([0.0, 1.0], 1000).await;
+        let moved = alice.me.unwrap();
+        assert!(moved[1] > start[1] + 2.0, "{start:?} -> {moved:?}");
+
+        // Chat: scene, global, whisper by name; a whisper to nobody is an error.
+        alice.send(&ClientMsg::Chat {
+            to: ChatTarget::Scene,
+            text: "hello field".into(),
+        });
+        bob.until(5, "scene chat", |m| {
+            matches!(
+                m,
+                ServerMsg::Chat {
+                    scope: ChatScope::Scene,
+                    ..
+                }
+            )
+        })
+        .await;
+        bob.send(&ClientMsg::Chat {
+            to: ChatTarget::Whisper("alice".into()),
+            text: "psst".into(),
+        });
+        let w = alice
+            .until(5, "whisper", |m| {
+                matches!(
+                    m,
+                    ServerMsg::Chat {
+                        scope: ChatScope::Whisper,
+                        ..
+                    }
+                )
+            })
+            .await;
+        assert_eq!(
+            w,
+            ServerMsg::Chat {
+                from: "Bob".into(),
+                scope: ChatScope::Whisper,
+                text: "psst".into()
+            }
+        );
+        bob.send(&ClientMsg::Chat {
+            to: ChatTarget::Global,
+            text: "hi all".into(),
+        });
+        alice
+            .until(5, "global chat", |m| {
+                matches!(
+                    m,
+                    ServerMsg::Chat {
+                        scope: ChatScope::Global,
+                        ..
+                    }
+                )
+            })
+            .await;
+        bob.send(&ClientMsg::Chat {
+            to: ChatTarget::Whisper("Nobody".into()),
+            text: "?".into(),
+        });
+        bob.until(5, "whisper error", |m| matches!(m, ServerMsg::Error { .. }))
+            .await;
+
+        // Alice logs out (leave + disconnect) and back in: same place.
+        alice.send(&ClientMsg::Leave);
+        alice
+            .until(5, "left", |m| matches!(m, ServerMsg::Left { .. }))
+            .await;
+        alice.client.close().await;
+        let LoginResponse::Ok { resume_key, .. } = &la else {
+            unreachable!()
+        };
+        // The resume key logs in without the password.
+        let (st, v) = c
+            .post(
+                "/v1/login",
+                &LoginRequest {
+                    email: None,
+                    password: None,
+                    resume_key: Some(resume_key.clone()),
+                    client_version: CLIENT_PROTOCOL,
+                },
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let again: LoginResponse = serde_json::from_value(v).unwrap();
+        let mut alice = Player::connect(&again).await;
+        alice.enter().await;
+        alice.pump(300).await;
+        let back = alice.me.unwrap();
+        assert!(
+            (back[0] - moved[0]).abs() < 0.2 && (back[1] - moved[1]).abs() < 0.2,
+            "came back at {back:?}, left at {moved:?}"
+        );
+
+        // Duplicate login: the older session is kicked, with a reason.
+        let second = c.login("alice", PASSWORD).await.unwrap();
+        let mut alice2 = Player::connect(&second).await;
+        alice
+            .until(5, "kicked", |m| matches!(m, ServerMsg::Kicked { .. }))
+            .await;
+        assert!(alice.kicked.as_deref().unwrap().contains("elsewhere"));
+        alice2.enter().await;
+
+        // A replayed token (from a fresh socket) never gets a session.
+        let replay = GateClient::connect(token(&second), ClientConfig::default())
+            .await
+            .unwrap();
+        let mut replay = Player {
+            client: replay,
+            session: 0,
+            net_id: 0,
+            scene: String::new(),
+            me: None,
+            seen: Default::default(),
+            chat: Vec::new(),
+            kicked: None,
+            disconnected: false,
+        };
+        replay.pump(1500).await;
+        assert_eq!(replay.session, 0);
+        assert!(replay.chat.is_empty());
+
+        // Bob is still served.
+        alice2.send(&ClientMsg::Chat {
+            to: ChatTarget::Whisper("Bob".into()),
+            text: "still here?".into(),
+        });
+        bob.until(
+            5,
+            "whisper after the attacks",
+            |m| matches!(m, ServerMsg::Chat { text, .. } if text == "still here?"),
+        )
+        .await;
+        let s = c.coord.status();
+        assert_eq!(s.scenes.iter().map(|r| r.online).sum::<u32>(), 2, "{s:#?}");
+
+        // An operator kicks Bob by avatar name; he is told why.
+        let (st, v) = post(
+            &c.http,
+            "/v1/admin/kick",
+            &serde_json::json!({"avatar": "Bob", "reason": "test kick"}),
+            Some(SECRET),
+        )
+        .await;
+        assert_eq!((st, v["kicked"].as_bool()), (200, Some(true)), "{v}");
+        bob.until(5, "operator kick", |m| {
+            matches!(m, ServerMsg::Kicked { .. })
+        })
+        .await;
+        assert_eq!(bob.kicked.as_deref(), Some("test kick"));
+        c.stop().await;
+    });
+}
+
+#[test]
+fn bad_datagrams_floods_and_malformed_messages_cost_only_their_sender() {
+    bounded(90, async {
+        let c = Cluster::start(
+            &["alice", "bob", "mallory", "flood"],
+            LoginConfig::default(),
+        )
+        .await;
+        let mut alice = Player::connect(&c.login("alice", PASSWORD).await.unwrap()).await;
+        let mut bob = Player::connect(&c.login("bob", PASSWORD).await.unwrap()).await;
+        alice.enter().await;
+        bob.enter().await;
+        let gate: SocketAddr = c.gate.addresses()[0];
+
+        // Random junk, oversized datagrams and the sequence-length hazard
+        // (high nibble 9), from a stranger's socket and from alice's own.
+        let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..500 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = 1 + (seed % 1400) as usize;
+            let mut d: Vec<u8> = (0..len).map(|k| (seed >> (k % 56)) as u8).collect();
+            if i % 5 == 0 {
+                d[0] = 0x90 | (d[0] & 0x0f);
+            }
+            let _ = stranger.send_to(&d, gate).await;
+        }
+        let _ = stranger.send_to(&vec![0u8; 4000], gate).await;
+        let mut hazard = vec![0x92u8; 40];
+        hazard[0] = 0x92;
+        alice.client.send_raw(hazard.clone()).unwrap();
+        alice.client.send_raw(vec![0x21; 20]).unwrap();
+
+        // A client that sends a message that does not decode is told and dropped.
+        let mut mallory = Player::connect(&c.login("mallory", PASSWORD).await.unwrap()).await;
+        mallory
+            .client
+            .send(Channel::Reliable, vec![0xffu8; 40])
+            .unwrap();
+        mallory
+            .until(5, "kick for garbage", |m| {
+                matches!(m, ServerMsg::Kicked { .. })
+            })
+            .await;
+        assert_eq!(mallory.kicked.as_deref(), Some("malformed message"));
+
+        // An oversized message and a flood of messages: disconnected.
+        let mut flood = Player::connect(&c.login("flood", PASSWORD).await.unwrap()).await;
+        let _ = flood.client.send(Channel::Reliable, vec![0u8; 4096]);
+        for _ in 0..3000 {
+            if flood
+                .client
+                .send(Channel::Unreliable, ClientMsg::ListAvatars.encode())
+                .is_err()
+            {
+                break;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !flood.disconnected {
+            assert!(
+                Instant::now() < deadline,
+                "the flooder was not disconnected"
+            );
+            flood.pump(100).await;
+        }
+
+        // Everyone else is still served.
+        alice.send(&ClientMsg::Chat {
+            to: ChatTarget::Scene,
+            text: "after the storm".into(),
+        });
+        bob.until(
+            5,
+            "chat after the attacks",
+            |m| matches!(m, ServerMsg::Chat { text, .. } if text == "after the storm"),
+        )
+        .await;
+        alice.walk([1.0, 0.0], 300).await;
+        let t = c.gate.transport_stats();
+        let g = c.gate.stats();
+        assert!(g.malformed >= 1, "{g:?}");
+        assert!(
+            t.screen_rejected >= 100,
+            "junk was screened and counted: {t:?}"
+        );
+        assert!(
+            t.kicked_message_flood + t.kicked_message_too_large + t.kicked_datagram_flood >= 1,
+            "the flooder was kicked and counted: {t:?}"
+        );
+        c.stop().await;
+    });
+}
+
+#[test]
+fn queue_rate_limits_kick_and_ban() {
+    bounded(90, async {
+        let c = Cluster::start(
+            &["alice", "bob", "eve"],
+            LoginConfig {
+                max_online: 1,
+                trusted_ips: Vec::new(),
+                per_ip_per_s: 1,
+                per_ip_burst: 12,
+                token_expiry_s: 2,
+                ..LoginConfig::default()
+            },
+        )
+        .await;
+        // Alice takes the only place; Bob queues, first in line.
+        let la = c.login("alice", PASSWORD).await.unwrap();
+        let mut alice = Player::connect(&la).await;
+        alice.enter().await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // a gate heartbeat
+        let LoginResponse::Queued {
+            ticket, position, ..
+        } = c.login("bob", PASSWORD).await.unwrap()
+        else {
+            panic!("bob should queue");
+        };
+        assert_eq!(position, 1);
+        let (st, _) = c
+            .post(
+                "/v1/login/poll",
+                &PollRequest {
+                    ticket: "nope".into(),
+                },
+            )
+            .await;
+        assert_eq!(st, 404);
+        // Alice leaves; Bob's next polls admit him.
+        alice.client.close().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let lb = loop {
+            let (st, v) = c
+                .post(
+                    "/v1/login/poll",
+                    &PollRequest {
+                        ticket: ticket.clone(),
+                    },
+                )
+                .await;
+            assert_eq!(st, 200, "{v}");
+            let r: LoginResponse = serde_json::from_value(v).unwrap();
+            if matches!(r, LoginResponse::Ok { .. }) {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "never admitted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // An expired token is refused.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let mut late = GateClient::connect(token(&lb), ClientConfig::default())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut welcomed = false;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, late.recv()).await {
+            if let ClientEvent::Message { payload, .. } = &ev
+                && matches!(ServerMsg::decode(payload), Ok(ServerMsg::Welcome { .. }))
+            {
+                welcomed = true;
+            }
+            if matches!(ev, ClientEvent::Disconnected(_)) {
+                break;
+            }
+        }
+        assert!(!welcomed, "an expired token opened a session");
+
+        // Per-IP rate limit (127.0.0.1 is not trusted here): a burst, then 429.
+        let mut limited = None;
+        for _ in 0..20 {
+            if let Err((429, e)) = c.login("eve", "wrong password!!").await {
+                limited = Some(e);
+                break;
+            }
+        }
+        let e = limited.expect("rate limited");
+        assert_eq!(e.code, "rate_limited");
+        assert!(e.retry_after_ms.unwrap() > 0);
+
+        // Admin: without the secret refused; kick and ban with it.
+        let (st, _) = post(
+            &c.http,
+            "/v1/admin/kick",
+            &serde_json::json!({"avatar": "Bob"}),
+            None,
+        )
+        .await;
+        assert_eq!(st, 401);
+        let (st, v) = post(
+            &c.http,
+            "/v1/admin/ban",
+            &serde_json::json!({"email": "eve@example.com"}),
+            Some(SECRET),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["banned"], true);
+        c.stop().await;
+    });
+}
