@@ -1,5 +1,7 @@
 //! `tessera bots`: N bot clients through the real login API and gate, in
 //! this process, with a progress line on stderr and a report on stdout.
+//! Exits 1 when no bot entered the world, 2 on bad arguments or an
+//! unreachable login API.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -91,7 +93,12 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
         ReportFormat::Text => print!("{report}"),
         ReportFormat::Json => println!("{}", serde_json::to_string(&report)?),
     }
-    Ok(ExitCode::SUCCESS)
+    // A load test in which no bot got in is a failed run (the report says why).
+    Ok(if report.connected == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// A `\r`-rewritten line on a terminal; elsewhere (a log, a pipe) a plain
