@@ -571,16 +571,29 @@ struct Tally(BTreeMap<String, u64>);
 
 impl Tally {
     fn add(&mut self, reason: &str) {
-        let mut reason: String = reason
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_REASON_CHARS)
-            .collect();
+        // Numbers (ids, addresses, times) become `N`, so one cause is one key.
+        let mut key = String::new();
+        let mut in_number = false;
+        for c in reason_chars(reason) {
+            let digit = c.is_ascii_digit();
+            if !(digit && in_number) {
+                key.push(if digit { 'N' } else { c });
+            }
+            in_number = digit;
+        }
+        let mut reason = key;
         if !self.0.contains_key(&reason) && self.0.len() >= MAX_REASONS {
             reason = "other".to_owned();
         }
         *self.0.entry(reason).or_insert(0) += 1;
     }
+}
+
+fn reason_chars(reason: &str) -> impl Iterator<Item = char> + '_ {
+    reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REASON_CHARS)
 }
 
 /// Microseconds, 1 µs .. 10 min, 3 significant figures.
@@ -1319,7 +1332,7 @@ async fn enter(admitted: Admitted, index: usize) -> Result<Session, String> {
                 }
             }
             ServerMsg::Entered { .. } => break Ok(()),
-            ServerMsg::Error { code, .. } => break Err(format!("gate error: {code}")),
+            ServerMsg::Error { code, text } => break Err(format!("gate error: {code}: {text}")),
             ServerMsg::Kicked { reason } => break Err(format!("kicked: {reason}")),
             _ => {}
         }
@@ -1725,12 +1738,22 @@ mod tests {
     #[test]
     fn tally_is_bounded() {
         let mut t = Tally::default();
-        for i in 0..100 {
-            t.add(&format!("reason {i} {}", "x".repeat(500)));
+        for i in 0..100u8 {
+            let word: String = [b'a' + i % 26, b'a' + i / 26]
+                .iter()
+                .map(|&b| char::from(b))
+                .collect();
+            t.add(&format!("reason {word} {}", "x".repeat(500)));
         }
         assert_eq!(t.0.len(), MAX_REASONS + 1);
         assert_eq!(t.0.get("other"), Some(&(100 - MAX_REASONS as u64)));
         assert!(t.0.keys().all(|k| k.chars().count() <= MAX_REASON_CHARS));
+        let mut t = Tally::default();
+        t.add("gate error: refused: no avatar 12");
+        t.add("gate error: refused: no avatar 345");
+        t.add("kicked: bad\u{7}bell");
+        assert_eq!(t.0.get("gate error: refused: no avatar N"), Some(&2));
+        assert_eq!(t.0.get("kicked: badbell"), Some(&1));
     }
 
     #[test]
