@@ -571,6 +571,10 @@ struct Tally(BTreeMap<String, u64>);
 
 impl Tally {
     fn add(&mut self, reason: &str) {
+        self.add_n(reason, 1);
+    }
+
+    fn add_n(&mut self, reason: &str, n: u64) {
         // Numbers (ids, addresses, times) become `N`, so one cause is one key.
         let mut key = String::new();
         let mut in_number = false;
@@ -585,7 +589,7 @@ impl Tally {
         if !self.0.contains_key(&reason) && self.0.len() >= MAX_REASONS {
             reason = "other".to_owned();
         }
-        *self.0.entry(reason).or_insert(0) += 1;
+        *self.0.entry(reason).or_insert(0) += n;
     }
 }
 
@@ -814,6 +818,12 @@ pub async fn run_until(
         }
     }
     while bots.join_next().await.is_some() {}
+    // Stopped early (shutdown) before every bot had its turn to log in.
+    let never_started = (shared.config.count - next) as u64;
+    if never_started > 0 {
+        add(&shared.n.failed, never_started);
+        lock(&shared.failures).add_n("stopped before starting", never_started);
+    }
     sampler.abort();
     let _ = sampler.await;
     let measured = match (measure_start, stop_at) {
@@ -1787,5 +1797,98 @@ mod tests {
         }
         assert!(backoff(Some(u64::MAX), 0, 3) <= Duration::from_secs(13));
         assert!(backoff(Some(0), 0, 3) >= Duration::from_millis(37));
+    }
+
+    /// The run loop against a fake login API that admits nobody: every bot
+    /// fails with the server's reason (after backing off a 429), the status
+    /// is sampled, and the run ends promptly without a measured period.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bots_that_cannot_log_in_fail_with_the_reason() {
+        use axum::http::StatusCode;
+        use axum::routing::{get, post};
+        use axum::{Json, Router};
+
+        let registers = Arc::new(AtomicU64::new(0));
+        let seen = registers.clone();
+        let api_error = |status: StatusCode, code: &str, retry: Option<u64>| {
+            (
+                status,
+                Json(ApiError {
+                    code: code.into(),
+                    error: "test".into(),
+                    retry_after_ms: retry,
+                }),
+            )
+        };
+        let app = Router::new()
+            .route(
+                "/v1/login",
+                post(move || async move {
+                    api_error(StatusCode::UNAUTHORIZED, "bad_credentials", None)
+                }),
+            )
+            .route(
+                "/v1/register",
+                post(move || async move {
+                    // The very first registration is rate limited: retried.
+                    if seen.fetch_add(1, Ordering::Relaxed) == 0 {
+                        api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(10))
+                    } else {
+                        api_error(StatusCode::BAD_REQUEST, "invalid", None)
+                    }
+                }),
+            )
+            .route(
+                "/v1/status",
+                get(|| async {
+                    Json(serde_json::json!({"scenes": [{"name": "field", "tick_p99_ms": 1.5}]}))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut config =
+            BotConfig::new(5, &format!("http://{addr}"), 30, Behaviour::Wander).expect("valid");
+        config.status_interval = Duration::from_millis(20);
+        config.logins_in_flight = 2;
+        check_reachable(&config).await.expect("reachable");
+        let mut calls = 0;
+        let started = Instant::now();
+        let report = tokio::time::timeout(Duration::from_secs(20), run(config, |_| calls += 1))
+            .await
+            .expect("ends without waiting for the period")
+            .expect("valid config");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(calls >= 1, "progress reported");
+        assert_eq!((report.bots, report.connected, report.failed), (5, 0, 5));
+        assert_eq!(report.dropped, 0);
+        assert_eq!(
+            report.failures.get("register: invalid"),
+            Some(&5),
+            "{report:?}"
+        );
+        assert_eq!(
+            registers.load(Ordering::Relaxed),
+            6,
+            "one retry after the 429"
+        );
+        assert_eq!(report.registered, 0);
+        assert_eq!(report.rtt_samples, 0);
+        assert_eq!(report.rtt_ms, Percentiles::default());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_login_api_is_reported_before_any_bot_starts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let config =
+            BotConfig::new(1, &format!("http://{addr}"), 1, Behaviour::Wander).expect("valid");
+        let err = check_reachable(&config).await.expect_err("nothing listens");
+        assert!(err.contains("/v1/status"), "{err}");
     }
 }
