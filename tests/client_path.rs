@@ -831,3 +831,95 @@ fn queue_rate_limits_kick_and_ban() {
         c.stop().await;
     });
 }
+
+#[test]
+fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
+    bounded(90, async {
+        let mut c = Cluster::start(&["alice"], LoginConfig::default()).await;
+        let la = c.login("alice", PASSWORD).await.unwrap();
+        let mut alice = Player::connect(&la).await;
+        alice.enter().await;
+        alice.walk([1.0, 0.0], 800).await;
+        let was = alice.me.unwrap();
+
+        // The gate goes away; a new one takes its place on another port.
+        let old = std::mem::replace(
+            &mut c.gate,
+            GateServer::start(
+                GateServerConfig {
+                    coordinator: c.coord.link_addr().to_string(),
+                    name: "gate-2".into(),
+                    listen: "127.0.0.1:0".into(),
+                    listeners: 1,
+                    heartbeat_ms: 100,
+                    ..GateServerConfig::default()
+                },
+                Secret::new(SECRET),
+            )
+            .await
+            .unwrap(),
+        );
+        drop(old);
+        alice.pump(500).await;
+        assert!(
+            alice.disconnected,
+            "the old gate's clients are disconnected"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !c
+            .coord
+            .status()
+            .gates
+            .iter()
+            .any(|g| g.name == "gate-2" && g.alive)
+        {
+            assert!(Instant::now() < deadline, "gate-2 never registered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // The resume key logs in without the password, through the new gate.
+        let LoginResponse::Ok { resume_key, .. } = &la else {
+            unreachable!()
+        };
+        let (st, v) = c
+            .post(
+                "/v1/login",
+                &LoginRequest {
+                    email: None,
+                    password: None,
+                    resume_key: Some(resume_key.clone()),
+                    client_version: CLIENT_PROTOCOL,
+                },
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let again: LoginResponse = serde_json::from_value(v).unwrap();
+        let LoginResponse::Ok { gate, .. } = &again else {
+            panic!("{again:?}")
+        };
+        assert_eq!(gate.parse::<SocketAddr>().unwrap(), c.gate.addresses()[0]);
+        let mut alice = Player::connect(&again).await;
+        alice.enter().await;
+        alice.pump(300).await;
+        let back = alice.me.unwrap();
+        assert!(
+            (back[0] - was[0]).abs() < 0.2 && (back[1] - was[1]).abs() < 0.2,
+            "resumed at {back:?}, was at {was:?}"
+        );
+        // A wrong resume key is refused.
+        let (st, v) = c
+            .post(
+                "/v1/login",
+                &LoginRequest {
+                    email: None,
+                    password: None,
+                    resume_key: Some("0123".into()),
+                    client_version: CLIENT_PROTOCOL,
+                },
+            )
+            .await;
+        assert_eq!((st, v["code"].as_str()), (401, Some("bad_credentials")));
+        c.stop().await;
+    });
+}

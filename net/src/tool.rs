@@ -230,6 +230,8 @@ impl SessionClient {
 #[derive(Debug)]
 pub struct SceneClient {
     link: Link,
+    /// Packets of a batch not returned yet.
+    pending: VecDeque<(u64, Vec<u8>)>,
 }
 
 impl SceneClient {
@@ -239,6 +241,7 @@ impl SceneClient {
         let cfg = LinkConfig::new(Role::Tool, name, secret);
         Ok(Self {
             link: connect(addr, &cfg).await?,
+            pending: VecDeque::new(),
         })
     }
 
@@ -262,14 +265,25 @@ impl SceneClient {
 
     /// The next replication packet `(client, bytes)`, waiting up to `timeout`.
     pub async fn replication(&mut self, timeout: Duration) -> Result<(u64, Vec<u8>), ToolError> {
+        if let Some(p) = self.pending.pop_front() {
+            return Ok(p);
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.link.recv())
                 .await
                 .map_err(|_| ToolError::Timeout(timeout))?
                 .ok_or(ToolError::Closed)?;
-            if let LinkMsg::Replication { client, bytes } = msg {
-                return Ok((client, bytes));
+            match msg {
+                LinkMsg::Replication { client, bytes } => return Ok((client, bytes)),
+                LinkMsg::ReplicationBatch { packets } => {
+                    let mut it = packets.into_iter();
+                    if let Some(first) = it.next() {
+                        self.pending.extend(it);
+                        return Ok(first);
+                    }
+                }
+                _ => {}
             }
         }
     }

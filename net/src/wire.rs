@@ -40,7 +40,7 @@ use tessera_sim::protocol::{
 ///
 /// Bump it on any change to a type encoded in a [`LinkMsg`] or a handshake
 /// body, or to the proof construction.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The first four bytes of every handshake frame.
 pub const MAGIC: [u8; 4] = *b"TSLK";
@@ -447,6 +447,10 @@ pub enum LinkMsg {
     },
     /// One encoded replication packet for one client, forwarded as-is.
     Replication { client: ClientId, bytes: Vec<u8> },
+    /// Many clients' replication packets of one tick for one gate, each
+    /// forwarded as-is (one frame instead of one per client; split so a
+    /// frame stays under [`REPLICATION_BATCH_BYTES`]).
+    ReplicationBatch { packets: Vec<(ClientId, Vec<u8>)> },
     /// A scene's write-behind batch for the data service.
     SaveBatch(WireSaveBatch),
     /// The data service stored a batch.
@@ -579,6 +583,10 @@ pub enum SessionEvent {
     /// The session was ended by the cluster (single sign-on, operator kick).
     Kicked { reason: String },
 }
+
+/// Payload bytes above which a scene server starts another
+/// [`LinkMsg::ReplicationBatch`] for the same gate and tick.
+pub const REPLICATION_BATCH_BYTES: usize = 256 * 1024;
 
 /// Load report of one node.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
@@ -757,6 +765,7 @@ impl LinkMsg {
             LinkMsg::Command { .. } => "command",
             LinkMsg::Event { .. } => "event",
             LinkMsg::Replication { .. } => "replication",
+            LinkMsg::ReplicationBatch { .. } => "replication-batch",
             LinkMsg::SaveBatch(_) => "save-batch",
             LinkMsg::SaveAck { .. } => "save-ack",
             LinkMsg::Refused { .. } => "refused",

@@ -88,6 +88,7 @@ async fn coordinator(data: &Path, listen: &str) -> Coordinator {
         data: data.to_path_buf(),
         heartbeat_ms: 200,
         tick_ms: 50,
+        ..CoordinatorConfig::default()
     };
     Coordinator::start(
         cfg,

@@ -310,6 +310,9 @@ fn every_variant() -> Vec<LinkMsg> {
             text: "hello".into(),
         },
         LinkMsg::CloseSession { session: 99 },
+        LinkMsg::ReplicationBatch {
+            packets: vec![(1, vec![1, 2, 3]), (2, vec![])],
+        },
         LinkMsg::AttachAvatar {
             session: 99,
             avatar: 5,
@@ -370,6 +373,7 @@ fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::Command { .. }
             | LinkMsg::Event { .. }
             | LinkMsg::Replication { .. }
+            | LinkMsg::ReplicationBatch { .. }
             | LinkMsg::SaveBatch(_)
             | LinkMsg::SaveAck { .. }
             | LinkMsg::Refused { .. }

@@ -1110,9 +1110,11 @@ fn status_json_has_exactly_the_documented_fields() {
     st.add_scene(T + 10, "late");
     let json = serde_json::to_value(st.status()).expect("json");
     let top = json.as_object().expect("object");
+    // The issue-4 fields, plus the gates and the online players per scene
+    // (issue 5).
     assert_eq!(
         top.keys().collect::<Vec<_>>(),
-        vec!["scene_servers", "scenes"]
+        vec!["gates", "scene_servers", "scenes"]
     );
     let servers = top["scene_servers"].as_array().expect("array");
     assert_eq!(servers.len(), 2);
@@ -1135,6 +1137,7 @@ fn status_json_has_exactly_the_documented_fields() {
             [
                 "epoch",
                 "name",
+                "online",
                 "population",
                 "server",
                 "status",

@@ -431,7 +431,7 @@ mod tests {
             Err(BurnError::Unknown),
             "replay"
         );
-        assert_eq!((l.burnt, l.refused_tokens), (1, 2));
+        assert_eq!((l.burnt, l.refused_tokens), (1, 3));
     }
 
     #[test]

@@ -468,6 +468,15 @@ async fn scene_task(
                     bump(&stats.packets_dropped);
                 }
             }
+            LinkMsg::ReplicationBatch { packets } => {
+                for (client, bytes) in packets {
+                    if gate.send(client, Channel::Unreliable, bytes).is_ok() {
+                        bump(&stats.packets);
+                    } else {
+                        bump(&stats.packets_dropped);
+                    }
+                }
+            }
             LinkMsg::EpochStale { scene, current } => {
                 debug!(%scene, current, "inputs for a stale placement");
             }
@@ -540,7 +549,7 @@ impl AgentLoop {
     }
 
     async fn close_all(&mut self) {
-        for (&client, _) in &self.agents {
+        for &client in self.agents.keys() {
             if let Some(c) = &self.coordinator {
                 let _ = c.try_send(&LinkMsg::CloseSession { session: client });
             }

@@ -557,7 +557,22 @@ async fn gate_link(shared: Arc<Shared>, link: Link, stop: CancellationToken) {
 async fn pump(shared: Arc<Shared>, scene: String, epoch: Epoch, output: Arc<OutputQueue>) {
     while let Some(batch) = output.pop().await {
         {
+            // One batch per gate per tick (split past REPLICATION_BATCH_BYTES):
+            // thousands of clients' packets cost a few frames, not thousands.
             let routes = lock(&shared.routes);
+            let mut by_gate: BTreeMap<&str, (Vec<(ClientId, Vec<u8>)>, usize)> = BTreeMap::new();
+            let flush = |gate: &str, packets: Vec<(ClientId, Vec<u8>)>| {
+                let n = packets.len() as u64;
+                let sent = routes.gates.get(gate).is_some_and(|(_, s)| {
+                    s.try_send(&LinkMsg::ReplicationBatch { packets }).is_ok()
+                });
+                let c = if sent {
+                    &shared.counters.packets_sent
+                } else {
+                    &shared.counters.packets_dropped
+                };
+                c.fetch_add(n, Ordering::Relaxed);
+            };
             for (client, bytes) in &batch.packets {
                 let Some(route) = routes.clients.get(client) else {
                     if *client > u64::from(shared.walkers) {
@@ -565,17 +580,18 @@ async fn pump(shared: Arc<Shared>, scene: String, epoch: Epoch, output: Arc<Outp
                     }
                     continue;
                 };
-                let sent = routes.gates.get(&route.gate).is_some_and(|(_, s)| {
-                    s.try_send(&LinkMsg::Replication {
-                        client: *client,
-                        bytes: bytes.to_vec(),
-                    })
-                    .is_ok()
-                });
-                if sent {
-                    bump(&shared.counters.packets_sent);
-                } else {
-                    bump(&shared.counters.packets_dropped);
+                let entry = by_gate.entry(route.gate.as_str()).or_default();
+                entry.1 += bytes.len() + 16;
+                entry.0.push((*client, bytes.to_vec()));
+                if entry.1 >= crate::wire::REPLICATION_BATCH_BYTES {
+                    let packets = std::mem::take(&mut entry.0);
+                    entry.1 = 0;
+                    flush(route.gate.as_str(), packets);
+                }
+            }
+            for (gate, (packets, _)) in by_gate {
+                if !packets.is_empty() {
+                    flush(gate, packets);
                 }
             }
         }
