@@ -55,6 +55,7 @@
 //! # }
 //! ```
 
+pub mod bot;
 pub mod cluster;
 pub mod coordinator;
 pub mod frame;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod aoi;
+mod bots;
 pub mod cluster;
 mod cluster_bench;
 mod db;
@@ -48,6 +49,9 @@ enum Command {
     /// Speed report: attach + detach round trips through the coordinator while
     /// scene servers tick scenes full of walkers (all in this process).
     ClusterBench(cluster_bench::ClusterBenchArgs),
+    /// Load test: N bot clients log in (registering the first time), enter the
+    /// world through the gate and play; reports round trips, traffic and drops.
+    Bots(bots::BotsArgs),
 }
 
 impl Cli {
@@ -64,6 +68,7 @@ impl Cli {
             Command::Status(args) => cluster::status(args),
             Command::Admin(args) => cluster::admin(args),
             Command::ClusterBench(args) => cluster_bench::run(args),
+            Command::Bots(args) => bots::run(args),
         }
     }
 }

@@ -1,0 +1,240 @@
+//! `tessera bots` as a user runs it: bad arguments refused with clear
+//! messages, and 20 bots through the real login API and gate of a
+//! `tessera up` child process, twice (the second run reuses the accounts).
+//!
+//! Every test bounds its own run time, uses ports chosen by the OS, and kills
+//! every process it started (also when it fails).
+#![allow(clippy::unwrap_used)]
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A child process, killed and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tessera() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    c.env(
+        "TESSERA_ASSETS",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+    );
+    c
+}
+
+/// Runs `tessera args…` to completion, killing it after `limit`.
+fn run_bounded(args: &[&str], limit: Duration) -> Output {
+    let child = tessera()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("tessera {args:?} did not finish within {limit:?}");
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    let limit = Duration::from_secs(20);
+    for (args, expect) in [
+        (vec!["bots", "--count", "0"], "--count"),
+        (vec!["bots", "--count", "10001"], "--count"),
+        (
+            vec!["bots", "--count", "1", "--duration", "0"],
+            "--duration",
+        ),
+        (
+            vec!["bots", "--count", "1", "--duration", "3601"],
+            "--duration",
+        ),
+        (
+            vec!["bots", "--count", "1", "--login", "ftp://127.0.0.1:1"],
+            "http://",
+        ),
+        (
+            vec!["bots", "--count", "1", "--login", "http://h:1/v1/login"],
+            "base URL",
+        ),
+        (
+            vec!["bots", "--count", "1", "--behaviour", "dance"],
+            "dance",
+        ),
+        (vec!["bots", "--count", "many"], "many"),
+        // Nothing listens on port 1: refused at once, before any bot starts.
+        (
+            vec!["bots", "--count", "3", "--login", "http://127.0.0.1:1"],
+            "does not answer",
+        ),
+    ] {
+        let out = run_bounded(&args, limit);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a report");
+    }
+}
+
+/// `tessera up` in a temporary directory with OS-chosen ports and its gate on
+/// an OS-chosen UDP port; returns it and its HTTP base URL.
+fn up(dir: &Path) -> (Proc, String) {
+    let data = dir.join("data");
+    let log = std::fs::File::create(dir.join("up.log")).unwrap();
+    let mut child = tessera()
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--gate-listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = BufReader::new(out);
+        let mut first = String::new();
+        let _ = out.read_line(&mut first);
+        let _ = tx.send(first);
+        // Keep draining stdout so the child never blocks on a full pipe.
+        for _ in out.lines() {}
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("tessera up printed no first line within 60 s; see up.log");
+    // "tessera up: coordinator on A, 1 scene server(s), status at http://H/v1/status, data in D"
+    let http = first
+        .split("status at ")
+        .nth(1)
+        .and_then(|s| s.split("/v1/status").next())
+        .unwrap_or_else(|| panic!("unexpected first line of tessera up: {first:?}"))
+        .trim()
+        .to_owned();
+    assert!(http.starts_with("http://"), "{first:?}");
+    (proc, http)
+}
+
+/// Waits until `/v1/status` lists a placed scene (the gate can route logins).
+fn wait_ready(http: &str) {
+    let start = Instant::now();
+    loop {
+        let out = run_bounded(
+            &["status", "--http", http, "--json"],
+            Duration::from_secs(20),
+        );
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(v) = text
+                .lines()
+                .last()
+                .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            {
+                let placed = v["scenes"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["server"].as_str() != Some("")));
+                if placed {
+                    return;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "cluster not ready within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn bots(http: &str) -> serde_json::Value {
+    let out = run_bounded(
+        &[
+            "bots",
+            "--count",
+            "20",
+            "--duration",
+            "5",
+            "--report",
+            "json",
+            "--login",
+            http,
+        ],
+        Duration::from_secs(120),
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "tessera bots failed: {err}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {text}"))
+}
+
+#[test]
+fn twenty_bots_enter_play_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_up, http) = up(dir.path());
+    wait_ready(&http);
+
+    let first = bots(&http);
+    assert_eq!(first["bots"], 20, "{first}");
+    assert_eq!(first["connected"], 20, "{first}");
+    assert_eq!(first["failed"], 0, "{first}");
+    assert_eq!(first["dropped"], 0, "{first}");
+    assert!(first["rtt_ms"]["p99"].as_f64().unwrap() > 0.0, "{first}");
+    assert!(first["rtt_ms"]["p50"].as_f64().unwrap() > 0.0, "{first}");
+    assert!(
+        first["bytes_per_s_per_client"]["up"].as_f64().unwrap() > 0.0,
+        "{first}"
+    );
+    assert!(
+        first["bytes_per_s_per_client"]["down"].as_f64().unwrap() > 0.0,
+        "{first}"
+    );
+    assert!(first["server_tick_p99_ms"].is_number(), "{first}");
+    assert_eq!(first["registered"], 20, "{first}");
+
+    // Same accounts, same avatars: logged in, nothing registered, nothing failed.
+    let second = bots(&http);
+    assert_eq!(second["connected"], 20, "{second}");
+    assert_eq!(second["failed"], 0, "{second}");
+    assert_eq!(second["dropped"], 0, "{second}");
+    assert_eq!(second["registered"], 0, "{second}");
+    assert!(
+        second["failures"].as_object().unwrap().is_empty(),
+        "{second}"
+    );
+    assert!(second["rtt_ms"]["p99"].as_f64().unwrap() > 0.0, "{second}");
+}
