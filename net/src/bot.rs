@@ -374,9 +374,13 @@ pub struct BotReport {
     pub dropped: u64,
     /// Input-to-visible round trip.
     pub rtt_ms: Percentiles,
-    /// Message payload bytes per second per client in the world (renet and
-    /// netcode headers not included).
+    /// UDP payload bytes per second per client in the world (everything the
+    /// client's socket sent and received: netcode, renet and messages; IP and
+    /// UDP headers not included).
     pub bytes_per_s_per_client: UpDown,
+    /// Of which message payload (what the game sent, before renet and
+    /// netcode framing).
+    pub payload_bytes_per_s_per_client: UpDown,
     /// UDP datagrams per second per client in the world.
     pub datagrams_per_s_per_client: UpDown,
     /// The largest scene `tick_p99_ms` seen in `/v1/status` during the run
@@ -462,11 +466,13 @@ impl fmt::Display for BotReport {
         )?;
         writeln!(
             f,
-            "  per client: up {:.0} B/s ({:.1} datagrams/s), down {:.0} B/s ({:.1} datagrams/s) of payload",
+            "  per client: up {:.0} B/s ({:.1} datagrams/s, {:.0} B/s of messages), down {:.0} B/s ({:.1} datagrams/s, {:.0} B/s of messages)",
             self.bytes_per_s_per_client.up,
             self.datagrams_per_s_per_client.up,
+            self.payload_bytes_per_s_per_client.up,
             self.bytes_per_s_per_client.down,
             self.datagrams_per_s_per_client.down,
+            self.payload_bytes_per_s_per_client.down,
         )?;
         match self.server_tick_p99_ms {
             Some(ms) => writeln!(
@@ -649,6 +655,8 @@ struct Counters {
     churn_failed: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    payload_up: AtomicU64,
+    payload_down: AtomicU64,
     datagrams_up: AtomicU64,
     datagrams_down: AtomicU64,
     world_micros: AtomicU64,
@@ -854,6 +862,10 @@ fn report(shared: &Shared, measured: Duration) -> BotReport {
         bytes_per_s_per_client: UpDown {
             up: per_client(get(&n.bytes_up)),
             down: per_client(get(&n.bytes_down)),
+        },
+        payload_bytes_per_s_per_client: UpDown {
+            up: per_client(get(&n.payload_up)),
+            down: per_client(get(&n.payload_down)),
         },
         datagrams_per_s_per_client: UpDown {
             up: per_client(get(&n.datagrams_up)),
@@ -1285,6 +1297,8 @@ struct Session {
     entered_at: Instant,
     /// `ClientStats` datagram counts when the bot entered.
     datagrams_at_entry: (u64, u64),
+    /// UDP payload bytes (sent, received) when the bot entered.
+    wire_at_entry: (u64, u64),
     bytes_up: u64,
     bytes_down: u64,
     kicked: Option<String>,
@@ -1354,11 +1368,16 @@ async fn enter(admitted: Admitted, index: usize) -> Result<Session, String> {
                 stats.datagrams_out.load(Ordering::Relaxed),
                 stats.datagrams_in.load(Ordering::Relaxed),
             );
+            let wire_at_entry = (
+                stats.bytes_out.load(Ordering::Relaxed),
+                stats.bytes_in.load(Ordering::Relaxed),
+            );
             Ok(Session {
                 client,
                 index,
                 entered_at: Instant::now(),
                 datagrams_at_entry,
+                wire_at_entry,
                 bytes_up: 0,
                 bytes_down: 0,
                 kicked: None,
@@ -1521,6 +1540,7 @@ impl Session {
             mut client,
             entered_at,
             datagrams_at_entry,
+            wire_at_entry,
             bytes_up,
             bytes_down,
             disconnected,
@@ -1544,8 +1564,22 @@ impl Session {
             &n.world_micros,
             u64::try_from(world.as_micros()).unwrap_or(u64::MAX),
         );
-        add(&n.bytes_up, bytes_up);
-        add(&n.bytes_down, bytes_down);
+        add(&n.payload_up, bytes_up);
+        add(&n.payload_down, bytes_down);
+        add(
+            &n.bytes_up,
+            stats
+                .bytes_out
+                .load(Ordering::Relaxed)
+                .saturating_sub(wire_at_entry.0),
+        );
+        add(
+            &n.bytes_down,
+            stats
+                .bytes_in
+                .load(Ordering::Relaxed)
+                .saturating_sub(wire_at_entry.1),
+        );
         add(
             &n.datagrams_up,
             stats

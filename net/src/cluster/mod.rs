@@ -186,10 +186,11 @@ pub enum NodeKind {
 pub struct ClusterConfig {
     /// A node without a heartbeat for this long is dead. Default 3000 ms.
     pub heartbeat_timeout_ms: u64,
-    /// A scene with at least this population is `busy`. Default 200.
+    /// A scene with at least this population is `busy`. Default 1500.
     pub busy_population: u32,
     /// A scene with at least this population is `full`: new attaches and
-    /// transfers into it are refused (reconnects are not). Default 500.
+    /// transfers into it are refused (reconnects are not). Default 4000 (a
+    /// 1000 × 1000 scene ticks 10,000 observers within budget).
     pub full_population: u32,
     /// After [`ClusterState::recover`], how long new placements wait for
     /// servers to re-register and keep their scenes. Default 3000 ms.
@@ -200,8 +201,8 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             heartbeat_timeout_ms: 3000,
-            busy_population: 200,
-            full_population: 500,
+            busy_population: 1500,
+            full_population: 4000,
             restart_grace_ms: 3000,
         }
     }

@@ -7,7 +7,7 @@ use crate::wire::{Placement, SceneLoad};
 const T: u64 = 3000; // default heartbeat timeout
 
 fn state() -> ClusterState {
-    ClusterState::new(ClusterConfig::default(), 0).expect("valid config")
+    ClusterState::new(small(), 0).expect("valid config")
 }
 
 fn server(st: &mut ClusterState, now: u64, name: &str) -> (NodeId, Vec<Effect>) {
@@ -72,9 +72,18 @@ fn ok(st: &ClusterState) {
 // Config
 // ---------------------------------------------------------------------------
 
+/// Small population thresholds (busy 200, full 500), so tests can fill scenes.
+fn small() -> ClusterConfig {
+    ClusterConfig {
+        busy_population: 200,
+        full_population: 500,
+        ..ClusterConfig::default()
+    }
+}
+
 #[test]
 fn config_validation_and_status_thresholds() {
-    let c = ClusterConfig::default();
+    let c = small();
     assert_eq!(c.validate(), Ok(()));
     assert_eq!(c.status_of(0), SceneStatus::Open);
     assert_eq!(c.status_of(199), SceneStatus::Open);
@@ -459,7 +468,7 @@ fn any_message_from_a_dead_node_revives_it() {
 
 #[test]
 fn takeover_by_a_newer_claim_persists_the_epoch_first() {
-    let mut st = ClusterState::recover(ClusterConfig::default(), [], 0).expect("valid config");
+    let mut st = ClusterState::recover(small(), [], 0).expect("valid config");
     st.add_scene(0, "town");
     let claim = |epoch| {
         [Placement {
@@ -496,7 +505,7 @@ fn a_newer_claim_wins_and_the_older_host_is_told_to_drop() {
     // After a restart without stored epochs, two servers may both claim a
     // scene: the higher epoch wins whatever the order.
     for order in [[0, 1], [1, 0]] {
-        let mut st = ClusterState::recover(ClusterConfig::default(), [], 0).expect("valid config");
+        let mut st = ClusterState::recover(small(), [], 0).expect("valid config");
         st.add_scene(0, "town");
         let claims = [("a", 3), ("b", 5)];
         let mut fx = Vec::new();
@@ -646,8 +655,7 @@ fn coordinator_restart_servers_keep_their_scenes() {
     let _ = (a, b);
 
     // The new coordinator knows the stored epochs and the catalog.
-    let mut st =
-        ClusterState::recover(ClusterConfig::default(), epochs, 10_000).expect("valid config");
+    let mut st = ClusterState::recover(small(), epochs, 10_000).expect("valid config");
     for s in ["s1", "s2", "s3"] {
         assert!(places(&st.add_scene(10_000, s)).is_empty(), "held back");
     }
@@ -681,8 +689,7 @@ fn coordinator_restart_servers_keep_their_scenes() {
 
 #[test]
 fn coordinator_restart_places_unclaimed_scenes_after_the_grace_period() {
-    let mut st = ClusterState::recover(ClusterConfig::default(), [("town".into(), 7)], 0)
-        .expect("valid config");
+    let mut st = ClusterState::recover(small(), [("town".into(), 7)], 0).expect("valid config");
     let (a, fx) = server(&mut st, 0, "a");
     assert!(fx.is_empty());
     assert_eq!(st.placement("town"), None);
@@ -701,8 +708,7 @@ fn coordinator_restart_places_unclaimed_scenes_after_the_grace_period() {
 fn coordinator_restart_refuses_a_paused_servers_stale_epoch() {
     // Old coordinator: town moved from a (paused) to b at epoch 2, stored.
     // After the restart a comes back first claiming epoch 1: refused.
-    let mut st = ClusterState::recover(ClusterConfig::default(), [("town".into(), 2)], 0)
-        .expect("valid config");
+    let mut st = ClusterState::recover(small(), [("town".into(), 2)], 0).expect("valid config");
     let stale = [Placement {
         scene: "town".into(),
         epoch: 1,

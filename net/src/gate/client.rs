@@ -97,6 +97,10 @@ pub struct ClientStats {
     pub screen: ScreenStats,
     pub datagrams_in: AtomicU64,
     pub datagrams_out: AtomicU64,
+    /// UDP payload bytes received from and sent to the server (what the
+    /// network carries, less IP/UDP headers).
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
     pub foreign_datagrams: AtomicU64,
     pub send_errors: AtomicU64,
     pub messages_in: AtomicU64,
@@ -334,13 +338,17 @@ impl Driver {
             .socket
             .try_send_to(datagram, self.netcode.server_addr())
         {
-            Ok(_) => bump(&self.stats.datagrams_out),
+            Ok(n) => {
+                bump(&self.stats.datagrams_out);
+                self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(_) => bump(&self.stats.send_errors),
         }
     }
 
     fn datagram(&mut self, len: usize, addr: SocketAddr) {
         bump(&self.stats.datagrams_in);
+        self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         if addr != self.netcode.server_addr() {
             bump(&self.stats.foreign_datagrams);
             return;
@@ -378,7 +386,10 @@ impl Driver {
         }
         if let Some((packet, addr)) = self.netcode.update(dt) {
             match self.socket.try_send_to(packet, addr) {
-                Ok(_) => bump(&self.stats.datagrams_out),
+                Ok(n) => {
+                    bump(&self.stats.datagrams_out);
+                    self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(_) => bump(&self.stats.send_errors),
             }
         }
@@ -387,7 +398,10 @@ impl Driver {
             for packet in self.renet.get_packets_to_send() {
                 match self.netcode.generate_payload_packet(&packet) {
                     Ok((addr, datagram)) => match self.socket.try_send_to(datagram, addr) {
-                        Ok(_) => bump(&self.stats.datagrams_out),
+                        Ok(n) => {
+                            bump(&self.stats.datagrams_out);
+                            self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                        }
                         Err(_) => bump(&self.stats.send_errors),
                     },
                     Err(_) => bump(&self.stats.send_errors),
