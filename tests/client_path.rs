@@ -205,6 +205,7 @@ async fn coordinator(data: &Path, listen: &str, login: LoginConfig) -> Coordinat
             heartbeat_ms: 100,
             tick_ms: 50,
             login,
+            ..CoordinatorConfig::default()
         },
         ClusterConfig {
             heartbeat_timeout_ms: 1500,

@@ -40,7 +40,7 @@ use tessera_sim::protocol::{
 ///
 /// Bump it on any change to a type encoded in a [`LinkMsg`] or a handshake
 /// body, or to the proof construction.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The first four bytes of every handshake frame.
 pub const MAGIC: [u8; 4] = *b"TSLK";
@@ -439,6 +439,14 @@ pub enum LinkMsg {
         epoch: Epoch,
         command: SceneCommand,
     },
+    /// Gate → scene server: many clients' inputs for one scene at one
+    /// placement epoch, gathered over a few milliseconds (one frame instead
+    /// of one per input).
+    Inputs {
+        scene: String,
+        epoch: Epoch,
+        inputs: Vec<(ClientId, WireInput)>,
+    },
     /// Something a scene reported to its host (attached, rejected, portal…).
     Event {
         scene: String,
@@ -765,6 +773,7 @@ impl LinkMsg {
             LinkMsg::Command { .. } => "command",
             LinkMsg::Event { .. } => "event",
             LinkMsg::Replication { .. } => "replication",
+            LinkMsg::Inputs { .. } => "inputs",
             LinkMsg::ReplicationBatch { .. } => "replication-batch",
             LinkMsg::SaveBatch(_) => "save-batch",
             LinkMsg::SaveAck { .. } => "save-ack",

@@ -310,6 +310,11 @@ fn every_variant() -> Vec<LinkMsg> {
             text: "hello".into(),
         },
         LinkMsg::CloseSession { session: 99 },
+        LinkMsg::Inputs {
+            scene: "meadow".into(),
+            epoch: 4,
+            inputs: vec![(7, WireInput::default())],
+        },
         LinkMsg::ReplicationBatch {
             packets: vec![(1, vec![1, 2, 3]), (2, vec![])],
         },
@@ -373,6 +378,7 @@ fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::Command { .. }
             | LinkMsg::Event { .. }
             | LinkMsg::Replication { .. }
+            | LinkMsg::Inputs { .. }
             | LinkMsg::ReplicationBatch { .. }
             | LinkMsg::SaveBatch(_)
             | LinkMsg::SaveAck { .. }

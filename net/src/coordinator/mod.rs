@@ -73,6 +73,10 @@ pub struct CoordinatorConfig {
     pub heartbeat_ms: u32,
     /// How often the cluster state is ticked (silent nodes expire), ms. Default 100.
     pub tick_ms: u32,
+    /// Password hashes (argon2id, ~15 ms of CPU each) computed at once;
+    /// 0 = one less than the cores (at least 1), so a login storm leaves a
+    /// core to the game. Default 0.
+    pub password_hash_threads: u32,
     /// Login, tokens, queue and rate limits (`[coordinator.login]`).
     pub login: login::LoginConfig,
 }
@@ -85,6 +89,7 @@ impl Default for CoordinatorConfig {
             data: PathBuf::from("./data"),
             heartbeat_ms: 500,
             tick_ms: 100,
+            password_hash_threads: 0,
             login: login::LoginConfig::default(),
         }
     }
@@ -199,7 +204,18 @@ impl Coordinator {
             path: config.data.clone(),
             source,
         })?;
-        let store = Arc::new(Store::open(config.data.join(DB_FILE))?);
+        let hash_threads = match config.password_hash_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .saturating_sub(1)
+                .max(1),
+            n => n as usize,
+        };
+        let store = Arc::new(Store::open_with(
+            &config.data.join(DB_FILE),
+            true,
+            Arc::new(db::PasswordHasher::new(hash_threads)),
+        )?);
         let mut scene_ids = std::collections::BTreeMap::new();
         for scene in &catalog {
             let id = store

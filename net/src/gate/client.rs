@@ -35,7 +35,7 @@ use super::{Channel, connection_config};
 /// Settings for a [`GateClient`].
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// How often the client updates and sends. Default 15 ms.
+    /// How often the client updates and sends. Default 25 ms.
     pub update_interval: Duration,
     /// Event queue capacity. Default 1024.
     pub event_queue: usize,
@@ -52,7 +52,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            update_interval: Duration::from_millis(15),
+            update_interval: Duration::from_millis(25),
             event_queue: 1024,
             command_queue: 1024,
             send_memory: 32 * 1024,

@@ -45,7 +45,7 @@ use super::proto::{ClientMsg, ServerMsg};
 use super::{AdmitAll, Channel, DisconnectReason, Gate, GateConfig, GateEvent};
 use crate::coordinator::login::NETCODE_PROTOCOL_ID;
 use crate::link::{ConnectError, Connector, LinkConfig, LinkSender, connect};
-use crate::wire::{Epoch, Heartbeat, LinkMsg, Register, Role, SceneCommand, Secret, SessionEvent};
+use crate::wire::{Epoch, Heartbeat, LinkMsg, Register, Role, Secret, SessionEvent, WireInput};
 
 /// Disconnect codes the gate uses (the client sees "disconnected by server";
 /// a [`ServerMsg::Kicked`] with the reason goes first when there is one).
@@ -315,6 +315,7 @@ impl GateServer {
                 agents: BTreeMap::new(),
                 kicks: Vec::new(),
                 seq: 0,
+                inputs: BTreeMap::new(),
             }
             .run(events, inbox_rx, stop.clone(), coordinator),
         );
@@ -497,6 +498,14 @@ enum SceneLink {
     Up(LinkSender),
 }
 
+/// How long inputs are gathered before they go to the scene servers.
+const INPUT_FLUSH: Duration = Duration::from_millis(5);
+/// Inputs for one scene that trigger a flush at once.
+const MAX_INPUT_BATCH: usize = 4096;
+
+/// Inputs waiting, by scene server, then (scene, epoch).
+type InputBatches = BTreeMap<String, BTreeMap<(String, Epoch), Vec<(u64, WireInput)>>>;
+
 struct AgentLoop {
     config: GateServerConfig,
     gate: Arc<Gate>,
@@ -509,6 +518,7 @@ struct AgentLoop {
     /// Clients to disconnect once their `Kicked` message had time to leave.
     kicks: Vec<(Instant, u64, u16)>,
     seq: u64,
+    inputs: InputBatches,
 }
 
 impl AgentLoop {
@@ -524,6 +534,8 @@ impl AgentLoop {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(Duration::from_millis(100));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(INPUT_FLUSH);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(coordinator);
         loop {
             tokio::select! {
@@ -544,6 +556,7 @@ impl AgentLoop {
                     None => break,
                 },
                 _ = beat.tick() => self.heartbeat(),
+                _ = flush.tick(), if !self.inputs.is_empty() => self.flush_inputs(),
                 _ = sweep.tick() => self.sweep(),
             }
         }
@@ -561,6 +574,31 @@ impl AgentLoop {
         self.gate.stop();
         // Let the CloseSession messages and the disconnects leave.
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Sends the gathered inputs, one `Inputs` frame per scene.
+    fn flush_inputs(&mut self) {
+        for (server, scenes) in std::mem::take(&mut self.inputs) {
+            for ((scene, epoch), inputs) in scenes {
+                let n = inputs.len() as u64;
+                let sent = match self.scenes.get(&server) {
+                    Some(SceneLink::Up(s)) => s
+                        .try_send(&LinkMsg::Inputs {
+                            scene,
+                            epoch,
+                            inputs,
+                        })
+                        .is_ok(),
+                    _ => false,
+                };
+                let c = if sent {
+                    &self.stats.inputs
+                } else {
+                    &self.stats.inputs_dropped
+                };
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 
     fn to_coordinator(&self, msg: &LinkMsg) {
@@ -709,21 +747,18 @@ impl AgentLoop {
                     bump(&self.stats.inputs_dropped);
                     return;
                 };
-                let sent = match self.scenes.get(&route.server) {
-                    Some(SceneLink::Up(s)) => s
-                        .try_send(&LinkMsg::Command {
-                            scene: route.scene.clone(),
-                            epoch: route.epoch,
-                            command: SceneCommand::Input { client, input },
-                        })
-                        .is_ok(),
-                    _ => false,
-                };
-                bump(if sent {
-                    &self.stats.inputs
-                } else {
-                    &self.stats.inputs_dropped
-                });
+                // Gathered per scene server and sent as one `Inputs` frame
+                // every INPUT_FLUSH (or sooner when many are waiting).
+                let batch = self
+                    .inputs
+                    .entry(route.server.clone())
+                    .or_default()
+                    .entry((route.scene.clone(), route.epoch))
+                    .or_default();
+                batch.push((client, input));
+                if batch.len() >= MAX_INPUT_BATCH {
+                    self.flush_inputs();
+                }
             }
             ClientMsg::ListAvatars => {
                 self.to_coordinator(&LinkMsg::ListAvatars { session: client })

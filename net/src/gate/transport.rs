@@ -113,7 +113,7 @@ pub struct GateConfig {
     pub private_key: [u8; NETCODE_KEY_BYTES],
     /// Clients per listener, 1..=1024. Default 1024.
     pub max_clients_per_listener: usize,
-    /// How often each listener updates netcode and renet and sends. Default 15 ms.
+    /// How often each listener updates netcode and renet and sends. Default 25 ms.
     pub update_interval: Duration,
     /// Largest message a client may send, in bytes. Default 1024.
     pub max_message_bytes: usize,
@@ -159,7 +159,7 @@ impl GateConfig {
             protocol_id,
             private_key,
             max_clients_per_listener: MAX_CLIENTS_PER_LISTENER,
-            update_interval: Duration::from_millis(15),
+            update_interval: Duration::from_millis(25),
             max_message_bytes: 1024,
             client_datagrams: RateQuota::new(300, 600),
             client_messages: RateQuota::new(200, 400),

@@ -539,6 +539,42 @@ async fn gate_link(shared: Arc<Shared>, link: Link, stop: CancellationToken) {
                     None => bump(&shared.counters.commands_refused),
                 }
             }
+            LinkMsg::Inputs {
+                scene,
+                epoch,
+                inputs,
+            } => {
+                let current = shared.epoch_of(&scene);
+                if current != Some(epoch) {
+                    shared
+                        .counters
+                        .commands_stale
+                        .fetch_add(inputs.len() as u64, Ordering::Relaxed);
+                    if let Some(current) = current {
+                        let _ = sender.try_send(&LinkMsg::EpochStale { scene, current });
+                    }
+                    continue;
+                }
+                let routes = lock(&shared.routes);
+                let host = lock(&shared.host);
+                for (client, input) in inputs {
+                    let routed = routes
+                        .clients
+                        .get(&client)
+                        .is_some_and(|r| r.gate == gate && r.scene == scene);
+                    if !routed {
+                        bump(&shared.counters.commands_foreign);
+                        continue;
+                    }
+                    let cmd = Inbound::Input {
+                        client,
+                        input: input.into(),
+                    };
+                    if host.command(&scene, cmd).is_err() {
+                        bump(&shared.counters.commands_refused);
+                    }
+                }
+            }
             other => {
                 bump(&shared.counters.commands_foreign);
                 let _ = sender.try_send(&LinkMsg::Refused {
