@@ -193,6 +193,8 @@ impl GateClient {
             update_interval: config.update_interval.max(Duration::from_millis(1)),
             connected: false,
             buf: vec![0u8; 2048].into_boxed_slice(),
+            dirty: true,
+            last_flush: Instant::now(),
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
@@ -276,6 +278,9 @@ struct Driver {
     update_interval: Duration,
     connected: bool,
     buf: Box<[u8]>,
+    /// Messages queued since packets were last collected.
+    dirty: bool,
+    last_flush: Instant,
 }
 
 impl Driver {
@@ -292,6 +297,7 @@ impl Driver {
                     Some(Command::Send { channel, payload }) => {
                         if self.renet.can_send_message(channel, payload.len()) {
                             self.renet.send_message(channel, payload);
+                            self.dirty = true;
                             bump(&self.stats.messages_out);
                         } else {
                             // Reliable: renet would disconnect; unreliable: drop.
@@ -394,7 +400,14 @@ impl Driver {
             }
         }
         self.renet.update(dt);
-        if self.netcode.is_connected() {
+        // Collect packets when there is something to send, and at least
+        // every ACK_INTERVAL for acks (see the gate's `ACK_INTERVAL`).
+        let now = Instant::now();
+        let due = self.dirty
+            || now.saturating_duration_since(self.last_flush) >= super::transport::ACK_INTERVAL;
+        if self.netcode.is_connected() && due {
+            self.dirty = false;
+            self.last_flush = now;
             for packet in self.renet.get_packets_to_send() {
                 match self.netcode.generate_payload_packet(&packet) {
                     Ok((addr, datagram)) => match self.socket.try_send_to(datagram, addr) {
