@@ -12,7 +12,9 @@
 //!
 //! * **input-to-visible round trip**: from queueing input `seq` on the
 //!   client to receiving the first replication packet whose `ack >= seq`
-//!   (each bot keeps a bounded ring of send times, [`RttRing`]);
+//!   (each bot keeps a bounded ring of send times, [`RttRing`]), over the
+//!   measured period (`rtt_ms`) and, separately, over the ramp-up while bots
+//!   still log in (`rtt_ms_ramp_up`);
 //! * payload bytes and datagrams per second per client, both ways, over the
 //!   time each bot spent in the world;
 //! * the login and login-to-entered latencies;
@@ -372,8 +374,12 @@ pub struct BotReport {
     /// Bots that entered and were then disconnected by the server or timed
     /// out (churn's own leaves are not drops).
     pub dropped: u64,
-    /// Input-to-visible round trip.
+    /// Input-to-visible round trip over the measured period (every bot in
+    /// the world or failed: the steady state).
     pub rtt_ms: Percentiles,
+    /// Input-to-visible round trip while bots were still logging in and
+    /// entering (the ramp-up, with the server hashing passwords).
+    pub rtt_ms_ramp_up: Percentiles,
     /// UDP payload bytes per second per client in the world (everything the
     /// client's socket sent and received: netcode, renet and messages; IP and
     /// UDP headers not included).
@@ -459,10 +465,15 @@ impl fmt::Display for BotReport {
         writeln!(f, "  login to enter: {}", p(&self.enter_ms))?;
         writeln!(
             f,
-            "  input-to-visible rtt: {} ({} samples, {} unacked)",
+            "  input-to-visible rtt: {} ({} samples in all, {} unacked)",
             p(&self.rtt_ms),
             self.rtt_samples,
             self.rtt_unacked
+        )?;
+        writeln!(
+            f,
+            "  input-to-visible rtt while bots logged in: {}",
+            p(&self.rtt_ms_ramp_up)
         )?;
         writeln!(
             f,
@@ -675,6 +686,9 @@ struct Shared {
     stop: CancellationToken,
     n: Counters,
     rtt: Mutex<Histogram<u64>>,
+    rtt_ramp: Mutex<Histogram<u64>>,
+    /// Set while the measured period runs.
+    measuring: std::sync::atomic::AtomicBool,
     login: Mutex<Histogram<u64>>,
     enter: Mutex<Histogram<u64>>,
     failures: Mutex<Tally>,
@@ -740,6 +754,8 @@ pub async fn run_until(
         stop: CancellationToken::new(),
         n: Counters::default(),
         rtt: Mutex::new(histogram_us()),
+        rtt_ramp: Mutex::new(histogram_us()),
+        measuring: std::sync::atomic::AtomicBool::new(false),
         login: Mutex::new(histogram_us()),
         enter: Mutex::new(histogram_us()),
         failures: Mutex::new(Tally::default()),
@@ -790,10 +806,12 @@ pub async fn run_until(
                 match phase {
                     Phase::Connecting if get(&shared.n.settled) >= shared.config.count as u64 => {
                         phase = Phase::Running;
+                        shared.measuring.store(true, Ordering::Relaxed);
                         measure_start = Some(now);
                         stop_at = Some(now + shared.config.duration);
                     }
                     Phase::Running if stop_at.is_some_and(|t| now >= t) => {
+                        shared.measuring.store(false, Ordering::Relaxed);
                         shared.stop.cancel();
                         phase = Phase::Stopping;
                         stopping_since = Some(now);
@@ -859,6 +877,7 @@ fn report(shared: &Shared, measured: Duration) -> BotReport {
         failed: get(&n.failed),
         dropped: get(&n.dropped),
         rtt_ms: Percentiles::of_us(&lock(&shared.rtt)),
+        rtt_ms_ramp_up: Percentiles::of_us(&lock(&shared.rtt_ramp)),
         bytes_per_s_per_client: UpDown {
             up: per_client(get(&n.bytes_up)),
             down: per_client(get(&n.bytes_down)),
@@ -1606,7 +1625,11 @@ fn flush_rtt(shared: &Shared, batch: &mut Vec<Duration>) {
         return;
     }
     add(&shared.n.rtt_samples, batch.len() as u64);
-    let mut h = lock(&shared.rtt);
+    let mut h = if shared.measuring.load(Ordering::Relaxed) {
+        lock(&shared.rtt)
+    } else {
+        lock(&shared.rtt_ramp)
+    };
     for rtt in batch.drain(..) {
         record_us(&mut h, rtt);
     }
