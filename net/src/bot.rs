@@ -38,12 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tessera_sim::protocol::StatePacket;
 use tessera_sim::rng::{SceneRng, mix};
@@ -54,9 +49,8 @@ use tokio_util::sync::CancellationToken;
 use crate::gate::proto::{CLIENT_PROTOCOL, ChatTarget, ClientMsg, ServerMsg};
 use crate::gate::token::{from_hex, token_from_bytes};
 use crate::gate::{Channel, ClientConfig, ClientEvent, GateClient};
-use crate::login::{
-    ApiError, LoginRequest, LoginResponse, PollRequest, RegisterRequest, RegisterResponse,
-};
+use crate::http_client::{HttpClient as Http, HttpError};
+use crate::login::{LoginRequest, LoginResponse, PollRequest, RegisterRequest, RegisterResponse};
 use crate::wire::{WireInput, WireMoveMode};
 
 /// The login API a bot run uses unless told otherwise.
@@ -67,8 +61,6 @@ pub const MAX_BOTS: usize = 10_000;
 pub const MAX_DURATION_S: u64 = 3600;
 /// Capacity of each bot's ring of input send times (6.4 s of inputs at 10 Hz).
 pub const RTT_RING: usize = 64;
-/// Largest HTTP answer body a bot reads.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most distinct reasons kept in a tally; the rest count under `other`.
 const MAX_REASONS: usize = 32;
 /// Longest reason text kept in a tally.
@@ -747,7 +739,11 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()>,
 ) -> Result<BotReport, BotConfigError> {
     config.validate()?;
-    let http = Http::new(&config);
+    let http = Http::new(
+        &config.login,
+        config.request_timeout,
+        config.logins_in_flight.max(4),
+    );
     let shared = Arc::new(Shared {
         http,
         slots: Arc::new(Semaphore::new(config.logins_in_flight)),
@@ -957,129 +953,11 @@ pub fn worst_tick_p99(status: &serde_json::Value) -> f64 {
 /// Checks that the login API answers `GET /v1/status` (a quick, clear error
 /// for a wrong `--login` before any bot starts).
 pub async fn check_reachable(config: &BotConfig) -> Result<(), String> {
-    Http::new(config)
+    Http::new(&config.login, config.request_timeout, 1)
         .get_json::<serde_json::Value>("/v1/status")
         .await
         .map(|_| ())
         .map_err(|e| format!("{}/v1/status: {e}", config.login))
-}
-
-// ---------------------------------------------------------------------------
-// HTTP
-
-/// One pooled HTTP client for the whole run.
-struct Http {
-    client: HyperClient<HttpConnector, Full<Bytes>>,
-    base: String,
-    timeout: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum HttpError {
-    #[error("no answer within the timeout")]
-    Timeout,
-    #[error("transport: {0}")]
-    Transport(String),
-    #[error("reading the body: {0}")]
-    Body(String),
-    #[error("HTTP {status} {}", .error.code)]
-    Api { status: u16, error: ApiError },
-    #[error("HTTP {0}")]
-    Status(u16),
-    #[error("unexpected body: {0}")]
-    Json(String),
-}
-
-impl HttpError {
-    /// A short reason for a tally.
-    fn reason(&self) -> String {
-        match self {
-            HttpError::Timeout => "timeout".into(),
-            HttpError::Transport(_) => "unreachable".into(),
-            HttpError::Body(_) => "bad body".into(),
-            HttpError::Api { error, .. } => error.code.clone(),
-            HttpError::Status(s) => format!("HTTP {s}"),
-            HttpError::Json(_) => "bad JSON".into(),
-        }
-    }
-
-    /// Worth retrying after a pause (and how long, if the server said).
-    fn retry(&self) -> Option<Option<u64>> {
-        match self {
-            HttpError::Api { status: 429, error } => Some(error.retry_after_ms),
-            HttpError::Api { status: 503, .. } | HttpError::Status(502..=504) => Some(None),
-            HttpError::Timeout | HttpError::Transport(_) => Some(None),
-            _ => None,
-        }
-    }
-}
-
-impl Http {
-    fn new(config: &BotConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.request_timeout));
-        connector.set_nodelay(true);
-        let client = HyperClient::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(config.logins_in_flight.max(4))
-            .build(connector);
-        Self {
-            client,
-            base: config.login.clone(),
-            timeout: config.request_timeout,
-        }
-    }
-
-    async fn post<Q: Serialize, A: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &Q,
-    ) -> Result<A, HttpError> {
-        let json = serde_json::to_vec(body).map_err(|e| HttpError::Json(e.to_string()))?;
-        let request = hyper::Request::post(format!("{}{path}", self.base))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(json)))
-            .map_err(|e| HttpError::Transport(e.to_string()))?;
-        self.send(request).await
-    }
-
-    async fn get_json<A: DeserializeOwned>(&self, path: &str) -> Result<A, HttpError> {
-        let request = hyper::Request::get(format!("{}{path}", self.base))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| HttpError::Transport(e.to_string()))?;
-        self.send(request).await
-    }
-
-    async fn send<A: DeserializeOwned>(
-        &self,
-        request: hyper::Request<Full<Bytes>>,
-    ) -> Result<A, HttpError> {
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| HttpError::Transport(e.to_string()))?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| HttpError::Body(e.to_string()))?
-                .to_bytes();
-            Ok::<_, HttpError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| HttpError::Timeout)??;
-        if (200..300).contains(&status) {
-            serde_json::from_slice(&body).map_err(|e| HttpError::Json(e.to_string()))
-        } else {
-            match serde_json::from_slice::<ApiError>(&body) {
-                Ok(error) => Err(HttpError::Api { status, error }),
-                Err(_) => Err(HttpError::Status(status)),
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1638,6 +1516,7 @@ fn flush_rtt(shared: &Shared, batch: &mut Vec<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::login::ApiError;
 
     #[test]
     fn rtt_ring_samples_each_input_once_when_first_acked() {

@@ -61,6 +61,7 @@ pub mod coordinator;
 pub mod frame;
 pub mod gate;
 pub mod host;
+pub mod http_client;
 pub mod link;
 pub mod login;
 pub mod scene_server;

@@ -9,6 +9,7 @@ use clap::Args;
 use tessera_net::cluster::ClusterStatus;
 use tessera_net::coordinator::Coordinator;
 use tessera_net::gate::server::GateServer;
+use tessera_net::http_client::{HttpClient, HttpError};
 use tessera_net::scene_server::SceneServer;
 use tracing::info;
 
@@ -302,29 +303,31 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A client for the coordinator's HTTP API at `base` (`http://host:port`).
+fn api_client(base: &str, timeout: Duration) -> anyhow::Result<HttpClient> {
+    let uri: hyper::Uri = base
+        .parse()
+        .with_context(|| format!("{base:?} is not a URL"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http") && uri.host().is_some(),
+        "{base:?} is not a URL of the form http://host:port"
+    );
+    Ok(HttpClient::new(base, timeout, 1).with_max_body(16 << 20))
+}
+
 /// Fetches `/v1/status` from the coordinator's HTTP API.
 pub async fn fetch_status(base: &str) -> anyhow::Result<ClusterStatus> {
-    use http_body_util::{BodyExt, Empty};
-    use hyper::body::Bytes;
-    let url = format!("{}/v1/status", base.trim_end_matches('/'));
-    let uri: hyper::Uri = url
-        .parse()
-        .with_context(|| format!("{url:?} is not a URL"))?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
-        .await
-        .with_context(|| format!("{url}: no answer within 5 s"))?
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status();
-    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
-        .await
-        .with_context(|| format!("{url}: body not received within 5 s"))?
-        .with_context(|| format!("{url}: reading the body"))?
-        .to_bytes();
-    anyhow::ensure!(status.is_success(), "{url}: HTTP {status}");
-    serde_json::from_slice(&body).with_context(|| format!("{url}: not a /v1/status object"))
+    let client = api_client(base, Duration::from_secs(5))?;
+    let url = format!("{}/v1/status", client.base());
+    client.get_json(V1_STATUS).await.map_err(|e| match e {
+        HttpError::Transport(why) => anyhow::anyhow!("cannot reach {url}: {why}"),
+        HttpError::Timeout => anyhow::anyhow!("{url}: no answer within 5 s"),
+        HttpError::Json(why) => anyhow::anyhow!("{url}: not a /v1/status object: {why}"),
+        other => anyhow::anyhow!("{url}: {other}"),
+    })
 }
+
+const V1_STATUS: &str = "/v1/status";
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -419,8 +422,6 @@ struct AdminTarget {
 /// `tessera admin kick|ban`: operator actions over the HTTP API,
 /// authenticated with the cluster secret.
 pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
     let config = Config::load(args.config.as_deref())?;
     let (path, target) = match args.action {
         AdminAction::Kick(t) => ("kick", t),
@@ -436,34 +437,24 @@ pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     } else {
         config.secret.clone()
     };
-    let url = format!("{}/v1/admin/{path}", args.http.trim_end_matches('/'));
+    let client = api_client(&args.http, Duration::from_secs(10))?;
+    let url = format!("{}/v1/admin/{path}", client.base());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (status, text) = rt.block_on(async {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
-        let req = hyper::Request::post(&url)
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {secret}"))
-            .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))
-            .with_context(|| format!("{url:?} is not a URL"))?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-            .await
-            .with_context(|| format!("{url}: no answer within 10 s"))?
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    let answer = rt.block_on(client.post_as::<_, tessera_net::login::AdminResponse>(
+        &format!("/v1/admin/{path}"),
+        &body,
+        Some(&secret),
+    ));
+    let r = answer.map_err(|e| match e {
+        HttpError::Api { status, error } => {
+            anyhow::anyhow!("{path} refused (HTTP {status}): {}", error.error)
+        }
+        HttpError::Transport(why) => anyhow::anyhow!("cannot reach {url}: {why}"),
+        HttpError::Timeout => anyhow::anyhow!("{url}: no answer within 10 s"),
+        other => anyhow::anyhow!("{url}: {other}"),
     })?;
-    if !status.is_success() {
-        let why = serde_json::from_str::<tessera_net::login::ApiError>(&text)
-            .map_or(text.clone(), |e| e.error);
-        anyhow::bail!("{path} refused (HTTP {status}): {why}");
-    }
-    let r: tessera_net::login::AdminResponse =
-        serde_json::from_str(&text).with_context(|| format!("{url}: unexpected answer"))?;
     println!(
         "account {}: {}{}",
         r.account,
