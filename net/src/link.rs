@@ -1125,6 +1125,14 @@ fn count_handshake_failure(stats: &LinkStats, e: &HandshakeError) {
 // The accepting side.
 // ---------------------------------------------------------------------------
 
+/// Binds a TCP listener on `addr` (`host:port`; port 0 = any free port) and
+/// returns it with the address it got.
+pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
 /// Serves links on `listener` until `shutdown` completes.
 ///
 /// Each accepted connection gets its own task: the handshake (bounded by

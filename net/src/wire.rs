@@ -51,6 +51,17 @@ pub const PREAMBLE_LEN: usize = MAGIC.len() + 2 + 1;
 /// The longest node name a peer may announce, in bytes.
 pub const MAX_NODE_NAME: usize = 64;
 
+/// Whether `name` is a node name a config may set: 1 to [`MAX_NODE_NAME`]
+/// bytes of ASCII letters, digits, `-`, `_` and `.` (stricter than what a
+/// link accepts from a peer, so names read well in logs and status).
+pub fn is_config_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NODE_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// A placement generation. Every placement of a scene on a server carries a
 /// higher epoch than the one before; a message for an older epoch is stale.
 pub type Epoch = u64;

@@ -47,7 +47,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tessera_persistence::{self as db, Store, Writer, WriterConfig};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -244,32 +243,16 @@ impl Coordinator {
         let writer = Writer::spawn(Arc::clone(&store), WriterConfig::default(), |_| {})
             .map_err(StartError::Writer)?;
 
-        let link_listener =
-            TcpListener::bind(&config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
-        let http_listener =
-            TcpListener::bind(&config.http)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.http.clone(),
-                    source,
-                })?;
-        let link_addr = link_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.listen.clone(),
-                source,
-            })?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.http.clone(),
-                source,
-            })?;
+        let bind = |addr: &str| {
+            let addr = addr.to_owned();
+            async move {
+                crate::link::bind(&addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })
+            }
+        };
+        let (link_listener, link_addr) = bind(&config.listen).await?;
+        let (http_listener, http_addr) = bind(&config.http).await?;
 
         let logins = login::Logins::new(config.login.clone(), secret.derive_key("netcode"))
             .map_err(CoordinatorConfigError::Login)?;

@@ -132,11 +132,7 @@ impl GateServerConfig {
             return Err("gate.max_message_bytes must be between 64 and 16384".into());
         }
         let name = self.node_name();
-        if name.len() > crate::wire::MAX_NODE_NAME
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        if !crate::wire::is_config_node_name(&name) {
             return Err(format!("gate.name {name:?} is invalid"));
         }
         Ok(())

@@ -45,7 +45,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tessera_sim::{ClientId, Inbound, SceneDef, SceneEvent};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -132,12 +131,7 @@ impl SceneServerConfig {
             return Err(SceneServerConfigError::Coordinator);
         }
         let name = self.node_name();
-        let ok = !name.is_empty()
-            && name.len() <= crate::wire::MAX_NODE_NAME
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !ok {
+        if !crate::wire::is_config_node_name(&name) {
             return Err(SceneServerConfigError::Name(name));
         }
         if !self.aoi_radius.is_finite() || !(1.0..=1000.0).contains(&self.aoi_radius) {
@@ -377,19 +371,13 @@ impl SceneServer {
             ready: Mutex::new(BTreeSet::new()),
             counters: Counters::default(),
         });
-        let listener =
-            TcpListener::bind(&config.listen)
+        let (listener, link_addr) =
+            crate::link::bind(&config.listen)
                 .await
                 .map_err(|source| SceneServerError::Bind {
                     addr: config.listen.clone(),
                     source,
                 })?;
-        let link_addr = listener
-            .local_addr()
-            .map_err(|source| SceneServerError::Bind {
-                addr: config.listen.clone(),
-                source,
-            })?;
         let stop = CancellationToken::new();
         let shutdown = CancellationToken::new();
 
