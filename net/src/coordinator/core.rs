@@ -1102,16 +1102,7 @@ impl Core {
 }
 
 fn db_state(scene: db::SceneId, s: &WirePcState) -> db::PcState {
-    db::PcState {
-        avatar: s.avatar,
-        scene,
-        position: s.position,
-        heading: s.heading,
-        action: s.action,
-        mount: s.mount,
-        online: s.online,
-        tick: s.tick,
-    }
+    crate::host::sink::to_db_state(&(*s).into(), scene)
 }
 
 /// A fresh session id: random, with the top bit set so it never collides

@@ -118,20 +118,21 @@ impl WriterSink {
 pub fn to_db_batch(batch: &SaveBatch, scene: db::SceneId) -> db::SaveBatch {
     db::SaveBatch {
         scene,
-        states: batch
-            .states
-            .iter()
-            .map(|s| db::PcState {
-                avatar: s.avatar,
-                scene,
-                position: s.position,
-                heading: s.heading,
-                action: s.action,
-                mount: s.mount,
-                online: s.online,
-                tick: s.tick,
-            })
-            .collect(),
+        states: batch.states.iter().map(|s| to_db_state(s, scene)).collect(),
+    }
+}
+
+/// The store's form of one PC state of `scene`.
+pub fn to_db_state(s: &tessera_sim::PcState, scene: db::SceneId) -> db::PcState {
+    db::PcState {
+        avatar: s.avatar,
+        scene,
+        position: s.position,
+        heading: s.heading,
+        action: s.action,
+        mount: s.mount,
+        online: s.online,
+        tick: s.tick,
     }
 }
 
