@@ -1067,9 +1067,18 @@ async fn connect_and_enter(
     };
     add(&shared.n.logins, 1);
     record_us(&mut lock(&shared.login), begun.elapsed());
-    match tokio::time::timeout(shared.config.enter_timeout, enter(admitted, index)).await {
+    let mut stage = EnterStage::Connecting;
+    let entered = tokio::time::timeout(
+        shared.config.enter_timeout,
+        enter(admitted, index, &mut stage),
+    )
+    .await;
+    match entered {
         Ok(r) => r.map_err(Failure::Reason),
-        Err(_) => Err(Failure::Reason("enter: timed out".into())),
+        Err(_) => Err(Failure::Reason(format!(
+            "enter: timed out {}",
+            stage.waiting_for()
+        ))),
     }
 }
 
@@ -1202,7 +1211,31 @@ struct Session {
     disconnected: bool,
 }
 
-async fn enter(admitted: Admitted, index: usize) -> Result<Session, String> {
+/// How far an entry got: named in the failure when it times out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EnterStage {
+    Connecting,
+    Connected,
+    Creating,
+    Selected,
+}
+
+impl EnterStage {
+    fn waiting_for(self) -> &'static str {
+        match self {
+            EnterStage::Connecting => "connecting to the gate",
+            EnterStage::Connected => "waiting for the avatar list",
+            EnterStage::Creating => "waiting for the new avatar",
+            EnterStage::Selected => "waiting to enter the world",
+        }
+    }
+}
+
+async fn enter(
+    admitted: Admitted,
+    index: usize,
+    stage: &mut EnterStage,
+) -> Result<Session, String> {
     let bytes = from_hex(&admitted.token).map_err(|_| "login: token is not hex".to_owned())?;
     let token = token_from_bytes(&bytes).map_err(|_| "login: token does not decode".to_owned())?;
     let mut client = GateClient::connect(token, ClientConfig::default())
@@ -1215,7 +1248,10 @@ async fn enter(admitted: Admitted, index: usize) -> Result<Session, String> {
             break Err("gate: client stopped".to_owned());
         };
         let payload = match event {
-            ClientEvent::Connected => continue,
+            ClientEvent::Connected => {
+                *stage = EnterStage::Connected;
+                continue;
+            }
             ClientEvent::Disconnected(reason) => break Err(format!("gate: {reason:?}")),
             ClientEvent::Message {
                 channel: Channel::Unreliable,
@@ -1230,6 +1266,7 @@ async fn enter(admitted: Admitted, index: usize) -> Result<Session, String> {
             ServerMsg::Avatars(list) if avatar.is_none() => {
                 if let Some(first) = list.first() {
                     avatar = Some(first.id);
+                    *stage = EnterStage::Selected;
                     if client
                         .send(
                             Channel::Reliable,
@@ -1241,6 +1278,7 @@ async fn enter(admitted: Admitted, index: usize) -> Result<Session, String> {
                     }
                 } else if !created {
                     created = true;
+                    *stage = EnterStage::Creating;
                     let name = bot_avatar_name(index);
                     if client
                         .send(Channel::Reliable, ClientMsg::CreateAvatar { name }.encode())

@@ -353,8 +353,16 @@ impl Coordinator {
             let _ = t.await;
         }
         let core = Arc::clone(&self.core);
-        let _ = tokio::task::spawn_blocking(move || lock(&core).close()).await;
-        info!("coordinator stopped");
+        let stats = tokio::task::spawn_blocking(move || {
+            let mut core = lock(&core);
+            core.close();
+            core.stats()
+        })
+        .await;
+        match stats {
+            Ok(stats) => info!(?stats, "coordinator stopped"),
+            Err(_) => info!("coordinator stopped"),
+        }
     }
 }
 

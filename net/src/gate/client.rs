@@ -4,17 +4,21 @@
 //!
 //! [`GateClient::connect`] binds a socket and spawns one task, which waits
 //! without busy polling on a datagram, a command, or the next update deadline
-//! ([`ClientConfig::update_interval`]). One socket and one task per client
-//! is cheap enough for thousands of bots in one process.
+//! ([`ClientConfig::update_interval`]), and runs an update after each: the
+//! messages in received datagrams are reported and queued messages are sent
+//! in the wake that brought them, not at the next deadline. Ack packets go
+//! out at most every [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on
+//! the gate. One socket and one task per client is cheap enough for
+//! thousands of bots in one process.
 //!
 //! **Invariant:** inbound datagrams are screened
 //! ([`Direction::ToClient`](super::Direction)) and must come from the server
 //! the client is talking to; nothing from the network can panic the task.
 //!
 //! **Invariant:** the queues are bounded: commands
-//! ([`ClientSendError::QueueFull`]), events (message events that find the
-//! queue full are dropped and counted; `Connected` and `Disconnected` wait
-//! for room), and renet's channel memory (an unreliable message that does
+//! ([`ClientSendError::QueueFull`]), events (unreliable message events that
+//! find the queue full are dropped and counted; reliable ones, `Connected`
+//! and `Disconnected` wait for room), and renet's channel memory (an unreliable message that does
 //! not fit is dropped and counted).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -35,7 +39,8 @@ use super::{Channel, connection_config};
 /// Settings for a [`GateClient`].
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// How often the client updates and sends. Default 25 ms.
+    /// How often the client updates when nothing else wakes it (time-outs,
+    /// keep-alives, acks, resends). Default 100 ms.
     pub update_interval: Duration,
     /// Event queue capacity. Default 1024.
     pub event_queue: usize,
@@ -52,7 +57,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            update_interval: Duration::from_millis(25),
+            update_interval: Duration::from_millis(100),
             event_queue: 1024,
             command_queue: 1024,
             send_memory: 32 * 1024,
@@ -107,6 +112,10 @@ pub struct ClientStats {
     pub messages_out: AtomicU64,
     pub outbound_dropped: AtomicU64,
     pub events_dropped: AtomicU64,
+    /// Ack packets not sent because one went out within `ACK_INTERVAL`.
+    pub acks_deferred: AtomicU64,
+    /// Packed payloads from the server whose framing did not add up (dropped).
+    pub malformed_payloads: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -193,8 +202,8 @@ impl GateClient {
             update_interval: config.update_interval.max(Duration::from_millis(1)),
             connected: false,
             buf: vec![0u8; 2048].into_boxed_slice(),
-            dirty: true,
-            last_flush: Instant::now(),
+            dirty: false,
+            last_ack: Instant::now(),
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
@@ -221,8 +230,8 @@ impl GateClient {
         &self.stats
     }
 
-    /// Queues a message; sent at the next update once connected (messages
-    /// queued earlier wait in renet's channel).
+    /// Queues a message; sent at once when connected (messages queued
+    /// earlier wait in renet's channel).
     pub fn send(&self, channel: Channel, payload: impl Into<Bytes>) -> Result<(), ClientSendError> {
         self.command(Command::Send {
             channel,
@@ -280,7 +289,8 @@ struct Driver {
     buf: Box<[u8]>,
     /// Messages queued since packets were last collected.
     dirty: bool,
-    last_flush: Instant,
+    /// When an ack packet was last sent.
+    last_ack: Instant,
 }
 
 impl Driver {
@@ -293,19 +303,28 @@ impl Driver {
             // a continuous datagram flood cannot starve updates or commands
             // (and a busy command queue cannot starve the socket).
             tokio::select! {
-                command = self.commands.recv() => match command {
-                    Some(Command::Send { channel, payload }) => {
-                        if self.renet.can_send_message(channel, payload.len()) {
-                            self.renet.send_message(channel, payload);
-                            self.dirty = true;
-                            bump(&self.stats.messages_out);
-                        } else {
-                            // Reliable: renet would disconnect; unreliable: drop.
-                            bump(&self.stats.outbound_dropped);
+                command = self.commands.recv() => {
+                    let Some(command) = command else {
+                        break self.goodbye();
+                    };
+                    if self.command(command) {
+                        break self.goodbye();
+                    }
+                    let mut bye = false;
+                    for _ in 1..64 {
+                        match self.commands.try_recv() {
+                            Ok(command) => {
+                                if self.command(command) {
+                                    bye = true;
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
                         }
                     }
-                    Some(Command::Raw(datagram)) => self.send_to_server(&datagram),
-                    Some(Command::Disconnect) | None => break self.goodbye(),
+                    if bye {
+                        break self.goodbye();
+                    }
                 },
                 received = self.socket.recv_from(&mut self.buf) => {
                     match received {
@@ -319,24 +338,49 @@ impl Driver {
                         }
                     }
                 },
-                _ = ticker.tick() => {
-                    let now = Instant::now();
-                    let dt = now.saturating_duration_since(last);
-                    last = now;
-                    if let Some(reason) = self.update(dt) {
-                        break reason;
-                    }
-                    if self.netcode.is_connected() && !self.connected {
-                        self.connected = true;
-                        if self.events.send(ClientEvent::Connected).await.is_err() {
-                            return;
-                        }
-                    }
-                    self.receive_messages();
+                _ = ticker.tick() => {}
+            }
+            // Every wake ends in an update: what came in is reported and what
+            // was queued goes out now.
+            let now = Instant::now();
+            let dt = now.saturating_duration_since(last);
+            last = now;
+            if let Some(reason) = self.update(now, dt) {
+                break reason;
+            }
+            if self.netcode.is_connected() && !self.connected {
+                self.connected = true;
+                if self.events.send(ClientEvent::Connected).await.is_err() {
+                    return;
                 }
+            }
+            if self.receive_messages().await.is_err() {
+                return;
             }
         };
         let _ = self.events.send(ClientEvent::Disconnected(reason)).await;
+    }
+
+    /// Applies a command; true for a goodbye.
+    fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Send { channel, payload } => {
+                if self.renet.can_send_message(channel, payload.len()) {
+                    self.renet.send_message(channel, payload);
+                    self.dirty = true;
+                    bump(&self.stats.messages_out);
+                } else {
+                    // Reliable: renet would disconnect; unreliable: drop.
+                    bump(&self.stats.outbound_dropped);
+                }
+                false
+            }
+            Command::Raw(datagram) => {
+                self.send_to_server(&datagram);
+                false
+            }
+            Command::Disconnect => true,
+        }
     }
 
     fn send_to_server(&self, datagram: &[u8]) {
@@ -369,12 +413,15 @@ impl Driver {
             return;
         }
         if let Some(payload) = self.netcode.process_packet(datagram) {
-            self.renet.process_packet(payload);
+            let renet = &mut self.renet;
+            if super::pack::unpack(payload, |packet| renet.process_packet(packet)).is_err() {
+                bump(&self.stats.malformed_payloads);
+            }
         }
     }
 
     /// renet_netcode's client update then send, in that order.
-    fn update(&mut self, dt: Duration) -> Option<ClientDisconnect> {
+    fn update(&mut self, now: Instant, dt: Duration) -> Option<ClientDisconnect> {
         if let Some(reason) = self.netcode.disconnect_reason() {
             self.renet.disconnect_due_to_transport();
             return Some(ClientDisconnect::Netcode(reason));
@@ -402,14 +449,24 @@ impl Driver {
         self.renet.update(dt);
         // Collect packets when there is something to send, and at least
         // every ACK_INTERVAL for acks (see the gate's `ACK_INTERVAL`).
-        let now = Instant::now();
         let due = self.dirty
-            || now.saturating_duration_since(self.last_flush) >= super::transport::ACK_INTERVAL;
+            || now.saturating_duration_since(self.last_ack) >= super::transport::ACK_INTERVAL;
         if self.netcode.is_connected() && due {
             self.dirty = false;
-            self.last_flush = now;
-            for packet in self.renet.get_packets_to_send() {
-                match self.netcode.generate_payload_packet(&packet) {
+            let mut packets = self.renet.get_packets_to_send();
+            let acked = super::transport::keep_due_ack(
+                &mut packets,
+                true,
+                self.last_ack,
+                now,
+                &self.stats.acks_deferred,
+            );
+            // Always packed: that is how the gate learns this client reads
+            // packed payloads.
+            let mut payloads = Vec::new();
+            super::pack::pack(packets.iter().map(Vec::as_slice), &mut payloads);
+            for payload in &payloads {
+                match self.netcode.generate_payload_packet(payload) {
                     Ok((addr, datagram)) => match self.socket.try_send_to(datagram, addr) {
                         Ok(n) => {
                             bump(&self.stats.datagrams_out);
@@ -420,23 +477,29 @@ impl Driver {
                     Err(_) => bump(&self.stats.send_errors),
                 }
             }
+            if acked {
+                self.last_ack = now;
+            }
         }
         None
     }
 
-    fn receive_messages(&mut self) {
+    /// Reports received messages. A reliable one waits for room in the event
+    /// queue (nothing reliable is lost here); an unreliable one that finds it
+    /// full is dropped and counted. Err: the `GateClient` is gone.
+    async fn receive_messages(&mut self) -> Result<(), ()> {
         for channel in Channel::ALL {
             while let Some(payload) = self.renet.receive_message(channel) {
                 bump(&self.stats.messages_in);
-                if self
-                    .events
-                    .try_send(ClientEvent::Message { channel, payload })
-                    .is_err()
-                {
+                let event = ClientEvent::Message { channel, payload };
+                if channel == Channel::Reliable {
+                    self.events.send(event).await.map_err(|_| ())?;
+                } else if self.events.try_send(event).is_err() {
                     bump(&self.stats.events_dropped);
                 }
             }
         }
+        Ok(())
     }
 
     fn goodbye(&mut self) -> ClientDisconnect {

@@ -26,6 +26,7 @@
 //! client. Counters are in [`GateStats`] and [`ClientStats`].
 
 pub mod client;
+pub mod pack;
 pub mod proto;
 pub mod screen;
 pub mod server;

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::proto::{ClientMsg, ServerMsg};
-use super::{AdmitAll, Channel, DisconnectReason, Gate, GateConfig, GateEvent};
+use super::{AdmitAll, Channel, DisconnectReason, Gate, GateConfig, GateEvent, GateSendError};
 use crate::coordinator::login::NETCODE_PROTOCOL_ID;
 use crate::link::{ConnectError, Connector, LinkConfig, LinkSender, connect};
 use crate::wire::{Epoch, Heartbeat, LinkMsg, Register, Role, Secret, SessionEvent, WireInput};
@@ -79,6 +79,11 @@ pub struct GateServerConfig {
     pub heartbeat_ms: u32,
     /// Largest message a client may send, bytes. Default 1024.
     pub max_message_bytes: usize,
+    /// Kernel receive and send buffer per UDP listener, bytes; 0 keeps the
+    /// kernel's default. Default 4 MiB (Linux grants at most
+    /// `net.core.rmem_max`). The kernel's ~208 KiB default overflows when
+    /// the gate is busy for a few milliseconds.
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for GateServerConfig {
@@ -92,6 +97,7 @@ impl Default for GateServerConfig {
             open_timeout_ms: 10_000,
             heartbeat_ms: 500,
             max_message_bytes: 1024,
+            socket_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -131,6 +137,11 @@ impl GateServerConfig {
         if !(64..=16_384).contains(&self.max_message_bytes) {
             return Err("gate.max_message_bytes must be between 64 and 16384".into());
         }
+        if self.socket_buffer_bytes > 1 << 30 {
+            return Err(
+                "gate.socket_buffer_bytes must be at most 1 GiB (0 keeps the kernel's)".into(),
+            );
+        }
         let name = self.node_name();
         if !crate::wire::is_config_node_name(&name) {
             return Err(format!("gate.name {name:?} is invalid"));
@@ -169,6 +180,7 @@ pub struct GateServerStats {
     pub packets_dropped: AtomicU64,
     pub chat_delivered: AtomicU64,
     pub to_coordinator_dropped: AtomicU64,
+    pub told_dropped: AtomicU64,
 }
 
 /// A snapshot of [`GateServerStats`].
@@ -186,6 +198,10 @@ pub struct GateServerSnapshot {
     pub packets_dropped: u64,
     pub chat_delivered: u64,
     pub to_coordinator_dropped: u64,
+    /// Reliable messages to a client that found its listener's queue full
+    /// (each is logged, and the client disconnected: its session cannot go
+    /// on without the message).
+    pub told_dropped: u64,
 }
 
 impl GateServerStats {
@@ -204,6 +220,7 @@ impl GateServerStats {
             packets_dropped: g(&self.packets_dropped),
             chat_delivered: g(&self.chat_delivered),
             to_coordinator_dropped: g(&self.to_coordinator_dropped),
+            told_dropped: g(&self.told_dropped),
         }
     }
 }
@@ -284,6 +301,7 @@ impl GateServer {
         let name = config.node_name();
         let mut gcfg = GateConfig::new(NETCODE_PROTOCOL_ID, secret.derive_key("netcode"));
         gcfg.max_message_bytes = config.max_message_bytes;
+        gcfg.socket_buffer_bytes = config.socket_buffer_bytes;
         let (gate, events) = Gate::bind(gcfg, &config.addrs(), Arc::new(AdmitAll)).await?;
         let addresses = gate.addresses();
         let transport = Arc::clone(gate.stats());
@@ -362,7 +380,12 @@ impl GateServer {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
-        info!(name = %self.name, stats = ?self.stats.snapshot(), "gate stopped");
+        info!(
+            name = %self.name,
+            stats = ?self.stats.snapshot(),
+            transport = ?self.transport.snapshot(),
+            "gate stopped"
+        );
     }
 }
 
@@ -608,7 +631,20 @@ impl AgentLoop {
     }
 
     fn tell(&self, client: u64, msg: &ServerMsg) {
-        let _ = self.gate.send(client, Channel::Reliable, msg.encode());
+        match self.gate.send(client, Channel::Reliable, msg.encode()) {
+            // A client that has just gone: nothing to tell.
+            Ok(()) | Err(GateSendError::UnknownClient) => {}
+            Err(e) => {
+                // The session cannot go on without it: disconnect the client
+                // (it may log in again with its resume key).
+                bump(&self.stats.told_dropped);
+                warn!(
+                    client,
+                    "a reliable message to a client was lost ({e}); disconnecting it"
+                );
+                let _ = self.gate.disconnect(client, codes::UNAVAILABLE);
+            }
+        }
     }
 
     fn kick(&mut self, client: u64, reason: &str, code: u16) {

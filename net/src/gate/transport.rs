@@ -5,7 +5,17 @@
 //! logic of renet_netcode's `NetcodeServerTransport`, rewritten over tokio —
 //! and waits, without busy polling, on whichever comes first: a datagram, a
 //! command from the [`Gate`] handle, or the next update deadline (every
-//! [`GateConfig::update_interval`]: timeouts, keep-alives, resends, sending).
+//! [`GateConfig::update_interval`]: time, timeouts, keep-alives, resends,
+//! acks).
+//!
+//! Nothing waits for the update that need not: the messages in a batch of
+//! datagrams become events as soon as the batch is read, and the messages
+//! queued by a batch of commands are sent as soon as the batch is applied
+//! (the replication of a tick leaves in the wake that brought it). renet
+//! appends an ack packet to every collection; a client gets at most one
+//! every [`ACK_INTERVAL`] (acks are cumulative ranges, so a later one covers
+//! what a skipped one would have said), and the packets of one collection
+//! share a datagram when the client packs too (see [`pack`](super::pack)).
 //! netcode caps a server at 1024 clients, so a gate that needs more runs
 //! several listeners and advertises the ones with room
 //! ([`Gate::open_addresses`]).
@@ -31,14 +41,17 @@
 //!
 //! **Invariant:** every queue is bounded and every drop counted. Commands go
 //! through a bounded queue per listener ([`GateSendError::QueueFull`]).
-//! Events go through one bounded queue: a message event that finds it full
-//! is dropped and counted (`events_dropped`); a connect or disconnect event
-//! waits in a small per-listener backlog that is flushed — awaiting room,
-//! which pauses that listener — before the listener reads on, and while it is
-//! not empty message events are dropped rather than overtaking it. So every
-//! `Connected` is followed by exactly one `Disconnected` for the same client,
-//! and no message of a client comes before its `Connected` or after its
-//! `Disconnected`.
+//! Events go through one bounded queue. An unreliable message event is
+//! dropped and counted (`events_dropped`) when the queue is three quarters
+//! full: the last quarter is kept for what must not be lost. A connect or
+//! disconnect event, or a reliable message, that finds the queue full waits
+//! in a per-listener backlog that is flushed — awaiting room, which pauses
+//! that listener — before the listener reads on (so the backlog holds at
+//! most one wake's worth), and while it is not empty unreliable message
+//! events are dropped rather than overtaking it. So every `Connected` is
+//! followed by exactly one `Disconnected` for the same client, no message of
+//! a client comes before its `Connected` or after its `Disconnected`, and no
+//! reliable message is lost between renet and the event queue.
 //!
 //! **Invariant:** nothing a peer sends can panic a listener (screened before
 //! netcode; no `unwrap` on peer data), and a bad or abusive client costs only
@@ -62,6 +75,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::pack::{is_packed, pack, unpack};
 use super::screen::{Direction, ScreenStats, classify};
 use super::token::{BurnError, NonceBook, TokenClaims, unix_now};
 use super::{Channel, connection_config};
@@ -113,7 +127,9 @@ pub struct GateConfig {
     pub private_key: [u8; NETCODE_KEY_BYTES],
     /// Clients per listener, 1..=1024. Default 1024.
     pub max_clients_per_listener: usize,
-    /// How often each listener updates netcode and renet and sends. Default 25 ms.
+    /// How often each listener updates netcode and renet: time-outs,
+    /// keep-alives, resends and acks (messages are sent and received as they
+    /// come, not at updates). Default 50 ms.
     pub update_interval: Duration,
     /// Largest message a client may send, in bytes. Default 1024.
     pub max_message_bytes: usize,
@@ -130,10 +146,22 @@ pub struct GateConfig {
     pub client_channel_memory: usize,
     /// Capacity of the event queue (all listeners). Default 8192.
     pub event_queue: usize,
-    /// Capacity of each listener's command queue. Default 8192.
+    /// Capacity of each listener's command queue. Default 8192. Unreliable
+    /// messages may fill three quarters of it; the rest is kept for reliable
+    /// messages and disconnects, which a burst of state must not crowd out.
     pub command_queue: usize,
     /// Datagrams read per wake-up before other work gets a turn. Default 256.
     pub max_datagrams_per_wake: usize,
+    /// Commands applied per wake-up before their messages are sent and other
+    /// work gets a turn. Default 1024.
+    pub max_commands_per_wake: usize,
+    /// Kernel receive and send buffer asked for on each listener socket.
+    /// Default 4 MiB. The kernel's default (~208 KiB on Linux) holds a few
+    /// hundred datagrams: a few milliseconds of a full listener, so a busy
+    /// moment loses datagrams in the kernel (`RcvbufErrors` in
+    /// `/proc/net/snmp`). Linux caps it at `net.core.rmem_max` / `wmem_max`.
+    /// 0 keeps the kernel's default.
+    pub socket_buffer_bytes: usize,
 }
 
 impl std::fmt::Debug for GateConfig {
@@ -159,7 +187,7 @@ impl GateConfig {
             protocol_id,
             private_key,
             max_clients_per_listener: MAX_CLIENTS_PER_LISTENER,
-            update_interval: Duration::from_millis(25),
+            update_interval: Duration::from_millis(50),
             max_message_bytes: 1024,
             client_datagrams: RateQuota::new(300, 600),
             client_messages: RateQuota::new(200, 400),
@@ -169,6 +197,8 @@ impl GateConfig {
             event_queue: 8192,
             command_queue: 8192,
             max_datagrams_per_wake: 256,
+            max_commands_per_wake: 1024,
+            socket_buffer_bytes: 4 << 20,
         }
     }
 
@@ -195,8 +225,14 @@ impl GateConfig {
                 )));
             }
         }
-        if self.event_queue == 0 || self.command_queue == 0 || self.max_datagrams_per_wake == 0 {
-            return bad("event_queue, command_queue and max_datagrams_per_wake must be above zero");
+        if self.event_queue == 0
+            || self.command_queue == 0
+            || self.max_datagrams_per_wake == 0
+            || self.max_commands_per_wake == 0
+        {
+            return bad(
+                "event_queue, command_queue, max_datagrams_per_wake and max_commands_per_wake must be above zero",
+            );
         }
         if self.server_channel_memory == 0 || self.client_channel_memory == 0 {
             return bad("channel memories must be above zero");
@@ -220,6 +256,8 @@ pub enum DisconnectReason {
     MessageFlood,
     /// A message above `max_message_bytes`.
     MessageTooLarge,
+    /// A packed payload whose framing does not add up.
+    MalformedPayload,
     /// Its reliable channel could not take more (the client stopped acking).
     Backlogged,
     /// renet closed the connection (bad packet, channel error).
@@ -339,6 +377,7 @@ pub struct GateStats {
     kicked_message_flood: AtomicU64,
     kicked_message_too_large: AtomicU64,
     kicked_backlogged: AtomicU64,
+    kicked_malformed: AtomicU64,
     refused_replayed: AtomicU64,
     refused_expired: AtomicU64,
     refused_unknown: AtomicU64,
@@ -348,6 +387,7 @@ pub struct GateStats {
     messages_out: AtomicU64,
     events_dropped: AtomicU64,
     outbound_dropped: AtomicU64,
+    acks_deferred: AtomicU64,
 }
 
 /// A copy of [`GateStats`] (screen counters aside).
@@ -368,6 +408,8 @@ pub struct GateStatsSnapshot {
     pub kicked_message_flood: u64,
     pub kicked_message_too_large: u64,
     pub kicked_backlogged: u64,
+    /// Clients disconnected for a malformed packed payload.
+    pub kicked_malformed: u64,
     pub refused_replayed: u64,
     pub refused_expired: u64,
     pub refused_unknown: u64,
@@ -375,11 +417,15 @@ pub struct GateStatsSnapshot {
     pub refused_denied: u64,
     pub messages_in: u64,
     pub messages_out: u64,
-    /// Message events dropped because the event queue was full.
+    /// Unreliable message events dropped because the event queue was (three
+    /// quarters) full.
     pub events_dropped: u64,
     /// Unreliable messages to clients dropped because the channel was full,
     /// or addressed to a client that had just left.
     pub outbound_dropped: u64,
+    /// renet ack packets not sent because the client had one within
+    /// [`ACK_INTERVAL`] (a later ack covers them; nothing is lost).
+    pub acks_deferred: u64,
     /// Datagrams that passed the screen.
     pub screen_passed: u64,
     /// Datagrams the screen refused, all reasons.
@@ -406,6 +452,7 @@ impl GateStats {
             kicked_message_flood: l(&self.kicked_message_flood),
             kicked_message_too_large: l(&self.kicked_message_too_large),
             kicked_backlogged: l(&self.kicked_backlogged),
+            kicked_malformed: l(&self.kicked_malformed),
             refused_replayed: l(&self.refused_replayed),
             refused_expired: l(&self.refused_expired),
             refused_unknown: l(&self.refused_unknown),
@@ -415,6 +462,7 @@ impl GateStats {
             messages_out: l(&self.messages_out),
             events_dropped: l(&self.events_dropped),
             outbound_dropped: l(&self.outbound_dropped),
+            acks_deferred: l(&self.acks_deferred),
             screen_passed: self.screen.passed(),
             screen_rejected: self.screen.rejected_total(),
         }
@@ -428,6 +476,28 @@ impl GateStats {
             Refusal::BadClaims => &self.refused_bad_claims,
             Refusal::Denied => &self.refused_denied,
         });
+    }
+}
+
+/// Asks the kernel for `bytes` of receive and send buffer on `socket`; a
+/// kernel that grants less (Linux caps at `net.core.rmem_max`) is logged,
+/// not an error.
+pub(crate) fn size_buffers(socket: &UdpSocket, bytes: usize, addr: SocketAddr) {
+    if bytes == 0 {
+        return;
+    }
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_recv_buffer_size(bytes);
+    let _ = sock.set_send_buffer_size(bytes);
+    // Linux reports twice what it granted (bookkeeping overhead included).
+    let granted = sock.recv_buffer_size().unwrap_or(0);
+    if granted < bytes {
+        tracing::info!(
+            %addr,
+            asked = bytes,
+            granted,
+            "UDP receive buffer smaller than asked (raise net.core.rmem_max to allow more)"
+        );
     }
 }
 
@@ -541,6 +611,7 @@ impl Gate {
                 addr: public_addr,
                 source,
             })?;
+            size_buffers(&socket, config.socket_buffer_bytes, local_addr);
             let (commands_tx, commands_rx) = mpsc::channel(config.command_queue);
             let connected = Arc::new(AtomicUsize::new(0));
             let netcode = NetcodeServer::new(ServerConfig {
@@ -572,6 +643,10 @@ impl Gate {
                     stats: stats.clone(),
                     routes: routes.clone(),
                     connected: connected.clone(),
+                    dirty: Vec::new(),
+                    touched: Vec::new(),
+                    malformed: Vec::new(),
+                    payloads: Vec::new(),
                 },
                 admission: admission.clone(),
                 config: config.clone(),
@@ -638,8 +713,8 @@ impl Gate {
         &self.stats
     }
 
-    /// Queues a message to a connected client. Sent at the listener's next
-    /// update. An unreliable message that finds its channel full is dropped
+    /// Queues a message to a connected client. The listener sends it as soon
+    /// as it has applied the commands queued with it. An unreliable message that finds its channel full is dropped
     /// and counted; a reliable one disconnects the client
     /// ([`DisconnectReason::Backlogged`]).
     pub fn send(
@@ -672,6 +747,16 @@ impl Gate {
         let Some(l) = self.listeners.get(listener) else {
             return Err(GateSendError::UnknownClient);
         };
+        let unreliable = matches!(
+            command,
+            Command::Send {
+                channel: Channel::Unreliable,
+                ..
+            }
+        );
+        if unreliable && l.commands.capacity() <= l.commands.max_capacity() / 4 {
+            return Err(GateSendError::QueueFull);
+        }
         l.commands.try_send(command).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => GateSendError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => GateSendError::Closed,
@@ -706,18 +791,58 @@ struct ClientState {
     /// Set once the client is being disconnected: its datagrams and
     /// messages are ignored from then on.
     leaving: bool,
-    /// Messages were queued for it since its packets were last collected.
+    /// Messages were queued for it since its packets were last collected
+    /// (it is then listed in `Io::dirty`).
     dirty: bool,
-    /// When its packets were last collected.
-    last_flush: Instant,
+    /// Payloads were read from it since its messages were last taken (it is
+    /// then listed in `Io::touched`).
+    touched: bool,
+    /// When an ack packet was last sent to it.
+    last_ack: Instant,
+    /// It has sent a packed payload, so it reads them: its packets are
+    /// packed too.
+    packs: bool,
 }
 
-/// A client with nothing new to send gets its packets collected at most this
-/// often: renet emits a separate ack packet on every collection, so
-/// collecting every update would send ack-only datagrams at the update rate
-/// (measured: ~40 of ~60 datagrams per second per client at 25 ms updates).
-/// Acks still go out with every data packet and at least this often.
+/// At most one renet ack packet per peer per this interval, and at least one
+/// while there is something to ack. renet appends a separate ack packet to
+/// every collection of packets, so without this every message sent would
+/// cost two datagrams (measured before: ~40 of ~60 datagrams per second per
+/// client were acks at 25 ms updates). renet's acks are cumulative ranges
+/// (kept until the peer acks the ack), so a skipped ack is said by the next.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// renet's packet type byte for an ack packet (`Packet::Ack`, renet 2.0).
+pub(crate) const RENET_ACK_PACKET: u8 = 4;
+
+/// Drops from `packets` (one renet collection) an ack packet that is not
+/// due, and says whether one stays. An ack is due [`ACK_INTERVAL`] after the
+/// last one; when `packed` and there are other packets to carry it (so it
+/// costs no datagram of its own), already after half that, so acks ride on
+/// data rather than wait for the next update and go alone.
+pub(crate) fn keep_due_ack(
+    packets: &mut Vec<Vec<u8>>,
+    packed: bool,
+    last_ack: Instant,
+    now: Instant,
+    deferred: &AtomicU64,
+) -> bool {
+    let is_ack = |p: &Vec<u8>| p.first() == Some(&RENET_ACK_PACKET);
+    let Some(at) = packets.iter().position(is_ack) else {
+        return false;
+    };
+    let since = now.saturating_duration_since(last_ack);
+    let due = if packed && packets.len() > 1 {
+        since >= ACK_INTERVAL / 2
+    } else {
+        since >= ACK_INTERVAL
+    };
+    if !due {
+        packets.remove(at);
+        deferred.fetch_add(1, Ordering::Relaxed);
+    }
+    due
+}
 
 /// Everything of a listener but the netcode server, so a `ServerResult`
 /// (which borrows the netcode server) can be applied to it.
@@ -729,12 +854,21 @@ struct Io {
     /// Why a client left, recorded when we know better than renet.
     reasons: BTreeMap<ClientId, DisconnectReason>,
     handshake: DefaultDirectRateLimiter,
-    /// Lifecycle events that found the event queue full (see module docs).
+    /// Lifecycle events and reliable messages that found the event queue
+    /// full (see module docs).
     backlog: VecDeque<GateEvent>,
     events: mpsc::Sender<GateEvent>,
     stats: Arc<GateStats>,
     routes: Routes,
     connected: Arc<AtomicUsize>,
+    /// Clients with messages queued since their last collection.
+    dirty: Vec<ClientId>,
+    /// Clients with payloads read since their messages were last taken.
+    touched: Vec<ClientId>,
+    /// Clients that sent a malformed packed payload, to be disconnected.
+    malformed: Vec<ClientId>,
+    /// Scratch for the payloads of one collection.
+    payloads: Vec<Vec<u8>>,
 }
 
 /// A client netcode has just admitted, waiting for the admission policy.
@@ -769,9 +903,25 @@ impl Io {
                 None
             }
             ServerResult::Payload { client_id, payload } => {
-                if self.clients.get(&client_id).is_some_and(|c| !c.leaving) {
-                    // Err only for an unknown client: nothing to do.
-                    let _ = self.renet.process_packet_from(payload, client_id);
+                let Some(c) = self.clients.get_mut(&client_id) else {
+                    return None;
+                };
+                if c.leaving {
+                    return None;
+                }
+                let renet = &mut self.renet;
+                // process_packet_from fails only for an unknown client.
+                let unpacked = unpack(payload, |packet| {
+                    let _ = renet.process_packet_from(packet, client_id);
+                });
+                if unpacked.is_err() {
+                    self.malformed.push(client_id);
+                    return None;
+                }
+                c.packs |= is_packed(payload);
+                if !c.touched {
+                    c.touched = true;
+                    self.touched.push(client_id);
                 }
                 None
             }
@@ -811,19 +961,29 @@ impl Io {
 
     /// Queues an event (see the module docs for the drop rules).
     fn emit(&mut self, event: GateEvent) {
-        let lifecycle = !matches!(event, GateEvent::Message { .. });
+        let keep = !matches!(
+            event,
+            GateEvent::Message {
+                channel: Channel::Unreliable,
+                ..
+            }
+        );
         if !self.backlog.is_empty() {
-            if lifecycle {
+            if keep {
                 self.backlog.push_back(event);
             } else {
                 bump(&self.stats.events_dropped);
             }
             return;
         }
+        if !keep && self.events.capacity() <= self.events.max_capacity() / 4 {
+            bump(&self.stats.events_dropped);
+            return;
+        }
         match self.events.try_send(event) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) => {
-                if lifecycle {
+                if keep {
                     self.backlog.push_back(event);
                 } else {
                     bump(&self.stats.events_dropped);
@@ -907,7 +1067,16 @@ impl Listener {
                     }
                 }
                 command = self.commands.recv() => match command {
-                    Some(command) => self.command(command),
+                    Some(command) => {
+                        self.command(command);
+                        for _ in 1..self.config.max_commands_per_wake {
+                            match self.commands.try_recv() {
+                                Ok(command) => self.command(command),
+                                Err(_) => break,
+                            }
+                        }
+                        self.send_dirty(Instant::now());
+                    }
                     // The Gate handle is gone.
                     None => break,
                 },
@@ -927,6 +1096,7 @@ impl Listener {
                             }
                         }
                     }
+                    self.take_touched_messages();
                 },
                 _ = ticker.tick() => self.update(),
             }
@@ -978,6 +1148,10 @@ impl Listener {
         if let Some(handshaken) = self.io.apply(result, DisconnectReason::ByClient) {
             self.admit(handshaken);
         }
+        while let Some(client) = self.io.malformed.pop() {
+            bump(&self.io.stats.kicked_malformed);
+            self.kick(client, DisconnectReason::MalformedPayload);
+        }
     }
 
     fn admit(&mut self, h: Handshaken) {
@@ -1008,8 +1182,10 @@ impl Listener {
                 datagrams: self.config.client_datagrams.limiter(),
                 messages: self.config.client_messages.limiter(),
                 leaving: false,
-                dirty: true,
-                last_flush: Instant::now(),
+                dirty: false,
+                touched: false,
+                last_ack: Instant::now(),
+                packs: false,
             },
         );
         self.io.by_addr.insert(h.addr, h.client);
@@ -1047,7 +1223,10 @@ impl Listener {
             } => {
                 let live = match self.io.clients.get_mut(&client) {
                     Some(c) if !c.leaving => {
-                        c.dirty = true;
+                        if !c.dirty {
+                            c.dirty = true;
+                            self.io.dirty.push(client);
+                        }
                         true
                     }
                     _ => false,
@@ -1075,7 +1254,8 @@ impl Listener {
     }
 
     /// One update: time, timeouts and keep-alives, renet's own disconnects,
-    /// events, inbound messages (with their limits), outbound packets.
+    /// events, inbound messages not taken yet, then packets for every client
+    /// with messages queued or an ack due.
     fn update(&mut self) {
         let now = Instant::now();
         let dt = now.saturating_duration_since(self.last_update);
@@ -1101,9 +1281,42 @@ impl Listener {
         }
         self.io.drain_renet_events(self.index);
 
+        // Normally taken in the wake that read them already.
+        self.take_touched_messages();
+
+        for &client in &ids {
+            let due = self.io.clients.get(&client).is_some_and(|c| {
+                !c.leaving && (c.dirty || now.saturating_duration_since(c.last_ack) >= ACK_INTERVAL)
+            });
+            if due {
+                self.send_packets(client, now);
+            }
+        }
+        self.io.dirty.clear();
+    }
+
+    /// Turns the messages of the clients read from in this wake into events.
+    fn take_touched_messages(&mut self) {
+        if self.io.touched.is_empty() {
+            return;
+        }
+        let touched = std::mem::take(&mut self.io.touched);
+        self.take_messages(&touched);
+        // Keep the allocation.
+        self.io.touched = touched;
+        self.io.touched.clear();
+    }
+
+    /// Turns `clients`' received messages into events, enforcing the size
+    /// and rate limits (a breach kicks).
+    fn take_messages(&mut self, clients: &[ClientId]) {
         let mut kicks = Vec::new();
         let max = self.config.max_message_bytes;
-        'clients: for &client in &ids {
+        'clients: for &client in clients {
+            match self.io.clients.get_mut(&client) {
+                Some(c) => c.touched = false,
+                None => continue,
+            }
             for channel in Channel::ALL {
                 while let Some(payload) = self.io.renet.receive_message(client, channel) {
                     let Some(c) = self.io.clients.get(&client) else {
@@ -1131,34 +1344,70 @@ impl Listener {
                 }
             }
         }
+        if kicks.is_empty() {
+            return;
+        }
         for (client, reason) in kicks {
             self.kick(client, reason);
         }
         self.io.drain_renet_events(self.index);
+    }
 
-        for &client in &ids {
-            match self.io.clients.get_mut(&client) {
-                Some(c) if !c.leaving => {
-                    if !c.dirty && now.saturating_duration_since(c.last_flush) < ACK_INTERVAL {
-                        continue;
-                    }
-                    c.dirty = false;
-                    c.last_flush = now;
+    /// Sends the packets of the clients with messages queued in this wake.
+    fn send_dirty(&mut self, now: Instant) {
+        if self.io.dirty.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.io.dirty);
+        for &client in &dirty {
+            self.send_packets(client, now);
+        }
+        self.io.dirty = dirty;
+        self.io.dirty.clear();
+    }
+
+    /// Collects a client's renet packets and sends them (packed if it packs),
+    /// less an ack packet that is not due (see [`ACK_INTERVAL`]).
+    fn send_packets(&mut self, client: ClientId, now: Instant) {
+        let (last_ack, packs) = match self.io.clients.get_mut(&client) {
+            Some(c) => {
+                c.dirty = false;
+                if c.leaving {
+                    return;
                 }
-                _ => continue,
+                (c.last_ack, c.packs)
             }
-            let Ok(packets) = self.io.renet.get_packets_to_send(client) else {
-                continue;
-            };
-            for packet in packets {
-                match self.netcode.generate_payload_packet(client, &packet) {
-                    Ok((addr, datagram)) => match self.io.socket.try_send_to(datagram, addr) {
-                        Ok(_) => bump(&self.io.stats.datagrams_out),
-                        Err(_) => bump(&self.io.stats.send_errors),
-                    },
+            None => return,
+        };
+        let Ok(mut packets) = self.io.renet.get_packets_to_send(client) else {
+            return;
+        };
+        let acked = keep_due_ack(
+            &mut packets,
+            packs,
+            last_ack,
+            now,
+            &self.io.stats.acks_deferred,
+        );
+        let mut payloads = std::mem::take(&mut self.io.payloads);
+        payloads.clear();
+        if packs {
+            pack(packets.iter().map(Vec::as_slice), &mut payloads);
+        } else {
+            payloads.extend(packets);
+        }
+        for payload in &payloads {
+            match self.netcode.generate_payload_packet(client, payload) {
+                Ok((addr, datagram)) => match self.io.socket.try_send_to(datagram, addr) {
+                    Ok(_) => bump(&self.io.stats.datagrams_out),
                     Err(_) => bump(&self.io.stats.send_errors),
-                }
+                },
+                Err(_) => bump(&self.io.stats.send_errors),
             }
+        }
+        self.io.payloads = payloads;
+        if acked && let Some(c) = self.io.clients.get_mut(&client) {
+            c.last_ack = now;
         }
     }
 

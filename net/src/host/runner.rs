@@ -2,7 +2,7 @@
 //! fixed-step clock.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -23,7 +23,11 @@ use crate::wire::Epoch;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunnerSettings {
     /// Commands the input queue holds; beyond, [`SceneRunner::command`]
-    /// refuses. Default 4096.
+    /// refuses. Inputs may fill at most three quarters of it: the rest is
+    /// kept for attaches and detaches, which a burst of inputs (a scene
+    /// thread held up while gates keep sending) must not crowd out — a lost
+    /// input is replaced by the next, a lost attach leaves a player outside.
+    /// Default 4096.
     pub command_capacity: usize,
     /// Ticks of output the output queue holds before the oldest packets are
     /// dropped. Default 64.
@@ -168,6 +172,8 @@ const STOP_STALE: u8 = 2;
 struct Shared {
     control: AtomicU8,
     refused: AtomicU64,
+    /// Commands sent and not yet taken by the scene thread.
+    queued: AtomicUsize,
     report: Mutex<LoadReport>,
 }
 
@@ -193,6 +199,8 @@ pub struct SceneRunner {
     scene: String,
     epoch: Epoch,
     tx: SyncSender<Msg>,
+    /// Queued commands beyond which inputs are refused.
+    input_limit: usize,
     shared: Arc<Shared>,
     output: Arc<OutputQueue>,
     thread: Option<JoinHandle<RunnerReport>>,
@@ -221,7 +229,9 @@ impl SceneRunner {
         sink: Arc<dyn SaveSink>,
     ) -> std::io::Result<Self> {
         let scene = def.name.clone();
-        let (tx, rx) = mpsc::sync_channel(settings.command_capacity.max(1));
+        let capacity = settings.command_capacity.max(1);
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let input_limit = (capacity - capacity / 4).max(1);
         let shared = Arc::new(Shared::default());
         *shared.report() = LoadReport {
             scene: scene.clone(),
@@ -250,6 +260,7 @@ impl SceneRunner {
             scene,
             epoch,
             tx,
+            input_limit,
             shared,
             output,
             thread: Some(thread),
@@ -270,13 +281,26 @@ impl SceneRunner {
         if self.shared.control.load(Ordering::SeqCst) != RUN {
             return Err(CommandError::Stopped(self.scene.clone()));
         }
+        let full = || {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            Err(CommandError::Full(self.scene.clone()))
+        };
+        if matches!(cmd, Inbound::Input { .. })
+            && self.shared.queued.load(Ordering::Relaxed) >= self.input_limit
+        {
+            return full();
+        }
+        // Counted before it can be taken, so the count never goes below zero.
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(Msg::Cmd(cmd)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                Err(CommandError::Full(self.scene.clone()))
+            Err(e) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => full(),
+                    TrySendError::Disconnected(_) => Err(CommandError::Stopped(self.scene.clone())),
+                }
             }
-            Err(TrySendError::Disconnected(_)) => Err(CommandError::Stopped(self.scene.clone())),
         }
     }
 
@@ -496,7 +520,10 @@ impl ThreadCtx {
 impl Core {
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Cmd(cmd) => self.push(cmd),
+            Msg::Cmd(cmd) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.push(cmd)
+            }
             Msg::Wake => {}
             #[cfg(test)]
             Msg::Panic => panic!("test hook: scene {} panics", self.scene),

@@ -229,13 +229,26 @@ fn host_flooding_the_command_queue_refuses_and_counts_while_ticking_goes_on() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!((ok, full), (8, 992));
-    assert_eq!(h.runner("a").unwrap().load().commands_refused, 992);
+    // Inputs fill three quarters of the queue; the rest is kept for
+    // attaches and detaches, which an input flood must not crowd out.
+    assert_eq!((ok, full), (6, 994));
+    assert_eq!(h.command("a", attach(2, 2)), Ok(()));
+    assert_eq!(h.command("a", attach(3, 3)), Ok(()));
+    assert_eq!(
+        h.command("a", attach(4, 4)),
+        Err(CommandError::Full("a".into()))
+    );
+    assert_eq!(h.runner("a").unwrap().load().commands_refused, 995);
     drop(resume);
     // The queue drains and the tick keeps running.
     let r = step(&h, &clock, "a", 3);
     assert_eq!(r.ticks, 4);
-    assert_eq!(r.commands_refused, 992);
+    assert_eq!(r.commands_refused, 995);
+    // Drained, the queue takes inputs again.
+    assert_eq!(
+        h.command("a", input(1, 2000, [0.0, 1.0], MoveMode::Walk)),
+        Ok(())
+    );
     // A sender that never lets up (another thread, as fast as it can) does
     // not keep the tick from running. (Each wake-up drains at most one
     // queue's worth; this test does not manage to outpace the drain, so it
@@ -257,7 +270,7 @@ fn host_flooding_the_command_queue_refuses_and_counts_while_ticking_goes_on() {
     assert_eq!(r.ticks, 9);
     // Whatever the flooder left queued is discarded at the stop and counted.
     let report = h.drop_scene("a", false).unwrap();
-    assert!(report.load.commands_refused >= 992);
+    assert!(report.load.commands_refused >= 995);
     assert!(report.commands_discarded <= 8);
 }
 

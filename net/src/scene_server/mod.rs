@@ -178,8 +178,12 @@ pub struct SceneServerStats {
     pub placed: u64,
     pub dropped: u64,
     pub dropped_stale: u64,
-    /// Commands a scene's queue refused (full) or that named no hosted scene.
+    /// Attaches and detaches a scene's queue refused (full), or that named
+    /// no hosted scene. Logged each: the player stays outside.
     pub commands_refused: u64,
+    /// Inputs a scene's queue refused (full: the scene thread is behind), or
+    /// that named no hosted scene.
+    pub inputs_refused: u64,
     /// Commands for another epoch than the hosted one (answered `EpochStale`).
     pub commands_stale: u64,
     /// Input commands from a gate for a client not routed to it.
@@ -201,6 +205,7 @@ struct Counters {
     dropped: AtomicU64,
     dropped_stale: AtomicU64,
     commands_refused: AtomicU64,
+    inputs_refused: AtomicU64,
     commands_stale: AtomicU64,
     commands_foreign: AtomicU64,
     packets_sent: AtomicU64,
@@ -256,6 +261,7 @@ impl Shared {
             dropped: g(&c.dropped),
             dropped_stale: g(&c.dropped_stale),
             commands_refused: g(&c.commands_refused),
+            inputs_refused: g(&c.inputs_refused),
             commands_stale: g(&c.commands_stale),
             commands_foreign: g(&c.commands_foreign),
             packets_sent: g(&c.packets_sent),
@@ -271,9 +277,17 @@ impl Shared {
         lock(&self.host).runner(scene).map(|r| r.epoch())
     }
 
+    /// Queues an attach or detach (inputs go their own way, and are counted
+    /// apart).
     fn command(&self, scene: &str, cmd: Inbound) {
-        if lock(&self.host).command(scene, cmd).is_err() {
+        let what = match &cmd {
+            Inbound::Attach { client, .. } => ("attach", *client),
+            Inbound::Detach { client } => ("detach", *client),
+            Inbound::Input { client, .. } => ("input", *client),
+        };
+        if let Err(e) = lock(&self.host).command(scene, cmd) {
             bump(&self.counters.commands_refused);
+            warn!(scene, client = what.1, "{} refused: {e}", what.0);
         }
     }
 
@@ -524,7 +538,7 @@ async fn gate_link(shared: Arc<Shared>, link: Link, stop: CancellationToken) {
                         bump(&shared.counters.commands_stale);
                         let _ = sender.try_send(&LinkMsg::EpochStale { scene, current });
                     }
-                    None => bump(&shared.counters.commands_refused),
+                    None => bump(&shared.counters.inputs_refused),
                 }
             }
             LinkMsg::Inputs {
@@ -559,7 +573,7 @@ async fn gate_link(shared: Arc<Shared>, link: Link, stop: CancellationToken) {
                         input: input.into(),
                     };
                     if host.command(&scene, cmd).is_err() {
-                        bump(&shared.counters.commands_refused);
+                        bump(&shared.counters.inputs_refused);
                     }
                 }
             }
