@@ -72,6 +72,8 @@ fn bad_arguments_are_refused_clearly() {
             vec!["bots", "--count", "1", "--duration", "3601"],
             "--duration",
         ),
+        (vec!["bots", "--count", "1", "--warmup", "3601"], "--warmup"),
+        (vec!["bots", "--count", "1", "--warmup", "-1"], "-1"),
         (
             vec!["bots", "--count", "1", "--login", "ftp://127.0.0.1:1"],
             "http://",
@@ -188,6 +190,8 @@ fn bots(http: &str) -> serde_json::Value {
             "20",
             "--duration",
             "5",
+            "--warmup",
+            "1",
             "--report",
             "json",
             "--login",
@@ -225,6 +229,12 @@ fn twenty_bots_enter_play_and_come_back() {
     );
     assert!(first["server_tick_p99_ms"].is_number(), "{first}");
     assert_eq!(first["registered"], 20, "{first}");
+    // The warm-up is measured apart: 20 bots send ~10 inputs/s each.
+    assert_eq!(first["warmup_s"], 1.0, "{first}");
+    assert!(
+        first["rtt_ms_warmup"]["p50"].as_f64().unwrap() > 0.0,
+        "{first}"
+    );
 
     // Same accounts, same avatars: logged in, nothing registered, nothing failed.
     let second = bots(&http);

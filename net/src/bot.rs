@@ -14,7 +14,9 @@
 //!   client to receiving the first replication packet whose `ack >= seq`
 //!   (each bot keeps a bounded ring of send times, [`RttRing`]), over the
 //!   measured period (`rtt_ms`) and, separately, over the ramp-up while bots
-//!   still log in (`rtt_ms_ramp_up`);
+//!   still log in (`rtt_ms_ramp_up`) and over the warm-up between the two
+//!   (`rtt_ms_warmup`, [`BotConfig::warmup`]: the backlog a login storm
+//!   leaves behind drains then);
 //! * payload bytes and datagrams per second per client, both ways, over the
 //!   time each bot spent in the world;
 //! * the login and login-to-entered latencies;
@@ -117,6 +119,8 @@ pub enum BotConfigError {
     Count(usize),
     #[error("--duration must be between 1 and {MAX_DURATION_S} seconds, not {0}")]
     Duration(u64),
+    #[error("--warmup must be between 0 and {MAX_DURATION_S} seconds, not {0}")]
+    Warmup(u64),
     #[error("--login {url:?} is not a usable URL: {why}")]
     Url { url: String, why: &'static str },
     #[error("unknown behaviour {0:?} (wander, chat or churn)")]
@@ -154,6 +158,12 @@ pub struct BotConfig {
     pub enter_timeout: Duration,
     /// How often `GET /v1/status` is sampled. Default 1 s.
     pub status_interval: Duration,
+    /// Time between the last bot entering (or failing) and the measured
+    /// period, whole seconds: round trips then go to `rtt_ms_warmup`. The
+    /// login storm's password hashing leaves queues behind that take a few
+    /// seconds to drain; the measured period is the steady state after.
+    /// Default 10 s; 0 measures from the last entry.
+    pub warmup: Duration,
     /// Seed of the bots' random choices (directions, timings). Default fixed.
     pub seed: u64,
 }
@@ -178,6 +188,7 @@ impl BotConfig {
             login_timeout: Duration::from_secs(120),
             enter_timeout: Duration::from_secs(30),
             status_interval: Duration::from_secs(1),
+            warmup: Duration::from_secs(10),
             seed: 0x7e55_e7a0_b075,
         };
         config.validate()?;
@@ -191,6 +202,10 @@ impl BotConfig {
         let secs = self.duration.as_secs();
         if !(1..=MAX_DURATION_S).contains(&secs) || self.duration.subsec_nanos() != 0 {
             return Err(BotConfigError::Duration(secs));
+        }
+        let warmup = self.warmup.as_secs();
+        if warmup > MAX_DURATION_S || self.warmup.subsec_nanos() != 0 {
+            return Err(BotConfigError::Warmup(warmup));
         }
         normalize_login_url(&self.login)?;
         if self.logins_in_flight == 0 {
@@ -269,7 +284,9 @@ pub fn bot_avatar_name(i: usize) -> String {
 pub enum Phase {
     /// Bots are logging in and entering.
     Connecting,
-    /// Every bot has entered or failed; the measured period runs.
+    /// Every bot has entered or failed; the warm-up runs (not measured).
+    WarmingUp,
+    /// The measured period runs.
     Running,
     /// The period is over; bots are disconnecting.
     Stopping,
@@ -293,12 +310,16 @@ pub struct Progress {
     pub dropped: u64,
     pub churn_cycles: u64,
     pub rtt_samples: u64,
+    /// Round trips in the last full window of [`RTT_WINDOW`] (None: no
+    /// samples).
+    pub rtt_recent: Option<Percentiles>,
 }
 
 impl fmt::Display for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let phase = match self.phase {
             Phase::Connecting => "connecting",
+            Phase::WarmingUp => "warming up",
             Phase::Running => "running",
             Phase::Stopping => "stopping",
         };
@@ -315,6 +336,9 @@ impl fmt::Display for Progress {
         )?;
         if self.churn_cycles > 0 {
             write!(f, ", cycles {}", self.churn_cycles)?;
+        }
+        if let Some(rtt) = self.rtt_recent {
+            write!(f, ", rtt p50/p99 {:.0}/{:.0} ms", rtt.p50, rtt.p99)?;
         }
         if let Some(left) = self.remaining {
             write!(f, ", {}s left", left.as_secs())?;
@@ -372,6 +396,11 @@ pub struct BotReport {
     /// Input-to-visible round trip while bots were still logging in and
     /// entering (the ramp-up, with the server hashing passwords).
     pub rtt_ms_ramp_up: Percentiles,
+    /// Input-to-visible round trip in the warm-up between the ramp-up and
+    /// the measured period.
+    pub rtt_ms_warmup: Percentiles,
+    /// The warm-up, in seconds.
+    pub warmup_s: f64,
     /// UDP payload bytes per second per client in the world (everything the
     /// client's socket sent and received: netcode, renet and messages; IP and
     /// UDP headers not included).
@@ -466,6 +495,12 @@ impl fmt::Display for BotReport {
             f,
             "  input-to-visible rtt while bots logged in: {}",
             p(&self.rtt_ms_ramp_up)
+        )?;
+        writeln!(
+            f,
+            "  input-to-visible rtt in the {:.0} s warm-up: {}",
+            self.warmup_s,
+            p(&self.rtt_ms_warmup)
         )?;
         writeln!(
             f,
@@ -669,6 +704,21 @@ struct Counters {
     tick_p99_bits: AtomicU64,
 }
 
+const WINDOW_RAMP_UP: u8 = 0;
+const WINDOW_WARMUP: u8 = 1;
+const WINDOW_MEASURED: u8 = 2;
+const WINDOW_AFTER: u8 = 3;
+
+/// The window of the progress line's round trips.
+pub const RTT_WINDOW: Duration = Duration::from_secs(5);
+
+struct RecentRtt {
+    current: Histogram<u64>,
+    since: Instant,
+    /// The last full window's percentiles.
+    last: Option<Percentiles>,
+}
+
 struct Shared {
     config: BotConfig,
     http: Http,
@@ -679,8 +729,11 @@ struct Shared {
     n: Counters,
     rtt: Mutex<Histogram<u64>>,
     rtt_ramp: Mutex<Histogram<u64>>,
-    /// Set while the measured period runs.
-    measuring: std::sync::atomic::AtomicBool,
+    /// Round trips by window, for the progress line.
+    rtt_recent: Mutex<RecentRtt>,
+    /// Which histogram round trips go to: one of the `WINDOW_*`.
+    window: std::sync::atomic::AtomicU8,
+    rtt_warmup: Mutex<Histogram<u64>>,
     login: Mutex<Histogram<u64>>,
     enter: Mutex<Histogram<u64>>,
     failures: Mutex<Tally>,
@@ -712,6 +765,15 @@ impl Shared {
             dropped: get(&self.n.dropped),
             churn_cycles: get(&self.n.churn_cycles),
             rtt_samples: get(&self.n.rtt_samples),
+            rtt_recent: {
+                let mut r = lock(&self.rtt_recent);
+                if r.since.elapsed() >= RTT_WINDOW {
+                    r.last = (!r.current.is_empty()).then(|| Percentiles::of_us(&r.current));
+                    r.current.reset();
+                    r.since = Instant::now();
+                }
+                r.last
+            },
         }
     }
 }
@@ -751,7 +813,13 @@ pub async fn run_until(
         n: Counters::default(),
         rtt: Mutex::new(histogram_us()),
         rtt_ramp: Mutex::new(histogram_us()),
-        measuring: std::sync::atomic::AtomicBool::new(false),
+        rtt_recent: Mutex::new(RecentRtt {
+            current: histogram_us(),
+            since: Instant::now(),
+            last: None,
+        }),
+        window: std::sync::atomic::AtomicU8::new(WINDOW_RAMP_UP),
+        rtt_warmup: Mutex::new(histogram_us()),
         login: Mutex::new(histogram_us()),
         enter: Mutex::new(histogram_us()),
         failures: Mutex::new(Tally::default()),
@@ -768,6 +836,7 @@ pub async fn run_until(
     let mut measure_start: Option<Instant> = None;
     let mut stop_at: Option<Instant> = None;
     let mut stopping_since: Option<Instant> = None;
+    let mut warm_until: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         // Spawner: the next bot starts when a login slot is free.
@@ -801,13 +870,21 @@ pub async fn run_until(
                 let now = Instant::now();
                 match phase {
                     Phase::Connecting if get(&shared.n.settled) >= shared.config.count as u64 => {
+                        phase = Phase::WarmingUp;
+                        shared.window.store(WINDOW_WARMUP, Ordering::Relaxed);
+                        warm_until = Some(now + shared.config.warmup);
+                    }
+                    _ => {}
+                }
+                match phase {
+                    Phase::WarmingUp if warm_until.is_some_and(|t| now >= t) => {
                         phase = Phase::Running;
-                        shared.measuring.store(true, Ordering::Relaxed);
+                        shared.window.store(WINDOW_MEASURED, Ordering::Relaxed);
                         measure_start = Some(now);
                         stop_at = Some(now + shared.config.duration);
                     }
                     Phase::Running if stop_at.is_some_and(|t| now >= t) => {
-                        shared.measuring.store(false, Ordering::Relaxed);
+                        shared.window.store(WINDOW_AFTER, Ordering::Relaxed);
                         shared.stop.cancel();
                         phase = Phase::Stopping;
                         stopping_since = Some(now);
@@ -815,6 +892,8 @@ pub async fn run_until(
                     _ => {}
                 }
                 let remaining = match phase {
+                    Phase::WarmingUp => warm_until
+                        .map(|t| t.saturating_duration_since(now) + shared.config.duration),
                     Phase::Running => stop_at.map(|t| t.saturating_duration_since(now)),
                     _ => None,
                 };
@@ -874,6 +953,8 @@ fn report(shared: &Shared, measured: Duration) -> BotReport {
         dropped: get(&n.dropped),
         rtt_ms: Percentiles::of_us(&lock(&shared.rtt)),
         rtt_ms_ramp_up: Percentiles::of_us(&lock(&shared.rtt_ramp)),
+        rtt_ms_warmup: Percentiles::of_us(&lock(&shared.rtt_warmup)),
+        warmup_s: shared.config.warmup.as_secs_f64(),
         bytes_per_s_per_client: UpDown {
             up: per_client(get(&n.bytes_up)),
             down: per_client(get(&n.bytes_down)),
@@ -1362,6 +1443,9 @@ impl Session {
         inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ring = RttRing::new(RTT_RING);
         let mut batch: Vec<Duration> = Vec::with_capacity(64);
+        // The window the batch's samples were taken in: a batch never
+        // straddles two (the ramp-up, warm-up and measured period are apart).
+        let mut batch_window = shared.window.load(Ordering::Relaxed);
         let mut dir = random_dir(rng);
         let now = tokio::time::Instant::now();
         let mut turn_at = now + jittered(rng, 2.0, 5.0);
@@ -1385,9 +1469,14 @@ impl Session {
                             match StatePacket::decode(&payload) {
                                 Ok(packet) => {
                                     add(&shared.n.state_packets, 1);
+                                    let window = shared.window.load(Ordering::Relaxed);
+                                    if window != batch_window {
+                                        flush_rtt(shared, &mut batch, batch_window);
+                                        batch_window = window;
+                                    }
                                     ring.acked(packet.ack, Instant::now(), |rtt| batch.push(rtt));
                                     if batch.len() >= 48 {
-                                        flush_rtt(shared, &mut batch);
+                                        flush_rtt(shared, &mut batch, batch_window);
                                     }
                                 }
                                 Err(_) => add(&shared.n.decode_errors, 1),
@@ -1463,7 +1552,7 @@ impl Session {
                 }
             }
         };
-        flush_rtt(shared, &mut batch);
+        flush_rtt(shared, &mut batch, batch_window);
         add(&shared.n.rtt_unacked, ring.unacked());
         outcome
     }
@@ -1536,15 +1625,28 @@ impl Session {
     }
 }
 
-fn flush_rtt(shared: &Shared, batch: &mut Vec<Duration>) {
+/// Adds a bot's batch of round trips, taken in `window`, to the run's
+/// histograms.
+fn flush_rtt(shared: &Shared, batch: &mut Vec<Duration>, window: u8) {
     if batch.is_empty() {
         return;
     }
     add(&shared.n.rtt_samples, batch.len() as u64);
-    let mut h = if shared.measuring.load(Ordering::Relaxed) {
-        lock(&shared.rtt)
-    } else {
-        lock(&shared.rtt_ramp)
+    {
+        let mut recent = lock(&shared.rtt_recent);
+        for &rtt in batch.iter() {
+            record_us(&mut recent.current, rtt);
+        }
+    }
+    let mut h = match window {
+        WINDOW_RAMP_UP => lock(&shared.rtt_ramp),
+        WINDOW_WARMUP => lock(&shared.rtt_warmup),
+        WINDOW_MEASURED => lock(&shared.rtt),
+        // After the measured period: the bots are leaving.
+        _ => {
+            batch.clear();
+            return;
+        }
     };
     for rtt in batch.drain(..) {
         record_us(&mut h, rtt);
@@ -1619,6 +1721,9 @@ mod tests {
             "failed",
             "dropped",
             "rtt_ms",
+            "rtt_ms_ramp_up",
+            "rtt_ms_warmup",
+            "warmup_s",
             "bytes_per_s_per_client",
             "server_tick_p99_ms",
         ] {
@@ -1668,6 +1773,15 @@ mod tests {
             BotConfig::new(1, DEFAULT_LOGIN, 3601, Behaviour::Wander).err(),
             Some(BotConfigError::Duration(3601))
         );
+        let mut long_warmup = ok.clone();
+        long_warmup.warmup = Duration::from_secs(3601);
+        assert_eq!(
+            long_warmup.validate().err(),
+            Some(BotConfigError::Warmup(3601))
+        );
+        let mut no_warmup = ok.clone();
+        no_warmup.warmup = Duration::ZERO;
+        assert!(no_warmup.validate().is_ok());
         let msg = BotConfig::new(0, DEFAULT_LOGIN, 60, Behaviour::Wander)
             .err()
             .map(|e| e.to_string())

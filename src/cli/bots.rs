@@ -46,9 +46,14 @@ pub struct BotsArgs {
     /// The coordinator's HTTP API (login and status).
     #[arg(long, default_value = DEFAULT_LOGIN)]
     login: String,
-    /// Seconds the bots play once all have entered the world or failed (1 to 3600).
+    /// Seconds measured, after the warm-up (1 to 3600).
     #[arg(long, default_value_t = 60)]
     duration: u64,
+    /// Seconds between the last bot entering (or failing) and the measured
+    /// period, while the login storm's backlog drains; round trips then are
+    /// reported apart (0 to 3600).
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
     #[arg(long, value_enum, default_value_t = BehaviourArg::Wander)]
     behaviour: BehaviourArg,
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
@@ -70,6 +75,7 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
     )?;
     config.first_index = args.first;
     config.logins_in_flight = args.logins_in_flight;
+    config.warmup = Duration::from_secs(args.warmup);
     config.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
