@@ -903,9 +903,7 @@ impl Io {
                 None
             }
             ServerResult::Payload { client_id, payload } => {
-                let Some(c) = self.clients.get_mut(&client_id) else {
-                    return None;
-                };
+                let c = self.clients.get_mut(&client_id)?;
                 if c.leaving {
                     return None;
                 }
