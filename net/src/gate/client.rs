@@ -122,6 +122,17 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Sends one datagram and counts it (sent, with its bytes, or failed).
+fn send_counted(socket: &UdpSocket, stats: &ClientStats, datagram: &[u8], addr: SocketAddr) {
+    match socket.try_send_to(datagram, addr) {
+        Ok(n) => {
+            bump(&stats.datagrams_out);
+            stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Err(_) => bump(&stats.send_errors),
+    }
+}
+
 enum Command {
     Send { channel: Channel, payload: Bytes },
     Raw(Vec<u8>),
@@ -384,16 +395,12 @@ impl Driver {
     }
 
     fn send_to_server(&self, datagram: &[u8]) {
-        match self
-            .socket
-            .try_send_to(datagram, self.netcode.server_addr())
-        {
-            Ok(n) => {
-                bump(&self.stats.datagrams_out);
-                self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(_) => bump(&self.stats.send_errors),
-        }
+        send_counted(
+            &self.socket,
+            &self.stats,
+            datagram,
+            self.netcode.server_addr(),
+        );
     }
 
     fn datagram(&mut self, len: usize, addr: SocketAddr) {
@@ -438,13 +445,7 @@ impl Driver {
             self.renet.set_connecting();
         }
         if let Some((packet, addr)) = self.netcode.update(dt) {
-            match self.socket.try_send_to(packet, addr) {
-                Ok(n) => {
-                    bump(&self.stats.datagrams_out);
-                    self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(_) => bump(&self.stats.send_errors),
-            }
+            send_counted(&self.socket, &self.stats, packet, addr);
         }
         self.renet.update(dt);
         // Collect packets when there is something to send, and at least
@@ -467,13 +468,7 @@ impl Driver {
             super::pack::pack(packets.iter().map(Vec::as_slice), &mut payloads);
             for payload in &payloads {
                 match self.netcode.generate_payload_packet(payload) {
-                    Ok((addr, datagram)) => match self.socket.try_send_to(datagram, addr) {
-                        Ok(n) => {
-                            bump(&self.stats.datagrams_out);
-                            self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        Err(_) => bump(&self.stats.send_errors),
-                    },
+                    Ok((addr, datagram)) => send_counted(&self.socket, &self.stats, datagram, addr),
                     Err(_) => bump(&self.stats.send_errors),
                 }
             }

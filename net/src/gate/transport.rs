@@ -1396,10 +1396,7 @@ impl Listener {
         }
         for payload in &payloads {
             match self.netcode.generate_payload_packet(client, payload) {
-                Ok((addr, datagram)) => match self.io.socket.try_send_to(datagram, addr) {
-                    Ok(_) => bump(&self.io.stats.datagrams_out),
-                    Err(_) => bump(&self.io.stats.send_errors),
-                },
+                Ok((addr, datagram)) => self.io.send_to(datagram, addr),
                 Err(_) => bump(&self.io.stats.send_errors),
             }
         }
