@@ -6,9 +6,9 @@
 //! without busy polling on a datagram, a command, or the next update deadline
 //! ([`ClientConfig::update_interval`]), and runs an update after each: the
 //! messages in received datagrams are reported and queued messages are sent
-//! in the wake that brought them, not at the next deadline. Ack packets go
-//! out at most every [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on
-//! the gate. One socket and one task per client is cheap enough for
+//! in the wake that brought them, not at the next deadline. Ack packets ride
+//! on data, alone only when none went for
+//! [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on the gate. One socket and one task per client is cheap enough for
 //! thousands of bots in one process.
 //!
 //! **Invariant:** inbound datagrams are screened
@@ -112,7 +112,8 @@ pub struct ClientStats {
     pub messages_out: AtomicU64,
     pub outbound_dropped: AtomicU64,
     pub events_dropped: AtomicU64,
-    /// Ack packets not sent because one went out within `ACK_INTERVAL`.
+    /// Ack packets not sent because one went out shortly before (see the
+    /// gate's `ACK_INTERVAL` and `ACK_RIDE_AFTER`).
     pub acks_deferred: AtomicU64,
     /// Packed payloads from the server whose framing did not add up (dropped).
     pub malformed_payloads: AtomicU64,

@@ -12,8 +12,9 @@
 //! datagrams become events as soon as the batch is read, and the messages
 //! queued by a batch of commands are sent as soon as the batch is applied
 //! (the replication of a tick leaves in the wake that brought it). renet
-//! appends an ack packet to every collection; a client gets at most one
-//! every [`ACK_INTERVAL`] (acks are cumulative ranges, so a later one covers
+//! appends an ack packet to every collection; a client gets one riding on
+//! data at most every [`ACK_RIDE_AFTER`], and one alone only when none went
+//! for [`ACK_INTERVAL`] (acks are cumulative ranges, so a later one covers
 //! what a skipped one would have said), and the packets of one collection
 //! share a datagram when the client packs too (see [`pack`](super::pack)).
 //! netcode caps a server at 1024 clients, so a gate that needs more runs
@@ -423,8 +424,8 @@ pub struct GateStatsSnapshot {
     /// Unreliable messages to clients dropped because the channel was full,
     /// or addressed to a client that had just left.
     pub outbound_dropped: u64,
-    /// renet ack packets not sent because the client had one within
-    /// [`ACK_INTERVAL`] (a later ack covers them; nothing is lost).
+    /// renet ack packets not sent because the client had one shortly before
+    /// ([`ACK_RIDE_AFTER`], [`ACK_INTERVAL`]; a later ack covers them).
     pub acks_deferred: u64,
     /// Datagrams that passed the screen.
     pub screen_passed: u64,
@@ -804,13 +805,22 @@ struct ClientState {
     packs: bool,
 }
 
-/// At most one renet ack packet per peer per this interval, and at least one
-/// while there is something to ack. renet appends a separate ack packet to
-/// every collection of packets, so without this every message sent would
-/// cost two datagrams (measured before: ~40 of ~60 datagrams per second per
-/// client were acks at 25 ms updates). renet's acks are cumulative ranges
-/// (kept until the peer acks the ack), so a skipped ack is said by the next.
-pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
+/// A renet ack packet that would go alone (a datagram of its own) waits this
+/// long after the last ack, and one goes at least this often while there is
+/// something to ack. renet appends a separate ack packet to every collection
+/// of packets, so without this every message sent would cost two datagrams
+/// (measured before: ~40 of ~60 datagrams per second per client were acks
+/// at 25 ms updates). renet's acks are cumulative ranges (kept until the
+/// peer acks the ack), so a skipped ack is said by the next. Well under
+/// renet's reliable resend time (300 ms), so acks never cause resends.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// An ack that can ride in a packed datagram with other packets (costing no
+/// datagram of its own) goes this long after the last one. A peer that sends
+/// data at least every `ACK_INTERVAL` (a client's inputs, a scene's state)
+/// so never sends an ack alone: with both at 100 ms, the two timers raced
+/// and about 2 of a bot's 12 datagrams per second were lone acks.
+pub const ACK_RIDE_AFTER: Duration = Duration::from_millis(50);
 
 /// renet's packet type byte for an ack packet (`Packet::Ack`, renet 2.0).
 pub(crate) const RENET_ACK_PACKET: u8 = 4;
@@ -818,8 +828,8 @@ pub(crate) const RENET_ACK_PACKET: u8 = 4;
 /// Drops from `packets` (one renet collection) an ack packet that is not
 /// due, and says whether one stays. An ack is due [`ACK_INTERVAL`] after the
 /// last one; when `packed` and there are other packets to carry it (so it
-/// costs no datagram of its own), already after half that, so acks ride on
-/// data rather than wait for the next update and go alone.
+/// costs no datagram of its own), already [`ACK_RIDE_AFTER`] after it, so
+/// acks ride on data rather than wait for the next update and go alone.
 pub(crate) fn keep_due_ack(
     packets: &mut Vec<Vec<u8>>,
     packed: bool,
@@ -833,7 +843,7 @@ pub(crate) fn keep_due_ack(
     };
     let since = now.saturating_duration_since(last_ack);
     let due = if packed && packets.len() > 1 {
-        since >= ACK_INTERVAL / 2
+        since >= ACK_RIDE_AFTER
     } else {
         since >= ACK_INTERVAL
     };
@@ -1425,6 +1435,35 @@ const _: () = assert!(RECV_BUFFER_BYTES > NETCODE_MAX_PACKET_BYTES);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_rides_on_data_early_and_goes_alone_only_when_long_due() {
+        let ack = vec![RENET_ACK_PACKET, 1, 2];
+        let data = vec![1u8, 9, 9];
+        let t0 = Instant::now();
+        let deferred = AtomicU64::new(0);
+        let run = |packets: &[&Vec<u8>], packed: bool, since: Duration| {
+            let mut p: Vec<Vec<u8>> = packets.iter().map(|v| (*v).clone()).collect();
+            let kept = keep_due_ack(&mut p, packed, t0, t0 + since, &deferred);
+            (kept, p.iter().any(|v| v[0] == RENET_ACK_PACKET), p.len())
+        };
+        let ride = ACK_RIDE_AFTER;
+        // With data to ride on (packed): due after ACK_RIDE_AFTER.
+        assert_eq!(run(&[&data, &ack], true, ride), (true, true, 2));
+        assert_eq!(run(&[&data, &ack], true, ride / 2), (false, false, 1));
+        // Alone: not before ACK_INTERVAL, however packed.
+        assert_eq!(run(&[&ack], true, ride), (false, false, 0));
+        assert_eq!(run(&[&ack], true, ACK_INTERVAL), (true, true, 1));
+        // Not packed: every ack costs a datagram, so ACK_INTERVAL applies.
+        assert_eq!(run(&[&data, &ack], false, ride), (false, false, 1));
+        assert_eq!(run(&[&data, &ack], false, ACK_INTERVAL), (true, true, 2));
+        // No ack in the collection: nothing kept, nothing dropped.
+        assert_eq!(run(&[&data], true, ACK_INTERVAL), (false, false, 1));
+        assert_eq!(deferred.load(Ordering::Relaxed), 3);
+        // The ride threshold is below the lone one, and both under renet's
+        // 300 ms reliable resend time.
+        assert!(ACK_RIDE_AFTER < ACK_INTERVAL && ACK_INTERVAL < Duration::from_millis(300));
+    }
 
     #[test]
     fn config_validation_names_the_field() {
