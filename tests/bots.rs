@@ -74,6 +74,8 @@ fn bad_arguments_are_refused_clearly() {
         ),
         (vec!["bots", "--count", "1", "--warmup", "3601"], "--warmup"),
         (vec!["bots", "--count", "1", "--warmup", "-1"], "-1"),
+        (vec!["bots", "--count", "1", "--seed", "-1"], "-1"),
+        (vec!["bots", "--count", "1", "--seed", "x"], "x"),
         (
             vec!["bots", "--count", "1", "--login", "ftp://127.0.0.1:1"],
             "http://",
@@ -182,23 +184,22 @@ fn wait_ready(http: &str) {
     }
 }
 
-fn bots(http: &str) -> serde_json::Value {
-    let out = run_bounded(
-        &[
-            "bots",
-            "--count",
-            "20",
-            "--duration",
-            "5",
-            "--warmup",
-            "1",
-            "--report",
-            "json",
-            "--login",
-            http,
-        ],
-        Duration::from_secs(120),
-    );
+fn bots(http: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bots",
+        "--count",
+        "20",
+        "--duration",
+        "5",
+        "--warmup",
+        "1",
+        "--report",
+        "json",
+        "--login",
+        http,
+    ];
+    args.extend_from_slice(extra);
+    let out = run_bounded(&args, Duration::from_secs(120));
     let err = stderr(&out);
     assert!(out.status.success(), "tessera bots failed: {err}");
     let text = String::from_utf8(out.stdout).unwrap();
@@ -212,7 +213,7 @@ fn twenty_bots_enter_play_and_come_back() {
     let (_up, http) = up(dir.path());
     wait_ready(&http);
 
-    let first = bots(&http);
+    let first = bots(&http, &[]);
     assert_eq!(first["bots"], 20, "{first}");
     assert_eq!(first["connected"], 20, "{first}");
     assert_eq!(first["failed"], 0, "{first}");
@@ -237,11 +238,14 @@ fn twenty_bots_enter_play_and_come_back() {
     );
 
     // Same accounts, same avatars: logged in, nothing registered, nothing failed.
-    let second = bots(&http);
+    let second = bots(&http, &["--seed", "42"]);
     assert_eq!(second["connected"], 20, "{second}");
     assert_eq!(second["failed"], 0, "{second}");
     assert_eq!(second["dropped"], 0, "{second}");
     assert_eq!(second["registered"], 0, "{second}");
+    // A given seed is used and reported; without one each run draws its own.
+    assert_eq!(second["seed"], 42, "{second}");
+    assert!(first["seed"].is_u64() && first["seed"] != 42, "{first}");
     assert!(
         second["failures"].as_object().unwrap().is_empty(),
         "{second}"

@@ -64,6 +64,10 @@ pub struct BotsArgs {
     /// Most bots logging in at once (each login costs the server a password hash).
     #[arg(long, default_value_t = 100)]
     logins_in_flight: usize,
+    /// Seed of the bots' choices (directions, timings); default: a new one
+    /// each run, shown in the report, so that a run can be repeated.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +80,9 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
     config.first_index = args.first;
     config.logins_in_flight = args.logins_in_flight;
     config.warmup = Duration::from_secs(args.warmup);
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
     config.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
