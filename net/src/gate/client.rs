@@ -33,6 +33,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::pack::Part;
 use super::screen::{Direction, ScreenStats, classify};
 use super::{Channel, connection_config};
 
@@ -216,6 +217,7 @@ impl GateClient {
             buf: vec![0u8; 2048].into_boxed_slice(),
             dirty: false,
             last_ack: Instant::now(),
+            direct: Vec::new(),
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
@@ -303,6 +305,10 @@ struct Driver {
     dirty: bool,
     /// When an ack packet was last sent.
     last_ack: Instant,
+    /// Unreliable messages the gate sent outside renet (see
+    /// [`pack`](super::pack)), reported with renet's at the end of the wake
+    /// (at most a wake's datagrams' worth).
+    direct: Vec<Bytes>,
 }
 
 impl Driver {
@@ -421,8 +427,13 @@ impl Driver {
             return;
         }
         if let Some(payload) = self.netcode.process_packet(datagram) {
-            let renet = &mut self.renet;
-            if super::pack::unpack(payload, |packet| renet.process_packet(packet)).is_err() {
+            let (renet, direct) = (&mut self.renet, &mut self.direct);
+            let unpacked = super::pack::unpack(payload, |part| match part {
+                Part::Packet(packet) => renet.process_packet(packet),
+                // Delivered with renet's messages at the end of this wake.
+                Part::Unreliable(message) => direct.push(Bytes::copy_from_slice(message)),
+            });
+            if unpacked.is_err() {
                 bump(&self.stats.malformed_payloads);
             }
         }
@@ -456,9 +467,10 @@ impl Driver {
         if self.netcode.is_connected() && due {
             self.dirty = false;
             let mut packets = self.renet.get_packets_to_send();
+            let rides = packets.len() > 1;
             let acked = super::transport::keep_due_ack(
                 &mut packets,
-                true,
+                rides,
                 self.last_ack,
                 now,
                 &self.stats.acks_deferred,
@@ -484,6 +496,16 @@ impl Driver {
     /// queue (nothing reliable is lost here); an unreliable one that finds it
     /// full is dropped and counted. Err: the `GateClient` is gone.
     async fn receive_messages(&mut self) -> Result<(), ()> {
+        for payload in self.direct.drain(..) {
+            bump(&self.stats.messages_in);
+            let event = ClientEvent::Message {
+                channel: Channel::Unreliable,
+                payload,
+            };
+            if self.events.try_send(event).is_err() {
+                bump(&self.stats.events_dropped);
+            }
+        }
         for channel in Channel::ALL {
             while let Some(payload) = self.renet.receive_message(channel) {
                 bump(&self.stats.messages_in);

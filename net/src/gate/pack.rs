@@ -1,4 +1,5 @@
-//! Several renet packets in one netcode payload.
+//! Several renet packets — and, towards a client, unreliable messages
+//! outside renet — in one netcode payload.
 //!
 //! renet hands its transport a list of packets per collection, and it adds a
 //! separate ack packet to almost every one, so sending each packet as its
@@ -8,7 +9,7 @@
 //! packets of one collection into as few netcode payloads as fit:
 //!
 //! ```text
-//! payload = PACKED, { len: u16 big-endian, renet packet }+
+//! payload = PACKED, { len: u16 big-endian, renet packet | message }+
 //! ```
 //!
 //! `PACKED` is not a renet packet type (renet 2 uses 0..=4), so a payload
@@ -17,6 +18,14 @@
 //! every payload packed; the gate packs towards a client only once it has
 //! received a packed payload from it, so a stock renet_netcode client is
 //! never sent one.
+//!
+//! An entry whose length has bit 15 set ([`DIRECT`]) is a message of the
+//! unreliable channel carried outside renet: the gate sends a packing
+//! client its state this way, skipping renet's per-message bookkeeping on
+//! both ends (sequence numbers, sent-packet records, acks — none of which an
+//! unreliable message needs; on a 2,000-bot run renet's packet building was
+//! ~10% of the server's CPU). Only the gate sends them; a client's payload
+//! with one is malformed ([`unpack_packets`]).
 //!
 //! **Invariant:** unpacking never panics and never reads past the payload; a
 //! malformed payload is refused whole ([`Malformed`]).
@@ -28,6 +37,23 @@ pub const PACKED: u8 = 0xB7;
 
 /// Bytes of framing per packet (the length).
 const LEN_BYTES: usize = 2;
+
+/// Bit 15 of an entry's length: the entry is an unreliable message, not a
+/// renet packet (lengths are at most `NETCODE_MAX_PAYLOAD_BYTES`, far below).
+pub const DIRECT: u16 = 0x8000;
+
+/// The largest unreliable message that can go [`DIRECT`] (it must fit in one
+/// packed payload with its framing); larger ones go through renet.
+pub const MAX_DIRECT_BYTES: usize = NETCODE_MAX_PAYLOAD_BYTES - 1 - LEN_BYTES;
+
+/// One entry of a packed payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part<'a> {
+    /// A renet packet.
+    Packet(&'a [u8]),
+    /// A message of the unreliable channel, outside renet.
+    Unreliable(&'a [u8]),
+}
 
 /// A packed payload whose framing does not add up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,14 +69,31 @@ pub fn is_packed(payload: &[u8]) -> bool {
 /// payloads of at most `NETCODE_MAX_PAYLOAD_BYTES` as they fit in (a packet
 /// too big to fit packed goes alone, plain).
 pub fn pack<'a>(packets: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<Vec<u8>>) {
+    pack_parts(packets.into_iter().map(Part::Packet), out);
+}
+
+/// [`pack`] for renet packets and unreliable messages. A message must be
+/// `1..=MAX_DIRECT_BYTES` long to go direct; one that is not is left out
+/// and counted in the result (callers send those through renet instead).
+pub fn pack_parts<'a>(parts: impl IntoIterator<Item = Part<'a>>, out: &mut Vec<Vec<u8>>) -> usize {
     let mut current: Option<Vec<u8>> = None;
-    for packet in packets {
-        let framed = LEN_BYTES + packet.len();
+    let mut left_out = 0;
+    for part in parts {
+        let (bytes, flag) = match part {
+            Part::Packet(p) => (p, 0),
+            Part::Unreliable(m) if (1..=MAX_DIRECT_BYTES).contains(&m.len()) => (m, DIRECT),
+            Part::Unreliable(_) => {
+                left_out += 1;
+                continue;
+            }
+        };
+        let framed = LEN_BYTES + bytes.len();
         if 1 + framed > NETCODE_MAX_PAYLOAD_BYTES {
+            // Only a renet packet gets here (messages are bounded above).
             if let Some(done) = current.take() {
                 out.push(done);
             }
-            out.push(packet.to_vec());
+            out.push(bytes.to_vec());
             continue;
         }
         if let Some(cur) = &current
@@ -63,19 +106,20 @@ pub fn pack<'a>(packets: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<Vec<u
             v.push(PACKED);
             v
         });
-        // Fits in u16: bounded by NETCODE_MAX_PAYLOAD_BYTES above.
-        cur.extend_from_slice(&(packet.len() as u16).to_be_bytes());
-        cur.extend_from_slice(packet);
+        // Fits in 15 bits: bounded by NETCODE_MAX_PAYLOAD_BYTES above.
+        cur.extend_from_slice(&(bytes.len() as u16 | flag).to_be_bytes());
+        cur.extend_from_slice(bytes);
     }
     out.extend(current);
+    left_out
 }
 
-/// Calls `each` with every renet packet in `payload` (a plain payload is
-/// one packet). A packed payload is checked whole first: a malformed one
-/// hands over nothing.
-pub fn unpack(payload: &[u8], mut each: impl FnMut(&[u8])) -> Result<(), Malformed> {
+/// Calls `each` with every entry of `payload` (a plain payload is one renet
+/// packet). A packed payload is checked whole first: a malformed one hands
+/// over nothing.
+pub fn unpack<'a>(payload: &'a [u8], mut each: impl FnMut(Part<'a>)) -> Result<(), Malformed> {
     let Some(body) = payload.strip_prefix(&[PACKED]) else {
-        each(payload);
+        each(Part::Packet(payload));
         return Ok(());
     };
     let parts = || Parts { rest: body };
@@ -88,12 +132,33 @@ pub fn unpack(payload: &[u8], mut each: impl FnMut(&[u8])) -> Result<(), Malform
     Ok(())
 }
 
+/// [`unpack`] for a payload from a client, which may only carry renet
+/// packets: one with an unreliable message outside renet is malformed.
+pub fn unpack_packets<'a>(
+    payload: &'a [u8],
+    mut each: impl FnMut(&'a [u8]),
+) -> Result<(), Malformed> {
+    if is_packed(payload)
+        && (Parts {
+            rest: &payload[1..],
+        })
+        .any(|p| matches!(p, Ok(Part::Unreliable(_))))
+    {
+        return Err(Malformed);
+    }
+    unpack(payload, |part| {
+        if let Part::Packet(p) = part {
+            each(p);
+        }
+    })
+}
+
 struct Parts<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Iterator for Parts<'a> {
-    type Item = Result<&'a [u8], Malformed>;
+    type Item = Result<Part<'a>, Malformed>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
@@ -103,14 +168,19 @@ impl<'a> Iterator for Parts<'a> {
             self.rest = &[];
             return Some(Err(Malformed));
         };
-        let len = usize::from(u16::from_be_bytes(*len));
+        let raw = u16::from_be_bytes(*len);
+        let len = usize::from(raw & !DIRECT);
         if len == 0 || len > rest.len() {
             self.rest = &[];
             return Some(Err(Malformed));
         }
         let (part, rest) = rest.split_at(len);
         self.rest = rest;
-        Some(Ok(part))
+        Some(Ok(if raw & DIRECT == 0 {
+            Part::Packet(part)
+        } else {
+            Part::Unreliable(part)
+        }))
     }
 }
 
@@ -122,9 +192,66 @@ mod tests {
     fn unpacked(payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
         for p in payloads {
-            unpack(p, |part| got.push(part.to_vec())).unwrap();
+            unpack_packets(p, |part| got.push(part.to_vec())).unwrap();
         }
         got
+    }
+
+    /// Every entry, with `true` for an unreliable message.
+    fn parts(payloads: &[Vec<u8>]) -> Vec<(bool, Vec<u8>)> {
+        let mut got = Vec::new();
+        for p in payloads {
+            unpack(p, |part| match part {
+                Part::Packet(b) => got.push((false, b.to_vec())),
+                Part::Unreliable(b) => got.push((true, b.to_vec())),
+            })
+            .unwrap();
+        }
+        got
+    }
+
+    #[test]
+    fn messages_ride_with_packets_and_come_out_as_messages() {
+        let ack = vec![4u8, 0, 1];
+        let state = vec![7u8; 700];
+        let mut out = Vec::new();
+        let left = pack_parts(
+            [
+                Part::Packet(&ack),
+                Part::Unreliable(&state),
+                Part::Unreliable(&state),
+            ],
+            &mut out,
+        );
+        assert_eq!(left, 0);
+        assert_eq!(
+            out.len(),
+            2,
+            "700 + 700 + framing do not fit in one payload"
+        );
+        assert_eq!(
+            parts(&out),
+            vec![
+                (false, ack.clone()),
+                (true, state.clone()),
+                (true, state.clone())
+            ]
+        );
+        // A client may not send them: the gate refuses the payload whole.
+        let mut n = 0;
+        assert_eq!(unpack_packets(&out[0], |_| n += 1), Err(Malformed));
+        assert_eq!(n, 0);
+        // Messages that cannot go direct are left out and counted.
+        let big = vec![1u8; MAX_DIRECT_BYTES + 1];
+        let mut out = Vec::new();
+        let left = pack_parts([Part::Unreliable(&[]), Part::Unreliable(&big)], &mut out);
+        assert_eq!((left, out.len()), (2, 0));
+        // The largest direct message fills a payload exactly.
+        let max = vec![2u8; MAX_DIRECT_BYTES];
+        let mut out = Vec::new();
+        pack_parts([Part::Unreliable(&max)], &mut out);
+        assert_eq!(out[0].len(), NETCODE_MAX_PAYLOAD_BYTES);
+        assert_eq!(parts(&out), vec![(true, max)]);
     }
 
     #[test]
@@ -162,8 +289,9 @@ mod tests {
     #[test]
     fn a_plain_payload_is_one_packet() {
         let mut got = Vec::new();
-        unpack(&[4, 1, 2], |p| got.push(p.to_vec())).unwrap();
+        unpack_packets(&[4, 1, 2], |p| got.push(p.to_vec())).unwrap();
         assert_eq!(got, vec![vec![4, 1, 2]]);
+        assert_eq!(parts(&[vec![4, 1, 2]]), vec![(false, vec![4, 1, 2])]);
     }
 
     #[test]
@@ -175,9 +303,13 @@ mod tests {
             &[PACKED, 0, 5, 1, 2][..],
             &[PACKED, 0, 1, 9, 0][..],
             &[PACKED, 0, 1, 9, 0xFF, 0xFF, 1][..],
+            &[PACKED, 0x80, 0][..],
+            &[PACKED, 0x80, 2, 1][..],
+            &[PACKED, 0x80, 1, 9, 0x80][..],
         ] {
             let mut n = 0;
             assert_eq!(unpack(bad, |_| n += 1), Err(Malformed), "{bad:?}");
+            assert_eq!(unpack_packets(bad, |_| n += 1), Err(Malformed), "{bad:?}");
             assert_eq!(n, 0, "{bad:?}");
         }
     }
@@ -198,11 +330,35 @@ mod tests {
         }
 
         #[test]
+        fn parts_then_unpack_is_identity(
+            entries in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec(any::<u8>(), 1..1200)),
+                0..8)
+        ) {
+            let parts_in: Vec<Part<'_>> = entries
+                .iter()
+                .map(|(direct, b)| if *direct { Part::Unreliable(b) } else { Part::Packet(b) })
+                .collect();
+            let mut out = Vec::new();
+            prop_assert_eq!(pack_parts(parts_in, &mut out), 0);
+            prop_assert!(out.iter().all(|p| p.len() <= NETCODE_MAX_PAYLOAD_BYTES));
+            // (A packet that is not a renet one and goes plain would read back
+            // as whatever its first byte says; 1..1200 bytes always pack.)
+            prop_assert_eq!(parts(&out), entries);
+        }
+
+        #[test]
         fn unpack_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..1400)) {
             let mut total = 0;
-            if unpack(&payload, |p| total += p.len()).is_ok() {
+            let ok = unpack(&payload, |p| match p {
+                Part::Packet(b) | Part::Unreliable(b) => total += b.len(),
+            });
+            if ok.is_ok() {
                 prop_assert!(total <= payload.len());
             }
+            let mut n = 0;
+            let _ = unpack_packets(&payload, |b| n += b.len());
+            prop_assert!(n <= payload.len());
         }
     }
 }

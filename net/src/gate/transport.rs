@@ -76,7 +76,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::pack::{is_packed, pack, unpack};
+use super::pack::{MAX_DIRECT_BYTES, Part, is_packed, pack_parts, unpack_packets};
 use super::screen::{Direction, ScreenStats, classify};
 use super::token::{BurnError, NonceBook, TokenClaims, unix_now};
 use super::{Channel, connection_config};
@@ -801,8 +801,14 @@ struct ClientState {
     /// When an ack packet was last sent to it.
     last_ack: Instant,
     /// It has sent a packed payload, so it reads them: its packets are
-    /// packed too.
+    /// packed too, and its unreliable messages go outside renet (`direct`).
     packs: bool,
+    /// Unreliable messages for it that skip renet (see [`pack`](super::pack)),
+    /// sent with its next packets; at most `server_channel_memory` bytes.
+    direct: Vec<Bytes>,
+    direct_bytes: usize,
+    /// Messages were given to renet since its packets were last collected.
+    renet_dirty: bool,
 }
 
 /// A renet ack packet that would go alone (a datagram of its own) waits this
@@ -811,9 +817,12 @@ struct ClientState {
 /// of packets, so without this every message sent would cost two datagrams
 /// (measured before: ~40 of ~60 datagrams per second per client were acks
 /// at 25 ms updates). renet's acks are cumulative ranges (kept until the
-/// peer acks the ack), so a skipped ack is said by the next. Well under
-/// renet's reliable resend time (300 ms), so acks never cause resends.
-pub const ACK_INTERVAL: Duration = Duration::from_millis(200);
+/// peer acks the ack), so a skipped ack is said by the next. Under the
+/// reliable channel's resend time (200 ms, [`connection_config`]), so a
+/// deferred ack does not make the peer resend.
+///
+/// [`connection_config`]: super::connection_config
+pub const ACK_INTERVAL: Duration = Duration::from_millis(150);
 
 /// An ack that can ride in a packed datagram with other packets (costing no
 /// datagram of its own) goes this long after the last one. A peer that sends
@@ -827,12 +836,12 @@ pub(crate) const RENET_ACK_PACKET: u8 = 4;
 
 /// Drops from `packets` (one renet collection) an ack packet that is not
 /// due, and says whether one stays. An ack is due [`ACK_INTERVAL`] after the
-/// last one; when `packed` and there are other packets to carry it (so it
-/// costs no datagram of its own), already [`ACK_RIDE_AFTER`] after it, so
-/// acks ride on data rather than wait for the next update and go alone.
+/// last one; when it `rides` (other data goes in the same packed datagram,
+/// so it costs no datagram of its own), already [`ACK_RIDE_AFTER`] after it,
+/// so acks ride on data rather than wait for the next update and go alone.
 pub(crate) fn keep_due_ack(
     packets: &mut Vec<Vec<u8>>,
-    packed: bool,
+    rides: bool,
     last_ack: Instant,
     now: Instant,
     deferred: &AtomicU64,
@@ -842,7 +851,7 @@ pub(crate) fn keep_due_ack(
         return false;
     };
     let since = now.saturating_duration_since(last_ack);
-    let due = if packed && packets.len() > 1 {
+    let due = if rides {
         since >= ACK_RIDE_AFTER
     } else {
         since >= ACK_INTERVAL
@@ -919,7 +928,7 @@ impl Io {
                 }
                 let renet = &mut self.renet;
                 // process_packet_from fails only for an unknown client.
-                let unpacked = unpack(payload, |packet| {
+                let unpacked = unpack_packets(payload, |packet| {
                     let _ = renet.process_packet_from(packet, client_id);
                 });
                 if unpacked.is_err() {
@@ -1194,6 +1203,9 @@ impl Listener {
                 touched: false,
                 last_ack: Instant::now(),
                 packs: false,
+                direct: Vec::new(),
+                direct_bytes: 0,
+                renet_dirty: false,
             },
         );
         self.io.by_addr.insert(h.addr, h.client);
@@ -1229,23 +1241,29 @@ impl Listener {
                 channel,
                 payload,
             } => {
-                let live = match self.io.clients.get_mut(&client) {
-                    Some(c) if !c.leaving => {
-                        if !c.dirty {
-                            c.dirty = true;
-                            self.io.dirty.push(client);
-                        }
-                        true
-                    }
-                    _ => false,
-                };
-                if !live {
+                let Some(c) = self.io.clients.get_mut(&client).filter(|c| !c.leaving) else {
                     bump(&self.io.stats.outbound_dropped);
-                } else if self
-                    .io
-                    .renet
-                    .can_send_message(client, channel, payload.len())
+                    return;
+                };
+                if !c.dirty {
+                    c.dirty = true;
+                    self.io.dirty.push(client);
+                }
+                let len = payload.len();
+                if channel == Channel::Unreliable
+                    && c.packs
+                    && (1..=MAX_DIRECT_BYTES).contains(&len)
                 {
+                    // Outside renet, bounded like renet's channel memory.
+                    if c.direct_bytes + len > self.config.server_channel_memory {
+                        bump(&self.io.stats.outbound_dropped);
+                    } else {
+                        c.direct_bytes += len;
+                        c.direct.push(payload);
+                        bump(&self.io.stats.messages_out);
+                    }
+                } else if self.io.renet.can_send_message(client, channel, len) {
+                    c.renet_dirty = true;
                     self.io.renet.send_message(client, channel, payload);
                     bump(&self.io.stats.messages_out);
                 } else if channel == Channel::Unreliable {
@@ -1377,22 +1395,44 @@ impl Listener {
     /// Collects a client's renet packets and sends them (packed if it packs),
     /// less an ack packet that is not due (see [`ACK_INTERVAL`]).
     fn send_packets(&mut self, client: ClientId, now: Instant) {
-        let (last_ack, packs) = match self.io.clients.get_mut(&client) {
+        let (last_ack, packs, renet_dirty, direct) = match self.io.clients.get_mut(&client) {
             Some(c) => {
                 c.dirty = false;
                 if c.leaving {
                     return;
                 }
-                (c.last_ack, c.packs)
+                c.direct_bytes = 0;
+                let renet_dirty = std::mem::take(&mut c.renet_dirty);
+                (
+                    c.last_ack,
+                    c.packs,
+                    renet_dirty,
+                    std::mem::take(&mut c.direct),
+                )
             }
             None => return,
         };
-        let Ok(mut packets) = self.io.renet.get_packets_to_send(client) else {
-            return;
+        // renet is asked only when it has messages or for an ack: alone
+        // after ACK_INTERVAL, riding with direct messages after half that
+        // (not after ACK_RIDE_AFTER, one 20 Hz tick: renet would be asked
+        // every tick just to build an ack). A tick's state alone costs
+        // renet nothing.
+        let since = now.saturating_duration_since(last_ack);
+        let ask_renet = renet_dirty
+            || since >= ACK_INTERVAL
+            || (!direct.is_empty() && since >= ACK_INTERVAL / 2);
+        let mut packets = if ask_renet {
+            match self.io.renet.get_packets_to_send(client) {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        } else {
+            Vec::new()
         };
+        let rides = packs && (packets.len() > 1 || !direct.is_empty());
         let acked = keep_due_ack(
             &mut packets,
-            packs,
+            rides,
             last_ack,
             now,
             &self.io.stats.acks_deferred,
@@ -1400,7 +1440,12 @@ impl Listener {
         let mut payloads = std::mem::take(&mut self.io.payloads);
         payloads.clear();
         if packs {
-            pack(packets.iter().map(Vec::as_slice), &mut payloads);
+            let parts = packets
+                .iter()
+                .map(|p| Part::Packet(p))
+                .chain(direct.iter().map(|m| Part::Unreliable(m)));
+            // `direct` holds only messages that fit (see `command`).
+            pack_parts(parts, &mut payloads);
         } else {
             payloads.extend(packets);
         }
@@ -1444,7 +1489,10 @@ mod tests {
         let deferred = AtomicU64::new(0);
         let run = |packets: &[&Vec<u8>], packed: bool, since: Duration| {
             let mut p: Vec<Vec<u8>> = packets.iter().map(|v| (*v).clone()).collect();
-            let kept = keep_due_ack(&mut p, packed, t0, t0 + since, &deferred);
+            // As the transports call it: the ack rides if other packets
+            // share its packed datagram.
+            let rides = packed && p.len() > 1;
+            let kept = keep_due_ack(&mut p, rides, t0, t0 + since, &deferred);
             (kept, p.iter().any(|v| v[0] == RENET_ACK_PACKET), p.len())
         };
         let ride = ACK_RIDE_AFTER;
@@ -1460,9 +1508,17 @@ mod tests {
         // No ack in the collection: nothing kept, nothing dropped.
         assert_eq!(run(&[&data], true, ACK_INTERVAL), (false, false, 1));
         assert_eq!(deferred.load(Ordering::Relaxed), 3);
-        // The ride threshold is below the lone one, and both under renet's
-        // 300 ms reliable resend time.
-        assert!(ACK_RIDE_AFTER < ACK_INTERVAL && ACK_INTERVAL < Duration::from_millis(300));
+        // The ride threshold is below the lone one, and both under the
+        // reliable channel's resend time (else a deferred ack means a resend).
+        assert!(ACK_RIDE_AFTER < ACK_INTERVAL);
+        let config = super::super::connection_config(1, 1);
+        for channels in [config.server_channels_config, config.client_channels_config] {
+            for c in channels {
+                if let renet::SendType::ReliableOrdered { resend_time } = c.send_type {
+                    assert!(ACK_INTERVAL < resend_time, "{resend_time:?}");
+                }
+            }
+        }
     }
 
     #[test]
