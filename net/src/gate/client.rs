@@ -8,8 +8,9 @@
 //! messages in received datagrams are reported and queued messages are sent
 //! in the wake that brought them, not at the next deadline. Ack packets ride
 //! on data, alone only when none went for
-//! [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on the gate. One socket and one task per client is cheap enough for
-//! thousands of bots in one process.
+//! [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on the gate. One
+//! socket and one task per client is cheap enough for thousands of bots in
+//! one process.
 //!
 //! **Invariant:** inbound datagrams are screened
 //! ([`Direction::ToClient`](super::Direction)) and must come from the server
@@ -496,26 +497,28 @@ impl Driver {
     /// queue (nothing reliable is lost here); an unreliable one that finds it
     /// full is dropped and counted. Err: the `GateClient` is gone.
     async fn receive_messages(&mut self) -> Result<(), ()> {
-        for payload in self.direct.drain(..) {
-            bump(&self.stats.messages_in);
-            let event = ClientEvent::Message {
-                channel: Channel::Unreliable,
-                payload,
-            };
-            if self.events.try_send(event).is_err() {
-                bump(&self.stats.events_dropped);
-            }
+        // Taken and put back to keep the allocation.
+        let mut direct = std::mem::take(&mut self.direct);
+        for payload in direct.drain(..) {
+            self.report(Channel::Unreliable, payload).await?;
         }
+        self.direct = direct;
         for channel in Channel::ALL {
             while let Some(payload) = self.renet.receive_message(channel) {
-                bump(&self.stats.messages_in);
-                let event = ClientEvent::Message { channel, payload };
-                if channel == Channel::Reliable {
-                    self.events.send(event).await.map_err(|_| ())?;
-                } else if self.events.try_send(event).is_err() {
-                    bump(&self.stats.events_dropped);
-                }
+                self.report(channel, payload).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Reports one received message (see [`receive_messages`](Self::receive_messages)).
+    async fn report(&self, channel: Channel, payload: Bytes) -> Result<(), ()> {
+        bump(&self.stats.messages_in);
+        let event = ClientEvent::Message { channel, payload };
+        if channel == Channel::Reliable {
+            self.events.send(event).await.map_err(|_| ())?;
+        } else if self.events.try_send(event).is_err() {
+            bump(&self.stats.events_dropped);
         }
         Ok(())
     }

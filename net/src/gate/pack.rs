@@ -46,6 +46,12 @@ pub const DIRECT: u16 = 0x8000;
 /// packed payload with its framing); larger ones go through renet.
 pub const MAX_DIRECT_BYTES: usize = NETCODE_MAX_PAYLOAD_BYTES - 1 - LEN_BYTES;
 
+/// Whether an unreliable message of `len` bytes can go [`DIRECT`]: not
+/// empty (a zero length is malformed) and at most [`MAX_DIRECT_BYTES`].
+pub fn fits_direct(len: usize) -> bool {
+    (1..=MAX_DIRECT_BYTES).contains(&len)
+}
+
 /// One entry of a packed payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part<'a> {
@@ -72,16 +78,16 @@ pub fn pack<'a>(packets: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<Vec<u
     pack_parts(packets.into_iter().map(Part::Packet), out);
 }
 
-/// [`pack`] for renet packets and unreliable messages. A message must be
-/// `1..=MAX_DIRECT_BYTES` long to go direct; one that is not is left out
-/// and counted in the result (callers send those through renet instead).
+/// [`pack`] for renet packets and unreliable messages. A message that does
+/// not [`fits_direct`] is left out and counted in the result (callers send
+/// those through renet instead).
 pub fn pack_parts<'a>(parts: impl IntoIterator<Item = Part<'a>>, out: &mut Vec<Vec<u8>>) -> usize {
     let mut current: Option<Vec<u8>> = None;
     let mut left_out = 0;
     for part in parts {
         let (bytes, flag) = match part {
             Part::Packet(p) => (p, 0),
-            Part::Unreliable(m) if (1..=MAX_DIRECT_BYTES).contains(&m.len()) => (m, DIRECT),
+            Part::Unreliable(m) if fits_direct(m.len()) => (m, DIRECT),
             Part::Unreliable(_) => {
                 left_out += 1;
                 continue;
@@ -117,19 +123,8 @@ pub fn pack_parts<'a>(parts: impl IntoIterator<Item = Part<'a>>, out: &mut Vec<V
 /// Calls `each` with every entry of `payload` (a plain payload is one renet
 /// packet). A packed payload is checked whole first: a malformed one hands
 /// over nothing.
-pub fn unpack<'a>(payload: &'a [u8], mut each: impl FnMut(Part<'a>)) -> Result<(), Malformed> {
-    let Some(body) = payload.strip_prefix(&[PACKED]) else {
-        each(Part::Packet(payload));
-        return Ok(());
-    };
-    let parts = || Parts { rest: body };
-    if body.is_empty() || parts().any(|p| p.is_err()) {
-        return Err(Malformed);
-    }
-    for part in parts().flatten() {
-        each(part);
-    }
-    Ok(())
+pub fn unpack<'a>(payload: &'a [u8], each: impl FnMut(Part<'a>)) -> Result<(), Malformed> {
+    unpack_checked(payload, true, each)
 }
 
 /// [`unpack`] for a payload from a client, which may only carry renet
@@ -138,19 +133,36 @@ pub fn unpack_packets<'a>(
     payload: &'a [u8],
     mut each: impl FnMut(&'a [u8]),
 ) -> Result<(), Malformed> {
-    if is_packed(payload)
-        && (Parts {
-            rest: &payload[1..],
-        })
-        .any(|p| matches!(p, Ok(Part::Unreliable(_))))
-    {
-        return Err(Malformed);
-    }
-    unpack(payload, |part| {
+    unpack_checked(payload, false, |part| {
         if let Part::Packet(p) = part {
             each(p);
         }
     })
+}
+
+/// [`unpack`], with unreliable messages outside renet allowed or malformed.
+fn unpack_checked<'a>(
+    payload: &'a [u8],
+    direct_allowed: bool,
+    mut each: impl FnMut(Part<'a>),
+) -> Result<(), Malformed> {
+    let Some(body) = payload.strip_prefix(&[PACKED]) else {
+        each(Part::Packet(payload));
+        return Ok(());
+    };
+    let parts = || Parts { rest: body };
+    let bad = |p: Result<Part<'_>, Malformed>| match p {
+        Ok(Part::Packet(_)) => false,
+        Ok(Part::Unreliable(_)) => !direct_allowed,
+        Err(Malformed) => true,
+    };
+    if body.is_empty() || parts().any(bad) {
+        return Err(Malformed);
+    }
+    for part in parts().flatten() {
+        each(part);
+    }
+    Ok(())
 }
 
 struct Parts<'a> {

@@ -76,7 +76,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::pack::{MAX_DIRECT_BYTES, Part, is_packed, pack_parts, unpack_packets};
+use super::pack::{Part, fits_direct, is_packed, pack_parts, unpack_packets};
 use super::screen::{Direction, ScreenStats, classify};
 use super::token::{BurnError, NonceBook, TokenClaims, unix_now};
 use super::{Channel, connection_config};
@@ -1250,10 +1250,7 @@ impl Listener {
                     self.io.dirty.push(client);
                 }
                 let len = payload.len();
-                if channel == Channel::Unreliable
-                    && c.packs
-                    && (1..=MAX_DIRECT_BYTES).contains(&len)
-                {
+                if channel == Channel::Unreliable && c.packs && fits_direct(len) {
                     // Outside renet, bounded like renet's channel memory.
                     if c.direct_bytes + len > self.config.server_channel_memory {
                         bump(&self.io.stats.outbound_dropped);
