@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tessera_net::gate::pack::is_packed;
+use tessera_net::gate::pack::{DIRECT, PACKED, is_packed};
 use tessera_net::gate::{
     Admission, Channel, ClientConfig, ClientDisconnect, ClientEvent, DisconnectReason, Gate,
     GateClient, GateConfig, GateEvent, NonceBook, RateQuota, Reject, TokenIssuer,
@@ -251,6 +251,11 @@ async fn client_connects_and_exchanges_messages_on_both_channels() {
         assert_eq!(fx.gate.connected(), 1);
         exchange(&mut fx, &mut client, "one").await;
         exchange(&mut fx, &mut client, "two").await;
+        // Unreliable messages went outside renet both ways; reliable ones
+        // through it.
+        let s = fx.gate.stats().snapshot();
+        assert!(s.messages_in_direct >= 2, "{s:?}");
+        assert!(s.messages_in > s.messages_in_direct, "{s:?}");
 
         // A goodbye from the client is reported with its reason.
         let id = client.client_id();
@@ -566,9 +571,24 @@ async fn attacks_are_counted_and_the_good_client_keeps_being_served() {
             }
         })
         .await;
+        // The same, outside renet: an unreliable message that fits a
+        // payload but not the gate's limit.
+        let big_direct = fx.connect(5).await;
+        let big_direct_id = big_direct.client_id();
+        big_direct
+            .send(Channel::Unreliable, vec![2u8; 1100])
+            .unwrap();
+        fx.expect("oversized direct message kicked", |e| {
+            *e == GateEvent::Disconnected {
+                client: big_direct_id,
+                reason: DisconnectReason::MessageTooLarge,
+            }
+        })
+        .await;
+        assert_eq!(stats.snapshot().kicked_message_too_large, 2);
         exchange(&mut fx, &mut good, "last").await;
 
-        for c in [good, message_flooder, datagram_flooder, big] {
+        for c in [good, message_flooder, datagram_flooder, big, big_direct] {
             c.close().await;
         }
         fx.stop().await;
@@ -784,6 +804,146 @@ async fn a_stock_renet_client_gets_plain_packets() {
         let mut bot = fx.connect(8).await;
         exchange(&mut fx, &mut bot, "next to a stock client").await;
         bot.close().await;
+        fx.stop().await;
+    })
+    .await;
+}
+
+/// A bare netcode client, connected and admitted: it sends whatever payloads
+/// a test makes (the gate's framing checks are what is tested).
+struct RawClient {
+    socket: UdpSocket,
+    netcode: renetcode::NetcodeClient,
+    id: u64,
+}
+
+impl RawClient {
+    async fn connect(fx: &mut Fixture, account: u64) -> Self {
+        let token = fx.token(account);
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut netcode = renetcode::NetcodeClient::new(
+            Duration::ZERO,
+            renetcode::ClientAuthentication::Secure {
+                connect_token: token,
+            },
+        )
+        .unwrap();
+        let id = netcode.client_id();
+        let mut buf = [0u8; 2048];
+        let mut last = std::time::Instant::now();
+        let wait = async {
+            while !netcode.is_connected() {
+                while let Ok((len, _)) = socket.try_recv_from(&mut buf) {
+                    let _ = netcode.process_packet(&mut buf[..len]);
+                }
+                let now = std::time::Instant::now();
+                if let Some((packet, addr)) = netcode.update(now - last) {
+                    socket.send_to(packet, addr).await.unwrap();
+                }
+                last = now;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        timeout(LIMIT, wait).await.expect("raw client connects");
+        fx.expect(
+            "raw client admitted",
+            |e| matches!(e, GateEvent::Connected { client, .. } if *client == id),
+        )
+        .await;
+        Self {
+            socket,
+            netcode,
+            id,
+        }
+    }
+
+    async fn send(&mut self, payload: &[u8]) {
+        let (addr, datagram) = self.netcode.generate_payload_packet(payload).unwrap();
+        self.socket.send_to(datagram, addr).await.unwrap();
+    }
+}
+
+/// One packed entry of `body` with the given length flags.
+fn entry(flags: u16, body: &[u8]) -> Vec<u8> {
+    let mut e = (body.len() as u16 | flags).to_be_bytes().to_vec();
+    e.extend_from_slice(body);
+    e
+}
+
+/// What a client's packed payloads may carry, checked by the gate: renet
+/// packets, and unreliable messages outside renet (delivered as messages,
+/// held to the message size limit); bad framing gets the client kicked and
+/// costs nobody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_payloads_outside_renet_are_delivered_and_checked() {
+    bounded(async {
+        let mut fx = Fixture::new(|_| {}).await;
+        let stats = fx.gate.stats().clone();
+        let mut good = fx.connect(1).await;
+
+        // Two messages outside renet in one payload: two message events.
+        let mut raw = RawClient::connect(&mut fx, 2).await;
+        let mut payload = vec![PACKED];
+        payload.extend(entry(DIRECT, b"first"));
+        payload.extend(entry(DIRECT, b"second"));
+        raw.send(&payload).await;
+        for want in [&b"first"[..], b"second"] {
+            let id = raw.id;
+            let event = fx
+                .expect("a message outside renet", |e| {
+                    matches!(e, GateEvent::Message { client, .. } if *client == id)
+                })
+                .await;
+            assert_eq!(
+                event,
+                GateEvent::Message {
+                    client: raw.id,
+                    channel: Channel::Unreliable,
+                    payload: want.to_vec().into(),
+                }
+            );
+        }
+        assert_eq!(stats.snapshot().messages_in_direct, 2);
+
+        // Framing that does not add up (an entry longer than the rest):
+        // kicked, nothing of the payload delivered.
+        let mut bad = vec![PACKED];
+        bad.extend(entry(DIRECT, b"lost"));
+        bad.extend([0x80, 9, 1]);
+        raw.send(&bad).await;
+        let id = raw.id;
+        let event = fx
+            .expect("malformed payload kicked", |e| {
+                matches!(e, GateEvent::Message { client, .. } | GateEvent::Disconnected { client, .. } if *client == id)
+            })
+            .await;
+        assert_eq!(
+            event,
+            GateEvent::Disconnected {
+                client: raw.id,
+                reason: DisconnectReason::MalformedPayload,
+            }
+        );
+        assert_eq!(stats.snapshot().kicked_malformed, 1);
+
+        // A message outside renet over `max_message_bytes`: kicked for size.
+        let mut raw = RawClient::connect(&mut fx, 3).await;
+        let mut payload = vec![PACKED];
+        payload.extend(entry(DIRECT, &[7u8; 1100]));
+        raw.send(&payload).await;
+        let id = raw.id;
+        fx.expect("oversized message kicked", |e| {
+            *e == GateEvent::Disconnected {
+                client: id,
+                reason: DisconnectReason::MessageTooLarge,
+            }
+        })
+        .await;
+        assert_eq!(stats.snapshot().messages_in_direct, 2);
+
+        exchange(&mut fx, &mut good, "after bad payloads").await;
+        assert_eq!(fx.gate.connected(), 1);
+        good.close().await;
         fx.stop().await;
     })
     .await;

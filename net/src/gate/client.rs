@@ -8,7 +8,10 @@
 //! messages in received datagrams are reported and queued messages are sent
 //! in the wake that brought them, not at the next deadline. Ack packets ride
 //! on data, alone only when none went for
-//! [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on the gate. One
+//! [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on the gate.
+//! Unreliable messages go outside renet as flagged entries of the packed
+//! payload (see [`pack`](super::pack)), as the gate's come; renet is asked
+//! for packets only when it has messages of its own or an ack is due. One
 //! socket and one task per client is cheap enough for thousands of bots in
 //! one process.
 //!
@@ -19,8 +22,9 @@
 //! **Invariant:** the queues are bounded: commands
 //! ([`ClientSendError::QueueFull`]), events (unreliable message events that
 //! find the queue full are dropped and counted; reliable ones, `Connected`
-//! and `Disconnected` wait for room), and renet's channel memory (an unreliable message that does
-//! not fit is dropped and counted).
+//! and `Disconnected` wait for room), renet's channel memory, and the
+//! unreliable messages waiting to go outside renet (at most `send_memory`
+//! bytes; an unreliable message that does not fit is dropped and counted).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -34,7 +38,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::pack::Part;
+use super::pack::{Part, fits_direct, pack_parts};
 use super::screen::{Direction, ScreenStats, classify};
 use super::{Channel, connection_config};
 
@@ -217,8 +221,13 @@ impl GateClient {
             connected: false,
             buf: vec![0u8; 2048].into_boxed_slice(),
             dirty: false,
+            renet_dirty: false,
+            renet_fed: false,
             last_ack: Instant::now(),
             direct: Vec::new(),
+            outbox: Vec::new(),
+            outbox_bytes: 0,
+            send_memory: config.send_memory,
         };
         let task = tokio::spawn(driver.run());
         Ok(Self {
@@ -304,12 +313,23 @@ struct Driver {
     buf: Box<[u8]>,
     /// Messages queued since packets were last collected.
     dirty: bool,
+    /// Of those, some went to renet (if not, renet is asked for packets
+    /// only when an ack is due).
+    renet_dirty: bool,
+    /// renet packets were read in this wake (if not, renet has no new
+    /// message to report).
+    renet_fed: bool,
     /// When an ack packet was last sent.
     last_ack: Instant,
     /// Unreliable messages the gate sent outside renet (see
     /// [`pack`](super::pack)), reported with renet's at the end of the wake
     /// (at most a wake's datagrams' worth).
     direct: Vec<Bytes>,
+    /// Unreliable messages to send outside renet with the next packets,
+    /// `outbox_bytes` in all, at most `send_memory`.
+    outbox: Vec<Bytes>,
+    outbox_bytes: usize,
+    send_memory: usize,
 }
 
 impl Driver {
@@ -384,9 +404,21 @@ impl Driver {
     fn command(&mut self, command: Command) -> bool {
         match command {
             Command::Send { channel, payload } => {
-                if self.renet.can_send_message(channel, payload.len()) {
+                let len = payload.len();
+                if channel == Channel::Unreliable && fits_direct(len) {
+                    // Outside renet, bounded like renet's channel memory.
+                    if self.outbox_bytes + len > self.send_memory {
+                        bump(&self.stats.outbound_dropped);
+                    } else {
+                        self.outbox_bytes += len;
+                        self.outbox.push(payload);
+                        self.dirty = true;
+                        bump(&self.stats.messages_out);
+                    }
+                } else if self.renet.can_send_message(channel, len) {
                     self.renet.send_message(channel, payload);
                     self.dirty = true;
+                    self.renet_dirty = true;
                     bump(&self.stats.messages_out);
                 } else {
                     // Reliable: renet would disconnect; unreliable: drop.
@@ -428,9 +460,12 @@ impl Driver {
             return;
         }
         if let Some(payload) = self.netcode.process_packet(datagram) {
-            let (renet, direct) = (&mut self.renet, &mut self.direct);
+            let (renet, direct, fed) = (&mut self.renet, &mut self.direct, &mut self.renet_fed);
             let unpacked = super::pack::unpack(payload, |part| match part {
-                Part::Packet(packet) => renet.process_packet(packet),
+                Part::Packet(packet) => {
+                    *fed = true;
+                    renet.process_packet(packet);
+                }
                 // Delivered with renet's messages at the end of this wake.
                 Part::Unreliable(message) => direct.push(Bytes::copy_from_slice(message)),
             });
@@ -461,14 +496,25 @@ impl Driver {
             send_counted(&self.socket, &self.stats, packet, addr);
         }
         self.renet.update(dt);
-        // Collect packets when there is something to send, and at least
-        // every ACK_INTERVAL for acks (see the gate's `ACK_INTERVAL`).
-        let due = self.dirty
-            || now.saturating_duration_since(self.last_ack) >= super::transport::ACK_INTERVAL;
+        // Send when there is something to send, and at least every
+        // ACK_INTERVAL for acks (see the gate's `ACK_INTERVAL`). renet is
+        // asked only when it has messages or for an ack: alone after
+        // ACK_INTERVAL, riding with unreliable messages after half that (as
+        // the gate does), so an input alone costs renet nothing.
+        let interval = super::transport::ACK_INTERVAL;
+        let since = now.saturating_duration_since(self.last_ack);
+        let due = self.dirty || since >= interval;
         if self.netcode.is_connected() && due {
             self.dirty = false;
-            let mut packets = self.renet.get_packets_to_send();
-            let rides = packets.len() > 1;
+            let ask_renet = std::mem::take(&mut self.renet_dirty)
+                || since >= interval
+                || (!self.outbox.is_empty() && since >= interval / 2);
+            let mut packets = if ask_renet {
+                self.renet.get_packets_to_send()
+            } else {
+                Vec::new()
+            };
+            let rides = packets.len() > 1 || !self.outbox.is_empty();
             let acked = super::transport::keep_due_ack(
                 &mut packets,
                 rides,
@@ -479,7 +525,14 @@ impl Driver {
             // Always packed: that is how the gate learns this client reads
             // packed payloads.
             let mut payloads = Vec::new();
-            super::pack::pack(packets.iter().map(Vec::as_slice), &mut payloads);
+            let parts = packets
+                .iter()
+                .map(|p| Part::Packet(p))
+                .chain(self.outbox.iter().map(|m| Part::Unreliable(m)));
+            // The outbox holds only messages that fit (see `command`).
+            pack_parts(parts, &mut payloads);
+            self.outbox.clear();
+            self.outbox_bytes = 0;
             for payload in &payloads {
                 match self.netcode.generate_payload_packet(payload) {
                     Ok((addr, datagram)) => send_counted(&self.socket, &self.stats, datagram, addr),
@@ -503,6 +556,10 @@ impl Driver {
             self.report(Channel::Unreliable, payload).await?;
         }
         self.direct = direct;
+        // Only a renet packet read can have given renet a new message.
+        if !std::mem::take(&mut self.renet_fed) {
+            return Ok(());
+        }
         for channel in Channel::ALL {
             while let Some(payload) = self.renet.receive_message(channel) {
                 self.report(channel, payload).await?;

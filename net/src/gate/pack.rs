@@ -20,12 +20,13 @@
 //! never sent one.
 //!
 //! An entry whose length has bit 15 set ([`DIRECT`]) is a message of the
-//! unreliable channel carried outside renet: the gate sends a packing
-//! client its state this way, skipping renet's per-message bookkeeping on
-//! both ends (sequence numbers, sent-packet records, acks — none of which an
-//! unreliable message needs; on a 2,000-bot run renet's packet building was
-//! ~10% of the server's CPU). Only the gate sends them; a client's payload
-//! with one is malformed ([`unpack_packets`]).
+//! unreliable channel carried outside renet, skipping renet's per-message
+//! bookkeeping on both ends (sequence numbers, sent-packet records, acks —
+//! none of which an unreliable message needs; on a 2,000-bot run renet's
+//! packet building was ~10% of the server's CPU): the gate sends a packing
+//! client its state this way, and [`GateClient`](super::GateClient) its
+//! inputs. The gate holds such a message to the limits a renet one meets
+//! (size, per-client message rate).
 //!
 //! **Invariant:** unpacking never panics and never reads past the payload; a
 //! malformed payload is refused whole ([`Malformed`]).
@@ -123,40 +124,13 @@ pub fn pack_parts<'a>(parts: impl IntoIterator<Item = Part<'a>>, out: &mut Vec<V
 /// Calls `each` with every entry of `payload` (a plain payload is one renet
 /// packet). A packed payload is checked whole first: a malformed one hands
 /// over nothing.
-pub fn unpack<'a>(payload: &'a [u8], each: impl FnMut(Part<'a>)) -> Result<(), Malformed> {
-    unpack_checked(payload, true, each)
-}
-
-/// [`unpack`] for a payload from a client, which may only carry renet
-/// packets: one with an unreliable message outside renet is malformed.
-pub fn unpack_packets<'a>(
-    payload: &'a [u8],
-    mut each: impl FnMut(&'a [u8]),
-) -> Result<(), Malformed> {
-    unpack_checked(payload, false, |part| {
-        if let Part::Packet(p) = part {
-            each(p);
-        }
-    })
-}
-
-/// [`unpack`], with unreliable messages outside renet allowed or malformed.
-fn unpack_checked<'a>(
-    payload: &'a [u8],
-    direct_allowed: bool,
-    mut each: impl FnMut(Part<'a>),
-) -> Result<(), Malformed> {
+pub fn unpack<'a>(payload: &'a [u8], mut each: impl FnMut(Part<'a>)) -> Result<(), Malformed> {
     let Some(body) = payload.strip_prefix(&[PACKED]) else {
         each(Part::Packet(payload));
         return Ok(());
     };
     let parts = || Parts { rest: body };
-    let bad = |p: Result<Part<'_>, Malformed>| match p {
-        Ok(Part::Packet(_)) => false,
-        Ok(Part::Unreliable(_)) => !direct_allowed,
-        Err(Malformed) => true,
-    };
-    if body.is_empty() || parts().any(bad) {
+    if body.is_empty() || parts().any(|p| p.is_err()) {
         return Err(Malformed);
     }
     for part in parts().flatten() {
@@ -204,7 +178,11 @@ mod tests {
     fn unpacked(payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
         for p in payloads {
-            unpack_packets(p, |part| got.push(part.to_vec())).unwrap();
+            unpack(p, |part| match part {
+                Part::Packet(b) => got.push(b.to_vec()),
+                Part::Unreliable(_) => panic!("a message among packets"),
+            })
+            .unwrap();
         }
         got
     }
@@ -249,10 +227,6 @@ mod tests {
                 (true, state.clone())
             ]
         );
-        // A client may not send them: the gate refuses the payload whole.
-        let mut n = 0;
-        assert_eq!(unpack_packets(&out[0], |_| n += 1), Err(Malformed));
-        assert_eq!(n, 0);
         // Messages that cannot go direct are left out and counted.
         let big = vec![1u8; MAX_DIRECT_BYTES + 1];
         let mut out = Vec::new();
@@ -300,9 +274,7 @@ mod tests {
 
     #[test]
     fn a_plain_payload_is_one_packet() {
-        let mut got = Vec::new();
-        unpack_packets(&[4, 1, 2], |p| got.push(p.to_vec())).unwrap();
-        assert_eq!(got, vec![vec![4, 1, 2]]);
+        assert_eq!(unpacked(&[vec![4, 1, 2]]), vec![vec![4, 1, 2]]);
         assert_eq!(parts(&[vec![4, 1, 2]]), vec![(false, vec![4, 1, 2])]);
     }
 
@@ -321,7 +293,6 @@ mod tests {
         ] {
             let mut n = 0;
             assert_eq!(unpack(bad, |_| n += 1), Err(Malformed), "{bad:?}");
-            assert_eq!(unpack_packets(bad, |_| n += 1), Err(Malformed), "{bad:?}");
             assert_eq!(n, 0, "{bad:?}");
         }
     }
@@ -368,9 +339,6 @@ mod tests {
             if ok.is_ok() {
                 prop_assert!(total <= payload.len());
             }
-            let mut n = 0;
-            let _ = unpack_packets(&payload, |b| n += b.len());
-            prop_assert!(n <= payload.len());
         }
     }
 }

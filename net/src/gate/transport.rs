@@ -76,7 +76,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::pack::{Part, fits_direct, is_packed, pack_parts, unpack_packets};
+use super::pack::{Part, fits_direct, is_packed, pack_parts, unpack};
 use super::screen::{Direction, ScreenStats, classify};
 use super::token::{BurnError, NonceBook, TokenClaims, unix_now};
 use super::{Channel, connection_config};
@@ -385,6 +385,7 @@ pub struct GateStats {
     refused_bad_claims: AtomicU64,
     refused_denied: AtomicU64,
     messages_in: AtomicU64,
+    messages_in_direct: AtomicU64,
     messages_out: AtomicU64,
     events_dropped: AtomicU64,
     outbound_dropped: AtomicU64,
@@ -417,6 +418,9 @@ pub struct GateStatsSnapshot {
     pub refused_bad_claims: u64,
     pub refused_denied: u64,
     pub messages_in: u64,
+    /// Of `messages_in`, the unreliable ones that came outside renet
+    /// (see [`pack`](super::pack)).
+    pub messages_in_direct: u64,
     pub messages_out: u64,
     /// Unreliable message events dropped because the event queue was (three
     /// quarters) full.
@@ -460,6 +464,7 @@ impl GateStats {
             refused_bad_claims: l(&self.refused_bad_claims),
             refused_denied: l(&self.refused_denied),
             messages_in: l(&self.messages_in),
+            messages_in_direct: l(&self.messages_in_direct),
             messages_out: l(&self.messages_out),
             events_dropped: l(&self.events_dropped),
             outbound_dropped: l(&self.outbound_dropped),
@@ -646,8 +651,9 @@ impl Gate {
                     connected: connected.clone(),
                     dirty: Vec::new(),
                     touched: Vec::new(),
-                    malformed: Vec::new(),
+                    to_kick: Vec::new(),
                     payloads: Vec::new(),
+                    max_message_bytes: config.max_message_bytes,
                 },
                 admission: admission.clone(),
                 config: config.clone(),
@@ -809,6 +815,13 @@ struct ClientState {
     direct_bytes: usize,
     /// Messages were given to renet since its packets were last collected.
     renet_dirty: bool,
+    /// Unreliable messages it sent outside renet, already checked against
+    /// the size and rate limits, taken with its renet messages at the end of
+    /// the wake that read them (so at most a rate-limit burst).
+    inbox: Vec<Bytes>,
+    /// renet packets were read from it since its messages were last taken
+    /// (if not, renet has no new message of it to ask for).
+    renet_fed: bool,
 }
 
 /// A renet ack packet that would go alone (a datagram of its own) waits this
@@ -884,10 +897,13 @@ struct Io {
     dirty: Vec<ClientId>,
     /// Clients with payloads read since their messages were last taken.
     touched: Vec<ClientId>,
-    /// Clients that sent a malformed packed payload, to be disconnected.
-    malformed: Vec<ClientId>,
+    /// Clients to disconnect once the datagram is handled: a malformed packed
+    /// payload, or a message outside renet over a limit.
+    to_kick: Vec<(ClientId, DisconnectReason)>,
     /// Scratch for the payloads of one collection.
     payloads: Vec<Vec<u8>>,
+    /// [`GateConfig::max_message_bytes`].
+    max_message_bytes: usize,
 }
 
 /// A client netcode has just admitted, waiting for the admission policy.
@@ -926,13 +942,34 @@ impl Io {
                 if c.leaving {
                     return None;
                 }
-                let renet = &mut self.renet;
-                // process_packet_from fails only for an unknown client.
-                let unpacked = unpack_packets(payload, |packet| {
-                    let _ = renet.process_packet_from(packet, client_id);
+                let (renet, stats, max) = (&mut self.renet, &self.stats, self.max_message_bytes);
+                let mut breach = None;
+                let unpacked = unpack(payload, |part| match part {
+                    // process_packet_from fails only for an unknown client.
+                    Part::Packet(packet) => {
+                        c.renet_fed = true;
+                        let _ = renet.process_packet_from(packet, client_id);
+                    }
+                    // The limits renet's messages meet in `take_messages`,
+                    // met here so the inbox never holds more than a burst.
+                    Part::Unreliable(_) if breach.is_some() => {}
+                    Part::Unreliable(m) if m.len() > max => {
+                        bump(&stats.kicked_message_too_large);
+                        breach = Some(DisconnectReason::MessageTooLarge);
+                    }
+                    Part::Unreliable(_) if c.messages.check().is_err() => {
+                        bump(&stats.kicked_message_flood);
+                        breach = Some(DisconnectReason::MessageFlood);
+                    }
+                    Part::Unreliable(m) => c.inbox.push(Bytes::copy_from_slice(m)),
                 });
                 if unpacked.is_err() {
-                    self.malformed.push(client_id);
+                    bump(&self.stats.kicked_malformed);
+                    breach = Some(DisconnectReason::MalformedPayload);
+                }
+                if let Some(reason) = breach {
+                    c.inbox.clear();
+                    self.to_kick.push((client_id, reason));
                     return None;
                 }
                 c.packs |= is_packed(payload);
@@ -1165,9 +1202,8 @@ impl Listener {
         if let Some(handshaken) = self.io.apply(result, DisconnectReason::ByClient) {
             self.admit(handshaken);
         }
-        while let Some(client) = self.io.malformed.pop() {
-            bump(&self.io.stats.kicked_malformed);
-            self.kick(client, DisconnectReason::MalformedPayload);
+        while let Some((client, reason)) = self.io.to_kick.pop() {
+            self.kick(client, reason);
         }
     }
 
@@ -1206,6 +1242,8 @@ impl Listener {
                 direct: Vec::new(),
                 direct_bytes: 0,
                 renet_dirty: false,
+                inbox: Vec::new(),
+                renet_fed: false,
             },
         );
         self.io.by_addr.insert(h.addr, h.client);
@@ -1331,16 +1369,25 @@ impl Listener {
     }
 
     /// Turns `clients`' received messages into events, enforcing the size
-    /// and rate limits (a breach kicks).
+    /// and rate limits on renet's (a breach kicks; those outside renet met
+    /// them when read): renet's first, by channel, then those outside it.
     fn take_messages(&mut self, clients: &[ClientId]) {
         let mut kicks = Vec::new();
         let max = self.config.max_message_bytes;
         'clients: for &client in clients {
-            match self.io.clients.get_mut(&client) {
-                Some(c) => c.touched = false,
+            let (fed, mut inbox) = match self.io.clients.get_mut(&client) {
+                Some(c) => {
+                    c.touched = false;
+                    (
+                        std::mem::take(&mut c.renet_fed),
+                        std::mem::take(&mut c.inbox),
+                    )
+                }
                 None => continue,
-            }
-            for channel in Channel::ALL {
+            };
+            // Only a renet packet read can have given renet a new message.
+            let channels = if fed { &Channel::ALL[..] } else { &[] };
+            for &channel in channels {
                 while let Some(payload) = self.io.renet.receive_message(client, channel) {
                     let Some(c) = self.io.clients.get(&client) else {
                         continue 'clients;
@@ -1365,6 +1412,19 @@ impl Listener {
                         payload,
                     });
                 }
+            }
+            for payload in inbox.drain(..) {
+                bump(&self.io.stats.messages_in);
+                bump(&self.io.stats.messages_in_direct);
+                self.io.emit(GateEvent::Message {
+                    client,
+                    channel: Channel::Unreliable,
+                    payload,
+                });
+            }
+            // Give the allocation back.
+            if let Some(c) = self.io.clients.get_mut(&client) {
+                c.inbox = inbox;
             }
         }
         if kicks.is_empty() {
