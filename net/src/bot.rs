@@ -1,6 +1,7 @@
 //! **Bot clients**: many simulated players in one process, through the real
 //! login API (`POST /v1/register`, `/v1/login`, `/v1/login/poll`) and the
-//! real gate ([`GateClient`]) — what `tessera bots` runs.
+//! real gate ([`ClientConn`]: the gate client driven by the bot's own task)
+//! — what `tessera bots` runs.
 //!
 //! Each bot is one tokio task: it logs in (registering its account the first
 //! time: `bot{i}@bots.tessera.test`), connects to the gate with the token it
@@ -50,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gate::proto::{CLIENT_PROTOCOL, ChatTarget, ClientMsg, ServerMsg};
 use crate::gate::token::{from_hex, token_from_bytes};
-use crate::gate::{Channel, ClientConfig, ClientEvent, GateClient};
+use crate::gate::{Channel, ClientConfig, ClientConn, ClientEvent};
 use crate::http_client::{HttpClient as Http, HttpError};
 use crate::login::{LoginRequest, LoginResponse, PollRequest, RegisterRequest, RegisterResponse};
 use crate::wire::{WireInput, WireMoveMode};
@@ -1124,7 +1125,7 @@ async fn bot(shared: Arc<Shared>, index: usize, mut permit: Option<OwnedSemaphor
         add(&shared.n.in_world, 1);
         let outcome = session.play(&shared, &mut rng, &mut seq).await;
         shared.n.in_world.fetch_sub(1, Ordering::Relaxed);
-        session.finish(&shared).await;
+        session.finish(&shared);
         match outcome {
             Outcome::Stopped => return,
             Outcome::Dropped(reason) => {
@@ -1295,7 +1296,7 @@ async fn poll(
 
 /// A bot in the world.
 struct Session {
-    client: GateClient,
+    client: ClientConn,
     index: usize,
     entered_at: Instant,
     /// `ClientStats` datagram counts when the bot entered.
@@ -1335,7 +1336,7 @@ async fn enter(
 ) -> Result<Session, String> {
     let bytes = from_hex(&admitted.token).map_err(|_| "login: token is not hex".to_owned())?;
     let token = token_from_bytes(&bytes).map_err(|_| "login: token does not decode".to_owned())?;
-    let mut client = GateClient::connect(token, ClientConfig::default())
+    let mut client = ClientConn::connect(token, ClientConfig::default())
         .await
         .map_err(|e| format!("gate: {e}"))?;
     let mut avatar: Option<u64> = None;
@@ -1418,7 +1419,6 @@ async fn enter(
         }
         Err(reason) => {
             let _ = client.disconnect();
-            client.close().await;
             Err(reason)
         }
     }
@@ -1573,9 +1573,9 @@ impl Session {
         outcome
     }
 
-    /// Says goodbye, waits (briefly) for the disconnect, stops the client
-    /// task and adds this stay's traffic to the run's totals.
-    async fn finish(self, shared: &Shared) {
+    /// Says goodbye (unless already disconnected), closes the client and
+    /// adds this stay's traffic to the run's totals.
+    fn finish(self, shared: &Shared) {
         let Session {
             mut client,
             entered_at,
@@ -1588,17 +1588,11 @@ impl Session {
         } = self;
         let world = entered_at.elapsed();
         let stats = client.stats().clone();
-        if !disconnected && client.disconnect().is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while let Some(e) = client.recv().await {
-                    if matches!(e, ClientEvent::Disconnected(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
+        if !disconnected {
+            // The goodbye goes out now; the socket closes with `client`.
+            let _ = client.disconnect();
         }
-        client.close().await;
+        drop(client);
         let n = &shared.n;
         add(
             &n.world_micros,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tessera_net::gate::pack::{DIRECT, PACKED, is_packed};
 use tessera_net::gate::{
-    Admission, Channel, ClientConfig, ClientDisconnect, ClientEvent, DisconnectReason, Gate,
-    GateClient, GateConfig, GateEvent, NonceBook, RateQuota, Reject, TokenIssuer,
+    Admission, Channel, ClientConfig, ClientConn, ClientDisconnect, ClientEvent, DisconnectReason,
+    Gate, GateClient, GateConfig, GateEvent, NonceBook, RateQuota, Reject, TokenIssuer,
     connection_config, unix_now,
 };
 use tokio::net::UdpSocket;
@@ -944,6 +944,102 @@ async fn client_payloads_outside_renet_are_delivered_and_checked() {
         exchange(&mut fx, &mut good, "after bad payloads").await;
         assert_eq!(fx.gate.connected(), 1);
         good.close().await;
+        fx.stop().await;
+    })
+    .await;
+}
+
+/// A [`ClientConn`] (no task of its own) driven from a `select!` loop that
+/// keeps cancelling its `recv` loses nothing: every reliable message
+/// arrives, in order, and unreliable traffic flows both ways; a goodbye
+/// ends it with `Disconnected(ByUser)` and then `None`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_conn_driven_from_a_select_loop_loses_nothing() {
+    bounded(async {
+        let mut fx = Fixture::new(|_| {}).await;
+        let token = fx.token(11);
+        let mut conn = ClientConn::connect(token, ClientConfig::default())
+            .await
+            .unwrap();
+        let id = conn.client_id();
+        let mut connected = false;
+        while !connected {
+            tokio::select! {
+                e = conn.recv() => connected = e == Some(ClientEvent::Connected),
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
+        }
+        fx.expect(
+            "conn admitted",
+            |e| matches!(e, GateEvent::Connected { client, .. } if *client == id),
+        )
+        .await;
+
+        const N: u32 = 200;
+        for i in 0..N {
+            fx.gate
+                .send(id, Channel::Reliable, i.to_le_bytes().to_vec())
+                .unwrap();
+        }
+        conn.send(Channel::Reliable, b"up reliable".to_vec())
+            .unwrap();
+        let (mut reliable, mut unreliable_down, mut cancelled) = (Vec::new(), 0, 0);
+        let mut unreliable_up = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(2));
+        while reliable.len() < N as usize || unreliable_down == 0 || !unreliable_up {
+            tokio::select! {
+                e = conn.recv() => match e.expect("conn still open") {
+                    ClientEvent::Message { channel: Channel::Reliable, payload } => {
+                        reliable.push(u32::from_le_bytes(payload[..].try_into().unwrap()));
+                    }
+                    ClientEvent::Message { channel: Channel::Unreliable, payload } => {
+                        assert_eq!(&payload[..], b"down");
+                        unreliable_down += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+                _ = tick.tick() => {
+                    cancelled += 1;
+                    conn.send(Channel::Unreliable, b"up".to_vec()).unwrap();
+                    let _ = fx.gate.send(id, Channel::Unreliable, b"down".to_vec());
+                }
+            }
+            while let Ok(e) = fx.events.try_recv() {
+                if let GateEvent::Message {
+                    client,
+                    channel,
+                    payload,
+                } = e
+                    && client == id
+                    && channel == Channel::Unreliable
+                {
+                    assert_eq!(&payload[..], b"up");
+                    unreliable_up = true;
+                }
+            }
+        }
+        assert_eq!(reliable, (0..N).collect::<Vec<_>>());
+        assert!(cancelled > 0, "recv was never cancelled");
+        let s = fx.gate.stats().snapshot();
+        assert!(s.messages_in_direct >= 1, "{s:?}");
+
+        conn.disconnect().unwrap();
+        assert!(conn.send(Channel::Reliable, b"late".to_vec()).is_err());
+        let mut last = None;
+        while let Some(e) = conn.recv().await {
+            last = Some(e);
+        }
+        assert_eq!(
+            last,
+            Some(ClientEvent::Disconnected(ClientDisconnect::ByUser))
+        );
+        fx.expect("conn said goodbye", |e| {
+            *e == GateEvent::Disconnected {
+                client: id,
+                reason: DisconnectReason::ByClient,
+            }
+        })
+        .await;
         fx.stop().await;
     })
     .await;

@@ -2,30 +2,37 @@
 //! `RenetClient` over renetcode's `NetcodeClient` over a tokio `UdpSocket` —
 //! renet_netcode's `NetcodeClientTransport` rewritten over tokio.
 //!
-//! [`GateClient::connect`] binds a socket and spawns one task, which waits
-//! without busy polling on a datagram, a command, or the next update deadline
-//! ([`ClientConfig::update_interval`]), and runs an update after each: the
-//! messages in received datagrams are reported and queued messages are sent
-//! in the wake that brought them, not at the next deadline. Ack packets ride
-//! on data, alone only when none went for
-//! [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on the gate.
+//! Two ways to drive one connection, with the same logic underneath:
+//! * [`GateClient::connect`] binds a socket and spawns a task, which waits
+//!   without busy polling on a datagram, a command, or the next update
+//!   deadline ([`ClientConfig::update_interval`]); commands and events go
+//!   through bounded queues;
+//! * [`ClientConn::connect`] has no task: its owner's task waits in
+//!   [`ClientConn::recv`] (cancel-safe, so a `select!` branch) and sends with
+//!   [`ClientConn::send`] — no cross-task wake-up per message, which is what
+//!   thousands of bots in one process want (`tessera bots` uses it).
+//!
+//! Each wake ends in an update: the messages in received datagrams are
+//! reported and queued messages are sent in the wake that brought them, not
+//! at the next deadline. Ack packets ride on data, alone only when none went
+//! for [`ACK_INTERVAL`](super::transport::ACK_INTERVAL), as on the gate.
 //! Unreliable messages go outside renet as flagged entries of the packed
 //! payload (see [`pack`](super::pack)), as the gate's come; renet is asked
-//! for packets only when it has messages of its own or an ack is due. One
-//! socket and one task per client is cheap enough for thousands of bots in
-//! one process.
+//! for packets only when it has messages of its own or an ack is due.
 //!
 //! **Invariant:** inbound datagrams are screened
 //! ([`Direction::ToClient`](super::Direction)) and must come from the server
-//! the client is talking to; nothing from the network can panic the task.
+//! the client is talking to; nothing from the network can panic the client.
 //!
 //! **Invariant:** the queues are bounded: commands
-//! ([`ClientSendError::QueueFull`]), events (unreliable message events that
-//! find the queue full are dropped and counted; reliable ones, `Connected`
-//! and `Disconnected` wait for room), renet's channel memory, and the
-//! unreliable messages waiting to go outside renet (at most `send_memory`
-//! bytes; an unreliable message that does not fit is dropped and counted).
+//! ([`ClientSendError::QueueFull`]), events ([`ClientConfig::event_queue`]:
+//! unreliable message events that find it full are dropped and counted; a
+//! [`GateClient`]'s reliable ones, `Connected` and `Disconnected` wait for
+//! room), renet's channel memory, and the unreliable messages waiting to go
+//! outside renet (at most `send_memory` bytes; an unreliable message that
+//! does not fit is dropped and counted).
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,17 +182,7 @@ impl GateClient {
         token: ConnectToken,
         config: ClientConfig,
     ) -> Result<Self, ClientStartError> {
-        let first = token.server_addresses.iter().flatten().next().copied();
-        let Some(server) = first else {
-            return Err(ClientStartError::NoServer);
-        };
-        let bind: SocketAddr = match server {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-        };
-        let socket = UdpSocket::bind(bind)
-            .await
-            .map_err(ClientStartError::Bind)?;
+        let socket = bind_for(&token).await?;
         Self::start(token, socket, config)
     }
 
@@ -197,39 +194,13 @@ impl GateClient {
     ) -> Result<Self, ClientStartError> {
         let local_addr = socket.local_addr().map_err(ClientStartError::Bind)?;
         let protocol_id = token.protocol_id;
-        let netcode = NetcodeClient::new(
-            Duration::ZERO,
-            ClientAuthentication::Secure {
-                connect_token: token,
-            },
-        )
-        .map_err(ClientStartError::Token)?;
+        let netcode = new_netcode(token)?;
         let client_id = netcode.client_id();
-        let renet = RenetClient::new(connection_config(config.receive_memory, config.send_memory));
         let (commands_tx, commands_rx) = mpsc::channel(config.command_queue.max(1));
         let (events_tx, events_rx) = mpsc::channel(config.event_queue.max(1));
-        let stats = Arc::new(ClientStats::default());
-        let driver = Driver {
-            socket,
-            netcode,
-            renet,
-            protocol_id,
-            commands: commands_rx,
-            events: events_tx,
-            stats: stats.clone(),
-            update_interval: config.update_interval.max(Duration::from_millis(1)),
-            connected: false,
-            buf: vec![0u8; 2048].into_boxed_slice(),
-            dirty: false,
-            renet_dirty: false,
-            renet_fed: false,
-            last_ack: Instant::now(),
-            direct: Vec::new(),
-            outbox: Vec::new(),
-            outbox_bytes: 0,
-            send_memory: config.send_memory,
-        };
-        let task = tokio::spawn(driver.run());
+        let driver = Driver::new(netcode, socket, protocol_id, &config);
+        let stats = driver.stats.clone();
+        let task = tokio::spawn(driver.run(commands_rx, events_tx));
         Ok(Self {
             client_id,
             local_addr,
@@ -300,16 +271,173 @@ impl GateClient {
     }
 }
 
+/// A connection to a gate driven by its owner's task, not one of its own:
+/// [`GateClient`]'s logic without the task and the two queues between it
+/// and its owner. [`recv`](Self::recv) does the waiting (a datagram or the
+/// next update deadline) and [`send`](Self::send) sends at once. For load
+/// tools running thousands of clients in one process — each message costs no
+/// cross-task wake-up — and for anyone whose task loop already waits on
+/// other things: `recv` is cancel-safe, so it can be a `select!` branch.
+pub struct ClientConn {
+    client_id: u64,
+    local_addr: SocketAddr,
+    driver: Driver,
+    /// The connection is over: its `Disconnected` event is (or was) in
+    /// `pending`, and `recv` returns `None` once that is read.
+    ended: bool,
+}
+
+impl std::fmt::Debug for ClientConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConn")
+            .field("client_id", &self.client_id)
+            .field("local_addr", &self.local_addr)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConn {
+    /// Binds a socket as [`GateClient::connect`] does and starts connecting.
+    pub async fn connect(
+        token: ConnectToken,
+        config: ClientConfig,
+    ) -> Result<Self, ClientStartError> {
+        let socket = bind_for(&token).await?;
+        Self::start(token, socket, config)
+    }
+
+    /// Starts connecting with `token` over an already bound socket.
+    pub fn start(
+        token: ConnectToken,
+        socket: UdpSocket,
+        config: ClientConfig,
+    ) -> Result<Self, ClientStartError> {
+        let local_addr = socket.local_addr().map_err(ClientStartError::Bind)?;
+        let protocol_id = token.protocol_id;
+        let netcode = new_netcode(token)?;
+        Ok(Self {
+            client_id: netcode.client_id(),
+            local_addr,
+            driver: Driver::new(netcode, socket, protocol_id, &config),
+            ended: false,
+        })
+    }
+
+    /// The netcode client id (from the token).
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// The local socket address (the gate sees this one).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> &Arc<ClientStats> {
+        &self.driver.stats
+    }
+
+    /// Queues a message and sends what is due now (when connected; messages
+    /// queued earlier wait, bounded as in [`GateClient`]).
+    pub fn send(
+        &mut self,
+        channel: Channel,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ClientSendError> {
+        if self.ended {
+            return Err(ClientSendError::Closed);
+        }
+        self.driver.command(Command::Send {
+            channel,
+            payload: payload.into(),
+        });
+        if let Err(reason) = self.driver.end_wake() {
+            self.end(reason);
+        }
+        Ok(())
+    }
+
+    /// Says goodbye to the server; a `Disconnected(ByUser)` event follows.
+    pub fn disconnect(&mut self) -> Result<(), ClientSendError> {
+        if self.ended {
+            return Err(ClientSendError::Closed);
+        }
+        let reason = self.driver.goodbye();
+        self.end(reason);
+        Ok(())
+    }
+
+    /// The next event, waiting for it; `None` once the connection is over
+    /// and every event was read. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        loop {
+            if let Some(event) = self.driver.pending.pop_front() {
+                return Some(event);
+            }
+            if self.ended {
+                return None;
+            }
+            let woke = self.driver.wait().await;
+            if let Err(reason) = woke.and_then(|()| self.driver.end_wake()) {
+                self.end(reason);
+            }
+        }
+    }
+
+    /// The next event if one is ready (nothing is read from the socket).
+    pub fn try_recv(&mut self) -> Option<ClientEvent> {
+        self.driver.pending.pop_front()
+    }
+
+    fn end(&mut self, reason: ClientDisconnect) {
+        self.ended = true;
+        self.driver
+            .pending
+            .push_back(ClientEvent::Disconnected(reason));
+    }
+}
+
+/// A socket for talking to the token's first server: the wildcard address
+/// of its family, port 0.
+async fn bind_for(token: &ConnectToken) -> Result<UdpSocket, ClientStartError> {
+    let first = token.server_addresses.iter().flatten().next().copied();
+    let Some(server) = first else {
+        return Err(ClientStartError::NoServer);
+    };
+    let bind: SocketAddr = match server {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    UdpSocket::bind(bind).await.map_err(ClientStartError::Bind)
+}
+
+fn new_netcode(token: ConnectToken) -> Result<NetcodeClient, ClientStartError> {
+    NetcodeClient::new(
+        Duration::ZERO,
+        ClientAuthentication::Secure {
+            connect_token: token,
+        },
+    )
+    .map_err(ClientStartError::Token)
+}
+
 struct Driver {
     socket: UdpSocket,
     netcode: NetcodeClient,
     renet: RenetClient,
     protocol_id: u64,
-    commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<ClientEvent>,
     stats: Arc<ClientStats>,
-    update_interval: Duration,
+    /// Wakes the client when nothing else does (`update_interval`).
+    ticker: tokio::time::Interval,
+    /// When the last update ran.
+    last: Instant,
     connected: bool,
+    /// Events of the wakes so far, not yet taken (a wake's worth at most
+    /// when a task forwards them; an unreliable message that finds
+    /// `event_queue` of them is dropped and counted).
+    pending: VecDeque<ClientEvent>,
+    event_queue: usize,
     buf: Box<[u8]>,
     /// Messages queued since packets were last collected.
     dirty: bool,
@@ -333,71 +461,133 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self) {
-        let mut ticker = tokio::time::interval(self.update_interval);
+    fn new(
+        netcode: NetcodeClient,
+        socket: UdpSocket,
+        protocol_id: u64,
+        config: &ClientConfig,
+    ) -> Self {
+        let renet = RenetClient::new(connection_config(config.receive_memory, config.send_memory));
+        let mut ticker =
+            tokio::time::interval(config.update_interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = Instant::now();
+        Self {
+            socket,
+            netcode,
+            renet,
+            protocol_id,
+            stats: Arc::new(ClientStats::default()),
+            ticker,
+            last: Instant::now(),
+            connected: false,
+            pending: VecDeque::new(),
+            event_queue: config.event_queue.max(1),
+            buf: vec![0u8; 2048].into_boxed_slice(),
+            dirty: false,
+            renet_dirty: false,
+            renet_fed: false,
+            last_ack: Instant::now(),
+            direct: Vec::new(),
+            outbox: Vec::new(),
+            outbox_bytes: 0,
+            send_memory: config.send_memory,
+        }
+    }
+
+    /// The spawned task of a [`GateClient`]: commands in, events out.
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<ClientEvent>,
+    ) {
         let reason = loop {
             // Not `biased`: among ready branches tokio picks at random, so
             // a continuous datagram flood cannot starve updates or commands
             // (and a busy command queue cannot starve the socket).
-            tokio::select! {
-                command = self.commands.recv() => {
+            let woke = tokio::select! {
+                command = commands.recv() => {
                     let Some(command) = command else {
                         break self.goodbye();
                     };
-                    if self.command(command) {
-                        break self.goodbye();
-                    }
-                    let mut bye = false;
+                    let mut bye = self.command(command);
                     for _ in 1..64 {
-                        match self.commands.try_recv() {
-                            Ok(command) => {
-                                if self.command(command) {
-                                    bye = true;
-                                    break;
-                                }
-                            }
+                        if bye {
+                            break;
+                        }
+                        match commands.try_recv() {
+                            Ok(command) => bye = self.command(command),
                             Err(_) => break,
                         }
                     }
                     if bye {
                         break self.goodbye();
                     }
+                    Ok(())
                 },
-                received = self.socket.recv_from(&mut self.buf) => {
-                    match received {
-                        Ok((len, addr)) => self.datagram(len, addr),
-                        Err(e) => break ClientDisconnect::Io(e.kind()),
-                    }
-                    for _ in 0..64 {
-                        match self.socket.try_recv_from(&mut self.buf) {
-                            Ok((len, addr)) => self.datagram(len, addr),
-                            Err(_) => break,
-                        }
-                    }
-                },
-                _ = ticker.tick() => {}
-            }
-            // Every wake ends in an update: what came in is reported and what
-            // was queued goes out now.
-            let now = Instant::now();
-            let dt = now.saturating_duration_since(last);
-            last = now;
-            if let Some(reason) = self.update(now, dt) {
+                woke = self.wait() => woke,
+            };
+            if let Err(reason) = woke.and_then(|()| self.end_wake()) {
                 break reason;
             }
-            if self.netcode.is_connected() && !self.connected {
-                self.connected = true;
-                if self.events.send(ClientEvent::Connected).await.is_err() {
-                    return;
+            // Reliable messages (and `Connected`) wait for room; unreliable
+            // ones that find the queue full are dropped and counted.
+            while let Some(event) = self.pending.pop_front() {
+                let unreliable = matches!(
+                    event,
+                    ClientEvent::Message {
+                        channel: Channel::Unreliable,
+                        ..
+                    }
+                );
+                if !unreliable {
+                    if events.send(event).await.is_err() {
+                        return;
+                    }
+                } else if let Err(e) = events.try_send(event) {
+                    if matches!(e, mpsc::error::TrySendError::Closed(_)) {
+                        return;
+                    }
+                    bump(&self.stats.events_dropped);
                 }
             }
-            if self.receive_messages().await.is_err() {
-                return;
-            }
         };
-        let _ = self.events.send(ClientEvent::Disconnected(reason)).await;
+        let _ = events.send(ClientEvent::Disconnected(reason)).await;
+    }
+
+    /// Waits for datagrams (and reads what is there, up to a bound) or the
+    /// next update deadline. Cancel-safe: nothing is read across an await.
+    async fn wait(&mut self) -> Result<(), ClientDisconnect> {
+        tokio::select! {
+            received = self.socket.recv_from(&mut self.buf) => {
+                let (len, addr) = received.map_err(|e| ClientDisconnect::Io(e.kind()))?;
+                self.datagram(len, addr);
+                for _ in 0..64 {
+                    match self.socket.try_recv_from(&mut self.buf) {
+                        Ok((len, addr)) => self.datagram(len, addr),
+                        Err(_) => break,
+                    }
+                }
+            },
+            _ = self.ticker.tick() => {}
+        }
+        Ok(())
+    }
+
+    /// Ends a wake with an update: what came in becomes events (in
+    /// `pending`), and what was queued goes out now.
+    fn end_wake(&mut self) -> Result<(), ClientDisconnect> {
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(self.last);
+        self.last = now;
+        if let Some(reason) = self.update(now, dt) {
+            return Err(reason);
+        }
+        if self.netcode.is_connected() && !self.connected {
+            self.connected = true;
+            self.pending.push_back(ClientEvent::Connected);
+        }
+        self.take_messages();
+        Ok(())
     }
 
     /// Applies a command; true for a goodbye.
@@ -546,38 +736,34 @@ impl Driver {
         None
     }
 
-    /// Reports received messages. A reliable one waits for room in the event
-    /// queue (nothing reliable is lost here); an unreliable one that finds it
-    /// full is dropped and counted. Err: the `GateClient` is gone.
-    async fn receive_messages(&mut self) -> Result<(), ()> {
+    /// Turns received messages into events: those outside renet first, then
+    /// renet's by channel.
+    fn take_messages(&mut self) {
         // Taken and put back to keep the allocation.
         let mut direct = std::mem::take(&mut self.direct);
         for payload in direct.drain(..) {
-            self.report(Channel::Unreliable, payload).await?;
+            self.push_message(Channel::Unreliable, payload);
         }
         self.direct = direct;
         // Only a renet packet read can have given renet a new message.
         if !std::mem::take(&mut self.renet_fed) {
-            return Ok(());
+            return;
         }
         for channel in Channel::ALL {
             while let Some(payload) = self.renet.receive_message(channel) {
-                self.report(channel, payload).await?;
+                self.push_message(channel, payload);
             }
         }
-        Ok(())
     }
 
-    /// Reports one received message (see [`receive_messages`](Self::receive_messages)).
-    async fn report(&self, channel: Channel, payload: Bytes) -> Result<(), ()> {
+    fn push_message(&mut self, channel: Channel, payload: Bytes) {
         bump(&self.stats.messages_in);
-        let event = ClientEvent::Message { channel, payload };
-        if channel == Channel::Reliable {
-            self.events.send(event).await.map_err(|_| ())?;
-        } else if self.events.try_send(event).is_err() {
+        if channel == Channel::Unreliable && self.pending.len() >= self.event_queue {
             bump(&self.stats.events_dropped);
+            return;
         }
-        Ok(())
+        self.pending
+            .push_back(ClientEvent::Message { channel, payload });
     }
 
     fn goodbye(&mut self) -> ClientDisconnect {

@@ -8,8 +8,9 @@
 //! * [`transport`]: the server side, [`Gate`] — one or more listeners, each a
 //!   UDP socket with its own netcode/renet server pair (netcode caps one at
 //!   1024 clients), driven by tokio without busy polling;
-//! * [`client`]: the client side for bots, [`GateClient`] — one socket and
-//!   one task per client, cheap enough for thousands in one process.
+//! * [`client`]: the client side for bots and tests: [`GateClient`] (a task
+//!   of its own) or [`ClientConn`] (driven by its owner's task) — one socket
+//!   per client, cheap enough for thousands in one process.
 //!
 //! Two channels each way, the same on both ends ([`connection_config`]):
 //! [`Channel::Reliable`] (id 0, reliable ordered: session, chat) and
@@ -41,8 +42,8 @@ use renet::{ChannelConfig, ConnectionConfig, SendType};
 pub use renetcode::{ConnectToken, DisconnectReason as NetcodeDisconnectReason};
 
 pub use client::{
-    ClientConfig, ClientDisconnect, ClientEvent, ClientSendError, ClientStartError, ClientStats,
-    GateClient,
+    ClientConfig, ClientConn, ClientDisconnect, ClientEvent, ClientSendError, ClientStartError,
+    ClientStats, GateClient,
 };
 pub use screen::{Direction, PacketKind, Reject, Screen, ScreenStats, classify};
 pub use token::{
