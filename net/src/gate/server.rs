@@ -178,6 +178,7 @@ pub struct GateServerStats {
     pub inputs_dropped: AtomicU64,
     pub packets: AtomicU64,
     pub packets_dropped: AtomicU64,
+    pub packets_unrouted: AtomicU64,
     pub chat_delivered: AtomicU64,
     pub to_coordinator_dropped: AtomicU64,
     pub told_dropped: AtomicU64,
@@ -194,8 +195,14 @@ pub struct GateServerSnapshot {
     pub cluster_kicks: u64,
     pub inputs: u64,
     pub inputs_dropped: u64,
+    /// Replication packets from scenes handed to a client's listener.
     pub packets: u64,
+    /// Replication packets dropped because the listener's queue was (three
+    /// quarters) full.
     pub packets_dropped: u64,
+    /// Replication packets for a client no listener has (it has just left,
+    /// and its scene sends until the detach reaches it).
+    pub packets_unrouted: u64,
     pub chat_delivered: u64,
     pub to_coordinator_dropped: u64,
     /// Reliable messages to a client that found its listener's queue full
@@ -218,6 +225,7 @@ impl GateServerStats {
             inputs_dropped: g(&self.inputs_dropped),
             packets: g(&self.packets),
             packets_dropped: g(&self.packets_dropped),
+            packets_unrouted: g(&self.packets_unrouted),
             chat_delivered: g(&self.chat_delivered),
             to_coordinator_dropped: g(&self.to_coordinator_dropped),
             told_dropped: g(&self.told_dropped),
@@ -448,6 +456,16 @@ async fn coordinator_task(
     }
 }
 
+/// Hands a scene's replication packet to its client's listener, counting
+/// where it went.
+fn forward_packet(gate: &Gate, stats: &GateServerStats, client: u64, bytes: Vec<u8>) {
+    match gate.send(client, Channel::Unreliable, bytes) {
+        Ok(()) => bump(&stats.packets),
+        Err(GateSendError::UnknownClient) => bump(&stats.packets_unrouted),
+        Err(_) => bump(&stats.packets_dropped),
+    }
+}
+
 /// One scene server link: replication straight to the clients.
 async fn scene_task(
     server: String,
@@ -485,19 +503,11 @@ async fn scene_task(
         };
         match msg {
             LinkMsg::Replication { client, bytes } => {
-                if gate.send(client, Channel::Unreliable, bytes).is_ok() {
-                    bump(&stats.packets);
-                } else {
-                    bump(&stats.packets_dropped);
-                }
+                forward_packet(&gate, &stats, client, bytes);
             }
             LinkMsg::ReplicationBatch { packets } => {
                 for (client, bytes) in packets {
-                    if gate.send(client, Channel::Unreliable, bytes).is_ok() {
-                        bump(&stats.packets);
-                    } else {
-                        bump(&stats.packets_dropped);
-                    }
+                    forward_packet(&gate, &stats, client, bytes);
                 }
             }
             LinkMsg::EpochStale { scene, current } => {
@@ -988,5 +998,31 @@ impl AgentLoop {
                 self.kick(session, &reason, codes::KICKED);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A packet for a client no listener has is counted as unrouted, not
+    /// as dropped for a full queue.
+    #[tokio::test]
+    async fn a_packet_for_a_gone_client_is_counted_unrouted() {
+        let config = GateConfig::new(1, [7u8; 32]);
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let (gate, _events) = Gate::bind(config, &[addr], Arc::new(AdmitAll))
+            .await
+            .expect("gate binds");
+        let stats = GateServerStats::default();
+        forward_packet(&gate, &stats, 42, vec![1, 2, 3]);
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.packets, s.packets_unrouted, s.packets_dropped),
+            (0, 1, 0)
+        );
+        tokio::time::timeout(Duration::from_secs(10), gate.shutdown())
+            .await
+            .expect("gate stops");
     }
 }
