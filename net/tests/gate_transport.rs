@@ -82,6 +82,23 @@ impl Fixture {
             .unwrap_or_else(|_| panic!("timed out waiting for gate event: {what}"))
     }
 
+    /// Waits for `client`'s `Connected` event.
+    async fn expect_connected(&mut self, client: u64) -> GateEvent {
+        self.expect(
+            &format!("client {client} connected"),
+            |e| matches!(e, GateEvent::Connected { client: c, .. } if *c == client),
+        )
+        .await
+    }
+
+    /// Waits for `client`'s `Disconnected` event with `reason`.
+    async fn expect_gone(&mut self, client: u64, reason: DisconnectReason) {
+        self.expect(&format!("client {client} gone: {reason:?}"), |e| {
+            *e == GateEvent::Disconnected { client, reason }
+        })
+        .await;
+    }
+
     /// Connects a bot and waits for both ends to agree.
     async fn connect(&mut self, account: u64) -> GateClient {
         let token = self.token(account);
@@ -90,13 +107,7 @@ impl Fixture {
             .unwrap();
         let id = client.client_id();
         expect_client(&mut client, "connected", |e| *e == ClientEvent::Connected).await;
-        let event = self
-            .expect(
-                "connected",
-                |e| matches!(e, GateEvent::Connected { client, .. } if *client == id),
-            )
-            .await;
-        let GateEvent::Connected { claims, .. } = event else {
+        let GateEvent::Connected { claims, .. } = self.expect_connected(id).await else {
             unreachable!()
         };
         assert_eq!(claims.account, account);
@@ -264,13 +275,7 @@ async fn client_connects_and_exchanges_messages_on_both_channels() {
             *e == ClientEvent::Disconnected(ClientDisconnect::ByUser)
         })
         .await;
-        fx.expect("disconnected", |e| {
-            *e == GateEvent::Disconnected {
-                client: id,
-                reason: DisconnectReason::ByClient,
-            }
-        })
-        .await;
+        fx.expect_gone(id, DisconnectReason::ByClient).await;
         assert_eq!(fx.gate.connected(), 0);
         client.close().await;
         fx.stop().await;
@@ -286,13 +291,7 @@ async fn kicked_and_shutdown_clients_are_told() {
         let mut b = fx.connect(2).await;
         fx.gate.disconnect(a.client_id(), 7).unwrap();
         let a_id = a.client_id();
-        fx.expect("kick", |e| {
-            *e == GateEvent::Disconnected {
-                client: a_id,
-                reason: DisconnectReason::Kicked(7),
-            }
-        })
-        .await;
+        fx.expect_gone(a_id, DisconnectReason::Kicked(7)).await;
         expect_client(&mut a, "kicked", |e| {
             matches!(e, ClientEvent::Disconnected(_))
         })
@@ -324,11 +323,7 @@ async fn replayed_token_is_refused() {
             .unwrap();
         expect_client(&mut first, "connected", |e| *e == ClientEvent::Connected).await;
         let id = first.client_id();
-        fx.expect(
-            "connected",
-            |e| matches!(e, GateEvent::Connected { client, .. } if *client == id),
-        )
-        .await;
+        fx.expect_connected(id).await;
         let local = first.local_addr();
         first.disconnect().unwrap();
         fx.expect(
@@ -513,13 +508,7 @@ async fn attacks_are_counted_and_the_good_client_keeps_being_served() {
             },
         )
         .await;
-        fx.expect("message flooder kicked", |e| {
-            *e == GateEvent::Disconnected {
-                client: mf,
-                reason: DisconnectReason::MessageFlood,
-            }
-        })
-        .await;
+        fx.expect_gone(mf, DisconnectReason::MessageFlood).await;
 
         // A datagram flood (framed like payloads, junk inside): kicked for it.
         let df = datagram_flooder.client_id();
@@ -537,13 +526,7 @@ async fn attacks_are_counted_and_the_good_client_keeps_being_served() {
             },
         )
         .await;
-        fx.expect("datagram flooder kicked", |e| {
-            *e == GateEvent::Disconnected {
-                client: df,
-                reason: DisconnectReason::DatagramFlood,
-            }
-        })
-        .await;
+        fx.expect_gone(df, DisconnectReason::DatagramFlood).await;
         let s = stats.snapshot();
         assert_eq!(s.kicked_message_flood, 1);
         assert_eq!(s.kicked_datagram_flood, 1);
@@ -564,13 +547,8 @@ async fn attacks_are_counted_and_the_good_client_keeps_being_served() {
         let big = fx.connect(4).await;
         let big_id = big.client_id();
         big.send(Channel::Reliable, vec![1u8; 4000]).unwrap();
-        fx.expect("oversized message kicked", |e| {
-            *e == GateEvent::Disconnected {
-                client: big_id,
-                reason: DisconnectReason::MessageTooLarge,
-            }
-        })
-        .await;
+        fx.expect_gone(big_id, DisconnectReason::MessageTooLarge)
+            .await;
         // The same, outside renet: an unreliable message that fits a
         // payload but not the gate's limit.
         let big_direct = fx.connect(5).await;
@@ -578,13 +556,8 @@ async fn attacks_are_counted_and_the_good_client_keeps_being_served() {
         big_direct
             .send(Channel::Unreliable, vec![2u8; 1100])
             .unwrap();
-        fx.expect("oversized direct message kicked", |e| {
-            *e == GateEvent::Disconnected {
-                client: big_direct_id,
-                reason: DisconnectReason::MessageTooLarge,
-            }
-        })
-        .await;
+        fx.expect_gone(big_direct_id, DisconnectReason::MessageTooLarge)
+            .await;
         assert_eq!(stats.snapshot().kicked_message_too_large, 2);
         exchange(&mut fx, &mut good, "last").await;
 
@@ -740,13 +713,7 @@ async fn a_stock_renet_client_gets_plain_packets() {
         let token = fx.token(7);
         let server = token.server_addresses[0].unwrap();
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut netcode = renetcode::NetcodeClient::new(
-            Duration::ZERO,
-            renetcode::ClientAuthentication::Secure {
-                connect_token: token,
-            },
-        )
-        .unwrap();
+        let mut netcode = netcode_client(token);
         let id = netcode.client_id();
         let mut renet = renet::RenetClient::new(connection_config(256 * 1024, 32 * 1024));
         let mut buf = [0u8; 2048];
@@ -821,13 +788,7 @@ impl RawClient {
     async fn connect(fx: &mut Fixture, account: u64) -> Self {
         let token = fx.token(account);
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut netcode = renetcode::NetcodeClient::new(
-            Duration::ZERO,
-            renetcode::ClientAuthentication::Secure {
-                connect_token: token,
-            },
-        )
-        .unwrap();
+        let mut netcode = netcode_client(token);
         let id = netcode.client_id();
         let mut buf = [0u8; 2048];
         let mut last = std::time::Instant::now();
@@ -845,11 +806,7 @@ impl RawClient {
             }
         };
         timeout(LIMIT, wait).await.expect("raw client connects");
-        fx.expect(
-            "raw client admitted",
-            |e| matches!(e, GateEvent::Connected { client, .. } if *client == id),
-        )
-        .await;
+        fx.expect_connected(id).await;
         Self {
             socket,
             netcode,
@@ -861,6 +818,17 @@ impl RawClient {
         let (addr, datagram) = self.netcode.generate_payload_packet(payload).unwrap();
         self.socket.send_to(datagram, addr).await.unwrap();
     }
+}
+
+/// A bare netcode client for `token` (the stock client, not ours).
+fn netcode_client(token: renetcode::ConnectToken) -> renetcode::NetcodeClient {
+    renetcode::NetcodeClient::new(
+        Duration::ZERO,
+        renetcode::ClientAuthentication::Secure {
+            connect_token: token,
+        },
+    )
+    .unwrap()
 }
 
 /// One packed entry of `body` with the given length flags.
@@ -932,13 +900,7 @@ async fn client_payloads_outside_renet_are_delivered_and_checked() {
         payload.extend(entry(DIRECT, &[7u8; 1100]));
         raw.send(&payload).await;
         let id = raw.id;
-        fx.expect("oversized message kicked", |e| {
-            *e == GateEvent::Disconnected {
-                client: id,
-                reason: DisconnectReason::MessageTooLarge,
-            }
-        })
-        .await;
+        fx.expect_gone(id, DisconnectReason::MessageTooLarge).await;
         assert_eq!(stats.snapshot().messages_in_direct, 2);
 
         exchange(&mut fx, &mut good, "after bad payloads").await;
@@ -969,11 +931,7 @@ async fn a_client_conn_driven_from_a_select_loop_loses_nothing() {
                 _ = tokio::time::sleep(Duration::from_millis(1)) => {}
             }
         }
-        fx.expect(
-            "conn admitted",
-            |e| matches!(e, GateEvent::Connected { client, .. } if *client == id),
-        )
-        .await;
+        fx.expect_connected(id).await;
 
         const N: u32 = 200;
         for i in 0..N {
@@ -1033,13 +991,7 @@ async fn a_client_conn_driven_from_a_select_loop_loses_nothing() {
             last,
             Some(ClientEvent::Disconnected(ClientDisconnect::ByUser))
         );
-        fx.expect("conn said goodbye", |e| {
-            *e == GateEvent::Disconnected {
-                client: id,
-                reason: DisconnectReason::ByClient,
-            }
-        })
-        .await;
+        fx.expect_gone(id, DisconnectReason::ByClient).await;
         fx.stop().await;
     })
     .await;

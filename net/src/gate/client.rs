@@ -45,8 +45,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::pack::{Part, fits_direct, pack_parts};
+use super::pack::{Outbox, Part, fits_direct};
 use super::screen::{Direction, ScreenStats, classify};
+use super::transport::{ACK_INTERVAL, keep_due_ack, renet_due};
 use super::{Channel, connection_config};
 
 /// Settings for a [`GateClient`].
@@ -192,13 +193,15 @@ impl GateClient {
         socket: UdpSocket,
         config: ClientConfig,
     ) -> Result<Self, ClientStartError> {
-        let local_addr = socket.local_addr().map_err(ClientStartError::Bind)?;
-        let protocol_id = token.protocol_id;
-        let netcode = new_netcode(token)?;
-        let client_id = netcode.client_id();
         let (commands_tx, commands_rx) = mpsc::channel(config.command_queue.max(1));
         let (events_tx, events_rx) = mpsc::channel(config.event_queue.max(1));
-        let driver = Driver::new(netcode, socket, protocol_id, &config);
+        // The same connection, handed to a task of its own.
+        let ClientConn {
+            client_id,
+            local_addr,
+            driver,
+            ..
+        } = ClientConn::start(token, socket, config)?;
         let stats = driver.stats.clone();
         let task = tokio::spawn(driver.run(commands_rx, events_tx));
         Ok(Self {
@@ -315,7 +318,13 @@ impl ClientConn {
     ) -> Result<Self, ClientStartError> {
         let local_addr = socket.local_addr().map_err(ClientStartError::Bind)?;
         let protocol_id = token.protocol_id;
-        let netcode = new_netcode(token)?;
+        let netcode = NetcodeClient::new(
+            Duration::ZERO,
+            ClientAuthentication::Secure {
+                connect_token: token,
+            },
+        )
+        .map_err(ClientStartError::Token)?;
         Ok(Self {
             client_id: netcode.client_id(),
             local_addr,
@@ -412,16 +421,6 @@ async fn bind_for(token: &ConnectToken) -> Result<UdpSocket, ClientStartError> {
     UdpSocket::bind(bind).await.map_err(ClientStartError::Bind)
 }
 
-fn new_netcode(token: ConnectToken) -> Result<NetcodeClient, ClientStartError> {
-    NetcodeClient::new(
-        Duration::ZERO,
-        ClientAuthentication::Secure {
-            connect_token: token,
-        },
-    )
-    .map_err(ClientStartError::Token)
-}
-
 struct Driver {
     socket: UdpSocket,
     netcode: NetcodeClient,
@@ -453,10 +452,9 @@ struct Driver {
     /// [`pack`](super::pack)), reported with renet's at the end of the wake
     /// (at most a wake's datagrams' worth).
     direct: Vec<Bytes>,
-    /// Unreliable messages to send outside renet with the next packets,
-    /// `outbox_bytes` in all, at most `send_memory`.
-    outbox: Vec<Bytes>,
-    outbox_bytes: usize,
+    /// Unreliable messages to send outside renet with the next packets, at
+    /// most `send_memory` bytes.
+    outbox: Outbox,
     send_memory: usize,
 }
 
@@ -488,8 +486,7 @@ impl Driver {
             renet_fed: false,
             last_ack: Instant::now(),
             direct: Vec::new(),
-            outbox: Vec::new(),
-            outbox_bytes: 0,
+            outbox: Outbox::default(),
             send_memory: config.send_memory,
         }
     }
@@ -597,13 +594,11 @@ impl Driver {
                 let len = payload.len();
                 if channel == Channel::Unreliable && fits_direct(len) {
                     // Outside renet, bounded like renet's channel memory.
-                    if self.outbox_bytes + len > self.send_memory {
-                        bump(&self.stats.outbound_dropped);
-                    } else {
-                        self.outbox_bytes += len;
-                        self.outbox.push(payload);
+                    if self.outbox.push(payload, self.send_memory) {
                         self.dirty = true;
                         bump(&self.stats.messages_out);
+                    } else {
+                        bump(&self.stats.outbound_dropped);
                     }
                 } else if self.renet.can_send_message(channel, len) {
                     self.renet.send_message(channel, payload);
@@ -687,25 +682,21 @@ impl Driver {
         }
         self.renet.update(dt);
         // Send when there is something to send, and at least every
-        // ACK_INTERVAL for acks (see the gate's `ACK_INTERVAL`). renet is
-        // asked only when it has messages or for an ack: alone after
-        // ACK_INTERVAL, riding with unreliable messages after half that (as
-        // the gate does), so an input alone costs renet nothing.
-        let interval = super::transport::ACK_INTERVAL;
+        // ACK_INTERVAL for acks; renet is asked only when it has messages
+        // or for an ack, as on the gate (`renet_due`), so an input alone
+        // costs renet nothing.
         let since = now.saturating_duration_since(self.last_ack);
-        let due = self.dirty || since >= interval;
+        let due = self.dirty || since >= ACK_INTERVAL;
         if self.netcode.is_connected() && due {
             self.dirty = false;
-            let ask_renet = std::mem::take(&mut self.renet_dirty)
-                || since >= interval
-                || (!self.outbox.is_empty() && since >= interval / 2);
-            let mut packets = if ask_renet {
+            let renet_dirty = std::mem::take(&mut self.renet_dirty);
+            let mut packets = if renet_due(renet_dirty, !self.outbox.is_empty(), since) {
                 self.renet.get_packets_to_send()
             } else {
                 Vec::new()
             };
             let rides = packets.len() > 1 || !self.outbox.is_empty();
-            let acked = super::transport::keep_due_ack(
+            let acked = keep_due_ack(
                 &mut packets,
                 rides,
                 self.last_ack,
@@ -715,14 +706,7 @@ impl Driver {
             // Always packed: that is how the gate learns this client reads
             // packed payloads.
             let mut payloads = Vec::new();
-            let parts = packets
-                .iter()
-                .map(|p| Part::Packet(p))
-                .chain(self.outbox.iter().map(|m| Part::Unreliable(m)));
-            // The outbox holds only messages that fit (see `command`).
-            pack_parts(parts, &mut payloads);
-            self.outbox.clear();
-            self.outbox_bytes = 0;
+            self.outbox.pack_with(&packets, &mut payloads);
             for payload in &payloads {
                 match self.netcode.generate_payload_packet(payload) {
                     Ok((addr, datagram)) => send_counted(&self.socket, &self.stats, datagram, addr),

@@ -31,6 +31,7 @@
 //! **Invariant:** unpacking never panics and never reads past the payload; a
 //! malformed payload is refused whole ([`Malformed`]).
 
+use bytes::Bytes;
 use renetcode::NETCODE_MAX_PAYLOAD_BYTES;
 
 /// First byte of a packed payload.
@@ -72,16 +73,51 @@ pub fn is_packed(payload: &[u8]) -> bool {
     payload.first() == Some(&PACKED)
 }
 
-/// Appends the payloads that carry `packets`, in order: as few packed
-/// payloads of at most `NETCODE_MAX_PAYLOAD_BYTES` as they fit in (a packet
-/// too big to fit packed goes alone, plain).
-pub fn pack<'a>(packets: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<Vec<u8>>) {
-    pack_parts(packets.into_iter().map(Part::Packet), out);
+/// Unreliable messages waiting to go [`DIRECT`] with a peer's next renet
+/// packets, at most a cap of bytes in all — what both ends keep per peer.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    messages: Vec<Bytes>,
+    bytes: usize,
 }
 
-/// [`pack`] for renet packets and unreliable messages. A message that does
-/// not [`fits_direct`] is left out and counted in the result (callers send
-/// those through renet instead).
+impl Outbox {
+    /// Queues `message`, which must [`fits_direct`] (callers send the others
+    /// through renet), unless the outbox would pass `cap` bytes: then it is
+    /// not queued and the result is false (the caller counts the drop).
+    pub fn push(&mut self, message: Bytes, cap: usize) -> bool {
+        debug_assert!(fits_direct(message.len()));
+        if self.bytes + message.len() > cap {
+            return false;
+        }
+        self.bytes += message.len();
+        self.messages.push(message);
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Appends the payloads that carry `packets` and then the queued
+    /// messages ([`pack_parts`]), and empties the outbox.
+    pub fn pack_with(&mut self, packets: &[Vec<u8>], out: &mut Vec<Vec<u8>>) {
+        let parts = packets
+            .iter()
+            .map(|p| Part::Packet(p))
+            .chain(self.messages.iter().map(|m| Part::Unreliable(m)));
+        // Nothing is left out: only messages that fit were queued.
+        pack_parts(parts, out);
+        self.messages.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Appends the payloads that carry `parts`, in order: as few packed payloads
+/// of at most `NETCODE_MAX_PAYLOAD_BYTES` as they fit in (a renet packet too
+/// big to fit packed goes alone, plain). A message that does not
+/// [`fits_direct`] is left out and counted in the result (callers send those
+/// through renet instead).
 pub fn pack_parts<'a>(parts: impl IntoIterator<Item = Part<'a>>, out: &mut Vec<Vec<u8>>) -> usize {
     let mut current: Option<Vec<u8>> = None;
     let mut left_out = 0;
@@ -175,6 +211,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Packs renet packets alone.
+    fn pack<'a>(packets: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<Vec<u8>>) {
+        assert_eq!(pack_parts(packets.into_iter().map(Part::Packet), out), 0);
+    }
+
     fn unpacked(payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
         for p in payloads {
@@ -238,6 +279,30 @@ mod tests {
         pack_parts([Part::Unreliable(&max)], &mut out);
         assert_eq!(out[0].len(), NETCODE_MAX_PAYLOAD_BYTES);
         assert_eq!(parts(&out), vec![(true, max)]);
+    }
+
+    #[test]
+    fn an_outbox_holds_its_cap_and_empties_into_payloads_after_the_packets() {
+        let mut outbox = Outbox::default();
+        assert!(outbox.push(Bytes::from(vec![1u8; 600]), 1000));
+        assert!(
+            !outbox.push(Bytes::from(vec![2u8; 401]), 1000),
+            "past the cap"
+        );
+        assert!(
+            outbox.push(Bytes::from(vec![3u8; 400]), 1000),
+            "up to the cap"
+        );
+        let ack = vec![4u8, 0, 1];
+        let mut out = Vec::new();
+        outbox.pack_with(std::slice::from_ref(&ack), &mut out);
+        assert!(outbox.is_empty());
+        assert_eq!(
+            parts(&out),
+            vec![(false, ack), (true, vec![1u8; 600]), (true, vec![3u8; 400])]
+        );
+        // Emptied, its bytes too: the cap applies afresh.
+        assert!(outbox.push(Bytes::from(vec![5u8; 1000]), 1000));
     }
 
     #[test]

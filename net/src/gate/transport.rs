@@ -76,7 +76,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::pack::{Part, fits_direct, is_packed, pack_parts, unpack};
+use super::pack::{Outbox, Part, fits_direct, is_packed, unpack};
 use super::screen::{Direction, ScreenStats, classify};
 use super::token::{BurnError, NonceBook, TokenClaims, unix_now};
 use super::{Channel, connection_config};
@@ -811,8 +811,7 @@ struct ClientState {
     packs: bool,
     /// Unreliable messages for it that skip renet (see [`pack`](super::pack)),
     /// sent with its next packets; at most `server_channel_memory` bytes.
-    direct: Vec<Bytes>,
-    direct_bytes: usize,
+    direct: Outbox,
     /// Messages were given to renet since its packets were last collected.
     renet_dirty: bool,
     /// Unreliable messages it sent outside renet, already checked against
@@ -846,6 +845,16 @@ pub const ACK_RIDE_AFTER: Duration = Duration::from_millis(50);
 
 /// renet's packet type byte for an ack packet (`Packet::Ack`, renet 2.0).
 pub(crate) const RENET_ACK_PACKET: u8 = 4;
+
+/// Whether to ask renet for a peer's packets now (both ends): when it has
+/// messages of its own, when an ack is due alone ([`ACK_INTERVAL`] since the
+/// last), or when one can ride with unreliable messages going outside renet
+/// — after half that, not after [`ACK_RIDE_AFTER`] (one 20 Hz tick: renet
+/// would be asked every tick just to build an ack). Unreliable messages
+/// alone cost renet nothing.
+pub(crate) fn renet_due(renet_dirty: bool, direct: bool, since_ack: Duration) -> bool {
+    renet_dirty || since_ack >= ACK_INTERVAL || (direct && since_ack >= ACK_INTERVAL / 2)
+}
 
 /// Drops from `packets` (one renet collection) an ack packet that is not
 /// due, and says whether one stays. An ack is due [`ACK_INTERVAL`] after the
@@ -1239,8 +1248,7 @@ impl Listener {
                 touched: false,
                 last_ack: Instant::now(),
                 packs: false,
-                direct: Vec::new(),
-                direct_bytes: 0,
+                direct: Outbox::default(),
                 renet_dirty: false,
                 inbox: Vec::new(),
                 renet_fed: false,
@@ -1290,12 +1298,10 @@ impl Listener {
                 let len = payload.len();
                 if channel == Channel::Unreliable && c.packs && fits_direct(len) {
                     // Outside renet, bounded like renet's channel memory.
-                    if c.direct_bytes + len > self.config.server_channel_memory {
-                        bump(&self.io.stats.outbound_dropped);
-                    } else {
-                        c.direct_bytes += len;
-                        c.direct.push(payload);
+                    if c.direct.push(payload, self.config.server_channel_memory) {
                         bump(&self.io.stats.messages_out);
+                    } else {
+                        bump(&self.io.stats.outbound_dropped);
                     }
                 } else if self.io.renet.can_send_message(client, channel, len) {
                     c.renet_dirty = true;
@@ -1452,33 +1458,23 @@ impl Listener {
     /// Collects a client's renet packets and sends them (packed if it packs),
     /// less an ack packet that is not due (see [`ACK_INTERVAL`]).
     fn send_packets(&mut self, client: ClientId, now: Instant) {
-        let (last_ack, packs, renet_dirty, direct) = match self.io.clients.get_mut(&client) {
+        let (last_ack, packs, renet_dirty, mut direct) = match self.io.clients.get_mut(&client) {
             Some(c) => {
                 c.dirty = false;
                 if c.leaving {
                     return;
                 }
-                c.direct_bytes = 0;
-                let renet_dirty = std::mem::take(&mut c.renet_dirty);
                 (
                     c.last_ack,
                     c.packs,
-                    renet_dirty,
+                    std::mem::take(&mut c.renet_dirty),
                     std::mem::take(&mut c.direct),
                 )
             }
             None => return,
         };
-        // renet is asked only when it has messages or for an ack: alone
-        // after ACK_INTERVAL, riding with direct messages after half that
-        // (not after ACK_RIDE_AFTER, one 20 Hz tick: renet would be asked
-        // every tick just to build an ack). A tick's state alone costs
-        // renet nothing.
         let since = now.saturating_duration_since(last_ack);
-        let ask_renet = renet_dirty
-            || since >= ACK_INTERVAL
-            || (!direct.is_empty() && since >= ACK_INTERVAL / 2);
-        let mut packets = if ask_renet {
+        let mut packets = if renet_due(renet_dirty, !direct.is_empty(), since) {
             match self.io.renet.get_packets_to_send(client) {
                 Ok(p) => p,
                 Err(_) => return,
@@ -1497,12 +1493,7 @@ impl Listener {
         let mut payloads = std::mem::take(&mut self.io.payloads);
         payloads.clear();
         if packs {
-            let parts = packets
-                .iter()
-                .map(|p| Part::Packet(p))
-                .chain(direct.iter().map(|m| Part::Unreliable(m)));
-            // `direct` holds only messages that fit (see `command`).
-            pack_parts(parts, &mut payloads);
+            direct.pack_with(&packets, &mut payloads);
         } else {
             payloads.extend(packets);
         }
@@ -1513,8 +1504,12 @@ impl Listener {
             }
         }
         self.io.payloads = payloads;
-        if acked && let Some(c) = self.io.clients.get_mut(&client) {
-            c.last_ack = now;
+        if let Some(c) = self.io.clients.get_mut(&client) {
+            if acked {
+                c.last_ack = now;
+            }
+            // Emptied: given back to keep its allocation.
+            c.direct = direct;
         }
     }
 
@@ -1537,6 +1532,19 @@ const _: () = assert!(RECV_BUFFER_BYTES > NETCODE_MAX_PACKET_BYTES);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renet_is_asked_for_its_own_messages_or_a_due_ack_only() {
+        let ms = Duration::from_millis;
+        // Its own messages: at once.
+        assert!(renet_due(true, false, ms(0)));
+        // Unreliable messages alone: not before half the ack interval.
+        assert!(!renet_due(false, true, ACK_INTERVAL / 2 - ms(1)));
+        assert!(renet_due(false, true, ACK_INTERVAL / 2));
+        // Nothing to send: only for an ack alone.
+        assert!(!renet_due(false, false, ACK_INTERVAL - ms(1)));
+        assert!(renet_due(false, false, ACK_INTERVAL));
+    }
 
     #[test]
     fn an_ack_rides_on_data_early_and_goes_alone_only_when_long_due() {
