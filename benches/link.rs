@@ -14,10 +14,10 @@ use std::{hint::black_box, time::Duration};
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tessera_net::{
+use tessera_link::{
     DEFAULT_MAX_FRAME, FrameCodec, Link, LinkConfig, LinkMsg, Role, connect, serve,
-    wire::{SceneCommand, WireInput, WireMoveMode},
 };
+use tessera_wire::{Input, MoveMode, SceneCommand};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Messages per iteration: one writer batch's worth, through one buffer.
@@ -29,10 +29,10 @@ fn input_msg() -> LinkMsg {
         epoch: 3,
         command: SceneCommand::Input {
             client: 123_456,
-            input: WireInput {
+            input: Input {
                 seq: 98_765,
                 dir: [0.6, -0.8],
-                mode: WireMoveMode::Run,
+                mode: MoveMode::Run,
                 heading: 2.25,
                 action: 0,
                 mount: 0,

@@ -6,19 +6,19 @@
 //! secret = "a long random string"   # shared by every process of a cluster
 //! scenes_dir = "assets/scenes"      # default: see `scenes::scenes_dir`
 //!
-//! [coordinator]   # tessera_net::coordinator::CoordinatorConfig
+//! [coordinator]   # tessera_coordinator::CoordinatorConfig
 //! listen = "127.0.0.1:7000"
 //! http = "127.0.0.1:7080"
 //! data = "./data"
 //!
-//! [cluster]       # tessera_net::cluster::ClusterConfig
+//! [cluster]       # tessera_cluster::ClusterConfig
 //! heartbeat_timeout_ms = 3000
 //!
-//! [scene]         # tessera_net::scene_server::SceneServerConfig
+//! [scene]         # tessera_scene_server::SceneServerConfig
 //! coordinator = "127.0.0.1:7000"
 //! walkers = 0
 //!
-//! [gate]          # tessera_net::gate::server::GateServerConfig
+//! [gate]          # tessera_gate::server::GateServerConfig
 //! listen = "127.0.0.1:7300"
 //! listeners = 3
 //!
@@ -30,12 +30,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use tessera_net::Secret;
-use tessera_net::cluster::ClusterConfig;
-use tessera_net::coordinator::CoordinatorConfig;
-use tessera_net::gate::server::GateServerConfig;
-use tessera_net::scene_server::SceneServerConfig;
+use tessera_cluster::ClusterConfig;
+use tessera_coordinator::CoordinatorConfig;
+use tessera_gate::server::GateServerConfig;
+use tessera_scene_server::SceneServerConfig;
 use tessera_sim::SceneDef;
+use tessera_wire::Secret;
 
 /// The development secret used when none is configured. Refused on any
 /// address that is not loopback.

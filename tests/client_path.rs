@@ -11,20 +11,20 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use tessera_net::Secret;
-use tessera_net::cluster::ClusterConfig;
-use tessera_net::coordinator::login::LoginConfig;
-use tessera_net::coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
-use tessera_net::gate::proto::{CLIENT_PROTOCOL, ChatScope, ChatTarget, ClientMsg, ServerMsg};
-use tessera_net::gate::server::{GateServer, GateServerConfig};
-use tessera_net::gate::token::{from_hex, token_from_bytes};
-use tessera_net::gate::{Channel, ClientConfig, ClientEvent, GateClient};
-use tessera_net::login::{ApiError, LoginRequest, LoginResponse, PollRequest};
-use tessera_net::scene_server::{SceneServer, SceneServerConfig};
-use tessera_net::wire::WireInput;
+use tessera_cluster::ClusterConfig;
+use tessera_coordinator::login::LoginConfig;
+use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
+use tessera_gate::server::{GateServer, GateServerConfig};
+use tessera_gate::token::{from_hex, token_from_bytes};
+use tessera_gate::{Channel, ClientConfig, ClientEvent, GateClient};
 use tessera_persistence::{self as db, NewAvatar, Store};
+use tessera_proto::client::{CLIENT_PROTOCOL, ChatScope, ChatTarget, ClientMsg, ServerMsg};
+use tessera_proto::login::{ApiError, LoginRequest, LoginResponse, PollRequest};
+use tessera_scene_server::{SceneServer, SceneServerConfig};
 use tessera_sim::protocol::Quantizer;
 use tessera_sim::{SceneDef, StatePacket};
+use tessera_wire::Input;
+use tessera_wire::Secret;
 
 const SECRET: &str = "client-path-test-secret-0123456789";
 const PASSWORD: &str = "correct horse battery";
@@ -260,7 +260,7 @@ struct Player {
     disconnected: bool,
 }
 
-fn token(resp: &LoginResponse) -> tessera_net::gate::ConnectToken {
+fn token(resp: &LoginResponse) -> tessera_gate::ConnectToken {
     let LoginResponse::Ok { token, .. } = resp else {
         panic!("not admitted: {resp:?}");
     };
@@ -400,17 +400,17 @@ impl Player {
         let mut seq = 0;
         while start.elapsed() < Duration::from_millis(ms) {
             seq += 1;
-            self.send(&ClientMsg::Input(WireInput {
+            self.send(&ClientMsg::Input(Input {
                 seq,
                 dir,
-                ..WireInput::default()
+                ..Input::default()
             }));
             self.pump(50).await;
         }
-        self.send(&ClientMsg::Input(WireInput {
+        self.send(&ClientMsg::Input(Input {
             seq: seq + 1,
             dir: [0.0, 0.0],
-            ..WireInput::default()
+            ..Input::default()
         }));
         self.pump(300).await;
     }

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tessera_net::cluster::ClusterStatus;
-use tessera_net::tool::{SceneClient, SessionClient};
-use tessera_net::wire::{Hello, NONCE_LEN, Response, Side, Transcript, WireInput};
-use tessera_net::{
+use tessera_bots::tool::{SceneClient, SessionClient};
+use tessera_cluster::ClusterStatus;
+use tessera_link::{
     ConnectError, FrameCodec, Handshake, HandshakeError, LinkConfig, PROTOCOL_VERSION, RefuseCode,
     Role, Secret, connect,
 };
 use tessera_persistence::{self as db, NewAvatar, Store};
+use tessera_wire::{Hello, Input, NONCE_LEN, Response, Side, Transcript};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -274,7 +274,7 @@ fn epochs(s: &ClusterStatus) -> Vec<(String, String, u64)> {
 /// own position the scene replicated (the field is 1000 × 1000).
 async fn walk(
     scene: &mut SceneClient,
-    at: &tessera_net::tool::Attachment,
+    at: &tessera_bots::tool::Attachment,
     session: u64,
     dir: [f32; 2],
     ms: u64,
@@ -293,10 +293,10 @@ async fn walk(
         let moving = t < Duration::from_millis(ms);
         if moving || !stopped {
             *seq += 1;
-            let input = WireInput {
+            let input = Input {
                 seq: *seq,
                 dir: if moving { dir } else { [0.0, 0.0] },
-                ..WireInput::default()
+                ..Input::default()
             };
             scene
                 .input(&at.scene, at.epoch, session, input)
@@ -557,7 +557,7 @@ fn bad_links_are_refused_and_the_coordinator_keeps_serving() {
             // with a proof made from a wrong secret is refused, with a reason.
             let mut f = Framed::new(
                 TcpStream::connect(&link).await.unwrap(),
-                FrameCodec::new(tessera_net::DEFAULT_MAX_FRAME),
+                FrameCodec::new(tessera_link::DEFAULT_MAX_FRAME),
             );
             let hello = Hello {
                 role: Role::Tool,
@@ -593,7 +593,7 @@ fn bad_links_are_refused_and_the_coordinator_keeps_serving() {
             // A wrong protocol version.
             let mut f = Framed::new(
                 TcpStream::connect(&link).await.unwrap(),
-                FrameCodec::new(tessera_net::DEFAULT_MAX_FRAME),
+                FrameCodec::new(tessera_link::DEFAULT_MAX_FRAME),
             );
             let hello = Handshake::Hello(Hello {
                 role: Role::Tool,

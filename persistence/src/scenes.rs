@@ -112,7 +112,7 @@ impl Store {
     }
 
     /// Durably records `scene`'s latest placement epoch (the coordinator's
-    /// fencing token; see `tessera_net::cluster`). Epochs only go up: a
+    /// fencing token; see `tessera_cluster`). Epochs only go up: a
     /// lower `epoch` than the stored one leaves the stored one.
     pub fn set_scene_epoch(&self, scene: &str, epoch: u64) -> Result<(), StoreError> {
         validate::check_scene_name(scene).map_err(|e| StoreError::Encode(e.to_string()))?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use tessera_net::bot::{self, Behaviour, BotConfig, DEFAULT_LOGIN, Progress};
+use tessera_bots::bot::{self, Behaviour, BotConfig, DEFAULT_LOGIN, Progress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BehaviourArg {

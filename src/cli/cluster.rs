@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tessera_net::cluster::ClusterStatus;
-use tessera_net::coordinator::Coordinator;
-use tessera_net::gate::server::GateServer;
-use tessera_net::http_client::{HttpClient, HttpError};
-use tessera_net::scene_server::SceneServer;
+use tessera_bots::http_client::{HttpClient, HttpError};
+use tessera_cluster::ClusterStatus;
+use tessera_coordinator::Coordinator;
+use tessera_gate::server::GateServer;
+use tessera_scene_server::SceneServer;
 use tracing::info;
 
 use crate::config::Config;
@@ -39,7 +39,7 @@ pub struct SceneArgs {
     /// The coordinator's link address (default 127.0.0.1:7000).
     #[arg(long)]
     coordinator: Option<String>,
-    /// This server's node name, unique in the cluster (default scene-<pid>).
+    /// This server's node name, unique in the cluster (default `scene-<pid>`).
     #[arg(long)]
     name: Option<String>,
     /// Link listener for gates (default 127.0.0.1:0, any free port).
@@ -86,7 +86,7 @@ pub struct GateArgs {
     /// First UDP listener (default 127.0.0.1:7300; more listeners on the next ports).
     #[arg(long)]
     listen: Option<String>,
-    /// This gate's node name, unique in the cluster (default gate-<pid>).
+    /// This gate's node name, unique in the cluster (default `gate-<pid>`).
     #[arg(long)]
     name: Option<String>,
 }
@@ -427,7 +427,7 @@ pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminAction::Kick(t) => ("kick", t),
         AdminAction::Ban(t) => ("ban", t),
     };
-    let body = tessera_net::login::KickRequest {
+    let body = tessera_proto::login::KickRequest {
         email: target.email,
         avatar: target.avatar,
         reason: target.reason,
@@ -442,7 +442,7 @@ pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = rt.block_on(client.post_as::<_, tessera_net::login::AdminResponse>(
+    let answer = rt.block_on(client.post_as::<_, tessera_proto::login::AdminResponse>(
         &format!("/v1/admin/{path}"),
         &body,
         Some(&secret),

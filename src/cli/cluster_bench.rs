@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use tessera_net::cluster::ClusterConfig;
-use tessera_net::coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
-use tessera_net::scene_server::{SceneServer, SceneServerConfig};
-use tessera_net::tool::SessionClient;
+use tessera_bots::tool::SessionClient;
+use tessera_cluster::ClusterConfig;
+use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
 use tessera_persistence::{NewAvatar, Store};
+use tessera_scene_server::{SceneServer, SceneServerConfig};
 
 use super::report::{MsSummary, new_histogram};
 use crate::config::Config;
@@ -203,9 +203,9 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
         loop {
             let loads: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
             if loads.len() == scenes.len()
-                && loads
-                    .iter()
-                    .all(|l| l.phase == tessera_net::Phase::Running && l.population >= args.walkers)
+                && loads.iter().all(|l| {
+                    l.phase == tessera_host::Phase::Running && l.population >= args.walkers
+                })
             {
                 break;
             }

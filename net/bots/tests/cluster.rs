@@ -1,0 +1,355 @@
+//! The cluster in one process over loopback: a coordinator, scene servers and
+//! a tool client — sessions, attach / detach, a portal transfer, a restart of
+//! the coordinator, a graceful scene-server shutdown. (Process kills and
+//! pauses are in the root crate's `tests/cluster.rs`.)
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tessera_bots::tool::{SceneClient, SessionClient};
+use tessera_cluster::{ClusterConfig, ClusterStatus};
+use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
+use tessera_persistence::{self as db, NewAvatar, Store};
+use tessera_scene_server::{SceneServer, SceneServerConfig};
+use tessera_sim::SceneDef;
+use tessera_wire::Secret;
+use tessera_wire::{Input, MoveMode};
+
+const SECRET: &str = "cluster-test-secret-0123456789";
+
+fn secret() -> Secret {
+    Secret::new(SECRET)
+}
+
+fn defs() -> BTreeMap<String, SceneDef> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/scenes");
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let def = SceneDef::from_toml(&p.display().to_string(), &text).unwrap();
+            out.insert(def.name.clone(), def);
+        }
+    }
+    out
+}
+
+/// One account with one avatar saved in `scene` at `pos`.
+fn provision(data: &Path, scene: &str, pos: [f32; 2]) -> (u64, u64) {
+    std::fs::create_dir_all(data).unwrap();
+    let store = Store::open(data.join(DB_FILE)).unwrap();
+    let scene_id = store.ensure_scene(scene).unwrap();
+    let account = store
+        .register("walker@example.com", "correct horse battery", None)
+        .unwrap();
+    let avatar = store
+        .provision_avatars(
+            account,
+            &[NewAvatar {
+                name: "Walker".into(),
+                figure: "f".into(),
+                scene: scene_id,
+            }],
+        )
+        .unwrap()[0];
+    store
+        .save_batch(&db::SaveBatch {
+            scene: scene_id,
+            states: vec![db::PcState {
+                avatar,
+                scene: scene_id,
+                position: pos,
+                heading: 0.0,
+                action: 0,
+                mount: 0,
+                online: false,
+                tick: 1,
+            }],
+        })
+        .unwrap();
+    (account, avatar)
+}
+
+fn cluster_config() -> ClusterConfig {
+    ClusterConfig {
+        heartbeat_timeout_ms: 1500,
+        restart_grace_ms: 1500,
+        ..ClusterConfig::default()
+    }
+}
+
+async fn coordinator(data: &Path, listen: &str) -> Coordinator {
+    let cfg = CoordinatorConfig {
+        listen: listen.into(),
+        http: "127.0.0.1:0".into(),
+        data: data.to_path_buf(),
+        heartbeat_ms: 200,
+        tick_ms: 50,
+        ..CoordinatorConfig::default()
+    };
+    Coordinator::start(
+        cfg,
+        cluster_config(),
+        secret(),
+        defs().into_keys().collect(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn scene_server(coord: &str, name: &str) -> SceneServer {
+    let cfg = SceneServerConfig {
+        coordinator: coord.into(),
+        name: name.into(),
+        heartbeat_ms: 200,
+        ..SceneServerConfig::default()
+    };
+    SceneServer::start(cfg, secret(), defs()).await.unwrap()
+}
+
+/// Polls `status` until `ok` holds, for at most `secs`.
+async fn until(
+    secs: u64,
+    what: &str,
+    mut status: impl FnMut() -> ClusterStatus,
+    ok: impl Fn(&ClusterStatus) -> bool,
+) -> ClusterStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = status();
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn all_placed(s: &ClusterStatus) -> bool {
+    !s.scenes.is_empty() && s.scenes.iter().all(|r| !r.server.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_move_portal_transfer_detach_and_reload() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // Saved 10 units west of the field's east portal (x 996..1000, y 480..520).
+        let (account, avatar) = provision(&data, "field", [986.0, 500.0]);
+        let coord = coordinator(&data, "127.0.0.1:0").await;
+        let server = scene_server(&coord.link_addr().to_string(), "scene-a").await;
+        until(10, "placement", || coord.status(), all_placed).await;
+
+        let addr = coord.link_addr().to_string();
+        let mut tool = SessionClient::connect(&addr, "tool-1", secret())
+            .await
+            .unwrap();
+        let session = tool.open_session(account).await.unwrap();
+        let a = tool.attach(session, avatar).await.unwrap();
+        assert_eq!(a.scene, "field");
+        assert_eq!(a.server, "scene-a");
+
+        // Attaching the same avatar from another session is refused while online.
+        let mut other = SessionClient::connect(&addr, "tool-2", secret())
+            .await
+            .unwrap();
+        let err = other.open_session(999_999).await.unwrap_err();
+        assert!(err.to_string().contains("no account"), "{err}");
+
+        // Run east into the portal; the tool sees the transfer and the re-attach.
+        let mut scene = SceneClient::connect(&a.addr, "tool-1", secret())
+            .await
+            .unwrap();
+        let (sc, ep) = (a.scene.clone(), a.epoch);
+        let mover = tokio::spawn(async move {
+            let mut got = 0u32;
+            for seq in 1..=60u32 {
+                let input = Input {
+                    seq,
+                    dir: [1.0, 0.0],
+                    mode: MoveMode::Run,
+                    ..Input::default()
+                };
+                if scene.input(&sc, ep, session, input).await.is_err() {
+                    break;
+                }
+                while let Ok((c, bytes)) = scene.replication(Duration::from_millis(1)).await {
+                    assert_eq!(c, session);
+                    tessera_sim::StatePacket::decode(&bytes).unwrap();
+                    got += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            got
+        });
+        let b = tool.wait_attached(session).await.unwrap();
+        assert_eq!(b.scene, "coast", "attached in the portal's target scene");
+        assert!(b.epoch >= 1);
+        let packets = mover.await.unwrap();
+        assert!(packets > 0, "replication reached the tool");
+
+        tool.detach(session).await.unwrap();
+        tool.close_session(session).await.unwrap();
+        server.shutdown().await.unwrap();
+        let stats = coord.stats();
+        assert_eq!(stats.transfers, 1);
+        assert_eq!(stats.batches_stale, 0);
+        coord.shutdown().await;
+
+        let store = Store::open(data.join(DB_FILE)).unwrap();
+        let coast = store.scene_by_name("coast").unwrap().unwrap().id;
+        let field = store.scene_by_name("field").unwrap().unwrap().id;
+        assert_eq!(store.avatar(avatar).unwrap().unwrap().scene, coast);
+        assert!(
+            store
+                .load_scene(field)
+                .unwrap()
+                .iter()
+                .all(|s| s.avatar != avatar),
+            "the avatar is in exactly one scene"
+        );
+        let st = store
+            .load_scene(coast)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.avatar == avatar)
+            .expect("saved in the coast");
+        assert!(!st.online);
+        assert!(
+            (18.0..=60.0).contains(&st.position[0]) && (st.position[1] - 500.0).abs() < 1.0,
+            "arrived at the coast's west edge, then ran on: {:?}",
+            st.position
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_restart_keeps_placements_and_epochs() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (account, avatar) = provision(&data, "town", [200.0, 200.0]);
+        let coord = coordinator(&data, "127.0.0.1:0").await;
+        let addr = coord.link_addr().to_string();
+        let a = scene_server(&addr, "scene-a").await;
+        let b = scene_server(&addr, "scene-b").await;
+        let before = until(10, "placement", || coord.status(), all_placed).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while a.placements().len() + b.placements().len() < defs().len() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "servers never placed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let placements_a = a.placements();
+        let placements_b = b.placements();
+        assert_eq!(placements_a.len() + placements_b.len(), defs().len());
+
+        let mut tool = SessionClient::connect(&addr, "gate-x", secret())
+            .await
+            .unwrap();
+        let session = tool.open_session(account).await.unwrap();
+        tool.attach(session, avatar).await.unwrap();
+
+        // The coordinator goes away and comes back on the same address.
+        coord.shutdown().await;
+        let coord = coordinator(&data, &addr).await;
+        let after = until(
+            10,
+            "re-registration",
+            || coord.status(),
+            |s| all_placed(s) && s.scene_servers.iter().filter(|r| r.alive).count() == 2,
+        )
+        .await;
+        let epochs = |s: &ClusterStatus| {
+            s.scenes
+                .iter()
+                .map(|r| (r.name.clone(), r.server.clone(), r.epoch))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(epochs(&before), epochs(&after), "same hosts, same epochs");
+        // Past the grace period nothing moves, and no scene is hosted twice.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert_eq!(epochs(&before), epochs(&coord.status()));
+        assert_eq!(a.placements(), placements_a);
+        assert_eq!(b.placements(), placements_b);
+        for (scene, _) in a.placements() {
+            assert!(b.placements().iter().all(|(s, _)| *s != scene));
+        }
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
+        coord.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_moves_scenes_with_their_last_state() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (account, avatar) = provision(&data, "field", [500.0, 500.0]);
+        let coord = coordinator(&data, "127.0.0.1:0").await;
+        let addr = coord.link_addr().to_string();
+        let a = scene_server(&addr, "scene-a").await;
+        until(10, "placement", || coord.status(), all_placed).await;
+        let b = scene_server(&addr, "scene-b").await;
+
+        let mut tool = SessionClient::connect(&addr, "tool-1", secret())
+            .await
+            .unwrap();
+        let session = tool.open_session(account).await.unwrap();
+        let at = tool.attach(session, avatar).await.unwrap();
+        assert_eq!(at.server, "scene-a");
+        let scene = SceneClient::connect(&at.addr, "tool-1", secret())
+            .await
+            .unwrap();
+        for seq in 1..=10 {
+            let input = Input {
+                seq,
+                dir: [0.0, 1.0],
+                ..Input::default()
+            };
+            scene
+                .input("field", at.epoch, session, input)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // SIGTERM path: flush, deregister; the scenes move to b under new epochs
+        // and the avatar is attached there again, where it was.
+        a.shutdown().await.unwrap();
+        let moved = tool.wait_attached(session).await.unwrap();
+        assert_eq!(moved.server, "scene-b");
+        assert!(moved.epoch > at.epoch);
+        tool.detach(session).await.unwrap();
+        b.shutdown().await.unwrap();
+        coord.shutdown().await;
+        let store = Store::open(data.join(DB_FILE)).unwrap();
+        let field = store.scene_by_name("field").unwrap().unwrap().id;
+        let st = store
+            .load_scene(field)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.avatar == avatar)
+            .unwrap();
+        assert!(
+            st.position[1] > 501.0,
+            "the movement on scene-a was flushed at its shutdown and carried to scene-b: {:?}",
+            st.position
+        );
+    })
+    .await
+    .unwrap();
+}

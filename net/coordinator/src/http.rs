@@ -1,0 +1,420 @@
+//! The coordinator's HTTP API (axum):
+//!
+//! * `GET /v1/status` — servers, gates, scenes (see [`ClusterStatus`]);
+//! * `POST /v1/register`, `POST /v1/login`, `POST /v1/login/poll` — accounts
+//!   and admission (bodies in [`tessera_proto::login`]);
+//! * `POST /v1/admin/kick`, `POST /v1/admin/ban` — operator actions, with
+//!   `Authorization: Bearer <cluster secret>`.
+//!
+//! Password hashing runs on the blocking pool (the store caps how many at
+//! once). Registration and login are rate limited per client IP and per
+//! account with governor token buckets before any hashing; every refusal is
+//! a JSON [`ApiError`] with a stable `code`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tessera_persistence as db;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::core::Core;
+use super::lock;
+use super::login::{Admission, AdmitError, LoginConfig};
+use tessera_cluster::ClusterStatus;
+use tessera_proto::client::CLIENT_PROTOCOL;
+use tessera_proto::login::{
+    AdminResponse, ApiError, KickRequest, LoginRequest, LoginResponse, PollRequest,
+    RegisterRequest, RegisterResponse,
+};
+use tessera_wire::Secret;
+
+/// Rate limiters of the login API.
+pub(super) struct Limits {
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    per_account: DefaultKeyedRateLimiter<String>,
+    trusted: Vec<IpAddr>,
+}
+
+/// Keys kept per limiter before idle ones are pruned.
+const MAX_LIMITER_KEYS: usize = 100_000;
+
+fn quota(per_s: u32, burst: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(per_s).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Limits {
+    pub(super) fn new(c: &LoginConfig) -> Self {
+        Self {
+            per_ip: RateLimiter::keyed(quota(c.per_ip_per_s, c.per_ip_burst)),
+            per_account: RateLimiter::keyed(quota(c.per_account_per_s, c.per_account_burst)),
+            trusted: c
+                .trusted_ips
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        }
+    }
+
+    fn check_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
+        if self.trusted.contains(&ip) {
+            return Ok(());
+        }
+        if self.per_ip.len() > MAX_LIMITER_KEYS {
+            self.per_ip.retain_recent();
+        }
+        self.per_ip.check_key(&ip).map_err(|n| {
+            let wait = n.wait_time_from(self.per_ip.clock().now());
+            ApiFailure::rate_limited("too many requests from this address", wait)
+        })
+    }
+
+    fn check_account(&self, email: &str) -> Result<(), ApiFailure> {
+        if self.per_account.len() > MAX_LIMITER_KEYS {
+            self.per_account.retain_recent();
+        }
+        let key = email.trim().to_lowercase();
+        self.per_account.check_key(&key).map_err(|n| {
+            let wait = n.wait_time_from(self.per_account.clock().now());
+            ApiFailure::rate_limited("too many logins for this account", wait)
+        })
+    }
+}
+
+/// The API's shared state.
+#[derive(Clone)]
+pub(super) struct Api {
+    pub(super) core: Arc<Mutex<Core>>,
+    pub(super) limits: Arc<Limits>,
+    pub(super) admin: Secret,
+}
+
+/// Serves the API until `stop`.
+pub(super) async fn serve(listener: TcpListener, api: Api, stop: CancellationToken) {
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/register", post(register))
+        .route("/v1/login", post(login))
+        .route("/v1/login/poll", post(poll))
+        .route("/v1/admin/kick", post(kick))
+        .route("/v1/admin/ban", post(ban))
+        .with_state(api);
+    if let Err(e) = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned())
+    .await
+    {
+        warn!(error = %e, "HTTP API stopped");
+    }
+}
+
+/// An error answer: status and body.
+struct ApiFailure(StatusCode, ApiError);
+
+impl ApiFailure {
+    fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
+        Self(
+            status,
+            ApiError {
+                code: code.into(),
+                error: error.into(),
+                retry_after_ms: None,
+            },
+        )
+    }
+
+    fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        let mut f = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", what);
+        f.1.retry_after_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+        f
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<AdmitError> for ApiFailure {
+    fn from(e: AdmitError) -> Self {
+        match e {
+            AdmitError::NoGate => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_gate", e.to_string())
+            }
+            AdmitError::QueueFull => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
+            }
+            AdmitError::UnknownTicket => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_ticket", e.to_string())
+            }
+            AdmitError::Issue(_) => Self::internal(e),
+        }
+    }
+}
+
+fn admitted(a: Admission, poll_ms: u64) -> LoginResponse {
+    match a {
+        Admission::Token {
+            account,
+            token,
+            gate,
+            expires_in_s,
+            resume_key,
+        } => LoginResponse::Ok {
+            account,
+            token,
+            gate,
+            expires_in_s,
+            resume_key,
+        },
+        Admission::Queued { ticket, position } => LoginResponse::Queued {
+            ticket,
+            position,
+            poll_ms,
+        },
+    }
+}
+
+async fn status(State(api): State<Api>) -> Json<ClusterStatus> {
+    Json(lock(&api.core).status())
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiFailure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiFailure::internal)
+}
+
+async fn register(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<RegisterRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiFailure> {
+    let Json(req) =
+        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    api.limits.check_ip(peer.ip())?;
+    let store = Arc::clone(lock(&api.core).store());
+    let result =
+        blocking(move || store.register(&req.email, &req.password, req.nickname.as_deref()))
+            .await?;
+    match result {
+        Ok(account) => Ok((StatusCode::CREATED, Json(RegisterResponse { account }))),
+        Err(db::RegisterError::DuplicateEmail { email }) => Err(ApiFailure::new(
+            StatusCode::CONFLICT,
+            "email_taken",
+            format!("an account with email {email} already exists"),
+        )),
+        Err(
+            e @ (db::RegisterError::InvalidEmail(_)
+            | db::RegisterError::InvalidPassword(_)
+            | db::RegisterError::InvalidNickname(_)),
+        ) => Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            db::error_chain(&e),
+        )),
+        Err(e) => Err(ApiFailure::internal(db::error_chain(&e))),
+    }
+}
+
+async fn login(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<LoginResponse>, ApiFailure> {
+    let Json(req) =
+        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    if req.client_version != CLIENT_PROTOCOL {
+        return Err(ApiFailure::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            format!(
+                "client version {} is not supported; this cluster speaks {CLIENT_PROTOCOL}: upgrade the client",
+                req.client_version
+            ),
+        ));
+    }
+    api.limits.check_ip(peer.ip())?;
+    let account = if let Some(key) = req.resume_key.as_deref() {
+        let account = lock(&api.core).logins.resume_account(key);
+        let Some(account) = account else {
+            return Err(ApiFailure::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "unknown or expired resume key: log in with the password",
+            ));
+        };
+        // A banned account's resume key is worthless.
+        let store = Arc::clone(lock(&api.core).store());
+        let open = blocking(move || store.account(account))
+            .await?
+            .map_err(ApiFailure::internal)?
+            .is_some_and(|a| a.status == db::AccountStatus::Open);
+        if !open {
+            return Err(ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                "locked",
+                "the account is locked",
+            ));
+        }
+        account
+    } else {
+        let (Some(email), Some(password)) = (req.email, req.password) else {
+            return Err(ApiFailure::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "email and password, or resume_key, are required",
+            ));
+        };
+        api.limits.check_account(&email)?;
+        let store = Arc::clone(lock(&api.core).store());
+        let addr = peer.ip().to_string();
+        let result = blocking(move || store.login(&email, &password, &addr)).await?;
+        match result {
+            Ok(a) => a.id,
+            Err(db::LoginError::UnknownEmail | db::LoginError::WrongPassword) => {
+                return Err(ApiFailure::new(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_credentials",
+                    "wrong email or password",
+                ));
+            }
+            Err(db::LoginError::Locked | db::LoginError::Deleted) => {
+                return Err(ApiFailure::new(
+                    StatusCode::FORBIDDEN,
+                    "locked",
+                    "the account is locked",
+                ));
+            }
+            Err(
+                e @ (db::LoginError::InvalidEmail(_)
+                | db::LoginError::InvalidPassword(_)
+                | db::LoginError::InvalidAddress(_)),
+            ) => {
+                return Err(ApiFailure::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    db::error_chain(&e),
+                ));
+            }
+            Err(e) => return Err(ApiFailure::internal(db::error_chain(&e))),
+        }
+    };
+    let admitted_as = lock(&api.core).admit(account)?;
+    Ok(Json(admitted(admitted_as, 500)))
+}
+
+async fn poll(
+    State(api): State<Api>,
+    body: Result<Json<PollRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<LoginResponse>, ApiFailure> {
+    let Json(req) =
+        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let a = lock(&api.core).poll(&req.ticket)?;
+    Ok(Json(admitted(a, 500)))
+}
+
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiFailure> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Secret::new(t.trim().as_bytes().to_vec()));
+    match given {
+        Some(s) if s.ct_eq(&api.admin) => Ok(()),
+        _ => Err(ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin actions need `Authorization: Bearer <cluster secret>`",
+        )),
+    }
+}
+
+/// The account an admin request names (by email or avatar name).
+async fn target_account(api: &Api, req: &KickRequest) -> Result<u64, ApiFailure> {
+    let store = Arc::clone(lock(&api.core).store());
+    let (email, avatar) = (req.email.clone(), req.avatar.clone());
+    blocking(move || match (email, avatar) {
+        (Some(email), _) => store
+            .account_by_email(&email)
+            .map(|a| a.id)
+            .map_err(|e| ApiFailure::new(StatusCode::NOT_FOUND, "not_found", db::error_chain(&e))),
+        (None, Some(name)) => match store.avatar_by_name(&name) {
+            Ok(Some(a)) => Ok(a.account),
+            Ok(None) => Err(ApiFailure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no avatar named {name}"),
+            )),
+            Err(e) => Err(ApiFailure::internal(e)),
+        },
+        (None, None) => Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "name an `email` or an `avatar`",
+        )),
+    })
+    .await?
+}
+
+async fn kick(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<KickRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<AdminResponse>, ApiFailure> {
+    authorize(&api, &headers)?;
+    let Json(req) =
+        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let account = target_account(&api, &req).await?;
+    let reason = req.reason.unwrap_or_else(|| "kicked by an operator".into());
+    let kicked = lock(&api.core).kick(account, &reason);
+    info!(account, kicked, "operator kick");
+    Ok(Json(AdminResponse {
+        account,
+        kicked,
+        banned: false,
+    }))
+}
+
+async fn ban(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<KickRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<AdminResponse>, ApiFailure> {
+    authorize(&api, &headers)?;
+    let Json(req) =
+        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let account = target_account(&api, &req).await?;
+    let store = Arc::clone(lock(&api.core).store());
+    blocking(move || store.lock_account(account))
+        .await?
+        .map_err(|e| ApiFailure::internal(db::error_chain(&e)))?;
+    let reason = req.reason.unwrap_or_else(|| "banned by an operator".into());
+    let kicked = lock(&api.core).kick(account, &reason);
+    info!(account, kicked, "operator ban");
+    Ok(Json(AdminResponse {
+        account,
+        kicked,
+        banned: true,
+    }))
+}
