@@ -116,6 +116,12 @@ pub struct BuildStats {
 
 /// Builds one client's packet, updates its view, and appends the encoded bytes
 /// to `out`, returning how many (0 when there is nothing to tell).
+///
+/// The steps: start the packet with the client's own state; diff the view
+/// against the visible set; choose leaves, then enters and updates nearest
+/// first within the estimated budget; encode, trimming if the estimate was
+/// ever short; grow once into the room the real encoding left; commit what
+/// was sent into the view.
 pub fn build_packet(
     index: &SpatialIndex,
     tick: u64,
@@ -130,30 +136,77 @@ pub fn build_packet(
 ) -> (usize, BuildStats) {
     let mut stats = BuildStats::default();
     let e = s.begin(index.snaps.len());
-    let p = &mut s.packet;
+    let mut used = start_packet(&mut s.packet, index, tick, own, ack, view);
+    let est_budget = estimate_budget(budget, view.ratio);
+    let wanted = diff_view(index, own_pos, visible, view, s, e);
+    let deferred_leaves = choose_leaves(view, &s.marks, e, &mut s.packet, &mut used, est_budget);
+    let mut taken = choose_nearest(&mut s.cands, &mut used, wanted, est_budget);
+    let mut deferred = deferred_leaves + (s.cands.len() - taken) as u64;
+    fill_items(&mut s.packet, &s.cands[..taken]);
+    let p = &s.packet;
+    if p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty() {
+        return (0, stats);
+    }
+    let start = out.len();
+    encode_within_budget(s, budget, &mut taken, &mut deferred, &mut stats, out);
+    if !stats.trimmed {
+        grow_into_room(s, budget, start, &mut taken, &mut used, &mut deferred, out);
+    }
+    stats.deferred = deferred;
+    let len = out.len() - start;
+    commit_view(view, s, len);
+    (len, stats)
+}
+
+/// Resets the packet and sets its header and the client's own state (when it
+/// changed since last sent); returns the estimated bytes used so far.
+fn start_packet(
+    p: &mut StatePacket,
+    index: &SpatialIndex,
+    tick: u64,
+    own: NetId,
+    ack: u32,
+    view: &ClientView,
+) -> usize {
     p.tick = tick as u32;
     p.ack = ack;
     p.leaves.clear();
     p.enters.clear();
     p.updates.clear();
-    let own_q = index.snap(own).map(|s| s.q);
-    p.you = match own_q {
+    p.you = match index.snap(own).map(|s| s.q) {
         Some(q) if view.you_sent != Some(q) => Some(UpdateState { id: own, q }),
         _ => None,
     };
-    let mut used = HEADER_BYTES + if p.you.is_some() { UPDATE_BYTES } else { 0 };
-    // Estimates are worst-case item sizes; bitcode packs tighter. Select
-    // against the budget scaled by what this client's last packet actually
-    // cost per estimated byte (plus a margin), so one encode usually fits
-    // exactly. The encoded size is still checked against the real budget.
-    let scale = if view.ratio > 0.0 {
-        (view.ratio * 1.08).clamp(0.3, 1.0)
+    HEADER_BYTES + if p.you.is_some() { UPDATE_BYTES } else { 0 }
+}
+
+/// The budget to select against in estimated bytes. Estimates are worst-case
+/// item sizes and bitcode packs tighter, so the budget is scaled by what this
+/// client's last packet actually cost per estimated byte (plus a margin), and
+/// one encode usually fits exactly. The encoded size is still checked against
+/// the real budget.
+fn estimate_budget(budget: usize, ratio: f32) -> usize {
+    let scale = if ratio > 0.0 {
+        (ratio * 1.08).clamp(0.3, 1.0)
     } else {
         1.0
     };
-    let est_budget = (budget as f32 / scale) as usize;
+    (budget as f32 / scale) as usize
+}
 
-    // Diff known against visible with epoch stamps (no sorting, no hashing).
+/// Diffs the view against the visible set with epoch stamps (no sorting, no
+/// hashing): every visible entity that is unknown (an enter) or changed (an
+/// update) becomes a candidate in `s.cands`; known entities seen visible are
+/// stamped `e + 1`, so those left at `e` are leaves. Returns the candidates'
+/// estimated cost.
+fn diff_view(
+    index: &SpatialIndex,
+    own_pos: [f32; 2],
+    visible: &[NetId],
+    view: &ClientView,
+    s: &mut ReplScratch,
+    e: u32,
+) -> usize {
     s.cands.clear();
     for (k, &(id, _)) in view.known.iter().enumerate() {
         let i = id as usize;
@@ -186,117 +239,156 @@ pub fn build_packet(
         wanted += c.cost();
         s.cands.push(c);
     }
-    let mut deferred_leaves = 0u64;
+    wanted
+}
+
+/// Puts the leaves (known ids still stamped `e`) in the packet while they
+/// fit; returns how many did not.
+fn choose_leaves(
+    view: &ClientView,
+    marks: &[(u32, u32)],
+    e: u32,
+    p: &mut StatePacket,
+    used: &mut usize,
+    est_budget: usize,
+) -> u64 {
+    let mut deferred = 0u64;
     for &(id, _) in &view.known {
-        if s.marks[id as usize].0 == e {
-            if used + LEAVE_BYTES <= est_budget {
+        if marks[id as usize].0 == e {
+            if *used + LEAVE_BYTES <= est_budget {
                 p.leaves.push(id);
-                used += LEAVE_BYTES;
+                *used += LEAVE_BYTES;
             } else {
-                deferred_leaves += 1;
+                deferred += 1;
             }
         }
     }
-    // Short of room: nearest first (ties by id, so the choice is deterministic).
-    if used + wanted > est_budget {
-        s.cands.sort_unstable_by_key(|c| (c.key, c.id));
+    deferred
+}
+
+/// How many candidates fit, nearest first when not all of them do (ties by
+/// id, so the choice is deterministic).
+fn choose_nearest(cands: &mut [Cand], used: &mut usize, wanted: usize, est_budget: usize) -> usize {
+    if *used + wanted > est_budget {
+        cands.sort_unstable_by_key(|c| (c.key, c.id));
     }
     let mut taken = 0;
-    for c in &s.cands {
-        if used + c.cost() > est_budget {
+    for c in cands.iter() {
+        if *used + c.cost() > est_budget {
             break;
         }
-        used += c.cost();
+        *used += c.cost();
         taken += 1;
     }
-    let mut deferred = deferred_leaves + (s.cands.len() - taken) as u64;
-    let take = |p: &mut StatePacket, n: usize| {
-        p.enters.clear();
-        p.updates.clear();
-        for c in &s.cands[..n] {
-            if c.enter {
-                p.enters.push(EnterState {
-                    id: c.id,
-                    kind: c.kind,
-                    figure: c.figure,
-                    q: c.q,
-                });
-            } else {
-                p.updates.push(UpdateState { id: c.id, q: c.q });
-            }
+    taken
+}
+
+/// Sets the packet's enters and updates to `cands`.
+fn fill_items(p: &mut StatePacket, cands: &[Cand]) {
+    p.enters.clear();
+    p.updates.clear();
+    for c in cands {
+        if c.enter {
+            p.enters.push(EnterState {
+                id: c.id,
+                kind: c.kind,
+                figure: c.figure,
+                q: c.q,
+            });
+        } else {
+            p.updates.push(UpdateState { id: c.id, q: c.q });
         }
-    };
-    take(p, taken);
-    if p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty() {
-        return (0, stats);
     }
+}
+
+/// Encodes the packet into `out`. The estimate is an upper bound, so the
+/// trimming loop should never run; if it ever does, it sheds the farthest
+/// items (then half the leaves) until the packet fits.
+fn encode_within_budget(
+    s: &mut ReplScratch,
+    budget: usize,
+    taken: &mut usize,
+    deferred: &mut u64,
+    stats: &mut BuildStats,
+    out: &mut Vec<u8>,
+) {
+    let p = &mut s.packet;
     let mut bytes = s.buf.encode(&*p);
-    // The estimate is an upper bound, so this loop should never run; if it
-    // ever does, shed the farthest items until the packet fits.
     while bytes.len() > budget {
         stats.trimmed = true;
         let n = p.enters.len() + p.updates.len();
         if n > 0 {
             let keep = n - n.div_ceil(8);
-            deferred += (taken - keep) as u64;
-            taken = keep;
-            take(p, taken);
+            *deferred += (*taken - keep) as u64;
+            *taken = keep;
+            fill_items(p, &s.cands[..keep]);
         } else if !p.leaves.is_empty() {
             let keep = p.leaves.len() / 2;
-            deferred += (p.leaves.len() - keep) as u64;
+            *deferred += (p.leaves.len() - keep) as u64;
             p.leaves.truncate(keep);
         } else {
             break;
         }
         bytes = s.buf.encode(&*p);
     }
-    let start = out.len();
     out.extend_from_slice(bytes);
-    // The estimate assumed worst-case item sizes; real packets pack much
-    // tighter. While items are still waiting and there is room, add more
-    // (nearest first), scaled by what the encoding actually cost so far, and
-    // keep the larger packet only if it fits.
-    let mut tries = 0;
-    while taken < s.cands.len() && out.len() - start < budget && tries < 1 && !stats.trimmed {
-        tries += 1;
-        let len = out.len() - start;
-        let ratio = len as f32 / used.max(1) as f32;
-        let room = ((budget - len) as f32 / ratio.max(0.05) * 0.9) as usize;
-        let mut extra = 0;
-        let mut more = taken;
-        for c in &s.cands[taken..] {
-            if extra + c.cost() > room {
-                break;
-            }
-            extra += c.cost();
-            more += 1;
-        }
-        if more == taken {
-            break;
-        }
-        take(p, more);
-        let bigger = s.buf.encode(&*p);
-        if bigger.len() <= budget {
-            out.truncate(start);
-            out.extend_from_slice(bigger);
-            deferred -= (more - taken) as u64;
-            used += extra;
-            taken = more;
-        } else {
-            take(p, taken);
-            break;
-        }
+}
+
+/// The estimate assumed worst-case item sizes; real packets pack much
+/// tighter. While items are still waiting and there is room, adds more
+/// (nearest first), scaled by what the encoding actually cost, and keeps the
+/// larger packet only if it fits. One try per tick.
+fn grow_into_room(
+    s: &mut ReplScratch,
+    budget: usize,
+    start: usize,
+    taken: &mut usize,
+    used: &mut usize,
+    deferred: &mut u64,
+    out: &mut Vec<u8>,
+) {
+    let len = out.len() - start;
+    if *taken >= s.cands.len() || len >= budget {
+        return;
     }
-    stats.deferred = deferred;
+    let ratio = len as f32 / (*used).max(1) as f32;
+    let room = ((budget - len) as f32 / ratio.max(0.05) * 0.9) as usize;
+    let mut extra = 0;
+    let mut more = *taken;
+    for c in &s.cands[*taken..] {
+        if extra + c.cost() > room {
+            break;
+        }
+        extra += c.cost();
+        more += 1;
+    }
+    if more == *taken {
+        return;
+    }
+    fill_items(&mut s.packet, &s.cands[..more]);
+    let bigger = s.buf.encode(&s.packet);
+    if bigger.len() <= budget {
+        out.truncate(start);
+        out.extend_from_slice(bigger);
+        *deferred -= (more - *taken) as u64;
+        *used += extra;
+        *taken = more;
+    } else {
+        fill_items(&mut s.packet, &s.cands[..*taken]);
+    }
+}
+
+/// Commits what was sent into the view: the own state, updated and entered
+/// states, removed leaves, and the encoded-per-estimated-byte ratio the next
+/// packet's budget is scaled by.
+fn commit_view(view: &mut ClientView, s: &mut ReplScratch, len: usize) {
+    let p = &s.packet;
     let estimated = HEADER_BYTES
         + p.you.map_or(0, |_| UPDATE_BYTES)
         + p.leaves.len() * LEAVE_BYTES
         + p.enters.len() * ENTER_BYTES
         + p.updates.len() * UPDATE_BYTES;
-    let len = out.len() - start;
     view.ratio = len as f32 / estimated as f32;
-
-    // Commit what was actually sent into the view.
     if let Some(u) = p.you {
         view.you_sent = Some(u.q);
     }
@@ -314,7 +406,6 @@ pub fn build_packet(
         view.known.swap_remove(k as usize);
     }
     view.known.extend(p.enters.iter().map(|en| (en.id, en.q)));
-    (len, stats)
 }
 
 fn build_packets(

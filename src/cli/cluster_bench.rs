@@ -6,6 +6,8 @@
 //! servers with capacity 1 so each hosts one scene, `workers` tool clients),
 //! on a fresh database in a temporary folder that is removed afterwards.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +19,12 @@ use serde::Serialize;
 use tessera_bots::tool::SessionClient;
 use tessera_cluster::ClusterConfig;
 use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
-use tessera_persistence::{NewAvatar, Store};
+use tessera_persistence::{AccountId, AvatarId, NewAvatar, Store};
+use hdrhistogram::Histogram;
+use tessera_host::{LoadReport, Phase as RunnerPhase};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
+use tessera_sim::SceneDef;
+use tessera_wire::Secret;
 
 use super::report::{MsSummary, new_histogram};
 use crate::config::Config;
@@ -85,6 +91,56 @@ struct Report {
 }
 
 pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
+    validate(&args)?;
+    let config = Config::load(None)?;
+    let defs = config.scene_defs()?;
+    anyhow::ensure!(
+        args.scene_servers as usize <= defs.len(),
+        "--scene-servers {} exceeds the {} scenes in {}",
+        args.scene_servers,
+        defs.len(),
+        config.scenes_dir().display()
+    );
+    let dir = std::env::temp_dir().join(format!("tessera-cluster-bench-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let scenes = choose_scenes(&args, &defs, &config)?;
+    let accounts = provision(&dir, &scenes, args.workers)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let (coord, servers) = start_cluster(&args, &config, &defs, &dir, &scenes).await?;
+        let link = coord.link_addr().to_string();
+        let load = Load::start(&link, &config, &accounts);
+        tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+        let measured = measure(&args, &servers, &scenes, &load).await;
+        let (all, failures) = load.finish().await?;
+        let scenes = scene_figures(&servers, &defs, &measured);
+        for s in servers {
+            s.shutdown().await?;
+        }
+        coord.shutdown().await;
+        let round_trips = all.len();
+        let seconds = measured.seconds;
+        anyhow::Ok(Report {
+            scene_servers: args.scene_servers,
+            walkers_per_scene: args.walkers,
+            workers: args.workers,
+            seconds,
+            round_trips,
+            round_trips_per_s: (round_trips as f64 / seconds * 10.0).round() / 10.0,
+            round_trip_ms: MsSummary::of(&all),
+            failures,
+            scenes,
+        })
+    })?;
+    print_report(&report, args.report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(args: &ClusterBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=16).contains(&args.scene_servers),
         "--scene-servers must be between 1 and 16"
@@ -98,201 +154,276 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
         (1..=3600).contains(&args.duration),
         "--duration must be 1..=3600 s"
     );
-    let config = Config::load(None)?;
-    let defs = config.scene_defs()?;
-    anyhow::ensure!(
-        args.scene_servers as usize <= defs.len(),
-        "--scene-servers {} exceeds the {} scenes in {}",
-        args.scene_servers,
-        defs.len(),
-        config.scenes_dir().display()
-    );
-    let dir = std::env::temp_dir().join(format!("tessera-cluster-bench-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(dir.clone());
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(())
+}
 
-    // The hosted scenes: the given ones, else the largest (by area, then
-    // name), so that walker density stays comparable between scenes.
-    let scenes: Vec<String> = if args.scenes.is_empty() {
+/// The hosted scenes: the given ones, else the largest (by area, then name),
+/// so that walker density stays comparable between scenes.
+fn choose_scenes(
+    args: &ClusterBenchArgs,
+    defs: &BTreeMap<String, SceneDef>,
+    config: &Config,
+) -> anyhow::Result<Vec<String>> {
+    if args.scenes.is_empty() {
         let mut by_area: Vec<(&String, f32)> = defs
             .iter()
             .map(|(n, d)| (n, d.size[0] * d.size[1]))
             .collect();
         by_area.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        by_area
+        return Ok(by_area
             .into_iter()
             .take(args.scene_servers as usize)
             .map(|(n, _)| n.clone())
-            .collect()
-    } else {
-        for s in &args.scenes {
-            anyhow::ensure!(
-                defs.contains_key(s),
-                "no scene {s:?} in {}",
-                config.scenes_dir().display()
-            );
-        }
+            .collect());
+    }
+    for s in &args.scenes {
         anyhow::ensure!(
-            args.scenes.len() == args.scene_servers as usize,
-            "--scenes names {} scenes for {} scene servers",
-            args.scenes.len(),
-            args.scene_servers
+            defs.contains_key(s),
+            "no scene {s:?} in {}",
+            config.scenes_dir().display()
         );
-        args.scenes.clone()
-    };
-    // One account and avatar per worker, spread over the hosted scenes.
+    }
+    anyhow::ensure!(
+        args.scenes.len() == args.scene_servers as usize,
+        "--scenes names {} scenes for {} scene servers",
+        args.scenes.len(),
+        args.scene_servers
+    );
+    Ok(args.scenes.clone())
+}
+
+/// One account and avatar per worker, spread over the hosted scenes.
+fn provision(
+    dir: &Path,
+    scenes: &[String],
+    workers: u32,
+) -> anyhow::Result<Vec<(AccountId, AvatarId)>> {
+    let store = Store::open(dir.join(DB_FILE))?;
     let mut accounts = Vec::new();
-    {
-        let store = Store::open(dir.join(DB_FILE))?;
-        for w in 0..args.workers {
-            let scene = &scenes[w as usize % scenes.len()];
-            let scene_id = store.ensure_scene(scene)?;
-            let account = store.register(
-                &format!("bench{w}@example.com"),
-                "correct horse battery",
-                None,
-            )?;
-            let avatar = store.provision_avatars(
-                account,
-                &[NewAvatar {
-                    name: format!("Bench{w}"),
-                    figure: "f".into(),
-                    scene: scene_id,
-                }],
-            )?[0];
-            accounts.push((account, avatar));
+    for w in 0..workers {
+        let scene = &scenes[w as usize % scenes.len()];
+        let scene_id = store.ensure_scene(scene)?;
+        let account = store.register(
+            &format!("bench{w}@example.com"),
+            "correct horse battery",
+            None,
+        )?;
+        let avatar = store.provision_avatars(
+            account,
+            &[NewAvatar {
+                name: format!("Bench{w}"),
+                figure: "f".into(),
+                scene: scene_id,
+            }],
+        )?[0];
+        accounts.push((account, avatar));
+    }
+    Ok(accounts)
+}
+
+/// A coordinator and one scene server per scene (capacity 1), returned once
+/// every scene is placed and ticking with its walkers.
+async fn start_cluster(
+    args: &ClusterBenchArgs,
+    config: &Config,
+    defs: &BTreeMap<String, SceneDef>,
+    dir: &Path,
+    scenes: &[String],
+) -> anyhow::Result<(Coordinator, Vec<SceneServer>)> {
+    let coord = Coordinator::start(
+        CoordinatorConfig {
+            listen: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
+            data: dir.to_path_buf(),
+            ..CoordinatorConfig::default()
+        },
+        ClusterConfig {
+            // The synthetic walkers count as population: keep every
+            // scene open for attaches.
+            busy_population: 200_000,
+            full_population: 200_000,
+            ..ClusterConfig::default()
+        },
+        config.secret(),
+        scenes.to_vec(),
+    )
+    .await?;
+    let link = coord.link_addr().to_string();
+    let mut servers = Vec::new();
+    for i in 1..=args.scene_servers {
+        let cfg = SceneServerConfig {
+            coordinator: link.clone(),
+            name: format!("scene-{i}"),
+            capacity: 1,
+            walkers: args.walkers,
+            ..SceneServerConfig::default()
+        };
+        servers.push(SceneServer::start(cfg, config.secret(), defs.clone()).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let loads: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
+        if loads.len() == scenes.len()
+            && loads
+                .iter()
+                .all(|l| l.phase == RunnerPhase::Running && l.population >= args.walkers)
+        {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "scenes not running after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "{} scene servers × {} walkers running; {} s warm-up, then {} s measured",
+        args.scene_servers, args.walkers, args.warmup, args.duration
+    );
+    Ok((coord, servers))
+}
+
+/// The tool clients, each doing attach + detach round trips until stopped,
+/// recording them only while `measuring`.
+struct Load {
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(Histogram<u64>, u64)>>,
+}
+
+impl Load {
+    fn start(link: &str, config: &Config, accounts: &[(AccountId, AvatarId)]) -> Self {
+        let measuring = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = accounts
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(w, (account, avatar))| {
+                tokio::spawn(round_trips(
+                    link.to_owned(),
+                    format!("bench-{w}"),
+                    config.secret(),
+                    account,
+                    avatar,
+                    Arc::clone(&measuring),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
+        Self {
+            measuring,
+            stop,
+            tasks,
         }
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let report = rt.block_on(async {
-        let coord = Coordinator::start(
-            CoordinatorConfig {
-                listen: "127.0.0.1:0".into(),
-                http: "127.0.0.1:0".into(),
-                data: dir.clone(),
-                ..CoordinatorConfig::default()
-            },
-            ClusterConfig {
-                // The synthetic walkers count as population: keep every
-                // scene open for attaches.
-                busy_population: 200_000,
-                full_population: 200_000,
-                ..ClusterConfig::default()
-            },
-            config.secret(),
-            scenes.clone(),
-        )
-        .await?;
-        let link = coord.link_addr().to_string();
-        let mut servers = Vec::new();
-        for i in 1..=args.scene_servers {
-            let cfg = SceneServerConfig {
-                coordinator: link.clone(),
-                name: format!("scene-{i}"),
-                capacity: 1,
-                walkers: args.walkers,
-                ..SceneServerConfig::default()
-            };
-            servers.push(SceneServer::start(cfg, config.secret(), defs.clone()).await?);
-        }
-        // Every scene placed and ticking with its walkers.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let loads: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
-            if loads.len() == scenes.len()
-                && loads.iter().all(|l| {
-                    l.phase == tessera_host::Phase::Running && l.population >= args.walkers
-                })
-            {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "scenes not running after 60 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!(
-            "{} scene servers × {} walkers running; {} s warm-up, then {} s measured",
-            args.scene_servers, args.walkers, args.warmup, args.duration
-        );
-
-        let measuring = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for (w, (account, avatar)) in accounts.iter().copied().enumerate() {
-            let link = link.clone();
-            let secret = config.secret();
-            let measuring = Arc::clone(&measuring);
-            let stop = Arc::clone(&stop);
-            tasks.push(tokio::spawn(async move {
-                let mut h = new_histogram();
-                let mut failures = 0u64;
-                let Ok(mut tool) =
-                    SessionClient::connect(&link, &format!("bench-{w}"), secret).await
-                else {
-                    return (h, 1);
-                };
-                let Ok(session) = tool.open_session(account).await else {
-                    return (h, 1);
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    let t0 = Instant::now();
-                    let ok = tool.attach(session, avatar).await.is_ok()
-                        && tool.detach(session).await.is_ok();
-                    if !measuring.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    if ok {
-                        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        let _ = h.record(ns.max(1));
-                    } else {
-                        failures += 1;
-                    }
-                }
-                (h, failures)
-            }));
-        }
-        tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-        measuring.store(true, Ordering::Relaxed);
-        let start = Instant::now();
-        let mut windows: Vec<Vec<u32>> = vec![Vec::new(); scenes.len()];
-        let before: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
-        while start.elapsed() < Duration::from_secs(args.duration) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            for (i, l) in servers.iter().flat_map(SceneServer::load).enumerate() {
-                if let Some(w) = windows.get_mut(i) {
-                    w.push(l.tick_p99_us);
-                }
-            }
-        }
-        measuring.store(false, Ordering::Relaxed);
-        let seconds = start.elapsed().as_secs_f64();
-        stop.store(true, Ordering::Relaxed);
+    /// Stops the clients; their round trips merged, and the failures.
+    async fn finish(self) -> anyhow::Result<(Histogram<u64>, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
         let mut all = new_histogram();
         let mut failures = 0;
-        for t in tasks {
+        for t in self.tasks {
             let (h, f) = t.await?;
             all.add(&h)?;
             failures += f;
         }
-        let after: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
-        let mut figures = Vec::new();
-        for (i, (server, l)) in servers
-            .iter()
-            .flat_map(|s| s.load().into_iter().map(move |l| (s.name().to_owned(), l)))
-            .enumerate()
-        {
-            let mut w = windows.get(i).cloned().unwrap_or_default();
+        Ok((all, failures))
+    }
+}
+
+/// One tool client's loop. A client that cannot connect or open its
+/// session counts one failure.
+async fn round_trips(
+    link: String,
+    name: String,
+    secret: Secret,
+    account: AccountId,
+    avatar: AvatarId,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> (Histogram<u64>, u64) {
+    let mut h = new_histogram();
+    let mut failures = 0u64;
+    let Ok(mut tool) = SessionClient::connect(&link, &name, secret).await else {
+        return (h, 1);
+    };
+    let Ok(session) = tool.open_session(account).await else {
+        return (h, 1);
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        let ok = tool.attach(session, avatar).await.is_ok() && tool.detach(session).await.is_ok();
+        if !measuring.load(Ordering::Relaxed) {
+            continue;
+        }
+        if ok {
+            let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let _ = h.record(ns.max(1));
+        } else {
+            failures += 1;
+        }
+    }
+    (h, failures)
+}
+
+/// What the measured period saw of the scenes.
+struct Measured {
+    seconds: f64,
+    /// Per scene, in `servers`' load order: the tick p99 of each 1 s window.
+    windows: Vec<Vec<u32>>,
+    before: Vec<LoadReport>,
+    after: Vec<LoadReport>,
+}
+
+/// Measures for `--duration` seconds, sampling every scene's tick p99 once a
+/// second.
+async fn measure(
+    args: &ClusterBenchArgs,
+    servers: &[SceneServer],
+    scenes: &[String],
+    load: &Load,
+) -> Measured {
+    load.measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let mut windows: Vec<Vec<u32>> = vec![Vec::new(); scenes.len()];
+    let before: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
+    while start.elapsed() < Duration::from_secs(args.duration) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (i, l) in servers.iter().flat_map(SceneServer::load).enumerate() {
+            if let Some(w) = windows.get_mut(i) {
+                w.push(l.tick_p99_us);
+            }
+        }
+    }
+    load.measuring.store(false, Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    let after: Vec<_> = servers.iter().flat_map(SceneServer::load).collect();
+    Measured {
+        seconds,
+        windows,
+        before,
+        after,
+    }
+}
+
+fn scene_figures(
+    servers: &[SceneServer],
+    defs: &BTreeMap<String, SceneDef>,
+    m: &Measured,
+) -> Vec<SceneFigures> {
+    let ms = |us: u32| (f64::from(us) / 10.0).round() / 100.0;
+    servers
+        .iter()
+        .flat_map(|s| s.load().into_iter().map(move |l| (s.name().to_owned(), l)))
+        .enumerate()
+        .map(|(i, (server, l))| {
+            let mut w = m.windows.get(i).cloned().unwrap_or_default();
             w.sort_unstable();
             let worst = w.last().copied().unwrap_or(0);
             let median = w.get(w.len() / 2).copied().unwrap_or(0);
             let hz = defs.get(&l.scene).map_or(20, |d| d.tick_hz);
             let budget_ms = 1000.0 / f64::from(hz.max(1));
-            let ms = |us: u32| (f64::from(us) / 10.0).round() / 100.0;
-            let b = before.get(i).map(|b| b.pacer).unwrap_or_default();
-            let a = after.get(i).map(|a| a.pacer).unwrap_or_default();
-            figures.push(SceneFigures {
+            let b = m.before.get(i).map(|b| b.pacer).unwrap_or_default();
+            let a = m.after.get(i).map(|a| a.pacer).unwrap_or_default();
+            SceneFigures {
                 scene: l.scene.clone(),
                 server,
                 population: l.population,
@@ -303,26 +434,12 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
                 within_budget: ms(worst) <= budget_ms,
                 late_ticks: a.late.saturating_sub(b.late),
                 skipped_ticks: a.skipped.saturating_sub(b.skipped),
-            });
-        }
-        for s in servers {
-            s.shutdown().await?;
-        }
-        coord.shutdown().await;
-        let round_trips = all.len();
-        anyhow::Ok(Report {
-            scene_servers: args.scene_servers,
-            walkers_per_scene: args.walkers,
-            workers: args.workers,
-            seconds,
-            round_trips,
-            round_trips_per_s: (round_trips as f64 / seconds * 10.0).round() / 10.0,
-            round_trip_ms: MsSummary::of(&all),
-            failures,
-            scenes: figures,
+            }
         })
-    })?;
+        .collect()
+}
 
+fn print_report(report: &Report, format: ReportFormat) -> anyhow::Result<()> {
     println!(
         "attach + detach round trips: {} in {:.1} s = {:.1}/s ({} workers); round trip ms p50 {:.2} p99 {:.2} max {:.2}; failures {}",
         report.round_trips,
@@ -360,10 +477,10 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
             s.skipped_ticks
         );
     }
-    if args.report == ReportFormat::Json {
-        println!("{}", serde_json::to_string(&report)?);
+    if format == ReportFormat::Json {
+        println!("{}", serde_json::to_string(report)?);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
