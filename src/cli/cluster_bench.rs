@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use tessera_bots::tool::SessionClient;
 use tessera_cluster::ClusterConfig;
 use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
+use tessera_host::{LoadReport, RunnerPhase};
 use tessera_persistence::{AccountId, AvatarId, NewAvatar, Store};
-use hdrhistogram::Histogram;
-use tessera_host::{LoadReport, Phase as RunnerPhase};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
 use tessera_sim::SceneDef;
 use tessera_wire::Secret;

@@ -1,5 +1,12 @@
-//! The **scene host**: the part of a scene server that runs the scenes placed
-//! on it.
+//! # tessera-host — the scene host
+//!
+//! The part of a scene server that runs the scenes placed on it: scene
+//! threads, the fixed-step pacer, bounded command and output queues, save
+//! sinks.
+//!
+//! **API Boundary.** This crate owns threads and queues, not the network:
+//! it must never open a socket, speak a link protocol or decide placement
+//! (the networked scene server does), and nothing it owns may block a tick.
 //!
 //! A [`SceneHost`] holds one [`SceneRunner`] per hosted scene, keyed by scene
 //! name. Each runner owns one [`tessera_sim::SceneWorld`] on its **own OS
@@ -18,7 +25,7 @@
 //!
 //! * **Placement** ([`SceneHost::place`]) is non-blocking: the world is built
 //!   on the new thread. Report `SceneReady` once [`LoadReport::phase`] is
-//!   [`Phase::Running`]. The PC states loaded for the scene are kept by the
+//!   [`RunnerPhase::Running`]. The PC states loaded for the scene are kept by the
 //!   runner as **offline** avatars (the design: offline avatars stay in their
 //!   scene, invisible); an `Attach` for such an avatar that carries no state
 //!   is completed with the kept state, and a `Detached` event refreshes it, so
@@ -42,16 +49,14 @@
 //!   true`, which writes **nothing** from the moment it is called.
 //! * A panic on a scene thread is caught at join and returned as
 //!   [`RunError::Panicked`]; meanwhile the load report shows
-//!   [`Phase::Failed`] and the output queue is closed. Other scenes go on.
+//!   [`RunnerPhase::Failed`] and the output queue is closed. Other scenes go on.
 //! * **Attaches are idempotent** (the coordinator's `AttachAt` contract):
 //!   an attach of an avatar already attached (or being attached) for the
 //!   same client is answered with `Attached` again; one attached for another
 //!   client is re-bound — `Detached` for the old client in the next tick,
 //!   `Attached` for the new one in the tick after, from the detached state.
-//! * Not here yet: the gate-session ↔ client mapping and the
-//!   `SyncAttached` reconciliation (the networked server owns the session
-//!   map; it can reconcile with the attach/detach commands above), and
-//!   metrics export beyond [`LoadReport`].
+//! * The gate-session ↔ client mapping and `SyncAttached` belong to the
+//!   networked scene server, which reconciles with the commands above.
 //!
 //! # Invariants
 //!
@@ -92,7 +97,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use output::{OutputQueue, OutputStats, TickBatch};
 pub use pacer::{Pacer, PacerStats, Plan};
 pub use runner::{
-    CommandError, LoadReport, Phase, RunError, RunnerReport, RunnerSettings, SceneRunner,
+    CommandError, LoadReport, RunError, RunnerPhase, RunnerReport, RunnerSettings, SceneRunner,
 };
 pub use sink::{
     EpochBatch, MemorySink, SaveSink, SaveSinkError, WriterSink, from_db_states, to_db_batch,

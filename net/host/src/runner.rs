@@ -67,7 +67,7 @@ impl Default for RunnerSettings {
 
 /// Where a runner is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Phase {
+pub enum RunnerPhase {
     /// The thread is building the world.
     #[default]
     Loading,
@@ -85,7 +85,7 @@ pub enum Phase {
 pub struct LoadReport {
     pub scene: String,
     pub epoch: Epoch,
-    pub phase: Phase,
+    pub phase: RunnerPhase,
     /// Attached PCs.
     pub population: u32,
     /// Ticks run by the world.
@@ -171,7 +171,7 @@ const STOP_FLUSH: u8 = 1;
 const STOP_STALE: u8 = 2;
 
 #[derive(Debug, Default)]
-struct Shared {
+struct RunnerShared {
     control: AtomicU8,
     refused: AtomicU64,
     /// Commands sent and not yet taken by the scene thread.
@@ -179,7 +179,7 @@ struct Shared {
     report: Mutex<LoadReport>,
 }
 
-impl Shared {
+impl RunnerShared {
     fn report(&self) -> std::sync::MutexGuard<'_, LoadReport> {
         self.report.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -203,7 +203,7 @@ pub struct SceneRunner {
     tx: SyncSender<Msg>,
     /// Queued commands beyond which inputs are refused.
     input_limit: usize,
-    shared: Arc<Shared>,
+    shared: Arc<RunnerShared>,
     output: Arc<OutputQueue>,
     thread: Option<JoinHandle<RunnerReport>>,
 }
@@ -218,7 +218,7 @@ impl std::fmt::Debug for SceneRunner {
 }
 
 impl SceneRunner {
-    /// Starts the scene thread. The world is built there (`Phase::Loading`
+    /// Starts the scene thread. The world is built there (`RunnerPhase::Loading`
     /// until then); `states` are the scene's saved PC states: their avatars
     /// are offline until an attach arrives, which then uses the saved state
     /// when it carries none. `def` must be valid (`SceneDef::validate`).
@@ -234,7 +234,7 @@ impl SceneRunner {
         let capacity = settings.command_capacity.max(1);
         let (tx, rx) = mpsc::sync_channel(capacity);
         let input_limit = (capacity - capacity / 4).max(1);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(RunnerShared::default());
         *shared.report() = LoadReport {
             scene: scene.clone(),
             epoch,
@@ -413,20 +413,20 @@ struct ThreadCtx {
     clock: Arc<dyn Clock>,
     sink: Arc<dyn SaveSink>,
     rx: Receiver<Msg>,
-    shared: Arc<Shared>,
+    shared: Arc<RunnerShared>,
     output: Arc<OutputQueue>,
 }
 
 /// Marks the runner failed and closes its output if the thread unwinds.
 struct FailGuard {
-    shared: Arc<Shared>,
+    shared: Arc<RunnerShared>,
     output: Arc<OutputQueue>,
 }
 
 impl Drop for FailGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.shared.report().phase = Phase::Failed;
+            self.shared.report().phase = RunnerPhase::Failed;
         }
         self.output.close();
     }
@@ -437,7 +437,7 @@ struct Core {
     scene: String,
     epoch: Epoch,
     sink: Arc<dyn SaveSink>,
-    shared: Arc<Shared>,
+    shared: Arc<RunnerShared>,
     output: Arc<OutputQueue>,
     offline: BTreeMap<AvatarId, PcState>,
     /// Attached avatars: client and net id (from the world's events).
@@ -494,7 +494,7 @@ impl ThreadCtx {
             save_errors: 0,
             saves_suppressed: 0,
         };
-        core.publish(Phase::Running);
+        core.publish(RunnerPhase::Running);
         let rx = self.rx;
         let clock = self.clock;
         let drain_max = self.settings.command_capacity.max(1);
@@ -649,7 +649,7 @@ impl Core {
             self.push(cmd);
         }
         if out.tick.is_multiple_of(self.report_every) {
-            self.publish(Phase::Running);
+            self.publish(RunnerPhase::Running);
         }
     }
 
@@ -674,7 +674,7 @@ impl Core {
     }
 
     /// Refreshes the shared load report.
-    fn publish(&mut self, phase: Phase) {
+    fn publish(&mut self, phase: RunnerPhase) {
         let us = |ns: u64| u32::try_from(ns / 1000).unwrap_or(u32::MAX);
         let total = &self.world.metrics().tick;
         let total_p99 = if total.is_empty() {
@@ -719,7 +719,7 @@ impl Core {
                 final_saved = self.saves > before;
             }
         }
-        self.publish(Phase::Stopped);
+        self.publish(RunnerPhase::Stopped);
         let mut load = self.shared.report().clone();
         load.commands_refused = self.shared.refused.load(Ordering::Relaxed);
         load.output = self.output.stats();

@@ -104,7 +104,7 @@ fn host_fixed_step_runs_one_tick_per_period_without_drift() {
     h.place("a", field("a"), 1, Vec::new()).unwrap();
     // Tick 0 of the schedule is due at once.
     let r = wait_ticks(&h, "a", 1);
-    assert_eq!(r.phase, Phase::Running);
+    assert_eq!(r.phase, RunnerPhase::Running);
     let r = step(&h, &clock, "a", 40);
     assert_eq!(r.ticks, 41);
     assert_eq!(r.pacer.ticks, 41);
@@ -123,7 +123,7 @@ fn host_fixed_step_runs_one_tick_per_period_without_drift() {
     clock.advance(PERIOD / 2);
     assert_eq!(wait_ticks(&h, "a", 42).ticks, 42);
     let report = h.drop_scene("a", false).unwrap();
-    assert_eq!(report.load.phase, Phase::Stopped);
+    assert_eq!(report.load.phase, RunnerPhase::Stopped);
     assert_eq!(report.load.pacer.late, 0);
 }
 
@@ -482,7 +482,7 @@ fn host_a_panicking_scene_is_reported_at_join_and_spares_the_others() {
     wait_ticks(&h, "bad", 1);
     h.runner("bad").unwrap().inject_panic();
     wait_for("the bad scene to fail", || {
-        h.runner("bad").unwrap().load().phase == Phase::Failed
+        h.runner("bad").unwrap().load().phase == RunnerPhase::Failed
     });
     // Its output queue is closed: a consumer is told at once, not left waiting.
     let out = h.output("bad").unwrap();

@@ -1,0 +1,381 @@
+//! The coordinator side: connect, register with what is hosted, heartbeat
+//! the load, report ready scenes, obey placements and attaches; reconnect
+//! when the link drops; on shutdown flush, deregister and close.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_host::{RunnerPhase, SceneHost, SystemClock};
+use tessera_link::{Connector, Link, LinkReceiver, LinkSender, bump, lock};
+use tessera_sim::{ClientId, Inbound};
+use tessera_wire::{AttachedSession, Epoch, Heartbeat, LinkMsg, Placement, Register, WirePcState};
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::SceneServerError;
+use crate::gates::pump;
+use crate::state::{Route, ServerState};
+
+/// The coordinator side: connect, register, obey, report; reconnect when
+/// the link drops; on shutdown flush and deregister.
+pub(crate) async fn coordinator_loop(
+    shared: Arc<ServerState>,
+    mut connector: Connector,
+    link_addr: SocketAddr,
+    capacity: u32,
+    mut heartbeat: Duration,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) -> Result<(), SceneServerError> {
+    let mut seq = 0u64;
+    loop {
+        let link = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                // No coordinator: flush the scenes into the sink anyway (a
+                // later run cannot use it, but nothing is written stale).
+                finish(&shared, None).await;
+                return Ok(());
+            }
+            l = connector.connect() => l,
+        };
+        let link = match link {
+            Ok(l) => l,
+            Err(e) if e.is_transient() => continue,
+            Err(e) => {
+                error!(error = %e, "coordinator refused this scene server");
+                return Err(SceneServerError::Refused(e));
+            }
+        };
+        let (sender, mut receiver) = link.split();
+        if !register(&shared, &sender, link_addr, capacity).await {
+            continue;
+        }
+        info!(coordinator = %connector.addr(), "registered with the coordinator");
+        let mut beat = interval(heartbeat);
+        let mut poll = interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    finish(&shared, Some((sender, receiver))).await;
+                    return Ok(());
+                }
+                msg = receiver.recv() => match msg {
+                    Some(LinkMsg::Registered { heartbeat_ms }) => {
+                        let hb = Duration::from_millis(u64::from(heartbeat_ms.max(10)));
+                        if hb != heartbeat {
+                            heartbeat = hb;
+                            beat = tokio::time::interval(heartbeat);
+                        }
+                    }
+                    Some(msg) => on_coordinator_msg(&shared, &sender, msg).await,
+                    None => break,
+                },
+                _ = beat.tick() => {
+                    seq += 1;
+                    send_heartbeat(&shared, &sender, seq);
+                    reap_failed(&shared).await;
+                }
+                _ = poll.tick() => report_ready(&shared, &sender),
+                _ = shared.sink.notified() => shared.sink.drain(&sender),
+                _ = shared.events_ready.notified() => shared.drain_events(&sender),
+            }
+            // Whatever did not fit before may fit now.
+            shared.drain_events(&sender);
+            shared.sink.drain(&sender);
+        }
+        warn!("coordinator link lost; reconnecting");
+    }
+}
+
+fn interval(period: Duration) -> Interval {
+    let mut i = tokio::time::interval(period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
+}
+
+/// Registers on a new link with the placements held, so a restarted
+/// coordinator rebuilds placement without hosting a scene twice. False if
+/// the link is already gone.
+async fn register(
+    shared: &ServerState,
+    sender: &LinkSender,
+    link_addr: SocketAddr,
+    capacity: u32,
+) -> bool {
+    lock(&shared.ready).clear();
+    let hosted = lock(&shared.host)
+        .placements()
+        .into_iter()
+        .map(|(scene, epoch)| Placement { scene, epoch })
+        .collect();
+    sender
+        .send(&LinkMsg::Register(Register {
+            addr: link_addr.to_string(),
+            capacity,
+            hosted,
+        }))
+        .await
+        .is_ok()
+}
+
+/// The load of every scene still alive.
+fn send_heartbeat(shared: &ServerState, sender: &LinkSender, seq: u64) {
+    let scenes = lock(&shared.host)
+        .load()
+        .iter()
+        .filter(|l| l.phase != RunnerPhase::Failed && l.phase != RunnerPhase::Stopped)
+        .map(|l| l.to_wire())
+        .collect();
+    let _ = sender.try_send(&LinkMsg::Heartbeat(Heartbeat {
+        seq,
+        scenes,
+        ..Heartbeat::default()
+    }));
+}
+
+/// Scenes whose thread panicked are dropped so the coordinator re-places them.
+async fn reap_failed(shared: &Arc<ServerState>) {
+    let failed: Vec<String> = lock(&shared.host)
+        .load()
+        .into_iter()
+        .filter(|l| l.phase == RunnerPhase::Failed)
+        .map(|l| l.scene)
+        .collect();
+    for scene in failed {
+        error!(%scene, "scene thread failed; dropping it");
+        drop_blocking(shared, scene, true).await;
+    }
+}
+
+/// Drops a scene on the blocking pool (it joins the scene thread).
+async fn drop_blocking(shared: &Arc<ServerState>, scene: String, stale: bool) {
+    let s = Arc::clone(shared);
+    let _ = tokio::task::spawn_blocking(move || s.drop_scene(&scene, stale)).await;
+}
+
+/// Tells the coordinator, once per link, of every scene now running.
+fn report_ready(shared: &ServerState, sender: &LinkSender) {
+    let running: Vec<(String, Epoch)> = lock(&shared.host)
+        .load()
+        .into_iter()
+        .filter(|l| l.phase == RunnerPhase::Running)
+        .map(|l| (l.scene, l.epoch))
+        .collect();
+    let mut ready = lock(&shared.ready);
+    for (scene, epoch) in running {
+        if ready.contains(&(scene.clone(), epoch)) {
+            continue;
+        }
+        if sender
+            .try_send(&LinkMsg::SceneReady {
+                scene: scene.clone(),
+                epoch,
+            })
+            .is_ok()
+        {
+            info!(%scene, epoch, "scene ready");
+            ready.insert((scene, epoch));
+        }
+    }
+}
+
+async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg: LinkMsg) {
+    match msg {
+        LinkMsg::PlaceScene {
+            scene,
+            epoch,
+            states,
+        } => on_place_scene(shared, sender, scene, epoch, states).await,
+        LinkMsg::DropScene { scene, epoch } => {
+            if shared.epoch_of(&scene) == Some(epoch) {
+                drop_blocking(shared, scene, false).await;
+                shared.sink.drain(sender);
+            }
+        }
+        LinkMsg::EpochStale { scene, current } => {
+            if shared.epoch_of(&scene).is_some_and(|e| e < current) {
+                warn!(%scene, current, "our placement is stale; dropping it without writing");
+                drop_blocking(shared, scene, true).await;
+            } else {
+                // A stale batch from an earlier placement here: nothing to keep.
+                shared.sink.discard(&scene);
+            }
+        }
+        LinkMsg::AttachAt {
+            scene,
+            epoch,
+            session,
+            avatar,
+            gate,
+            state,
+        } => {
+            if current_epoch(shared, &scene, epoch) {
+                attach(shared, &scene, session, avatar, gate, state);
+            }
+        }
+        LinkMsg::DetachAt {
+            scene,
+            epoch,
+            session,
+            ..
+        } => {
+            if current_epoch(shared, &scene, epoch) {
+                shared.command(&scene, Inbound::Detach { client: session });
+            }
+        }
+        LinkMsg::SyncAttached {
+            scene,
+            epoch,
+            attached,
+        } => {
+            if current_epoch(shared, &scene, epoch) {
+                sync_attached(shared, &scene, attached);
+            }
+        }
+        LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
+        other => debug!(
+            kind = other.kind(),
+            "unexpected message from the coordinator"
+        ),
+    }
+}
+
+/// Whether `epoch` is the hosted placement of `scene`; a command for
+/// another one is counted stale.
+fn current_epoch(shared: &ServerState, scene: &str, epoch: Epoch) -> bool {
+    let current = shared.epoch_of(scene) == Some(epoch);
+    if !current {
+        bump(&shared.counters.commands_stale);
+    }
+    current
+}
+
+/// Hosts `scene` under `epoch` from its last flushed states. A newer or equal
+/// placement held here wins; an older one is dropped without writing.
+async fn on_place_scene(
+    shared: &Arc<ServerState>,
+    sender: &LinkSender,
+    scene: String,
+    epoch: Epoch,
+    states: Vec<WirePcState>,
+) {
+    let Some(def) = shared.defs.get(&scene).cloned() else {
+        warn!(%scene, "placement of a scene this server does not know");
+        let _ = sender.try_send(&LinkMsg::Refused {
+            reason: format!("scene {scene:?} is not in this server's scene folder"),
+        });
+        return;
+    };
+    match shared.epoch_of(&scene) {
+        Some(e) if e >= epoch => return,
+        Some(_) => drop_blocking(shared, scene.clone(), true).await,
+        None => {}
+    }
+    let states = states.into_iter().map(Into::into).collect();
+    let placed = lock(&shared.host).place_with(&scene, def, epoch, states, shared.settings.clone());
+    match placed {
+        Ok(()) => {
+            bump(&shared.counters.placed);
+            info!(%scene, epoch, "placed");
+            if let Some(output) = lock(&shared.host).output(&scene) {
+                tokio::spawn(pump(Arc::clone(shared), scene, epoch, output));
+            }
+        }
+        Err(e) => error!(%scene, epoch, error = %e, "placement failed"),
+    }
+}
+
+/// Routes the client's replication to `gate` and queues the attach.
+fn attach(
+    shared: &ServerState,
+    scene: &str,
+    session: ClientId,
+    avatar: u64,
+    gate: String,
+    state: Option<WirePcState>,
+) {
+    lock(&shared.routes).clients.insert(
+        session,
+        Route {
+            scene: scene.to_owned(),
+            gate,
+        },
+    );
+    shared.command(
+        scene,
+        Inbound::Attach {
+            client: session,
+            avatar,
+            state: state.map(Into::into),
+            figure: 0,
+        },
+    );
+}
+
+/// Makes `scene`'s attached clients exactly `attached`: detaches (saving)
+/// every other routed client, attaches the missing ones (idempotent).
+fn sync_attached(shared: &ServerState, scene: &str, attached: Vec<AttachedSession>) {
+    let keep: BTreeSet<ClientId> = attached.iter().map(|a| a.session).collect();
+    let extra: Vec<ClientId> = lock(&shared.routes)
+        .clients
+        .iter()
+        .filter(|(c, r)| r.scene == scene && !keep.contains(c))
+        .map(|(c, _)| *c)
+        .collect();
+    for client in extra {
+        shared.command(scene, Inbound::Detach { client });
+    }
+    for a in attached {
+        attach(shared, scene, a.session, a.avatar, a.gate, None);
+    }
+}
+
+/// Shutdown: stop every scene with a final flush, hand everything pending to
+/// the coordinator, deregister, close.
+async fn finish(shared: &Arc<ServerState>, link: Option<(LinkSender, LinkReceiver)>) {
+    let s = Arc::clone(shared);
+    let reports = tokio::task::spawn_blocking(move || {
+        let mut host = lock(&s.host);
+        let placeholder = SceneHost::new(
+            s.settings.clone(),
+            Arc::new(SystemClock::new()),
+            Arc::clone(&s.sink) as Arc<dyn tessera_host::SaveSink>,
+        );
+        std::mem::replace(&mut *host, placeholder).shutdown()
+    })
+    .await
+    .unwrap_or_default();
+    for (scene, r) in &reports {
+        match r {
+            Ok(r) => info!(%scene, ticks = r.load.ticks, saves = r.load.saves, "scene flushed"),
+            Err(e) => warn!(%scene, error = %e, "scene stopped with an error"),
+        }
+    }
+    let Some((sender, receiver)) = link else {
+        if shared.sink.has_pending() {
+            warn!("coordinator unreachable at shutdown: the last flush is lost");
+        }
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while (shared.sink.has_pending() || !lock(&shared.events).is_empty())
+        && tokio::time::Instant::now() < deadline
+    {
+        shared.drain_events(&sender);
+        shared.sink.drain(&sender);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = sender
+        .send(&LinkMsg::Deregister {
+            reason: "shutdown".into(),
+        })
+        .await;
+    let link = Link::from_parts(sender, receiver);
+    let reason = link.close().await;
+    info!(?reason, "deregistered; coordinator link closed");
+}
