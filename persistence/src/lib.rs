@@ -4,6 +4,10 @@
 //!
 //! See `README.md` beside this crate for the schema and the guarantees.
 //!
+//! **API Boundary.** This crate owns the database file and its formats: it must
+//! never know about scenes' ECS, the network or the cluster's state; callers hand
+//! it plain records.
+//!
 //! **Invariant:** every write is one durable transaction (`Durability::Immediate`, quick
 //! repair on); a killed process loses at most what it had not yet committed and never
 //! leaves a partial transaction.

@@ -15,6 +15,11 @@
 //! time is the tick counter, randomness a seeded [`rng::SceneRng`], and nothing
 //! on the tick path iterates a hash map. The same scene, seed and inputs give
 //! the same [`SceneWorld::state_hash`].
+//!
+//! **API Boundary.** A host talks to a scene only through [`SceneWorld`]:
+//! commands in, [`TickOutput`] out. This crate must never do I/O, read the
+//! clock, or depend on tokio or the network crates; the client-facing types
+//! it encodes come from `tessera-proto`.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
