@@ -318,9 +318,9 @@ pub struct WireSaveBatch {
 
 thread_local! {
     /// bitcode's scratch space, reused across messages on one thread: it
-    /// saves the allocations `bitcode::encode`/`decode` make per call (about
-    /// half the cost of a small message). It keeps the capacity of the largest
-    /// message seen, at most one frame cap per thread.
+    /// saves the allocations `bitcode::encode`/`decode` make per call. It
+    /// keeps the capacity of the largest message seen, at most one frame cap
+    /// per thread.
     static CODEC_BUFFER: std::cell::RefCell<bitcode::Buffer> =
         std::cell::RefCell::new(bitcode::Buffer::new());
 }
