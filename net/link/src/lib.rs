@@ -10,11 +10,13 @@
 //!   poison-tolerant [`lock`] and relaxed [`bump`] every role uses for its
 //!   own counters.
 //!
-//! What crosses a link is [`tessera_wire::LinkMsg`].
-//!
-//! **API Boundary.** This crate moves frames; it must never interpret a
-//! message beyond the handshake, decide anything about the cluster, or
-//! touch client traffic.
+//! **API Boundary.** This crate owns the transport between cluster
+//! processes — sockets, framing, the handshake exchange, bounded queues and
+//! their counters — and hands each decoded [`tessera_wire::LinkMsg`] on
+//! unread: it must never interpret a message beyond the handshake, decide
+//! anything about the cluster, or touch client traffic. What goes on the
+//! wire (message types, the handshake codec, [`PROTOCOL_VERSION`]) is
+//! `tessera-wire`'s.
 //!
 //! ```no_run
 //! use tessera_link::{Connector, LinkConfig, LinkMsg, Role, serve};

@@ -1,0 +1,214 @@
+//! Conversions between the scene-facing wire types ([`SceneCommand`],
+//! [`WireEvent`], [`WirePcState`], [`WireSaveBatch`]) and `tessera_sim`'s
+//! host interface.
+//!
+//! The wire types mirror the sim's rather than reuse them, so the sim crate
+//! stays free of wire concerns and a wire change never silently follows a sim
+//! refactor. A client's [`Input`](crate::Input) is the client protocol's own
+//! type (`tessera_proto`), forwarded unchanged.
+
+use tessera_sim::protocol::{Inbound, PcState, SaveBatch, SceneEvent};
+
+use crate::{Epoch, SceneCommand, WireEvent, WirePcState, WireSaveBatch};
+
+impl From<PcState> for WirePcState {
+    fn from(s: PcState) -> Self {
+        Self {
+            avatar: s.avatar,
+            position: s.position,
+            heading: s.heading,
+            action: s.action,
+            mount: s.mount,
+            online: s.online,
+            tick: s.tick,
+        }
+    }
+}
+
+impl From<WirePcState> for PcState {
+    fn from(s: WirePcState) -> Self {
+        Self {
+            avatar: s.avatar,
+            position: s.position,
+            heading: s.heading,
+            action: s.action,
+            mount: s.mount,
+            online: s.online,
+            tick: s.tick,
+        }
+    }
+}
+
+impl From<&Inbound> for SceneCommand {
+    fn from(c: &Inbound) -> Self {
+        match *c {
+            Inbound::Attach {
+                client,
+                avatar,
+                state,
+                figure,
+            } => Self::Attach {
+                client,
+                avatar,
+                state: state.map(Into::into),
+                figure,
+            },
+            Inbound::Detach { client } => Self::Detach { client },
+            Inbound::Input { client, input } => Self::Input { client, input },
+        }
+    }
+}
+
+impl From<SceneCommand> for Inbound {
+    fn from(c: SceneCommand) -> Self {
+        match c {
+            SceneCommand::Attach {
+                client,
+                avatar,
+                state,
+                figure,
+            } => Self::Attach {
+                client,
+                avatar,
+                state: state.map(Into::into),
+                figure,
+            },
+            SceneCommand::Detach { client } => Self::Detach { client },
+            SceneCommand::Input { client, input } => Self::Input { client, input },
+        }
+    }
+}
+
+impl From<&SceneEvent> for WireEvent {
+    fn from(e: &SceneEvent) -> Self {
+        match e {
+            SceneEvent::Attached {
+                client,
+                avatar,
+                net_id,
+            } => Self::Attached {
+                client: *client,
+                avatar: *avatar,
+                net_id: *net_id,
+            },
+            SceneEvent::AttachRejected {
+                client,
+                avatar,
+                reason,
+            } => Self::AttachRejected {
+                client: *client,
+                avatar: *avatar,
+                reason: (*reason).to_owned(),
+            },
+            SceneEvent::Detached { client, state } => Self::Detached {
+                client: *client,
+                state: (*state).into(),
+            },
+            SceneEvent::Portal {
+                client,
+                avatar,
+                target,
+                target_pos,
+            } => Self::Portal {
+                client: *client,
+                avatar: *avatar,
+                target: target.clone(),
+                target_pos: *target_pos,
+            },
+        }
+    }
+}
+
+impl WireSaveBatch {
+    /// The wire form of a scene's batch, tagged with the placement epoch.
+    pub fn from_sim(batch: &SaveBatch, epoch: Epoch) -> Self {
+        Self {
+            scene: batch.scene.clone(),
+            epoch,
+            tick: batch.tick,
+            states: batch.states.iter().map(|s| (*s).into()).collect(),
+        }
+    }
+
+    /// The scene core's form (the epoch is dropped: check it first).
+    pub fn to_sim(&self) -> SaveBatch {
+        SaveBatch {
+            scene: self.scene.clone(),
+            tick: self.tick,
+            states: self.states.iter().map(|s| (*s).into()).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Input, LinkMsg, MoveMode};
+
+    #[test]
+    fn sim_types_convert_both_ways() {
+        let state = PcState {
+            avatar: 7,
+            position: [1.5, -2.0],
+            heading: 0.25,
+            action: 3,
+            mount: 1,
+            online: true,
+            tick: 99,
+        };
+        let input = Input {
+            seq: 5,
+            dir: [0.0, 1.0],
+            mode: MoveMode::Run,
+            heading: 1.0,
+            action: 2,
+            mount: 0,
+        };
+        for cmd in [
+            Inbound::Attach {
+                client: 1,
+                avatar: 7,
+                state: Some(state),
+                figure: 4,
+            },
+            Inbound::Attach {
+                client: 1,
+                avatar: 7,
+                state: None,
+                figure: 4,
+            },
+            Inbound::Detach { client: 1 },
+            Inbound::Input { client: 1, input },
+        ] {
+            let wire = SceneCommand::from(&cmd);
+            let msg = LinkMsg::Command {
+                scene: "meadow".into(),
+                epoch: 3,
+                command: wire,
+            };
+            let Ok(LinkMsg::Command { command, .. }) = LinkMsg::decode(&msg.encode()) else {
+                panic!("command did not round-trip");
+            };
+            assert_eq!(Inbound::from(command), cmd);
+        }
+        let batch = SaveBatch {
+            scene: "meadow".into(),
+            tick: 10,
+            states: vec![state],
+        };
+        assert_eq!(WireSaveBatch::from_sim(&batch, 2).to_sim(), batch);
+        let ev = WireEvent::from(&SceneEvent::AttachRejected {
+            client: 1,
+            avatar: 2,
+            reason: "scene full",
+        });
+        assert_eq!(
+            ev,
+            WireEvent::AttachRejected {
+                client: 1,
+                avatar: 2,
+                reason: "scene full".into()
+            }
+        );
+    }
+}
