@@ -24,7 +24,7 @@ fn secret() -> Secret {
 }
 
 fn defs() -> BTreeMap<String, SceneDef> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/scenes");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/scenes");
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
