@@ -1,0 +1,666 @@
+//! One bot: logs in, connects to the gate with its token, enters the world
+//! and plays its [`Behaviour`] until the run stops it or the server drops it
+//! — for churn, leaves and starts over.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tessera_gate::token::{from_hex, token_from_bytes};
+use tessera_gate::{
+    Channel, ClientConfig, ClientConn, ClientDisconnect, ClientEvent, ClientSendError, ClientStats,
+};
+use tessera_link::lock;
+use tessera_proto::client::{AvatarInfo, ChatTarget, ClientMsg, ServerMsg};
+use tessera_sim::protocol::StatePacket;
+use tessera_sim::rng::{SceneRng, mix};
+use tessera_wire::{Input, MoveMode};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Interval, MissedTickBehavior};
+
+use super::config::{Behaviour, bot_avatar_name};
+use super::login::{Admitted, Failure, login};
+use super::measure::{RTT_RING, RttRing, RttWindow, record_us};
+use super::shared::{RunShared, add};
+
+/// How a stay in the world ended.
+enum Outcome {
+    /// The run is over (or the bot was told to stop).
+    Stopped,
+    /// The server or the network ended it.
+    Dropped(String),
+    /// Churn: left and disconnected on purpose; log in again.
+    Cycle,
+}
+
+impl Outcome {
+    /// The gate client is gone from under the bot.
+    fn client_stopped() -> Self {
+        Outcome::Dropped("gate client stopped".into())
+    }
+}
+
+/// Bot `index` from its first login to the end of the run; `permit` is the
+/// login slot the run driver took for its start.
+pub(super) async fn bot(
+    shared: Arc<RunShared>,
+    index: usize,
+    mut permit: Option<OwnedSemaphorePermit>,
+) {
+    let mut rng = SceneRng::new(mix(shared.config.seed, index as u64, 0));
+    // Sequence numbers never restart, so an ack from before a re-entry can
+    // never match an input sent after it.
+    let mut seq = 0u32;
+    let mut entered_once = false;
+    loop {
+        let begun = Instant::now();
+        let attempt = connect_and_enter(&shared, index, begun, permit.take());
+        let session = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => Err(Failure::Stopped),
+            r = attempt => r,
+        };
+        let mut session = match session {
+            Ok(s) => s,
+            Err(failure) => return count_failure(&shared, failure, entered_once),
+        };
+        count_entry(&shared, begun, &mut entered_once);
+        add(&shared.n.in_world, 1);
+        let outcome = session.play(&shared, &mut rng, &mut seq).await;
+        shared.n.in_world.fetch_sub(1, Ordering::Relaxed);
+        session.finish(&shared);
+        match outcome {
+            Outcome::Stopped => return,
+            Outcome::Dropped(reason) => return shared.drop_bot(&reason),
+            Outcome::Cycle => add(&shared.n.churn_cycles, 1),
+        }
+    }
+}
+
+/// Counts a connect attempt that failed: a bot that never got in fails; a
+/// churn bot that cannot get back in stops.
+fn count_failure(shared: &RunShared, failure: Failure, entered_once: bool) {
+    match failure {
+        // Never got in before the run ended (only on an early stop).
+        Failure::Stopped if !entered_once => shared.fail("stopped before entering"),
+        Failure::Stopped => {}
+        Failure::Reason(reason) if entered_once => {
+            add(&shared.n.churn_failed, 1);
+            lock(&shared.failures).add(&format!("churn re-login: {reason}"));
+        }
+        Failure::Reason(reason) => shared.fail(&reason),
+    }
+}
+
+/// Counts an entry attempted at `begun`: its latency and, the first time,
+/// the bot as connected.
+fn count_entry(shared: &RunShared, begun: Instant, entered_once: &mut bool) {
+    record_us(&mut lock(&shared.enter), begun.elapsed());
+    if !*entered_once {
+        *entered_once = true;
+        add(&shared.n.connected, 1);
+        add(&shared.n.settled, 1);
+    }
+}
+
+/// Logs in (registering the account if needed), connects to the gate,
+/// creates an avatar if there is none, selects it and waits for `Entered`.
+async fn connect_and_enter(
+    shared: &RunShared,
+    index: usize,
+    begun: Instant,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<Session, Failure> {
+    let admitted = login_in_slot(shared, index, permit).await?;
+    add(&shared.n.logins, 1);
+    record_us(&mut lock(&shared.login), begun.elapsed());
+    let mut stage = EnterStage::Connecting;
+    let entered = tokio::time::timeout(
+        shared.config.enter_timeout,
+        enter(admitted, index, &mut stage),
+    )
+    .await;
+    match entered {
+        Ok(r) => r.map_err(Failure::Reason),
+        Err(_) => Err(Failure::Reason(format!(
+            "enter: timed out {}",
+            stage.waiting_for()
+        ))),
+    }
+}
+
+/// Logs in within the login timeout, holding a login slot throughout:
+/// `permit`, or one taken now (a churn re-login takes one too).
+async fn login_in_slot(
+    shared: &RunShared,
+    index: usize,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<Admitted, Failure> {
+    let _permit = match permit {
+        Some(p) => p,
+        None => shared
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Failure::Stopped)?,
+    };
+    match tokio::time::timeout(shared.config.login_timeout, login(shared, index)).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Reason("login: timed out".into())),
+    }
+}
+
+/// How far an entry got: named in the failure when it times out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EnterStage {
+    Connecting,
+    Connected,
+    Creating,
+    Selected,
+}
+
+impl EnterStage {
+    fn waiting_for(self) -> &'static str {
+        match self {
+            EnterStage::Connecting => "connecting to the gate",
+            EnterStage::Connected => "waiting for the avatar list",
+            EnterStage::Creating => "waiting for the new avatar",
+            EnterStage::Selected => "waiting to enter the world",
+        }
+    }
+}
+
+/// Connects to the gate with the login token and enters the world; on
+/// failure the client says goodbye.
+async fn enter(
+    admitted: Admitted,
+    index: usize,
+    stage: &mut EnterStage,
+) -> Result<Session, String> {
+    let mut client = connect_gate(&admitted.token).await?;
+    match wait_until_entered(&mut client, index, stage).await {
+        Ok(()) => Ok(Session::new(client, index)),
+        Err(reason) => {
+            let _ = client.disconnect();
+            Err(reason)
+        }
+    }
+}
+
+/// A gate client connected with the hex connect token a login gave.
+async fn connect_gate(token_hex: &str) -> Result<ClientConn, String> {
+    let bytes = from_hex(token_hex).map_err(|_| "login: token is not hex".to_owned())?;
+    let token = token_from_bytes(&bytes).map_err(|_| "login: token does not decode".to_owned())?;
+    ClientConn::connect(token, ClientConfig::default())
+        .await
+        .map_err(|e| format!("gate: {e}"))
+}
+
+/// Reads the gate's messages until `Entered`, selecting the account's first
+/// avatar (creating one if it has none).
+async fn wait_until_entered(
+    client: &mut ClientConn,
+    index: usize,
+    stage: &mut EnterStage,
+) -> Result<(), String> {
+    let mut selected = false;
+    let mut created = false;
+    loop {
+        match next_entry_msg(client, stage).await? {
+            ServerMsg::Avatars(list) if !selected => {
+                selected = choose_avatar(client, &list, index, &mut created, stage)?;
+            }
+            ServerMsg::Entered { .. } => return Ok(()),
+            ServerMsg::Error { code, text } => return Err(format!("gate error: {code}: {text}")),
+            ServerMsg::Kicked { reason } => return Err(format!("kicked: {reason}")),
+            _ => {}
+        }
+    }
+}
+
+/// The next reliable server message while entering; `Connected` moves the
+/// stage on and unreliable messages are skipped.
+async fn next_entry_msg(
+    client: &mut ClientConn,
+    stage: &mut EnterStage,
+) -> Result<ServerMsg, String> {
+    loop {
+        let Some(event) = client.recv().await else {
+            return Err("gate: client stopped".to_owned());
+        };
+        let payload = match event {
+            ClientEvent::Connected => {
+                *stage = EnterStage::Connected;
+                continue;
+            }
+            ClientEvent::Disconnected(reason) => return Err(format!("gate: {reason:?}")),
+            ClientEvent::Message {
+                channel: Channel::Unreliable,
+                ..
+            } => continue,
+            ClientEvent::Message { payload, .. } => payload,
+        };
+        return ServerMsg::decode(&payload).map_err(|_| "gate: undecodable message".to_owned());
+    }
+}
+
+/// Answers an avatar list: selects the first avatar (`true`), or, the first
+/// time the list is empty, asks for a new one.
+fn choose_avatar(
+    client: &mut ClientConn,
+    list: &[AvatarInfo],
+    index: usize,
+    created: &mut bool,
+    stage: &mut EnterStage,
+) -> Result<bool, String> {
+    let (msg, selected) = if let Some(first) = list.first() {
+        *stage = EnterStage::Selected;
+        (ClientMsg::Select { avatar: first.id }, true)
+    } else if !*created {
+        *created = true;
+        *stage = EnterStage::Creating;
+        let name = bot_avatar_name(index);
+        (ClientMsg::CreateAvatar { name }, false)
+    } else {
+        return Err("gate: avatar list still empty after create".to_owned());
+    };
+    client
+        .send(Channel::Reliable, msg.encode())
+        .map_err(|_| "gate: send failed".to_owned())?;
+    Ok(selected)
+}
+
+/// A client's UDP counters at one moment: payload bytes and datagrams, each
+/// way.
+#[derive(Clone, Copy, Debug)]
+struct WireCounts {
+    bytes_up: u64,
+    bytes_down: u64,
+    datagrams_up: u64,
+    datagrams_down: u64,
+}
+
+impl WireCounts {
+    fn of(stats: &ClientStats) -> Self {
+        Self {
+            bytes_up: stats.bytes_out.load(Ordering::Relaxed),
+            bytes_down: stats.bytes_in.load(Ordering::Relaxed),
+            datagrams_up: stats.datagrams_out.load(Ordering::Relaxed),
+            datagrams_down: stats.datagrams_in.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What was counted since `earlier`.
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            bytes_up: self.bytes_up.saturating_sub(earlier.bytes_up),
+            bytes_down: self.bytes_down.saturating_sub(earlier.bytes_down),
+            datagrams_up: self.datagrams_up.saturating_sub(earlier.datagrams_up),
+            datagrams_down: self.datagrams_down.saturating_sub(earlier.datagrams_down),
+        }
+    }
+}
+
+/// A bot in the world.
+struct Session {
+    client: ClientConn,
+    index: usize,
+    entered_at: Instant,
+    /// The client's UDP counters when the bot entered.
+    wire_at_entry: WireCounts,
+    /// Message payload bytes sent and received in the world.
+    bytes_up: u64,
+    bytes_down: u64,
+    kicked: Option<String>,
+    disconnected: bool,
+}
+
+impl Session {
+    /// A session for a client that has just entered.
+    fn new(client: ClientConn, index: usize) -> Self {
+        let wire_at_entry = WireCounts::of(client.stats());
+        Self {
+            client,
+            index,
+            entered_at: Instant::now(),
+            wire_at_entry,
+            bytes_up: 0,
+            bytes_down: 0,
+            kicked: None,
+            disconnected: false,
+        }
+    }
+
+    /// Sends a message; `false` once the client is gone (a full queue is
+    /// counted, not fatal).
+    fn send(&mut self, shared: &RunShared, channel: Channel, payload: Vec<u8>) -> bool {
+        let len = payload.len() as u64;
+        match self.client.send(channel, payload) {
+            Ok(()) => {
+                self.bytes_up += len;
+                true
+            }
+            Err(ClientSendError::QueueFull) => {
+                add(&shared.n.client_queue_drops, 1);
+                true
+            }
+            Err(ClientSendError::Closed) => false,
+        }
+    }
+
+    /// Plays the configured behaviour until the stay ends.
+    async fn play(&mut self, shared: &RunShared, rng: &mut SceneRng, seq: &mut u32) -> Outcome {
+        let mut inputs = input_ticker(shared.config.input_hz, rng);
+        let mut stay = Stay::new(shared, rng);
+        let outcome = loop {
+            if let Some(outcome) = self.step(shared, rng, seq, &mut inputs, &mut stay).await {
+                break outcome;
+            }
+        };
+        stay.rtts.flush(shared);
+        add(&shared.n.rtt_unacked, stay.ring.unacked());
+        outcome
+    }
+
+    /// Waits for the next thing to do and does it; `Some` ends the stay.
+    async fn step(
+        &mut self,
+        shared: &RunShared,
+        rng: &mut SceneRng,
+        seq: &mut u32,
+        inputs: &mut Interval,
+        stay: &mut Stay,
+    ) -> Option<Outcome> {
+        let behaviour = shared.config.behaviour;
+        let chat_due = behaviour == Behaviour::Chat;
+        let leave_due = behaviour == Behaviour::Churn && stay.leaving.is_none();
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => Some(Outcome::Stopped),
+            event = self.client.recv() => self.on_event(shared, stay, event),
+            _ = inputs.tick(), if stay.leaving.is_none() => self.send_input(shared, rng, seq, stay),
+            () = tokio::time::sleep_until(stay.chat_at), if chat_due => {
+                self.send_chat(shared, rng, stay)
+            }
+            () = tokio::time::sleep_until(stay.leave_at), if leave_due => {
+                self.send_leave(shared, stay)
+            }
+            () = tokio::time::sleep_until(stay.leaving.unwrap_or(stay.leave_at)),
+                if stay.leaving.is_some() =>
+            {
+                // No `Left` within 5 s: the server lost it; count a drop.
+                Some(Outcome::Dropped("no answer to Leave".into()))
+            }
+        }
+    }
+
+    /// Handles one event of the gate client; `Some` ends the stay.
+    fn on_event(
+        &mut self,
+        shared: &RunShared,
+        stay: &mut Stay,
+        event: Option<ClientEvent>,
+    ) -> Option<Outcome> {
+        let Some(event) = event else {
+            return Some(Outcome::client_stopped());
+        };
+        match event {
+            ClientEvent::Message {
+                channel: Channel::Unreliable,
+                payload,
+            } => {
+                self.on_state_packet(shared, stay, &payload);
+                None
+            }
+            ClientEvent::Message { payload, .. } => {
+                self.on_server_msg(shared, stay.leaving.is_some(), &payload)
+            }
+            ClientEvent::Connected => None,
+            ClientEvent::Disconnected(reason) => {
+                Some(self.on_disconnected(stay.leaving.is_some(), reason))
+            }
+        }
+    }
+
+    /// A replication packet: its ack makes inputs visible (round trips).
+    fn on_state_packet(&mut self, shared: &RunShared, stay: &mut Stay, payload: &[u8]) {
+        self.bytes_down += payload.len() as u64;
+        match StatePacket::decode(payload) {
+            Ok(packet) => {
+                add(&shared.n.state_packets, 1);
+                stay.rtts.on_ack(shared, &mut stay.ring, packet.ack);
+            }
+            Err(_) => add(&shared.n.decode_errors, 1),
+        }
+    }
+
+    /// A reliable server message in the world; `Left` after the bot's own
+    /// `Leave` ends the stay as a churn cycle.
+    fn on_server_msg(
+        &mut self,
+        shared: &RunShared,
+        leaving: bool,
+        payload: &[u8],
+    ) -> Option<Outcome> {
+        self.bytes_down += payload.len() as u64;
+        match ServerMsg::decode(payload) {
+            Ok(ServerMsg::Chat { .. }) => add(&shared.n.chat_received, 1),
+            Ok(ServerMsg::Kicked { reason }) => self.kicked = Some(reason),
+            Ok(ServerMsg::Error { .. }) => add(&shared.n.server_errors, 1),
+            Ok(ServerMsg::Moving { .. }) => add(&shared.n.transfers, 1),
+            Ok(ServerMsg::Left { .. }) if leaving => return Some(Outcome::Cycle),
+            Ok(_) => {}
+            Err(_) => add(&shared.n.decode_errors, 1),
+        }
+        None
+    }
+
+    /// The connection ended: a churn cycle when the bot was leaving, else a
+    /// drop (with the kick's reason if the server sent one).
+    fn on_disconnected(&mut self, leaving: bool, reason: ClientDisconnect) -> Outcome {
+        self.disconnected = true;
+        if leaving {
+            return Outcome::Cycle;
+        }
+        Outcome::Dropped(match self.kicked.take() {
+            Some(kick) => format!("kicked: {kick}"),
+            None => format!("disconnected: {reason:?}"),
+        })
+    }
+
+    /// The input clock ticked: turns when due, sends the next input and
+    /// notes its send time.
+    fn send_input(
+        &mut self,
+        shared: &RunShared,
+        rng: &mut SceneRng,
+        seq: &mut u32,
+        stay: &mut Stay,
+    ) -> Option<Outcome> {
+        let now = tokio::time::Instant::now();
+        if now >= stay.turn_at {
+            stay.dir = random_dir(rng);
+            stay.turn_at = now + jittered(rng, 2.0, 5.0);
+        }
+        *seq = seq.wrapping_add(1);
+        let dir = stay.dir;
+        let input = Input {
+            seq: *seq,
+            dir,
+            mode: MoveMode::Walk,
+            heading: dir[1].atan2(dir[0]),
+            action: 0,
+            mount: 0,
+        };
+        let msg = ClientMsg::Input(input).encode();
+        if !self.send(shared, Channel::Unreliable, msg) {
+            return Some(Outcome::client_stopped());
+        }
+        add(&shared.n.inputs_sent, 1);
+        stay.ring.sent(*seq, Instant::now());
+        None
+    }
+
+    /// Chat: says the next line, to the scene or, one time in ten, to all.
+    fn send_chat(
+        &mut self,
+        shared: &RunShared,
+        rng: &mut SceneRng,
+        stay: &mut Stay,
+    ) -> Option<Outcome> {
+        stay.chats += 1;
+        stay.chat_at = tokio::time::Instant::now() + jittered(rng, 4.0, 6.0);
+        let to = if rng.next_f32() < 0.1 {
+            ChatTarget::Global
+        } else {
+            ChatTarget::Scene
+        };
+        let text = format!("Bot{} says hello #{}", self.index, stay.chats);
+        let msg = ClientMsg::Chat { to, text }.encode();
+        if !self.send(shared, Channel::Reliable, msg) {
+            return Some(Outcome::client_stopped());
+        }
+        add(&shared.n.chat_sent, 1);
+        None
+    }
+
+    /// Churn: time to go; sends `Leave` and waits at most 5 s for `Left`.
+    fn send_leave(&mut self, shared: &RunShared, stay: &mut Stay) -> Option<Outcome> {
+        if !self.send(shared, Channel::Reliable, ClientMsg::Leave.encode()) {
+            return Some(Outcome::client_stopped());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        stay.leaving = Some(deadline);
+        stay.leave_at = deadline;
+        None
+    }
+
+    /// Says goodbye (unless already disconnected), closes the client and
+    /// adds this stay's traffic to the run's totals.
+    fn finish(self, shared: &RunShared) {
+        let world = self.entered_at.elapsed();
+        let stats = self.client.stats().clone();
+        let Session {
+            mut client,
+            wire_at_entry,
+            bytes_up,
+            bytes_down,
+            disconnected,
+            ..
+        } = self;
+        if !disconnected {
+            // The goodbye goes out now; the socket closes with `client`.
+            let _ = client.disconnect();
+        }
+        drop(client);
+        let n = &shared.n;
+        let world_us = u64::try_from(world.as_micros()).unwrap_or(u64::MAX);
+        add(&n.world_micros, world_us);
+        add(&n.payload_up, bytes_up);
+        add(&n.payload_down, bytes_down);
+        let wire = WireCounts::of(&stats).since(wire_at_entry);
+        add(&n.bytes_up, wire.bytes_up);
+        add(&n.bytes_down, wire.bytes_down);
+        add(&n.datagrams_up, wire.datagrams_up);
+        add(&n.datagrams_down, wire.datagrams_down);
+        let dropped_events = stats.events_dropped.load(Ordering::Relaxed);
+        add(&n.client_queue_drops, dropped_events);
+    }
+}
+
+/// A bot's state during one stay in the world.
+struct Stay {
+    /// Send times of the recent inputs, matched against each packet's ack.
+    ring: RttRing,
+    rtts: RttBatch,
+    /// The walking direction, until `turn_at`.
+    dir: [f32; 2],
+    turn_at: tokio::time::Instant,
+    /// Chat: when the next line is said, and how many were.
+    chat_at: tokio::time::Instant,
+    chats: u64,
+    /// Churn: when to leave; once `Leave` is sent, how long to wait for
+    /// `Left`.
+    leave_at: tokio::time::Instant,
+    leaving: Option<tokio::time::Instant>,
+}
+
+impl Stay {
+    fn new(shared: &RunShared, rng: &mut SceneRng) -> Self {
+        let rtts = RttBatch::new(shared.window.get());
+        let dir = random_dir(rng);
+        let now = tokio::time::Instant::now();
+        let turn_at = now + jittered(rng, 2.0, 5.0);
+        let chat_at = now + jittered(rng, 1.0, 9.0);
+        let leave_at = now + jittered(rng, 5.0, 15.0);
+        Self {
+            ring: RttRing::new(RTT_RING),
+            rtts,
+            dir,
+            turn_at,
+            chat_at,
+            chats: 0,
+            leave_at,
+            leaving: None,
+        }
+    }
+}
+
+/// A bot's round trips not yet added to the run's histograms, all taken in
+/// one window: a batch never straddles two (the ramp-up, warm-up and
+/// measured period are apart).
+struct RttBatch {
+    samples: Vec<Duration>,
+    window: RttWindow,
+}
+
+impl RttBatch {
+    /// A batch this large goes to the run's histograms.
+    const FLUSH_AT: usize = 48;
+
+    fn new(window: RttWindow) -> Self {
+        Self {
+            samples: Vec::with_capacity(64),
+            window,
+        }
+    }
+
+    /// A packet acknowledged the inputs up to `ack`: their round trips, as
+    /// `ring` has them, join the batch.
+    fn on_ack(&mut self, shared: &RunShared, ring: &mut RttRing, ack: u32) {
+        let window = shared.window.get();
+        if window != self.window {
+            self.flush(shared);
+            self.window = window;
+        }
+        ring.acked(ack, Instant::now(), |rtt| self.samples.push(rtt));
+        if self.samples.len() >= Self::FLUSH_AT {
+            self.flush(shared);
+        }
+    }
+
+    fn flush(&mut self, shared: &RunShared) {
+        shared.add_rtts(self.window, &mut self.samples);
+    }
+}
+
+/// The input clock: `input_hz` ticks a second, from a random phase so bots
+/// do not send in lockstep.
+fn input_ticker(input_hz: u32, rng: &mut SceneRng) -> Interval {
+    let period = Duration::from_secs_f64(1.0 / f64::from(input_hz));
+    let first = tokio::time::Instant::now() + period.mul_f32(rng.next_f32());
+    let mut inputs = tokio::time::interval_at(first, period);
+    inputs.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    inputs
+}
+
+/// A random walking direction (unit vector).
+fn random_dir(rng: &mut SceneRng) -> [f32; 2] {
+    let angle = rng.range_f32(0.0, std::f32::consts::TAU);
+    [angle.cos(), angle.sin()]
+}
+
+fn jittered(rng: &mut SceneRng, lo_s: f32, hi_s: f32) -> Duration {
+    Duration::from_secs_f32(rng.range_f32(lo_s, hi_s))
+}
