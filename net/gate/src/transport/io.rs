@@ -84,7 +84,7 @@ impl Io {
             }
             ServerResult::Payload { client_id, payload } => {
                 let c = self.clients.get_mut(&client_id)?;
-                if c.leaving {
+                if c.is_leaving() {
                     return None;
                 }
                 let (renet, stats, max) = (&mut self.renet, &self.stats, self.max_message_bytes);
@@ -92,7 +92,7 @@ impl Io {
                 let unpacked = unpack(payload, |part| match part {
                     // process_packet_from fails only for an unknown client.
                     Part::Packet(packet) => {
-                        c.renet_fed = true;
+                        c.pending.mark_renet_fed();
                         let _ = renet.process_packet_from(packet, client_id);
                     }
                     // The limits renet's messages meet in `take_messages`,
@@ -117,9 +117,8 @@ impl Io {
                     self.to_kick.push((client_id, reason));
                     return None;
                 }
-                c.packs |= is_packed(payload);
-                if !c.touched {
-                    c.touched = true;
+                c.packing.saw_payload(is_packed(payload));
+                if c.pending.mark_touched() {
                     self.touched.push(client_id);
                 }
                 None
@@ -148,7 +147,7 @@ impl Io {
                     self.by_addr.remove(&addr);
                     lock(&self.routes).remove(&client_id);
                     if let Some(c) = self.clients.get_mut(&client_id) {
-                        c.leaving = true;
+                        c.lifecycle.leave();
                     }
                 }
                 // Queues renet's ClientDisconnected event (if it knew the client).

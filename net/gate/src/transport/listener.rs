@@ -11,7 +11,7 @@ use tessera_link::{bump, lock};
 use tokio::sync::{mpsc, watch};
 
 use crate::Channel;
-use crate::pack::{Outbox, fits_direct};
+use crate::pack::fits_direct;
 use crate::screen::{Direction, classify};
 use crate::token::TokenClaims;
 
@@ -113,7 +113,7 @@ impl Listener {
                 let Some(c) = self.io.clients.get(&client) else {
                     return;
                 };
-                if c.leaving {
+                if c.is_leaving() {
                     return;
                 }
                 if c.datagrams.check().is_err() {
@@ -160,21 +160,7 @@ impl Listener {
         self.io.send_to(&h.reply, h.addr);
         self.io.clients.insert(
             h.client,
-            ClientState {
-                addr: h.addr,
-                claims,
-                datagrams: self.config.client_datagrams.limiter(),
-                messages: self.config.client_messages.limiter(),
-                leaving: false,
-                dirty: false,
-                touched: false,
-                last_ack: Instant::now(),
-                packs: false,
-                direct: Outbox::default(),
-                renet_dirty: false,
-                inbox: Vec::new(),
-                renet_fed: false,
-            },
+            ClientState::new(h.addr, claims, &self.config, Instant::now()),
         );
         self.io.by_addr.insert(h.addr, h.client);
         lock(&self.io.routes).insert(h.client, self.index);
@@ -191,10 +177,9 @@ impl Listener {
         let Some(c) = self.io.clients.get_mut(&client) else {
             return;
         };
-        if c.leaving {
+        if !c.lifecycle.leave() {
             return;
         }
-        c.leaving = true;
         self.io.reasons.insert(client, reason);
         let result = self.netcode.disconnect(client);
         self.io.apply(result, reason);
@@ -209,16 +194,15 @@ impl Listener {
                 channel,
                 payload,
             } => {
-                let Some(c) = self.io.clients.get_mut(&client).filter(|c| !c.leaving) else {
+                let Some(c) = self.io.clients.get_mut(&client).filter(|c| !c.is_leaving()) else {
                     bump(&self.io.stats.outbound_dropped);
                     return;
                 };
-                if !c.dirty {
-                    c.dirty = true;
+                if c.pending.mark_dirty() {
                     self.io.dirty.push(client);
                 }
                 let len = payload.len();
-                if channel == Channel::Unreliable && c.packs && fits_direct(len) {
+                if channel == Channel::Unreliable && c.packs() && fits_direct(len) {
                     // Outside renet, bounded like renet's channel memory.
                     if c.direct.push(payload, self.config.server_channel_memory) {
                         bump(&self.io.stats.messages_out);
@@ -226,7 +210,7 @@ impl Listener {
                         bump(&self.io.stats.outbound_dropped);
                     }
                 } else if self.io.renet.can_send_message(client, channel, len) {
-                    c.renet_dirty = true;
+                    c.pending.mark_renet_dirty();
                     self.io.renet.send_message(client, channel, payload);
                     bump(&self.io.stats.messages_out);
                 } else if channel == Channel::Unreliable {
@@ -275,7 +259,9 @@ impl Listener {
 
         for &client in &ids {
             let due = self.io.clients.get(&client).is_some_and(|c| {
-                !c.leaving && (c.dirty || now.saturating_duration_since(c.last_ack) >= ACK_INTERVAL)
+                !c.is_leaving()
+                    && (c.pending.is_dirty()
+                        || now.saturating_duration_since(c.last_ack) >= ACK_INTERVAL)
             });
             if due {
                 self.send_packets(client, now);
@@ -305,11 +291,8 @@ impl Listener {
         'clients: for &client in clients {
             let (fed, mut inbox) = match self.io.clients.get_mut(&client) {
                 Some(c) => {
-                    c.touched = false;
-                    (
-                        std::mem::take(&mut c.renet_fed),
-                        std::mem::take(&mut c.inbox),
-                    )
+                    c.pending.clear_touched();
+                    (c.pending.take_renet_fed(), std::mem::take(&mut c.inbox))
                 }
                 None => continue,
             };
@@ -320,7 +303,7 @@ impl Listener {
                     let Some(c) = self.io.clients.get(&client) else {
                         continue 'clients;
                     };
-                    if c.leaving {
+                    if c.is_leaving() {
                         continue 'clients;
                     }
                     if payload.len() > max {
@@ -382,14 +365,14 @@ impl Listener {
     fn send_packets(&mut self, client: ClientId, now: Instant) {
         let (last_ack, packs, renet_dirty, mut direct) = match self.io.clients.get_mut(&client) {
             Some(c) => {
-                c.dirty = false;
-                if c.leaving {
+                c.pending.clear_dirty();
+                if c.is_leaving() {
                     return;
                 }
                 (
                     c.last_ack,
-                    c.packs,
-                    std::mem::take(&mut c.renet_dirty),
+                    c.packs(),
+                    c.pending.take_renet_dirty(),
                     std::mem::take(&mut c.direct),
                 )
             }
