@@ -1,22 +1,21 @@
 //! The [`Gate`] handle: starts one listener task per socket, routes
 //! commands to the listener that holds the client, and stops them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use renet::RenetServer;
 use renetcode::{NetcodeServer, ServerAuthentication, ServerConfig};
 use tessera_link::lock;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::Channel;
 use crate::token::unix_now;
-use crate::{Channel, connection_config};
 
 #[cfg(doc)]
 use super::DisconnectReason;
@@ -133,85 +132,30 @@ impl Gate {
         if sockets.is_empty() {
             return Err(GateError::NoListener);
         }
-        let (events_tx, events_rx) = mpsc::channel(config.event_queue);
-        let (shutdown_tx, _) = watch::channel(false);
-        let stats = Arc::new(GateStats::default());
-        let routes: Routes = Arc::default();
-        let config = Arc::new(config);
-        let now = unix_now();
-        let mut listeners = Vec::with_capacity(sockets.len());
-        for (
-            index,
-            ListenerSocket {
-                socket,
-                public_addr,
-            },
-        ) in sockets.into_iter().enumerate()
-        {
-            let local_addr = socket.local_addr().map_err(|source| GateError::Bind {
-                addr: public_addr,
-                source,
-            })?;
-            size_buffers(&socket, config.socket_buffer_bytes, local_addr);
-            let (commands_tx, commands_rx) = mpsc::channel(config.command_queue);
-            let connected = Arc::new(AtomicUsize::new(0));
-            let netcode = NetcodeServer::new(ServerConfig {
-                current_time: now,
-                max_clients: config.max_clients_per_listener,
-                protocol_id: config.protocol_id,
-                public_addresses: vec![public_addr],
-                authentication: ServerAuthentication::Secure {
-                    private_key: config.private_key,
-                },
-            });
-            let renet = RenetServer::new(connection_config(
-                config.server_channel_memory,
-                config.client_channel_memory,
-            ));
-            let listener = Listener {
-                index,
-                netcode,
-                buf: vec![0u8; RECV_BUFFER_BYTES].into_boxed_slice(),
-                io: Io {
-                    socket,
-                    renet,
-                    clients: BTreeMap::new(),
-                    by_addr: BTreeMap::new(),
-                    reasons: BTreeMap::new(),
-                    handshake: config.handshake_datagrams.limiter(),
-                    backlog: VecDeque::new(),
-                    events: events_tx.clone(),
-                    stats: stats.clone(),
-                    routes: routes.clone(),
-                    connected: connected.clone(),
-                    dirty: Vec::new(),
-                    touched: Vec::new(),
-                    to_kick: Vec::new(),
-                    payloads: Vec::new(),
-                    max_message_bytes: config.max_message_bytes,
-                },
-                admission: admission.clone(),
-                config: config.clone(),
-                commands: commands_rx,
-                shutdown: shutdown_tx.subscribe(),
-                last_update: Instant::now(),
-            };
-            let task = tokio::spawn(listener.run());
-            listeners.push(ListenerHandle {
-                public_addr,
-                local_addr,
-                commands: commands_tx,
-                connected,
-                task,
-            });
-        }
+        let (events, events_rx) = mpsc::channel(config.event_queue);
+        let (shutdown, _) = watch::channel(false);
+        let max_clients = config.max_clients_per_listener;
+        let wiring = GateWiring {
+            config: Arc::new(config),
+            admission,
+            events,
+            stats: Arc::new(GateStats::default()),
+            routes: Routes::default(),
+            shutdown,
+            now: unix_now(),
+        };
+        let listeners = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(index, socket)| wiring.start_listener(index, socket))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((
             Gate {
                 listeners,
-                routes,
-                stats,
-                shutdown: shutdown_tx,
-                max_clients: config.max_clients_per_listener,
+                routes: wiring.routes,
+                stats: wiring.stats,
+                shutdown: wiring.shutdown,
+                max_clients,
             },
             events_rx,
         ))
@@ -322,5 +266,75 @@ impl Gate {
                 tracing::error!(addr = %l.public_addr, "gate listener task failed: {e}");
             }
         }
+    }
+}
+
+/// What every listener of a gate is wired to.
+struct GateWiring {
+    config: Arc<GateConfig>,
+    admission: Arc<dyn Admission>,
+    events: mpsc::Sender<GateEvent>,
+    stats: Arc<GateStats>,
+    routes: Routes,
+    shutdown: watch::Sender<bool>,
+    /// netcode's clock at the start (time since the Unix epoch).
+    now: Duration,
+}
+
+impl GateWiring {
+    /// Sizes the socket's buffers and starts the task of the gate's
+    /// `index`th listener on it.
+    fn start_listener(
+        &self,
+        index: usize,
+        ListenerSocket {
+            socket,
+            public_addr,
+        }: ListenerSocket,
+    ) -> Result<ListenerHandle, GateError> {
+        let config = &self.config;
+        let local_addr = socket.local_addr().map_err(|source| GateError::Bind {
+            addr: public_addr,
+            source,
+        })?;
+        size_buffers(&socket, config.socket_buffer_bytes, local_addr);
+        let (commands_tx, commands_rx) = mpsc::channel(config.command_queue);
+        let connected = Arc::new(AtomicUsize::new(0));
+        let netcode = NetcodeServer::new(ServerConfig {
+            current_time: self.now,
+            max_clients: config.max_clients_per_listener,
+            protocol_id: config.protocol_id,
+            public_addresses: vec![public_addr],
+            authentication: ServerAuthentication::Secure {
+                private_key: config.private_key,
+            },
+        });
+        let io = Io::new(
+            socket,
+            config,
+            self.events.clone(),
+            self.stats.clone(),
+            self.routes.clone(),
+            connected.clone(),
+        );
+        let listener = Listener {
+            index,
+            netcode,
+            buf: vec![0u8; RECV_BUFFER_BYTES].into_boxed_slice(),
+            io,
+            admission: self.admission.clone(),
+            config: config.clone(),
+            commands: commands_rx,
+            shutdown: self.shutdown.subscribe(),
+            last_update: Instant::now(),
+        };
+        let task = tokio::spawn(listener.run());
+        Ok(ListenerHandle {
+            public_addr,
+            local_addr,
+            commands: commands_tx,
+            connected,
+            task,
+        })
     }
 }

@@ -1,5 +1,8 @@
 //! A listener's task: waits on its socket, its command queue and its
-//! update deadline, and drives netcode and renet from them.
+//! update deadline, and drives netcode and renet from them. Each wake
+//! handles a batch and then does what the batch made due: the messages read
+//! become events ([`inbound`](super::inbound)), the messages queued are sent
+//! ([`outbound`](super::outbound)).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,20 +13,21 @@ use renetcode::{NETCODE_MAX_PACKET_BYTES, NetcodeServer};
 use tessera_link::{bump, lock};
 use tokio::sync::{mpsc, watch};
 
-use crate::Channel;
-use crate::pack::fits_direct;
 use crate::screen::{Direction, classify};
 use crate::token::TokenClaims;
 
-use super::ack::{ACK_INTERVAL, keep_due_ack, renet_due};
+use super::ack::ACK_INTERVAL;
 use super::client_state::ClientState;
 use super::gate::Command;
 use super::io::{Handshaken, Io};
-use super::{Admission, ClientId, DisconnectReason, GateConfig, GateEvent, Refusal};
+use super::{Admission, ClientId, DisconnectReason, GateConfig, Refusal};
 
 /// Receive buffer: larger than any legal datagram, so an oversized one is
 /// seen as oversized rather than silently truncated to a legal size.
 pub(super) const RECV_BUFFER_BYTES: usize = 2048;
+
+// `NETCODE_MAX_PACKET_BYTES` must fit the receive buffer with room to spare.
+const _: () = assert!(RECV_BUFFER_BYTES > NETCODE_MAX_PACKET_BYTES);
 
 pub(super) struct Listener {
     pub(super) index: usize,
@@ -52,37 +56,11 @@ impl Listener {
                     }
                 }
                 command = self.commands.recv() => match command {
-                    Some(command) => {
-                        self.command(command);
-                        for _ in 1..self.config.max_commands_per_wake {
-                            match self.commands.try_recv() {
-                                Ok(command) => self.command(command),
-                                Err(_) => break,
-                            }
-                        }
-                        self.send_dirty(Instant::now());
-                    }
+                    Some(command) => self.on_commands(command),
                     // The Gate handle is gone.
                     None => break,
                 },
-                received = self.io.socket.recv_from(&mut self.buf) => {
-                    match received {
-                        Ok((len, addr)) => self.datagram(len, addr),
-                        Err(_) => bump(&self.io.stats.recv_errors),
-                    }
-                    // Drain what is already there, up to a bound.
-                    for _ in 1..self.config.max_datagrams_per_wake {
-                        match self.io.socket.try_recv_from(&mut self.buf) {
-                            Ok((len, addr)) => self.datagram(len, addr),
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(_) => {
-                                bump(&self.io.stats.recv_errors);
-                                break;
-                            }
-                        }
-                    }
-                    self.take_touched_messages();
-                },
+                received = self.io.socket.recv_from(&mut self.buf) => self.on_datagrams(received),
                 _ = ticker.tick() => self.update(),
             }
             self.io.flush_backlog().await;
@@ -90,45 +68,52 @@ impl Listener {
         self.stop().await;
     }
 
+    /// A wake by a command: applies it and those queued behind it, up to
+    /// `max_commands_per_wake`, then sends the packets they queued.
+    fn on_commands(&mut self, first: Command) {
+        self.command(first);
+        for _ in 1..self.config.max_commands_per_wake {
+            match self.commands.try_recv() {
+                Ok(command) => self.command(command),
+                Err(_) => break,
+            }
+        }
+        self.send_dirty(Instant::now());
+    }
+
+    /// A wake by a datagram: handles it and those already waiting, up to
+    /// `max_datagrams_per_wake`, then turns the messages they brought into
+    /// events.
+    fn on_datagrams(&mut self, first: std::io::Result<(usize, SocketAddr)>) {
+        match first {
+            Ok((len, addr)) => self.datagram(len, addr),
+            Err(_) => bump(&self.io.stats.recv_errors),
+        }
+        for _ in 1..self.config.max_datagrams_per_wake {
+            match self.io.socket.try_recv_from(&mut self.buf) {
+                Ok((len, addr)) => self.datagram(len, addr),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    bump(&self.io.stats.recv_errors);
+                    break;
+                }
+            }
+        }
+        self.take_touched_messages();
+    }
+
+    /// One datagram, `len` bytes in `buf`: the screen, the rate limit, then
+    /// netcode (and renet, through [`Io::apply`]).
     fn datagram(&mut self, len: usize, addr: SocketAddr) {
         let stats = &self.io.stats;
         bump(&stats.datagrams_in);
         stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        if !self.screen(len) || !self.within_rate(addr) {
+            return;
+        }
         let Some(datagram) = self.buf.get_mut(..len) else {
             return;
         };
-        let now_secs = self.netcode.current_time().as_secs();
-        let outcome = classify(
-            datagram,
-            Direction::ToServer,
-            self.config.protocol_id,
-            now_secs,
-        );
-        stats.screen.record(outcome);
-        if outcome.is_err() {
-            return;
-        }
-        match self.io.by_addr.get(&addr).copied() {
-            Some(client) => {
-                let Some(c) = self.io.clients.get(&client) else {
-                    return;
-                };
-                if c.is_leaving() {
-                    return;
-                }
-                if c.datagrams.check().is_err() {
-                    bump(&self.io.stats.kicked_datagram_flood);
-                    self.kick(client, DisconnectReason::DatagramFlood);
-                    return;
-                }
-            }
-            None => {
-                if self.io.handshake.check().is_err() {
-                    bump(&self.io.stats.handshake_throttled);
-                    return;
-                }
-            }
-        }
         let result = self.netcode.process_packet(addr, datagram);
         if let Some(handshaken) = self.io.apply(result, DisconnectReason::ByClient) {
             self.admit(handshaken);
@@ -138,25 +123,63 @@ impl Listener {
         }
     }
 
+    /// Whether the first `len` bytes of `buf` pass the screen (counted
+    /// either way).
+    fn screen(&self, len: usize) -> bool {
+        let Some(datagram) = self.buf.get(..len) else {
+            return false;
+        };
+        let now_secs = self.netcode.current_time().as_secs();
+        let outcome = classify(
+            datagram,
+            Direction::ToServer,
+            self.config.protocol_id,
+            now_secs,
+        );
+        self.io.stats.screen.record(outcome);
+        outcome.is_ok()
+    }
+
+    /// Whether a datagram from `addr` may go on: a connected client's own
+    /// limit (a breach kicks it; a leaving client's datagrams go no
+    /// further), or for a handshake the listener's (a breach drops it).
+    fn within_rate(&mut self, addr: SocketAddr) -> bool {
+        let Some(client) = self.io.by_addr.get(&addr).copied() else {
+            if self.io.handshake.check().is_err() {
+                bump(&self.io.stats.handshake_throttled);
+                return false;
+            }
+            return true;
+        };
+        let Some(c) = self.io.clients.get(&client) else {
+            return false;
+        };
+        if c.is_leaving() {
+            return false;
+        }
+        if c.datagrams.check().is_err() {
+            bump(&self.io.stats.kicked_datagram_flood);
+            self.kick(client, DisconnectReason::DatagramFlood);
+            return false;
+        }
+        true
+    }
+
+    /// A client completed the netcode handshake: decodes its claims and
+    /// asks the admission policy.
     fn admit(&mut self, h: Handshaken) {
         let verdict = TokenClaims::decode(&h.user_data)
             .map_err(|_| Refusal::BadClaims)
             .and_then(|claims| self.admission.admit(h.client, &claims).map(|()| claims));
-        let claims = match verdict {
-            Ok(claims) => claims,
-            Err(refusal) => {
-                self.io.stats.refused(refusal);
-                tracing::debug!(client = h.client, addr = %h.addr, %refusal, "gate refused a connection");
-                // The keep-alive first, so the client is connected and
-                // understands the goodbye (netcode ignores a disconnect
-                // packet while still handshaking). Never added to renet: no
-                // gate events for it.
-                self.io.send_to(&h.reply, h.addr);
-                let result = self.netcode.disconnect(h.client);
-                self.io.apply(result, DisconnectReason::Shutdown);
-                return;
-            }
-        };
+        match verdict {
+            Ok(claims) => self.accept(h, claims),
+            Err(refusal) => self.refuse(&h, refusal),
+        }
+    }
+
+    /// An admitted client becomes a renet connection (and so a `Connected`
+    /// event).
+    fn accept(&mut self, h: Handshaken, claims: TokenClaims) {
         self.io.send_to(&h.reply, h.addr);
         self.io.clients.insert(
             h.client,
@@ -172,8 +195,20 @@ impl Listener {
         self.io.drain_renet_events(self.index);
     }
 
+    /// A refused client is told goodbye. The keep-alive goes first, so the
+    /// client is connected and understands the goodbye (netcode ignores a
+    /// disconnect packet while still handshaking). Never added to renet: no
+    /// gate events for it.
+    fn refuse(&mut self, h: &Handshaken, refusal: Refusal) {
+        self.io.stats.refused(refusal);
+        tracing::debug!(client = h.client, addr = %h.addr, %refusal, "gate refused a connection");
+        self.io.send_to(&h.reply, h.addr);
+        let result = self.netcode.disconnect(h.client);
+        self.io.apply(result, DisconnectReason::Shutdown);
+    }
+
     /// Disconnects a client now (goodbye packet included) for `reason`.
-    fn kick(&mut self, client: ClientId, reason: DisconnectReason) {
+    pub(super) fn kick(&mut self, client: ClientId, reason: DisconnectReason) {
         let Some(c) = self.io.clients.get_mut(&client) else {
             return;
         };
@@ -185,45 +220,6 @@ impl Listener {
         self.io.apply(result, reason);
         // If netcode had already let go, renet still has it.
         self.io.renet.remove_connection(client);
-    }
-
-    fn command(&mut self, command: Command) {
-        match command {
-            Command::Send {
-                client,
-                channel,
-                payload,
-            } => {
-                let Some(c) = self.io.clients.get_mut(&client).filter(|c| !c.is_leaving()) else {
-                    bump(&self.io.stats.outbound_dropped);
-                    return;
-                };
-                if c.pending.mark_dirty() {
-                    self.io.dirty.push(client);
-                }
-                let len = payload.len();
-                if channel == Channel::Unreliable && c.packs() && fits_direct(len) {
-                    // Outside renet, bounded like renet's channel memory.
-                    if c.direct.push(payload, self.config.server_channel_memory) {
-                        bump(&self.io.stats.messages_out);
-                    } else {
-                        bump(&self.io.stats.outbound_dropped);
-                    }
-                } else if self.io.renet.can_send_message(client, channel, len) {
-                    c.pending.mark_renet_dirty();
-                    self.io.renet.send_message(client, channel, payload);
-                    bump(&self.io.stats.messages_out);
-                } else if channel == Channel::Unreliable {
-                    bump(&self.io.stats.outbound_dropped);
-                } else {
-                    bump(&self.io.stats.kicked_backlogged);
-                    self.kick(client, DisconnectReason::Backlogged);
-                }
-            }
-            Command::Disconnect { client, code } => {
-                self.kick(client, DisconnectReason::Kicked(code))
-            }
-        }
     }
 
     /// One update: time, timeouts and keep-alives, renet's own disconnects,
@@ -241,7 +237,23 @@ impl Listener {
             let result = self.netcode.update_client(client);
             self.io.apply(result, DisconnectReason::TimedOut);
         }
-        // Connections renet closed itself (bad packet, channel error).
+        self.close_renet_disconnections();
+        self.io.drain_renet_events(self.index);
+
+        // Normally taken in the wake that read them already.
+        self.take_touched_messages();
+
+        for &client in &ids {
+            if self.packets_due(client, now) {
+                self.send_packets(client, now);
+            }
+        }
+        self.io.dirty.clear();
+    }
+
+    /// Closes the connections renet closed itself (bad packet, channel
+    /// error) in netcode too.
+    fn close_renet_disconnections(&mut self) {
         for client in self.io.renet.disconnections_id() {
             let reason = self
                 .io
@@ -252,170 +264,16 @@ impl Listener {
             self.io.apply(result, reason);
             self.io.renet.remove_connection(client);
         }
-        self.io.drain_renet_events(self.index);
-
-        // Normally taken in the wake that read them already.
-        self.take_touched_messages();
-
-        for &client in &ids {
-            let due = self.io.clients.get(&client).is_some_and(|c| {
-                !c.is_leaving()
-                    && (c.pending.is_dirty()
-                        || now.saturating_duration_since(c.last_ack) >= ACK_INTERVAL)
-            });
-            if due {
-                self.send_packets(client, now);
-            }
-        }
-        self.io.dirty.clear();
     }
 
-    /// Turns the messages of the clients read from in this wake into events.
-    fn take_touched_messages(&mut self) {
-        if self.io.touched.is_empty() {
-            return;
-        }
-        let touched = std::mem::take(&mut self.io.touched);
-        self.take_messages(&touched);
-        // Keep the allocation.
-        self.io.touched = touched;
-        self.io.touched.clear();
-    }
-
-    /// Turns `clients`' received messages into events, enforcing the size
-    /// and rate limits on renet's (a breach kicks; those outside renet met
-    /// them when read): renet's first, by channel, then those outside it.
-    fn take_messages(&mut self, clients: &[ClientId]) {
-        let mut kicks = Vec::new();
-        let max = self.config.max_message_bytes;
-        'clients: for &client in clients {
-            let (fed, mut inbox) = match self.io.clients.get_mut(&client) {
-                Some(c) => {
-                    c.pending.clear_touched();
-                    (c.pending.take_renet_fed(), std::mem::take(&mut c.inbox))
-                }
-                None => continue,
-            };
-            // Only a renet packet read can have given renet a new message.
-            let channels = if fed { &Channel::ALL[..] } else { &[] };
-            for &channel in channels {
-                while let Some(payload) = self.io.renet.receive_message(client, channel) {
-                    let Some(c) = self.io.clients.get(&client) else {
-                        continue 'clients;
-                    };
-                    if c.is_leaving() {
-                        continue 'clients;
-                    }
-                    if payload.len() > max {
-                        bump(&self.io.stats.kicked_message_too_large);
-                        kicks.push((client, DisconnectReason::MessageTooLarge));
-                        continue 'clients;
-                    }
-                    if c.messages.check().is_err() {
-                        bump(&self.io.stats.kicked_message_flood);
-                        kicks.push((client, DisconnectReason::MessageFlood));
-                        continue 'clients;
-                    }
-                    bump(&self.io.stats.messages_in);
-                    self.io.emit(GateEvent::Message {
-                        client,
-                        channel,
-                        payload,
-                    });
-                }
-            }
-            for payload in inbox.drain(..) {
-                bump(&self.io.stats.messages_in);
-                bump(&self.io.stats.messages_in_direct);
-                self.io.emit(GateEvent::Message {
-                    client,
-                    channel: Channel::Unreliable,
-                    payload,
-                });
-            }
-            // Give the allocation back.
-            if let Some(c) = self.io.clients.get_mut(&client) {
-                c.inbox = inbox;
-            }
-        }
-        if kicks.is_empty() {
-            return;
-        }
-        for (client, reason) in kicks {
-            self.kick(client, reason);
-        }
-        self.io.drain_renet_events(self.index);
-    }
-
-    /// Sends the packets of the clients with messages queued in this wake.
-    fn send_dirty(&mut self, now: Instant) {
-        if self.io.dirty.is_empty() {
-            return;
-        }
-        let dirty = std::mem::take(&mut self.io.dirty);
-        for &client in &dirty {
-            self.send_packets(client, now);
-        }
-        self.io.dirty = dirty;
-        self.io.dirty.clear();
-    }
-
-    /// Collects a client's renet packets and sends them (packed if it packs),
-    /// less an ack packet that is not due (see [`ACK_INTERVAL`]).
-    fn send_packets(&mut self, client: ClientId, now: Instant) {
-        let (last_ack, packs, renet_dirty, mut direct) = match self.io.clients.get_mut(&client) {
-            Some(c) => {
-                c.pending.clear_dirty();
-                if c.is_leaving() {
-                    return;
-                }
-                (
-                    c.last_ack,
-                    c.packs(),
-                    c.pending.take_renet_dirty(),
-                    std::mem::take(&mut c.direct),
-                )
-            }
-            None => return,
-        };
-        let since = now.saturating_duration_since(last_ack);
-        let mut packets = if renet_due(renet_dirty, !direct.is_empty(), since) {
-            match self.io.renet.get_packets_to_send(client) {
-                Ok(p) => p,
-                Err(_) => return,
-            }
-        } else {
-            Vec::new()
-        };
-        let rides = packs && (packets.len() > 1 || !direct.is_empty());
-        let acked = keep_due_ack(
-            &mut packets,
-            rides,
-            last_ack,
-            now,
-            &self.io.stats.acks_deferred,
-        );
-        let mut payloads = std::mem::take(&mut self.io.payloads);
-        payloads.clear();
-        if packs {
-            direct.pack_with(&packets, &mut payloads);
-        } else {
-            payloads.extend(packets);
-        }
-        for payload in &payloads {
-            match self.netcode.generate_payload_packet(client, payload) {
-                Ok((addr, datagram)) => self.io.send_to(datagram, addr),
-                Err(_) => bump(&self.io.stats.send_errors),
-            }
-        }
-        self.io.payloads = payloads;
-        if let Some(c) = self.io.clients.get_mut(&client) {
-            if acked {
-                c.last_ack = now;
-            }
-            // Emptied: given back to keep its allocation.
-            c.direct = direct;
-        }
+    /// Whether an update sends `client` its packets: it is not leaving, and
+    /// has messages queued or an ack due alone.
+    fn packets_due(&self, client: ClientId, now: Instant) -> bool {
+        self.io.clients.get(&client).is_some_and(|c| {
+            !c.is_leaving()
+                && (c.pending.is_dirty()
+                    || now.saturating_duration_since(c.last_ack) >= ACK_INTERVAL)
+        })
     }
 
     /// Says goodbye to every client and reports it.
@@ -430,6 +288,3 @@ impl Listener {
         self.io.connected.store(0, Ordering::Relaxed);
     }
 }
-
-// `NETCODE_MAX_PACKET_BYTES` must fit the receive buffer with room to spare.
-const _: () = assert!(RECV_BUFFER_BYTES > NETCODE_MAX_PACKET_BYTES);

@@ -63,8 +63,10 @@ mod admission;
 mod client_state;
 mod config;
 mod gate;
+mod inbound;
 mod io;
 mod listener;
+mod outbound;
 mod stats;
 
 use std::net::SocketAddr;
