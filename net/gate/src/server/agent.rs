@@ -17,12 +17,19 @@ use crate::{Channel, DisconnectReason, Gate, GateEvent, GateSendError};
 use super::routes::{INPUT_FLUSH, InputBatches, MAX_INPUT_BATCH, SceneLink};
 use super::{GateServerConfig, GateServerError, GateServerStats, Inbox, codes};
 
+/// Where a client's session is: the gate asked the coordinator to open it
+/// (`OpenSession`) and waits, or the coordinator opened it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
+pub(super) enum SessionPhase {
+    /// Waiting for `Opened`; the client's messages get `not_ready`, and it
+    /// is kicked if this lasts past `open_timeout_ms`.
     Opening,
+    /// Opened: the client's messages are handled, and the session is
+    /// replayed if the coordinator link comes back.
     Open,
 }
 
+/// The scene server a session's inputs go to (from `Routed`).
 #[derive(Debug)]
 pub(super) struct Route {
     pub(super) scene: String,
@@ -30,12 +37,13 @@ pub(super) struct Route {
     pub(super) server: String,
 }
 
+/// The gate's side of one client's session.
 #[derive(Debug)]
 pub(super) struct Agent {
     pub(super) account: u64,
     /// The avatar attached for this session (replayed after a coordinator restart).
     pub(super) avatar: Option<u64>,
-    pub(super) phase: Phase,
+    pub(super) phase: SessionPhase,
     pub(super) connected_at: Instant,
     pub(super) last_heard: Instant,
     pub(super) route: Option<Route>,
@@ -165,7 +173,7 @@ impl AgentLoop {
         let open = Duration::from_millis(self.config.open_timeout_ms);
         let mut late: Vec<(u64, &'static str)> = Vec::new();
         for (&c, a) in &self.agents {
-            if a.phase == Phase::Opening && now.duration_since(a.connected_at) > open {
+            if a.phase == SessionPhase::Opening && now.duration_since(a.connected_at) > open {
                 late.push((c, "session not opened in time"));
             } else if now.duration_since(a.last_heard) > idle {
                 late.push((c, "idle"));
@@ -203,7 +211,7 @@ impl AgentLoop {
                     Agent {
                         account: claims.account,
                         avatar: None,
-                        phase: Phase::Opening,
+                        phase: SessionPhase::Opening,
                         connected_at: now,
                         last_heard: now,
                         route: None,
@@ -247,7 +255,7 @@ impl AgentLoop {
                 return self.kick(client, "malformed message", codes::PROTOCOL);
             }
         };
-        if agent.phase == Phase::Opening {
+        if agent.phase == SessionPhase::Opening {
             return self.tell(
                 client,
                 &ServerMsg::Error {

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::Channel;
 
-use super::agent::{AgentLoop, Phase, Route};
+use super::agent::{AgentLoop, Route, SessionPhase};
 use super::routes::SceneLink;
 use super::{GateServerError, Inbox, codes};
 
@@ -110,7 +110,7 @@ impl AgentLoop {
                 let replay: Vec<(u64, u64, Option<u64>)> = self
                     .agents
                     .iter()
-                    .filter(|(_, a)| a.phase == Phase::Open)
+                    .filter(|(_, a)| a.phase == SessionPhase::Open)
                     .map(|(&c, a)| (c, a.account, a.avatar))
                     .collect();
                 for (client, account, avatar) in replay {
@@ -172,16 +172,16 @@ impl AgentLoop {
             return;
         };
         match event {
-            SessionEvent::Opened { request: 0, .. } if agent.phase == Phase::Open => {
+            SessionEvent::Opened { request: 0, .. } if agent.phase == SessionPhase::Open => {
                 debug!(session, "session replayed");
             }
             SessionEvent::Opened { account, .. } => {
-                agent.phase = Phase::Open;
+                agent.phase = SessionPhase::Open;
                 bump(&self.stats.sessions_opened);
                 self.tell(session, &ServerMsg::Welcome { account, session });
                 self.to_coordinator(&LinkMsg::ListAvatars { session });
             }
-            SessionEvent::Refused { reason, .. } if agent.phase == Phase::Opening => {
+            SessionEvent::Refused { reason, .. } if agent.phase == SessionPhase::Opening => {
                 bump(&self.stats.sessions_refused);
                 self.agents.remove(&session);
                 self.kick(session, &reason, codes::KICKED);
