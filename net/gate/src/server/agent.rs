@@ -12,9 +12,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::token::TokenClaims;
 use crate::{Channel, DisconnectReason, Gate, GateEvent, GateSendError};
 
-use super::routes::{INPUT_FLUSH, InputBatches, MAX_INPUT_BATCH, SceneLink};
+use super::routes::{INPUT_FLUSH, InputBatches, SceneLink};
 use super::{GateServerConfig, GateServerError, GateServerStats, Inbox, codes};
 
 /// Where a client's session is: the gate asked the coordinator to open it
@@ -50,29 +51,50 @@ pub(super) struct Agent {
 }
 
 /// Gate events the agent loop handles per wake before it looks at its other
-/// branches (inbox, timers) again. One event per `select!` made it yield to
-/// the runtime every 128 events (tokio's cooperative budget); with 2,000
-/// bots on a saturated 2-core host the event queue then reached its
-/// three-quarter mark and dropped inputs (about 1–2% in a 60 s run, each a
-/// round trip ~100 ms longer); draining a batch per wake, none.
+/// branches (inbox, timers) again, taken with `try_recv`: unlike `recv` it
+/// does not spend tokio's cooperative budget, whose exhaustion makes the
+/// task yield and wait a whole run-queue round while the event queue fills.
 const EVENTS_PER_WAKE: usize = 1024;
+/// How often sessions are checked for the open and idle timeouts, and
+/// pending kicks carried out.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a kicked client's `Kicked` message has to leave before the
+/// disconnect.
+const KICK_GRACE: Duration = Duration::from_millis(200);
+/// How long [`AgentLoop::close_all`] lets the last messages leave.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
+/// The one task that owns every session's state (see the
+/// [module docs](super)).
 pub(super) struct AgentLoop {
     pub(super) config: GateServerConfig,
     pub(super) gate: Arc<Gate>,
     pub(super) stats: Arc<GateServerStats>,
     pub(super) link_cfg: LinkConfig,
+    /// Where scene link tasks report, as the coordinator task does.
     pub(super) inbox_tx: mpsc::Sender<Inbox>,
     pub(super) coordinator: Option<LinkSender>,
     pub(super) scenes: BTreeMap<String, SceneLink>,
     pub(super) agents: BTreeMap<u64, Agent>,
     /// Clients to disconnect once their `Kicked` message had time to leave.
     pub(super) kicks: Vec<(Instant, u64, u16)>,
+    /// The last heartbeat's number.
     pub(super) seq: u64,
     pub(super) inputs: InputBatches,
 }
 
+/// A timer that, when late, waits a whole period again rather than firing
+/// in a burst.
+fn timer(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
 impl AgentLoop {
+    /// Runs until `stop`, the end of the transport's events or of the
+    /// inbox, or the coordinator task's end; a coordinator that refused
+    /// the gate for good is returned as the error.
     pub(super) async fn run(
         mut self,
         mut events: mpsc::Receiver<GateEvent>,
@@ -80,13 +102,9 @@ impl AgentLoop {
         stop: CancellationToken,
         coordinator: tokio::task::JoinHandle<Result<(), GateServerError>>,
     ) -> Result<(), GateServerError> {
-        let mut beat =
-            tokio::time::interval(Duration::from_millis(u64::from(self.config.heartbeat_ms)));
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sweep = tokio::time::interval(Duration::from_millis(100));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut flush = tokio::time::interval(INPUT_FLUSH);
-        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = timer(Duration::from_millis(u64::from(self.config.heartbeat_ms)));
+        let mut sweep = timer(SWEEP_INTERVAL);
+        let mut flush = timer(INPUT_FLUSH);
         tokio::pin!(coordinator);
         loop {
             tokio::select! {
@@ -99,19 +117,7 @@ impl AgentLoop {
                     break;
                 }
                 e = events.recv() => match e {
-                    Some(e) => {
-                        self.on_gate_event(e);
-                        // Drain what else is queued in this wake: `recv`
-                        // spends tokio's cooperative budget (the task yields
-                        // every 128 events and waits a whole run-queue round,
-                        // tens of ms on a busy host), `try_recv` does not.
-                        for _ in 1..EVENTS_PER_WAKE {
-                            match events.try_recv() {
-                                Ok(e) => self.on_gate_event(e),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    Some(e) => self.on_gate_events(e, &mut events),
                     None => break,
                 },
                 m = inbox.recv() => match m {
@@ -127,6 +133,19 @@ impl AgentLoop {
         Ok(())
     }
 
+    /// A wake by a gate event: handles it and what else is queued, up to
+    /// [`EVENTS_PER_WAKE`].
+    fn on_gate_events(&mut self, first: GateEvent, events: &mut mpsc::Receiver<GateEvent>) {
+        self.on_gate_event(first);
+        for _ in 1..EVENTS_PER_WAKE {
+            match events.try_recv() {
+                Ok(e) => self.on_gate_event(e),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Closes every session and stops the transport.
     pub(super) async fn close_all(&mut self) {
         for &client in self.agents.keys() {
             if let Some(c) = &self.coordinator {
@@ -136,9 +155,11 @@ impl AgentLoop {
         self.agents.clear();
         self.gate.stop();
         // Let the CloseSession messages and the disconnects leave.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(CLOSE_GRACE).await;
     }
 
+    /// Sends a client a message on the reliable channel; a client whose
+    /// listener cannot take it is disconnected.
     pub(super) fn tell(&self, client: u64, msg: &ServerMsg) {
         match self.gate.send(client, Channel::Reliable, msg.encode()) {
             // A client that has just gone: nothing to tell.
@@ -156,6 +177,8 @@ impl AgentLoop {
         }
     }
 
+    /// Tells a client why it goes, and disconnects it with `code` after
+    /// [`KICK_GRACE`] (see [`sweep`](Self::sweep)).
     pub(super) fn kick(&mut self, client: u64, reason: &str, code: u16) {
         self.tell(
             client,
@@ -163,12 +186,20 @@ impl AgentLoop {
                 reason: reason.to_owned(),
             },
         );
-        self.kicks
-            .push((Instant::now() + Duration::from_millis(200), client, code));
+        self.kicks.push((Instant::now() + KICK_GRACE, client, code));
     }
 
-    pub(super) fn sweep(&mut self) {
+    /// Closes and kicks the sessions past a timeout, then disconnects the
+    /// kicked clients whose grace is over.
+    fn sweep(&mut self) {
         let now = Instant::now();
+        self.kick_late_sessions(now);
+        self.disconnect_kicked(now);
+    }
+
+    /// Sessions still opening past `open_timeout_ms`, or silent past
+    /// `idle_timeout_ms`, are closed and their clients kicked.
+    fn kick_late_sessions(&mut self, now: Instant) {
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         let open = Duration::from_millis(self.config.open_timeout_ms);
         let mut late: Vec<(u64, &'static str)> = Vec::new();
@@ -185,6 +216,10 @@ impl AgentLoop {
             self.to_coordinator(&LinkMsg::CloseSession { session: c });
             self.kick(c, why, codes::IDLE);
         }
+    }
+
+    /// Disconnects the kicked clients whose `Kicked` message had its time.
+    fn disconnect_kicked(&mut self, now: Instant) {
         let due: Vec<(u64, u16)> = self
             .kicks
             .iter()
@@ -197,65 +232,71 @@ impl AgentLoop {
         }
     }
 
-    pub(super) fn on_gate_event(&mut self, e: GateEvent) {
+    fn on_gate_event(&mut self, e: GateEvent) {
         match e {
-            GateEvent::Connected { client, claims, .. } => {
-                bump(&self.stats.clients);
-                if self.coordinator.is_none() {
-                    let _ = self.gate.disconnect(client, codes::UNAVAILABLE);
-                    return;
-                }
-                let now = Instant::now();
-                self.agents.insert(
-                    client,
-                    Agent {
-                        account: claims.account,
-                        avatar: None,
-                        phase: SessionPhase::Opening,
-                        connected_at: now,
-                        last_heard: now,
-                        route: None,
-                    },
-                );
-                self.to_coordinator(&LinkMsg::OpenSession {
-                    request: client,
-                    account: claims.account,
-                    client,
-                    nonce: claims.nonce,
-                });
-            }
+            GateEvent::Connected { client, claims, .. } => self.on_connected(client, &claims),
             GateEvent::Message {
                 client, payload, ..
             } => self.on_client(client, &payload),
-            GateEvent::Disconnected { client, reason } => {
-                if self.agents.remove(&client).is_some() {
-                    self.to_coordinator(&LinkMsg::CloseSession { session: client });
-                }
-                if !matches!(
-                    reason,
-                    DisconnectReason::ByClient | DisconnectReason::Kicked(_)
-                ) {
-                    debug!(client, ?reason, "client dropped");
-                }
-            }
+            GateEvent::Disconnected { client, reason } => self.on_disconnected(client, reason),
         }
     }
 
-    pub(super) fn on_client(&mut self, client: u64, payload: &[u8]) {
+    /// A client is in: its agent starts opening a session with the
+    /// coordinator (which burns the token's nonce). Without a coordinator
+    /// there is no session to open: the client is disconnected.
+    fn on_connected(&mut self, client: u64, claims: &TokenClaims) {
+        bump(&self.stats.clients);
+        if self.coordinator.is_none() {
+            let _ = self.gate.disconnect(client, codes::UNAVAILABLE);
+            return;
+        }
+        let now = Instant::now();
+        self.agents.insert(
+            client,
+            Agent {
+                account: claims.account,
+                avatar: None,
+                phase: SessionPhase::Opening,
+                connected_at: now,
+                last_heard: now,
+                route: None,
+            },
+        );
+        self.to_coordinator(&LinkMsg::OpenSession {
+            request: client,
+            account: claims.account,
+            client,
+            nonce: claims.nonce,
+        });
+    }
+
+    /// A client is gone: its session closes (the avatar stays in its
+    /// scene, offline).
+    fn on_disconnected(&mut self, client: u64, reason: DisconnectReason) {
+        if self.agents.remove(&client).is_some() {
+            self.to_coordinator(&LinkMsg::CloseSession { session: client });
+        }
+        if !matches!(
+            reason,
+            DisconnectReason::ByClient | DisconnectReason::Kicked(_)
+        ) {
+            debug!(client, ?reason, "client dropped");
+        }
+    }
+
+    /// A message from a client: one that does not decode ends its session;
+    /// while the session opens, it is answered `not_ready`.
+    fn on_client(&mut self, client: u64, payload: &[u8]) {
         let Some(agent) = self.agents.get_mut(&client) else {
             return;
         };
         agent.last_heard = Instant::now();
-        let msg = match ClientMsg::decode(payload) {
-            Ok(m) => m,
-            Err(_) => {
-                bump(&self.stats.malformed);
-                self.agents.remove(&client);
-                self.to_coordinator(&LinkMsg::CloseSession { session: client });
-                return self.kick(client, "malformed message", codes::PROTOCOL);
-            }
+        let phase = agent.phase;
+        let Ok(msg) = ClientMsg::decode(payload) else {
+            return self.on_malformed(client);
         };
-        if agent.phase == SessionPhase::Opening {
+        if phase == SessionPhase::Opening {
             return self.tell(
                 client,
                 &ServerMsg::Error {
@@ -264,44 +305,33 @@ impl AgentLoop {
                 },
             );
         }
+        self.on_client_msg(client, msg);
+    }
+
+    fn on_malformed(&mut self, client: u64) {
+        bump(&self.stats.malformed);
+        self.agents.remove(&client);
+        self.to_coordinator(&LinkMsg::CloseSession { session: client });
+        self.kick(client, "malformed message", codes::PROTOCOL);
+    }
+
+    /// A message of an open session: inputs go to its scene server, the
+    /// rest to the coordinator as the session's request.
+    fn on_client_msg(&mut self, client: u64, msg: ClientMsg) {
+        let session = client;
         match msg {
-            ClientMsg::Input(input) => {
-                let Some(route) = &agent.route else {
-                    bump(&self.stats.inputs_dropped);
-                    return;
-                };
-                // Gathered per scene server and sent as one `Inputs` frame
-                // every INPUT_FLUSH (or sooner when many are waiting).
-                let batch = self
-                    .inputs
-                    .entry(route.server.clone())
-                    .or_default()
-                    .entry((route.scene.clone(), route.epoch))
-                    .or_default();
-                batch.push((client, input));
-                if batch.len() >= MAX_INPUT_BATCH {
-                    self.flush_inputs();
-                }
-            }
-            ClientMsg::ListAvatars => {
-                self.to_coordinator(&LinkMsg::ListAvatars { session: client })
-            }
+            ClientMsg::Input(input) => self.queue_input(client, input),
+            ClientMsg::ListAvatars => self.to_coordinator(&LinkMsg::ListAvatars { session }),
             ClientMsg::CreateAvatar { name } => {
-                self.to_coordinator(&LinkMsg::CreateAvatar {
-                    session: client,
-                    name,
-                });
+                self.to_coordinator(&LinkMsg::CreateAvatar { session, name });
             }
-            ClientMsg::Select { avatar } => self.to_coordinator(&LinkMsg::AttachAvatar {
-                session: client,
-                avatar,
-            }),
-            ClientMsg::Chat { to, text } => self.to_coordinator(&LinkMsg::Chat {
-                session: client,
-                to,
-                text,
-            }),
-            ClientMsg::Leave => self.to_coordinator(&LinkMsg::DetachAvatar { session: client }),
+            ClientMsg::Select { avatar } => {
+                self.to_coordinator(&LinkMsg::AttachAvatar { session, avatar });
+            }
+            ClientMsg::Chat { to, text } => {
+                self.to_coordinator(&LinkMsg::Chat { session, to, text });
+            }
+            ClientMsg::Leave => self.to_coordinator(&LinkMsg::DetachAvatar { session }),
         }
     }
 }

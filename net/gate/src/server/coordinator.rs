@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use tessera_link::{Connector, bump};
+use tessera_link::{Connector, LinkSender, bump};
 use tessera_proto::ServerMsg;
 use tessera_wire::{Heartbeat, LinkMsg, Register, SessionEvent};
 use tokio::sync::mpsc;
@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::Channel;
 
-use super::agent::{AgentLoop, Route, SessionPhase};
+use super::agent::{AgentLoop, SessionPhase};
 use super::routes::SceneLink;
 use super::{GateServerError, Inbox, codes};
 
@@ -70,6 +70,8 @@ pub(super) async fn coordinator_task(
 }
 
 impl AgentLoop {
+    /// Sends the coordinator a message if the link is up and has room;
+    /// counted as dropped if not.
     pub(super) fn to_coordinator(&self, msg: &LinkMsg) {
         let ok = self
             .coordinator
@@ -80,6 +82,7 @@ impl AgentLoop {
         }
     }
 
+    /// Tells the coordinator this gate's load and open addresses.
     pub(super) fn heartbeat(&mut self) {
         self.seq += 1;
         let hb = Heartbeat {
@@ -98,36 +101,10 @@ impl AgentLoop {
         }
     }
 
+    /// What a link task reports.
     pub(super) fn on_inbox(&mut self, m: Inbox) {
         match m {
-            Inbox::CoordinatorUp(s) => {
-                info!("linked to the coordinator");
-                self.coordinator = Some(s);
-                self.heartbeat();
-                // After a link loss (or a coordinator restart) the sessions
-                // are replayed: reopened (a zero nonce: no token involved)
-                // and their avatars attached again where they are.
-                let replay: Vec<(u64, u64, Option<u64>)> = self
-                    .agents
-                    .iter()
-                    .filter(|(_, a)| a.phase == SessionPhase::Open)
-                    .map(|(&c, a)| (c, a.account, a.avatar))
-                    .collect();
-                for (client, account, avatar) in replay {
-                    self.to_coordinator(&LinkMsg::OpenSession {
-                        request: 0,
-                        account,
-                        client,
-                        nonce: [0; 16],
-                    });
-                    if let Some(avatar) = avatar {
-                        self.to_coordinator(&LinkMsg::AttachAvatar {
-                            session: client,
-                            avatar,
-                        });
-                    }
-                }
-            }
+            Inbox::CoordinatorUp(s) => self.on_coordinator_up(s),
             Inbox::CoordinatorDown => self.coordinator = None,
             Inbox::SceneUp(server, s) => {
                 self.scenes.insert(server, SceneLink::Up(s));
@@ -139,7 +116,42 @@ impl AgentLoop {
         }
     }
 
-    pub(super) fn on_coordinator(&mut self, msg: LinkMsg) {
+    /// The coordinator link is (back) up: a heartbeat at once, then the
+    /// open sessions are replayed.
+    fn on_coordinator_up(&mut self, sender: LinkSender) {
+        info!("linked to the coordinator");
+        self.coordinator = Some(sender);
+        self.heartbeat();
+        self.replay_sessions();
+    }
+
+    /// After a link loss (or a coordinator restart) the open sessions are
+    /// reopened (a zero nonce: no token involved) and their avatars
+    /// attached again where they are.
+    fn replay_sessions(&mut self) {
+        let replay: Vec<(u64, u64, Option<u64>)> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.phase == SessionPhase::Open)
+            .map(|(&c, a)| (c, a.account, a.avatar))
+            .collect();
+        for (client, account, avatar) in replay {
+            self.to_coordinator(&LinkMsg::OpenSession {
+                request: 0,
+                account,
+                client,
+                nonce: [0; 16],
+            });
+            if let Some(avatar) = avatar {
+                self.to_coordinator(&LinkMsg::AttachAvatar {
+                    session: client,
+                    avatar,
+                });
+            }
+        }
+    }
+
+    fn on_coordinator(&mut self, msg: LinkMsg) {
         match msg {
             LinkMsg::Session { session, event } => self.on_session(session, event),
             LinkMsg::ChatTo {
@@ -147,17 +159,7 @@ impl AgentLoop {
                 from,
                 scope,
                 text,
-            } => {
-                let m = ServerMsg::Chat { from, scope, text };
-                let bytes = m.encode();
-                for s in sessions {
-                    if self.agents.contains_key(&s)
-                        && self.gate.send(s, Channel::Reliable, bytes.clone()).is_ok()
-                    {
-                        bump(&self.stats.chat_delivered);
-                    }
-                }
-            }
+            } => self.on_chat_to(sessions, &ServerMsg::Chat { from, scope, text }),
             LinkMsg::Registered { .. } => {}
             LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
             other => debug!(
@@ -167,21 +169,30 @@ impl AgentLoop {
         }
     }
 
-    pub(super) fn on_session(&mut self, session: u64, event: SessionEvent) {
-        let Some(agent) = self.agents.get_mut(&session) else {
+    /// A chat line for `sessions`, delivered to those still here.
+    fn on_chat_to(&mut self, sessions: Vec<u64>, chat: &ServerMsg) {
+        let bytes = chat.encode();
+        for s in sessions {
+            if self.agents.contains_key(&s)
+                && self.gate.send(s, Channel::Reliable, bytes.clone()).is_ok()
+            {
+                bump(&self.stats.chat_delivered);
+            }
+        }
+    }
+
+    /// What the coordinator says of a session, passed on to its client.
+    fn on_session(&mut self, session: u64, event: SessionEvent) {
+        let Some(agent) = self.agents.get(&session) else {
             return;
         };
+        let phase = agent.phase;
         match event {
-            SessionEvent::Opened { request: 0, .. } if agent.phase == SessionPhase::Open => {
+            SessionEvent::Opened { request: 0, .. } if phase == SessionPhase::Open => {
                 debug!(session, "session replayed");
             }
-            SessionEvent::Opened { account, .. } => {
-                agent.phase = SessionPhase::Open;
-                bump(&self.stats.sessions_opened);
-                self.tell(session, &ServerMsg::Welcome { account, session });
-                self.to_coordinator(&LinkMsg::ListAvatars { session });
-            }
-            SessionEvent::Refused { reason, .. } if agent.phase == SessionPhase::Opening => {
+            SessionEvent::Opened { account, .. } => self.on_opened(session, account),
+            SessionEvent::Refused { reason, .. } if phase == SessionPhase::Opening => {
                 bump(&self.stats.sessions_refused);
                 self.agents.remove(&session);
                 self.kick(session, &reason, codes::KICKED);
@@ -200,34 +211,13 @@ impl AgentLoop {
                 server,
                 addr,
                 ..
-            } => {
-                agent.route = Some(Route {
-                    scene,
-                    epoch,
-                    server: server.clone(),
-                });
-                self.ensure_scene_link(&server, &addr);
-            }
+            } => self.on_routed(session, scene, epoch, server, &addr),
             SessionEvent::Attached {
                 avatar,
                 scene,
                 net_id,
-            } => {
-                agent.avatar = Some(avatar);
-                self.tell(
-                    session,
-                    &ServerMsg::Entered {
-                        avatar,
-                        scene,
-                        net_id,
-                    },
-                );
-            }
-            SessionEvent::Detached { avatar, .. } => {
-                agent.route = None;
-                agent.avatar = None;
-                self.tell(session, &ServerMsg::Left { avatar });
-            }
+            } => self.on_attached(session, avatar, scene, net_id),
+            SessionEvent::Detached { avatar, .. } => self.on_detached(session, avatar),
             SessionEvent::Transferring { scene, .. } => {
                 self.tell(session, &ServerMsg::Moving { scene });
             }
@@ -237,5 +227,39 @@ impl AgentLoop {
                 self.kick(session, &reason, codes::KICKED);
             }
         }
+    }
+
+    /// The session is open: the client is welcomed and its avatars listed.
+    fn on_opened(&mut self, session: u64, account: u64) {
+        if let Some(agent) = self.agents.get_mut(&session) {
+            agent.phase = SessionPhase::Open;
+        }
+        bump(&self.stats.sessions_opened);
+        self.tell(session, &ServerMsg::Welcome { account, session });
+        self.to_coordinator(&LinkMsg::ListAvatars { session });
+    }
+
+    /// The session's avatar is in its scene as `net_id`.
+    fn on_attached(&mut self, session: u64, avatar: u64, scene: String, net_id: u32) {
+        if let Some(agent) = self.agents.get_mut(&session) {
+            agent.avatar = Some(avatar);
+        }
+        self.tell(
+            session,
+            &ServerMsg::Entered {
+                avatar,
+                scene,
+                net_id,
+            },
+        );
+    }
+
+    /// The session's avatar left its scene: no route, no avatar.
+    fn on_detached(&mut self, session: u64, avatar: u64) {
+        if let Some(agent) = self.agents.get_mut(&session) {
+            agent.route = None;
+            agent.avatar = None;
+        }
+        self.tell(session, &ServerMsg::Left { avatar });
     }
 }

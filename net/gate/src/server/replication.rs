@@ -23,7 +23,29 @@ fn forward_packet(gate: &Gate, stats: &GateServerStats, client: u64, bytes: Vec<
     }
 }
 
-/// One scene server link: replication straight to the clients.
+/// A message from a scene server: replication goes to the clients.
+fn on_scene_msg(gate: &Gate, stats: &GateServerStats, msg: LinkMsg) {
+    match msg {
+        LinkMsg::Replication { client, bytes } => {
+            forward_packet(gate, stats, client, bytes);
+        }
+        LinkMsg::ReplicationBatch { packets } => {
+            for (client, bytes) in packets {
+                forward_packet(gate, stats, client, bytes);
+            }
+        }
+        LinkMsg::EpochStale { scene, current } => {
+            debug!(%scene, current, "inputs for a stale placement");
+        }
+        other => debug!(
+            kind = other.kind(),
+            "unexpected message from a scene server"
+        ),
+    }
+}
+
+/// One scene server link: replication straight to the clients. Reports
+/// the link up and, when it ends or cannot be made, down.
 pub(super) async fn scene_task(
     server: String,
     addr: String,
@@ -58,23 +80,7 @@ pub(super) async fn scene_task(
             _ = stop.cancelled() => return,
             m = receiver.recv() => match m { Some(m) => m, None => break },
         };
-        match msg {
-            LinkMsg::Replication { client, bytes } => {
-                forward_packet(&gate, &stats, client, bytes);
-            }
-            LinkMsg::ReplicationBatch { packets } => {
-                for (client, bytes) in packets {
-                    forward_packet(&gate, &stats, client, bytes);
-                }
-            }
-            LinkMsg::EpochStale { scene, current } => {
-                debug!(%scene, current, "inputs for a stale placement");
-            }
-            other => debug!(
-                kind = other.kind(),
-                "unexpected message from a scene server"
-            ),
-        }
+        on_scene_msg(&gate, &stats, msg);
     }
     let _ = inbox.send(Inbox::SceneDown(server)).await;
 }

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tessera_link::LinkSender;
+use tessera_link::{LinkSender, bump};
 use tessera_wire::{Epoch, Input, LinkMsg};
 use tokio_util::sync::CancellationToken;
 
-use super::agent::AgentLoop;
+use super::agent::{AgentLoop, Route};
 use super::replication::scene_task;
 
+/// A scene server link, from the first `Routed` that names its server.
 pub(super) enum SceneLink {
+    /// Its task is connecting: inputs for it are dropped (and counted).
     Connecting,
     Up(LinkSender),
 }
@@ -52,7 +54,49 @@ impl AgentLoop {
         }
     }
 
-    pub(super) fn ensure_scene_link(&mut self, server: &str, addr: &str) {
+    /// A session's avatar is in `scene` (at `epoch`) on scene server
+    /// `server`: its inputs go there from now on, over a link to `addr`.
+    pub(super) fn on_routed(
+        &mut self,
+        session: u64,
+        scene: String,
+        epoch: Epoch,
+        server: String,
+        addr: &str,
+    ) {
+        self.ensure_scene_link(&server, addr);
+        if let Some(agent) = self.agents.get_mut(&session) {
+            agent.route = Some(Route {
+                scene,
+                epoch,
+                server,
+            });
+        }
+    }
+
+    /// Gathers a session's input for its scene server: it goes with the
+    /// others for that scene as one `Inputs` frame every [`INPUT_FLUSH`],
+    /// or at once when [`MAX_INPUT_BATCH`] are waiting. Without a route it
+    /// is dropped (and counted).
+    pub(super) fn queue_input(&mut self, session: u64, input: Input) {
+        let Some(route) = self.agents.get(&session).and_then(|a| a.route.as_ref()) else {
+            bump(&self.stats.inputs_dropped);
+            return;
+        };
+        let batch = self
+            .inputs
+            .entry(route.server.clone())
+            .or_default()
+            .entry((route.scene.clone(), route.epoch))
+            .or_default();
+        batch.push((session, input));
+        if batch.len() >= MAX_INPUT_BATCH {
+            self.flush_inputs();
+        }
+    }
+
+    /// Starts a link task to scene server `server` unless there is one.
+    fn ensure_scene_link(&mut self, server: &str, addr: &str) {
         if self.scenes.contains_key(server) {
             return;
         }
