@@ -4,24 +4,22 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A renet ack packet that would go alone (a datagram of its own) waits this
-/// long after the last ack, and one goes at least this often while there is
-/// something to ack. renet appends a separate ack packet to every collection
-/// of packets, so without this every message sent would cost two datagrams
-/// (measured before: ~40 of ~60 datagrams per second per client were acks
-/// at 25 ms updates). renet's acks are cumulative ranges (kept until the
-/// peer acks the ack), so a skipped ack is said by the next. Under the
-/// reliable channel's resend time (200 ms, [`connection_config`]), so a
-/// deferred ack does not make the peer resend.
+/// How long an ack packet that would go alone (a datagram of its own) waits
+/// after the last ack; one goes at least this often while there is
+/// something to ack. renet appends an ack to every collection of packets,
+/// so without this each message would cost two datagrams; its acks are
+/// cumulative ranges, so a skipped one is said by the next. Below the
+/// reliable channel's resend time ([`connection_config`]), so a deferred ack
+/// never makes the peer resend.
 ///
 /// [`connection_config`]: crate::connection_config
 pub const ACK_INTERVAL: Duration = Duration::from_millis(150);
 
-/// An ack that can ride in a packed datagram with other packets (costing no
-/// datagram of its own) goes this long after the last one. A peer that sends
-/// data at least every `ACK_INTERVAL` (a client's inputs, a scene's state)
-/// so never sends an ack alone: with both at 100 ms, the two timers raced
-/// and about 2 of a bot's 12 datagrams per second were lone acks.
+/// How long after the last ack one goes that can ride in a packed datagram
+/// with other packets (costing no datagram of its own). Well under
+/// [`ACK_INTERVAL`], so acks ride on the data of a peer that sends at least
+/// that often (a client's inputs, a scene's state) rather than racing the
+/// lone-ack timer.
 pub const ACK_RIDE_AFTER: Duration = Duration::from_millis(50);
 
 /// renet's packet type byte for an ack packet (`Packet::Ack`, renet 2.0).
