@@ -30,6 +30,12 @@
 //! **Invariant:** the agent loop never waits on a peer: sends to the
 //! coordinator and scene servers are `try_send` into bounded link queues,
 //! drops are counted.
+//!
+//! The files: `config` and `stats` (the settings and counters), `agent`
+//! (the agent loop and a session's `Agent`), `coordinator` (the coordinator
+//! link and what comes on it), `routes` (scene server links and input
+//! batches), `replication` (a scene link's task, forwarding replication to
+//! the clients).
 
 mod agent;
 mod config;
@@ -57,8 +63,9 @@ use coordinator::coordinator_task;
 pub use config::GateServerConfig;
 pub use stats::{GateServerSnapshot, GateServerStats};
 
-/// Disconnect codes the gate uses (the client sees "disconnected by server";
-/// a [`ServerMsg::Kicked`](tessera_proto::ServerMsg::Kicked) with the reason goes first when there is one).
+/// Disconnect codes the gate uses (the client sees "disconnected by
+/// server"; a [`ServerMsg::Kicked`](tessera_proto::ServerMsg::Kicked) with
+/// the reason goes first when there is one).
 pub mod codes {
     pub const KICKED: u16 = 1;
     pub const PROTOCOL: u16 = 2;
@@ -72,7 +79,7 @@ pub enum GateServerError {
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
-    Transport(#[from] super::GateError),
+    Transport(#[from] crate::GateError),
     #[error(transparent)]
     Link(#[from] tessera_link::ConfigError),
     #[error("the coordinator refused this gate for good: {0}")]
@@ -80,7 +87,7 @@ pub enum GateServerError {
 }
 
 /// What the link tasks tell the agent loop.
-pub(super) enum Inbox {
+enum Inbox {
     Coordinator(LinkMsg),
     CoordinatorUp(LinkSender),
     CoordinatorDown,
@@ -93,7 +100,7 @@ pub struct GateServer {
     name: String,
     addresses: Vec<SocketAddr>,
     stats: Arc<GateServerStats>,
-    transport: Arc<super::GateStats>,
+    transport: Arc<crate::GateStats>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), GateServerError>>>,
 }
@@ -171,7 +178,7 @@ impl GateServer {
     }
 
     /// The transport's counters (screen, rate limits, drops).
-    pub fn transport_stats(&self) -> super::GateStatsSnapshot {
+    pub fn transport_stats(&self) -> crate::GateStatsSnapshot {
         self.transport.snapshot()
     }
 

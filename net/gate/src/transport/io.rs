@@ -32,7 +32,7 @@ pub(super) struct Io {
     pub(super) reasons: BTreeMap<ClientId, DisconnectReason>,
     pub(super) handshake: DefaultDirectRateLimiter,
     /// Lifecycle events and reliable messages that found the event queue
-    /// full (see module docs).
+    /// full (see the [transport](super) docs).
     pub(super) backlog: VecDeque<GateEvent>,
     pub(super) events: mpsc::Sender<GateEvent>,
     pub(super) stats: Arc<GateStats>,
@@ -213,7 +213,7 @@ impl Io {
         self.renet.remove_connection(client_id);
     }
 
-    /// Queues an event (see the module docs for the drop rules).
+    /// Queues an event (see the [transport](super) docs for the drop rules).
     pub(super) fn emit(&mut self, event: GateEvent) {
         let keep = !matches!(
             event,

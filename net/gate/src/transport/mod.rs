@@ -57,6 +57,14 @@
 //! **Invariant:** nothing a peer sends can panic a listener (screened before
 //! netcode; no `unwrap` on peer data), and a bad or abusive client costs only
 //! its own connection.
+//!
+//! The files: `config`, `admission` and `stats` (the settings, the
+//! admission policy, the counters), `gate` (the [`Gate`] handle, which
+//! starts the listeners and routes commands to them), `listener` (a
+//! listener's task and wake loop), `io` (its state but the netcode server,
+//! and what a netcode result does to it), `inbound` and `outbound` (messages
+//! to events, commands to datagrams), `client_state` (what a listener keeps
+//! per client) and `ack` (when an ack packet goes, shared with the client).
 
 mod ack;
 mod admission;
