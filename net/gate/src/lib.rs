@@ -1,5 +1,15 @@
-//! The gate's client-facing UDP layer: renet (reliability, channels) over
-//! renetcode (netcode 1.02: connect tokens, encryption) over tokio sockets.
+//! # tessera-gate — the gate: the clients' UDP transport and the gate process
+//!
+//! This crate owns the path between a game client's UDP socket and the
+//! cluster: the datagram screen, connect tokens and their single-use nonces,
+//! renet over renetcode on tokio sockets (the server side, [`Gate`]; the
+//! client side, [`GateClient`] and [`ClientConn`]), and the gate process
+//! ([`server::GateServer`]) that keeps one agent per client session and
+//! routes it to the coordinator and the scene servers. It must never hold
+//! game state or run game logic (inputs go to a scene server, whose
+//! replication comes back as bytes the gate forwards unread), decide
+//! sessions or placement (the coordinator does), touch the database, make
+//! its agent loop wait on a peer, or trust a byte a client sends.
 //!
 //! * [`screen`]: the datagram screen every inbound datagram passes before
 //!   netcode sees it (renetcode panics on some malformed datagrams);
@@ -8,9 +18,13 @@
 //! * [`transport`]: the server side, [`Gate`] — one or more listeners, each a
 //!   UDP socket with its own netcode/renet server pair (netcode caps one at
 //!   1024 clients), driven by tokio without busy polling;
+//! * [`pack`]: several renet packets, and unreliable messages outside renet,
+//!   in one netcode payload (both ends);
 //! * [`client`]: the client side for bots and tests: [`GateClient`] (a task
 //!   of its own) or [`ClientConn`] (driven by its owner's task) — one socket
-//!   per client, cheap enough for thousands in one process.
+//!   per client, cheap enough for thousands in one process;
+//! * [`server`]: the gate process — the agent loop, the coordinator link,
+//!   the scene server links and replication forwarding.
 //!
 //! Two channels each way, the same on both ends ([`connection_config`]):
 //! [`Channel::Reliable`] (id 0, reliable ordered: session, chat) and
@@ -25,6 +39,10 @@
 //! per-channel memory (`GateConfig::client_channel_memory`), and per-client
 //! inbound rate limits (governor token buckets) whose breach disconnects the
 //! client. Counters are in [`GateStats`] and [`ClientStats`].
+//!
+//! **Invariant:** the gate process's agent loop never waits on a peer: what
+//! it sends the coordinator, the scene servers and the clients goes by
+//! `try_send` into bounded queues, and a drop is counted.
 
 pub mod client;
 pub mod pack;

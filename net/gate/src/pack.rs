@@ -22,8 +22,7 @@
 //! An entry whose length has bit 15 set ([`DIRECT`]) is a message of the
 //! unreliable channel carried outside renet, skipping renet's per-message
 //! bookkeeping on both ends (sequence numbers, sent-packet records, acks —
-//! none of which an unreliable message needs; on a 2,000-bot run renet's
-//! packet building was ~10% of the server's CPU): the gate sends a packing
+//! none of which an unreliable message needs): the gate sends a packing
 //! client its state this way, and [`GateClient`](super::GateClient) its
 //! inputs. The gate holds such a message to the limits a renet one meets
 //! (size, per-client message rate).

@@ -1,0 +1,113 @@
+//! The gate process's settings: [`GateServerConfig`], the `[gate]` section
+//! of `tessera.toml`.
+
+use std::net::SocketAddr;
+
+/// The gate's settings (the `[gate]` section of `tessera.toml`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateServerConfig {
+    /// The coordinator's link address. Default `127.0.0.1:7000`.
+    pub coordinator: String,
+    /// Node name, unique in the cluster. Default `gate-<pid>`.
+    pub name: String,
+    /// First UDP listener address. Default `127.0.0.1:7300`.
+    pub listen: String,
+    /// UDP listeners (on consecutive ports from `listen`, or each on a free
+    /// port when `listen` has port 0); netcode takes 1024 clients per
+    /// listener. Default 3.
+    pub listeners: u16,
+    /// A client silent for this long is disconnected, ms. Default 30000.
+    pub idle_timeout_ms: u64,
+    /// A client that has not completed its session this long after
+    /// connecting is disconnected, ms. Default 10000.
+    pub open_timeout_ms: u64,
+    /// Heartbeat period, ms. Default 500.
+    pub heartbeat_ms: u32,
+    /// Largest message a client may send, bytes. Default 1024.
+    pub max_message_bytes: usize,
+    /// Kernel receive and send buffer per UDP listener, bytes; 0 keeps the
+    /// kernel's default. Default 4 MiB (Linux grants at most
+    /// `net.core.rmem_max`). The kernel's ~208 KiB default overflows when
+    /// the gate is busy for a few milliseconds.
+    pub socket_buffer_bytes: usize,
+}
+
+impl Default for GateServerConfig {
+    fn default() -> Self {
+        Self {
+            coordinator: "127.0.0.1:7000".into(),
+            name: String::new(),
+            listen: "127.0.0.1:7300".into(),
+            listeners: 3,
+            idle_timeout_ms: 30_000,
+            open_timeout_ms: 10_000,
+            heartbeat_ms: 500,
+            max_message_bytes: 1024,
+            socket_buffer_bytes: 4 << 20,
+        }
+    }
+}
+
+impl GateServerConfig {
+    pub fn node_name(&self) -> String {
+        if self.name.is_empty() {
+            format!("gate-{}", std::process::id())
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// Checks every field; the message names it.
+    pub fn validate(&self) -> Result<(), String> {
+        let first: SocketAddr = self.listen.parse().map_err(|_| {
+            format!(
+                "gate.listen {:?} is not an address (host:port)",
+                self.listen
+            )
+        })?;
+        if !(1..=64).contains(&self.listeners) {
+            return Err("gate.listeners must be between 1 and 64".into());
+        }
+        if first.port() != 0 && u32::from(first.port()) + u32::from(self.listeners) > 65_536 {
+            return Err("gate.listen: not enough ports above it for gate.listeners".into());
+        }
+        if self.coordinator.trim().is_empty() {
+            return Err("gate.coordinator must not be empty".into());
+        }
+        if self.idle_timeout_ms < 1000 || self.open_timeout_ms < 1000 {
+            return Err("gate.idle_timeout_ms and gate.open_timeout_ms must be ≥ 1000".into());
+        }
+        if !(10..=60_000).contains(&self.heartbeat_ms) {
+            return Err("gate.heartbeat_ms must be between 10 and 60000".into());
+        }
+        if !(64..=16_384).contains(&self.max_message_bytes) {
+            return Err("gate.max_message_bytes must be between 64 and 16384".into());
+        }
+        if self.socket_buffer_bytes > 1 << 30 {
+            return Err(
+                "gate.socket_buffer_bytes must be at most 1 GiB (0 keeps the kernel's)".into(),
+            );
+        }
+        let name = self.node_name();
+        if !tessera_wire::is_config_node_name(&name) {
+            return Err(format!("gate.name {name:?} is invalid"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn addrs(&self) -> Vec<SocketAddr> {
+        let Ok(first) = self.listen.parse::<SocketAddr>() else {
+            return Vec::new();
+        };
+        (0..self.listeners)
+            .map(|i| {
+                let mut a = first;
+                if first.port() != 0 {
+                    a.set_port(first.port() + i);
+                }
+                a
+            })
+            .collect()
+    }
+}

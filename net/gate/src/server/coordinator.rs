@@ -1,0 +1,265 @@
+//! The coordinator link: a task keeps it up and registers the gate; the
+//! agent loop sends sessions' requests on it and handles what comes back.
+
+use std::net::SocketAddr;
+
+use tessera_link::{Connector, LinkSender, bump};
+use tessera_proto::ServerMsg;
+use tessera_wire::{Heartbeat, LinkMsg, Register, SessionEvent};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::Channel;
+
+use super::agent::{AgentLoop, SessionPhase};
+use super::routes::SceneLink;
+use super::{GateServerError, Inbox, codes};
+
+/// Keeps the coordinator link up: registers, forwards what it hears.
+pub(super) async fn coordinator_task(
+    mut connector: Connector,
+    addresses: Vec<SocketAddr>,
+    inbox: mpsc::Sender<Inbox>,
+    stop: CancellationToken,
+) -> Result<(), GateServerError> {
+    loop {
+        let link = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            l = connector.connect() => l,
+        };
+        let link = match link {
+            Ok(l) => l,
+            Err(e) if e.is_transient() => continue,
+            Err(e) => return Err(GateServerError::Refused(e)),
+        };
+        let (sender, mut receiver) = link.split();
+        let addr = addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        if sender
+            .send(&LinkMsg::Register(Register {
+                addr,
+                capacity: 0,
+                hosted: Vec::new(),
+            }))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        if inbox.send(Inbox::CoordinatorUp(sender)).await.is_err() {
+            return Ok(());
+        }
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                m = receiver.recv() => match m {
+                    Some(m) => if inbox.send(Inbox::Coordinator(m)).await.is_err() { return Ok(()) },
+                    None => break,
+                },
+            }
+        }
+        warn!("coordinator link lost; reconnecting");
+        if inbox.send(Inbox::CoordinatorDown).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+impl AgentLoop {
+    /// Sends the coordinator a message if the link is up and has room;
+    /// counted as dropped if not.
+    pub(super) fn to_coordinator(&self, msg: &LinkMsg) {
+        let ok = self
+            .coordinator
+            .as_ref()
+            .is_some_and(|c| c.try_send(msg).is_ok());
+        if !ok {
+            bump(&self.stats.to_coordinator_dropped);
+        }
+    }
+
+    /// Tells the coordinator this gate's load and open addresses.
+    pub(super) fn heartbeat(&mut self) {
+        self.seq += 1;
+        let hb = Heartbeat {
+            seq: self.seq,
+            scenes: Vec::new(),
+            online: u32::try_from(self.gate.connected()).unwrap_or(u32::MAX),
+            addrs: self
+                .gate
+                .open_addresses()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        };
+        if let Some(c) = &self.coordinator {
+            let _ = c.try_send(&LinkMsg::Heartbeat(hb));
+        }
+    }
+
+    /// What a link task reports.
+    pub(super) fn on_inbox(&mut self, m: Inbox) {
+        match m {
+            Inbox::CoordinatorUp(s) => self.on_coordinator_up(s),
+            Inbox::CoordinatorDown => self.coordinator = None,
+            Inbox::SceneUp(server, s) => {
+                self.scenes.insert(server, SceneLink::Up(s));
+            }
+            Inbox::SceneDown(server) => {
+                self.scenes.remove(&server);
+            }
+            Inbox::Coordinator(msg) => self.on_coordinator(msg),
+        }
+    }
+
+    /// The coordinator link is (back) up: a heartbeat at once, then the
+    /// open sessions are replayed.
+    fn on_coordinator_up(&mut self, sender: LinkSender) {
+        info!("linked to the coordinator");
+        self.coordinator = Some(sender);
+        self.heartbeat();
+        self.replay_sessions();
+    }
+
+    /// After a link loss (or a coordinator restart) the open sessions are
+    /// reopened (a zero nonce: no token involved) and their avatars
+    /// attached again where they are.
+    fn replay_sessions(&mut self) {
+        let replay: Vec<(u64, u64, Option<u64>)> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.phase == SessionPhase::Open)
+            .map(|(&c, a)| (c, a.account, a.avatar))
+            .collect();
+        for (client, account, avatar) in replay {
+            self.to_coordinator(&LinkMsg::OpenSession {
+                request: 0,
+                account,
+                client,
+                nonce: [0; 16],
+            });
+            if let Some(avatar) = avatar {
+                self.to_coordinator(&LinkMsg::AttachAvatar {
+                    session: client,
+                    avatar,
+                });
+            }
+        }
+    }
+
+    fn on_coordinator(&mut self, msg: LinkMsg) {
+        match msg {
+            LinkMsg::Session { session, event } => self.on_session(session, event),
+            LinkMsg::ChatTo {
+                sessions,
+                from,
+                scope,
+                text,
+            } => self.on_chat_to(sessions, &ServerMsg::Chat { from, scope, text }),
+            LinkMsg::Registered { .. } => {}
+            LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
+            other => debug!(
+                kind = other.kind(),
+                "unexpected message from the coordinator"
+            ),
+        }
+    }
+
+    /// A chat line for `sessions`, delivered to those still here.
+    fn on_chat_to(&mut self, sessions: Vec<u64>, chat: &ServerMsg) {
+        let bytes = chat.encode();
+        for s in sessions {
+            if self.agents.contains_key(&s)
+                && self.gate.send(s, Channel::Reliable, bytes.clone()).is_ok()
+            {
+                bump(&self.stats.chat_delivered);
+            }
+        }
+    }
+
+    /// What the coordinator says of a session, passed on to its client.
+    fn on_session(&mut self, session: u64, event: SessionEvent) {
+        let Some(agent) = self.agents.get(&session) else {
+            return;
+        };
+        let phase = agent.phase;
+        match event {
+            SessionEvent::Opened { request: 0, .. } if phase == SessionPhase::Open => {
+                debug!(session, "session replayed");
+            }
+            SessionEvent::Opened { account, .. } => self.on_opened(session, account),
+            SessionEvent::Refused { reason, .. } if phase == SessionPhase::Opening => {
+                bump(&self.stats.sessions_refused);
+                self.agents.remove(&session);
+                self.kick(session, &reason, codes::KICKED);
+            }
+            SessionEvent::Refused { reason, .. } => self.tell(
+                session,
+                &ServerMsg::Error {
+                    code: "refused".into(),
+                    text: reason,
+                },
+            ),
+            SessionEvent::Avatars(list) => self.tell(session, &ServerMsg::Avatars(list)),
+            SessionEvent::Routed {
+                scene,
+                epoch,
+                server,
+                addr,
+                ..
+            } => self.on_routed(session, scene, epoch, server, &addr),
+            SessionEvent::Attached {
+                avatar,
+                scene,
+                net_id,
+            } => self.on_attached(session, avatar, scene, net_id),
+            SessionEvent::Detached { avatar, .. } => self.on_detached(session, avatar),
+            SessionEvent::Transferring { scene, .. } => {
+                self.tell(session, &ServerMsg::Moving { scene });
+            }
+            SessionEvent::Kicked { reason } => {
+                bump(&self.stats.cluster_kicks);
+                self.agents.remove(&session);
+                self.kick(session, &reason, codes::KICKED);
+            }
+        }
+    }
+
+    /// The session is open: the client is welcomed and its avatars listed.
+    fn on_opened(&mut self, session: u64, account: u64) {
+        if let Some(agent) = self.agents.get_mut(&session) {
+            agent.phase = SessionPhase::Open;
+        }
+        bump(&self.stats.sessions_opened);
+        self.tell(session, &ServerMsg::Welcome { account, session });
+        self.to_coordinator(&LinkMsg::ListAvatars { session });
+    }
+
+    /// The session's avatar is in its scene as `net_id`.
+    fn on_attached(&mut self, session: u64, avatar: u64, scene: String, net_id: u32) {
+        if let Some(agent) = self.agents.get_mut(&session) {
+            agent.avatar = Some(avatar);
+        }
+        self.tell(
+            session,
+            &ServerMsg::Entered {
+                avatar,
+                scene,
+                net_id,
+            },
+        );
+    }
+
+    /// The session's avatar left its scene: no route, no avatar.
+    fn on_detached(&mut self, session: u64, avatar: u64) {
+        if let Some(agent) = self.agents.get_mut(&session) {
+            agent.route = None;
+            agent.avatar = None;
+        }
+        self.tell(session, &ServerMsg::Left { avatar });
+    }
+}

@@ -1,0 +1,72 @@
+//! The gate process's counters: [`GateServerStats`] and its copy,
+//! [`GateServerSnapshot`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one gate process.
+#[derive(Debug, Default)]
+pub struct GateServerStats {
+    pub clients: AtomicU64,
+    pub sessions_opened: AtomicU64,
+    pub sessions_refused: AtomicU64,
+    pub malformed: AtomicU64,
+    pub idle_kicks: AtomicU64,
+    pub cluster_kicks: AtomicU64,
+    pub inputs: AtomicU64,
+    pub inputs_dropped: AtomicU64,
+    pub packets: AtomicU64,
+    pub packets_dropped: AtomicU64,
+    pub packets_unrouted: AtomicU64,
+    pub chat_delivered: AtomicU64,
+    pub to_coordinator_dropped: AtomicU64,
+    pub told_dropped: AtomicU64,
+}
+
+/// A snapshot of [`GateServerStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct GateServerSnapshot {
+    pub clients: u64,
+    pub sessions_opened: u64,
+    pub sessions_refused: u64,
+    pub malformed: u64,
+    pub idle_kicks: u64,
+    pub cluster_kicks: u64,
+    pub inputs: u64,
+    pub inputs_dropped: u64,
+    /// Replication packets from scenes handed to a client's listener.
+    pub packets: u64,
+    /// Replication packets dropped because the listener's queue was (three
+    /// quarters) full.
+    pub packets_dropped: u64,
+    /// Replication packets for a client no listener has (it has just left,
+    /// and its scene sends until the detach reaches it).
+    pub packets_unrouted: u64,
+    pub chat_delivered: u64,
+    pub to_coordinator_dropped: u64,
+    /// Reliable messages to a client that found its listener's queue full
+    /// (each is logged, and the client disconnected: its session cannot go
+    /// on without the message).
+    pub told_dropped: u64,
+}
+
+impl GateServerStats {
+    pub fn snapshot(&self) -> GateServerSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        GateServerSnapshot {
+            clients: g(&self.clients),
+            sessions_opened: g(&self.sessions_opened),
+            sessions_refused: g(&self.sessions_refused),
+            malformed: g(&self.malformed),
+            idle_kicks: g(&self.idle_kicks),
+            cluster_kicks: g(&self.cluster_kicks),
+            inputs: g(&self.inputs),
+            inputs_dropped: g(&self.inputs_dropped),
+            packets: g(&self.packets),
+            packets_dropped: g(&self.packets_dropped),
+            packets_unrouted: g(&self.packets_unrouted),
+            chat_delivered: g(&self.chat_delivered),
+            to_coordinator_dropped: g(&self.to_coordinator_dropped),
+            told_dropped: g(&self.told_dropped),
+        }
+    }
+}
