@@ -1,12 +1,14 @@
 //! The avatar directory and single sign-on: avatar → scene → server, account
-//! → session. See the [module docs](super#avatar-directory) for the model.
+//! → session. See the [crate docs](crate#avatar-directory) for the model.
 
 use thiserror::Error;
 
-use super::{
-    AccountId, AvatarId, ClusterState, Effect, KickReason, NodeId, NodeKind, SceneStatus, SessionId,
-};
+use tessera_sim::protocol::AvatarId;
 use tessera_wire::Epoch;
+
+use crate::{
+    AccountId, ClusterState, Effect, KickReason, NodeId, NodeKind, SceneStatus, SessionId,
+};
 
 /// Where an avatar stands in its scene.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,19 +35,19 @@ pub struct AvatarView {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Avatar {
-    pub(super) account: AccountId,
-    pub(super) scene: String,
-    pub(super) presence: AvatarPresence,
+pub(crate) struct Avatar {
+    pub(crate) account: AccountId,
+    pub(crate) scene: String,
+    pub(crate) presence: AvatarPresence,
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Session {
-    pub(super) account: AccountId,
+pub(crate) struct Session {
+    pub(crate) account: AccountId,
     /// The gate carrying the session, if known: the session ends with it.
-    pub(super) gate: Option<NodeId>,
+    pub(crate) gate: Option<NodeId>,
     /// The avatar attached (or in transfer) for this session.
-    pub(super) avatar: Option<AvatarId>,
+    pub(crate) avatar: Option<AvatarId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -366,13 +368,13 @@ impl ClusterState {
         Ok(out)
     }
 
-    pub(super) fn scene_status(&self, scene: &str) -> SceneStatus {
+    pub(crate) fn scene_status(&self, scene: &str) -> SceneStatus {
         let population = self.scenes.get(scene).map_or(0, |s| s.population);
         self.config.status_of(population)
     }
 
     /// Ends `session`, detaching its avatar. Unknown sessions are ignored.
-    pub(super) fn end_session(&mut self, session: SessionId, out: &mut Vec<Effect>) {
+    pub(crate) fn end_session(&mut self, session: SessionId, out: &mut Vec<Effect>) {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
@@ -440,7 +442,7 @@ impl ClusterState {
 
     /// `scene` has a new host: its online avatars are attached there (the
     /// host loads them from the last flush, with nobody attached).
-    pub(super) fn reattach_scene(&self, scene: &str, out: &mut Vec<Effect>) {
+    pub(crate) fn reattach_scene(&self, scene: &str, out: &mut Vec<Effect>) {
         let Some(s) = self.scenes.get(scene) else {
             return;
         };
@@ -452,7 +454,7 @@ impl ClusterState {
     /// Tells `scene`'s host exactly who is attached there, unless the
     /// directory is still being rebuilt after a restart (the end of the grace
     /// period syncs every scene).
-    pub(super) fn push_sync(&self, scene: &str, out: &mut Vec<Effect>) {
+    pub(crate) fn push_sync(&self, scene: &str, out: &mut Vec<Effect>) {
         if self.recovering {
             return;
         }
@@ -478,7 +480,7 @@ impl ClusterState {
         });
     }
 
-    pub(super) fn check_avatar_invariants(&self) -> Result<(), String> {
+    pub(crate) fn check_avatar_invariants(&self) -> Result<(), String> {
         for (&id, a) in &self.avatars {
             let Some(s) = self.scenes.get(&a.scene) else {
                 return Err(format!("avatar {id} in unknown scene {:?}", a.scene));

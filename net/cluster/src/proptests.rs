@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
-use tessera_wire::{Placement, SceneLoad};
+use tessera_sim::protocol::AvatarId;
+use tessera_wire::{Epoch, Placement, SceneLoad};
 
 const SCENES: [&str; 4] = ["dock", "field", "keep", "town"];
 const PROCS: usize = 4;
@@ -391,45 +392,8 @@ impl Model {
     fn step(&mut self, op: &Op) {
         match *op {
             Op::Register(i) => self.register(i),
-            Op::Heartbeat(i, population) => {
-                let p = &self.procs[i];
-                if !p.up || p.paused {
-                    return;
-                }
-                let Some(id) = p.id else {
-                    // The link was closed: reconnect and register.
-                    return self.register(i);
-                };
-                let loads: Vec<SceneLoad> = p
-                    .hosted
-                    .iter()
-                    .map(|(scene, &epoch)| SceneLoad {
-                        scene: scene.clone(),
-                        epoch,
-                        population,
-                        tick_p99_us: 2000,
-                    })
-                    .collect();
-                match self.st.heartbeat(self.now, id, &loads) {
-                    Ok(fx) => {
-                        self.apply(fx);
-                        self.check_claims_settled(i);
-                    }
-                    // Deregistered: it has to register again.
-                    Err(UnknownNode(_)) => self.procs[i].link_closed(),
-                }
-            }
-            Op::Ready(i) => {
-                let p = &self.procs[i];
-                let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
-                    return;
-                };
-                for (scene, epoch) in p.hosted.clone() {
-                    if let Ok(fx) = self.st.scene_ready(self.now, id, &scene, epoch) {
-                        self.apply(fx);
-                    }
-                }
-            }
+            Op::Heartbeat(i, population) => self.heartbeat(i, population),
+            Op::Ready(i) => self.ready(i),
             Op::Advance(ms) => {
                 self.now += ms;
                 let fx = self.st.tick(self.now);
@@ -440,19 +404,7 @@ impl Model {
                     self.procs[i].paused = true;
                 }
             }
-            Op::Resume(i) => {
-                let p = &mut self.procs[i];
-                if p.up && p.paused {
-                    p.paused = false;
-                    if p.id.is_none() {
-                        self.register(i);
-                    } else {
-                        for e in std::mem::take(&mut p.inbox) {
-                            p.receive(e);
-                        }
-                    }
-                }
-            }
+            Op::Resume(i) => self.resume(i),
             Op::Kill(i) => {
                 // Its id stays with the coordinator until the timeout.
                 let id = self.procs[i].id;
@@ -461,33 +413,8 @@ impl Model {
                     ..Proc::default()
                 };
             }
-            Op::Deregister(i) => {
-                let p = &self.procs[i];
-                let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
-                    return;
-                };
-                // SIGTERM: flush, drop everything, leave.
-                self.procs[i].hosted.clear();
-                self.procs[i].attached.clear();
-                self.procs[i].link_closed();
-                if let Ok(fx) = self.st.deregister(self.now, id) {
-                    self.apply(fx);
-                }
-            }
-            Op::RestartCoordinator => {
-                self.st = ClusterState::recover(config(), self.stored_epochs.clone(), self.now)
-                    .expect("valid config");
-                self.sessions.clear();
-                for p in &mut self.procs {
-                    p.link_closed();
-                }
-                self.load_catalog();
-                for i in 0..PROCS {
-                    if self.procs[i].up && !self.procs[i].paused {
-                        self.register(i);
-                    }
-                }
-            }
+            Op::Deregister(i) => self.deregister(i),
+            Op::RestartCoordinator => self.restart_coordinator(),
             Op::Login(account) => self.login(account),
             Op::Logout(account) => {
                 if let Some(session) = self.sessions.remove(&account) {
@@ -495,68 +422,181 @@ impl Model {
                     self.apply(fx);
                 }
             }
-            Op::Attach(avatar) => {
-                let account = account_of(avatar).0;
-                if !self.sessions.contains_key(&account) {
-                    self.login(account);
-                }
-                let session = self.session_of(account);
-                if let Ok(fx) = self.st.attach(session, avatar) {
-                    self.apply(fx);
-                }
-            }
-            Op::AttachOther(account, avatar) => {
-                let session = self.session_of(account);
-                let result = self.st.attach(session, avatar);
-                if account_of(avatar) != AccountId(account) {
-                    assert!(result.is_err(), "attached another account's avatar");
-                }
-                if let Ok(fx) = result {
-                    self.apply(fx);
-                }
-            }
+            Op::Attach(avatar) => self.attach(avatar),
+            Op::AttachOther(account, avatar) => self.attach_other(account, avatar),
             Op::Detach(avatar) => {
                 let session = self.session_of(account_of(avatar).0);
-                if let Ok(fx) = self.st.detach(session, avatar) {
-                    self.apply(fx);
-                }
+                let fx = self.st.detach(session, avatar);
+                self.apply_ok(fx);
             }
             Op::BeginTransfer(avatar, scene) => {
-                if let Ok(fx) = self.st.begin_transfer(avatar, SCENES[scene]) {
-                    self.apply(fx);
-                }
+                let fx = self.st.begin_transfer(avatar, SCENES[scene]);
+                self.apply_ok(fx);
             }
             Op::CompleteTransfer(avatar) => {
-                if let Ok(fx) = self.st.complete_transfer(avatar) {
-                    self.apply(fx);
-                }
+                let fx = self.st.complete_transfer(avatar);
+                self.apply_ok(fx);
             }
-            Op::Portal(avatar, scene) => {
-                if let Ok(fx) = self.st.begin_transfer(avatar, SCENES[scene]) {
-                    self.apply(fx);
-                    let fx = self.st.complete_transfer(avatar).expect("in transfer");
-                    self.apply(fx);
-                }
-            }
+            Op::Portal(avatar, scene) => self.portal(avatar, scene),
             Op::LoseNextPlace(i) => {
                 if self.procs[i].up {
                     self.procs[i].lose_next_place = true;
                 }
             }
             Op::AbortTransfer(avatar) => {
-                if let Ok(fx) = self.st.abort_transfer(avatar) {
-                    self.apply(fx);
+                let fx = self.st.abort_transfer(avatar);
+                self.apply_ok(fx);
+            }
+        }
+    }
+
+    /// Carries out the effects of a call that succeeded; a refused call
+    /// changes nothing.
+    fn apply_ok<E>(&mut self, result: Result<Vec<Effect>, E>) {
+        if let Ok(fx) = result {
+            self.apply(fx);
+        }
+    }
+
+    /// Process `i` heartbeats with what it hosts (each scene at
+    /// `population`), or registers again if its link was closed.
+    fn heartbeat(&mut self, i: usize, population: u32) {
+        let p = &self.procs[i];
+        if !p.up || p.paused {
+            return;
+        }
+        let Some(id) = p.id else {
+            // The link was closed: reconnect and register.
+            return self.register(i);
+        };
+        let loads: Vec<SceneLoad> = p
+            .hosted
+            .iter()
+            .map(|(scene, &epoch)| SceneLoad {
+                scene: scene.clone(),
+                epoch,
+                population,
+                tick_p99_us: 2000,
+            })
+            .collect();
+        match self.st.heartbeat(self.now, id, &loads) {
+            Ok(fx) => {
+                self.apply(fx);
+                self.check_claims_settled(i);
+            }
+            // Deregistered: it has to register again.
+            Err(UnknownNode(_)) => self.procs[i].link_closed(),
+        }
+    }
+
+    /// Process `i` reports every scene it hosts ready.
+    fn ready(&mut self, i: usize) {
+        let p = &self.procs[i];
+        let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
+            return;
+        };
+        for (scene, epoch) in p.hosted.clone() {
+            let fx = self.st.scene_ready(self.now, id, &scene, epoch);
+            self.apply_ok(fx);
+        }
+    }
+
+    /// A paused process resumes: its queued messages arrive, unless its
+    /// link was closed meanwhile (then it registers again).
+    fn resume(&mut self, i: usize) {
+        let p = &mut self.procs[i];
+        if p.up && p.paused {
+            p.paused = false;
+            if p.id.is_none() {
+                self.register(i);
+            } else {
+                for e in std::mem::take(&mut p.inbox) {
+                    p.receive(e);
                 }
             }
         }
     }
 
+    /// SIGTERM: the process flushes, drops everything and leaves.
+    fn deregister(&mut self, i: usize) {
+        let p = &self.procs[i];
+        let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
+            return;
+        };
+        self.procs[i].hosted.clear();
+        self.procs[i].attached.clear();
+        self.procs[i].link_closed();
+        let fx = self.st.deregister(self.now, id);
+        self.apply_ok(fx);
+    }
+
+    /// The coordinator restarts from the data service; every link closes
+    /// and the running processes register again.
+    fn restart_coordinator(&mut self) {
+        self.st = ClusterState::recover(config(), self.stored_epochs.clone(), self.now)
+            .expect("valid config");
+        self.sessions.clear();
+        for p in &mut self.procs {
+            p.link_closed();
+        }
+        self.load_catalog();
+        for i in 0..PROCS {
+            if self.procs[i].up && !self.procs[i].paused {
+                self.register(i);
+            }
+        }
+    }
+
+    /// The avatar's account attaches it (logging in first if needed).
+    fn attach(&mut self, avatar: AvatarId) {
+        let account = account_of(avatar).0;
+        if !self.sessions.contains_key(&account) {
+            self.login(account);
+        }
+        let session = self.session_of(account);
+        let fx = self.st.attach(session, avatar);
+        self.apply_ok(fx);
+    }
+
+    /// Any account's session tries to attach the avatar: refused unless
+    /// the account owns it.
+    fn attach_other(&mut self, account: u64, avatar: AvatarId) {
+        let session = self.session_of(account);
+        let result = self.st.attach(session, avatar);
+        if account_of(avatar) != AccountId(account) {
+            assert!(result.is_err(), "attached another account's avatar");
+        }
+        self.apply_ok(result);
+    }
+
+    /// A portal whose source detach report comes at once: begin and
+    /// complete the transfer.
+    fn portal(&mut self, avatar: AvatarId, scene: usize) {
+        if let Ok(fx) = self.st.begin_transfer(avatar, SCENES[scene]) {
+            self.apply(fx);
+            let fx = self.st.complete_transfer(avatar).expect("in transfer");
+            self.apply(fx);
+        }
+    }
+
+    /// Every invariant, of the state and of the history so far.
     fn check(&mut self) {
         if let Err(e) = self.st.check_invariants() {
             panic!("state invariant: {e}");
         }
-        // Every avatar is in exactly one scene, the one the data service
-        // stores: never lost, never duplicated.
+        self.check_directory();
+        self.check_epochs();
+        if !self.st.recovering() {
+            self.check_attachments();
+        }
+        self.check_hosting();
+        self.check_status_shape();
+    }
+
+    /// Every avatar is in exactly one scene, the one the data service
+    /// stores: never lost, never duplicated; the directory's sessions are
+    /// the model's.
+    fn check_directory(&self) {
         let listed: Vec<AvatarId> = self.st.avatars().map(|v| v.avatar).collect();
         assert_eq!(listed, (0..AVATARS).collect::<Vec<_>>());
         for a in 0..AVATARS {
@@ -568,15 +608,18 @@ impl Model {
             assert_eq!(homes, [self.avatar_scene[&a].as_str()], "avatar {a}");
             assert_eq!(self.st.avatar(a).expect("listed").scene, homes[0]);
         }
-        // The directory's sessions are the model's.
         for acc in 0..ACCOUNTS {
             assert_eq!(
                 self.st.session_of(AccountId(acc)),
                 self.sessions.get(&acc).copied()
             );
         }
-        // Epochs per scene never go back, across restarts too; no process
-        // holds an epoch the state does not know.
+    }
+
+    /// Epochs per scene never go back, across restarts too; no process
+    /// holds an epoch the state does not know; a placed scene's host is a
+    /// live, registered process.
+    fn check_epochs(&mut self) {
         for s in SCENES {
             let latest = self.st.scene(s).expect("catalog").latest_epoch;
             let seen = self.max_epoch.entry(s.to_owned()).or_default();
@@ -598,41 +641,45 @@ impl Model {
                 );
             }
         }
-        // Outside the restart grace, a host's attachments are exactly the
-        // directory's online avatars of the scene.
-        if !self.st.recovering() {
-            for p in &self.procs {
-                let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
+    }
+
+    /// Outside the restart grace, a host's attachments are exactly the
+    /// directory's online avatars of the scene.
+    fn check_attachments(&self) {
+        for p in &self.procs {
+            let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
+                continue;
+            };
+            for (scene, &epoch) in &p.hosted {
+                if self.st.placement(scene) != Some((id, epoch)) {
                     continue;
-                };
-                for (scene, &epoch) in &p.hosted {
-                    if self.st.placement(scene) != Some((id, epoch)) {
-                        continue;
-                    }
-                    let expected: BTreeSet<(AvatarId, SessionId)> = self
-                        .st
-                        .scene_avatars(scene)
-                        .filter_map(|a| match self.st.avatar(a)?.presence {
-                            AvatarPresence::Online { session } => Some((a, session)),
-                            _ => None,
-                        })
-                        .collect();
-                    assert_eq!(
-                        p.attached.get(scene).cloned().unwrap_or_default(),
-                        expected,
-                        "host of {scene}@{epoch} attached wrongly"
-                    );
                 }
+                let expected: BTreeSet<(AvatarId, SessionId)> = self
+                    .st
+                    .scene_avatars(scene)
+                    .filter_map(|a| match self.st.avatar(a)?.presence {
+                        AvatarPresence::Online { session } => Some((a, session)),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(
+                    p.attached.get(scene).cloned().unwrap_or_default(),
+                    expected,
+                    "host of {scene}@{epoch} attached wrongly"
+                );
             }
         }
-        // No two processes host a scene at the same epoch.
+    }
+
+    /// No two processes host a scene at the same epoch; no scene is on two
+    /// live servers.
+    fn check_hosting(&self) {
         let mut held = BTreeSet::new();
         for p in &self.procs {
             for (s, &e) in &p.hosted {
                 assert!(held.insert((s.clone(), e)), "{s}@{e} hosted twice");
             }
         }
-        // No scene on two live servers.
         let mut seen_scenes = BTreeSet::new();
         for n in self.st.nodes() {
             for s in n.scenes {
@@ -640,7 +687,10 @@ impl Model {
                 assert!(seen_scenes.insert(s.clone()), "{s} on two servers");
             }
         }
-        // The status JSON keeps its shape.
+    }
+
+    /// The status JSON keeps its shape.
+    fn check_status_shape(&self) {
         let json = serde_json::to_value(self.st.status()).expect("json");
         for server in json["scene_servers"].as_array().expect("array") {
             for key in ["name", "alive", "scenes"] {

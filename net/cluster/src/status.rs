@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterState, NodeKind, SceneStatus};
+use crate::{AvatarPresence, ClusterState, NodeKind, SceneStatus};
 use tessera_wire::Epoch;
 
 /// The body of `GET /v1/status`:
@@ -88,7 +88,7 @@ impl ClusterState {
                         .iter()
                         .filter(|a| {
                             self.avatars.get(a).is_some_and(|v| {
-                                matches!(v.presence, super::AvatarPresence::Online { .. })
+                                matches!(v.presence, AvatarPresence::Online { .. })
                             })
                         })
                         .count(),

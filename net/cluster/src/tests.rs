@@ -1,8 +1,11 @@
 //! Scenario tests: placement, failover, stale epochs, coordinator restart,
 //! the avatar directory and the status snapshot.
 
+use std::collections::BTreeMap;
+
 use super::*;
-use tessera_wire::{Placement, SceneLoad};
+use tessera_sim::protocol::AvatarId;
+use tessera_wire::{Epoch, Placement, SceneLoad};
 
 const T: u64 = 3000; // default heartbeat timeout
 

@@ -27,10 +27,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::core::Core;
-use super::lock;
-use super::login::{Admission, AdmitError, LoginConfig};
 use tessera_cluster::ClusterStatus;
+use tessera_link::lock;
 use tessera_proto::client::CLIENT_PROTOCOL;
 use tessera_proto::login::{
     AdminResponse, ApiError, KickRequest, LoginRequest, LoginResponse, PollRequest,
@@ -38,8 +36,11 @@ use tessera_proto::login::{
 };
 use tessera_wire::Secret;
 
+use crate::core::Core;
+use crate::login::{Admission, AdmitError, LoginConfig};
+
 /// Rate limiters of the login API.
-pub(super) struct Limits {
+pub(crate) struct Limits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_account: DefaultKeyedRateLimiter<String>,
     trusted: Vec<IpAddr>,
@@ -54,7 +55,7 @@ fn quota(per_s: u32, burst: u32) -> Quota {
 }
 
 impl Limits {
-    pub(super) fn new(c: &LoginConfig) -> Self {
+    pub(crate) fn new(c: &LoginConfig) -> Self {
         Self {
             per_ip: RateLimiter::keyed(quota(c.per_ip_per_s, c.per_ip_burst)),
             per_account: RateLimiter::keyed(quota(c.per_account_per_s, c.per_account_burst)),
@@ -93,14 +94,14 @@ impl Limits {
 
 /// The API's shared state.
 #[derive(Clone)]
-pub(super) struct Api {
-    pub(super) core: Arc<Mutex<Core>>,
-    pub(super) limits: Arc<Limits>,
-    pub(super) admin: Secret,
+pub(crate) struct Api {
+    pub(crate) core: Arc<Mutex<Core>>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) admin: Secret,
 }
 
 /// Serves the API until `stop`.
-pub(super) async fn serve(listener: TcpListener, api: Api, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, api: Api, stop: CancellationToken) {
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/register", post(register))
@@ -255,73 +256,82 @@ async fn login(
         ));
     }
     api.limits.check_ip(peer.ip())?;
-    let account = if let Some(key) = req.resume_key.as_deref() {
-        let account = lock(&api.core).logins.resume_account(key);
-        let Some(account) = account else {
-            return Err(ApiFailure::new(
-                StatusCode::UNAUTHORIZED,
-                "bad_credentials",
-                "unknown or expired resume key: log in with the password",
-            ));
-        };
-        // A banned account's resume key is worthless.
-        let store = Arc::clone(lock(&api.core).store());
-        let open = blocking(move || store.account(account))
-            .await?
-            .map_err(ApiFailure::internal)?
-            .is_some_and(|a| a.status == db::AccountStatus::Open);
-        if !open {
-            return Err(ApiFailure::new(
-                StatusCode::FORBIDDEN,
-                "locked",
-                "the account is locked",
-            ));
-        }
-        account
-    } else {
-        let (Some(email), Some(password)) = (req.email, req.password) else {
+    let account = match (req.resume_key, req.email, req.password) {
+        (Some(key), _, _) => resume_login(&api, &key).await?,
+        (None, Some(email), Some(password)) => password_login(&api, peer, email, password).await?,
+        (None, _, _) => {
             return Err(ApiFailure::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 "email and password, or resume_key, are required",
             ));
-        };
-        api.limits.check_account(&email)?;
-        let store = Arc::clone(lock(&api.core).store());
-        let addr = peer.ip().to_string();
-        let result = blocking(move || store.login(&email, &password, &addr)).await?;
-        match result {
-            Ok(a) => a.id,
-            Err(db::LoginError::UnknownEmail | db::LoginError::WrongPassword) => {
-                return Err(ApiFailure::new(
-                    StatusCode::UNAUTHORIZED,
-                    "bad_credentials",
-                    "wrong email or password",
-                ));
-            }
-            Err(db::LoginError::Locked | db::LoginError::Deleted) => {
-                return Err(ApiFailure::new(
-                    StatusCode::FORBIDDEN,
-                    "locked",
-                    "the account is locked",
-                ));
-            }
-            Err(
-                e @ (db::LoginError::InvalidEmail(_)
-                | db::LoginError::InvalidPassword(_)
-                | db::LoginError::InvalidAddress(_)),
-            ) => {
-                return Err(ApiFailure::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    db::error_chain(&e),
-                ));
-            }
-            Err(e) => return Err(ApiFailure::internal(db::error_chain(&e))),
         }
     };
     let admitted_as = lock(&api.core).admit(account)?;
     Ok(Json(admitted(admitted_as, 500)))
+}
+
+/// The account behind a resume key, if it is still open: a banned
+/// account's resume key is worthless.
+async fn resume_login(api: &Api, key: &str) -> Result<u64, ApiFailure> {
+    let account = lock(&api.core).resume_account(key);
+    let Some(account) = account else {
+        return Err(ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "unknown or expired resume key: log in with the password",
+        ));
+    };
+    let store = Arc::clone(lock(&api.core).store());
+    let open = blocking(move || store.account(account))
+        .await?
+        .map_err(ApiFailure::internal)?
+        .is_some_and(|a| a.status == db::AccountStatus::Open);
+    if !open {
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "locked",
+            "the account is locked",
+        ));
+    }
+    Ok(account)
+}
+
+/// The account whose password this is (rate limited per account; the
+/// hash runs on the blocking pool).
+async fn password_login(
+    api: &Api,
+    peer: SocketAddr,
+    email: String,
+    password: String,
+) -> Result<u64, ApiFailure> {
+    api.limits.check_account(&email)?;
+    let store = Arc::clone(lock(&api.core).store());
+    let addr = peer.ip().to_string();
+    let result = blocking(move || store.login(&email, &password, &addr)).await?;
+    match result {
+        Ok(a) => Ok(a.id),
+        Err(db::LoginError::UnknownEmail | db::LoginError::WrongPassword) => Err(ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "wrong email or password",
+        )),
+        Err(db::LoginError::Locked | db::LoginError::Deleted) => Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "locked",
+            "the account is locked",
+        )),
+        Err(
+            e @ (db::LoginError::InvalidEmail(_)
+            | db::LoginError::InvalidPassword(_)
+            | db::LoginError::InvalidAddress(_)),
+        ) => Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            db::error_chain(&e),
+        )),
+        Err(e) => Err(ApiFailure::internal(db::error_chain(&e))),
+    }
 }
 
 async fn poll(

@@ -1,23 +1,37 @@
-//! The networked **world coordinator**: [`ClusterState`] driven over links.
+//! # tessera-coordinator — the networked world coordinator
+//!
+//! This crate owns the coordinator process: the links to scene servers,
+//! gates and tools, login (connect tokens, resume keys, the queue) and the
+//! HTTP API, and the **data service** over redb. It drives the pure
+//! [`ClusterState`] of `tessera-cluster` with what the links say and the
+//! time, and carries out the effects it returns; placement and the avatar
+//! directory are decided there, not here. It must never simulate a scene
+//! or touch client packets: clients reach it only through the HTTP login,
+//! and everything in-game flows between gates and scene servers.
 //!
 //! One process (or one role inside `tessera up`) that
 //!
 //! * accepts links from scene servers, gates and tools ([`serve`]) and feeds
 //!   what they say — registrations, heartbeats, scene events, session
 //!   requests — into the pure [`ClusterState`], carrying out the
-//!   [`Effect`](tessera_cluster::Effect)s it returns, in order;
+//!   [`Effect`]s it returns, in order;
 //! * is the **data service**: it owns the redb [`Store`], persists placement
 //!   epochs before anything carrying them is sent, loads a scene's last
 //!   flushed states into every `PlaceScene`, and writes scene servers' save
 //!   batches through a write-behind [`Writer`] — refusing batches from a
 //!   stale placement (the epoch fence);
-//! * serves `GET /v1/status` over HTTP (axum).
+//! * serves the HTTP API (axum): `GET /v1/status`, registration, login and
+//!   its queue, and operator kicks and bans.
 //!
 //! ```text
 //!  link task ×N ──(lock)──▶ Core { ClusterState, Store, Writer, links } ──try_send──▶ link queues
 //!  ticker (every tick_ms) ──(lock)──▶ Core::tick
-//!  axum GET /v1/status ──(lock)──▶ ClusterState::status
+//!  axum /v1/… ──(lock)──▶ Core::{status, admit, poll, kick}
 //! ```
+//!
+//! `core/` holds everything behind the lock (one file per concern);
+//! `login.rs` is admission's bookkeeping, `http.rs` the API, `ids.rs` the
+//! random ids both hand out.
 //!
 //! # Invariants
 //!
@@ -37,110 +51,31 @@
 //!
 //! **Invariant:** one live link per node name; a second one is refused.
 
+mod config;
 mod core;
 mod http;
+mod ids;
 pub mod login;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tessera_link::lock;
+use std::time::{Duration, Instant};
 
 use tessera_persistence::{self as db, Store, Writer, WriterConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use tessera_cluster::{ClusterConfig, ClusterState, ClusterStatus};
-use tessera_link::{LinkConfig, serve};
+use tessera_cluster::{ClusterConfig, ClusterState, ClusterStatus, Effect};
+use tessera_link::{LinkConfig, lock, serve};
 use tessera_wire::{Role, Secret};
 
+pub use self::config::{CoordinatorConfig, CoordinatorConfigError};
 pub use self::core::CoordinatorStats;
 use self::core::Core;
-
-/// The coordinator's settings (the `[coordinator]` section of
-/// `tessera.toml`). Every field has a default.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CoordinatorConfig {
-    /// Link listener for scene servers, gates and tools. Default `127.0.0.1:7000`.
-    pub listen: String,
-    /// HTTP admin API. Default `127.0.0.1:7080`.
-    pub http: String,
-    /// Data directory holding `tessera.redb`. Default `./data`.
-    pub data: PathBuf,
-    /// How often nodes heartbeat, ms. Default 500.
-    pub heartbeat_ms: u32,
-    /// How often the cluster state is ticked (silent nodes expire), ms. Default 100.
-    pub tick_ms: u32,
-    /// Password hashes (argon2id, ~15 ms of CPU each) computed at once;
-    /// 0 = one less than the cores (at least 1), so a login storm leaves a
-    /// core to the game. Default 0.
-    pub password_hash_threads: u32,
-    /// Login, tokens, queue and rate limits (`[coordinator.login]`).
-    pub login: login::LoginConfig,
-}
-
-impl Default for CoordinatorConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:7000".into(),
-            http: "127.0.0.1:7080".into(),
-            data: PathBuf::from("./data"),
-            heartbeat_ms: 500,
-            tick_ms: 100,
-            password_hash_threads: 0,
-            login: login::LoginConfig::default(),
-        }
-    }
-}
-
-/// A [`CoordinatorConfig`] that makes no sense.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CoordinatorConfigError {
-    #[error("coordinator.listen {0:?} is not an address (host:port)")]
-    Listen(String),
-    #[error("coordinator.http {0:?} is not an address (host:port)")]
-    Http(String),
-    #[error("coordinator.heartbeat_ms must be between 10 and 60000")]
-    HeartbeatMs,
-    #[error("coordinator.tick_ms must be between 10 and 10000")]
-    TickMs,
-    #[error(
-        "coordinator.heartbeat_ms ({heartbeat}) must be below cluster.heartbeat_timeout_ms ({timeout})"
-    )]
-    HeartbeatAboveTimeout { heartbeat: u32, timeout: u64 },
-    #[error("{0}")]
-    Login(String),
-}
-
-impl CoordinatorConfig {
-    /// Checks the settings against each other and the cluster's.
-    pub fn validate(&self, cluster: &ClusterConfig) -> Result<(), CoordinatorConfigError> {
-        if self.listen.parse::<SocketAddr>().is_err() {
-            return Err(CoordinatorConfigError::Listen(self.listen.clone()));
-        }
-        if self.http.parse::<SocketAddr>().is_err() {
-            return Err(CoordinatorConfigError::Http(self.http.clone()));
-        }
-        if !(10..=60_000).contains(&self.heartbeat_ms) {
-            return Err(CoordinatorConfigError::HeartbeatMs);
-        }
-        if !(10..=10_000).contains(&self.tick_ms) {
-            return Err(CoordinatorConfigError::TickMs);
-        }
-        self.login
-            .validate()
-            .map_err(CoordinatorConfigError::Login)?;
-        if u64::from(self.heartbeat_ms) >= cluster.heartbeat_timeout_ms {
-            return Err(CoordinatorConfigError::HeartbeatAboveTimeout {
-                heartbeat: self.heartbeat_ms,
-                timeout: cluster.heartbeat_timeout_ms,
-            });
-        }
-        Ok(())
-    }
-}
 
 /// Why the coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +117,7 @@ pub struct Coordinator {
     http_addr: SocketAddr,
     core: Arc<Mutex<Core>>,
     stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// The database file inside a data directory.
@@ -200,64 +135,18 @@ impl Coordinator {
     ) -> Result<Self, StartError> {
         config.validate(&cluster)?;
         cluster.validate()?;
-        std::fs::create_dir_all(&config.data).map_err(|source| StartError::DataDir {
-            path: config.data.clone(),
-            source,
-        })?;
-        let hash_threads = match config.password_hash_threads {
-            0 => std::thread::available_parallelism()
-                .map_or(1, usize::from)
-                .saturating_sub(1)
-                .max(1),
-            n => n as usize,
-        };
-        let store = Arc::new(Store::open_with(
-            &config.data.join(DB_FILE),
-            true,
-            Arc::new(db::PasswordHasher::new(hash_threads)),
-        )?);
-        let mut scene_ids = std::collections::BTreeMap::new();
-        for scene in &catalog {
-            let id = store
-                .ensure_scene(scene)
-                .map_err(|source| StartError::Scene {
-                    scene: scene.clone(),
-                    source,
-                })?;
-            scene_ids.insert(scene.clone(), id);
-        }
-        let epochs = store.scene_epochs()?;
-        let clock = std::time::Instant::now();
-        let mut state = if epochs.is_empty() {
-            ClusterState::new(cluster, 0)?
-        } else {
-            info!(
-                scenes = epochs.len(),
-                "stored placement epochs found: recovering after a restart"
-            );
-            ClusterState::recover(cluster, epochs, 0)?
-        };
-        let mut effects = Vec::new();
-        for scene in &catalog {
-            effects.extend(state.add_scene(0, scene));
-        }
+        let store = open_store(&config)?;
+        let scene_ids = register_scenes(&store, &catalog)?;
+        let clock = Instant::now();
+        let (state, effects) = initial_state(&store, cluster, &catalog)?;
         let writer = Writer::spawn(Arc::clone(&store), WriterConfig::default(), |_| {})
             .map_err(StartError::Writer)?;
-
-        let bind = |addr: &str| {
-            let addr = addr.to_owned();
-            async move {
-                tessera_link::bind(&addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })
-            }
-        };
         let (link_listener, link_addr) = bind(&config.listen).await?;
         let (http_listener, http_addr) = bind(&config.http).await?;
 
         let logins = login::Logins::new(config.login.clone(), secret.derive_key("netcode"))
             .map_err(CoordinatorConfigError::Login)?;
-        let limits = http::Limits::new(&config.login);
+        let api_limits = Arc::new(http::Limits::new(&config.login));
         let admin = secret.clone();
         let mut core = Core::new(
             state,
@@ -275,48 +164,20 @@ impl Coordinator {
         let mut link_cfg = LinkConfig::new(Role::Coordinator, "coordinator", secret);
         link_cfg.accept_roles = vec![Role::SceneServer, Role::Gate, Role::Tool];
         link_cfg.validate()?;
-        let mut tasks = Vec::new();
-        {
-            let core = Arc::clone(&core);
-            let stop_links = stop.clone();
-            let stopped = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                let handler = move |link| {
-                    let core = Arc::clone(&core);
-                    let stop = stop_links.clone();
-                    async move { core::handle_link(core, link, stop).await }
-                };
-                if let Err(e) =
-                    serve(link_listener, link_cfg, handler, stopped.cancelled_owned()).await
-                {
-                    warn!(error = %e, "link listener stopped");
-                }
-            }));
-        }
-        {
-            let core = Arc::clone(&core);
-            let stop = stop.clone();
-            let every = Duration::from_millis(u64::from(config.tick_ms));
-            tasks.push(tokio::spawn(async move {
-                let mut interval = tokio::time::interval(every);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = interval.tick() => lock(&core).tick(),
-                    }
-                }
-            }));
-        }
-        tasks.push(tokio::spawn(http::serve(
-            http_listener,
-            http::Api {
-                core: Arc::clone(&core),
-                limits: Arc::new(limits),
-                admin,
-            },
-            stop.clone(),
-        )));
+        let tick_every = Duration::from_millis(u64::from(config.tick_ms));
+        let tasks = vec![
+            spawn_links(Arc::clone(&core), link_listener, link_cfg, stop.clone()),
+            spawn_ticker(Arc::clone(&core), tick_every, stop.clone()),
+            tokio::spawn(http::serve(
+                http_listener,
+                http::Api {
+                    core: Arc::clone(&core),
+                    limits: api_limits,
+                    admin,
+                },
+                stop.clone(),
+            )),
+        ];
         info!(%link_addr, %http_addr, data = %config.data.display(), "coordinator up");
         Ok(Self {
             link_addr,
@@ -371,4 +232,115 @@ impl Drop for Coordinator {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Opens (or creates) the database under `config.data`, with the password
+/// hasher's thread count resolved.
+fn open_store(config: &CoordinatorConfig) -> Result<Arc<Store>, StartError> {
+    std::fs::create_dir_all(&config.data).map_err(|source| StartError::DataDir {
+        path: config.data.clone(),
+        source,
+    })?;
+    let hash_threads = match config.password_hash_threads {
+        0 => std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .saturating_sub(1)
+            .max(1),
+        n => n as usize,
+    };
+    Ok(Arc::new(Store::open_with(
+        &config.data.join(DB_FILE),
+        true,
+        Arc::new(db::PasswordHasher::new(hash_threads)),
+    )?))
+}
+
+/// Makes sure every catalog scene has a row in the database; its id by name.
+fn register_scenes(
+    store: &Store,
+    catalog: &[String],
+) -> Result<BTreeMap<String, db::SceneId>, StartError> {
+    let mut scene_ids = BTreeMap::new();
+    for scene in catalog {
+        let id = store
+            .ensure_scene(scene)
+            .map_err(|source| StartError::Scene {
+                scene: scene.clone(),
+                source,
+            })?;
+        scene_ids.insert(scene.clone(), id);
+    }
+    Ok(scene_ids)
+}
+
+/// The cluster state at time 0 — recovered from the stored epochs after a
+/// restart, fresh otherwise — with the catalog added, and the effects that
+/// adding it returned.
+fn initial_state(
+    store: &Store,
+    cluster: ClusterConfig,
+    catalog: &[String],
+) -> Result<(ClusterState, Vec<Effect>), StartError> {
+    let epochs = store.scene_epochs()?;
+    let mut state = if epochs.is_empty() {
+        ClusterState::new(cluster, 0)?
+    } else {
+        info!(
+            scenes = epochs.len(),
+            "stored placement epochs found: recovering after a restart"
+        );
+        ClusterState::recover(cluster, epochs, 0)?
+    };
+    let mut effects = Vec::new();
+    for scene in catalog {
+        effects.extend(state.add_scene(0, scene));
+    }
+    Ok((state, effects))
+}
+
+async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), StartError> {
+    tessera_link::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+/// Serves links until `stop`: each link's messages go to the core.
+fn spawn_links(
+    core: Arc<Mutex<Core>>,
+    listener: TcpListener,
+    config: LinkConfig,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let stop_links = stop.clone();
+        let handler = move |link| {
+            let core = Arc::clone(&core);
+            let stop = stop_links.clone();
+            async move { core::handle_link(core, link, stop).await }
+        };
+        if let Err(e) = serve(listener, config, handler, stop.cancelled_owned()).await {
+            warn!(error = %e, "link listener stopped");
+        }
+    })
+}
+
+/// Ticks the cluster state every `every` until `stop`.
+fn spawn_ticker(
+    core: Arc<Mutex<Core>>,
+    every: Duration,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = interval.tick() => lock(&core).tick(),
+            }
+        }
+    })
 }

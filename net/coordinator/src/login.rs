@@ -10,6 +10,8 @@ use std::time::Duration;
 use tessera_gate::token::{Nonce, TokenIssuer, to_hex, unix_now};
 use tessera_proto::client::NETCODE_PROTOCOL_ID;
 
+use crate::ids::{new_session_id, random_hex};
+
 /// The `[coordinator.login]` section of `tessera.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,7 +100,7 @@ struct Pending {
 
 /// What a login got.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Admission {
+pub(crate) enum Admission {
     Token {
         account: u64,
         token: String,
@@ -114,7 +116,7 @@ pub(super) enum Admission {
 
 /// Why a login could not be admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum AdmitError {
+pub(crate) enum AdmitError {
     #[error("no gate is available")]
     NoGate,
     #[error("the login queue is full")]
@@ -127,7 +129,7 @@ pub(super) enum AdmitError {
 
 /// Why a gate's session could not be opened from its token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum BurnError {
+pub(crate) enum BurnError {
     #[error("the connect token was already used, or never issued")]
     Unknown,
     #[error("the connect token expired")]
@@ -143,16 +145,17 @@ struct Queued {
     last_poll_ms: u64,
 }
 
-pub(super) struct Logins {
+/// Admission's bookkeeping: tokens in flight, resume keys, the queue.
+pub(crate) struct Logins {
     config: LoginConfig,
     issuer: TokenIssuer,
     pending: BTreeMap<Nonce, Pending>,
     resume: BTreeMap<String, (u64, Duration)>,
     queue: VecDeque<Queued>,
     next_gate_addr: usize,
-    pub(super) issued: u64,
-    pub(super) burnt: u64,
-    pub(super) refused_tokens: u64,
+    pub(crate) issued: u64,
+    pub(crate) burnt: u64,
+    pub(crate) refused_tokens: u64,
 }
 
 /// Most issued-but-unused tokens kept (each expires in ≤ 30 s anyway).
@@ -160,19 +163,8 @@ const MAX_PENDING: usize = 200_000;
 /// Most resume keys kept.
 const MAX_RESUME: usize = 200_000;
 
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    if getrandom::fill(&mut b).is_err() {
-        let t = unix_now().as_nanos().to_le_bytes();
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = t[i % t.len()] ^ (i as u8);
-        }
-    }
-    to_hex(&b)
-}
-
 impl Logins {
-    pub(super) fn new(config: LoginConfig, key: [u8; 32]) -> Result<Self, String> {
+    pub(crate) fn new(config: LoginConfig, key: [u8; 32]) -> Result<Self, String> {
         config.validate()?;
         let issuer = TokenIssuer::new(
             NETCODE_PROTOCOL_ID,
@@ -194,16 +186,16 @@ impl Logins {
         })
     }
 
-    pub(super) fn config(&self) -> &LoginConfig {
+    pub(crate) fn config(&self) -> &LoginConfig {
         &self.config
     }
 
     /// Tokens issued and not yet used (they count toward the population cap).
-    pub(super) fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.pending.len()
     }
 
-    pub(super) fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queue.len()
     }
 
@@ -217,7 +209,7 @@ impl Logins {
     }
 
     /// The account behind a resume key still in its grace period.
-    pub(super) fn resume_account(&self, key: &str) -> Option<u64> {
+    pub(crate) fn resume_account(&self, key: &str) -> Option<u64> {
         self.resume
             .get(key)
             .filter(|(_, exp)| *exp > unix_now())
@@ -228,7 +220,7 @@ impl Logins {
     /// once if there is room and nobody waits, else a place in the queue.
     /// `gates` are client addresses of the least-loaded gate, `unique` says
     /// whether a client id is free.
-    pub(super) fn admit(
+    pub(crate) fn admit(
         &mut self,
         account: u64,
         online: u64,
@@ -257,7 +249,7 @@ impl Logins {
     }
 
     /// A queued login polls: admitted when its turn comes and there is room.
-    pub(super) fn poll(
+    pub(crate) fn poll(
         &mut self,
         ticket: &str,
         online: u64,
@@ -306,7 +298,7 @@ impl Logins {
             .parse()
             .map_err(|_| AdmitError::Issue(format!("gate address {gate:?}")))?;
         let client = loop {
-            let c = super::core::new_session_id();
+            let c = new_session_id();
             if unique(c) && !self.pending.values().any(|p| p.client == c) {
                 break c;
             }
@@ -360,7 +352,7 @@ impl Logins {
 
     /// A gate presents a client's token claims: the nonce is burnt (a token
     /// connects once) and must match what was issued.
-    pub(super) fn burn(
+    pub(crate) fn burn(
         &mut self,
         nonce: &Nonce,
         account: u64,

@@ -1,0 +1,263 @@
+//! The scene catalog and its placement: which live scene server hosts each
+//! scene, under which epoch, and how a server's claim to a scene is judged.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tessera_sim::protocol::AvatarId;
+use tessera_wire::Epoch;
+
+use crate::{ClusterState, DropReason, Effect, NodeId, NodeKind, SceneStatus};
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SceneEntry {
+    /// Hosting server and epoch, `None` when unplaced.
+    pub(crate) placement: Option<(NodeId, Epoch)>,
+    /// The highest epoch this scene ever had (issued, adopted or recovered).
+    pub(crate) latest: Epoch,
+    /// The host reported the scene loaded at the current epoch.
+    pub(crate) ready: bool,
+    /// When the current placement was made (or adopted).
+    pub(crate) placed_at: u64,
+    /// Last reported population (kept across failover as a load estimate).
+    pub(crate) population: u32,
+    pub(crate) tick_p99_us: u32,
+    /// Avatars that belong to this scene.
+    pub(crate) avatars: BTreeSet<AvatarId>,
+}
+
+/// Read-only view of one scene.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SceneView {
+    pub name: String,
+    /// Hosting server and epoch, `None` when unplaced.
+    pub placement: Option<(NodeId, Epoch)>,
+    /// The scene's highest epoch so far.
+    pub latest_epoch: Epoch,
+    pub ready: bool,
+    pub population: u32,
+    pub tick_p99_us: u32,
+    pub status: SceneStatus,
+}
+
+impl ClusterState {
+    /// Adds `scene` to the catalog (idempotent) and places it if it can.
+    pub fn add_scene(&mut self, now: u64, scene: &str) -> Vec<Effect> {
+        self.advance(now);
+        let mut out = Vec::new();
+        self.scenes.entry(scene.to_owned()).or_default();
+        self.sweep(&mut out);
+        out
+    }
+
+    /// Scene names in the catalog, sorted.
+    pub fn scene_names(&self) -> impl Iterator<Item = &str> {
+        self.scenes.keys().map(String::as_str)
+    }
+
+    pub fn scene(&self, scene: &str) -> Option<SceneView> {
+        self.scenes.get(scene).map(|s| SceneView {
+            name: scene.to_owned(),
+            placement: s.placement,
+            latest_epoch: s.latest,
+            ready: s.ready,
+            population: s.population,
+            tick_p99_us: s.tick_p99_us,
+            status: self.config.status_of(s.population),
+        })
+    }
+
+    /// Where `scene` is hosted now.
+    pub fn placement(&self, scene: &str) -> Option<(NodeId, Epoch)> {
+        self.scenes.get(scene).and_then(|s| s.placement)
+    }
+
+    /// Every scene's latest epoch (what [`Effect::PersistEpoch`] stored).
+    pub fn epochs(&self) -> BTreeMap<String, Epoch> {
+        self.scenes
+            .iter()
+            .map(|(name, s)| (name.clone(), s.latest))
+            .collect()
+    }
+
+    /// Gives up placements `node` does not report: unplaces each scene (the
+    /// sweep places it again) and tells the node to drop it.
+    pub(crate) fn give_up(
+        &mut self,
+        node: NodeId,
+        scenes: Vec<(String, Epoch)>,
+        out: &mut Vec<Effect>,
+    ) {
+        for (scene, epoch) in scenes {
+            self.unplace(&scene);
+            out.push(Effect::DropScene {
+                server: node,
+                scene,
+                epoch,
+                reason: DropReason::NotReported,
+            });
+        }
+    }
+
+    /// Removes `scene`'s placement (its host no longer has it).
+    pub(crate) fn unplace(&mut self, scene: &str) {
+        let Some(s) = self.scenes.get_mut(scene) else {
+            return;
+        };
+        if let Some((node, _)) = s.placement.take() {
+            s.ready = false;
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.scenes.remove(scene);
+            }
+        }
+    }
+
+    /// The live scene server a new scene goes to, if any.
+    fn pick_server(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.alive
+                    && n.kind == NodeKind::SceneServer
+                    && (n.capacity == 0 || n.scenes.len() < n.capacity as usize)
+            })
+            .map(|(&id, n)| {
+                let load: u64 = n
+                    .scenes
+                    .iter()
+                    .map(|s| u64::from(self.scenes[s].population))
+                    .sum();
+                ((load, n.scenes.len(), n.name.as_str(), id), id)
+            })
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, id)| id)
+    }
+
+    pub(crate) fn place_unplaced(&mut self, out: &mut Vec<Effect>) {
+        if self.now < self.hold_until {
+            return;
+        }
+        let pending: Vec<String> = self
+            .scenes
+            .iter()
+            .filter(|(_, s)| s.placement.is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for scene in pending {
+            let Some(server) = self.pick_server() else {
+                break;
+            };
+            let s = self.scenes.get_mut(&scene).expect("listed above");
+            let epoch = s.latest + 1;
+            s.latest = epoch;
+            s.placement = Some((server, epoch));
+            s.ready = false;
+            s.placed_at = self.now;
+            self.nodes
+                .get_mut(&server)
+                .expect("picked")
+                .scenes
+                .insert(scene.clone());
+            out.push(Effect::PersistEpoch {
+                scene: scene.clone(),
+                epoch,
+            });
+            out.push(Effect::PlaceScene {
+                server,
+                scene: scene.clone(),
+                epoch,
+            });
+            self.reattach_scene(&scene, out);
+        }
+    }
+
+    /// `node` (alive, a scene server) says it hosts `scene` at `epoch`.
+    /// Returns whether the claim was adopted (the placement changed to it);
+    /// the caller then owes the node an [`Effect::SyncAttached`].
+    pub(crate) fn claim(
+        &mut self,
+        node: NodeId,
+        scene: &str,
+        epoch: Epoch,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(s) = self.scenes.get_mut(scene) else {
+            out.push(Effect::DropScene {
+                server: node,
+                scene: scene.to_owned(),
+                epoch,
+                reason: DropReason::UnknownScene,
+            });
+            return false;
+        };
+        if s.placement == Some((node, epoch)) {
+            return false;
+        }
+        let adopt = epoch > s.latest || (epoch == s.latest && epoch > 0 && s.placement.is_none());
+        if !adopt {
+            out.push(Effect::DropScene {
+                server: node,
+                scene: scene.to_owned(),
+                epoch,
+                reason: DropReason::Stale { current: s.latest },
+            });
+            return false;
+        }
+        let previous = s.placement.replace((node, epoch));
+        let raised = epoch > s.latest;
+        s.latest = epoch;
+        s.ready = true;
+        s.placed_at = self.now;
+        if raised {
+            out.push(Effect::PersistEpoch {
+                scene: scene.to_owned(),
+                epoch,
+            });
+        }
+        if let Some((old, old_epoch)) = previous {
+            if let Some(n) = self.nodes.get_mut(&old) {
+                n.scenes.remove(scene);
+            }
+            out.push(Effect::DropScene {
+                server: old,
+                scene: scene.to_owned(),
+                epoch: old_epoch,
+                reason: DropReason::Stale { current: epoch },
+            });
+        }
+        self.nodes
+            .get_mut(&node)
+            .expect("claimer is registered")
+            .scenes
+            .insert(scene.to_owned());
+        true
+    }
+
+    /// The placement's invariants: a placed scene's host is alive, a scene
+    /// server and lists it, at the scene's latest epoch; the scene's avatar
+    /// index agrees with the avatars.
+    pub(crate) fn check_placement_invariants(&self) -> Result<(), String> {
+        for (name, s) in &self.scenes {
+            if let Some((host, epoch)) = s.placement {
+                let Some(n) = self.nodes.get(&host) else {
+                    return Err(format!("{name:?} placed on unknown {host}"));
+                };
+                if !n.alive || n.kind != NodeKind::SceneServer || !n.scenes.contains(name) {
+                    return Err(format!("{name:?} placed on {host} which cannot host it"));
+                }
+                if epoch != s.latest || epoch == 0 {
+                    return Err(format!(
+                        "{name:?} placed at epoch {epoch}, latest {}",
+                        s.latest
+                    ));
+                }
+            }
+            for a in &s.avatars {
+                match self.avatars.get(a) {
+                    Some(av) if &av.scene == name => {}
+                    _ => return Err(format!("scene {name:?} indexes avatar {a} wrongly")),
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+//! Chat: a line from a session's avatar to its scene, to everyone, or to
+//! one avatar by name, delivered as one message per gate link.
+
+use std::collections::BTreeMap;
+
+use tessera_cluster::{AvatarPresence, SessionId};
+use tessera_proto::client::MAX_CHAT_BYTES;
+use tessera_sim::protocol::AvatarId;
+use tessera_wire::{ChatScope, ChatTarget, LinkMsg};
+
+use super::Core;
+use super::messages::Origin;
+
+impl Core {
+    /// A chat line from the session's avatar.
+    pub(super) fn on_chat(&mut self, from: Origin, session: u64, to: ChatTarget, text: String) {
+        if !self.owns_session(from, session) {
+            return;
+        }
+        if text.len() > MAX_CHAT_BYTES || text.is_empty() {
+            return self.refuse_session_by(session, "chat text empty or too long".into());
+        }
+        let Some(avatar) = self.cluster.session_avatar(SessionId(session)) else {
+            return self.refuse_session_by(session, "enter the world to chat".into());
+        };
+        let speaker = self.avatar_name(avatar);
+        let (targets, scope) = match self.chat_targets(avatar, to) {
+            Ok(targets) => targets,
+            Err(reason) => return self.refuse_session_by(session, reason),
+        };
+        self.stats.chat_lines += 1;
+        self.deliver_chat(targets, &speaker, scope, &text);
+    }
+
+    /// The sessions a line of `avatar` goes to, or why there are none.
+    fn chat_targets(
+        &self,
+        avatar: AvatarId,
+        to: ChatTarget,
+    ) -> Result<(Vec<u64>, ChatScope), String> {
+        match to {
+            ChatTarget::Scene => {
+                let scene = self.cluster.avatar(avatar).map(|a| a.scene);
+                Ok((self.online_in(scene.as_deref()), ChatScope::Scene))
+            }
+            ChatTarget::Global => Ok((self.online_in(None), ChatScope::Global)),
+            ChatTarget::Whisper(name) => {
+                let target = self.store.avatar_by_name(&name).ok().flatten();
+                let to_session = target.and_then(|t| match self.cluster.avatar(t.id)?.presence {
+                    AvatarPresence::Online { session } => Some(session.0),
+                    _ => None,
+                });
+                match to_session {
+                    Some(s) => Ok((vec![s], ChatScope::Whisper)),
+                    None => Err(format!("{name} is not online")),
+                }
+            }
+        }
+    }
+
+    /// The sessions of the avatars online in `scene` (everywhere if `None`).
+    fn online_in(&self, scene: Option<&str>) -> Vec<u64> {
+        self.cluster
+            .avatars()
+            .filter(|a| scene.is_none_or(|s| a.scene == s))
+            .filter_map(|a| match a.presence {
+                AvatarPresence::Online { session } => Some(session.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sends the line to `targets`: one message per gate link.
+    fn deliver_chat(&mut self, targets: Vec<u64>, from: &str, scope: ChatScope, text: &str) {
+        let mut by_link: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for s in targets {
+            if let Some(&link) = self.sessions.get(&s) {
+                by_link.entry(link).or_default().push(s);
+            }
+        }
+        for (link, sessions) in by_link {
+            self.send_link(
+                link,
+                &LinkMsg::ChatTo {
+                    sessions,
+                    from: from.to_owned(),
+                    scope,
+                    text: text.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// An avatar's name, from the data service the first time.
+    fn avatar_name(&mut self, avatar: AvatarId) -> String {
+        if let Some(n) = self.avatar_names.get(&avatar) {
+            return n.clone();
+        }
+        let name = self
+            .store
+            .avatar(avatar)
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("#{avatar}"), |a| a.name);
+        self.avatar_names.insert(avatar, name.clone());
+        name
+    }
+}

@@ -1,0 +1,142 @@
+//! The data service: a session's avatars, scene servers' save batches (with
+//! the epoch fence), and the states a new placement starts from.
+
+use std::collections::BTreeMap;
+
+use tessera_persistence as db;
+use tessera_wire::{AvatarInfo, LinkMsg, Role, SessionEvent, WirePcState, WireSaveBatch};
+use tracing::warn;
+
+use super::Core;
+use super::messages::Origin;
+
+impl Core {
+    /// The session's account's avatars ([`SessionEvent::Avatars`]).
+    pub(super) fn on_list_avatars(&mut self, from: Origin, session: u64) {
+        if self.owns_session(from, session) {
+            self.send_avatars(session);
+        }
+    }
+
+    /// A new avatar for the session's account, in the start scene.
+    pub(super) fn on_create_avatar(&mut self, from: Origin, session: u64, name: &str) {
+        if self.owns_session(from, session) {
+            self.create_avatar(session, name);
+        }
+    }
+
+    /// Sends the session's account's avatars (deleted ones left out), each
+    /// with its scene's name.
+    fn send_avatars(&mut self, session: u64) {
+        let Some(account) = self.session_account(session) else {
+            return self.refuse_session_by(session, "unknown session".into());
+        };
+        match self.store.list_avatars(account) {
+            Ok(list) => {
+                let names: BTreeMap<db::SceneId, String> = self
+                    .scene_ids
+                    .iter()
+                    .map(|(n, id)| (*id, n.clone()))
+                    .collect();
+                let avatars = list
+                    .into_iter()
+                    .filter(|a| a.status != db::AvatarStatus::Deleted)
+                    .map(|a| AvatarInfo {
+                        id: a.id,
+                        name: a.name,
+                        scene: names.get(&a.scene).cloned().unwrap_or_default(),
+                    })
+                    .collect();
+                self.send_session(session, SessionEvent::Avatars(avatars));
+            }
+            Err(e) => self.refuse_session_by(session, format!("data service: {e}")),
+        }
+    }
+
+    /// Creates avatar `name` for the session's account in the start scene
+    /// (or the first scene), then sends the account's avatars.
+    fn create_avatar(&mut self, session: u64, name: &str) {
+        let Some(account) = self.session_account(session) else {
+            return self.refuse_session_by(session, "unknown session".into());
+        };
+        let start = self.logins.config().start_scene.clone();
+        let Some(&scene) = self
+            .scene_ids
+            .get(&start)
+            .or_else(|| self.scene_ids.values().next())
+        else {
+            return self.refuse_session_by(session, "no scene to start in".into());
+        };
+        let new = db::NewAvatar {
+            name: name.to_owned(),
+            figure: "default".into(),
+            scene,
+        };
+        match self.store.create_avatar(account, &new) {
+            Ok(_) => self.send_avatars(session),
+            Err(e) => self.refuse_session_by(session, format!("cannot create avatar: {e}")),
+        }
+    }
+
+    /// A scene's write-behind batch, from a registered scene server only.
+    /// A batch from a placement older than the scene's latest is refused
+    /// (the epoch fence) and its sender told it is stale.
+    pub(super) fn on_save_batch(&mut self, from: Origin, batch: WireSaveBatch) {
+        if from.node.is_none() || from.role != Role::SceneServer {
+            return self.refuse(from.link, "only a registered scene server saves");
+        }
+        let id = from.link;
+        let latest = self
+            .cluster
+            .scene(&batch.scene)
+            .map_or(0, |s| s.latest_epoch);
+        if batch.epoch < latest {
+            self.stats.batches_stale += 1;
+            warn!(scene = %batch.scene, epoch = batch.epoch, current = latest, "stale save batch refused");
+            self.send_link(
+                id,
+                &LinkMsg::EpochStale {
+                    scene: batch.scene,
+                    current: latest,
+                },
+            );
+            return;
+        }
+        let Some(&scene) = self.scene_ids.get(&batch.scene) else {
+            return self.refuse(id, format!("unknown scene {:?}", batch.scene));
+        };
+        let states = batch.states.iter().map(|s| db_state(scene, s)).collect();
+        if let Some(w) = &self.writer {
+            w.submit(db::SaveBatch { scene, states });
+            self.stats.batches += 1;
+        }
+    }
+
+    /// A scene's last flushed states: the writer is flushed first, so
+    /// everything submitted before this placement is in.
+    pub(super) fn load_states(&mut self, scene: &str) -> Vec<WirePcState> {
+        if let Some(w) = &self.writer
+            && let Err(e) = w.flush()
+        {
+            warn!(error = %e, "writer flush before a placement failed");
+        }
+        let Some(&id) = self.scene_ids.get(scene) else {
+            return Vec::new();
+        };
+        match self.store.load_scene(id) {
+            Ok(states) => tessera_host::from_db_states(states)
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            Err(e) => {
+                warn!(%scene, error = %e, "cannot load the scene's states");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// A wire state as the data service stores it in `scene`.
+pub(super) fn db_state(scene: db::SceneId, s: &WirePcState) -> db::PcState {
+    tessera_host::sink::to_db_state(&(*s).into(), scene)
+}

@@ -1,0 +1,152 @@
+//! The links to scene servers, gates and tools, and sending on them. A send
+//! never waits: it goes into the link's bounded queue or is counted as
+//! failed.
+
+use tessera_cluster::{NodeId, SessionId};
+use tessera_link::{LinkSender, PeerInfo};
+use tessera_wire::{LinkMsg, SessionEvent};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::Core;
+
+pub(super) struct LinkEntry {
+    pub(super) sender: LinkSender,
+    pub(super) kill: CancellationToken,
+    pub(super) peer: PeerInfo,
+    /// The registered node on this link, once it registered.
+    pub(super) node: Option<NodeId>,
+}
+
+impl Core {
+    /// A new link (after its handshake); returns its id.
+    pub(super) fn add_link(
+        &mut self,
+        peer: PeerInfo,
+        sender: LinkSender,
+        kill: CancellationToken,
+    ) -> u64 {
+        let id = self.next_link;
+        self.next_link += 1;
+        self.stats.links += 1;
+        self.links.insert(
+            id,
+            LinkEntry {
+                sender,
+                kill,
+                peer,
+                node: None,
+            },
+        );
+        id
+    }
+
+    /// Link `id` is gone; the node's mapping goes with it.
+    pub(super) fn link_closed(&mut self, id: u64) {
+        let Some(entry) = self.links.remove(&id) else {
+            return;
+        };
+        if let Some(node) = entry.node
+            && self.node_links.get(&node) == Some(&id)
+        {
+            self.node_links.remove(&node);
+        }
+        // Sessions of a gate that went away stay in the directory: the gate
+        // (or its clients, through login) comes back and resumes them.
+        debug!(node = %entry.peer.node, role = %entry.peer.role, "link closed");
+    }
+
+    /// Queues `msg` on link `id`; a full queue or no link is counted.
+    pub(super) fn send_link(&mut self, id: u64, msg: &LinkMsg) {
+        let ok = self
+            .links
+            .get(&id)
+            .is_some_and(|l| l.sender.try_send(msg).is_ok());
+        if !ok {
+            self.stats.sends_failed += 1;
+            debug!(
+                link = id,
+                kind = msg.kind(),
+                "send failed (no link or queue full)"
+            );
+        }
+    }
+
+    /// Queues `msg` on the link of the registered `node`.
+    pub(super) fn send_node(&mut self, node: NodeId, msg: &LinkMsg) {
+        match self.node_links.get(&node).copied() {
+            Some(id) => self.send_link(id, msg),
+            None => {
+                self.stats.sends_failed += 1;
+                debug!(%node, kind = msg.kind(), "no link to node");
+            }
+        }
+    }
+
+    /// Sends `event` to `session` through the link that opened it.
+    pub(super) fn send_session(&mut self, session: u64, event: SessionEvent) {
+        if let Some(&id) = self.sessions.get(&session) {
+            self.send_link(id, &LinkMsg::Session { session, event });
+        }
+    }
+
+    /// Refuses a message of link `id` with [`LinkMsg::Refused`].
+    pub(super) fn refuse(&mut self, id: u64, reason: impl Into<String>) {
+        self.stats.refused += 1;
+        let reason = reason.into();
+        debug!(link = id, %reason, "refused");
+        self.send_link(id, &LinkMsg::Refused { reason });
+    }
+
+    /// A refusal for one session, on the link that asked.
+    pub(super) fn refuse_session(&mut self, id: u64, session: u64, reason: &str) {
+        self.stats.refused += 1;
+        self.send_link(
+            id,
+            &LinkMsg::Session {
+                session,
+                event: SessionEvent::Refused {
+                    request: 0,
+                    reason: reason.to_owned(),
+                },
+            },
+        );
+    }
+
+    /// A refusal for one session, on the link that opened it.
+    pub(super) fn refuse_session_by(&mut self, session: u64, reason: String) {
+        self.stats.refused += 1;
+        self.send_session(session, SessionEvent::Refused { request: 0, reason });
+    }
+
+    /// The node was deregistered (or the coordinator lost it): close the
+    /// link so that it reconnects and registers again.
+    pub(super) fn unknown_node(&mut self, id: u64, e: tessera_cluster::UnknownNode) {
+        self.refuse(id, e.to_string());
+        self.kill_link(id);
+    }
+
+    /// Closes link `id` (its task ends; the node reconnects).
+    pub(super) fn kill_link(&self, id: u64) {
+        if let Some(l) = self.links.get(&id) {
+            l.kill.cancel();
+        }
+    }
+
+    /// The node name of the gate carrying `session` (empty if unknown).
+    pub(super) fn gate_name(&self, session: SessionId) -> String {
+        self.sessions
+            .get(&session.0)
+            .and_then(|id| self.links.get(id))
+            .map(|l| l.peer.node.clone())
+            .unwrap_or_default()
+    }
+
+    /// A node's name and address (empty if unknown).
+    pub(super) fn node_name_addr(&self, node: NodeId) -> (String, String) {
+        self.cluster
+            .node(node)
+            .map(|n| (n.name, n.addr))
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,214 @@
+//! The coordinator's state behind its lock: the cluster state machine, the
+//! data service, the links, and the glue that turns messages into calls and
+//! effects into messages.
+//!
+//! * `messages.rs` — the dispatch of each [`LinkMsg`](tessera_wire::LinkMsg)
+//!   a link sends to its handler, and the registry's handlers;
+//! * `sessions.rs` — login admission, sessions, attach and detach;
+//! * `scene_events.rs` — what scenes report: attaches, detaches, portals;
+//! * `effects.rs` — carrying out the cluster's
+//!   [`Effect`](tessera_cluster::Effect)s, one function each;
+//! * `data.rs` — the data service: save batches, scene loads, avatars;
+//! * `chat.rs` — chat lines between sessions;
+//! * `links.rs` — the links and sending on them.
+
+mod chat;
+mod data;
+mod effects;
+mod links;
+mod messages;
+mod scene_events;
+mod sessions;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tessera_cluster::{ClusterState, ClusterStatus, NodeId};
+use tessera_link::{Link, lock};
+use tessera_persistence::{self as db, Store, Writer};
+use tessera_sim::protocol::AvatarId;
+use tessera_wire::WirePcState;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::login::Logins;
+
+use self::links::LinkEntry;
+use self::scene_events::Arrival;
+
+/// Counters of one coordinator, since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CoordinatorStats {
+    /// Links accepted (after the handshake).
+    pub links: u64,
+    /// Links refused after the handshake (second link under a live name,
+    /// messages before registering, a role that may not send a message).
+    pub links_refused: u64,
+    /// Messages refused with [`LinkMsg::Refused`](tessera_wire::LinkMsg::Refused).
+    pub refused: u64,
+    /// Sends that did not fit a link's queue, or had no link.
+    pub sends_failed: u64,
+    /// Save batches handed to the writer.
+    pub batches: u64,
+    /// Save batches refused for a stale epoch (a paused or replaced host).
+    pub batches_stale: u64,
+    /// Durable writes of the coordinator's own (epochs, avatar scenes) that failed.
+    pub persist_errors: u64,
+    /// Scene events from a placement that is no longer current.
+    pub events_stale: u64,
+    /// Sessions opened.
+    pub sessions: u64,
+    /// Attach requests accepted / refused.
+    pub attaches: u64,
+    pub attaches_refused: u64,
+    /// Completed portal transfers.
+    pub transfers: u64,
+    /// Chat lines delivered.
+    pub chat_lines: u64,
+    /// Connect tokens issued, used once (burnt), refused (replayed, expired,
+    /// unknown), and issued but not used yet.
+    pub tokens_issued: u64,
+    pub tokens_burnt: u64,
+    pub tokens_refused: u64,
+    pub tokens_pending: u64,
+    /// Logins waiting in the queue.
+    pub queued: u64,
+}
+
+/// Everything behind the coordinator's one lock. Handlers run to completion
+/// under it and never wait on a peer.
+pub(crate) struct Core {
+    cluster: ClusterState,
+    clock: Instant,
+    store: Arc<Store>,
+    writer: Option<Writer>,
+    scene_ids: BTreeMap<String, db::SceneId>,
+    heartbeat_ms: u32,
+    next_link: u64,
+    links: BTreeMap<u64, LinkEntry>,
+    node_links: BTreeMap<NodeId, u64>,
+    /// Session → the link (gate or tool) that opened it.
+    sessions: BTreeMap<u64, u64>,
+    /// Portal transfers begun, by avatar.
+    arrivals: BTreeMap<AvatarId, Arrival>,
+    /// States to attach with on arrival, by avatar (consumed by the attach).
+    arrival_states: BTreeMap<AvatarId, WirePcState>,
+    /// Gates' last reported load: connected clients and open addresses.
+    gate_load: BTreeMap<NodeId, (u32, Vec<String>)>,
+    /// Avatar names, for chat (learned at attach).
+    avatar_names: BTreeMap<AvatarId, String>,
+    logins: Logins,
+    stats: CoordinatorStats,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("links", &self.links.len())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    pub(crate) fn new(
+        cluster: ClusterState,
+        clock: Instant,
+        store: Arc<Store>,
+        writer: Writer,
+        scene_ids: BTreeMap<String, db::SceneId>,
+        heartbeat_ms: u32,
+        logins: Logins,
+    ) -> Self {
+        Self {
+            cluster,
+            clock,
+            store,
+            writer: Some(writer),
+            scene_ids,
+            heartbeat_ms,
+            next_link: 1,
+            links: BTreeMap::new(),
+            node_links: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
+            arrival_states: BTreeMap::new(),
+            gate_load: BTreeMap::new(),
+            avatar_names: BTreeMap::new(),
+            logins,
+            stats: CoordinatorStats::default(),
+        }
+    }
+
+    /// Milliseconds since the coordinator started: the cluster state's time.
+    fn now(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The `/v1/status` snapshot, with each gate's reported client count.
+    pub(crate) fn status(&self) -> ClusterStatus {
+        let mut status = self.cluster.status();
+        for g in &mut status.gates {
+            if let Some(node) = self.cluster.node_by_name(&g.name) {
+                g.online = self.gate_load.get(&node).map_or(0, |(n, _)| *n);
+            }
+        }
+        status
+    }
+
+    /// The data service's store (for the HTTP API's blocking calls).
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Counters since start, the login ones included.
+    pub(crate) fn stats(&self) -> CoordinatorStats {
+        CoordinatorStats {
+            tokens_issued: self.logins.issued,
+            tokens_burnt: self.logins.burnt,
+            tokens_refused: self.logins.refused_tokens,
+            tokens_pending: self.logins.pending() as u64,
+            queued: self.logins.queued() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Time passes for the cluster state (silent nodes expire).
+    pub(crate) fn tick(&mut self) {
+        let now = self.now();
+        let effects = self.cluster.tick(now);
+        self.apply(effects);
+    }
+
+    /// Final flush at shutdown: every pending save is committed.
+    pub(crate) fn close(&mut self) {
+        for l in self.links.values() {
+            l.kill.cancel();
+        }
+        if let Some(w) = self.writer.take() {
+            let stats = w.shutdown();
+            info!(?stats, "writer stopped");
+        }
+    }
+}
+
+/// One link's life at the coordinator: messages go to the core in order
+/// until the link closes, the node is declared down, or the coordinator stops.
+pub(crate) async fn handle_link(core: Arc<Mutex<Core>>, link: Link, stop: CancellationToken) {
+    let peer = link.peer().clone();
+    let (sender, mut receiver) = link.split();
+    let kill = CancellationToken::new();
+    let id = lock(&core).add_link(peer, sender, kill.clone());
+    loop {
+        tokio::select! {
+            _ = kill.cancelled() => break,
+            _ = stop.cancelled() => break,
+            msg = receiver.recv() => match msg {
+                Some(msg) => lock(&core).on_msg(id, msg),
+                None => break,
+            },
+        }
+    }
+    lock(&core).link_closed(id);
+}
