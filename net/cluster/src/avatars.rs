@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use tessera_sim::protocol::AvatarId;
+use tessera_proto::AvatarId;
 use tessera_wire::Epoch;
 
 use crate::{

@@ -1,6 +1,6 @@
 //! The instructions the state machine hands to the networked layer.
 
-use tessera_sim::protocol::AvatarId;
+use tessera_proto::AvatarId;
 use tessera_wire::Epoch;
 
 use crate::{NodeId, SessionId};

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tessera_sim::protocol::AvatarId;
+use tessera_proto::AvatarId;
 use tessera_wire::Epoch;
 
 use crate::{ClusterState, DropReason, Effect, NodeId, NodeKind, SceneStatus};

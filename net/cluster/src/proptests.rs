@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
-use tessera_sim::protocol::AvatarId;
+use tessera_proto::AvatarId;
 use tessera_wire::{Epoch, Placement, SceneLoad};
 
 const SCENES: [&str; 4] = ["dock", "field", "keep", "town"];

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use tessera_sim::protocol::AvatarId;
+use tessera_proto::AvatarId;
 use tessera_wire::Epoch;
 
 use crate::avatars::{Avatar, Session};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use tessera_sim::protocol::AvatarId;
+use tessera_proto::AvatarId;
 use tessera_wire::{Epoch, Placement, SceneLoad};
 
 const T: u64 = 3000; // default heartbeat timeout
