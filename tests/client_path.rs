@@ -18,6 +18,7 @@ use tessera_gate::server::{GateServer, GateServerConfig};
 use tessera_gate::token::{from_hex, token_from_bytes};
 use tessera_gate::{Channel, ClientConfig, ClientEvent, GateClient};
 use tessera_persistence::{self as db, NewAvatar, Store};
+use tessera_proto::SessionId;
 use tessera_proto::client::{CLIENT_PROTOCOL, ChatScope, ChatTarget, ClientMsg, ServerMsg};
 use tessera_proto::login::{ApiError, LoginRequest, LoginResponse, PollRequest};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
@@ -248,7 +249,7 @@ async fn post(
 /// A game client over the real gate.
 struct Player {
     client: GateClient,
-    session: u64,
+    session: SessionId,
     net_id: u32,
     scene: String,
     /// Last own position replicated.
@@ -275,7 +276,7 @@ impl Player {
             .unwrap();
         let mut p = Self {
             client,
-            session: 0,
+            session: SessionId(0),
             net_id: 0,
             scene: String::new(),
             me: None,
@@ -612,7 +613,7 @@ fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
             .unwrap();
         let mut replay = Player {
             client: replay,
-            session: 0,
+            session: SessionId(0),
             net_id: 0,
             scene: String::new(),
             me: None,
@@ -622,7 +623,7 @@ fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
             disconnected: false,
         };
         replay.pump(1500).await;
-        assert_eq!(replay.session, 0);
+        assert_eq!(replay.session, SessionId(0));
         assert!(replay.chat.is_empty());
 
         // Bob is still served.

@@ -22,6 +22,7 @@ use tessera_link::{
     Role, Secret, connect,
 };
 use tessera_persistence::{self as db, NewAvatar, Store};
+use tessera_proto::AccountId;
 use tessera_wire::{Hello, Input, NONCE_LEN, Response, Side, Transcript};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -367,7 +368,7 @@ fn kill_9_of_a_scene_server_moves_its_scenes_to_a_survivor_within_5_s() {
             let mut tool = SessionClient::connect(&link, "tool-1", secret())
                 .await
                 .unwrap();
-            let session = tool.open_session(account).await.unwrap();
+            let session = tool.open_session(AccountId(account)).await.unwrap();
             let at = tool.attach(session, avatar).await.unwrap();
             assert_eq!(at.server, "scene-a");
             let mut scene = SceneClient::connect(&at.addr, "tool-1", secret())
@@ -376,7 +377,7 @@ fn kill_9_of_a_scene_server_moves_its_scenes_to_a_survivor_within_5_s() {
             let mut seq = 0;
             // 2 s north at walking speed (4 units/s), then still for 1.5 s:
             // at least one flush (every 1 s) holds the final position.
-            let last = walk(&mut scene, &at, session, [0.0, 1.0], 2000, 1500, &mut seq).await;
+            let last = walk(&mut scene, &at, session.0, [0.0, 1.0], 2000, 1500, &mut seq).await;
             let last = last.expect("the scene replicated the avatar's own position");
             assert!(last[1] > 505.0, "it moved: {last:?}");
             (tool, session, last[1])
@@ -437,13 +438,13 @@ fn a_paused_scene_server_loses_its_scenes_and_drops_them_stale_on_resume() {
             let mut tool = SessionClient::connect(&link, "tool-1", secret())
                 .await
                 .unwrap();
-            let session = tool.open_session(account).await.unwrap();
+            let session = tool.open_session(AccountId(account)).await.unwrap();
             let at = tool.attach(session, avatar).await.unwrap();
             let mut scene = SceneClient::connect(&at.addr, "tool-1", secret())
                 .await
                 .unwrap();
             let mut seq = 0;
-            let north = walk(&mut scene, &at, session, [0.0, 1.0], 1000, 0, &mut seq).await;
+            let north = walk(&mut scene, &at, session.0, [0.0, 1.0], 1000, 0, &mut seq).await;
             (tool, session, north.expect("replicated")[1])
         });
 
@@ -459,7 +460,16 @@ fn a_paused_scene_server_loses_its_scenes_and_drops_them_stale_on_resume() {
                 .await
                 .unwrap();
             let mut seq = 100;
-            let south = walk(&mut scene, &at, session, [0.0, -1.0], 2000, 1500, &mut seq).await;
+            let south = walk(
+                &mut scene,
+                &at,
+                session.0,
+                [0.0, -1.0],
+                2000,
+                1500,
+                &mut seq,
+            )
+            .await;
             south.expect("replicated")[1]
         });
         assert!(south < north - 4.0, "b moved it south: {north} -> {south}");
@@ -625,7 +635,7 @@ fn bad_links_are_refused_and_the_coordinator_keeps_serving() {
             let mut tool = SessionClient::connect(&link, "tool-1", secret())
                 .await
                 .unwrap();
-            let session = tool.open_session(account).await.unwrap();
+            let session = tool.open_session(AccountId(account)).await.unwrap();
             let at = tool.attach(session, avatar).await.unwrap();
             assert_eq!(at.server, "scene-a");
             tool.detach(session).await.unwrap();

@@ -345,7 +345,7 @@ async fn round_trips(
     let Ok(mut tool) = SessionClient::connect(&link, &name, secret).await else {
         return (h, 1);
     };
-    let Ok(session) = tool.open_session(account).await else {
+    let Ok(session) = tool.open_session(tessera_proto::AccountId(account)).await else {
         return (h, 1);
     };
     while !stop.load(Ordering::Relaxed) {

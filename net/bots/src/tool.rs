@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use tessera_proto::{AccountId, SessionId};
 use tessera_sim::protocol::{AvatarId, NetId};
 
 use tessera_link::{ConnectError, Link, LinkConfig, connect};
@@ -50,7 +51,7 @@ pub struct SessionClient {
     link: Link,
     next_request: u64,
     /// Events read while waiting for another one, oldest first (bounded).
-    backlog: VecDeque<(u64, SessionEvent)>,
+    backlog: VecDeque<(SessionId, SessionEvent)>,
     timeout: Duration,
 }
 
@@ -83,14 +84,14 @@ impl SessionClient {
     pub async fn next_event(
         &mut self,
         timeout: Duration,
-    ) -> Result<(u64, SessionEvent), ToolError> {
+    ) -> Result<(SessionId, SessionEvent), ToolError> {
         if let Some(e) = self.backlog.pop_front() {
             return Ok(e);
         }
         self.read(timeout).await
     }
 
-    async fn read(&mut self, timeout: Duration) -> Result<(u64, SessionEvent), ToolError> {
+    async fn read(&mut self, timeout: Duration) -> Result<(SessionId, SessionEvent), ToolError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.link.recv())
@@ -109,7 +110,7 @@ impl SessionClient {
     /// sessions are kept for later. A refusal or kick of `session` is an error.
     async fn wait<T>(
         &mut self,
-        session: u64,
+        session: SessionId,
         mut pick: impl FnMut(&SessionEvent) -> Option<T>,
     ) -> Result<T, ToolError> {
         let timeout = self.timeout;
@@ -133,13 +134,13 @@ impl SessionClient {
     }
 
     /// Opens a session for `account`; returns the session id.
-    pub async fn open_session(&mut self, account: u64) -> Result<u64, ToolError> {
+    pub async fn open_session(&mut self, account: AccountId) -> Result<SessionId, ToolError> {
         let request = self.next_request;
         self.next_request += 1;
         self.send(&LinkMsg::OpenSession {
             request,
             account,
-            client: 0,
+            client: SessionId(0),
             nonce: [0; 16],
         })
         .await?;
@@ -162,7 +163,7 @@ impl SessionClient {
     /// Attaches `avatar` for `session`; returns once the scene spawned it.
     pub async fn attach(
         &mut self,
-        session: u64,
+        session: SessionId,
         avatar: AvatarId,
     ) -> Result<Attachment, ToolError> {
         self.send(&LinkMsg::AttachAvatar { session, avatar })
@@ -172,7 +173,7 @@ impl SessionClient {
 
     /// Waits for the next `Routed` + `Attached` pair of `session` (e.g. the
     /// re-attach after a failover or a portal).
-    pub async fn wait_attached(&mut self, session: u64) -> Result<Attachment, ToolError> {
+    pub async fn wait_attached(&mut self, session: SessionId) -> Result<Attachment, ToolError> {
         let mut routed: Option<Attachment> = None;
         loop {
             let ev = self
@@ -212,7 +213,7 @@ impl SessionClient {
     }
 
     /// Detaches the session's avatar; returns once the scene saved it.
-    pub async fn detach(&mut self, session: u64) -> Result<(), ToolError> {
+    pub async fn detach(&mut self, session: SessionId) -> Result<(), ToolError> {
         self.send(&LinkMsg::DetachAvatar { session }).await?;
         self.wait(session, |ev| {
             matches!(ev, SessionEvent::Detached { .. }).then_some(())
@@ -221,7 +222,7 @@ impl SessionClient {
     }
 
     /// Ends `session` (its avatar is detached, offline in its scene).
-    pub async fn close_session(&mut self, session: u64) -> Result<(), ToolError> {
+    pub async fn close_session(&mut self, session: SessionId) -> Result<(), ToolError> {
         self.send(&LinkMsg::CloseSession { session }).await
     }
 }

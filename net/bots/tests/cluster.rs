@@ -12,6 +12,7 @@ use tessera_bots::tool::{SceneClient, SessionClient};
 use tessera_cluster::{ClusterConfig, ClusterStatus};
 use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
 use tessera_persistence::{self as db, NewAvatar, Store};
+use tessera_proto::AccountId;
 use tessera_scene_server::{SceneServer, SceneServerConfig};
 use tessera_sim::SceneDef;
 use tessera_wire::Secret;
@@ -150,7 +151,7 @@ async fn attach_move_portal_transfer_detach_and_reload() {
         let mut tool = SessionClient::connect(&addr, "tool-1", secret())
             .await
             .unwrap();
-        let session = tool.open_session(account).await.unwrap();
+        let session = tool.open_session(AccountId(account)).await.unwrap();
         let a = tool.attach(session, avatar).await.unwrap();
         assert_eq!(a.scene, "field");
         assert_eq!(a.server, "scene-a");
@@ -159,7 +160,7 @@ async fn attach_move_portal_transfer_detach_and_reload() {
         let mut other = SessionClient::connect(&addr, "tool-2", secret())
             .await
             .unwrap();
-        let err = other.open_session(999_999).await.unwrap_err();
+        let err = other.open_session(AccountId(999_999)).await.unwrap_err();
         assert!(err.to_string().contains("no account"), "{err}");
 
         // Run east into the portal; the tool sees the transfer and the re-attach.
@@ -176,11 +177,11 @@ async fn attach_move_portal_transfer_detach_and_reload() {
                     mode: MoveMode::Run,
                     ..Input::default()
                 };
-                if scene.input(&sc, ep, session, input).await.is_err() {
+                if scene.input(&sc, ep, session.0, input).await.is_err() {
                     break;
                 }
                 while let Ok((c, bytes)) = scene.replication(Duration::from_millis(1)).await {
-                    assert_eq!(c, session);
+                    assert_eq!(c, session.0);
                     tessera_sim::StatePacket::decode(&bytes).unwrap();
                     got += 1;
                 }
@@ -257,7 +258,7 @@ async fn coordinator_restart_keeps_placements_and_epochs() {
         let mut tool = SessionClient::connect(&addr, "gate-x", secret())
             .await
             .unwrap();
-        let session = tool.open_session(account).await.unwrap();
+        let session = tool.open_session(AccountId(account)).await.unwrap();
         tool.attach(session, avatar).await.unwrap();
 
         // The coordinator goes away and comes back on the same address.
@@ -308,7 +309,7 @@ async fn graceful_shutdown_moves_scenes_with_their_last_state() {
         let mut tool = SessionClient::connect(&addr, "tool-1", secret())
             .await
             .unwrap();
-        let session = tool.open_session(account).await.unwrap();
+        let session = tool.open_session(AccountId(account)).await.unwrap();
         let at = tool.attach(session, avatar).await.unwrap();
         assert_eq!(at.server, "scene-a");
         let scene = SceneClient::connect(&at.addr, "tool-1", secret())
@@ -321,7 +322,7 @@ async fn graceful_shutdown_moves_scenes_with_their_last_state() {
                 ..Input::default()
             };
             scene
-                .input("field", at.epoch, session, input)
+                .input("field", at.epoch, session.0, input)
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use tessera_cluster::ClusterStatus;
 use tessera_link::lock;
+use tessera_proto::AccountId;
 use tessera_proto::client::CLIENT_PROTOCOL;
 use tessera_proto::login::{
     AdminResponse, ApiError, KickRequest, LoginRequest, LoginResponse, PollRequest,
@@ -179,7 +180,7 @@ fn admitted(a: Admission, poll_ms: u64) -> LoginResponse {
             expires_in_s,
             resume_key,
         } => LoginResponse::Ok {
-            account,
+            account: AccountId(account),
             token,
             gate,
             expires_in_s,
@@ -219,7 +220,12 @@ async fn register(
         blocking(move || store.register(&req.email, &req.password, req.nickname.as_deref()))
             .await?;
     match result {
-        Ok(account) => Ok((StatusCode::CREATED, Json(RegisterResponse { account }))),
+        Ok(account) => Ok((
+            StatusCode::CREATED,
+            Json(RegisterResponse {
+                account: AccountId(account),
+            }),
+        )),
         Err(db::RegisterError::DuplicateEmail { email }) => Err(ApiFailure::new(
             StatusCode::CONFLICT,
             "email_taken",
@@ -400,7 +406,7 @@ async fn kick(
     let kicked = lock(&api.core).kick(account, &reason);
     info!(account, kicked, "operator kick");
     Ok(Json(AdminResponse {
-        account,
+        account: AccountId(account),
         kicked,
         banned: false,
     }))
@@ -423,7 +429,7 @@ async fn ban(
     let kicked = lock(&api.core).kick(account, &reason);
     info!(account, kicked, "operator ban");
     Ok(Json(AdminResponse {
-        account,
+        account: AccountId(account),
         kicked,
         banned: true,
     }))

@@ -11,6 +11,7 @@ use tessera_link::{
     LinkMsg, LinkStats, LinkStatsSnapshot, PROTOCOL_VERSION, RefuseCode, Role, SendError, connect,
     connect_with_backoff, serve,
 };
+use tessera_proto::{AccountId, SessionId};
 use tessera_wire::{
     AttachedSession, Challenge, Heartbeat, Hello, Input, MoveMode, NONCE_LEN, Placement, Register,
     Response, SceneCommand, SceneLoad, SessionEvent, Side, Transcript, WireEvent, WirePcState,
@@ -289,27 +290,31 @@ fn every_variant() -> Vec<LinkMsg> {
         },
         LinkMsg::OpenSession {
             request: 3,
-            account: 11,
-            client: 1 << 63,
+            account: AccountId(11),
+            client: SessionId(1 << 63),
             nonce: [4; 16],
         },
-        LinkMsg::ListAvatars { session: 99 },
+        LinkMsg::ListAvatars {
+            session: SessionId(99),
+        },
         LinkMsg::CreateAvatar {
-            session: 99,
+            session: SessionId(99),
             name: "Ann".into(),
         },
         LinkMsg::Chat {
-            session: 99,
+            session: SessionId(99),
             to: tessera_wire::ChatTarget::Whisper("Bob".into()),
             text: "hello".into(),
         },
         LinkMsg::ChatTo {
-            sessions: vec![1, 2],
+            sessions: vec![SessionId(1), SessionId(2)],
             from: "Ann".into(),
             scope: tessera_wire::ChatScope::Whisper,
             text: "hello".into(),
         },
-        LinkMsg::CloseSession { session: 99 },
+        LinkMsg::CloseSession {
+            session: SessionId(99),
+        },
         LinkMsg::Inputs {
             scene: "meadow".into(),
             epoch: 4,
@@ -319,12 +324,14 @@ fn every_variant() -> Vec<LinkMsg> {
             packets: vec![(1, vec![1, 2, 3]), (2, vec![])],
         },
         LinkMsg::AttachAvatar {
-            session: 99,
+            session: SessionId(99),
             avatar: 5,
         },
-        LinkMsg::DetachAvatar { session: 99 },
+        LinkMsg::DetachAvatar {
+            session: SessionId(99),
+        },
         LinkMsg::Session {
-            session: 99,
+            session: SessionId(99),
             event: SessionEvent::Routed {
                 avatar: 5,
                 scene: "meadow".into(),
@@ -334,7 +341,7 @@ fn every_variant() -> Vec<LinkMsg> {
             },
         },
         LinkMsg::Session {
-            session: 99,
+            session: SessionId(99),
             event: SessionEvent::Refused {
                 request: 3,
                 reason: "scene full".into(),
@@ -343,7 +350,7 @@ fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::AttachAt {
             scene: "meadow".into(),
             epoch: 4,
-            session: 99,
+            session: SessionId(99),
             avatar: 5,
             gate: "gate-1".into(),
             state: Some(WirePcState::default()),
@@ -351,7 +358,7 @@ fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::DetachAt {
             scene: "meadow".into(),
             epoch: 4,
-            session: 99,
+            session: SessionId(99),
             avatar: 5,
         },
         LinkMsg::SyncAttached {
@@ -359,7 +366,7 @@ fn every_variant() -> Vec<LinkMsg> {
             epoch: 4,
             attached: vec![AttachedSession {
                 avatar: 5,
-                session: 99,
+                session: SessionId(99),
                 gate: "gate-1".into(),
             }],
         },

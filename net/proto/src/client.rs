@@ -16,6 +16,7 @@
 use bitcode::{Decode, Encode};
 
 use crate::state::Input;
+use crate::{AccountId, AvatarId, SessionId};
 
 /// The client protocol version a login must announce as `client_version`.
 pub const CLIENT_PROTOCOL: u32 = 1;
@@ -36,7 +37,7 @@ pub enum ClientMsg {
     CreateAvatar { name: String },
     /// Enters the world with one of the account's avatars, in its scene,
     /// where it was (answered with [`ServerMsg::Entered`] or an error).
-    Select { avatar: u64 },
+    Select { avatar: AvatarId },
     /// Movement intent (usually on the unreliable channel).
     Input(Input),
     /// A chat line.
@@ -60,7 +61,7 @@ pub enum ChatTarget {
 /// One avatar in [`ServerMsg::Avatars`].
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct AvatarInfo {
-    pub id: u64,
+    pub id: AvatarId,
     pub name: String,
     pub scene: String,
 }
@@ -70,14 +71,14 @@ pub struct AvatarInfo {
 pub enum ServerMsg {
     /// The session is open; the avatar list follows.
     Welcome {
-        account: u64,
-        session: u64,
+        account: AccountId,
+        session: SessionId,
     },
     Avatars(Vec<AvatarInfo>),
     /// The avatar is in `scene` as entity `net_id`: replication follows on
     /// the unreliable channel. Also sent after a portal or a failover.
     Entered {
-        avatar: u64,
+        avatar: AvatarId,
         scene: String,
         net_id: u32,
     },
@@ -87,7 +88,7 @@ pub enum ServerMsg {
     },
     /// The avatar was detached (answer to [`ClientMsg::Leave`]).
     Left {
-        avatar: u64,
+        avatar: AvatarId,
     },
     /// A chat line. `scope` says how it was sent.
     Chat {

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::AccountId;
+
 /// `POST /v1/register`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
@@ -21,7 +23,7 @@ pub struct RegisterRequest {
 /// `201` answer of `POST /v1/register`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterResponse {
-    pub account: u64,
+    pub account: AccountId,
 }
 
 /// `POST /v1/login`: email and password, or a resume key (a reconnect
@@ -52,7 +54,7 @@ pub enum LoginResponse {
     /// token) before `expires_in_s`. `resume_key` logs in again without a
     /// password within the grace period.
     Ok {
-        account: u64,
+        account: AccountId,
         token: String,
         gate: String,
         expires_in_s: u64,
@@ -98,7 +100,7 @@ pub type BanRequest = KickRequest;
 /// Answer of kick and ban.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminResponse {
-    pub account: u64,
+    pub account: AccountId,
     /// Whether a live session was ended.
     pub kicked: bool,
     pub banned: bool,

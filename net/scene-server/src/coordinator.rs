@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tessera_host::{RunnerPhase, SceneHost, SystemClock};
 use tessera_link::{Connector, Link, LinkReceiver, LinkSender, bump, lock};
+use tessera_proto::SessionId;
 use tessera_sim::{ClientId, Inbound};
 use tessera_wire::{AttachedSession, Epoch, Heartbeat, LinkMsg, Placement, Register, WirePcState};
 use tokio::time::{Interval, MissedTickBehavior};
@@ -225,7 +226,7 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
             ..
         } => {
             if current_epoch(shared, &scene, epoch) {
-                shared.command(&scene, Inbound::Detach { client: session });
+                shared.command(&scene, Inbound::Detach { client: session.0 });
             }
         }
         LinkMsg::SyncAttached {
@@ -290,11 +291,12 @@ async fn on_place_scene(
     }
 }
 
-/// Routes the client's replication to `gate` and queues the attach.
+/// Routes the session's replication to `gate` and queues the attach. A
+/// session is the scene's client of the same id.
 fn attach(
     shared: &ServerState,
     scene: &str,
-    session: ClientId,
+    SessionId(session): SessionId,
     avatar: u64,
     gate: String,
     state: Option<WirePcState>,
@@ -320,7 +322,7 @@ fn attach(
 /// Makes `scene`'s attached clients exactly `attached`: detaches (saving)
 /// every other routed client, attaches the missing ones (idempotent).
 fn sync_attached(shared: &ServerState, scene: &str, attached: Vec<AttachedSession>) {
-    let keep: BTreeSet<ClientId> = attached.iter().map(|a| a.session).collect();
+    let keep: BTreeSet<ClientId> = attached.iter().map(|a| a.session.0).collect();
     let extra: Vec<ClientId> = lock(&shared.routes)
         .clients
         .iter()

@@ -6,7 +6,7 @@
 use bitcode::{Decode, Encode};
 use bytes::Bytes;
 
-use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input};
+use tessera_proto::{AccountId, AvatarInfo, ChatScope, ChatTarget, Input, SessionId};
 use tessera_sim::protocol::{AvatarId, ClientId, NetId};
 
 use crate::Epoch;
@@ -96,42 +96,48 @@ pub enum LinkMsg {
     /// (tools are trusted by the cluster secret alone).
     OpenSession {
         request: u64,
-        account: u64,
-        client: u64,
+        account: AccountId,
+        client: SessionId,
         nonce: [u8; 16],
     },
     /// Gate → coordinator: the session's account's avatars
     /// ([`SessionEvent::Avatars`]).
-    ListAvatars { session: u64 },
+    ListAvatars { session: SessionId },
     /// Gate → coordinator: create an avatar for the session's account
     /// (answered with [`SessionEvent::Avatars`] or a refusal).
-    CreateAvatar { session: u64, name: String },
+    CreateAvatar { session: SessionId, name: String },
     /// Gate → coordinator: a chat line from the session's avatar.
     Chat {
-        session: u64,
+        session: SessionId,
         to: ChatTarget,
         text: String,
     },
     /// Coordinator → gate: deliver a chat line to these sessions.
     ChatTo {
-        sessions: Vec<u64>,
+        sessions: Vec<SessionId>,
         from: String,
         scope: ChatScope,
         text: String,
     },
     /// Gate → coordinator: `session` ended (logout or disconnect): its avatar
     /// is detached and stays in its scene, offline.
-    CloseSession { session: u64 },
+    CloseSession { session: SessionId },
     /// Gate → coordinator: attach `avatar` for `session` in the avatar's
     /// scene. Answered with [`SessionEvent::Routed`] (where to send inputs),
     /// then [`SessionEvent::Attached`] once the scene spawned it — or
     /// [`SessionEvent::Refused`].
-    AttachAvatar { session: u64, avatar: AvatarId },
+    AttachAvatar {
+        session: SessionId,
+        avatar: AvatarId,
+    },
     /// Gate → coordinator: detach the session's avatar (it is saved and stays
     /// in its scene, offline). Answered with [`SessionEvent::Detached`].
-    DetachAvatar { session: u64 },
+    DetachAvatar { session: SessionId },
     /// Coordinator → gate: something happened to one session.
-    Session { session: u64, event: SessionEvent },
+    Session {
+        session: SessionId,
+        event: SessionEvent,
+    },
 
     // --- Attaches: coordinator → scene server -----------------------------
     /// Attach `avatar` as client `session` in `scene` (placement `epoch`);
@@ -141,7 +147,7 @@ pub enum LinkMsg {
     AttachAt {
         scene: String,
         epoch: Epoch,
-        session: u64,
+        session: SessionId,
         avatar: AvatarId,
         gate: String,
         state: Option<WirePcState>,
@@ -151,7 +157,7 @@ pub enum LinkMsg {
     DetachAt {
         scene: String,
         epoch: Epoch,
-        session: u64,
+        session: SessionId,
         avatar: AvatarId,
     },
     /// `scene` at `epoch` must have exactly `attached` attached: detach
@@ -167,7 +173,7 @@ pub enum LinkMsg {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct AttachedSession {
     pub avatar: AvatarId,
-    pub session: u64,
+    pub session: SessionId,
     pub gate: String,
 }
 
@@ -175,7 +181,7 @@ pub struct AttachedSession {
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum SessionEvent {
     /// The session is open (answer to [`LinkMsg::OpenSession`] `request`).
-    Opened { request: u64, account: u64 },
+    Opened { request: u64, account: AccountId },
     /// The avatar's scene is `scene` at `epoch` on scene server `server`,
     /// whose link listens on `addr`: send inputs there as
     /// [`LinkMsg::Command`]s; replication comes back on that link.

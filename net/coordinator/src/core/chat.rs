@@ -13,14 +13,20 @@ use super::messages::Origin;
 
 impl Core {
     /// A chat line from the session's avatar.
-    pub(super) fn on_chat(&mut self, from: Origin, session: u64, to: ChatTarget, text: String) {
+    pub(super) fn on_chat(
+        &mut self,
+        from: Origin,
+        session: SessionId,
+        to: ChatTarget,
+        text: String,
+    ) {
         if !self.owns_session(from, session) {
             return;
         }
         if text.len() > MAX_CHAT_BYTES || text.is_empty() {
             return self.refuse_session_by(session, "chat text empty or too long".into());
         }
-        let Some(avatar) = self.cluster.session_avatar(SessionId(session)) else {
+        let Some(avatar) = self.cluster.session_avatar(session) else {
             return self.refuse_session_by(session, "enter the world to chat".into());
         };
         let speaker = self.avatar_name(avatar);
@@ -37,7 +43,7 @@ impl Core {
         &self,
         avatar: AvatarId,
         to: ChatTarget,
-    ) -> Result<(Vec<u64>, ChatScope), String> {
+    ) -> Result<(Vec<SessionId>, ChatScope), String> {
         match to {
             ChatTarget::Scene => {
                 let scene = self.cluster.avatar(avatar).map(|a| a.scene);
@@ -47,7 +53,7 @@ impl Core {
             ChatTarget::Whisper(name) => {
                 let target = self.store.avatar_by_name(&name).ok().flatten();
                 let to_session = target.and_then(|t| match self.cluster.avatar(t.id)?.presence {
-                    AvatarPresence::Online { session } => Some(session.0),
+                    AvatarPresence::Online { session } => Some(session),
                     _ => None,
                 });
                 match to_session {
@@ -59,20 +65,20 @@ impl Core {
     }
 
     /// The sessions of the avatars online in `scene` (everywhere if `None`).
-    fn online_in(&self, scene: Option<&str>) -> Vec<u64> {
+    fn online_in(&self, scene: Option<&str>) -> Vec<SessionId> {
         self.cluster
             .avatars()
             .filter(|a| scene.is_none_or(|s| a.scene == s))
             .filter_map(|a| match a.presence {
-                AvatarPresence::Online { session } => Some(session.0),
+                AvatarPresence::Online { session } => Some(session),
                 _ => None,
             })
             .collect()
     }
 
     /// Sends the line to `targets`: one message per gate link.
-    fn deliver_chat(&mut self, targets: Vec<u64>, from: &str, scope: ChatScope, text: &str) {
-        let mut by_link: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    fn deliver_chat(&mut self, targets: Vec<SessionId>, from: &str, scope: ChatScope, text: &str) {
+        let mut by_link: BTreeMap<u64, Vec<SessionId>> = BTreeMap::new();
         for s in targets {
             if let Some(&link) = self.sessions.get(&s) {
                 by_link.entry(link).or_default().push(s);

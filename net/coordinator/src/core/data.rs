@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use tessera_cluster::SessionId;
 use tessera_persistence as db;
 use tessera_wire::{AvatarInfo, LinkMsg, Role, SessionEvent, WirePcState, WireSaveBatch};
 use tracing::warn;
@@ -12,14 +13,14 @@ use super::messages::Origin;
 
 impl Core {
     /// The session's account's avatars ([`SessionEvent::Avatars`]).
-    pub(super) fn on_list_avatars(&mut self, from: Origin, session: u64) {
+    pub(super) fn on_list_avatars(&mut self, from: Origin, session: SessionId) {
         if self.owns_session(from, session) {
             self.send_avatars(session);
         }
     }
 
     /// A new avatar for the session's account, in the start scene.
-    pub(super) fn on_create_avatar(&mut self, from: Origin, session: u64, name: &str) {
+    pub(super) fn on_create_avatar(&mut self, from: Origin, session: SessionId, name: &str) {
         if self.owns_session(from, session) {
             self.create_avatar(session, name);
         }
@@ -27,11 +28,11 @@ impl Core {
 
     /// Sends the session's account's avatars (deleted ones left out), each
     /// with its scene's name.
-    fn send_avatars(&mut self, session: u64) {
+    fn send_avatars(&mut self, session: SessionId) {
         let Some(account) = self.session_account(session) else {
             return self.refuse_session_by(session, "unknown session".into());
         };
-        match self.store.list_avatars(account) {
+        match self.store.list_avatars(account.0) {
             Ok(list) => {
                 let names: BTreeMap<db::SceneId, String> = self
                     .scene_ids
@@ -55,7 +56,7 @@ impl Core {
 
     /// Creates avatar `name` for the session's account in the start scene
     /// (or the first scene), then sends the account's avatars.
-    fn create_avatar(&mut self, session: u64, name: &str) {
+    fn create_avatar(&mut self, session: SessionId, name: &str) {
         let Some(account) = self.session_account(session) else {
             return self.refuse_session_by(session, "unknown session".into());
         };
@@ -72,7 +73,7 @@ impl Core {
             figure: "default".into(),
             scene,
         };
-        match self.store.create_avatar(account, &new) {
+        match self.store.create_avatar(account.0, &new) {
             Ok(_) => self.send_avatars(session),
             Err(e) => self.refuse_session_by(session, format!("cannot create avatar: {e}")),
         }

@@ -152,14 +152,14 @@ impl Core {
             &LinkMsg::AttachAt {
                 scene: scene.clone(),
                 epoch,
-                session: session.0,
+                session,
                 avatar,
                 gate,
                 state,
             },
         );
         self.send_session(
-            session.0,
+            session,
             SessionEvent::Routed {
                 avatar,
                 scene,
@@ -185,7 +185,7 @@ impl Core {
             &LinkMsg::DetachAt {
                 scene,
                 epoch,
-                session: session.0,
+                session,
                 avatar,
             },
         );
@@ -204,7 +204,7 @@ impl Core {
             .into_iter()
             .map(|(avatar, session)| AttachedSession {
                 avatar,
-                session: session.0,
+                session,
                 gate: self.gate_name(session),
             })
             .collect();
@@ -223,7 +223,7 @@ impl Core {
         let reason = match reason {
             KickReason::DuplicateLogin => "logged in elsewhere".to_owned(),
         };
-        self.send_session(session.0, SessionEvent::Kicked { reason });
-        self.sessions.remove(&session.0);
+        self.send_session(session, SessionEvent::Kicked { reason });
+        self.sessions.remove(&session);
     }
 }

@@ -84,7 +84,7 @@ impl Core {
     }
 
     /// Sends `event` to `session` through the link that opened it.
-    pub(super) fn send_session(&mut self, session: u64, event: SessionEvent) {
+    pub(super) fn send_session(&mut self, session: SessionId, event: SessionEvent) {
         if let Some(&id) = self.sessions.get(&session) {
             self.send_link(id, &LinkMsg::Session { session, event });
         }
@@ -99,7 +99,7 @@ impl Core {
     }
 
     /// A refusal for one session, on the link that asked.
-    pub(super) fn refuse_session(&mut self, id: u64, session: u64, reason: &str) {
+    pub(super) fn refuse_session(&mut self, id: u64, session: SessionId, reason: &str) {
         self.stats.refused += 1;
         self.send_link(
             id,
@@ -114,7 +114,7 @@ impl Core {
     }
 
     /// A refusal for one session, on the link that opened it.
-    pub(super) fn refuse_session_by(&mut self, session: u64, reason: String) {
+    pub(super) fn refuse_session_by(&mut self, session: SessionId, reason: String) {
         self.stats.refused += 1;
         self.send_session(session, SessionEvent::Refused { request: 0, reason });
     }
@@ -136,7 +136,7 @@ impl Core {
     /// The node name of the gate carrying `session` (empty if unknown).
     pub(super) fn gate_name(&self, session: SessionId) -> String {
         self.sessions
-            .get(&session.0)
+            .get(&session)
             .and_then(|id| self.links.get(id))
             .map(|l| l.peer.node.clone())
             .unwrap_or_default()

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tessera_cluster::{ClusterState, ClusterStatus, NodeId};
+use tessera_cluster::{ClusterState, ClusterStatus, NodeId, SessionId};
 use tessera_link::{Link, lock};
 use tessera_persistence::{self as db, Store, Writer};
 use tessera_sim::protocol::AvatarId;
@@ -89,7 +89,7 @@ pub(crate) struct Core {
     links: BTreeMap<u64, LinkEntry>,
     node_links: BTreeMap<NodeId, u64>,
     /// Session → the link (gate or tool) that opened it.
-    sessions: BTreeMap<u64, u64>,
+    sessions: BTreeMap<SessionId, u64>,
     /// Portal transfers begun, by avatar.
     arrivals: BTreeMap<AvatarId, Arrival>,
     /// States to attach with on arrival, by avatar (consumed by the attach).

@@ -40,7 +40,7 @@ impl Core {
                 avatar,
                 net_id,
             } => self.send_session(
-                client,
+                SessionId(client),
                 SessionEvent::Attached {
                     avatar,
                     scene: scene.to_owned(),
@@ -68,7 +68,10 @@ impl Core {
         if let Ok(effects) = self.cluster.detach(SessionId(client), avatar) {
             self.apply(effects);
         }
-        self.refuse_session_by(client, format!("scene {scene} refused: {reason}"));
+        self.refuse_session_by(
+            SessionId(client),
+            format!("scene {scene} refused: {reason}"),
+        );
     }
 
     /// The avatar is detached and saved: the end of a portal's first half,
@@ -78,7 +81,7 @@ impl Core {
         match self.arrivals.remove(&avatar) {
             Some(arrival) => self.complete_transfer(scene, arrival, state),
             None => self.send_session(
-                client,
+                SessionId(client),
                 SessionEvent::Detached {
                     avatar,
                     scene: scene.to_owned(),
@@ -123,7 +126,7 @@ impl Core {
                     },
                 );
                 self.send_session(
-                    client,
+                    SessionId(client),
                     SessionEvent::Transferring {
                         avatar,
                         scene: target,

@@ -21,8 +21,9 @@ impl Core {
         let now = self.now();
         let gates = self.gate_addrs();
         let sessions = &self.sessions;
-        self.logins
-            .admit(account, online, now, &gates, |c| !sessions.contains_key(&c))
+        self.logins.admit(account, online, now, &gates, |c| {
+            !sessions.contains_key(&SessionId(c))
+        })
     }
 
     /// A queued login polls.
@@ -31,8 +32,9 @@ impl Core {
         let now = self.now();
         let gates = self.gate_addrs();
         let sessions = &self.sessions;
-        self.logins
-            .poll(ticket, online, now, &gates, |c| !sessions.contains_key(&c))
+        self.logins.poll(ticket, online, now, &gates, |c| {
+            !sessions.contains_key(&SessionId(c))
+        })
     }
 
     /// The account behind a resume key still in its grace period.
@@ -47,12 +49,12 @@ impl Core {
             return false;
         };
         self.send_session(
-            session.0,
+            session,
             SessionEvent::Kicked {
                 reason: reason.to_owned(),
             },
         );
-        self.close_session(session.0);
+        self.close_session(session);
         true
     }
 
@@ -77,15 +79,13 @@ impl Core {
             .unwrap_or_default()
     }
 
-    pub(super) fn session_account(&self, session: u64) -> Option<u64> {
-        self.cluster
-            .session_account(SessionId(session))
-            .map(|a| a.0)
+    pub(super) fn session_account(&self, session: SessionId) -> Option<AccountId> {
+        self.cluster.session_account(session)
     }
 
     /// Whether `session` was opened on `from`'s link; if not, the sender is
     /// told the session is unknown.
-    pub(super) fn owns_session(&mut self, from: Origin, session: u64) -> bool {
+    pub(super) fn owns_session(&mut self, from: Origin, session: SessionId) -> bool {
         if self.sessions.get(&session) == Some(&from.link) {
             return true;
         }
@@ -100,8 +100,8 @@ impl Core {
         &mut self,
         from: Origin,
         request: u64,
-        account: u64,
-        client: u64,
+        account: AccountId,
+        client: SessionId,
         nonce: &[u8; 16],
     ) {
         match from.role {
@@ -120,13 +120,13 @@ impl Core {
         &mut self,
         from: Origin,
         request: u64,
-        account: u64,
-        client: u64,
+        account: AccountId,
+        client: SessionId,
         nonce: &[u8; 16],
     ) {
-        if let Err(e) = self.logins.burn(nonce, account, client) {
+        if let Err(e) = self.logins.burn(nonce, account.0, client.0) {
             self.stats.refused += 1;
-            warn!(account, error = %e, "session refused");
+            warn!(account = account.0, error = %e, "session refused");
             return self.send_link(
                 from.link,
                 &LinkMsg::Session {
@@ -148,8 +148,8 @@ impl Core {
         id: u64,
         gate_node: Option<NodeId>,
         request: u64,
-        account: u64,
-        client: Option<u64>,
+        account: AccountId,
+        client: Option<SessionId>,
     ) {
         let opened = self.account_open(account).and_then(|()| {
             let session = self.pick_session_id(client)?;
@@ -159,7 +159,7 @@ impl Core {
                     .is_some_and(|v| v.kind == NodeKind::Gate)
             });
             self.cluster
-                .login(AccountId(account), SessionId(session), gate)
+                .login(account, session, gate)
                 .map(|effects| (session, effects))
                 .map_err(|e| e.to_string())
         });
@@ -181,7 +181,7 @@ impl Core {
                 self.send_link(
                     id,
                     &LinkMsg::Session {
-                        session: 0,
+                        session: SessionId(0),
                         event: SessionEvent::Refused { request, reason },
                     },
                 );
@@ -190,7 +190,7 @@ impl Core {
     }
 
     /// `Ok` if the data service has `account`, open; else why not.
-    fn account_open(&self, account: u64) -> Result<(), String> {
+    fn account_open(&self, AccountId(account): AccountId) -> Result<(), String> {
         match self.store.account(account) {
             Ok(Some(a)) if a.status == db::AccountStatus::Open => Ok(()),
             Ok(Some(_)) => Err(format!("account {account} is locked or deleted")),
@@ -200,12 +200,12 @@ impl Core {
     }
 
     /// The id of a new session: the client's, if free, or a fresh one.
-    fn pick_session_id(&self, client: Option<u64>) -> Result<u64, String> {
+    fn pick_session_id(&self, client: Option<SessionId>) -> Result<SessionId, String> {
         match client {
             Some(c) if !self.sessions.contains_key(&c) => Ok(c),
             Some(_) => Err("session id in use".into()),
             None => loop {
-                let s = new_session_id();
+                let s = SessionId(new_session_id());
                 if !self.sessions.contains_key(&s) {
                     break Ok(s);
                 }
@@ -216,7 +216,13 @@ impl Core {
     /// A gate replays a live session after its link dropped: the same link
     /// owner takes it back; after a coordinator restart (while recovering)
     /// it is opened again with its old id.
-    fn reopen_session(&mut self, id: u64, gate_node: Option<NodeId>, account: u64, session: u64) {
+    fn reopen_session(
+        &mut self,
+        id: u64,
+        gate_node: Option<NodeId>,
+        account: AccountId,
+        session: SessionId,
+    ) {
         if self.sessions.contains_key(&session) {
             if self.session_account(session) != Some(account) {
                 return self.refuse_session(id, session, "session id in use");
@@ -242,35 +248,35 @@ impl Core {
 
     /// The session ended at its gate (logout or disconnect): its avatar is
     /// detached. A session the link did not open is ignored.
-    pub(super) fn on_close_session(&mut self, from: Origin, session: u64) {
+    pub(super) fn on_close_session(&mut self, from: Origin, session: SessionId) {
         if self.sessions.get(&session) == Some(&from.link) {
             self.close_session(session);
         }
     }
 
     /// Ends `session` in the directory (detaching its avatar).
-    fn close_session(&mut self, session: u64) {
-        let effects = self.cluster.logout(SessionId(session));
+    fn close_session(&mut self, session: SessionId) {
+        let effects = self.cluster.logout(session);
         self.sessions.remove(&session);
         self.apply(effects);
     }
 
     /// Attach `avatar` for the session, in the avatar's scene.
-    pub(super) fn on_attach_avatar(&mut self, from: Origin, session: u64, avatar: AvatarId) {
+    pub(super) fn on_attach_avatar(&mut self, from: Origin, session: SessionId, avatar: AvatarId) {
         if self.owns_session(from, session) {
             self.attach(session, avatar);
         }
     }
 
     /// Detach the session's avatar: it is saved and stays in its scene.
-    pub(super) fn on_detach_avatar(&mut self, from: Origin, session: u64) {
+    pub(super) fn on_detach_avatar(&mut self, from: Origin, session: SessionId) {
         if !self.owns_session(from, session) {
             return;
         }
-        let Some(avatar) = self.cluster.session_avatar(SessionId(session)) else {
+        let Some(avatar) = self.cluster.session_avatar(session) else {
             return self.refuse_session(from.link, session, "no avatar attached");
         };
-        match self.cluster.detach(SessionId(session), avatar) {
+        match self.cluster.detach(session, avatar) {
             Ok(effects) => self.apply(effects),
             Err(e) => self.refuse_session(from.link, session, &e.to_string()),
         }
@@ -278,14 +284,14 @@ impl Core {
 
     /// Attaches `avatar` for `session`, first learning it from the data
     /// service if the directory does not know it yet.
-    fn attach(&mut self, session: u64, avatar: AvatarId) {
+    fn attach(&mut self, session: SessionId, avatar: AvatarId) {
         if self.cluster.avatar(avatar).is_none()
             && let Err(reason) = self.learn_avatar(avatar)
         {
             self.stats.attaches_refused += 1;
             return self.refuse_session_by(session, reason);
         }
-        match self.cluster.attach(SessionId(session), avatar) {
+        match self.cluster.attach(session, avatar) {
             Ok(effects) => {
                 self.stats.attaches += 1;
                 self.apply(effects);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_link::{LinkConfig, LinkSender, bump};
-use tessera_proto::{ClientMsg, ServerMsg};
+use tessera_proto::{AccountId, ClientMsg, ServerMsg, SessionId};
 use tessera_wire::{Epoch, LinkMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -149,7 +149,9 @@ impl AgentLoop {
     pub(super) async fn close_all(&mut self) {
         for &client in self.agents.keys() {
             if let Some(c) = &self.coordinator {
-                let _ = c.try_send(&LinkMsg::CloseSession { session: client });
+                let _ = c.try_send(&LinkMsg::CloseSession {
+                    session: SessionId(client),
+                });
             }
         }
         self.agents.clear();
@@ -213,7 +215,9 @@ impl AgentLoop {
         for (c, why) in late {
             bump(&self.stats.idle_kicks);
             self.agents.remove(&c);
-            self.to_coordinator(&LinkMsg::CloseSession { session: c });
+            self.to_coordinator(&LinkMsg::CloseSession {
+                session: SessionId(c),
+            });
             self.kick(c, why, codes::IDLE);
         }
     }
@@ -265,8 +269,8 @@ impl AgentLoop {
         );
         self.to_coordinator(&LinkMsg::OpenSession {
             request: client,
-            account: claims.account,
-            client,
+            account: AccountId(claims.account),
+            client: SessionId(client),
             nonce: claims.nonce,
         });
     }
@@ -275,7 +279,9 @@ impl AgentLoop {
     /// scene, offline).
     fn on_disconnected(&mut self, client: u64, reason: DisconnectReason) {
         if self.agents.remove(&client).is_some() {
-            self.to_coordinator(&LinkMsg::CloseSession { session: client });
+            self.to_coordinator(&LinkMsg::CloseSession {
+                session: SessionId(client),
+            });
         }
         if !matches!(
             reason,
@@ -311,14 +317,17 @@ impl AgentLoop {
     fn on_malformed(&mut self, client: u64) {
         bump(&self.stats.malformed);
         self.agents.remove(&client);
-        self.to_coordinator(&LinkMsg::CloseSession { session: client });
+        self.to_coordinator(&LinkMsg::CloseSession {
+            session: SessionId(client),
+        });
         self.kick(client, "malformed message", codes::PROTOCOL);
     }
 
     /// A message of an open session: inputs go to its scene server, the
     /// rest to the coordinator as the session's request.
     fn on_client_msg(&mut self, client: u64, msg: ClientMsg) {
-        let session = client;
+        // The session id is the token's (netcode) client id.
+        let session = SessionId(client);
         match msg {
             ClientMsg::Input(input) => self.queue_input(client, input),
             ClientMsg::ListAvatars => self.to_coordinator(&LinkMsg::ListAvatars { session }),

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use tessera_link::{Connector, LinkSender, bump};
-use tessera_proto::ServerMsg;
+use tessera_proto::{AccountId, ServerMsg, SessionId};
 use tessera_wire::{Heartbeat, LinkMsg, Register, SessionEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -138,22 +138,24 @@ impl AgentLoop {
         for (client, account, avatar) in replay {
             self.to_coordinator(&LinkMsg::OpenSession {
                 request: 0,
-                account,
-                client,
+                account: AccountId(account),
+                client: SessionId(client),
                 nonce: [0; 16],
             });
             if let Some(avatar) = avatar {
                 self.to_coordinator(&LinkMsg::AttachAvatar {
-                    session: client,
+                    session: SessionId(client),
                     avatar,
                 });
             }
         }
     }
 
+    /// Agents are keyed by their transport client id, which is the session
+    /// id the coordinator names them by.
     fn on_coordinator(&mut self, msg: LinkMsg) {
         match msg {
-            LinkMsg::Session { session, event } => self.on_session(session, event),
+            LinkMsg::Session { session, event } => self.on_session(session.0, event),
             LinkMsg::ChatTo {
                 sessions,
                 from,
@@ -170,9 +172,9 @@ impl AgentLoop {
     }
 
     /// A chat line for `sessions`, delivered to those still here.
-    fn on_chat_to(&mut self, sessions: Vec<u64>, chat: &ServerMsg) {
+    fn on_chat_to(&mut self, sessions: Vec<SessionId>, chat: &ServerMsg) {
         let bytes = chat.encode();
-        for s in sessions {
+        for SessionId(s) in sessions {
             if self.agents.contains_key(&s)
                 && self.gate.send(s, Channel::Reliable, bytes.clone()).is_ok()
             {
@@ -230,13 +232,21 @@ impl AgentLoop {
     }
 
     /// The session is open: the client is welcomed and its avatars listed.
-    fn on_opened(&mut self, session: u64, account: u64) {
+    fn on_opened(&mut self, session: u64, account: AccountId) {
         if let Some(agent) = self.agents.get_mut(&session) {
             agent.phase = SessionPhase::Open;
         }
         bump(&self.stats.sessions_opened);
-        self.tell(session, &ServerMsg::Welcome { account, session });
-        self.to_coordinator(&LinkMsg::ListAvatars { session });
+        self.tell(
+            session,
+            &ServerMsg::Welcome {
+                account,
+                session: SessionId(session),
+            },
+        );
+        self.to_coordinator(&LinkMsg::ListAvatars {
+            session: SessionId(session),
+        });
     }
 
     /// The session's avatar is in its scene as `net_id`.
