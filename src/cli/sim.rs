@@ -55,6 +55,40 @@ pub struct SimArgs {
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    validate(&args)?;
+    let def = crate::scenes::load(&args.scene)?;
+    let scene_name = def.name.clone();
+    let settings = SceneSettings {
+        seed: args.seed,
+        tick_hz: args.tick_hz,
+        aoi_radius: args.radius,
+        aoi_margin: args.hysteresis,
+        max_population: args.entities.max(1),
+        trace: args.trace_out.is_some(),
+        ..SceneSettings::default()
+    };
+    let mut world = SceneWorld::new(def, settings);
+    world.add_walkers(args.entities, 1);
+    let run = run_ticks(&mut world, args.ticks, args.realtime);
+    if let Some(path) = &args.trace_out {
+        write_trace(path, world.metrics())
+            .with_context(|| format!("cannot write trace to {}", path.display()))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match args.report {
+        ReportFormat::Json => {
+            writeln!(stdout, "{}", json_report(&args, &scene_name, &world, &run))?
+        }
+        ReportFormat::Text => print_text(&mut stdout, &args, &scene_name, &world, &run)?,
+    }
+    Ok(if run.over_budget > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn validate(args: &SimArgs) -> anyhow::Result<()> {
     if !(args.radius.is_finite() && args.radius > 0.0 && args.radius <= 10_000.0) {
         anyhow::bail!(
             "--radius must be a number in (0, 10000], got {}",
@@ -70,61 +104,66 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     if args.entities > 200_000 {
         anyhow::bail!("--entities must be at most 200000, got {}", args.entities);
     }
-    let def = crate::scenes::load(&args.scene)?;
-    let scene_name = def.name.clone();
-    let settings = SceneSettings {
-        seed: args.seed,
-        tick_hz: args.tick_hz,
-        aoi_radius: args.radius,
-        aoi_margin: args.hysteresis,
-        max_population: args.entities.max(1),
-        trace: args.trace_out.is_some(),
-        ..SceneSettings::default()
-    };
-    let mut world = SceneWorld::new(def, settings);
-    world.add_walkers(args.entities, 1);
-    let tick_hz = world.tick_hz();
-    let period = Duration::from_secs_f64(1.0 / tick_hz as f64);
+    Ok(())
+}
 
-    let mut bytes_total: u64 = 0;
-    let mut max_packet: usize = 0;
-    let mut over_budget: u64 = 0;
-    let mut saves: u64 = 0;
+/// What a run's ticks produced, besides the world's own metrics.
+struct RunTotals {
+    bytes_total: u64,
+    max_packet: usize,
+    over_budget: u64,
+    saves: u64,
+    wall: Duration,
+    state_hash: u64,
+}
+
+/// Runs `ticks` ticks, flat out or paced at the tick rate (a late tick is
+/// not caught up: a sim has no backlog to honour).
+fn run_ticks(world: &mut SceneWorld, ticks: u64, realtime: bool) -> RunTotals {
+    let period = Duration::from_secs_f64(1.0 / world.tick_hz() as f64);
+    let mut run = RunTotals {
+        bytes_total: 0,
+        max_packet: 0,
+        over_budget: 0,
+        saves: 0,
+        wall: Duration::ZERO,
+        state_hash: 0,
+    };
     let started = Instant::now();
     let mut next = Instant::now();
-    for _ in 0..args.ticks {
+    for _ in 0..ticks {
         let out = world.tick();
         for (_, p) in &out.packets {
-            bytes_total += p.len() as u64;
-            max_packet = max_packet.max(p.len());
+            run.bytes_total += p.len() as u64;
+            run.max_packet = run.max_packet.max(p.len());
             if p.len() > MAX_PACKET_BYTES {
-                over_budget += 1;
+                run.over_budget += 1;
             }
         }
-        saves += out.save.map_or(0, |b| b.states.len() as u64);
-        if args.realtime {
+        run.saves += out.save.map_or(0, |b| b.states.len() as u64);
+        if realtime {
             next += period;
             let now = Instant::now();
             if next > now {
                 std::thread::sleep(next - now);
             } else {
-                next = now; // late: do not try to catch up a backlog in a sim
+                next = now;
             }
         }
     }
-    let wall = started.elapsed();
-    let hash = world.state_hash();
+    run.wall = started.elapsed();
+    run.state_hash = world.state_hash();
+    run
+}
+
+fn json_report(
+    args: &SimArgs,
+    scene_name: &str,
+    world: &SceneWorld,
+    run: &RunTotals,
+) -> serde_json::Value {
     let metrics = world.metrics();
-    let tick = MsSummary::of(&metrics.tick);
     let aoi = world.aoi_totals();
-    let counters = world.counters();
-    let budget_ms = 1000.0 / tick_hz as f64;
-
-    if let Some(path) = &args.trace_out {
-        write_trace(path, metrics)
-            .with_context(|| format!("cannot write trace to {}", path.display()))?;
-    }
-
     let us = |ns: f64| (ns / 10.0).round() / 100.0;
     let timing = |h: &hdrhistogram::Histogram<u64>| json!({"mean_us": us(h.mean()), "p99_us": us(h.value_at_quantile(0.99) as f64)});
     let stages: serde_json::Map<String, serde_json::Value> = STAGES
@@ -137,92 +176,97 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         .zip(&metrics.systems)
         .map(|((_, name), h)| (name.to_string(), timing(h)))
         .collect();
-    let report = json!({
+    json!({
         "scene": scene_name,
         "entities": args.entities,
         "ticks": args.ticks,
         "seed": args.seed,
-        "tick_hz": tick_hz,
-        "tick_ms": tick,
+        "tick_hz": world.tick_hz(),
+        "tick_ms": MsSummary::of(&metrics.tick),
         "stages": stages,
         "systems": systems,
         "aoi": {"enter": aoi.enter, "leave": aoi.leave, "stay": aoi.stay},
         "replication": {
-            "bytes_per_tick": bytes_total / args.ticks,
-            "max_packet_bytes": max_packet,
-            "packets_over_budget": over_budget,
-            "items_deferred": counters.items_deferred,
+            "bytes_per_tick": run.bytes_total / args.ticks,
+            "max_packet_bytes": run.max_packet,
+            "packets_over_budget": run.over_budget,
+            "items_deferred": world.counters().items_deferred,
         },
-        "saved_states": saves,
-        "wall_s": (wall.as_secs_f64() * 1000.0).round() / 1000.0,
-        "state_hash": format!("{hash:016x}"),
-    });
+        "saved_states": run.saves,
+        "wall_s": (run.wall.as_secs_f64() * 1000.0).round() / 1000.0,
+        "state_hash": format!("{:016x}", run.state_hash),
+    })
+}
 
-    let mut stdout = std::io::stdout().lock();
-    match args.report {
-        ReportFormat::Json => writeln!(stdout, "{report}")?,
-        ReportFormat::Text => {
-            writeln!(
-                stdout,
-                "scene {scene_name}: {} walkers, {} ticks at {tick_hz} Hz (budget {budget_ms:.1} ms), seed {}, wall {:.2} s",
-                args.entities,
-                args.ticks,
-                args.seed,
-                wall.as_secs_f64()
-            )?;
-            let row = |out: &mut std::io::StdoutLock, name: &str, h| -> std::io::Result<()> {
-                let s = MsSummary::of(h);
-                let share = 100.0 * s.mean / budget_ms;
-                writeln!(
-                    out,
-                    "{name:<22} {:>10.3} {:>10.3} {share:>8.1}%",
-                    s.mean, s.p99
-                )
-            };
-            writeln!(
-                stdout,
-                "{:<22} {:>10} {:>10} {:>9}",
-                "stage / system", "mean ms", "p99 ms", "% budget"
-            )?;
-            for (i, (name, h)) in STAGES.iter().zip(&metrics.stages).enumerate() {
-                row(&mut stdout, name, h)?;
-                for ((_, system), h) in SYSTEMS
-                    .iter()
-                    .zip(&metrics.systems)
-                    .filter(|((st, _), _)| *st == i)
-                {
-                    row(&mut stdout, &format!("  {system}"), h)?;
-                }
-            }
-            writeln!(
-                stdout,
-                "{:<22} {:>10.3} {:>10.3} {:>8.1}%   (p50 {:.3}, max {:.3})",
-                "whole tick",
-                tick.mean,
-                tick.p99,
-                100.0 * tick.mean / budget_ms,
-                tick.p50,
-                tick.max
-            )?;
-            writeln!(
-                stdout,
-                "aoi: {} enter, {} leave, {} stay",
-                aoi.enter, aoi.leave, aoi.stay
-            )?;
-            writeln!(
-                stdout,
-                "replication: {} bytes/tick, largest packet {max_packet} B (cap {MAX_PACKET_BYTES}), {} items deferred",
-                bytes_total / args.ticks,
-                counters.items_deferred
-            )?;
-            writeln!(stdout, "state_hash {hash:016x}")?;
+/// The text report: a row per stage and per system (mean, p99, share of the
+/// tick budget), then the whole tick, AOI and replication totals.
+fn print_text(
+    stdout: &mut std::io::StdoutLock,
+    args: &SimArgs,
+    scene_name: &str,
+    world: &SceneWorld,
+    run: &RunTotals,
+) -> std::io::Result<()> {
+    let tick_hz = world.tick_hz();
+    let budget_ms = 1000.0 / tick_hz as f64;
+    let metrics = world.metrics();
+    let tick = MsSummary::of(&metrics.tick);
+    let aoi = world.aoi_totals();
+    writeln!(
+        stdout,
+        "scene {scene_name}: {} walkers, {} ticks at {tick_hz} Hz (budget {budget_ms:.1} ms), seed {}, wall {:.2} s",
+        args.entities,
+        args.ticks,
+        args.seed,
+        run.wall.as_secs_f64()
+    )?;
+    let row = |out: &mut std::io::StdoutLock, name: &str, h| -> std::io::Result<()> {
+        let s = MsSummary::of(h);
+        let share = 100.0 * s.mean / budget_ms;
+        writeln!(
+            out,
+            "{name:<22} {:>10.3} {:>10.3} {share:>8.1}%",
+            s.mean, s.p99
+        )
+    };
+    writeln!(
+        stdout,
+        "{:<22} {:>10} {:>10} {:>9}",
+        "stage / system", "mean ms", "p99 ms", "% budget"
+    )?;
+    for (i, (name, h)) in STAGES.iter().zip(&metrics.stages).enumerate() {
+        row(stdout, name, h)?;
+        for ((_, system), h) in SYSTEMS
+            .iter()
+            .zip(&metrics.systems)
+            .filter(|((st, _), _)| *st == i)
+        {
+            row(stdout, &format!("  {system}"), h)?;
         }
     }
-    Ok(if over_budget > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    writeln!(
+        stdout,
+        "{:<22} {:>10.3} {:>10.3} {:>8.1}%   (p50 {:.3}, max {:.3})",
+        "whole tick",
+        tick.mean,
+        tick.p99,
+        100.0 * tick.mean / budget_ms,
+        tick.p50,
+        tick.max
+    )?;
+    writeln!(
+        stdout,
+        "aoi: {} enter, {} leave, {} stay",
+        aoi.enter, aoi.leave, aoi.stay
+    )?;
+    writeln!(
+        stdout,
+        "replication: {} bytes/tick, largest packet {} B (cap {MAX_PACKET_BYTES}), {} items deferred",
+        run.bytes_total / args.ticks,
+        run.max_packet,
+        world.counters().items_deferred
+    )?;
+    writeln!(stdout, "state_hash {:016x}", run.state_hash)
 }
 
 /// Chrome trace-event format: one complete ("X") event per stage per tick.
