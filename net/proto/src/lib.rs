@@ -36,52 +36,56 @@ pub type AvatarId = u64;
 /// The wire id of an entity inside one scene.
 pub type NetId = u32;
 
-/// A client session, as issued by login (also the netcode client id).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Default,
-    Encode,
-    Decode,
-    Serialize,
-    Deserialize,
-)]
-#[serde(transparent)]
-pub struct SessionId(pub u64);
+/// Declares an id newtype over `u64`: ordered, hashable, encoded as its
+/// number (bitcode and JSON alike), displayed as its number.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode,
+            Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
 
-/// An account, as the data service names it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Default,
-    Encode,
-    Decode,
-    Serialize,
-    Deserialize,
-)]
-#[serde(transparent)]
-pub struct AccountId(pub u64);
-
-impl std::fmt::Display for SessionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
 }
 
-impl std::fmt::Display for AccountId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+id_type!(
+    /// A client session, as issued by login (also the netcode client id).
+    SessionId
+);
+id_type!(
+    /// An account, as the data service names it.
+    AccountId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ids replaced raw `u64`s on the wire: their encodings must be the
+    /// number's, so a peer's bytes and the login JSON read the same.
+    #[test]
+    fn ids_encode_as_their_number() {
+        for n in [0, 7, 1 << 40, u64::MAX] {
+            assert_eq!(bitcode::encode(&SessionId(n)), bitcode::encode(&n));
+            assert_eq!(bitcode::encode(&AccountId(n)), bitcode::encode(&n));
+            assert_eq!(
+                serde_json::to_string(&AccountId(n)).expect("encodes"),
+                n.to_string()
+            );
+        }
+        let ids = vec![SessionId(1), SessionId(u64::MAX)];
+        assert_eq!(
+            bitcode::encode(&ids),
+            bitcode::encode(&vec![1u64, u64::MAX])
+        );
+        assert_eq!(AccountId(42).to_string(), "42");
     }
 }
