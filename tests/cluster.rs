@@ -721,3 +721,100 @@ fn bad_config_and_unreachable_coordinator_are_clear_errors() {
         assert!(err.contains("missing.toml"), "{err}");
     });
 }
+
+/// Sends one HTTP/1.1 POST with `body` to `http` (`http://host:port`) and
+/// returns the status code and the response body. Writing may fail once
+/// the server has answered and closed; the answer is still read.
+fn post(http: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = http.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body));
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (code, body)
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
+    bounded(120, || {
+        let c = Cluster::new();
+        c.provision("field", [500.0, 500.0]);
+        let (coord, link, http) = c.coordinator("127.0.0.1:0");
+        let _scene = c.scene(&link, "scene-a");
+        let _gate = c.spawn(
+            "gate",
+            &[
+                "gate",
+                "--coordinator",
+                &link,
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                "gate-a",
+            ],
+        );
+        c.until(&http, 15, "a gate and placement", |s| {
+            all_on(s, "scene-a") && s.gates.iter().any(|g| g.alive)
+        });
+        let login = br#"{"email":"Walker@Example.com","password":"correct horse battery","client_version":1}"#;
+        let (code, body) = post(&http, "/v1/login", login);
+        assert_eq!(code, 200, "{body}");
+        let idle = rss_kib(coord.pid());
+
+        // 500 KB of garbage as the email, 1,000 times (loopback is exempt
+        // from the per-IP limit, as a proxy in front would be).
+        let huge = format!(
+            r#"{{"email":"{}","password":"x","client_version":1}}"#,
+            "a".repeat(500_000)
+        );
+        for _ in 0..1_000 {
+            let (code, body) = post(&http, "/v1/login", huge.as_bytes());
+            assert_eq!(code, 413, "{body}");
+        }
+        // Under the body limit, an invalid email is refused before any
+        // limiter keys on it or any hash is spent.
+        let junk = format!(
+            r#"{{"email":"{}","password":"x","client_version":1}}"#,
+            "b".repeat(3_000)
+        );
+        for _ in 0..1_000 {
+            let (code, body) = post(&http, "/v1/login", junk.as_bytes());
+            assert_eq!(code, 400, "{body}");
+            assert!(body.contains("invalid"), "{body}");
+        }
+        let after = rss_kib(coord.pid());
+        assert!(
+            after <= idle + 50 * 1024,
+            "resident memory grew from {idle} KiB to {after} KiB"
+        );
+        let (code, body) = post(&http, "/v1/login", login);
+        assert_eq!(code, 200, "a real login after the flood: {body}");
+        assert!(body.contains(r#""status":"ok""#), "{body}");
+    });
+}

@@ -15,7 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,6 +51,10 @@ pub(crate) struct Limits {
 /// Keys kept per limiter before idle ones are pruned.
 const MAX_LIMITER_KEYS: usize = 100_000;
 
+/// The largest request body the API reads; every body it takes is a few
+/// short fields. A larger one is refused with 413 before it is buffered.
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024;
+
 fn quota(per_s: u32, burst: u32) -> Quota {
     Quota::per_second(NonZeroU32::new(per_s).unwrap_or(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
@@ -81,12 +86,13 @@ impl Limits {
         })
     }
 
+    /// `email` must be normalised (valid, lower case): the limiter keeps
+    /// one key per distinct email, so it must never key on raw input.
     fn check_account(&self, email: &str) -> Result<(), ApiFailure> {
         if self.per_account.len() > MAX_LIMITER_KEYS {
             self.per_account.retain_recent();
         }
-        let key = email.trim().to_lowercase();
-        self.per_account.check_key(&key).map_err(|n| {
+        self.per_account.check_key(&email.to_owned()).map_err(|n| {
             let wait = n.wait_time_from(self.per_account.clock().now());
             ApiFailure::rate_limited("too many logins for this account", wait)
         })
@@ -110,6 +116,7 @@ pub(crate) async fn serve(listener: TcpListener, api: Api, stop: CancellationTok
         .route("/v1/login/poll", post(poll))
         .route("/v1/admin/kick", post(kick))
         .route("/v1/admin/ban", post(ban))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api);
     if let Err(e) = axum::serve(
         listener,
@@ -135,6 +142,20 @@ impl ApiFailure {
                 retry_after_ms: None,
             },
         )
+    }
+
+    /// A body that is not the JSON asked for: 413 `too_large` past
+    /// [`MAX_BODY_BYTES`], else 400 `invalid`.
+    fn bad_body(e: JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            Self::new(StatusCode::BAD_REQUEST, "invalid", e.body_text())
+        }
     }
 
     fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
@@ -210,10 +231,9 @@ async fn blocking<T: Send + 'static>(
 async fn register(
     State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Json<RegisterRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiFailure> {
-    let Json(req) =
-        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let Json(req) = body.map_err(ApiFailure::bad_body)?;
     api.limits.check_ip(peer.ip())?;
     let store = Arc::clone(lock(&api.core).store());
     let result =
@@ -247,10 +267,9 @@ async fn register(
 async fn login(
     State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Json<LoginResponse>, ApiFailure> {
-    let Json(req) =
-        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let Json(req) = body.map_err(ApiFailure::bad_body)?;
     if req.client_version != CLIENT_PROTOCOL {
         return Err(ApiFailure::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -311,6 +330,14 @@ async fn password_login(
     email: String,
     password: String,
 ) -> Result<u64, ApiFailure> {
+    // Validated before any limiter keys on it or any hash is spent.
+    let email = db::validate::normalize_email(&email).map_err(|e| {
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            db::error_chain(&db::LoginError::InvalidEmail(e)),
+        )
+    })?;
     api.limits.check_account(&email)?;
     let store = Arc::clone(lock(&api.core).store());
     let addr = peer.ip().to_string();
@@ -342,10 +369,9 @@ async fn password_login(
 
 async fn poll(
     State(api): State<Api>,
-    body: Result<Json<PollRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<PollRequest>, JsonRejection>,
 ) -> Result<Json<LoginResponse>, ApiFailure> {
-    let Json(req) =
-        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let Json(req) = body.map_err(ApiFailure::bad_body)?;
     let a = lock(&api.core).poll(&req.ticket)?;
     Ok(Json(admitted(a, 500)))
 }
@@ -396,11 +422,10 @@ async fn target_account(api: &Api, req: &KickRequest) -> Result<u64, ApiFailure>
 async fn kick(
     State(api): State<Api>,
     headers: HeaderMap,
-    body: Result<Json<KickRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<KickRequest>, JsonRejection>,
 ) -> Result<Json<AdminResponse>, ApiFailure> {
     authorize(&api, &headers)?;
-    let Json(req) =
-        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let Json(req) = body.map_err(ApiFailure::bad_body)?;
     let account = target_account(&api, &req).await?;
     let reason = req.reason.unwrap_or_else(|| "kicked by an operator".into());
     let kicked = lock(&api.core).kick(account, &reason);
@@ -415,11 +440,10 @@ async fn kick(
 async fn ban(
     State(api): State<Api>,
     headers: HeaderMap,
-    body: Result<Json<KickRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<KickRequest>, JsonRejection>,
 ) -> Result<Json<AdminResponse>, ApiFailure> {
     authorize(&api, &headers)?;
-    let Json(req) =
-        body.map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let Json(req) = body.map_err(ApiFailure::bad_body)?;
     let account = target_account(&api, &req).await?;
     let store = Arc::clone(lock(&api.core).store());
     blocking(move || store.lock_account(account))

@@ -4,8 +4,8 @@
 //!
 //! Every answer is JSON. Errors are `{"code": "...", "error": "..."}` with an
 //! HTTP status: 400 invalid input, 401 bad credentials, 403 locked or banned,
-//! 409 email taken, 426 upgrade required, 429 rate limited (with
-//! `retry_after_ms`), 503 no gate available.
+//! 409 email taken, 413 body over 4 KiB, 426 upgrade required, 429 rate
+//! limited (with `retry_after_ms`), 503 no gate available.
 
 use serde::{Deserialize, Serialize};
 
