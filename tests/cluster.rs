@@ -787,18 +787,18 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
         assert_eq!(code, 200, "{body}");
         let idle = rss_kib(coord.pid());
 
-        // 500 KB of garbage as the email, 1,000 times (loopback is exempt
-        // from the per-IP limit, as a proxy in front would be).
-        let huge = format!(
-            r#"{{"email":"{}","password":"x","client_version":1}}"#,
-            "a".repeat(500_000)
-        );
-        for _ in 0..1_000 {
+        // 1,000 different 500 KB garbage emails (loopback is exempt from
+        // the per-IP limit, as a proxy in front would be).
+        let garbage = "a".repeat(500_000);
+        for i in 0..1_000 {
+            let huge =
+                format!(r#"{{"email":"{i:06}{garbage}","password":"x","client_version":1}}"#);
             let (code, body) = post(&http, "/v1/login", huge.as_bytes());
             assert_eq!(code, 413, "{body}");
         }
         // Under the body limit, an invalid email is refused before any
-        // limiter keys on it or any hash is spent.
+        // limiter keys on it or any hash is spent: the same one 1,000 times
+        // is never rate limited.
         let junk = format!(
             r#"{{"email":"{}","password":"x","client_version":1}}"#,
             "b".repeat(3_000)
