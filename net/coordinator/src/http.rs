@@ -188,6 +188,9 @@ impl From<AdmitError> for ApiFailure {
                 Self::new(StatusCode::NOT_FOUND, "unknown_ticket", e.to_string())
             }
             AdmitError::Issue(_) => Self::internal(e),
+            AdmitError::NoRandomness(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tessera_gate::token::{Nonce, TokenIssuer, to_hex, unix_now};
 use tessera_proto::client::NETCODE_PROTOCOL_ID;
 
-use crate::ids::{new_session_id, random_hex};
+use crate::ids::{NoRandomness, new_session_id, random_hex};
 
 /// The `[coordinator.login]` section of `tessera.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -125,6 +125,8 @@ pub(crate) enum AdmitError {
     UnknownTicket,
     #[error("cannot issue a token: {0}")]
     Issue(String),
+    #[error(transparent)]
+    NoRandomness(#[from] NoRandomness),
 }
 
 /// Why a gate's session could not be opened from its token.
@@ -236,7 +238,7 @@ impl Logins {
         if self.queue.len() >= self.config.queue_capacity {
             return Err(AdmitError::QueueFull);
         }
-        let ticket = random_hex(16);
+        let ticket = random_hex(16)?;
         self.queue.push_back(Queued {
             ticket: ticket.clone(),
             account,
@@ -298,7 +300,7 @@ impl Logins {
             .parse()
             .map_err(|_| AdmitError::Issue(format!("gate address {gate:?}")))?;
         let client = loop {
-            let c = new_session_id();
+            let c = new_session_id()?;
             if unique(c) && !self.pending.values().any(|p| p.client == c) {
                 break c;
             }
@@ -319,7 +321,7 @@ impl Logins {
             },
         );
         self.issued += 1;
-        let resume_key = self.resume_key(account);
+        let resume_key = self.resume_key(account)?;
         Ok(Admission::Token {
             account,
             token: to_hex(&issued.to_bytes()),
@@ -330,11 +332,11 @@ impl Logins {
     }
 
     /// The account's resume key, created or extended.
-    fn resume_key(&mut self, account: u64) -> String {
+    fn resume_key(&mut self, account: u64) -> Result<String, NoRandomness> {
         let exp = unix_now() + Duration::from_secs(self.config.resume_grace_s);
         if let Some((k, v)) = self.resume.iter_mut().find(|(_, (a, _))| *a == account) {
             v.1 = exp;
-            return k.clone();
+            return Ok(k.clone());
         }
         if self.resume.len() >= MAX_RESUME
             && let Some(oldest) = self
@@ -345,9 +347,9 @@ impl Logins {
         {
             self.resume.remove(&oldest);
         }
-        let key = random_hex(24);
+        let key = random_hex(24)?;
         self.resume.insert(key.clone(), (account, exp));
-        key
+        Ok(key)
     }
 
     /// A gate presents a client's token claims: the nonce is burnt (a token

@@ -205,7 +205,7 @@ impl Core {
             Some(c) if !self.sessions.contains_key(&c) => Ok(c),
             Some(_) => Err("session id in use".into()),
             None => loop {
-                let s = SessionId(new_session_id());
+                let s = SessionId(new_session_id().map_err(|e| e.to_string())?);
                 if !self.sessions.contains_key(&s) {
                     break Ok(s);
                 }
