@@ -818,3 +818,50 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
         assert!(body.contains(r#""status":"ok""#), "{body}");
     });
 }
+
+/// Threads of a process.
+fn threads(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_login_flood_waits_for_the_hasher_without_parking_threads() {
+    bounded(120, || {
+        let c = Cluster::new();
+        let (coord, _link, http) = c.coordinator("127.0.0.1:0");
+        c.until(&http, 15, "status", |_| true);
+        let pid = coord.pid();
+        let before = threads(pid);
+        let flood: Vec<_> = (0..200)
+            .map(|i| {
+                let http = http.clone();
+                std::thread::spawn(move || {
+                    let body = format!(
+                        r#"{{"email":"nobody{i}@example.com","password":"wrong horse","client_version":1}}"#
+                    );
+                    post(&http, "/v1/login", body.as_bytes())
+                })
+            })
+            .collect();
+        let mut peak = before;
+        while !flood.iter().all(|t| t.is_finished()) {
+            peak = peak.max(threads(pid));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for t in flood {
+            let (code, body) = t.join().unwrap();
+            assert_eq!(code, 401, "{body}");
+        }
+        // Every unknown email still costs a (dummy) hash; the hasher runs
+        // one or two at once here, and the rest wait as tasks.
+        assert!(
+            peak <= before + 8,
+            "threads went from {before} to {peak} during 200 concurrent logins"
+        );
+    });
+}

@@ -25,6 +25,7 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tessera_persistence as db;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -102,6 +103,10 @@ impl Limits {
 /// The API's shared state.
 #[derive(Clone)]
 pub(crate) struct Api {
+    /// As many permits as the password hasher runs hashes at once: a
+    /// request waits here, as a task, before it takes a blocking thread, so
+    /// a flood of logins queues cheaply instead of parking the blocking pool.
+    pub(crate) hashing: Arc<Semaphore>,
     pub(crate) core: Arc<Mutex<Core>>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) admin: Secret,
@@ -188,9 +193,11 @@ impl From<AdmitError> for ApiFailure {
                 Self::new(StatusCode::NOT_FOUND, "unknown_ticket", e.to_string())
             }
             AdmitError::Issue(_) => Self::internal(e),
-            AdmitError::NoRandomness(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-            }
+            AdmitError::NoRandomness(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -222,6 +229,19 @@ async fn status(State(api): State<Api>) -> Json<ClusterStatus> {
     Json(lock(&api.core).status())
 }
 
+/// Runs a store call that hashes a password on the blocking pool, once a
+/// hashing permit is free.
+async fn hashing<T: Send + 'static>(
+    api: &Api,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiFailure> {
+    let _permit = Arc::clone(&api.hashing)
+        .acquire_owned()
+        .await
+        .map_err(ApiFailure::internal)?;
+    blocking(f).await
+}
+
 /// Runs a store call on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -239,9 +259,10 @@ async fn register(
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
     api.limits.check_ip(peer.ip())?;
     let store = Arc::clone(lock(&api.core).store());
-    let result =
-        blocking(move || store.register(&req.email, &req.password, req.nickname.as_deref()))
-            .await?;
+    let result = hashing(&api, move || {
+        store.register(&req.email, &req.password, req.nickname.as_deref())
+    })
+    .await?;
     match result {
         Ok(account) => Ok((
             StatusCode::CREATED,
@@ -344,7 +365,7 @@ async fn password_login(
     api.limits.check_account(&email)?;
     let store = Arc::clone(lock(&api.core).store());
     let addr = peer.ip().to_string();
-    let result = blocking(move || store.login(&email, &password, &addr)).await?;
+    let result = hashing(api, move || store.login(&email, &password, &addr)).await?;
     match result {
         Ok(a) => Ok(a.id),
         Err(db::LoginError::UnknownEmail | db::LoginError::WrongPassword) => Err(ApiFailure::new(

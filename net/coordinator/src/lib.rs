@@ -148,6 +148,7 @@ impl Coordinator {
             .map_err(CoordinatorConfigError::Login)?;
         let api_limits = Arc::new(http::Limits::new(&config.login));
         let admin = secret.clone();
+        let store_hash_cap = store.hasher().cap();
         let mut core = Core::new(
             state,
             clock,
@@ -171,6 +172,7 @@ impl Coordinator {
             tokio::spawn(http::serve(
                 http_listener,
                 http::Api {
+                    hashing: Arc::new(tokio::sync::Semaphore::new(store_hash_cap)),
                     core: Arc::clone(&core),
                     limits: api_limits,
                     admin,
