@@ -6,10 +6,13 @@
 //! * `POST /v1/admin/kick`, `POST /v1/admin/ban` — operator actions, with
 //!   `Authorization: Bearer <cluster secret>`.
 //!
-//! Password hashing runs on the blocking pool (the store caps how many at
-//! once). Registration and login are rate limited per client IP and per
-//! account with governor token buckets before any hashing; every refusal is
-//! a JSON [`ApiError`] with a stable `code`.
+//! Bodies are capped at [`MAX_BODY_BYTES`]. Registration and login are rate
+//! limited per client address (an IPv4 address or an IPv6 /64, read from a
+//! configured proxy's header when the peer is that proxy) and per valid,
+//! normalised email with governor token buckets before any hashing; polls
+//! have a per-address limit of their own. A password check waits for a
+//! hashing permit as a task, then runs on the blocking pool. Every refusal
+//! is a JSON [`ApiError`] with a stable `code`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -42,11 +45,14 @@ use tessera_wire::Secret;
 use crate::core::Core;
 use crate::login::{Admission, AdmitError, LoginConfig};
 
-/// Rate limiters of the login API.
+/// Rate limiters of the login API, and how a client's address is found.
 pub(crate) struct Limits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    poll_per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_account: DefaultKeyedRateLimiter<String>,
     trusted: Vec<IpAddr>,
+    proxies: Vec<IpAddr>,
+    client_ip_header: String,
 }
 
 /// Keys kept per limiter before idle ones are pruned.
@@ -56,6 +62,22 @@ const MAX_LIMITER_KEYS: usize = 100_000;
 /// short fields. A larger one is refused with 413 before it is buffered.
 pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024;
 
+/// What a per-IP limit counts against: an IPv4 address, or an IPv6 /64 (a
+/// host usually holds a whole /64, so rotating within it must not reset
+/// its budget). An IPv4-mapped IPv6 address counts as its IPv4 address.
+fn limiter_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 fn quota(per_s: u32, burst: u32) -> Quota {
     Quota::per_second(NonZeroU32::new(per_s).unwrap_or(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
@@ -63,27 +85,60 @@ fn quota(per_s: u32, burst: u32) -> Quota {
 
 impl Limits {
     pub(crate) fn new(c: &LoginConfig) -> Self {
+        let ips = |list: &[String]| list.iter().filter_map(|s| s.parse().ok()).collect();
         Self {
             per_ip: RateLimiter::keyed(quota(c.per_ip_per_s, c.per_ip_burst)),
+            poll_per_ip: RateLimiter::keyed(quota(c.poll_per_ip_per_s, c.poll_per_ip_burst)),
             per_account: RateLimiter::keyed(quota(c.per_account_per_s, c.per_account_burst)),
-            trusted: c
-                .trusted_ips
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect(),
+            trusted: ips(&c.trusted_ips),
+            proxies: ips(&c.proxies),
+            client_ip_header: c.client_ip_header.clone(),
         }
     }
 
+    /// The client's address: the TCP peer, or, when the peer is one of the
+    /// configured proxies, the last entry of the proxy's header (the one
+    /// that proxy appended). A proxy that sent no usable header is keyed
+    /// as itself.
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.proxies.contains(&peer) {
+            return peer;
+        }
+        headers
+            .get_all(self.client_ip_header.as_str())
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(peer)
+    }
+
+    /// Logins and registrations from `ip` (see [`limiter_key`]).
     fn check_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
+        self.check_keyed(&self.per_ip, ip, "too many requests from this address")
+    }
+
+    /// Polls of queued logins from `ip`.
+    fn check_poll_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
+        self.check_keyed(&self.poll_per_ip, ip, "too many polls from this address")
+    }
+
+    fn check_keyed(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<IpAddr>,
+        ip: IpAddr,
+        what: &str,
+    ) -> Result<(), ApiFailure> {
         if self.trusted.contains(&ip) {
             return Ok(());
         }
-        if self.per_ip.len() > MAX_LIMITER_KEYS {
-            self.per_ip.retain_recent();
+        if limiter.len() > MAX_LIMITER_KEYS {
+            limiter.retain_recent();
         }
-        self.per_ip.check_key(&ip).map_err(|n| {
-            let wait = n.wait_time_from(self.per_ip.clock().now());
-            ApiFailure::rate_limited("too many requests from this address", wait)
+        limiter.check_key(&limiter_key(ip)).map_err(|n| {
+            let wait = n.wait_time_from(limiter.clock().now());
+            ApiFailure::rate_limited(what, wait)
         })
     }
 
@@ -254,10 +309,12 @@ async fn blocking<T: Send + 'static>(
 async fn register(
     State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiFailure> {
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
-    api.limits.check_ip(peer.ip())?;
+    api.limits
+        .check_ip(api.limits.client_ip(peer.ip(), &headers))?;
     let store = Arc::clone(lock(&api.core).store());
     let result = hashing(&api, move || {
         store.register(&req.email, &req.password, req.nickname.as_deref())
@@ -291,6 +348,7 @@ async fn register(
 async fn login(
     State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Json<LoginResponse>, ApiFailure> {
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
@@ -304,10 +362,13 @@ async fn login(
             ),
         ));
     }
-    api.limits.check_ip(peer.ip())?;
+    let client = api.limits.client_ip(peer.ip(), &headers);
+    api.limits.check_ip(client)?;
     let account = match (req.resume_key, req.email, req.password) {
         (Some(key), _, _) => resume_login(&api, &key).await?,
-        (None, Some(email), Some(password)) => password_login(&api, peer, email, password).await?,
+        (None, Some(email), Some(password)) => {
+            password_login(&api, client, email, password).await?
+        }
         (None, _, _) => {
             return Err(ApiFailure::new(
                 StatusCode::BAD_REQUEST,
@@ -350,7 +411,7 @@ async fn resume_login(api: &Api, key: &str) -> Result<u64, ApiFailure> {
 /// hash runs on the blocking pool).
 async fn password_login(
     api: &Api,
-    peer: SocketAddr,
+    client: IpAddr,
     email: String,
     password: String,
 ) -> Result<u64, ApiFailure> {
@@ -364,7 +425,7 @@ async fn password_login(
     })?;
     api.limits.check_account(&email)?;
     let store = Arc::clone(lock(&api.core).store());
-    let addr = peer.ip().to_string();
+    let addr = client.to_string();
     let result = hashing(api, move || store.login(&email, &password, &addr)).await?;
     match result {
         Ok(a) => Ok(a.id),
@@ -393,8 +454,12 @@ async fn password_login(
 
 async fn poll(
     State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<PollRequest>, JsonRejection>,
 ) -> Result<Json<LoginResponse>, ApiFailure> {
+    api.limits
+        .check_poll_ip(api.limits.client_ip(peer.ip(), &headers))?;
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
     let a = lock(&api.core).poll(&req.ticket)?;
     Ok(Json(admitted(a, 500)))
@@ -481,4 +546,109 @@ async fn ban(
         kicked,
         banned: true,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(proxies: &[&str]) -> Limits {
+        Limits::new(&LoginConfig {
+            trusted_ips: Vec::new(),
+            proxies: proxies.iter().map(|s| s.to_string()).collect(),
+            ..LoginConfig::default()
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn ipv6_counts_by_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(
+            limiter_key(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            limiter_key(ip("2001:db8:1:2:ffff::9")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(limiter_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(limiter_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(limiter_key(ip("192.0.2.7")), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn rotating_within_a_64_does_not_reset_the_budget() {
+        let l = limits(&[]);
+        let burst = LoginConfig::default().per_ip_burst;
+        for i in 0..burst {
+            let a = ip(&format!("2001:db8::{:x}", i + 1));
+            assert!(l.check_ip(a).is_ok(), "request {i}");
+        }
+        assert!(l.check_ip(ip("2001:db8::ffff")).is_err());
+        assert!(l.check_ip(ip("2001:db8:0:1::1")).is_ok(), "another /64");
+    }
+
+    #[test]
+    fn only_a_configured_proxy_names_the_client() {
+        let l = limits(&["10.0.0.1"]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.4".parse().expect("value"),
+        );
+        assert_eq!(l.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.4"));
+        assert_eq!(
+            l.client_ip(ip("10.0.0.2"), &h),
+            ip("10.0.0.2"),
+            "not a proxy"
+        );
+        let mut bad = HeaderMap::new();
+        bad.insert("x-forwarded-for", "not an address".parse().expect("value"));
+        assert_eq!(l.client_ip(ip("10.0.0.1"), &bad), ip("10.0.0.1"));
+        assert_eq!(
+            l.client_ip(ip("10.0.0.1"), &HeaderMap::new()),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn polls_have_a_limit_of_their_own() {
+        let l = limits(&[]);
+        let c = LoginConfig::default();
+        let a = ip("198.51.100.1");
+        for i in 0..c.poll_per_ip_burst {
+            assert!(l.check_poll_ip(a).is_ok(), "poll {i}");
+        }
+        assert!(l.check_poll_ip(a).is_err());
+        assert!(l.check_ip(a).is_ok(), "logins are counted apart");
+    }
+
+    #[test]
+    fn trusted_addresses_are_not_limited() {
+        let l = Limits::new(&LoginConfig::default());
+        for _ in 0..100 {
+            assert!(l.check_ip(ip("127.0.0.1")).is_ok());
+            assert!(l.check_poll_ip(ip("::1")).is_ok());
+        }
+    }
+
+    #[test]
+    fn bad_proxy_settings_are_refused() {
+        let bad_proxy = LoginConfig {
+            proxies: vec!["proxy.example".into()],
+            ..LoginConfig::default()
+        };
+        let err = bad_proxy.validate().expect_err("not an IP");
+        assert!(err.contains("proxies"), "{err}");
+        let bad_header = LoginConfig {
+            client_ip_header: "X Forwarded".into(),
+            ..LoginConfig::default()
+        };
+        let err = bad_header.validate().expect_err("not a header name");
+        assert!(err.contains("client_ip_header"), "{err}");
+        assert!(LoginConfig::default().validate().is_ok());
+    }
 }

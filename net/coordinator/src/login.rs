@@ -33,6 +33,16 @@ pub struct LoginConfig {
     /// Client IPs exempt from the per-IP limit (load tests on loopback).
     /// Default `["127.0.0.1", "::1"]`.
     pub trusted_ips: Vec<String>,
+    /// Reverse proxies in front of the login API: from these peers the
+    /// client's address is read from `client_ip_header`. Default none.
+    pub proxies: Vec<String>,
+    /// The header a proxy sets to the client's address; its last entry is
+    /// used (proxies append to `X-Forwarded-For`). Default `x-forwarded-for`.
+    pub client_ip_header: String,
+    /// Polls of queued logins per client IP: sustained per second, and burst.
+    /// Defaults 10/s, burst 20 (a queued client polls every 500 ms).
+    pub poll_per_ip_per_s: u32,
+    pub poll_per_ip_burst: u32,
     /// The scene new avatars start in. Default `field`.
     pub start_scene: String,
     /// Most logins waiting in the queue. Default 100000.
@@ -53,6 +63,10 @@ impl Default for LoginConfig {
             per_account_per_s: 1,
             per_account_burst: 5,
             trusted_ips: vec!["127.0.0.1".into(), "::1".into()],
+            proxies: Vec::new(),
+            client_ip_header: "x-forwarded-for".into(),
+            poll_per_ip_per_s: 10,
+            poll_per_ip_burst: 20,
             start_scene: "field".into(),
             queue_capacity: 100_000,
             queue_timeout_ms: 30_000,
@@ -76,12 +90,30 @@ impl LoginConfig {
                 "coordinator.login.per_account_per_s and per_account_burst must be > 0".into(),
             );
         }
-        for ip in &self.trusted_ips {
-            if ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(format!(
-                    "coordinator.login.trusted_ips: {ip:?} is not an IP"
-                ));
+        if self.poll_per_ip_per_s == 0 || self.poll_per_ip_burst == 0 {
+            return Err(
+                "coordinator.login.poll_per_ip_per_s and poll_per_ip_burst must be > 0".into(),
+            );
+        }
+        for (field, ips) in [
+            ("trusted_ips", &self.trusted_ips),
+            ("proxies", &self.proxies),
+        ] {
+            for ip in ips {
+                if ip.parse::<std::net::IpAddr>().is_err() {
+                    return Err(format!("coordinator.login.{field}: {ip:?} is not an IP"));
+                }
             }
+        }
+        let header = &self.client_ip_header;
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "coordinator.login.client_ip_header {header:?} must be a lower-case header name"
+            ));
         }
         if self.queue_capacity == 0 {
             return Err("coordinator.login.queue_capacity must be greater than 0".into());
