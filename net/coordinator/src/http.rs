@@ -83,6 +83,22 @@ fn quota(per_s: u32, burst: u32) -> Quota {
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
+/// One request against `key`'s bucket; idle keys are pruned past
+/// [`MAX_LIMITER_KEYS`], so a limiter's memory stays bounded.
+fn limit<K: Clone + Eq + std::hash::Hash>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    what: &str,
+) -> Result<(), ApiFailure> {
+    if limiter.len() > MAX_LIMITER_KEYS {
+        limiter.retain_recent();
+    }
+    limiter.check_key(key).map_err(|n| {
+        let wait = n.wait_time_from(limiter.clock().now());
+        ApiFailure::rate_limited(what, wait)
+    })
+}
+
 impl Limits {
     pub(crate) fn new(c: &LoginConfig) -> Self {
         let ips = |list: &[String]| list.iter().filter_map(|s| s.parse().ok()).collect();
@@ -116,42 +132,36 @@ impl Limits {
 
     /// Logins and registrations from `ip` (see [`limiter_key`]).
     fn check_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
-        self.check_keyed(&self.per_ip, ip, "too many requests from this address")
+        if self.trusted.contains(&ip) {
+            return Ok(());
+        }
+        limit(
+            &self.per_ip,
+            &limiter_key(ip),
+            "too many requests from this address",
+        )
     }
 
     /// Polls of queued logins from `ip`.
     fn check_poll_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
-        self.check_keyed(&self.poll_per_ip, ip, "too many polls from this address")
-    }
-
-    fn check_keyed(
-        &self,
-        limiter: &DefaultKeyedRateLimiter<IpAddr>,
-        ip: IpAddr,
-        what: &str,
-    ) -> Result<(), ApiFailure> {
         if self.trusted.contains(&ip) {
             return Ok(());
         }
-        if limiter.len() > MAX_LIMITER_KEYS {
-            limiter.retain_recent();
-        }
-        limiter.check_key(&limiter_key(ip)).map_err(|n| {
-            let wait = n.wait_time_from(limiter.clock().now());
-            ApiFailure::rate_limited(what, wait)
-        })
+        limit(
+            &self.poll_per_ip,
+            &limiter_key(ip),
+            "too many polls from this address",
+        )
     }
 
     /// `email` must be normalised (valid, lower case): the limiter keeps
     /// one key per distinct email, so it must never key on raw input.
     fn check_account(&self, email: &str) -> Result<(), ApiFailure> {
-        if self.per_account.len() > MAX_LIMITER_KEYS {
-            self.per_account.retain_recent();
-        }
-        self.per_account.check_key(&email.to_owned()).map_err(|n| {
-            let wait = n.wait_time_from(self.per_account.clock().now());
-            ApiFailure::rate_limited("too many logins for this account", wait)
-        })
+        limit(
+            &self.per_account,
+            &email.to_owned(),
+            "too many logins for this account",
+        )
     }
 }
 
