@@ -10,8 +10,22 @@ use tessera_sim::{PcState, SaveBatch};
 use tokio::sync::Notify;
 
 use tessera_host::{EpochBatch, SaveSink, SaveSinkError};
-use tessera_link::LinkSender;
+use tessera_link::{LinkSender, SendError};
 use tessera_wire::{Epoch, LinkMsg, WireSaveBatch};
+
+/// Most PC states in one save-batch message: about 40 bytes each encoded,
+/// so a chunk stays far below the link's default 1 MiB frame cap.
+pub const SAVE_CHUNK_STATES: usize = 4096;
+
+/// How far [`LinkSink::drain`] got with one scene.
+enum Drained {
+    /// Every state was queued.
+    All,
+    /// A single state does not fit a frame: the scene stays pending.
+    TooLarge,
+    /// The link's queue is full or closed: try again at the next drain.
+    Stopped,
+}
 
 /// The states of one scene not yet handed to the link.
 #[derive(Debug, Default)]
@@ -77,27 +91,52 @@ impl LinkSink {
         !self.lock().pending.is_empty()
     }
 
-    /// Sends every waiting scene's states over `link` (one message per
-    /// scene). What does not fit the link's queue stays pending.
+    /// Sends every waiting scene's states over `link`, in messages of at
+    /// most [`SAVE_CHUNK_STATES`] states, so a large scene never makes a
+    /// frame over the cap. What does not fit the link's queue stays pending
+    /// for the next drain; a scene whose states cannot be sent at all (a link
+    /// with a tiny frame cap) stays pending without holding up the others.
     pub fn drain(&self, link: &LinkSender) {
         let mut inner = self.lock();
         let scenes: Vec<String> = inner.pending.keys().cloned().collect();
         for scene in scenes {
-            let Some(p) = inner.pending.get(&scene) else {
+            let Some(p) = inner.pending.get_mut(&scene) else {
                 continue;
             };
+            match self.send_chunks(&scene, p, link) {
+                Drained::All => {
+                    inner.pending.remove(&scene);
+                }
+                Drained::TooLarge => {}
+                Drained::Stopped => return,
+            }
+        }
+    }
+
+    /// Sends `p`'s states in chunks, removing each chunk once it is queued.
+    fn send_chunks(&self, scene: &str, p: &mut Pending, link: &LinkSender) -> Drained {
+        let mut chunk = SAVE_CHUNK_STATES;
+        while !p.states.is_empty() {
+            let avatars: Vec<AvatarId> = p.states.keys().take(chunk).copied().collect();
             let msg = LinkMsg::SaveBatch(WireSaveBatch {
-                scene: scene.clone(),
+                scene: scene.to_owned(),
                 epoch: p.epoch,
                 tick: p.tick,
-                states: p.states.values().map(|s| (*s).into()).collect(),
+                states: avatars.iter().map(|a| p.states[a].into()).collect(),
             });
-            if link.try_send(&msg).is_err() {
-                return;
+            match link.try_send(&msg) {
+                Ok(()) => {
+                    for a in &avatars {
+                        p.states.remove(a);
+                    }
+                    self.batches_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(SendError::TooLarge { .. }) if chunk > 1 => chunk /= 2,
+                Err(SendError::TooLarge { .. }) => return Drained::TooLarge,
+                Err(SendError::QueueFull | SendError::Closed) => return Drained::Stopped,
             }
-            inner.pending.remove(&scene);
-            self.batches_sent.fetch_add(1, Ordering::Relaxed);
         }
+        Drained::All
     }
 
     /// `scene` was dropped as stale: its waiting states must never be written.
@@ -218,5 +257,98 @@ mod tests {
         assert!(!sink.has_pending());
         assert_eq!(sink.stats().discarded, 2);
         assert_eq!(sink.stats().stale, 1);
+    }
+
+    /// Drains `sink` over a real loopback link whose sending side caps
+    /// frames at `max_frame`; returns every save batch the other side got.
+    fn drain_over_link(sink: &LinkSink, max_frame: usize) -> Vec<WireSaveBatch> {
+        use tessera_link::{LinkConfig, connect, serve};
+        use tessera_wire::Role;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (listener, addr) = tessera_link::bind("127.0.0.1:0").await.expect("bind");
+            let mut accept = LinkConfig::new(Role::Coordinator, "coord", "sink-test-secret-0123");
+            accept.accept_roles = vec![Role::SceneServer];
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let server = tokio::spawn(serve(
+                listener,
+                accept,
+                move |mut link| {
+                    let tx = tx.clone();
+                    async move {
+                        while let Some(LinkMsg::SaveBatch(b)) = link.recv().await {
+                            let _ = tx.send(b);
+                        }
+                    }
+                },
+                stop.clone().cancelled_owned(),
+            ));
+            let mut cfg = LinkConfig::new(Role::SceneServer, "scene-1", "sink-test-secret-0123");
+            cfg.max_frame = max_frame;
+            let link = connect(&addr.to_string(), &cfg).await.expect("connect");
+            let (sender, receiver) = link.split();
+            sink.drain(&sender);
+            // Closing waits for the peer to hang up, which it does once it
+            // has read (and forwarded) everything.
+            let link = tessera_link::Link::from_parts(sender, receiver);
+            let _ = link.close().await;
+            stop.cancel();
+            let _ = server.await;
+            let mut got = Vec::new();
+            while let Ok(b) = rx.try_recv() {
+                got.push(b);
+            }
+            got
+        })
+    }
+
+    fn save(sink: &LinkSink, scene: &str, avatars: std::ops::Range<u64>) {
+        sink.fence(scene, 1);
+        let states = avatars.map(|a| state(a, a as f32, 7)).collect();
+        sink.save(EpochBatch {
+            epoch: 1,
+            batch: batch(scene, 7, states),
+        })
+        .expect("saved");
+    }
+
+    #[test]
+    fn a_large_scene_goes_in_chunks_and_every_state_arrives_once() {
+        let sink = LinkSink::new();
+        save(&sink, "field", 1..10_001);
+        save(&sink, "town", 1..4);
+        let got = drain_over_link(&sink, tessera_link::DEFAULT_MAX_FRAME);
+        assert!(got.iter().all(|b| b.states.len() <= SAVE_CHUNK_STATES));
+        let mut field: Vec<u64> = got
+            .iter()
+            .filter(|b| b.scene == "field")
+            .flat_map(|b| b.states.iter().map(|s| s.avatar))
+            .collect();
+        field.sort_unstable();
+        assert_eq!(field, (1..10_001).collect::<Vec<_>>());
+        assert_eq!(got.iter().filter(|b| b.scene == "town").count(), 1);
+        assert!(!sink.has_pending());
+    }
+
+    #[test]
+    fn a_batch_too_large_for_the_link_does_not_hold_up_the_others() {
+        let sink = LinkSink::new();
+        // Its name alone is over the 256-byte frame cap: never sendable.
+        let huge = "a".repeat(300);
+        save(&sink, &huge, 1..3);
+        save(&sink, "town", 1..200);
+        let got = drain_over_link(&sink, 256);
+        let town: usize = got
+            .iter()
+            .filter(|b| b.scene == "town")
+            .map(|b| b.states.len())
+            .sum();
+        assert_eq!(town, 199, "town's states all arrive, in small chunks");
+        assert!(got.iter().all(|b| b.scene != huge));
+        assert!(sink.has_pending(), "the unsendable scene waits, not lost");
     }
 }
