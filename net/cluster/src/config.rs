@@ -17,7 +17,9 @@ pub struct ClusterConfig {
     pub full_population: u32,
     /// After [`ClusterState::recover`](crate::ClusterState::recover), how
     /// long new placements wait for servers to re-register and keep their
-    /// scenes. Default 3000 ms.
+    /// scenes. It must cover the links' reconnect backoff (at most 5 s), or
+    /// a server that retries just after the restart loses its scenes to a
+    /// needless re-placement. Default 6000 ms.
     pub restart_grace_ms: u64,
 }
 
@@ -27,7 +29,7 @@ impl Default for ClusterConfig {
             heartbeat_timeout_ms: 3000,
             busy_population: 1500,
             full_population: 4000,
-            restart_grace_ms: 3000,
+            restart_grace_ms: 6000,
         }
     }
 }

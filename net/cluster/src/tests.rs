@@ -80,6 +80,8 @@ fn small() -> ClusterConfig {
     ClusterConfig {
         busy_population: 200,
         full_population: 500,
+        // The restart tests count time against this grace.
+        restart_grace_ms: 3000,
         ..ClusterConfig::default()
     }
 }

@@ -346,3 +346,23 @@ fn spawn_ticker(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tessera_cluster::ClusterConfig;
+    use tessera_link::Backoff;
+
+    /// After a coordinator restart, a scene server may retry only when its
+    /// backoff (at most `Backoff::max`, plus the handshake) has run; the
+    /// default grace must outlast that, or its scenes are re-placed
+    /// elsewhere for nothing.
+    #[test]
+    fn the_default_restart_grace_covers_the_links_backoff() {
+        let grace = ClusterConfig::default().restart_grace_ms;
+        let backoff = Backoff::default().max.as_millis() as u64;
+        assert!(
+            grace > backoff,
+            "grace {grace} ms, backoff up to {backoff} ms"
+        );
+    }
+}
