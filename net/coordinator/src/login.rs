@@ -190,6 +190,8 @@ pub(crate) struct Logins {
     pub(crate) issued: u64,
     pub(crate) burnt: u64,
     pub(crate) refused_tokens: u64,
+    /// Unused tokens an account's newer login replaced.
+    pub(crate) revoked_tokens: u64,
 }
 
 /// Most issued-but-unused tokens kept (each expires in ≤ 30 s anyway).
@@ -215,6 +217,7 @@ impl Logins {
             queue: VecDeque::new(),
             next_gate_addr: 0,
             issued: 0,
+            revoked_tokens: 0,
             burnt: 0,
             refused_tokens: 0,
         })
@@ -342,6 +345,11 @@ impl Logins {
             .issuer
             .issue(now, account, client, &[addr])
             .map_err(|e| AdmitError::Issue(e.to_string()))?;
+        // One pending token per account: a newer login revokes the older
+        // token, so a client that logs in again and again holds one place.
+        let before = self.pending.len();
+        self.pending.retain(|_, p| p.account != account);
+        self.revoked_tokens += (before - self.pending.len()) as u64;
         self.pending.insert(
             issued.claims.nonce,
             Pending {
@@ -455,6 +463,33 @@ mod tests {
             "replay"
         );
         assert_eq!((l.burnt, l.refused_tokens), (1, 3));
+    }
+
+    #[test]
+    fn a_newer_login_revokes_the_accounts_unused_token() {
+        let mut l = logins(10);
+        l.admit(1, 0, 0, &gates(), |_| true).expect("admitted");
+        let (first, p) = l
+            .pending
+            .iter()
+            .next()
+            .map(|(n, p)| (*n, *p))
+            .expect("pending");
+        l.admit(2, 0, 0, &gates(), |_| true).expect("admitted");
+        l.admit(1, 0, 0, &gates(), |_| true).expect("admitted");
+        assert_eq!(l.pending(), 2, "one token per account");
+        assert_eq!(l.revoked_tokens, 1);
+        assert_eq!(l.burn(&first, 1, p.client), Err(BurnError::Unknown));
+        let newer: Vec<_> = l
+            .pending
+            .iter()
+            .filter(|(_, p)| p.account == 1)
+            .map(|(n, p)| (*n, *p))
+            .collect();
+        let [(nonce, p)] = newer[..] else {
+            panic!("one pending token of account 1: {newer:?}");
+        };
+        assert_eq!(l.burn(&nonce, 1, p.client), Ok(()));
     }
 
     #[test]

@@ -67,10 +67,12 @@ pub struct CoordinatorStats {
     /// Chat lines delivered.
     pub chat_lines: u64,
     /// Connect tokens issued, used once (burnt), refused (replayed, expired,
-    /// unknown), and issued but not used yet.
+    /// unknown), replaced by the account's newer login (revoked), and issued
+    /// but not used yet.
     pub tokens_issued: u64,
     pub tokens_burnt: u64,
     pub tokens_refused: u64,
+    pub tokens_revoked: u64,
     pub tokens_pending: u64,
     /// Logins waiting in the queue.
     pub queued: u64,
@@ -168,6 +170,7 @@ impl Core {
             tokens_issued: self.logins.issued,
             tokens_burnt: self.logins.burnt,
             tokens_refused: self.logins.refused_tokens,
+            tokens_revoked: self.logins.revoked_tokens,
             tokens_pending: self.logins.pending() as u64,
             queued: self.logins.queued() as u64,
             ..self.stats
