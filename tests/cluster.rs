@@ -749,12 +749,12 @@ fn post(http: &str, path: &str, body: &[u8]) -> (u16, String) {
     (code, body)
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
+/// A number field of `/proc/PID/status` (`VmRSS` in KiB, `Threads`, …).
+fn proc_status(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
@@ -785,7 +785,7 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
         let login = br#"{"email":"Walker@Example.com","password":"correct horse battery","client_version":1}"#;
         let (code, body) = post(&http, "/v1/login", login);
         assert_eq!(code, 200, "{body}");
-        let idle = rss_kib(coord.pid());
+        let idle = proc_status(coord.pid(), "VmRSS");
 
         // 1,000 different 500 KB garbage emails (loopback is exempt from
         // the per-IP limit, as a proxy in front would be).
@@ -808,7 +808,7 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
             assert_eq!(code, 400, "{body}");
             assert!(body.contains("invalid"), "{body}");
         }
-        let after = rss_kib(coord.pid());
+        let after = proc_status(coord.pid(), "VmRSS");
         assert!(
             after <= idle + 50 * 1024,
             "resident memory grew from {idle} KiB to {after} KiB"
@@ -819,16 +819,6 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
     });
 }
 
-/// Threads of a process.
-fn threads(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_login_flood_waits_for_the_hasher_without_parking_threads() {
     bounded(120, || {
@@ -836,7 +826,7 @@ fn a_login_flood_waits_for_the_hasher_without_parking_threads() {
         let (coord, _link, http) = c.coordinator("127.0.0.1:0");
         c.until(&http, 15, "status", |_| true);
         let pid = coord.pid();
-        let before = threads(pid);
+        let before = proc_status(pid, "Threads");
         let flood: Vec<_> = (0..200)
             .map(|i| {
                 let http = http.clone();
@@ -850,7 +840,7 @@ fn a_login_flood_waits_for_the_hasher_without_parking_threads() {
             .collect();
         let mut peak = before;
         while !flood.iter().all(|t| t.is_finished()) {
-            peak = peak.max(threads(pid));
+            peak = peak.max(proc_status(pid, "Threads"));
             std::thread::sleep(Duration::from_millis(5));
         }
         for t in flood {

@@ -132,26 +132,25 @@ impl Limits {
 
     /// Logins and registrations from `ip` (see [`limiter_key`]).
     fn check_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
-        if self.trusted.contains(&ip) {
-            return Ok(());
-        }
-        limit(
-            &self.per_ip,
-            &limiter_key(ip),
-            "too many requests from this address",
-        )
+        self.limit_addr(&self.per_ip, ip, "too many requests from this address")
     }
 
     /// Polls of queued logins from `ip`.
     fn check_poll_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
+        self.limit_addr(&self.poll_per_ip, ip, "too many polls from this address")
+    }
+
+    /// One request from `ip` against `limiter`, unless `ip` is trusted.
+    fn limit_addr(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<IpAddr>,
+        ip: IpAddr,
+        what: &str,
+    ) -> Result<(), ApiFailure> {
         if self.trusted.contains(&ip) {
             return Ok(());
         }
-        limit(
-            &self.poll_per_ip,
-            &limiter_key(ip),
-            "too many polls from this address",
-        )
+        limit(limiter, &limiter_key(ip), what)
     }
 
     /// `email` must be normalised (valid, lower case): the limiter keeps
