@@ -36,6 +36,7 @@ fn input_msg() -> LinkMsg {
                 heading: 2.25,
                 action: 0,
                 mount: 0,
+                state_ack: Default::default(),
             },
         },
     }

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The client protocol version logins announce.
+const V: u32 = tessera_proto::CLIENT_PROTOCOL;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tessera_bots::tool::{SceneClient, SessionClient};
@@ -782,8 +785,10 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
         c.until(&http, 15, "a gate and placement", |s| {
             all_on(s, "scene-a") && s.gates.iter().any(|g| g.alive)
         });
-        let login = br#"{"email":"Walker@Example.com","password":"correct horse battery","client_version":1}"#;
-        let (code, body) = post(&http, "/v1/login", login);
+        let login = format!(
+            r#"{{"email":"Walker@Example.com","password":"correct horse battery","client_version":{V}}}"#
+        );
+        let (code, body) = post(&http, "/v1/login", login.as_bytes());
         assert_eq!(code, 200, "{body}");
         let idle = proc_status(coord.pid(), "VmRSS");
 
@@ -792,7 +797,7 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
         let garbage = "a".repeat(500_000);
         for i in 0..1_000 {
             let huge =
-                format!(r#"{{"email":"{i:06}{garbage}","password":"x","client_version":1}}"#);
+                format!(r#"{{"email":"{i:06}{garbage}","password":"x","client_version":{V}}}"#);
             let (code, body) = post(&http, "/v1/login", huge.as_bytes());
             assert_eq!(code, 413, "{body}");
         }
@@ -800,7 +805,7 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
         // limiter keys on it or any hash is spent: the same one 1,000 times
         // is never rate limited.
         let junk = format!(
-            r#"{{"email":"{}","password":"x","client_version":1}}"#,
+            r#"{{"email":"{}","password":"x","client_version":{V}}}"#,
             "b".repeat(3_000)
         );
         for _ in 0..1_000 {
@@ -813,7 +818,7 @@ fn a_flood_of_huge_login_bodies_keeps_memory_bounded_and_logins_working() {
             after <= idle + 50 * 1024,
             "resident memory grew from {idle} KiB to {after} KiB"
         );
-        let (code, body) = post(&http, "/v1/login", login);
+        let (code, body) = post(&http, "/v1/login", login.as_bytes());
         assert_eq!(code, 200, "a real login after the flood: {body}");
         assert!(body.contains(r#""status":"ok""#), "{body}");
     });
@@ -832,7 +837,7 @@ fn a_login_flood_waits_for_the_hasher_without_parking_threads() {
                 let http = http.clone();
                 std::thread::spawn(move || {
                     let body = format!(
-                        r#"{{"email":"nobody{i}@example.com","password":"wrong horse","client_version":1}}"#
+                        r#"{{"email":"nobody{i}@example.com","password":"wrong horse","client_version":{V}}}"#
                     );
                     post(&http, "/v1/login", body.as_bytes())
                 })

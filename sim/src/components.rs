@@ -73,15 +73,144 @@ pub struct Interest {
     pub diff: Diff,
 }
 
-/// What a client has been told: the entities it knows and the state last sent
-/// for each (in no particular order).
-#[derive(Component, Debug, Default, Clone)]
+/// One entity a client has been sent, as the server tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub id: NetId,
+    /// The state last sent (what the client holds once that packet lands).
+    pub q: Quantized,
+    /// Tick of the packet that last carried it, until that packet is
+    /// acknowledged or lost ([`NONE`] when settled).
+    pub sent_at: u32,
+    /// Tick of the packet that carried its enter, until acknowledged: until
+    /// then the client may not hold it at all ([`NONE`] once confirmed).
+    pub enter_at: u32,
+    /// What must be sent again because a packet carrying it was lost.
+    pub resend: Resend,
+    /// Ticks of wanting an update without getting one (priority).
+    pub wait: u16,
+}
+
+/// "No packet" in [`Known`]'s and [`ClientView`]'s tick fields.
+pub const NONE: u32 = u32::MAX;
+
+/// What a lost packet forces out again, with the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resend {
+    #[default]
+    Nothing,
+    Update,
+    Enter,
+}
+
+/// Where a packet stands, as far as the client's acknowledgements tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Delivered,
+    Lost,
+    InFlight,
+}
+
+/// Packets a view remembers: enough for 3 s at 20 Hz; an older packet's
+/// fate is "lost" (its content is simply sent again).
+pub const SENT_RING: usize = 64;
+
+/// What a client has been sent and what it has acknowledged: the entities it
+/// may hold, the leaves not yet acknowledged, and the recent packets' fates.
+/// The view advances on acknowledgement: whatever a lost packet carried is
+/// sent again with the current state.
+#[derive(Component, Debug, Clone)]
 pub struct ClientView {
-    pub known: Vec<(NetId, Quantized)>,
+    pub known: Vec<Known>,
+    /// Leaves sent and not yet acknowledged: `(id, tick)`.
+    pub leaving: Vec<(NetId, u32)>,
+    /// The own state last sent, and the tick that carried it (or [`NONE`]).
     pub you_sent: Option<Quantized>,
-    /// Encoded bytes per estimated byte in this client's last packet (0 = none
-    /// yet): how much tighter than the worst case its packets really pack.
-    pub ratio: f32,
+    pub you_at: u32,
+    pub you_resend: bool,
+    /// Tick of each remembered packet (slot `tick % SENT_RING`), [`NONE`] if free.
+    pub sent: [u32; SENT_RING],
+    /// Bit `slot` set: that packet was acknowledged.
+    pub delivered: u64,
+    /// The newest tick the client acknowledged (0 = none yet).
+    pub acked: u32,
+    /// The newest tick a packet was sent in (0 = none yet).
+    pub last_sent: u32,
+}
+
+impl Default for ClientView {
+    fn default() -> Self {
+        Self {
+            known: Vec::new(),
+            leaving: Vec::new(),
+            you_sent: None,
+            you_at: NONE,
+            you_resend: false,
+            sent: [NONE; SENT_RING],
+            delivered: 0,
+            acked: 0,
+            last_sent: 0,
+        }
+    }
+}
+
+/// Why an acknowledgement was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckRefused {
+    /// It names a tick no packet was sent in yet (a future sequence).
+    Future,
+}
+
+impl ClientView {
+    /// The fate of the packet sent in tick `t`.
+    pub fn fate(&self, t: u32) -> Fate {
+        let slot = t as usize % SENT_RING;
+        if t == NONE || self.sent[slot] != t {
+            return Fate::Lost;
+        }
+        if self.delivered & (1 << slot) != 0 {
+            Fate::Delivered
+        } else if t <= self.acked {
+            // The client applies packets in tick order: one it skipped
+            // before a newer one is never applied.
+            Fate::Lost
+        } else {
+            Fate::InFlight
+        }
+    }
+
+    /// Records that a packet went out in tick `t`.
+    pub fn record_sent(&mut self, t: u32) {
+        let slot = t as usize % SENT_RING;
+        self.sent[slot] = t;
+        self.delivered &= !(1 << slot);
+        self.last_sent = t;
+    }
+
+    /// Takes an acknowledgement: the newest tick applied and the mask of the
+    /// [`ACK_WINDOW`](crate::protocol::ACK_WINDOW) before it.
+    pub fn on_ack(&mut self, tick: u32, mask: u32) -> Result<(), AckRefused> {
+        if tick == 0 {
+            return Ok(());
+        }
+        if tick > self.last_sent {
+            return Err(AckRefused::Future);
+        }
+        let ack = crate::protocol::StateAck {
+            tick,
+            mask,
+            ..Default::default()
+        };
+        let low = tick.saturating_sub(crate::protocol::ACK_WINDOW);
+        for t in low..=tick {
+            let slot = t as usize % SENT_RING;
+            if self.sent[slot] == t && ack.covers(t) {
+                self.delivered |= 1 << slot;
+            }
+        }
+        self.acked = self.acked.max(tick);
+        Ok(())
+    }
 }
 
 /// Persistence bookkeeping of a PC: the state last handed to the data service.
@@ -133,6 +262,16 @@ pub struct Counters {
     pub items_deferred: u64,
     /// Packets that had to be re-encoded smaller after the size estimate.
     pub packets_trimmed: u64,
+    /// Items sent again because the packet that carried them was lost.
+    pub items_resent: u64,
+    /// Acknowledgements of another scene or placement (sent before the
+    /// client learnt it moved), ignored.
+    pub acks_stale: u64,
+    /// Acknowledgements naming a tick no packet was sent in: dropped.
+    pub acks_invalid: u64,
+    /// Unacknowledged leaves forgotten because a client kept more than
+    /// `MAX_LEAVING` (it does not acknowledge).
+    pub leaves_forgotten: u64,
     /// Failed ECS commands, process-wide (bevy's fallback error handler is a
     /// plain `fn` with no world context, so it cannot tell scenes apart).
     pub command_errors: u64,

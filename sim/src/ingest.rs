@@ -10,7 +10,7 @@ use crate::metrics::{done, sys};
 use crate::IngestSystems;
 use crate::components::*;
 use crate::persist::PendingSaves;
-use crate::protocol::{AvatarId, ClientId, Inbound, Input, NetId, SceneEvent};
+use crate::protocol::{AvatarId, ClientId, Inbound, Input, NetId, SceneEvent, StateAck};
 use crate::world::{SceneInfo, SceneOutbox};
 
 /// Commands pushed by the host, waiting for the next tick. Bounded: a push
@@ -27,6 +27,8 @@ struct AttachCmd(Inbound);
 struct DetachCmd(ClientId);
 #[derive(Message, Debug, Clone, Copy)]
 struct InputCmd(ClientId, Input);
+#[derive(Message, Debug, Clone, Copy)]
+struct AckCmd(ClientId, StateAck);
 
 pub struct IngestPlugin;
 
@@ -35,6 +37,7 @@ impl Plugin for IngestPlugin {
         app.add_message::<AttachCmd>()
             .add_message::<DetachCmd>()
             .add_message::<InputCmd>()
+            .add_message::<AckCmd>()
             .add_systems(
                 Update,
                 (
@@ -43,6 +46,7 @@ impl Plugin for IngestPlugin {
                     apply_attaches,
                     done::<{ sys::APPLY_ATTACHES }>,
                     apply_inputs,
+                    apply_acks,
                     done::<{ sys::APPLY_INPUTS }>,
                     apply_detaches,
                     done::<{ sys::APPLY_DETACHES }>,
@@ -58,6 +62,7 @@ fn drain_inbox(
     mut attach: MessageWriter<AttachCmd>,
     mut detach: MessageWriter<DetachCmd>,
     mut input: MessageWriter<InputCmd>,
+    mut ack: MessageWriter<AckCmd>,
 ) {
     for cmd in inbox.pending.drain(..) {
         match cmd {
@@ -69,6 +74,9 @@ fn drain_inbox(
             }
             Inbound::Input { client, input: i } => {
                 input.write(InputCmd(client, i));
+            }
+            Inbound::Ack { client, ack: a } => {
+                ack.write(AckCmd(client, a));
             }
         }
     }
@@ -188,7 +196,7 @@ fn apply_inputs(
     dir: Res<Directory>,
     info: Res<SceneInfo>,
     mut counters: ResMut<Counters>,
-    mut pcs: Query<(&mut Intent, &mut Pose, &mut Pc)>,
+    mut pcs: Query<(&mut Intent, &mut Pose, &mut Pc, &mut ClientView)>,
     mut per_client: Local<Vec<(ClientId, u32)>>,
 ) {
     per_client.clear();
@@ -218,10 +226,11 @@ fn apply_inputs(
             counters.inputs_invalid_dropped += 1;
             continue;
         }
-        let Ok((mut intent, mut pose, mut pc)) = pcs.get_mut(entity) else {
+        let Ok((mut intent, mut pose, mut pc, mut view)) = pcs.get_mut(entity) else {
             counters.unknown_client += 1;
             continue;
         };
+        take_ack(&info, &mut view, &input.state_ack, &mut counters);
         let len2 = input.dir[0] * input.dir[0] + input.dir[1] * input.dir[1];
         let dir = if len2 > 1.0 + 1e-4 {
             counters.inputs_speed_clamped += 1;
@@ -238,6 +247,36 @@ fn apply_inputs(
         pose.action = input.action;
         pose.mount = input.mount;
         pc.ack = pc.ack.max(input.seq);
+    }
+}
+
+/// Acknowledgements sent alone (the client had no input to carry them).
+fn apply_acks(
+    mut reader: MessageReader<AckCmd>,
+    dir: Res<Directory>,
+    info: Res<SceneInfo>,
+    mut counters: ResMut<Counters>,
+    mut views: Query<&mut ClientView>,
+) {
+    for AckCmd(client, ack) in reader.read() {
+        let Some(mut view) = dir.clients.get(client).and_then(|&e| views.get_mut(e).ok()) else {
+            counters.unknown_client += 1;
+            continue;
+        };
+        take_ack(&info, &mut view, ack, &mut counters);
+    }
+}
+
+/// Feeds one acknowledgement to a client's view: one of another placement
+/// is ignored, one of a future tick dropped, both counted.
+fn take_ack(info: &SceneInfo, view: &mut ClientView, ack: &StateAck, counters: &mut Counters) {
+    if ack.tick == 0 {
+        return;
+    }
+    if (ack.scene, ack.epoch) != (info.tag, info.settings.epoch) {
+        counters.acks_stale += 1;
+    } else if view.on_ack(ack.tick, ack.mask).is_err() {
+        counters.acks_invalid += 1;
     }
 }
 

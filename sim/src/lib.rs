@@ -47,7 +47,9 @@ pub use protocol::{
     SaveBatch, SceneEvent, StatePacket, TickOutput,
 };
 pub use scene::{SceneDef, SceneError};
-pub use world::{PushError, SceneInfo, SceneSettings, SceneWorld, command_errors};
+pub use world::{
+    PushError, SceneInfo, SceneSettings, SceneSnapshot, SceneWorld, SnapshotEntity, command_errors,
+};
 
 /// Drains the host's commands into messages and applies attach / input / detach.
 /// Everything that spawns or despawns PCs runs here, before `SimulateSystems`.

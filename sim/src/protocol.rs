@@ -5,9 +5,11 @@
 use crate::scene::Vec2;
 
 pub use tessera_proto::state::{
-    DecodeError, EnterState, Input, KIND_NPC, KIND_PC, MAX_PACKET_BYTES, MoveMode, Quantized,
-    Quantizer, StatePacket, UpdateState,
+    ACK_WINDOW, DecodeError, ENTER_MAX_BYTES, EnterState, HEADER_MAX_BYTES, Input, KIND_NPC,
+    KIND_PC, LEAVE_MAX_BYTES, MAX_PACKET_BYTES, MoveMode, Quantized, Quantizer, StateAck,
+    StatePacket, UPDATE_MAX_BYTES, UpdateState, scene_tag,
 };
+pub use tessera_proto::view::WorldView;
 pub use tessera_proto::{AvatarId, ClientId, NetId};
 
 /// The saved state of a PC: what the data service stores per avatar per scene.
@@ -36,8 +38,10 @@ pub enum Inbound {
     },
     /// Take the client's avatar out (it is saved in this tick's batch).
     Detach { client: ClientId },
-    /// A movement intent.
+    /// A movement intent (with the state it acknowledges).
     Input { client: ClientId, input: Input },
+    /// An acknowledgement of state packets, alone.
+    Ack { client: ClientId, ack: StateAck },
 }
 
 /// Something the host must act on.

@@ -1,12 +1,32 @@
-//! Replicate: one packet per client per tick, at most `packet_budget` bytes.
+//! Replicate: one packet per client per tick, at most `packet_budget` bytes,
+//! repaired on loss.
 //!
-//! Each client has a [`ClientView`]: the entities it has been told about and
-//! the state last sent for each. Every tick the view is diffed against the
-//! client's AOI set: known but no longer visible → leave; visible but unknown
-//! → enter with full state; known and changed since last sent → update. Leaves
-//! go first; enters and updates are taken nearest first until the budget is
-//! spent. Whatever does not fit is simply still different next tick, so it is
-//! carried over without any extra queue.
+//! Each client has a [`ClientView`]: the entities it has been sent, with the
+//! state last sent and the tick of the packet that carried it, the leaves not
+//! yet acknowledged, and a ring of recent packets with their fates from the
+//! client's acknowledgements ([`crate::protocol::StateAck`]). Every tick:
+//!
+//! 1. **Settle.** Each pending item whose packet turned out lost is flagged
+//!    to go again — an enter as an enter, an update as an update, a leave as
+//!    a leave — with the *current* state (dirty-mask repair, as Tribes and
+//!    Torque do: nothing is queued, nothing waits behind a reliable channel).
+//! 2. **Interest.** The AOI's visible set, capped at the `max_interest`
+//!    nearest; known entities outside it leave.
+//! 3. **Diff.** Visible but unknown (or whose enter was lost) → enter;
+//!    known and changed since last sent (or whose update was lost) → update.
+//! 4. **Choose.** Leaves first, then enters nearest first, then updates by
+//!    priority: squared distance divided by `(1 + ticks waited)²`, so far
+//!    or crowded-out entities go less often but never starve.
+//! 5. **Encode and commit.** Sizes are exact (the layout in
+//!    `docs/protocol.md`), so the packet is filled to the byte budget in one
+//!    pass.
+//!
+//! The client applies a placement's packets in tick order only and
+//! acknowledges the newest with a mask of the 32 before it; so every tick up
+//! to the newest acknowledged one is settled as delivered or lost. A packet
+//! older than the ring ([`SENT_RING`]) counts as lost. When the newest packet
+//! stays unacknowledged for [`PROBE_TICKS`] and there is nothing new to say,
+//! an empty packet goes, so its acknowledgement settles the ones before.
 
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
@@ -16,16 +36,18 @@ use crate::metrics::{done, sys};
 use crate::ReplicateSystems;
 use crate::components::*;
 use crate::interest::SpatialIndex;
-use crate::protocol::{ClientId, EnterState, NetId, Quantized, StatePacket, UpdateState};
+use crate::protocol::{
+    ClientId, EnterState, HEADER_MAX_BYTES, NetId, Quantized, StatePacket, UpdateState,
+};
 use crate::world::{SceneInfo, SceneOutbox};
 
-/// Conservative upper bounds of the encoded size of each item (bitcode packs
-/// columns, so real packets come out smaller). The encoded packet is checked
-/// against the budget anyway and trimmed if the estimate was ever wrong.
-pub const HEADER_BYTES: usize = 24;
-pub const LEAVE_BYTES: usize = 5;
-pub const UPDATE_BYTES: usize = 11;
-pub const ENTER_BYTES: usize = 16;
+/// Leaves a view keeps waiting for acknowledgement. A client that never
+/// acknowledges would otherwise grow the list with every entity it saw go;
+/// beyond this the oldest are forgotten (and counted).
+pub const MAX_LEAVING: usize = 1024;
+
+/// Ticks after an unacknowledged packet before an empty one probes its fate.
+pub const PROBE_TICKS: u32 = 4;
 
 pub struct ReplicatePlugin;
 
@@ -45,43 +67,44 @@ impl Plugin for ReplicatePlugin {
     }
 }
 
+/// Bytes of `v` as a LEB128 varint.
+#[inline]
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// An enter or update waiting for room in the packet, with the state to send.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
-    /// Squared distance (as an integer key: sorts fast and deterministically).
-    key: u32,
+    /// Sort key: enters before updates, then priority (smaller goes first).
+    key: (bool, u32),
     id: NetId,
+    /// Index in `ClientView::known`, or [`NONE`] for an entity not known.
+    slot: u32,
     enter: bool,
     kind: u8,
     figure: u32,
     q: Quantized,
-}
-
-impl Cand {
-    fn cost(&self) -> usize {
-        if self.enter {
-            ENTER_BYTES
-        } else {
-            UPDATE_BYTES
-        }
-    }
+    cost: u16,
 }
 
 /// Per-thread scratch for [`build_packet`].
 #[derive(Default)]
 pub struct ReplScratch {
-    buf: bitcode::Buffer,
     cands: Vec<Cand>,
     packet: StatePacket,
+    /// The visible set capped to the nearest `max_interest`: (dist², id).
+    near: Vec<(u32, NetId)>,
     leave_slots: Vec<u32>,
     /// Per id, side by side so one look-up touches one cache line:
-    /// `.0` the stamp (`e` = known, not (yet) seen visible; `e + 1` = known
-    /// and visible), `.1` the id's index in `ClientView::known`.
+    /// `.0` the stamp (`e` = known, not (yet) seen in interest; `e + 1` =
+    /// known and in interest), `.1` the id's index in `ClientView::known`.
     marks: Vec<(u32, u32)>,
     epoch: u32,
     /// This chunk's counts, summed into `Counters` after the stage.
     deferred: u64,
-    trimmed: u64,
+    resent: u64,
+    forgotten: u64,
     /// This chunk's packets, back to back, and (client, start, len) of each.
     out: Vec<u8>,
     out_index: Vec<(ClientId, u32, u32)>,
@@ -99,6 +122,15 @@ impl ReplScratch {
         self.epoch += 2;
         self.epoch
     }
+
+    fn mark(&mut self, id: NetId) -> &mut (u32, u32) {
+        let i = id as usize;
+        // A despawned id may lie beyond this tick's snapshot array.
+        if i >= self.marks.len() {
+            self.marks.resize(i + 1, (0, 0));
+        }
+        &mut self.marks[i]
+    }
 }
 
 impl std::fmt::Debug for ReplScratch {
@@ -110,174 +142,296 @@ impl std::fmt::Debug for ReplScratch {
 /// What [`build_packet`] did besides encoding.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BuildStats {
+    /// Items that wanted to go and did not fit.
     pub deferred: u64,
-    pub trimmed: bool,
+    /// Items that went again because a packet carrying them was lost.
+    pub resent: u64,
+    /// Leaves forgotten beyond [`MAX_LEAVING`].
+    pub forgotten: u64,
 }
 
-/// Builds one client's packet, updates its view, and appends the encoded bytes
-/// to `out`, returning how many (0 when there is nothing to tell).
-///
-/// The steps: start the packet with the client's own state; diff the view
-/// against the visible set; choose leaves, then enters and updates nearest
-/// first within the estimated budget; encode, trimming if the estimate was
-/// ever short; grow once into the room the real encoding left; commit what
-/// was sent into the view.
+/// Who the packet is for and what it is stamped with.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketCtx {
+    pub scene: u32,
+    pub epoch: u64,
+    pub tick: u32,
+    pub own: NetId,
+    pub own_pos: [f32; 2],
+    /// Last input sequence applied for this client.
+    pub input_ack: u32,
+    pub budget: usize,
+    /// At most this many entities in the client's view.
+    pub max_interest: usize,
+}
+
+/// Builds one client's packet, updates its view, and appends the encoded
+/// bytes to `out`, returning how many (0 when there is nothing to tell).
 pub fn build_packet(
     index: &SpatialIndex,
-    tick: u64,
-    own: NetId,
-    own_pos: [f32; 2],
-    ack: u32,
+    ctx: &PacketCtx,
     visible: &[NetId],
     view: &mut ClientView,
-    budget: usize,
     s: &mut ReplScratch,
     out: &mut Vec<u8>,
 ) -> (usize, BuildStats) {
     let mut stats = BuildStats::default();
     let e = s.begin(index.snaps.len());
-    let mut used = start_packet(&mut s.packet, index, tick, own, ack, view);
-    let est_budget = estimate_budget(budget, view.ratio);
-    let wanted = diff_view(index, own_pos, visible, view, s, e);
-    let deferred_leaves = choose_leaves(view, &s.marks, e, &mut s.packet, &mut used, est_budget);
-    let mut taken = choose_nearest(&mut s.cands, &mut used, wanted, est_budget);
-    let mut deferred = deferred_leaves + (s.cands.len() - taken) as u64;
+    settle(view, s, e);
+    let mut used = start_packet(&mut s.packet, index, ctx, view);
+    nearest_interest(index, ctx, visible, &mut s.near);
+    diff_view(index, view, s, e);
+    let budget = ctx.budget.min(crate::MAX_PACKET_BYTES);
+    stats.deferred += choose_leaves(view, s, e, &mut used, budget);
+    let taken = choose_items(&mut s.cands, &mut used, budget);
+    stats.deferred += (s.cands.len() - taken) as u64;
     fill_items(&mut s.packet, &s.cands[..taken]);
     let p = &s.packet;
-    if p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty() {
+    let empty =
+        p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty();
+    if empty && !probe_due(view, ctx.tick) {
         return (0, stats);
     }
     let start = out.len();
-    encode_within_budget(s, budget, &mut taken, &mut deferred, &mut stats, out);
-    if !stats.trimmed {
-        grow_into_room(s, budget, start, &mut taken, &mut used, &mut deferred, out);
-    }
-    stats.deferred = deferred;
+    s.packet.encode_into(out);
     let len = out.len() - start;
-    commit_view(view, s, len);
+    debug_assert!(len <= budget, "exact sizing overshot: {len} > {budget}");
+    stats.resent = commit_view(view, s, taken, ctx.tick);
+    stats.forgotten = forget_oldest_leaves(view);
     (len, stats)
 }
 
-/// Resets the packet and sets its header and the client's own state (when it
-/// changed since last sent); returns the estimated bytes used so far.
+/// Whether an empty packet must go to learn the fate of the unacknowledged
+/// ones: the client acknowledges only what it applies, so when the last
+/// packets were lost and nothing changed since, only a newer packet's
+/// acknowledgement can tell the server they were lost.
+fn probe_due(view: &ClientView, now: u32) -> bool {
+    view.last_sent > view.acked && now >= view.last_sent.saturating_add(PROBE_TICKS)
+}
+
+/// Step 1: turns what the acknowledgements say into flags. Stamps every
+/// known id in `s.marks` with `e` (and its index) on the way.
+fn settle(view: &mut ClientView, s: &mut ReplScratch, e: u32) {
+    if view.you_at != NONE {
+        match view.fate(view.you_at) {
+            Fate::Delivered => view.you_at = NONE,
+            Fate::Lost => {
+                view.you_at = NONE;
+                view.you_resend = true;
+            }
+            Fate::InFlight => {}
+        }
+    }
+    for k in 0..view.known.len() {
+        let fate_enter =
+            (view.known[k].enter_at != NONE).then(|| view.fate(view.known[k].enter_at));
+        let fate_sent = (view.known[k].sent_at != NONE).then(|| view.fate(view.known[k].sent_at));
+        let entry = &mut view.known[k];
+        match fate_enter {
+            Some(Fate::Delivered) => entry.enter_at = NONE,
+            Some(Fate::Lost) => {
+                entry.enter_at = NONE;
+                entry.resend = Resend::Enter;
+            }
+            _ => {}
+        }
+        match fate_sent {
+            Some(Fate::Delivered) => entry.sent_at = NONE,
+            Some(Fate::Lost) => {
+                entry.sent_at = NONE;
+                if entry.resend == Resend::Nothing {
+                    entry.resend = Resend::Update;
+                }
+            }
+            _ => {}
+        }
+        let id = entry.id;
+        *s.mark(id) = (e, k as u32);
+    }
+    // A leave settles when delivered, or when the entity is known again (the
+    // enter sent since overrides it); a lost one is flagged to go again.
+    let marks = &s.marks;
+    let known_now = |id: NetId| marks.get(id as usize).is_some_and(|m| m.0 == e);
+    let ClientView {
+        leaving,
+        sent,
+        delivered,
+        acked,
+        ..
+    } = &mut *view;
+    let mut i = 0;
+    while i < leaving.len() {
+        let (id, at) = leaving[i];
+        let fate = if at == NONE {
+            Fate::Lost
+        } else {
+            fate_of(sent, *delivered, *acked, at)
+        };
+        let keep = match fate {
+            Fate::Delivered => false,
+            _ if known_now(id) => false,
+            Fate::Lost => {
+                leaving[i].1 = NONE;
+                true
+            }
+            Fate::InFlight => true,
+        };
+        if keep {
+            i += 1;
+        } else {
+            leaving.swap_remove(i);
+        }
+    }
+}
+
+/// [`ClientView::fate`] on borrowed parts (so `leaving` can be edited meanwhile).
+fn fate_of(sent: &[u32; SENT_RING], delivered: u64, acked: u32, t: u32) -> Fate {
+    let slot = t as usize % SENT_RING;
+    if sent[slot] != t {
+        Fate::Lost
+    } else if delivered & (1 << slot) != 0 {
+        Fate::Delivered
+    } else if t <= acked {
+        Fate::Lost
+    } else {
+        Fate::InFlight
+    }
+}
+
+/// Resets the packet, sets its header and the client's own state (when it
+/// changed since last sent, or its packet was lost); returns the bytes used
+/// so far, counting each list's count at its largest.
 fn start_packet(
     p: &mut StatePacket,
     index: &SpatialIndex,
-    tick: u64,
-    own: NetId,
-    ack: u32,
+    ctx: &PacketCtx,
     view: &ClientView,
 ) -> usize {
-    p.tick = tick as u32;
-    p.ack = ack;
+    p.scene = ctx.scene;
+    p.epoch = ctx.epoch;
+    p.tick = ctx.tick;
+    p.ack = ctx.input_ack;
     p.leaves.clear();
     p.enters.clear();
     p.updates.clear();
-    p.you = match index.snap(own).map(|s| s.q) {
-        Some(q) if view.you_sent != Some(q) => Some(UpdateState { id: own, q }),
+    p.you = match index.snap(ctx.own).map(|s| s.q) {
+        Some(q) if view.you_resend || view.you_sent != Some(q) => {
+            Some(UpdateState { id: ctx.own, q })
+        }
         _ => None,
     };
-    HEADER_BYTES + if p.you.is_some() { UPDATE_BYTES } else { 0 }
+    let header = 1 + 4 + varint_len(ctx.epoch) + 4 + varint_len(ctx.input_ack as u64) + 1;
+    // Three counts of at most 2 bytes each (a packet holds < 16 384 items).
+    let you = p.you.map_or(0, |u| varint_len(u.id as u64) + 7);
+    debug_assert!(header + 6 <= HEADER_MAX_BYTES + 3);
+    header + 6 + you
 }
 
-/// The budget to select against in estimated bytes. Estimates are worst-case
-/// item sizes and bitcode packs tighter, so the budget is scaled by what this
-/// client's last packet actually cost per estimated byte (plus a margin), and
-/// one encode usually fits exactly. The encoded size is still checked against
-/// the real budget.
-fn estimate_budget(budget: usize, ratio: f32) -> usize {
-    let scale = if ratio > 0.0 {
-        (ratio * 1.08).clamp(0.3, 1.0)
-    } else {
-        1.0
-    };
-    (budget as f32 / scale) as usize
-}
-
-/// Diffs the view against the visible set with epoch stamps (no sorting, no
-/// hashing): every visible entity that is unknown (an enter) or changed (an
-/// update) becomes a candidate in `s.cands`; known entities seen visible are
-/// stamped `e + 1`, so those left at `e` are leaves. Returns the candidates'
-/// estimated cost.
-fn diff_view(
+/// Step 2: the visible set, or its `max_interest` nearest when larger
+/// (ties by id, so the choice is deterministic), as (dist², id).
+fn nearest_interest(
     index: &SpatialIndex,
-    own_pos: [f32; 2],
+    ctx: &PacketCtx,
     visible: &[NetId],
-    view: &ClientView,
-    s: &mut ReplScratch,
-    e: u32,
-) -> usize {
-    s.cands.clear();
-    for (k, &(id, _)) in view.known.iter().enumerate() {
-        let i = id as usize;
-        // A despawned id may lie beyond this tick's snapshot array.
-        if i >= s.marks.len() {
-            s.marks.resize(i + 1, (0, 0));
-        }
-        s.marks[i] = (e, k as u32);
-    }
-    let mut wanted = 0;
+    near: &mut Vec<(u32, NetId)>,
+) {
+    near.clear();
     for &id in visible {
         let Some(snap) = index.snap(id) else { continue };
-        let mark = &mut s.marks[id as usize];
-        let enter = mark.0 != e;
-        if !enter {
+        let (dx, dy) = (snap.pos[0] - ctx.own_pos[0], snap.pos[1] - ctx.own_pos[1]);
+        near.push(((dx * dx + dy * dy).min(4.0e9) as u32, id));
+    }
+    if near.len() > ctx.max_interest {
+        near.select_nth_unstable(ctx.max_interest);
+        near.truncate(ctx.max_interest);
+    }
+}
+
+/// Step 3: every entity of interest that is unknown or must be entered again
+/// becomes an enter, every known one that changed or must be updated again
+/// an update. Known ids seen in interest are stamped `e + 1`, so those left
+/// at `e` are leaves.
+fn diff_view(index: &SpatialIndex, view: &ClientView, s: &mut ReplScratch, e: u32) {
+    s.cands.clear();
+    for i in 0..s.near.len() {
+        let (d2, id) = s.near[i];
+        let Some(snap) = index.snap(id) else { continue };
+        let mark = s.mark(id);
+        let known = mark.0 == e;
+        let slot = if known { mark.1 } else { NONE };
+        if known {
             mark.0 = e + 1;
-            if snap.q == view.known[mark.1 as usize].1 {
+        }
+        let entry = known.then(|| &view.known[slot as usize]);
+        let enter = entry.is_none_or(|k| k.resend == Resend::Enter);
+        if !enter {
+            let k = entry.expect("known");
+            if snap.q == k.q && k.resend == Resend::Nothing {
                 continue;
             }
         }
-        let (dx, dy) = (snap.pos[0] - own_pos[0], snap.pos[1] - own_pos[1]);
-        let c = Cand {
-            key: (dx * dx + dy * dy).min(4.0e9) as u32,
+        let id_len = varint_len(id as u64);
+        let (key, cost) = if enter {
+            ((false, d2), id_len + 1 + varint_len(snap.figure as u64) + 7)
+        } else {
+            let wait = entry.map_or(0, |k| k.wait as u32) + 1;
+            ((true, d2 / wait.saturating_mul(wait)), id_len + 7)
+        };
+        s.cands.push(Cand {
+            key,
             id,
+            slot,
             enter,
             kind: snap.kind,
             figure: snap.figure,
             q: snap.q,
-        };
-        wanted += c.cost();
-        s.cands.push(c);
+            cost: cost as u16,
+        });
     }
-    wanted
 }
 
-/// Puts the leaves (known ids still stamped `e`) in the packet while they
-/// fit; returns how many did not.
+/// Step 4a: the leaves — known ids out of interest, and lost leaves of ids
+/// not known again — while they fit; returns how many did not.
 fn choose_leaves(
     view: &ClientView,
-    marks: &[(u32, u32)],
+    s: &mut ReplScratch,
     e: u32,
-    p: &mut StatePacket,
     used: &mut usize,
-    est_budget: usize,
+    budget: usize,
 ) -> u64 {
     let mut deferred = 0u64;
-    for &(id, _) in &view.known {
-        if marks[id as usize].0 == e {
-            if *used + LEAVE_BYTES <= est_budget {
-                p.leaves.push(id);
-                *used += LEAVE_BYTES;
-            } else {
-                deferred += 1;
-            }
+    let p = &mut s.packet;
+    let fresh = view
+        .known
+        .iter()
+        .map(|k| k.id)
+        .filter(|&id| s.marks[id as usize].0 == e);
+    let again = view.leaving.iter().filter(|l| l.1 == NONE).map(|l| l.0);
+    for id in fresh.chain(again) {
+        let cost = varint_len(id as u64);
+        if *used + cost <= budget {
+            p.leaves.push(id);
+            *used += cost;
+        } else {
+            deferred += 1;
         }
     }
     deferred
 }
 
-/// How many candidates fit, nearest first when not all of them do (ties by
-/// id, so the choice is deterministic).
-fn choose_nearest(cands: &mut [Cand], used: &mut usize, wanted: usize, est_budget: usize) -> usize {
-    if *used + wanted > est_budget {
+/// Step 4b: how many candidates fit, in key order when not all of them do
+/// (ties by id, so the choice is deterministic).
+fn choose_items(cands: &mut [Cand], used: &mut usize, budget: usize) -> usize {
+    let wanted: usize = cands.iter().map(|c| c.cost as usize).sum();
+    if *used + wanted > budget {
         cands.sort_unstable_by_key(|c| (c.key, c.id));
     }
     let mut taken = 0;
     for c in cands.iter() {
-        if *used + c.cost() > est_budget {
+        if *used + c.cost as usize > budget {
             break;
         }
-        *used += c.cost();
+        *used += c.cost as usize;
         taken += 1;
     }
     taken
@@ -301,111 +455,131 @@ fn fill_items(p: &mut StatePacket, cands: &[Cand]) {
     }
 }
 
-/// Encodes the packet into `out`. The estimate is an upper bound, so the
-/// trimming loop should never run; if it ever does, it sheds the farthest
-/// items (then half the leaves) until the packet fits.
-fn encode_within_budget(
-    s: &mut ReplScratch,
-    budget: usize,
-    taken: &mut usize,
-    deferred: &mut u64,
-    stats: &mut BuildStats,
-    out: &mut Vec<u8>,
-) {
-    let p = &mut s.packet;
-    let mut bytes = s.buf.encode(&*p);
-    while bytes.len() > budget {
-        stats.trimmed = true;
-        let n = p.enters.len() + p.updates.len();
-        if n > 0 {
-            let keep = n - n.div_ceil(8);
-            *deferred += (*taken - keep) as u64;
-            *taken = keep;
-            fill_items(p, &s.cands[..keep]);
-        } else if !p.leaves.is_empty() {
-            let keep = p.leaves.len() / 2;
-            *deferred += (p.leaves.len() - keep) as u64;
-            p.leaves.truncate(keep);
-        } else {
-            break;
-        }
-        bytes = s.buf.encode(&*p);
-    }
-    out.extend_from_slice(bytes);
-}
-
-/// The estimate assumed worst-case item sizes; real packets pack much
-/// tighter. While items are still waiting and there is room, adds more
-/// (nearest first), scaled by what the encoding actually cost, and keeps the
-/// larger packet only if it fits. One try per tick.
-fn grow_into_room(
-    s: &mut ReplScratch,
-    budget: usize,
-    start: usize,
-    taken: &mut usize,
-    used: &mut usize,
-    deferred: &mut u64,
-    out: &mut Vec<u8>,
-) {
-    let len = out.len() - start;
-    if *taken >= s.cands.len() || len >= budget {
-        return;
-    }
-    let ratio = len as f32 / (*used).max(1) as f32;
-    let room = ((budget - len) as f32 / ratio.max(0.05) * 0.9) as usize;
-    let mut extra = 0;
-    let mut more = *taken;
-    for c in &s.cands[*taken..] {
-        if extra + c.cost() > room {
-            break;
-        }
-        extra += c.cost();
-        more += 1;
-    }
-    if more == *taken {
-        return;
-    }
-    fill_items(&mut s.packet, &s.cands[..more]);
-    let bigger = s.buf.encode(&s.packet);
-    if bigger.len() <= budget {
-        out.truncate(start);
-        out.extend_from_slice(bigger);
-        *deferred -= (more - *taken) as u64;
-        *used += extra;
-        *taken = more;
-    } else {
-        fill_items(&mut s.packet, &s.cands[..*taken]);
-    }
-}
-
-/// Commits what was sent into the view: the own state, updated and entered
-/// states, removed leaves, and the encoded-per-estimated-byte ratio the next
-/// packet's budget is scaled by.
-fn commit_view(view: &mut ClientView, s: &mut ReplScratch, len: usize) {
-    let p = &s.packet;
-    let estimated = HEADER_BYTES
-        + p.you.map_or(0, |_| UPDATE_BYTES)
-        + p.leaves.len() * LEAVE_BYTES
-        + p.enters.len() * ENTER_BYTES
-        + p.updates.len() * UPDATE_BYTES;
-    view.ratio = len as f32 / estimated as f32;
-    if let Some(u) = p.you {
+/// Step 5: records the packet as sent in tick `t` and what it carried in the
+/// view; candidates left out wait one tick more. Returns how many items went
+/// again because of a loss.
+fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32) -> u64 {
+    view.record_sent(t);
+    let mut resent = 0u64;
+    if let Some(u) = s.packet.you {
+        resent += view.you_resend as u64;
         view.you_sent = Some(u.q);
+        view.you_at = t;
+        view.you_resend = false;
     }
-    // In place: most of a view survives a tick, so no full rebuild.
-    for u in &p.updates {
-        view.known[s.marks[u.id as usize].1 as usize].1 = u.q;
+    for c in &s.cands[..taken] {
+        if c.slot == NONE {
+            continue;
+        }
+        let k = &mut view.known[c.slot as usize];
+        resent += (k.resend != Resend::Nothing) as u64;
+        k.q = c.q;
+        k.sent_at = t;
+        if c.enter {
+            k.enter_at = t;
+        }
+        k.resend = Resend::Nothing;
+        k.wait = 0;
     }
-    // Remove sent leaves highest index first, so a swap_remove never moves
-    // an entry that is still to be removed.
+    for c in &s.cands[taken..] {
+        if c.slot != NONE {
+            let k = &mut view.known[c.slot as usize];
+            k.wait = k.wait.saturating_add(1);
+        }
+    }
+    // Leaves: lost ones resent get the new tick; fresh ones leave `known`
+    // (highest index first, so a swap_remove never moves one still to go).
     s.leave_slots.clear();
-    s.leave_slots
-        .extend(p.leaves.iter().map(|&id| s.marks[id as usize].1));
+    for &id in &s.packet.leaves {
+        let m = s.marks[id as usize];
+        if let Some(l) = view.leaving.iter_mut().find(|l| l.0 == id && l.1 == NONE) {
+            l.1 = t;
+            resent += 1;
+        } else {
+            s.leave_slots.push(m.1);
+        }
+    }
     s.leave_slots.sort_unstable_by(|a, b| b.cmp(a));
     for &k in &s.leave_slots {
-        view.known.swap_remove(k as usize);
+        let gone = view.known.swap_remove(k as usize);
+        view.leaving.push((gone.id, t));
     }
-    view.known.extend(p.enters.iter().map(|en| (en.id, en.q)));
+    for c in &s.cands[..taken] {
+        if c.slot == NONE {
+            view.known.push(Known {
+                id: c.id,
+                q: c.q,
+                sent_at: t,
+                enter_at: t,
+                resend: Resend::Nothing,
+                wait: 0,
+            });
+        }
+    }
+    resent
+}
+
+/// Drops the oldest pending leaves beyond [`MAX_LEAVING`]; returns how many.
+fn forget_oldest_leaves(view: &mut ClientView) -> u64 {
+    let over = view.leaving.len().saturating_sub(MAX_LEAVING);
+    if over > 0 {
+        view.leaving.drain(..over);
+    }
+    over as u64
+}
+
+/// What a client's view must hold once every packet lands: its own state
+/// and, by id, the entities of its capped interest with their states.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExpectedView {
+    pub own: NetId,
+    pub you: Option<Quantized>,
+    pub entities: Vec<EnterState>,
+}
+
+/// The view `client` converges to as of the last tick (its AOI set capped
+/// the same way [`build_packet`] caps it), or `None` if not attached.
+pub fn expected_view(world: &mut World, client: ClientId) -> Option<ExpectedView> {
+    let max_interest = world.resource::<SceneInfo>().settings.max_interest;
+    let entity = *world.resource::<Directory>().clients.get(&client)?;
+    let (net, pos, interest) = {
+        let e = world.get_entity(entity).ok()?;
+        (
+            *e.get::<Net>()?,
+            *e.get::<Position>()?,
+            e.get::<Interest>()?.visible.clone(),
+        )
+    };
+    let index = world.resource::<SpatialIndex>();
+    let ctx = PacketCtx {
+        scene: 0,
+        epoch: 0,
+        tick: 0,
+        own: net.0,
+        own_pos: pos.0,
+        input_ack: 0,
+        budget: 0,
+        max_interest,
+    };
+    let mut near = Vec::new();
+    nearest_interest(index, &ctx, &interest, &mut near);
+    let mut entities: Vec<EnterState> = near
+        .iter()
+        .filter_map(|&(_, id)| {
+            index.snap(id).map(|s| EnterState {
+                id,
+                kind: s.kind,
+                figure: s.figure,
+                q: s.q,
+            })
+        })
+        .collect();
+    entities.sort_unstable_by_key(|e| e.id);
+    Some(ExpectedView {
+        own: net.0,
+        you: index.snap(net.0).map(|s| s.q),
+        entities,
+    })
 }
 
 fn build_packets(
@@ -417,8 +591,16 @@ fn build_packets(
     mut q: Query<(&Net, &Position, &Pc, &Interest, &mut ClientView)>,
     mut scratch: Local<Vec<ReplScratch>>,
 ) {
-    let budget = info.settings.packet_budget;
-    let t = tick.0;
+    let base = PacketCtx {
+        scene: info.tag,
+        epoch: info.settings.epoch,
+        tick: tick.0 as u32,
+        own: 0,
+        own_pos: [0.0; 2],
+        input_ack: 0,
+        budget: info.settings.packet_budget,
+        max_interest: info.settings.max_interest,
+    };
     let mut items: Vec<_> = q.iter_mut().collect();
     crate::par_chunks(&mut items, &mut scratch, |s, chunk| {
         let mut buf = std::mem::take(&mut s.out);
@@ -426,29 +608,26 @@ fn build_packets(
         s.out_index.clear();
         for (net, pos, pc, interest, view) in chunk {
             let start = buf.len() as u32;
-            let (len, stats) = build_packet(
-                &index,
-                t,
-                net.0,
-                pos.0,
-                pc.ack,
-                &interest.visible,
-                view,
-                budget,
-                s,
-                &mut buf,
-            );
+            let ctx = PacketCtx {
+                own: net.0,
+                own_pos: pos.0,
+                input_ack: pc.ack,
+                ..base
+            };
+            let (len, stats) = build_packet(&index, &ctx, &interest.visible, view, s, &mut buf);
             if len > 0 {
                 s.out_index.push((pc.client, start, len as u32));
             }
             s.deferred += stats.deferred;
-            s.trimmed += stats.trimmed as u64;
+            s.resent += stats.resent;
+            s.forgotten += stats.forgotten;
         }
         s.out = buf;
     });
     for s in scratch.iter_mut() {
         counters.items_deferred += std::mem::take(&mut s.deferred);
-        counters.packets_trimmed += std::mem::take(&mut s.trimmed);
+        counters.items_resent += std::mem::take(&mut s.resent);
+        counters.leaves_forgotten += std::mem::take(&mut s.forgotten);
         if !s.out_index.is_empty() {
             // The buffer leaves with the tick's output; the next tick starts a
             // new one of the same capacity.

@@ -56,3 +56,150 @@ pub fn decode(bytes: &[u8]) -> StatePacket {
         Err(e) => panic!("packet of {} bytes does not decode: {e}", bytes.len()),
     }
 }
+
+/// A network between a scene and its test clients that loses, duplicates
+/// and delays (so reorders) datagrams at seeded random.
+#[derive(Debug, Clone)]
+pub struct LossyLink {
+    /// Chance a datagram is lost (each way).
+    pub loss: f32,
+    /// Chance a delivered datagram arrives twice.
+    pub dup: f32,
+    /// Each copy arrives 0..=max_delay ticks late.
+    pub max_delay: u64,
+    rng: crate::rng::SceneRng,
+}
+
+impl LossyLink {
+    pub fn new(seed: u64, loss: f32, dup: f32, max_delay: u64) -> Self {
+        Self {
+            loss,
+            dup,
+            max_delay,
+            rng: crate::rng::SceneRng::new(seed),
+        }
+    }
+
+    /// A link that delivers everything at once, in order.
+    pub fn perfect() -> Self {
+        Self::new(0, 0.0, 0.0, 0)
+    }
+
+    /// The ticks of delay of each copy that arrives (none when lost).
+    fn fates(&mut self) -> Vec<u64> {
+        if self.loss > 0.0 && self.rng.next_f32() < self.loss {
+            return Vec::new();
+        }
+        let copies = if self.dup > 0.0 && self.rng.next_f32() < self.dup {
+            2
+        } else {
+            1
+        };
+        (0..copies)
+            .map(|_| match self.max_delay {
+                0 => 0,
+                d => self.rng.next_u64() % (d + 1),
+            })
+            .collect()
+    }
+
+    /// Whether an upstream datagram (an acknowledgement) gets through.
+    pub fn passes(&mut self) -> bool {
+        !(self.loss > 0.0 && self.rng.next_f32() < self.loss)
+    }
+}
+
+/// A test client: a [`WorldView`](crate::protocol::WorldView) behind a
+/// [`LossyLink`], acknowledging what it applies.
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub client: ClientId,
+    pub view: crate::protocol::WorldView,
+    /// Datagrams on the way: (arrival tick, order sent, bytes).
+    queue: Vec<(u64, u64, Vec<u8>)>,
+    sent: u64,
+}
+
+impl TestClient {
+    pub fn new(client: ClientId) -> Self {
+        Self {
+            client,
+            view: crate::protocol::WorldView::new(),
+            queue: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// The attach took: start an empty view of this world's placement.
+    pub fn entered(&mut self, world: &SceneWorld, net_id: crate::protocol::NetId) {
+        let info = world.info();
+        self.view.enter(info.tag, info.settings.epoch, net_id);
+        self.queue.clear();
+    }
+
+    /// Puts a packet of tick `now` on the link.
+    pub fn send(&mut self, now: u64, bytes: &[u8], link: &mut LossyLink) {
+        for delay in link.fates() {
+            self.sent += 1;
+            self.queue.push((now + delay, self.sent, bytes.to_vec()));
+        }
+    }
+
+    /// Applies every datagram due by tick `now`, in arrival order.
+    pub fn receive(&mut self, now: u64) {
+        self.queue.sort_unstable_by_key(|d| (d.0, d.1));
+        let due = self.queue.partition_point(|d| d.0 <= now);
+        for (_, _, bytes) in self.queue.drain(..due) {
+            let _ = self.view.apply_bytes(&bytes);
+        }
+    }
+
+    /// The acknowledgement to send, if a packet was applied since the last
+    /// one and the link lets it through.
+    pub fn ack(&mut self, link: &mut LossyLink) -> Option<Inbound> {
+        let ack = self.view.take_ack_due()?;
+        link.passes().then_some(Inbound::Ack {
+            client: self.client,
+            ack,
+        })
+    }
+
+    /// Compares the view with what the world says it must hold; `Err`
+    /// names the first difference.
+    pub fn check(&self, world: &mut SceneWorld) -> Result<(), String> {
+        let want = world
+            .expected_view(self.client)
+            .ok_or_else(|| format!("client {} not attached", self.client))?;
+        let (own, you) = self.view.own().ok_or("never entered")?;
+        if own != want.own || you != want.you {
+            return Err(format!("own state {you:?} != {:?}", want.you));
+        }
+        let have: Vec<_> = self
+            .view
+            .entities()
+            .map(|(id, e)| (id, e.kind, e.figure, e.q))
+            .collect();
+        let want: Vec<_> = want
+            .entities
+            .iter()
+            .map(|e| (e.id, e.kind, e.figure, e.q))
+            .collect();
+        if have != want {
+            let missing = want
+                .iter()
+                .filter(|w| !have.iter().any(|h| h.0 == w.0))
+                .count();
+            let ghosts = have
+                .iter()
+                .filter(|h| !want.iter().any(|w| w.0 == h.0))
+                .count();
+            return Err(format!(
+                "client {}: {} held, {} expected, {missing} missing, {ghosts} ghosts",
+                self.client,
+                have.len(),
+                want.len()
+            ));
+        }
+        Ok(())
+    }
+}

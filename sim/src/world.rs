@@ -16,7 +16,9 @@ use crate::interest::{InterestPlugin, SpatialPlugin};
 use crate::metrics::{MetricsPlugin, TickMetrics};
 use crate::movement::SimulatePlugin;
 use crate::persist::PersistPlugin;
-use crate::protocol::{Inbound, PcState, Quantizer, SceneEvent, TickOutput};
+use crate::protocol::{
+    ClientId, Inbound, NetId, PcState, Quantized, Quantizer, SceneEvent, TickOutput,
+};
 use crate::replicate::ReplicatePlugin;
 use crate::rng::SceneRng;
 use crate::scene::{SceneDef, Vec2};
@@ -51,8 +53,14 @@ pub struct SceneSettings {
     pub mount_factor: f32,
     /// Bytes per replication packet, at most [`crate::MAX_PACKET_BYTES`]. Default 1200.
     pub packet_budget: usize,
+    /// Entities in one client's view at most: the nearest this many of what
+    /// its AOI holds. Default 256.
+    pub max_interest: usize,
     /// Record a per-stage trace for `--trace-out`. Default off.
     pub trace: bool,
+    /// The placement epoch the host runs this scene under, stamped on every
+    /// state packet. Default 0.
+    pub epoch: u64,
 }
 
 impl Default for SceneSettings {
@@ -70,7 +78,9 @@ impl Default for SceneSettings {
             run_speed: 8.0,
             mount_factor: 1.5,
             packet_budget: crate::MAX_PACKET_BYTES,
+            max_interest: 256,
             trace: false,
+            epoch: 0,
         }
     }
 }
@@ -84,6 +94,8 @@ pub struct SceneInfo {
     pub dt: f32,
     pub flush_every: u64,
     pub quantizer: Quantizer,
+    /// The scene's tag on the wire ([`crate::protocol::scene_tag`] of its name).
+    pub tag: u32,
     pub obstacles: RTree<Rectangle<Vec2>>,
 }
 
@@ -96,6 +108,31 @@ impl SceneInfo {
             && (0.0..=self.def.size[1]).contains(&p[1])
             && self.obstacles.locate_at_point(p).is_none()
     }
+}
+
+/// One entity in a [`SceneSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotEntity {
+    pub id: NetId,
+    pub kind: u8,
+    pub figure: u32,
+    pub q: Quantized,
+    pub pos: Vec2,
+}
+
+/// The server's truth of one scene at one tick, for checking client views.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SceneSnapshot {
+    pub scene: String,
+    pub scene_tag: u32,
+    pub epoch: u64,
+    /// The tick whose packets were built from this state.
+    pub tick: u32,
+    pub aoi_radius: f32,
+    pub aoi_margin: f32,
+    pub max_interest: u32,
+    /// By id.
+    pub entities: Vec<SnapshotEntity>,
 }
 
 /// What the current tick hands back to the host (besides packets).
@@ -156,6 +193,7 @@ impl SceneWorld {
         );
         let info = SceneInfo {
             quantizer: Quantizer::new(def.size),
+            tag: crate::protocol::scene_tag(&def.name),
             obstacles,
             tick_hz,
             dt: 1.0 / tick_hz as f32,
@@ -307,6 +345,43 @@ impl SceneWorld {
             .collect();
         v.sort_by_key(|s| s.avatar);
         v
+    }
+
+    /// What `client`'s view converges to once every packet of the last tick
+    /// lands (`None` if it is not attached).
+    pub fn expected_view(&mut self, client: ClientId) -> Option<crate::replicate::ExpectedView> {
+        crate::replicate::expected_view(self.app.world_mut(), client)
+    }
+
+    /// Every entity as the last tick's packets were built from it: the
+    /// server's truth a client's view is checked against.
+    pub fn snapshot(&self) -> SceneSnapshot {
+        let world = self.app.world();
+        let info = world.resource::<SceneInfo>();
+        let index = world.resource::<crate::interest::SpatialIndex>();
+        let entities = index
+            .snaps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.alive)
+            .map(|(id, s)| SnapshotEntity {
+                id: id as NetId,
+                kind: s.kind,
+                figure: s.figure,
+                q: s.q,
+                pos: s.pos,
+            })
+            .collect();
+        SceneSnapshot {
+            scene: info.def.name.clone(),
+            scene_tag: info.tag,
+            epoch: info.settings.epoch,
+            tick: self.tick_count() as u32,
+            aoi_radius: info.settings.aoi_radius,
+            aoi_margin: info.settings.aoi_margin,
+            max_interest: info.settings.max_interest as u32,
+            entities,
+        }
     }
 
     /// Read access for tests and tools.

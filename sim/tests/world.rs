@@ -2,11 +2,15 @@
 
 #![allow(clippy::unwrap_used)] // tests and benches: a failed unwrap is a failed run
 
+use std::collections::BTreeMap;
 use tessera_sim::components::{Pc, Position};
-use tessera_sim::protocol::{Input, MoveMode, StatePacket};
+use tessera_sim::protocol::{Input, MoveMode};
 use tessera_sim::scene::{Rect, SceneDef};
-use tessera_sim::testing::{attach_at, decode, input, open_world, world_with_obstacles};
-use tessera_sim::{Inbound, MAX_PACKET_BYTES, SceneEvent, SceneSettings, SceneWorld};
+
+use tessera_sim::testing::{
+    LossyLink, TestClient, attach_at, decode, input, open_world, world_with_obstacles,
+};
+use tessera_sim::{Inbound, MAX_PACKET_BYTES, SceneEvent, SceneSettings, SceneWorld, TickOutput};
 
 fn settings() -> SceneSettings {
     SceneSettings {
@@ -293,31 +297,55 @@ fn save_batches_come_every_flush_interval_with_dirty_pcs_only() {
     }
 }
 
-/// A client-side model: applies packets and checks the protocol's promises.
-#[derive(Default)]
-struct ClientModel {
-    known: std::collections::BTreeMap<u32, tessera_sim::protocol::Quantized>,
+/// Runs one tick and carries its output over `link` to the test clients
+/// (created on attach, dropped on detach); their acknowledgements go in
+/// before the next tick. Returns the tick's output.
+fn pump(
+    w: &mut SceneWorld,
+    clients: &mut BTreeMap<u64, TestClient>,
+    link: &mut LossyLink,
+) -> TickOutput {
+    let out = w.tick();
+    let now = out.tick;
+    for e in &out.events {
+        match e {
+            SceneEvent::Attached { client, net_id, .. } => {
+                let mut c = TestClient::new(*client);
+                c.entered(w, *net_id);
+                clients.insert(*client, c);
+            }
+            SceneEvent::Detached { client, .. } => {
+                clients.remove(client);
+            }
+            _ => {}
+        }
+    }
+    for (c, bytes) in &out.packets {
+        assert!(
+            bytes.len() <= MAX_PACKET_BYTES,
+            "packet of {} bytes",
+            bytes.len()
+        );
+        decode(bytes);
+        clients
+            .get_mut(c)
+            .expect("packet for an attached client")
+            .send(now, bytes, link);
+    }
+    for c in clients.values_mut() {
+        c.receive(now);
+        if let Some(ack) = c.ack(link) {
+            w.push(ack).unwrap();
+        }
+    }
+    out
 }
 
-impl ClientModel {
-    fn apply(&mut self, p: &StatePacket) {
-        for id in &p.leaves {
-            assert!(self.known.remove(id).is_some(), "leave for unknown {id}");
-        }
-        for e in &p.enters {
-            assert!(
-                self.known.insert(e.id, e.q).is_none(),
-                "enter for known {}",
-                e.id
-            );
-        }
-        for u in &p.updates {
-            let slot = self
-                .known
-                .get_mut(&u.id)
-                .expect("update for unknown entity");
-            assert_ne!(*slot, u.q, "update without a change");
-            *slot = u.q;
+/// Every client's view equals what the world says it must hold.
+fn assert_converged(w: &mut SceneWorld, clients: &BTreeMap<u64, TestClient>, what: &str) {
+    for c in clients.values() {
+        if let Err(e) = c.check(w) {
+            panic!("{what}: {e}");
         }
     }
 }
@@ -334,7 +362,8 @@ fn crowded_packets_fit_the_budget_decode_and_converge() {
         ))
         .unwrap();
     }
-    let mut models: Vec<ClientModel> = (0..1500).map(|_| ClientModel::default()).collect();
+    let mut clients = BTreeMap::new();
+    let mut link = LossyLink::perfect();
     let mut max_len = 0;
     for t in 0..60u32 {
         // Half the crowd moves on some ticks, then everyone stands still.
@@ -353,15 +382,9 @@ fn crowded_packets_fit_the_budget_decode_and_converge() {
                 w.push(input(c, t, [0.0, 0.0], MoveMode::Walk)).unwrap();
             }
         }
-        let out = w.tick();
-        for (c, bytes) in &out.packets {
-            assert!(
-                bytes.len() <= MAX_PACKET_BYTES,
-                "packet of {} bytes",
-                bytes.len()
-            );
+        let out = pump(&mut w, &mut clients, &mut link);
+        for (_, bytes) in &out.packets {
             max_len = max_len.max(bytes.len());
-            models[*c as usize].apply(&decode(bytes));
         }
     }
     assert!(
@@ -372,16 +395,11 @@ fn crowded_packets_fit_the_budget_decode_and_converge() {
         w.counters().items_deferred > 0,
         "budget pressure must defer items"
     );
-    // Once the crowd is still, deferred items drain and every client knows
-    // exactly its AOI set.
-    let world = w.world_mut();
-    let mut q = world.query::<(&Pc, &tessera_sim::components::Interest)>();
-    for (pc, interest) in q.iter(world) {
-        let mut vis = interest.visible.clone();
-        vis.sort_unstable();
-        let known: Vec<u32> = models[pc.client as usize].known.keys().copied().collect();
-        assert_eq!(known, vis, "client {} view did not converge", pc.client);
-    }
+    // Once the crowd is still, deferred items drain and every client holds
+    // exactly its capped interest set.
+    assert_converged(&mut w, &clients, "crowd");
+    let held = clients.values().map(|c| c.view.len()).max().unwrap_or(0);
+    assert_eq!(held, 256, "interest is capped at max_interest");
 }
 
 #[test]
@@ -461,9 +479,8 @@ fn the_tick_schedule_has_no_ambiguities() {
 #[test]
 fn tiny_budgets_with_churn_keep_every_client_view_consistent() {
     // Budgets so small that leaves, enters and updates all get deferred, with
-    // clients joining, leaving and moving at random: every packet must obey
-    // the protocol (no leave/update for unknown, no double enter, no update
-    // without change), fit the budget, and views must converge once still.
+    // clients joining, leaving and moving at random: every packet must fit
+    // the budget, and views must converge once still.
     for (seed, budget) in [(1u64, 60usize), (2, 90), (3, 130), (4, 400), (5, 1200)] {
         let mut w = open_world(
             300.0,
@@ -476,7 +493,8 @@ fn tiny_budgets_with_churn_keep_every_client_view_consistent() {
             },
         );
         let mut rng = tessera_sim::rng::SceneRng::new(seed);
-        let mut models: std::collections::BTreeMap<u64, ClientModel> = Default::default();
+        let mut clients = BTreeMap::new();
+        let mut link = LossyLink::perfect();
         for t in 0..400u32 {
             let moving = t < 300;
             for _ in 0..8 {
@@ -497,28 +515,13 @@ fn tiny_budgets_with_churn_keep_every_client_view_consistent() {
                 };
                 let _ = w.push(input(c, t, dir, MoveMode::Run));
             }
-            let out = w.tick();
-            for e in &out.events {
-                match e {
-                    SceneEvent::Attached { client, .. } => {
-                        models.insert(*client, ClientModel::default());
-                    }
-                    SceneEvent::Detached { client, .. } => {
-                        models.remove(client);
-                    }
-                    _ => {}
-                }
-            }
-            for (c, bytes) in &out.packets {
+            let out = pump(&mut w, &mut clients, &mut link);
+            for (_, bytes) in &out.packets {
                 assert!(
                     bytes.len() <= budget,
                     "packet of {} bytes over budget {budget}",
                     bytes.len()
                 );
-                models
-                    .get_mut(c)
-                    .expect("packet for an attached client")
-                    .apply(&decode(bytes));
             }
         }
         if budget < 200 {
@@ -527,17 +530,31 @@ fn tiny_budgets_with_churn_keep_every_client_view_consistent() {
                 "budget {budget} never deferred anything"
             );
         }
-        let world = w.world_mut();
-        let mut q = world.query::<(&Pc, &tessera_sim::components::Interest)>();
-        for (pc, interest) in q.iter(world) {
-            let mut vis = interest.visible.clone();
-            vis.sort_unstable();
-            let known: Vec<u32> = models[&pc.client].known.keys().copied().collect();
-            assert_eq!(
-                known, vis,
-                "seed {seed} budget {budget}: client {} did not converge",
-                pc.client
-            );
-        }
+        assert_converged(&mut w, &clients, &format!("seed {seed} budget {budget}"));
     }
+}
+
+#[test]
+fn acks_of_the_future_or_of_another_placement_are_counted_drops() {
+    let mut w = open_world(100.0, settings());
+    w.push(attach_at(1, [50.0, 50.0])).unwrap();
+    w.push(attach_at(2, [52.0, 50.0])).unwrap();
+    let out = w.tick();
+    assert!(out.packets.get(1).is_some());
+    let (scene, epoch) = (w.info().tag, w.info().settings.epoch);
+    let ack = |tick: u32, scene: u32| Inbound::Ack {
+        client: 1,
+        ack: tessera_sim::protocol::StateAck {
+            scene,
+            epoch,
+            tick,
+            mask: u32::MAX,
+        },
+    };
+    w.push(ack(out.tick as u32 + 50, scene)).unwrap();
+    w.push(ack(out.tick as u32, scene ^ 1)).unwrap();
+    w.push(ack(out.tick as u32, scene)).unwrap();
+    w.tick();
+    let c = w.counters();
+    assert_eq!((c.acks_invalid, c.acks_stale), (1, 1), "{c:?}");
 }

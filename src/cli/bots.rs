@@ -68,6 +68,10 @@ pub struct BotsArgs {
     /// each run, shown in the report, so that a run can be repeated.
     #[arg(long)]
     seed: Option<u64>,
+    /// Drop this fraction (0 to 1) of the datagrams each bot receives, at
+    /// seeded random, as a lossy network would.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f32,
 }
 
 pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
@@ -80,6 +84,7 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
     config.first_index = args.first;
     config.logins_in_flight = args.logins_in_flight;
     config.warmup = Duration::from_secs(args.warmup);
+    config.loss = args.loss;
     if let Some(seed) = args.seed {
         config.seed = seed;
     }

@@ -67,6 +67,10 @@ pub struct ClientConfig {
     /// Renet memory per channel for messages being received. Default 256 KiB
     /// (match the gate's `server_channel_memory`).
     pub receive_memory: usize,
+    /// Test and load tools: the chance each incoming datagram is dropped on
+    /// arrival, as a lossy network would (seeded by `loss_seed`). Default 0.
+    pub loss: f32,
+    pub loss_seed: u64,
 }
 
 impl Default for ClientConfig {
@@ -77,6 +81,8 @@ impl Default for ClientConfig {
             command_queue: 1024,
             send_memory: 32 * 1024,
             receive_memory: 256 * 1024,
+            loss: 0.0,
+            loss_seed: 1,
         }
     }
 }
@@ -122,6 +128,8 @@ pub struct ClientStats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub foreign_datagrams: AtomicU64,
+    /// Datagrams dropped on purpose by [`ClientConfig::loss`].
+    pub loss_dropped: AtomicU64,
     pub send_errors: AtomicU64,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
@@ -420,6 +428,8 @@ async fn bind_for(token: &ConnectToken) -> Result<UdpSocket, ClientStartError> {
 
 struct Driver {
     socket: UdpSocket,
+    /// Simulated loss: the chance, and an xorshift state.
+    loss: (f32, u64),
     netcode: NetcodeClient,
     renet: RenetClient,
     protocol_id: u64,
@@ -468,6 +478,7 @@ impl Driver {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             socket,
+            loss: (config.loss, config.loss_seed | 1),
             netcode,
             renet,
             protocol_id,
@@ -631,6 +642,16 @@ impl Driver {
         if addr != self.netcode.server_addr() {
             bump(&self.stats.foreign_datagrams);
             return;
+        }
+        if self.loss.0 > 0.0 {
+            let x = &mut self.loss.1;
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            if ((*x >> 40) as f32 / (1u64 << 24) as f32) < self.loss.0 {
+                bump(&self.stats.loss_dropped);
+                return;
+            }
         }
         let Some(datagram) = self.buf.get_mut(..len) else {
             return;

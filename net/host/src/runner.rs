@@ -287,7 +287,7 @@ impl SceneRunner {
             self.shared.refused.fetch_add(1, Ordering::Relaxed);
             Err(CommandError::Full(self.scene.clone()))
         };
-        if matches!(cmd, Inbound::Input { .. })
+        if matches!(cmd, Inbound::Input { .. } | Inbound::Ack { .. })
             && self.shared.queued.load(Ordering::Relaxed) >= self.input_limit
         {
             return full();
@@ -463,7 +463,11 @@ impl ThreadCtx {
             output: Arc::clone(&self.output),
         };
         let scene = self.def.name.clone();
-        let mut world = SceneWorld::new(self.def, self.settings.scene.clone());
+        let settings = tessera_sim::SceneSettings {
+            epoch: self.epoch,
+            ..self.settings.scene.clone()
+        };
+        let mut world = SceneWorld::new(self.def, settings);
         if self.settings.walkers > 0 {
             // Synthetic load: observers with client ids 1..=walkers (session
             // ids have the top bit set, so they never collide).

@@ -229,6 +229,7 @@ fn every_variant() -> Vec<LinkMsg> {
                     heading: 0.5,
                     action: 0,
                     mount: 0,
+                    state_ack: Default::default(),
                 },
             },
         },
@@ -318,7 +319,7 @@ fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::Inputs {
             scene: "meadow".into(),
             epoch: 4,
-            inputs: vec![(7, Input::default())],
+            inputs: vec![(7, tessera_proto::Uplink::Input(Input::default()))],
         },
         LinkMsg::ReplicationBatch {
             packets: vec![(1, vec![1, 2, 3]), (2, vec![])],

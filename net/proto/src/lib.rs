@@ -18,6 +18,7 @@
 pub mod client;
 pub mod login;
 pub mod state;
+pub mod view;
 
 use bitcode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,8 @@ use serde::{Deserialize, Serialize};
 pub use client::{
     AvatarInfo, CLIENT_PROTOCOL, ChatScope, ChatTarget, ClientMsg, MAX_CHAT_BYTES, ServerMsg,
 };
-pub use state::{Input, MoveMode, StatePacket};
+pub use state::{Input, MoveMode, StateAck, StatePacket, Uplink};
+pub use view::WorldView;
 
 /// A 2D vector, `[x, y]` in world units.
 pub type Vec2 = [f32; 2];

@@ -1,25 +1,68 @@
-//! The **state channel**: the client's movement intent ([`Input`]) and the
+//! The **state channel**: the client's movement intent ([`Input`]), the
 //! per-client, per-tick replication packet ([`StatePacket`]) with its codec
-//! and quantization.
+//! and quantization, and the client's acknowledgement of it ([`StateAck`]).
+//!
+//! The state packet has its own byte layout, written down in
+//! `docs/protocol.md` (little-endian fixed fields, LEB128 varints for counts
+//! and ids) so a client in any language can read it.
 
 use bitcode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
 
 use crate::{NetId, Vec2};
 
 /// The hard cap on one replication packet, in bytes.
 pub const MAX_PACKET_BYTES: usize = 1200;
 
+/// The first byte of a state packet.
+pub const STATE_PACKET_TYPE: u8 = 1;
+
+/// How many packets before the acknowledged one [`StateAck::mask`] covers.
+pub const ACK_WINDOW: u32 = 32;
+
 /// Movement speed mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode, Serialize, Deserialize)]
 pub enum MoveMode {
     #[default]
     Walk,
     Run,
 }
 
+/// What a client has applied of one scene placement's state packets: the
+/// newest packet's tick and, in bit `i` of `mask`, whether the packet of
+/// tick `tick - 1 - i` was applied. A client applies a placement's packets
+/// in increasing tick order only (an older one arriving late is dropped,
+/// unacknowledged), so every tick up to `tick` that is not acknowledged
+/// here is lost for good and its content is sent again.
+///
+/// `tick == 0` means "nothing yet" and is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode, Serialize, Deserialize)]
+pub struct StateAck {
+    /// [`StatePacket::scene`] of the acknowledged packets.
+    pub scene: u32,
+    /// [`StatePacket::epoch`] of the acknowledged packets.
+    pub epoch: u64,
+    pub tick: u32,
+    pub mask: u32,
+}
+
+impl StateAck {
+    /// Whether this acknowledges the packet of tick `t`.
+    pub fn covers(&self, t: u32) -> bool {
+        if self.tick == 0 || t > self.tick {
+            return false;
+        }
+        match self.tick - t {
+            0 => true,
+            d if d <= ACK_WINDOW => self.mask & (1 << (d - 1)) != 0,
+            _ => false,
+        }
+    }
+}
+
 /// A client's movement intent. Clients never send positions: the server
 /// integrates intent under its own speed caps.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Encode, Decode, Serialize, Deserialize)]
 pub struct Input {
     /// Client sequence number, echoed back as `StatePacket::ack`.
     pub seq: u32,
@@ -32,6 +75,17 @@ pub struct Input {
     pub action: u8,
     /// Mount id, 0 = on foot. Mounted movement is faster.
     pub mount: u8,
+    /// The state packets applied so far (riding on the input).
+    pub state_ack: StateAck,
+}
+
+/// What a client sends on the unreliable channel, as a scene receives it:
+/// an input (with its acknowledgement) or, when it has no input to send, an
+/// acknowledgement alone.
+#[derive(Debug, Clone, Copy, PartialEq, Encode, Decode)]
+pub enum Uplink {
+    Input(Input),
+    Ack(StateAck),
 }
 
 /// Kind of a replicated entity.
@@ -39,7 +93,7 @@ pub const KIND_PC: u8 = 0;
 pub const KIND_NPC: u8 = 1;
 
 /// An entity entering a client's view, with its full state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnterState {
     pub id: NetId,
     pub kind: u8,
@@ -48,15 +102,15 @@ pub struct EnterState {
 }
 
 /// A changed entity's quantized state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateState {
     pub id: NetId,
     pub q: Quantized,
 }
 
 /// Position and pose quantized for the wire: positions to 1/65535 of the
-/// scene side, heading to 1/256 of a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode)]
+/// scene side, heading to 1/256 of a turn. Seven bytes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Quantized {
     pub x: u16,
     pub y: u16,
@@ -65,13 +119,21 @@ pub struct Quantized {
     pub mount: u8,
 }
 
-/// The per-client, per-tick replication packet (≤ [`MAX_PACKET_BYTES`] encoded).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
+/// The per-client, per-tick replication packet (≤ [`MAX_PACKET_BYTES`]
+/// encoded). `(scene, epoch, tick)` names it: a client applies only packets
+/// of the placement it was last told it is in ([`crate::ServerMsg::Entered`]),
+/// in increasing tick order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StatePacket {
+    /// The scene's tag ([`scene_tag`] of its name).
+    pub scene: u32,
+    /// The scene's placement epoch (a failover or re-placement raises it).
+    pub epoch: u64,
+    /// The scene tick the packet was built in: its sequence number.
     pub tick: u32,
-    /// Last input sequence number applied for this client.
+    /// Last input sequence applied for this client.
     pub ack: u32,
-    /// The client's own entity id and state, when it changed.
+    /// The client's own entity id and state, when it changed or was lost.
     pub you: Option<UpdateState>,
     /// Leaves come first: a client applies them before enters.
     pub leaves: Vec<NetId>,
@@ -79,27 +141,214 @@ pub struct StatePacket {
     pub updates: Vec<UpdateState>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// A scene's 32-bit tag on the wire: FNV-1a of its name's UTF-8 bytes.
+pub fn scene_tag(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("packet of {0} bytes exceeds the {MAX_PACKET_BYTES}-byte limit")]
     TooLarge(usize),
-    #[error("malformed packet: {0}")]
-    Malformed(String),
+    #[error("not a state packet (type byte {0})")]
+    WrongType(u8),
+    #[error("packet ends early")]
+    Truncated,
+    #[error("varint too long or out of range")]
+    BadVarint,
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
 }
+
+/// Upper bounds of the encoded size of each part, used to budget a packet
+/// before encoding it.
+pub const HEADER_MAX_BYTES: usize = 1 + 4 + 10 + 4 + 5 + 1 + 3;
+pub const QUANTIZED_BYTES: usize = 7;
+pub const LEAVE_MAX_BYTES: usize = 5;
+pub const UPDATE_MAX_BYTES: usize = 5 + QUANTIZED_BYTES;
+pub const ENTER_MAX_BYTES: usize = 5 + 1 + 5 + QUANTIZED_BYTES;
 
 impl StatePacket {
     pub fn encode(&self) -> Vec<u8> {
-        bitcode::encode(self)
+        let mut out = Vec::with_capacity(64);
+        self.encode_into(&mut out);
+        out
     }
 
+    /// Appends the encoding to `out` (see `docs/protocol.md`).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(STATE_PACKET_TYPE);
+        out.extend_from_slice(&self.scene.to_le_bytes());
+        put_varint(out, self.epoch);
+        out.extend_from_slice(&self.tick.to_le_bytes());
+        put_varint(out, self.ack as u64);
+        match &self.you {
+            Some(u) => {
+                out.push(1);
+                put_varint(out, u.id as u64);
+                put_q(out, &u.q);
+            }
+            None => out.push(0),
+        }
+        put_varint(out, self.leaves.len() as u64);
+        for &id in &self.leaves {
+            put_varint(out, id as u64);
+        }
+        put_varint(out, self.enters.len() as u64);
+        for e in &self.enters {
+            put_varint(out, e.id as u64);
+            out.push(e.kind);
+            put_varint(out, e.figure as u64);
+            put_q(out, &e.q);
+        }
+        put_varint(out, self.updates.len() as u64);
+        for u in &self.updates {
+            put_varint(out, u.id as u64);
+            put_q(out, &u.q);
+        }
+    }
+
+    /// Never panics, whatever the bytes; lists are bounded by the packet's
+    /// size, so a hostile count cannot make it allocate more.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() > MAX_PACKET_BYTES {
             return Err(DecodeError::TooLarge(bytes.len()));
         }
-        bitcode::decode(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+        let mut r = Reader(bytes);
+        let t = r.u8()?;
+        if t != STATE_PACKET_TYPE {
+            return Err(DecodeError::WrongType(t));
+        }
+        let scene = r.u32_le()?;
+        let epoch = r.varint()?;
+        let tick = r.u32_le()?;
+        let ack = r.varint_u32()?;
+        let you = match r.u8()? {
+            0 => None,
+            _ => Some(UpdateState {
+                id: r.varint_u32()?,
+                q: r.q()?,
+            }),
+        };
+        let n = r.count(1)?;
+        let mut leaves = Vec::with_capacity(n);
+        for _ in 0..n {
+            leaves.push(r.varint_u32()?);
+        }
+        let n = r.count(1 + 1 + 1 + QUANTIZED_BYTES)?;
+        let mut enters = Vec::with_capacity(n);
+        for _ in 0..n {
+            enters.push(EnterState {
+                id: r.varint_u32()?,
+                kind: r.u8()?,
+                figure: r.varint_u32()?,
+                q: r.q()?,
+            });
+        }
+        let n = r.count(1 + QUANTIZED_BYTES)?;
+        let mut updates = Vec::with_capacity(n);
+        for _ in 0..n {
+            updates.push(UpdateState {
+                id: r.varint_u32()?,
+                q: r.q()?,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(DecodeError::Trailing(r.0.len()));
+        }
+        Ok(Self {
+            scene,
+            epoch,
+            tick,
+            ack,
+            you,
+            leaves,
+            enters,
+            updates,
+        })
     }
 }
 
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_q(out: &mut Vec<u8>, q: &Quantized) {
+    out.extend_from_slice(&q.x.to_le_bytes());
+    out.extend_from_slice(&q.y.to_le_bytes());
+    out.extend_from_slice(&[q.heading, q.action, q.mount]);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let (head, rest) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or(DecodeError::Truncated)?;
+        self.0 = rest;
+        Ok(*head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u32_le(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let part = (b & 0x7f) as u64;
+            if i == 9 && part > 1 {
+                return Err(DecodeError::BadVarint);
+            }
+            v |= part << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::BadVarint)
+    }
+
+    fn varint_u32(&mut self) -> Result<u32, DecodeError> {
+        u32::try_from(self.varint()?).map_err(|_| DecodeError::BadVarint)
+    }
+
+    /// A list count, refused when the bytes left cannot hold that many
+    /// items of at least `min_item` bytes.
+    fn count(&mut self, min_item: usize) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        if n > (self.0.len() / min_item) as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n as usize)
+    }
+
+    fn q(&mut self) -> Result<Quantized, DecodeError> {
+        let b = self.take::<7>()?;
+        Ok(Quantized {
+            x: u16::from_le_bytes([b[0], b[1]]),
+            y: u16::from_le_bytes([b[2], b[3]]),
+            heading: b[4],
+            action: b[5],
+            mount: b[6],
+        })
+    }
+}
 /// Quantizes world state against the scene's size.
 #[derive(Debug, Clone, Copy)]
 pub struct Quantizer {
@@ -170,5 +419,92 @@ mod tests {
             StatePacket::decode(&[0u8; MAX_PACKET_BYTES + 1]),
             Err(DecodeError::TooLarge(_))
         ));
+    }
+
+    fn sample() -> StatePacket {
+        let q = Quantized {
+            x: 0x1234,
+            y: 65535,
+            heading: 7,
+            action: 2,
+            mount: 1,
+        };
+        StatePacket {
+            scene: scene_tag("field"),
+            epoch: 300,
+            tick: 70_000,
+            ack: 5,
+            you: Some(UpdateState { id: 3, q }),
+            leaves: vec![1, 200],
+            enters: vec![EnterState {
+                id: 20_000,
+                kind: KIND_NPC,
+                figure: 9,
+                q,
+            }],
+            updates: vec![UpdateState { id: 0, q }],
+        }
+    }
+
+    #[test]
+    fn packets_round_trip_in_the_documented_layout() {
+        let p = sample();
+        let bytes = p.encode();
+        assert_eq!(StatePacket::decode(&bytes), Ok(p.clone()));
+        // type, scene tag LE, epoch varint (300 = ac 02), tick LE, ack varint.
+        let tag = scene_tag("field").to_le_bytes();
+        assert_eq!(bytes[0], STATE_PACKET_TYPE);
+        assert_eq!(&bytes[1..5], &tag);
+        assert_eq!(&bytes[5..7], &[0xac, 0x02]);
+        assert_eq!(&bytes[7..11], &70_000u32.to_le_bytes());
+        assert_eq!(bytes[11], 5);
+        // you: flag, id, x LE, y LE, heading, action, mount.
+        assert_eq!(&bytes[12..21], &[1, 3, 0x34, 0x12, 0xff, 0xff, 7, 2, 1]);
+        // leaves: count 2, ids 1 and 200 (c8 01).
+        assert_eq!(&bytes[21..25], &[2, 1, 0xc8, 0x01]);
+        let empty = StatePacket::default().encode();
+        assert_eq!(empty.len(), 1 + 4 + 1 + 4 + 1 + 1 + 3);
+        let max = StatePacket {
+            epoch: u64::MAX,
+            ack: u32::MAX,
+            ..Default::default()
+        };
+        assert_eq!(max.encode().len(), HEADER_MAX_BYTES);
+        // Every truncation and every trailing byte is an error.
+        for n in 0..bytes.len() {
+            assert!(StatePacket::decode(&bytes[..n]).is_err(), "prefix {n}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(StatePacket::decode(&long), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn a_hostile_count_allocates_nothing() {
+        let mut b = StatePacket::default().encode();
+        b.truncate(b.len() - 3);
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert_eq!(StatePacket::decode(&b), Err(DecodeError::Truncated));
+        let mut v = StatePacket::default().encode();
+        v[5] = 0xff; // epoch varint that never ends
+        assert!(StatePacket::decode(&v).is_err());
+    }
+
+    #[test]
+    fn acks_cover_the_tick_and_the_mask() {
+        let a = StateAck {
+            scene: 1,
+            epoch: 1,
+            tick: 100,
+            mask: 0b101,
+        };
+        assert!(a.covers(100) && a.covers(99) && !a.covers(98) && a.covers(97));
+        assert!(!a.covers(101) && !a.covers(67) && !a.covers(0));
+        let full = StateAck {
+            mask: u32::MAX,
+            ..a
+        };
+        assert!(full.covers(68) && !full.covers(67));
+        assert!(!StateAck::default().covers(0));
     }
 }

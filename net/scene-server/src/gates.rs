@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tessera_link::{Link, LinkSender, bump, lock};
+use tessera_proto::Uplink;
 use tessera_sim::{ClientId, Inbound, Input, SceneEvent};
 use tessera_wire::{Epoch, LinkMsg, SceneCommand, WireEvent};
 use tokio_util::sync::CancellationToken;
@@ -98,7 +99,7 @@ fn on_inputs(
     gate: &str,
     scene: String,
     epoch: Epoch,
-    inputs: Vec<(ClientId, Input)>,
+    inputs: Vec<(ClientId, Uplink)>,
 ) {
     let current = shared.epoch_of(&scene);
     if current != Some(epoch) {
@@ -113,15 +114,16 @@ fn on_inputs(
     }
     let routes = lock(&shared.routes);
     let host = lock(&shared.host);
-    for (client, input) in inputs {
+    for (client, up) in inputs {
         if !routed(&routes, client, gate, &scene) {
             bump(&shared.counters.commands_foreign);
             continue;
         }
-        if host
-            .command(&scene, Inbound::Input { client, input })
-            .is_err()
-        {
+        let cmd = match up {
+            Uplink::Input(input) => Inbound::Input { client, input },
+            Uplink::Ack(ack) => Inbound::Ack { client, ack },
+        };
+        if host.command(&scene, cmd).is_err() {
             bump(&shared.counters.inputs_refused);
         }
     }

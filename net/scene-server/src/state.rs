@@ -121,6 +121,7 @@ impl ServerState {
             Inbound::Attach { client, .. } => ("attach", *client),
             Inbound::Detach { client } => ("detach", *client),
             Inbound::Input { client, .. } => ("input", *client),
+            Inbound::Ack { client, .. } => ("ack", *client),
         };
         if let Err(e) = lock(&self.host).command(scene, cmd) {
             bump(&self.counters.commands_refused);

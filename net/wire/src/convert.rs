@@ -55,6 +55,7 @@ impl From<&Inbound> for SceneCommand {
             },
             Inbound::Detach { client } => Self::Detach { client },
             Inbound::Input { client, input } => Self::Input { client, input },
+            Inbound::Ack { client, ack } => Self::Ack { client, ack },
         }
     }
 }
@@ -75,6 +76,7 @@ impl From<SceneCommand> for Inbound {
             },
             SceneCommand::Detach { client } => Self::Detach { client },
             SceneCommand::Input { client, input } => Self::Input { client, input },
+            SceneCommand::Ack { client, ack } => Self::Ack { client, ack },
         }
     }
 }
@@ -163,6 +165,12 @@ mod tests {
             heading: 1.0,
             action: 2,
             mount: 0,
+            state_ack: tessera_proto::StateAck {
+                scene: 1,
+                epoch: 2,
+                tick: 3,
+                mask: 4,
+            },
         };
         for cmd in [
             Inbound::Attach {

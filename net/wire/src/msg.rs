@@ -6,7 +6,9 @@
 use bitcode::{Decode, Encode};
 use bytes::Bytes;
 
-use tessera_proto::{AccountId, AvatarInfo, ChatScope, ChatTarget, Input, SessionId};
+use tessera_proto::{
+    AccountId, AvatarInfo, ChatScope, ChatTarget, Input, SessionId, StateAck, Uplink,
+};
 use tessera_sim::protocol::{AvatarId, ClientId, NetId};
 
 use crate::Epoch;
@@ -53,13 +55,13 @@ pub enum LinkMsg {
         epoch: Epoch,
         command: SceneCommand,
     },
-    /// Gate → scene server: many clients' inputs for one scene at one
-    /// placement epoch, gathered over a few milliseconds (one frame instead
-    /// of one per input).
+    /// Gate → scene server: many clients' inputs (and acknowledgements of
+    /// state sent alone) for one scene at one placement epoch, gathered over
+    /// a few milliseconds (one frame instead of one per input).
     Inputs {
         scene: String,
         epoch: Epoch,
-        inputs: Vec<(ClientId, Input)>,
+        inputs: Vec<(ClientId, Uplink)>,
     },
     /// Something a scene reported to its host (attached, rejected, portal…).
     Event {
@@ -284,6 +286,10 @@ pub enum SceneCommand {
     Input {
         client: ClientId,
         input: Input,
+    },
+    Ack {
+        client: ClientId,
+        ack: StateAck,
     },
 }
 

@@ -76,6 +76,8 @@ pub enum BotConfigError {
     Zero(&'static str),
     #[error("the first account index plus the count must fit in a u32")]
     Index,
+    #[error("--loss must be between 0 and 1, not {0}")]
+    Loss(String),
 }
 
 /// Settings for a bot run. Build with [`BotConfig::new`] (which validates);
@@ -119,6 +121,9 @@ pub struct BotConfig {
     /// crowds make each run heavier than the last. Set it to repeat a run's
     /// choices.
     pub seed: u64,
+    /// The chance each datagram a bot receives is dropped (seeded by `seed`
+    /// and the bot's index). Default 0.
+    pub loss: f32,
 }
 
 /// A seed that differs from run to run (the clock, mixed).
@@ -151,6 +156,7 @@ impl BotConfig {
             status_interval: Duration::from_secs(1),
             warmup: Duration::from_secs(10),
             seed: seed_from_clock(),
+            loss: 0.0,
         };
         config.validate()?;
         Ok(config)
@@ -185,6 +191,9 @@ impl BotConfig {
         }
         if self.input_hz == 0 {
             return Err(BotConfigError::Zero("input rate"));
+        }
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err(BotConfigError::Loss(self.loss.to_string()));
         }
         for (name, d) in [
             ("request timeout", self.request_timeout),

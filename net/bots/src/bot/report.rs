@@ -179,6 +179,15 @@ pub struct BotReport {
     pub rtt_unacked: u64,
     pub inputs_sent: u64,
     pub state_packets: u64,
+    /// Acknowledgements of state sent alone (the rest ride on inputs).
+    pub acks_sent: u64,
+    /// State packets not applied: not newer than the newest applied
+    /// (duplicates, late ones), or of a placement the bot has left.
+    pub state_stale: u64,
+    pub state_foreign: u64,
+    /// The `--loss` asked for, and the datagrams it dropped.
+    pub loss: f32,
+    pub loss_dropped: u64,
     /// Server messages or replication packets that did not decode.
     pub decode_errors: u64,
     /// Messages the gate client had no room for (its queues are bounded).
@@ -296,13 +305,19 @@ impl BotReport {
     fn write_counts(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "  inputs {}, state packets {}, decode errors {}, client queue drops {}, server errors {}, transfers {}",
+            "  inputs {}, state packets {} ({} stale, {} foreign), acks alone {}, loss {} ({} datagrams dropped)",
             self.inputs_sent,
             self.state_packets,
-            self.decode_errors,
-            self.client_queue_drops,
-            self.server_errors,
-            self.transfers
+            self.state_stale,
+            self.state_foreign,
+            self.acks_sent,
+            self.loss,
+            self.loss_dropped
+        )?;
+        writeln!(
+            f,
+            "  decode errors {}, client queue drops {}, server errors {}, transfers {}",
+            self.decode_errors, self.client_queue_drops, self.server_errors, self.transfers
         )?;
         if self.behaviour == Behaviour::Chat || self.chat_sent > 0 {
             writeln!(

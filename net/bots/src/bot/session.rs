@@ -12,6 +12,7 @@ use tessera_gate::{
 };
 use tessera_link::lock;
 use tessera_proto::client::{AvatarInfo, ChatTarget, ClientMsg, ServerMsg};
+use tessera_proto::view::{Applied, WorldView};
 use tessera_sim::protocol::StatePacket;
 use tessera_sim::rng::{SceneRng, mix};
 use tessera_wire::{Input, MoveMode};
@@ -22,6 +23,10 @@ use super::config::{Behaviour, bot_avatar_name};
 use super::login::{Admitted, Failure, login};
 use super::measure::{RTT_RING, RttRing, RttWindow, record_us};
 use super::shared::{RunShared, add};
+
+/// How often state applied since the last input is acknowledged alone
+/// (one scene tick at 20 Hz).
+const ACK_EVERY: Duration = Duration::from_millis(50);
 
 /// How a stay in the world ended.
 enum Outcome {
@@ -117,7 +122,7 @@ async fn connect_and_enter(
     let mut stage = EnterStage::Connecting;
     let entered = tokio::time::timeout(
         shared.config.enter_timeout,
-        enter(admitted, index, &mut stage),
+        enter(admitted, index, &mut stage, shared.client_config(index)),
     )
     .await;
     match entered {
@@ -177,10 +182,11 @@ async fn enter(
     admitted: Admitted,
     index: usize,
     stage: &mut EnterStage,
+    config: ClientConfig,
 ) -> Result<Session, String> {
-    let mut client = connect_gate(&admitted.token).await?;
+    let mut client = connect_gate(&admitted.token, config).await?;
     match wait_until_entered(&mut client, index, stage).await {
-        Ok(()) => Ok(Session::new(client, index)),
+        Ok(placement) => Ok(Session::new(client, index, placement)),
         Err(reason) => {
             let _ = client.disconnect();
             Err(reason)
@@ -189,21 +195,22 @@ async fn enter(
 }
 
 /// A gate client connected with the hex connect token a login gave.
-async fn connect_gate(token_hex: &str) -> Result<ClientConn, String> {
+async fn connect_gate(token_hex: &str, config: ClientConfig) -> Result<ClientConn, String> {
     let bytes = from_hex(token_hex).map_err(|_| "login: token is not hex".to_owned())?;
     let token = token_from_bytes(&bytes).map_err(|_| "login: token does not decode".to_owned())?;
-    ClientConn::connect(token, ClientConfig::default())
+    ClientConn::connect(token, config)
         .await
         .map_err(|e| format!("gate: {e}"))
 }
 
 /// Reads the gate's messages until `Entered`, selecting the account's first
-/// avatar (creating one if it has none).
+/// avatar (creating one if it has none); returns the placement entered,
+/// `(scene_tag, epoch, net_id)`.
 async fn wait_until_entered(
     client: &mut ClientConn,
     index: usize,
     stage: &mut EnterStage,
-) -> Result<(), String> {
+) -> Result<(u32, u64, u32), String> {
     let mut selected = false;
     let mut created = false;
     loop {
@@ -211,7 +218,12 @@ async fn wait_until_entered(
             ServerMsg::Avatars(list) if !selected => {
                 selected = choose_avatar(client, &list, index, &mut created, stage)?;
             }
-            ServerMsg::Entered { .. } => return Ok(()),
+            ServerMsg::Entered {
+                scene_tag,
+                epoch,
+                net_id,
+                ..
+            } => return Ok((scene_tag, epoch, net_id)),
             ServerMsg::Error { code, text } => return Err(format!("gate error: {code}: {text}")),
             ServerMsg::Kicked { reason } => return Err(format!("kicked: {reason}")),
             _ => {}
@@ -314,13 +326,18 @@ struct Session {
     bytes_down: u64,
     kicked: Option<String>,
     disconnected: bool,
+    /// The world as this bot sees it (its acknowledgements come from here).
+    view: WorldView,
 }
 
 impl Session {
-    /// A session for a client that has just entered.
-    fn new(client: ClientConn, index: usize) -> Self {
+    /// A session for a client that has just entered `placement`.
+    fn new(client: ClientConn, index: usize, placement: (u32, u64, u32)) -> Self {
         let wire_at_entry = WireCounts::of(client.stats());
+        let mut view = WorldView::new();
+        view.enter(placement.0, placement.1, placement.2);
         Self {
+            view,
             client,
             index,
             entered_at: Instant::now(),
@@ -352,9 +369,12 @@ impl Session {
     /// Plays the configured behaviour until the stay ends.
     async fn play(&mut self, shared: &RunShared, rng: &mut SceneRng, seq: &mut u32) -> Outcome {
         let mut inputs = input_ticker(shared.config.input_hz, rng);
+        let mut acks = tokio::time::interval(ACK_EVERY);
+        acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stay = Stay::new(shared, rng);
         let outcome = loop {
-            if let Some(outcome) = self.step(shared, rng, seq, &mut inputs, &mut stay).await {
+            let step = self.step(shared, rng, seq, &mut inputs, &mut acks, &mut stay);
+            if let Some(outcome) = step.await {
                 break outcome;
             }
         };
@@ -370,6 +390,7 @@ impl Session {
         rng: &mut SceneRng,
         seq: &mut u32,
         inputs: &mut Interval,
+        acks: &mut Interval,
         stay: &mut Stay,
     ) -> Option<Outcome> {
         let behaviour = shared.config.behaviour;
@@ -380,6 +401,7 @@ impl Session {
             () = shared.stop.cancelled() => Some(Outcome::Stopped),
             event = self.client.recv() => self.on_event(shared, stay, event),
             _ = inputs.tick(), if stay.leaving.is_none() => self.send_input(shared, rng, seq, stay),
+            _ = acks.tick() => self.send_ack(shared),
             () = tokio::time::sleep_until(stay.chat_at), if chat_due => {
                 self.send_chat(shared, rng, stay)
             }
@@ -423,16 +445,32 @@ impl Session {
         }
     }
 
-    /// A replication packet: its ack makes inputs visible (round trips).
+    /// A replication packet: applied to the view (if of the placement the
+    /// bot is in, and newer than what it has); its input ack makes inputs
+    /// visible (round trips).
     fn on_state_packet(&mut self, shared: &RunShared, stay: &mut Stay, payload: &[u8]) {
         self.bytes_down += payload.len() as u64;
         match StatePacket::decode(payload) {
             Ok(packet) => {
                 add(&shared.n.state_packets, 1);
-                stay.rtts.on_ack(shared, &mut stay.ring, packet.ack);
+                if self.view.apply(&packet) == Applied::Applied {
+                    stay.rtts.on_ack(shared, &mut stay.ring, packet.ack);
+                }
             }
             Err(_) => add(&shared.n.decode_errors, 1),
         }
+    }
+
+    /// The acknowledgement clock: the state applied since the last input
+    /// goes alone.
+    fn send_ack(&mut self, shared: &RunShared) -> Option<Outcome> {
+        let ack = self.view.take_ack_due()?;
+        let msg = ClientMsg::Ack(ack).encode();
+        if !self.send(shared, Channel::Unreliable, msg) {
+            return Some(Outcome::client_stopped());
+        }
+        add(&shared.n.acks_sent, 1);
+        None
     }
 
     /// A reliable server message in the world; `Left` after the bot's own
@@ -449,6 +487,12 @@ impl Session {
             Ok(ServerMsg::Kicked { reason }) => self.kicked = Some(reason),
             Ok(ServerMsg::Error { .. }) => add(&shared.n.server_errors, 1),
             Ok(ServerMsg::Moving { .. }) => add(&shared.n.transfers, 1),
+            Ok(ServerMsg::Entered {
+                scene_tag,
+                epoch,
+                net_id,
+                ..
+            }) => self.view.enter(scene_tag, epoch, net_id),
             Ok(ServerMsg::Left { .. }) if leaving => return Some(Outcome::Cycle),
             Ok(_) => {}
             Err(_) => add(&shared.n.decode_errors, 1),
@@ -492,7 +536,9 @@ impl Session {
             heading: dir[1].atan2(dir[0]),
             action: 0,
             mount: 0,
+            state_ack: self.view.ack(),
         };
+        self.view.ack_sent();
         let msg = ClientMsg::Input(input).encode();
         if !self.send(shared, Channel::Unreliable, msg) {
             return Some(Outcome::client_stopped());
@@ -547,6 +593,7 @@ impl Session {
             bytes_up,
             bytes_down,
             disconnected,
+            view,
             ..
         } = self;
         if !disconnected {
@@ -555,6 +602,9 @@ impl Session {
         }
         drop(client);
         let n = &shared.n;
+        add(&n.state_stale, view.counters.stale);
+        add(&n.state_foreign, view.counters.foreign);
+        add(&n.loss_dropped, stats.loss_dropped.load(Ordering::Relaxed));
         let world_us = u64::try_from(world.as_micros()).unwrap_or(u64::MAX);
         add(&n.world_micros, world_us);
         add(&n.payload_up, bytes_up);

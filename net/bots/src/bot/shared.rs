@@ -40,6 +40,10 @@ pub(super) struct BotCounters {
     pub(super) rtt_unacked: AtomicU64,
     pub(super) inputs_sent: AtomicU64,
     pub(super) state_packets: AtomicU64,
+    pub(super) acks_sent: AtomicU64,
+    pub(super) state_stale: AtomicU64,
+    pub(super) state_foreign: AtomicU64,
+    pub(super) loss_dropped: AtomicU64,
     pub(super) decode_errors: AtomicU64,
     pub(super) client_queue_drops: AtomicU64,
     pub(super) server_errors: AtomicU64,
@@ -84,6 +88,16 @@ pub(super) struct RunShared {
 }
 
 impl RunShared {
+    /// The gate client's settings for bot `index`: the run's loss, seeded
+    /// per bot.
+    pub(super) fn client_config(&self, index: usize) -> tessera_gate::ClientConfig {
+        tessera_gate::ClientConfig {
+            loss: self.config.loss,
+            loss_seed: tessera_sim::rng::mix(self.config.seed, index as u64, 7),
+            ..Default::default()
+        }
+    }
+
     /// The shared state of a run of `config` (already validated), in the
     /// ramp-up window.
     pub(super) fn new(config: BotConfig) -> Self {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_link::{LinkConfig, LinkSender, bump};
-use tessera_proto::{AccountId, ClientMsg, ServerMsg, SessionId};
+use tessera_proto::{AccountId, ClientMsg, ServerMsg, SessionId, Uplink};
 use tessera_wire::{Epoch, LinkMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -329,7 +329,8 @@ impl AgentLoop {
         // The session id is the token's (netcode) client id.
         let session = SessionId(client);
         match msg {
-            ClientMsg::Input(input) => self.queue_input(client, input),
+            ClientMsg::Input(input) => self.queue_input(client, Uplink::Input(input)),
+            ClientMsg::Ack(ack) => self.queue_input(client, Uplink::Ack(ack)),
             ClientMsg::ListAvatars => self.to_coordinator(&LinkMsg::ListAvatars { session }),
             ClientMsg::CreateAvatar { name } => {
                 self.to_coordinator(&LinkMsg::CreateAvatar { session, name });

@@ -250,16 +250,24 @@ impl AgentLoop {
     }
 
     /// The session's avatar is in its scene as `net_id`.
+    /// The route (which comes first) gives the placement epoch the client's
+    /// view is bound to.
     fn on_attached(&mut self, session: u64, avatar: u64, scene: String, net_id: u32) {
+        let mut epoch = 0;
         if let Some(agent) = self.agents.get_mut(&session) {
             agent.avatar = Some(avatar);
+            if let Some(r) = agent.route.as_ref().filter(|r| r.scene == scene) {
+                epoch = r.epoch;
+            }
         }
         self.tell(
             session,
             &ServerMsg::Entered {
                 avatar,
+                scene_tag: tessera_proto::state::scene_tag(&scene),
                 scene,
                 net_id,
+                epoch,
             },
         );
     }

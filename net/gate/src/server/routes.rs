@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tessera_link::{LinkSender, bump};
-use tessera_wire::{Epoch, Input, LinkMsg};
+use tessera_proto::Uplink;
+use tessera_wire::{Epoch, LinkMsg};
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{AgentLoop, Route};
@@ -26,7 +27,7 @@ pub(super) const INPUT_FLUSH: Duration = Duration::from_millis(5);
 pub(super) const MAX_INPUT_BATCH: usize = 4096;
 
 /// Inputs waiting, by scene server, then (scene, epoch).
-pub(super) type InputBatches = BTreeMap<String, BTreeMap<(String, Epoch), Vec<(u64, Input)>>>;
+pub(super) type InputBatches = BTreeMap<String, BTreeMap<(String, Epoch), Vec<(u64, Uplink)>>>;
 
 impl AgentLoop {
     /// Sends the gathered inputs, one `Inputs` frame per scene.
@@ -78,7 +79,7 @@ impl AgentLoop {
     /// others for that scene as one `Inputs` frame every [`INPUT_FLUSH`],
     /// or at once when [`MAX_INPUT_BATCH`] are waiting. Without a route it
     /// is dropped (and counted).
-    pub(super) fn queue_input(&mut self, session: u64, input: Input) {
+    pub(super) fn queue_input(&mut self, session: u64, input: Uplink) {
         let Some(route) = self.agents.get(&session).and_then(|a| a.route.as_ref()) else {
             bump(&self.stats.inputs_dropped);
             return;

@@ -1,0 +1,89 @@
+//! docs/protocol.md is complete for the state packet: an independent
+//! decoder written from it alone (`tests/protocol/decode_state.py`) reads
+//! real packets of a busy scene exactly as the Rust decoder does.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed run
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use tessera_sim::protocol::{MoveMode, StatePacket};
+use tessera_sim::testing::{attach_at, input, open_world};
+use tessera_sim::{Inbound, SceneSettings};
+
+#[test]
+fn an_independent_decoder_reads_real_packets_from_the_doc() {
+    // A crowd that moves, joins and leaves, under a small budget, so the
+    // packets hold leaves, enters, updates and own states of every size.
+    let mut w = open_world(
+        400.0,
+        SceneSettings {
+            epoch: 300,
+            packet_budget: 600,
+            ..SceneSettings::default()
+        },
+    );
+    let mut rng = tessera_sim::rng::SceneRng::new(9);
+    for c in 0..200u64 {
+        let p = [rng.range_f32(150.0, 250.0), rng.range_f32(150.0, 250.0)];
+        w.push(attach_at(c, p)).unwrap();
+    }
+    let mut packets = Vec::new();
+    for t in 0..40u32 {
+        for c in 0..200u64 {
+            let dir = [rng.range_f32(-1.0, 1.0), rng.range_f32(-1.0, 1.0)];
+            w.push(input(c, t, dir, MoveMode::Run)).unwrap();
+        }
+        if t == 20 {
+            for c in 0..40u64 {
+                w.push(Inbound::Detach { client: c }).unwrap();
+            }
+        }
+        let out = w.tick();
+        packets.extend(out.packets.iter().map(|(_, b)| b.to_vec()));
+    }
+    assert!(packets.len() > 1000, "{} packets", packets.len());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/protocol/decode_state.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut input_text = String::new();
+    for p in &packets {
+        for b in p {
+            input_text.push_str(&format!("{b:02x}"));
+        }
+        input_text.push('\n');
+    }
+    // A truncated packet must be refused by both decoders.
+    let cut = &packets[0][..packets[0].len() - 1];
+    for b in cut {
+        input_text.push_str(&format!("{b:02x}"));
+    }
+    input_text.push('\n');
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input_text.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "decoder failed");
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), packets.len() + 1);
+    let (mut leaves, mut enters, mut updates) = (0, 0, 0);
+    for (p, line) in packets.iter().zip(&lines) {
+        let ours = StatePacket::decode(p).unwrap();
+        leaves += ours.leaves.len();
+        enters += ours.enters.len();
+        updates += ours.updates.len();
+        let theirs: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(theirs, serde_json::to_value(&ours).unwrap());
+    }
+    assert!(leaves > 0 && enters > 0 && updates > 0);
+    let last: serde_json::Value = serde_json::from_str(lines[packets.len()]).unwrap();
+    assert!(last["error"].is_string(), "{last}");
+    assert!(StatePacket::decode(cut).is_err());
+}
