@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::json;
+use std::collections::BTreeMap;
 use tessera_sim::metrics::{STAGES, SYSTEMS, SpanKind};
-use tessera_sim::{MAX_PACKET_BYTES, SceneSettings, SceneWorld};
+
+use tessera_sim::protocol::{ACK_WINDOW, StateAck};
+use tessera_sim::{Inbound, MAX_PACKET_BYTES, SceneSettings, SceneWorld};
 
 use super::report::MsSummary;
 
@@ -46,6 +49,11 @@ pub struct SimArgs {
     /// Pace ticks at the tick rate instead of running flat out.
     #[arg(long)]
     realtime: bool,
+    /// Lose this fraction (0 to 1) of the state packets on the way to the
+    /// walkers' clients, at seeded random. Every client acknowledges what it
+    /// gets before the next tick (a one-tick round trip).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f32,
     /// Report format; json prints one JSON object as the last stdout line.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     report: ReportFormat,
@@ -69,7 +77,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     };
     let mut world = SceneWorld::new(def, settings);
     world.add_walkers(args.entities, 1);
-    let run = run_ticks(&mut world, args.ticks, args.realtime);
+    let mut acks = Acker::new(args.loss, args.seed);
+    let mut run = run_ticks(&mut world, args.ticks, args.realtime, &mut acks);
+    run.lost = acks.lost;
     if let Some(path) = &args.trace_out {
         write_trace(path, world.metrics())
             .with_context(|| format!("cannot write trace to {}", path.display()))?;
@@ -101,10 +111,61 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
             args.hysteresis
         );
     }
+    if !(0.0..=1.0).contains(&args.loss) {
+        anyhow::bail!("--loss must be between 0 and 1, got {}", args.loss);
+    }
     if args.entities > 200_000 {
         anyhow::bail!("--entities must be at most 200000, got {}", args.entities);
     }
     Ok(())
+}
+
+/// The walkers' clients, reduced to what acknowledging needs: each packet
+/// arrives (in order, at once) or is lost; the newest tick applied and the
+/// mask of the 32 before it go back as the client's acknowledgement.
+struct Acker {
+    loss: f32,
+    rng: tessera_sim::rng::SceneRng,
+    clients: BTreeMap<u64, (u32, u32)>,
+    lost: u64,
+}
+
+impl Acker {
+    fn new(loss: f32, seed: u64) -> Self {
+        Self {
+            loss,
+            rng: tessera_sim::rng::SceneRng::new(seed ^ 0xac4),
+            clients: BTreeMap::new(),
+            lost: 0,
+        }
+    }
+
+    fn acknowledge(&mut self, world: &mut SceneWorld, out: &tessera_sim::TickOutput) {
+        let (scene, epoch) = (world.info().tag, world.info().settings.epoch);
+        let tick = out.tick as u32;
+        for (&client, _) in &out.packets {
+            if self.loss > 0.0 && self.rng.next_f32() < self.loss {
+                self.lost += 1;
+                continue;
+            }
+            let (latest, mask) = self.clients.entry(client).or_insert((0, 0));
+            let d = tick.saturating_sub(*latest);
+            *mask = match (*latest, d) {
+                (0, _) | (_, 0) => 0,
+                (_, d) if d > ACK_WINDOW => 0,
+                (_, d) => ((u64::from(*mask) << d) | (1 << (d - 1))) as u32,
+            };
+            *latest = tick;
+            let ack = StateAck {
+                scene,
+                epoch,
+                tick,
+                mask: *mask,
+            };
+            // A full inbox refuses it, as the host would: counted by the world.
+            let _ = world.push(Inbound::Ack { client, ack });
+        }
+    }
 }
 
 /// What a run's ticks produced, besides the world's own metrics.
@@ -115,11 +176,13 @@ struct RunTotals {
     saves: u64,
     wall: Duration,
     state_hash: u64,
+    /// Packets lost on purpose (`--loss`).
+    lost: u64,
 }
 
 /// Runs `ticks` ticks, flat out or paced at the tick rate (a late tick is
 /// not caught up: a sim has no backlog to honour).
-fn run_ticks(world: &mut SceneWorld, ticks: u64, realtime: bool) -> RunTotals {
+fn run_ticks(world: &mut SceneWorld, ticks: u64, realtime: bool, acks: &mut Acker) -> RunTotals {
     let period = Duration::from_secs_f64(1.0 / world.tick_hz() as f64);
     let mut run = RunTotals {
         bytes_total: 0,
@@ -128,6 +191,7 @@ fn run_ticks(world: &mut SceneWorld, ticks: u64, realtime: bool) -> RunTotals {
         saves: 0,
         wall: Duration::ZERO,
         state_hash: 0,
+        lost: 0,
     };
     let started = Instant::now();
     let mut next = Instant::now();
@@ -140,6 +204,7 @@ fn run_ticks(world: &mut SceneWorld, ticks: u64, realtime: bool) -> RunTotals {
                 run.over_budget += 1;
             }
         }
+        acks.acknowledge(world, &out);
         run.saves += out.save.map_or(0, |b| b.states.len() as u64);
         if realtime {
             next += period;
@@ -191,6 +256,8 @@ fn json_report(
             "max_packet_bytes": run.max_packet,
             "packets_over_budget": run.over_budget,
             "items_deferred": world.counters().items_deferred,
+            "packets_lost": run.lost,
+            "items_resent": world.counters().items_resent,
         },
         "saved_states": run.saves,
         "wall_s": (run.wall.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -261,10 +328,12 @@ fn print_text(
     )?;
     writeln!(
         stdout,
-        "replication: {} bytes/tick, largest packet {} B (cap {MAX_PACKET_BYTES}), {} items deferred",
+        "replication: {} bytes/tick, largest packet {} B (cap {MAX_PACKET_BYTES}), {} items deferred, {} packets lost, {} items resent",
         run.bytes_total / args.ticks,
         run.max_packet,
-        world.counters().items_deferred
+        world.counters().items_deferred,
+        run.lost,
+        world.counters().items_resent
     )?;
     writeln!(stdout, "state_hash {:016x}", run.state_hash)
 }
