@@ -26,7 +26,9 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// netcode packet types (low nibble of the prefix byte).
 const REQUEST: u8 = 0;
+const CHALLENGE: u8 = 2;
 const RESPONSE: u8 = 3;
+const KEEP_ALIVE: u8 = 4;
 
 /// Whether a netcode 1.02 client reads `datagram` at all: the standard
 /// ignores an encrypted packet whose sequence takes fewer than 1 or more
@@ -173,6 +175,51 @@ impl StandardClient {
             }
         }
     }
+}
+
+/// A standard client that sends its challenge response once is connected
+/// by the gate's very next datagram: a keep-alive it can read. (renetcode
+/// 2.0.0 wrote sequence number 0 in zero bytes, which standard clients
+/// ignore, so the keep-alive answering the response was lost on them and
+/// they waited for the next one — which the gate's payloads kept
+/// postponing, 1 to 5 s.) Not a timed test: it counts datagrams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_client_is_connected_by_the_next_datagram() {
+    let test = async {
+        let mut fx = Fixture::new().await;
+        // The gate's first client: its challenge has sequence number 0.
+        let mut client = StandardClient::new(fx.token(1, 41)).await;
+        let (response, gate) = client.until_response().await;
+        client.socket.send_to(&response, gate).await.unwrap();
+
+        let first = loop {
+            let len = client.recv(LIMIT).await.expect("the gate answers");
+            // A challenge still on its way (an answer to a resent request)
+            // is ignored by a client past that stage.
+            if kind(&client.buf[..len]) != CHALLENGE {
+                break len;
+            }
+        };
+        assert_eq!(kind(&client.buf[..first]), KEEP_ALIVE, "a keep-alive first");
+        client.process(first);
+        assert!(
+            client.netcode.is_connected(),
+            "the keep-alive connects a standard client"
+        );
+        assert_eq!(
+            client.unreadable, 0,
+            "every datagram from the gate is readable"
+        );
+        fx.expect(
+            "connected",
+            |e| matches!(e, GateEvent::Connected { client, .. } if *client == 41),
+        )
+        .await;
+        fx.stop().await;
+    };
+    timeout(Duration::from_secs(60), test)
+        .await
+        .expect("test exceeded its time bound");
 }
 
 /// The errors of renetcode's server, counted (renetcode logs through

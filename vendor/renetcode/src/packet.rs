@@ -217,7 +217,10 @@ impl<'a> Packet<'a> {
     pub fn encode(&self, buffer: &mut [u8], protocol_id: u64, crypto_info: Option<(u64, &[u8; 32])>) -> Result<usize, NetcodeError> {
         if matches!(self, Packet::ConnectionRequest { .. }) {
             let mut writer = io::Cursor::new(buffer);
-            let prefix_byte = encode_prefix(self.id(), 0);
+            // TESSERA PATCH: a connection request has no sequence: its prefix
+            // is the bare type, 0 (was `encode_prefix(id, 0)`, which relied
+            // on sequence 0 taking no bytes).
+            let prefix_byte: u8 = self.id();
             writer.write_all(&prefix_byte.to_le_bytes())?;
 
             self.write(&mut writer)?;
@@ -351,6 +354,12 @@ fn encode_prefix(value: u8, sequence: u64) -> u8 {
     value | ((sequence_bytes_required(sequence) as u8) << 4)
 }
 
+// TESSERA PATCH: netcode 1.02 writes a sequence number in 1 to 8 bytes, and
+// standard clients (the C reference's `netcode_read_packet`) ignore a packet
+// whose prefix says 0. Upstream returned 0 for sequence 0, so the keep-alive
+// that answers a challenge response (a connection's sequence 0) — and the
+// first challenge of a server — never reached a standard client. Sequence 0
+// now takes one byte; decoding accepts 0 to 8 bytes as before.
 fn sequence_bytes_required(sequence: u64) -> usize {
     let mut mask: u64 = 0xFF00_0000_0000_0000;
     for i in 0..8 {
@@ -361,7 +370,7 @@ fn sequence_bytes_required(sequence: u64) -> usize {
         mask >>= 8;
     }
 
-    0
+    1
 }
 
 fn write_sequence(out: &mut impl io::Write, seq: u64) -> Result<usize, io::Error> {
@@ -424,6 +433,39 @@ mod tests {
         let deserialized = Packet::read(PacketType::KeepAlive, buffer.as_slice()).unwrap();
 
         assert_eq!(deserialized, connection_keep_alive);
+    }
+
+    // TESSERA PATCH: see `sequence_bytes_required`.
+    #[test]
+    fn sequence_zero_takes_one_byte() {
+        assert_eq!(sequence_bytes_required(0), 1);
+        assert_eq!(sequence_bytes_required(1), 1);
+        assert_eq!(sequence_bytes_required(0x100), 2);
+        assert_eq!(sequence_bytes_required(u64::MAX), 8);
+        assert_eq!(encode_prefix(PacketType::KeepAlive as u8, 0), 0x14);
+
+        let request = Packet::ConnectionRequest {
+            version_info: *NETCODE_VERSION_INFO,
+            protocol_id: 7,
+            expire_timestamp: 9,
+            xnonce: [1; NETCODE_CONNECT_TOKEN_XNONCE_BYTES],
+            data: [2; NETCODE_CONNECT_TOKEN_PRIVATE_BYTES],
+        };
+        let mut buffer = [0u8; NETCODE_MAX_PACKET_BYTES];
+        let len = request.encode(&mut buffer, 7, None).unwrap();
+        assert_eq!((buffer[0], len), (0x00, 1 + 13 + 8 + 8 + 24 + 1024));
+
+        let key = b"an example very very secret key."; // 32-bytes
+        let packet = Packet::KeepAlive {
+            client_index: 0,
+            max_clients: 32,
+        };
+        let mut buffer = [0u8; NETCODE_MAX_PACKET_BYTES];
+        let len = packet.encode(&mut buffer, 7, Some((0, key))).unwrap();
+        assert_eq!(buffer[0] >> 4, 1, "one sequence byte");
+        assert_eq!(len, 1 + 1 + 8 + 16);
+        let (sequence, decoded) = Packet::decode(&mut buffer[..len], 7, Some(key), None).unwrap();
+        assert_eq!((sequence, decoded), (0, packet));
     }
 
     #[test]
