@@ -15,7 +15,7 @@ use tessera_cluster::ClusterConfig;
 use tessera_coordinator::login::LoginConfig;
 use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
 use tessera_gate::server::{GateServer, GateServerConfig};
-use tessera_gate::token::{from_hex, token_from_bytes};
+use tessera_gate::token::{CONNECT_TOKEN_BYTES, from_hex, read_standard};
 use tessera_gate::{Channel, ClientConfig, ClientEvent, GateClient};
 use tessera_persistence::{self as db, NewAvatar, Store};
 use tessera_proto::SessionId;
@@ -265,7 +265,10 @@ fn token(resp: &LoginResponse) -> tessera_gate::ConnectToken {
     let LoginResponse::Ok { token, .. } = resp else {
         panic!("not admitted: {resp:?}");
     };
-    token_from_bytes(&from_hex(token).unwrap()).unwrap()
+    // The login hands out the netcode standard's 2,048-byte token.
+    let bytes = from_hex(token).unwrap();
+    assert_eq!(bytes.len(), CONNECT_TOKEN_BYTES);
+    read_standard(&bytes).unwrap()
 }
 
 impl Player {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use tessera_gate::token::{Nonce, TokenIssuer, to_hex, unix_now};
+use tessera_gate::token::{Nonce, TokenIssuer, to_hex, unix_now, write_standard};
 use tessera_proto::client::NETCODE_PROTOCOL_ID;
 
 use crate::ids::{NoRandomness, new_session_id, random_hex};
@@ -364,7 +364,9 @@ impl Logins {
         let resume_key = self.resume_key(account)?;
         Ok(Admission::Token {
             account,
-            token: to_hex(&issued.to_bytes()),
+            // The netcode standard's 2,048 bytes, which any netcode client
+            // reads (renetcode's own serialization is not the standard).
+            token: to_hex(&write_standard(&issued.token)),
             gate,
             expires_in_s: self.config.token_expiry_s,
             resume_key,
@@ -431,6 +433,24 @@ mod tests {
 
     fn gates() -> Vec<String> {
         vec!["127.0.0.1:7300".into()]
+    }
+
+    #[test]
+    fn the_token_is_the_standard_2048_bytes_in_hex() {
+        let mut l = logins(10);
+        let Admission::Token { token, .. } =
+            l.admit(1, 0, 0, &gates(), |_| true).expect("admitted")
+        else {
+            panic!("expected a token");
+        };
+        assert_eq!(token.len(), 2 * tessera_gate::token::CONNECT_TOKEN_BYTES);
+        assert!(token.starts_with(&to_hex(b"NETCODE 1.02\0")));
+        let bytes = tessera_gate::token::from_hex(&token).expect("hex");
+        let t = tessera_gate::token::read_standard(&bytes).expect("standard token");
+        assert_eq!(
+            t.server_addresses[0],
+            Some("127.0.0.1:7300".parse().expect("address"))
+        );
     }
 
     #[test]

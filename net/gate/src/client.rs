@@ -219,7 +219,9 @@ impl GateClient {
         })
     }
 
-    /// The netcode client id (from the token).
+    /// The netcode client id from the token: 0 for a token read from the
+    /// standard form ([`read_standard`](crate::token::read_standard)), which
+    /// does not carry it (the gate knows it from the encrypted part).
     pub fn client_id(&self) -> u64 {
         self.client_id
     }
@@ -338,7 +340,9 @@ impl ClientConn {
         })
     }
 
-    /// The netcode client id (from the token).
+    /// The netcode client id from the token: 0 for a token read from the
+    /// standard form ([`read_standard`](crate::token::read_standard)), which
+    /// does not carry it (the gate knows it from the encrypted part).
     pub fn client_id(&self) -> u64 {
         self.client_id
     }

@@ -239,6 +239,14 @@ pub fn classify(
     Ok(kind)
 }
 
+/// The expire timestamp (Unix seconds) of a connection request that passed
+/// the screen; `None` if the datagram is too short to hold one.
+pub fn request_expire_timestamp(datagram: &[u8]) -> Option<u64> {
+    // Prefix, version info, protocol id, then the expire timestamp.
+    const AT: usize = 1 + VERSION_INFO.len() + 8;
+    datagram.get(AT..AT + 8).map(read_u64)
+}
+
 /// Little-endian u64 from up to 8 bytes (missing high bytes are zero).
 fn read_u64(bytes: &[u8]) -> u64 {
     let mut buf = [0u8; 8];

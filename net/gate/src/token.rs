@@ -1,7 +1,9 @@
 //! Connect tokens and single-use nonces.
 //!
 //! The login service issues a netcode [`ConnectToken`] with a
-//! [`TokenIssuer`]; the client hands it to its transport and the gate's
+//! [`TokenIssuer`] and hands it out in the netcode standard's 2,048-byte
+//! form ([`write_standard`], see [`standard`]) so that any netcode client
+//! can use it; the client hands it to its transport and the gate's
 //! netcode server checks it (encryption with the shared private key, protocol
 //! id, expiry, the gate's address in the token's list). The token's 256-byte
 //! user data carries [`TokenClaims`] — account, a random session nonce, the
@@ -26,7 +28,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use renetcode::{ConnectToken, NETCODE_KEY_BYTES, NETCODE_USER_DATA_BYTES, NetcodeError};
+use renetcode::{ConnectToken, NETCODE_KEY_BYTES, NETCODE_USER_DATA_BYTES};
+
+pub mod standard;
+
+pub use standard::{CONNECT_TOKEN_BYTES, StandardTokenError, read_standard, write_standard};
 
 /// A session nonce: 16 random bytes.
 pub type Nonce = [u8; 16];
@@ -118,7 +124,7 @@ pub enum IssueError {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenDecodeError {
     #[error("not a connect token: {0}")]
-    Invalid(NetcodeError),
+    Invalid(#[from] StandardTokenError),
     #[error("not hex")]
     BadHex,
 }
@@ -155,7 +161,7 @@ pub struct IssuedToken {
 }
 
 impl IssuedToken {
-    /// The token as bytes for the client (netcode's own serialization).
+    /// The token as bytes for the client: the standard 2,048-byte form.
     pub fn to_bytes(&self) -> Vec<u8> {
         token_to_bytes(&self.token)
     }
@@ -242,18 +248,16 @@ impl TokenIssuer {
     }
 }
 
-/// netcode's serialization of a token (2048-byte-class blob; send as is over
-/// HTTP, or with [`to_hex`]).
+/// A token in the netcode standard's 2,048-byte form ([`write_standard`]),
+/// as a `Vec`; send it as is, or in text with [`to_hex`].
 pub fn token_to_bytes(token: &ConnectToken) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2048);
-    // Writing to a Vec cannot fail.
-    let _ = token.write(&mut out);
-    out
+    write_standard(token).to_vec()
 }
 
-/// Reads a token written by [`token_to_bytes`].
+/// Reads a token in the standard form ([`read_standard`]); its `client_id`
+/// is 0, as the standard form does not carry it.
 pub fn token_from_bytes(bytes: &[u8]) -> Result<ConnectToken, TokenDecodeError> {
-    ConnectToken::read(&mut io::Cursor::new(bytes)).map_err(TokenDecodeError::Invalid)
+    Ok(read_standard(bytes)?)
 }
 
 /// Lower-case hex, for carrying a token in text.
@@ -467,9 +471,17 @@ mod tests {
         assert_eq!(issued.claims.account, 12);
         assert_eq!(issued.claims.issued_at, now.as_secs());
         let bytes = issued.to_bytes();
+        assert_eq!(bytes.len(), CONNECT_TOKEN_BYTES);
         let back = token_from_bytes(&from_hex(&to_hex(&bytes)).unwrap()).unwrap();
-        assert_eq!(back, issued.token);
-        assert_eq!(back.client_id, 34);
+        // The standard form leaves the client id in the encrypted part only.
+        assert_eq!(back.client_id, 0);
+        assert_eq!(
+            back,
+            ConnectToken {
+                client_id: 0,
+                ..issued.token
+            }
+        );
         assert!(token_from_bytes(&bytes[..100]).is_err());
         assert!(from_hex("abc").is_err());
         assert!(from_hex("zz").is_err());

@@ -13,7 +13,7 @@ use tessera_gate::pack::{DIRECT, PACKED, is_packed};
 use tessera_gate::{
     Admission, Channel, ClientConfig, ClientConn, ClientDisconnect, ClientEvent, DisconnectReason,
     Gate, GateClient, GateConfig, GateEvent, NonceBook, RateQuota, Reject, TokenIssuer,
-    connection_config, unix_now,
+    connection_config, token::read_standard, token::write_standard, unix_now,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -50,11 +50,10 @@ impl Fixture {
         }
     }
 
-    /// A token for the gate's open listeners, recorded in the nonce book.
+    /// A token for the gate's listeners, nonce recorded, read back from the standard form.
     fn token(&mut self, account: u64) -> renetcode::ConnectToken {
-        let client_id = self.next_client;
+        let (client_id, now) = (self.next_client, unix_now());
         self.next_client += 1;
-        let now = unix_now();
         let issued = self
             .issuer
             .issue(now, account, client_id, &self.gate.open_addresses())
@@ -64,7 +63,9 @@ impl Fixture {
             .unwrap()
             .record(issued.claims.nonce, now)
             .unwrap();
-        issued.token
+        let mut token = read_standard(&write_standard(&issued.token)).unwrap();
+        token.client_id = client_id; // the standard form leaves it out
+        token
     }
 
     /// Reads gate events until one matches.

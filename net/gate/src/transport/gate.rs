@@ -19,6 +19,7 @@ use crate::token::unix_now;
 
 #[cfg(doc)]
 use super::DisconnectReason;
+use super::handshaking::Handshaking;
 use super::io::Io;
 use super::listener::{Listener, RECV_BUFFER_BYTES};
 use super::{Admission, ClientId, GateConfig, GateError, GateEvent, GateSendError, GateStats};
@@ -327,6 +328,7 @@ impl GateWiring {
             commands: commands_rx,
             shutdown: self.shutdown.subscribe(),
             last_update: Instant::now(),
+            handshaking: Handshaking::default(),
         };
         let task = tokio::spawn(listener.run());
         Ok(ListenerHandle {

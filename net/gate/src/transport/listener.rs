@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use renetcode::{NETCODE_MAX_PACKET_BYTES, NetcodeServer};
+use renetcode::{NETCODE_MAX_PACKET_BYTES, NetcodeServer, ServerResult};
 use tessera_link::{bump, lock};
 use tokio::sync::{mpsc, watch};
 
-use crate::screen::{Direction, classify};
+use crate::screen::{Direction, PacketKind, classify, request_expire_timestamp};
 use crate::token::TokenClaims;
 
 use super::ack::ACK_INTERVAL;
 use super::client_state::ClientState;
 use super::gate::Command;
+use super::handshaking::Handshaking;
 use super::io::{Handshaken, Io};
 use super::{Admission, ClientId, DisconnectReason, GateConfig, Refusal};
 
@@ -39,6 +40,8 @@ pub(super) struct Listener {
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) last_update: Instant,
+    /// The addresses netcode is handshaking with (see [`Handshaking`]).
+    pub(super) handshaking: Handshaking,
 }
 
 impl Listener {
@@ -102,19 +105,33 @@ impl Listener {
         self.take_touched_messages();
     }
 
-    /// One datagram, `len` bytes in `buf`: the screen, the rate limit, then
-    /// netcode (and renet, through [`Io::apply`]).
+    /// One datagram, `len` bytes in `buf`: the screen, the sender check,
+    /// the rate limit, then netcode (and renet, through [`Io::apply`]).
     fn datagram(&mut self, len: usize, addr: SocketAddr) {
         let stats = &self.io.stats;
         bump(&stats.datagrams_in);
         stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-        if !self.screen(len) || !self.within_rate(addr) {
+        let Some(kind) = self.screen(len) else {
+            return;
+        };
+        if !self.sender_known(kind, addr) || !self.within_rate(addr) {
             return;
         }
         let Some(datagram) = self.buf.get_mut(..len) else {
             return;
         };
+        let expire = match kind {
+            PacketKind::ConnectionRequest => request_expire_timestamp(datagram),
+            _ => None,
+        };
         let result = self.netcode.process_packet(addr, datagram);
+        // netcode answers a request only once the token decrypted: it now
+        // holds a pending client for `addr`.
+        if let (Some(expire), ServerResult::PacketToSend { .. }) = (expire, &result)
+            && !self.handshaking.record(addr, expire)
+        {
+            bump(&self.io.stats.handshaking_full);
+        }
         if let Some(handshaken) = self.io.apply(result, DisconnectReason::ByClient) {
             self.admit(handshaken);
         }
@@ -123,12 +140,10 @@ impl Listener {
         }
     }
 
-    /// Whether the first `len` bytes of `buf` pass the screen (counted
-    /// either way).
-    fn screen(&self, len: usize) -> bool {
-        let Some(datagram) = self.buf.get(..len) else {
-            return false;
-        };
+    /// The kind of the first `len` bytes of `buf` if they pass the screen
+    /// (counted either way).
+    fn screen(&self, len: usize) -> Option<PacketKind> {
+        let datagram = self.buf.get(..len)?;
         let now_secs = self.netcode.current_time().as_secs();
         let outcome = classify(
             datagram,
@@ -137,7 +152,22 @@ impl Listener {
             now_secs,
         );
         self.io.stats.screen.record(outcome);
-        outcome.is_ok()
+        outcome.ok()
+    }
+
+    /// Whether netcode knows `addr` (a connected client or a handshake
+    /// under way), or the datagram is a connection request. Anything else
+    /// netcode could only log as an error (it has no key for the address):
+    /// the redundant goodbyes of a client that left, the last datagrams of
+    /// one kicked. Dropped and counted here instead.
+    fn sender_known(&self, kind: PacketKind, addr: SocketAddr) -> bool {
+        let known = kind == PacketKind::ConnectionRequest
+            || self.io.by_addr.contains_key(&addr)
+            || self.handshaking.contains(&addr);
+        if !known {
+            bump(&self.io.stats.stray_dropped);
+        }
+        known
     }
 
     /// Whether a datagram from `addr` may go on: a connected client's own
@@ -168,6 +198,7 @@ impl Listener {
     /// A client completed the netcode handshake: decodes its claims and
     /// asks the admission policy.
     fn admit(&mut self, h: Handshaken) {
+        self.handshaking.remove(&h.addr);
         let verdict = TokenClaims::decode(&h.user_data)
             .map_err(|_| Refusal::BadClaims)
             .and_then(|claims| self.admission.admit(h.client, &claims).map(|()| claims));
@@ -231,6 +262,8 @@ impl Listener {
         self.last_update = now;
         self.netcode.update(dt);
         self.io.renet.update(dt);
+        self.handshaking
+            .purge(self.netcode.current_time().as_secs());
 
         let ids: Vec<ClientId> = self.io.clients.keys().copied().collect();
         for &client in &ids {

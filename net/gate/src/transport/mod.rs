@@ -23,12 +23,16 @@
 //!
 //! Every inbound datagram goes, in order, through:
 //! 1. the [screen](super::screen) (framing; refusals counted by reason);
-//! 2. a rate limit — per connected client on datagrams
+//! 2. the sender check: anything but a connection request from an address
+//!    netcode knows neither as connected nor as handshaking is dropped
+//!    (`stray_dropped`) — netcode could only log it as an error, and a
+//!    client's redundant goodbyes are all such but the first;
+//! 3. a rate limit — per connected client on datagrams
 //!    ([`GateConfig::client_datagrams`]; a breach disconnects the client), or,
 //!    for addresses not connected (handshakes), one per listener
 //!    ([`GateConfig::handshake_datagrams`]; a breach drops the datagram);
-//! 3. netcode (decryption, handshake, replay window);
-//! 4. renet (acks, reassembly, channels).
+//! 4. netcode (decryption, handshake, replay window);
+//! 5. renet (acks, reassembly, channels).
 //!
 //! When netcode completes a handshake the token's user data is decoded into
 //! [`TokenClaims`] and handed to the [`Admission`] policy — normally a
@@ -64,13 +68,15 @@
 //! listener's task and wake loop), `io` (its state but the netcode server,
 //! and what a netcode result does to it), `inbound` and `outbound` (messages
 //! to events, commands to datagrams), `client_state` (what a listener keeps
-//! per client) and `ack` (when an ack packet goes, shared with the client).
+//! per client), `handshaking` (the addresses netcode is handshaking with)
+//! and `ack` (when an ack packet goes, shared with the client).
 
 mod ack;
 mod admission;
 mod client_state;
 mod config;
 mod gate;
+mod handshaking;
 mod inbound;
 mod io;
 mod listener;

@@ -19,6 +19,8 @@ pub struct GateStats {
     pub(super) send_errors: AtomicU64,
     pub(super) recv_errors: AtomicU64,
     pub(super) handshake_throttled: AtomicU64,
+    pub(super) stray_dropped: AtomicU64,
+    pub(super) handshaking_full: AtomicU64,
     pub(super) admitted: AtomicU64,
     pub(super) disconnects: AtomicU64,
     pub(super) kicked_datagram_flood: AtomicU64,
@@ -49,6 +51,14 @@ pub struct GateStatsSnapshot {
     pub recv_errors: u64,
     /// Handshake datagrams dropped by the per-listener limit.
     pub handshake_throttled: u64,
+    /// Datagrams other than connection requests from addresses netcode
+    /// knows neither as connected nor as handshaking (a client's redundant
+    /// disconnect packets after the first, a kicked client's last ones),
+    /// dropped before netcode.
+    pub stray_dropped: u64,
+    /// Handshakes not tracked because the listener's table of handshaking
+    /// addresses was full (their responses then count as strays).
+    pub handshaking_full: u64,
     /// Clients admitted (each gets one `Connected` event).
     pub admitted: u64,
     /// Admitted clients gone again (each gets one `Disconnected` event).
@@ -95,6 +105,8 @@ impl GateStats {
             send_errors: l(&self.send_errors),
             recv_errors: l(&self.recv_errors),
             handshake_throttled: l(&self.handshake_throttled),
+            stray_dropped: l(&self.stray_dropped),
+            handshaking_full: l(&self.handshaking_full),
             admitted: l(&self.admitted),
             disconnects: l(&self.disconnects),
             kicked_datagram_flood: l(&self.kicked_datagram_flood),
