@@ -251,4 +251,27 @@ fn twenty_bots_enter_play_and_come_back() {
         "{second}"
     );
     assert!(second["rtt_ms"]["p99"].as_f64().unwrap() > 0.0, "{second}");
+    assert_views_converged(&first);
+    assert_views_converged(&second);
+
+    // Lossy networks: once the loss stops, every view converges all the same.
+    for loss in ["0.05", "0.2"] {
+        let lossy = bots(&http, &["--loss", loss]);
+        assert_eq!(lossy["connected"], 20, "{lossy}");
+        assert_eq!(lossy["dropped"], 0, "{lossy}");
+        assert!(lossy["loss_dropped"].as_u64().unwrap() > 0, "{lossy}");
+        assert_views_converged(&lossy);
+    }
+}
+
+/// The report's view check ran for every bot and found each view equal to
+/// the server's truth.
+fn assert_views_converged(report: &serde_json::Value) {
+    let v = &report["view"];
+    assert_eq!(v["bots"], 20, "{report}");
+    assert_eq!(v["bots_unchecked"], 0, "{report}");
+    assert!(v["checked"].as_u64().unwrap() > 0, "{report}");
+    for what in ["missing", "ghosts", "stale"] {
+        assert_eq!(v[what], 0, "{what}: {report}");
+    }
 }

@@ -131,6 +131,11 @@ pub struct SceneSnapshot {
     pub aoi_radius: f32,
     pub aoi_margin: f32,
     pub max_interest: u32,
+    /// What dequantizing positions needs, and how far an entity can move
+    /// per tick (at most `max_speed / tick_hz`).
+    pub size: Vec2,
+    pub tick_hz: u32,
+    pub max_speed: f32,
     /// By id.
     pub entities: Vec<SnapshotEntity>,
 }
@@ -380,6 +385,10 @@ impl SceneWorld {
             aoi_radius: info.settings.aoi_radius,
             aoi_margin: info.settings.aoi_margin,
             max_interest: info.settings.max_interest as u32,
+            size: info.def.size,
+            tick_hz: info.tick_hz,
+            max_speed: info.settings.run_speed.max(info.settings.walk_speed)
+                * info.settings.mount_factor.max(1.0),
             entities,
         }
     }

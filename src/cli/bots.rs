@@ -72,6 +72,14 @@ pub struct BotsArgs {
     /// seeded random, as a lossy network would.
     #[arg(long, default_value_t = 0.0)]
     loss: f32,
+    /// Config file whose cluster secret (or `TESSERA_SECRET`) reads the
+    /// scenes' snapshots for the view check at the end of the run
+    /// (default: ./tessera.toml if present, else the development secret).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Skip the view check (and its few seconds at the end of the run).
+    #[arg(long)]
+    no_view_check: bool,
 }
 
 pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
@@ -85,6 +93,14 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
     config.logins_in_flight = args.logins_in_flight;
     config.warmup = Duration::from_secs(args.warmup);
     config.loss = args.loss;
+    if !args.no_view_check {
+        let cluster = crate::config::Config::load(args.config.as_deref())?;
+        config.admin_secret = Some(if cluster.secret.is_empty() {
+            crate::config::DEV_SECRET.to_owned()
+        } else {
+            cluster.secret
+        });
+    }
     if let Some(seed) = args.seed {
         config.seed = seed;
     }

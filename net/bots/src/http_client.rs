@@ -129,7 +129,20 @@ impl HttpClient {
 
     /// `GET base+path`, a JSON answer.
     pub async fn get_json<A: DeserializeOwned>(&self, path: &str) -> Result<A, HttpError> {
-        let request = hyper::Request::get(format!("{}{path}", self.base))
+        self.get_as(path, None).await
+    }
+
+    /// `GET base+path` with, if given, `Authorization: Bearer <token>`.
+    pub async fn get_as<A: DeserializeOwned>(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<A, HttpError> {
+        let mut request = hyper::Request::get(format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| HttpError::Transport(e.to_string()))?;
         self.send(request).await

@@ -3,8 +3,10 @@
 //! * `GET /v1/status` — servers, gates, scenes (see [`ClusterStatus`]);
 //! * `POST /v1/register`, `POST /v1/login`, `POST /v1/login/poll` — accounts
 //!   and admission (bodies in [`tessera_proto::login`]);
-//! * `POST /v1/admin/kick`, `POST /v1/admin/ban` — operator actions, with
-//!   `Authorization: Bearer <cluster secret>`.
+//! * `POST /v1/admin/kick`, `POST /v1/admin/ban` — operator actions, and
+//!   `GET /v1/scenes/{name}/snapshot` — a scene's entities as its last
+//!   tick's packets were built from them (the truth client views are checked
+//!   against), all with `Authorization: Bearer <cluster secret>`.
 //!
 //! Bodies are capped at [`MAX_BODY_BYTES`]. Registration and login are rate
 //! limited per client address (an IPv4 address or an IPv6 /64, read from a
@@ -19,7 +21,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -185,6 +187,7 @@ pub(crate) async fn serve(listener: TcpListener, api: Api, stop: CancellationTok
         .route("/v1/login/poll", post(poll))
         .route("/v1/admin/kick", post(kick))
         .route("/v1/admin/ban", post(ban))
+        .route("/v1/scenes/{name}/snapshot", get(snapshot))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api);
     if let Err(e) = axum::serve(
@@ -555,6 +558,50 @@ async fn ban(
         kicked,
         banned: true,
     }))
+}
+
+/// How long a snapshot may take to come back from its scene server.
+const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn snapshot(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<tessera_sim::SceneSnapshot>, ApiFailure> {
+    use crate::core::snapshots::SnapshotRefused;
+    authorize(&api, &headers)?;
+    let asked = lock(&api.core).request_snapshot(&name);
+    let (request, rx) = asked.map_err(|e| match e {
+        SnapshotRefused::NotPlaced => ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("scene {name:?} is not placed"),
+        ),
+        SnapshotRefused::Busy => ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many snapshots in flight; try again",
+        ),
+    })?;
+    let unavailable = |why: &str| {
+        ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("no snapshot of {name:?}: {why}"),
+        )
+    };
+    let bytes = match tokio::time::timeout(SNAPSHOT_TIMEOUT, rx).await {
+        Ok(Ok(Some(bytes))) => bytes,
+        Ok(Ok(None)) => return Err(unavailable("its scene server does not host it")),
+        Ok(Err(_)) => return Err(unavailable("the request was dropped")),
+        Err(_) => {
+            lock(&api.core).forget_snapshot(request);
+            return Err(unavailable("its scene server did not answer in time"));
+        }
+    };
+    postcard::from_bytes(&bytes)
+        .map(Json)
+        .map_err(|e| ApiFailure::internal(format!("a snapshot that does not decode: {e}")))
 }
 
 #[cfg(test)]

@@ -340,6 +340,11 @@ impl ClientConn {
         })
     }
 
+    /// Changes the simulated loss of incoming datagrams ([`ClientConfig::loss`]).
+    pub fn set_loss(&mut self, loss: f32) {
+        self.driver.loss.0 = loss;
+    }
+
     /// The netcode client id from the token: 0 for a token read from the
     /// standard form ([`read_standard`](crate::token::read_standard)), which
     /// does not carry it (the gate knows it from the encrypted part).

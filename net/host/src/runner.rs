@@ -155,6 +155,8 @@ pub enum RunError {
 
 pub(crate) enum Msg {
     Cmd(Inbound),
+    /// The world's snapshot, taken between ticks.
+    Snapshot(tokio::sync::oneshot::Sender<tessera_sim::SceneSnapshot>),
     /// Test hook: panic on the scene thread.
     #[cfg(test)]
     Panic,
@@ -304,6 +306,16 @@ impl SceneRunner {
                 }
             }
         }
+    }
+
+    /// Asks the scene thread for a snapshot of the world (taken between two
+    /// ticks); `None` when its queue is full or it stopped. Await the
+    /// receiver (it fails if the thread stops first).
+    pub fn snapshot(&self) -> Option<tokio::sync::oneshot::Receiver<tessera_sim::SceneSnapshot>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.try_send(Msg::Snapshot(tx)).ok()?;
+        self.wake();
+        Some(rx)
     }
 
     /// The tick outputs (packets, events) for the networking side.
@@ -543,6 +555,9 @@ impl Core {
             Msg::Cmd(cmd) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 self.push(cmd)
+            }
+            Msg::Snapshot(reply) => {
+                let _ = reply.send(self.world.snapshot());
             }
             #[cfg(test)]
             Msg::Panic => panic!("test hook: scene {} panics", self.scene),

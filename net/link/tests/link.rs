@@ -371,6 +371,15 @@ fn every_variant() -> Vec<LinkMsg> {
                 gate: "gate-1".into(),
             }],
         },
+        LinkMsg::SnapshotRequest {
+            request: 7,
+            scene: "meadow".into(),
+        },
+        LinkMsg::Snapshot {
+            request: 7,
+            scene: "meadow".into(),
+            snapshot: Some(vec![1, 2, 3]),
+        },
     ];
     // Fails to compile when a variant is added without a case above.
     for m in &msgs {
@@ -383,6 +392,8 @@ fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::SceneReady { .. }
             | LinkMsg::DropScene { .. }
             | LinkMsg::EpochStale { .. }
+            | LinkMsg::SnapshotRequest { .. }
+            | LinkMsg::Snapshot { .. }
             | LinkMsg::Command { .. }
             | LinkMsg::Event { .. }
             | LinkMsg::Replication { .. }

@@ -185,6 +185,30 @@ fn report_ready(shared: &ServerState, sender: &LinkSender) {
     }
 }
 
+/// How long a scene thread may take to hand over a snapshot.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+/// Asks the scene's thread for a snapshot and, without holding up the link,
+/// answers with it (postcard-encoded) or with `None`.
+fn on_snapshot_request(shared: &ServerState, sender: &LinkSender, request: u64, scene: String) {
+    let rx = lock(&shared.host).runner(&scene).and_then(|r| r.snapshot());
+    let sender = sender.clone();
+    tokio::spawn(async move {
+        let snapshot = match rx {
+            Some(rx) => match tokio::time::timeout(SNAPSHOT_WAIT, rx).await {
+                Ok(Ok(s)) => postcard::to_allocvec(&s).ok(),
+                _ => None,
+            },
+            None => None,
+        };
+        let _ = sender.try_send(&LinkMsg::Snapshot {
+            request,
+            scene,
+            snapshot,
+        });
+    });
+}
+
 async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg: LinkMsg) {
     match msg {
         LinkMsg::PlaceScene {
@@ -192,6 +216,9 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
             epoch,
             states,
         } => on_place_scene(shared, sender, scene, epoch, states).await,
+        LinkMsg::SnapshotRequest { request, scene } => {
+            on_snapshot_request(shared, sender, request, scene);
+        }
         LinkMsg::DropScene { scene, epoch } => {
             if shared.epoch_of(&scene) == Some(epoch) {
                 drop_blocking(shared, scene, false).await;

@@ -48,6 +48,17 @@ pub enum LinkMsg {
     /// Your placement of `scene` is older than `current`: drop it without
     /// writing its state.
     EpochStale { scene: String, current: Epoch },
+    /// Coordinator → scene server: the scene's state as its last tick's
+    /// packets were built from it, for checking client views (admin only).
+    SnapshotRequest { request: u64, scene: String },
+    /// Scene server → coordinator: the answer, a postcard-encoded
+    /// `tessera_sim::SceneSnapshot`, or `None` when the scene is not hosted
+    /// here (or its thread did not answer).
+    Snapshot {
+        request: u64,
+        scene: String,
+        snapshot: Option<Vec<u8>>,
+    },
     /// A command for one scene, tagged with the placement epoch it was meant
     /// for; a host holding another epoch answers [`LinkMsg::EpochStale`].
     Command {
@@ -377,6 +388,8 @@ impl LinkMsg {
             LinkMsg::SceneReady { .. } => "scene-ready",
             LinkMsg::DropScene { .. } => "drop-scene",
             LinkMsg::EpochStale { .. } => "epoch-stale",
+            LinkMsg::SnapshotRequest { .. } => "snapshot-request",
+            LinkMsg::Snapshot { .. } => "snapshot",
             LinkMsg::Command { .. } => "command",
             LinkMsg::Event { .. } => "event",
             LinkMsg::Replication { .. } => "replication",

@@ -124,6 +124,9 @@ pub struct BotConfig {
     /// The chance each datagram a bot receives is dropped (seeded by `seed`
     /// and the bot's index). Default 0.
     pub loss: f32,
+    /// The cluster secret, for the admin snapshot the view check needs;
+    /// without it the report's `view` is absent. Default none.
+    pub admin_secret: Option<String>,
 }
 
 /// A seed that differs from run to run (the clock, mixed).
@@ -157,6 +160,7 @@ impl BotConfig {
             warmup: Duration::from_secs(10),
             seed: seed_from_clock(),
             loss: 0.0,
+            admin_secret: None,
         };
         config.validate()?;
         Ok(config)

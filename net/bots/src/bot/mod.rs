@@ -48,6 +48,7 @@ mod report;
 mod run;
 mod session;
 mod shared;
+mod view_check;
 
 pub use config::{
     Behaviour, BotConfig, BotConfigError, DEFAULT_LOGIN, MAX_BOTS, MAX_DURATION_S, bot_avatar_name,
@@ -56,3 +57,4 @@ pub use config::{
 pub use measure::{RTT_RING, RTT_WINDOW, RttRing};
 pub use report::{BotPhase, BotReport, Percentiles, Progress, UpDown};
 pub use run::{check_reachable, run, run_until, worst_tick_p99};
+pub use view_check::{STALE_BOUND_TICKS, ViewCheck};

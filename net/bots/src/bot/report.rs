@@ -19,6 +19,9 @@ pub enum BotPhase {
     WarmingUp,
     /// The measured period runs.
     Running,
+    /// The period is over; the bots stand still while their views are
+    /// checked against the server's truth.
+    Checking,
     /// The period is over; bots are disconnecting.
     Stopping,
 }
@@ -29,6 +32,7 @@ impl BotPhase {
             BotPhase::Connecting => "connecting",
             BotPhase::WarmingUp => "warming up",
             BotPhase::Running => "running",
+            BotPhase::Checking => "checking",
             BotPhase::Stopping => "stopping",
         }
     }
@@ -188,6 +192,9 @@ pub struct BotReport {
     /// The `--loss` asked for, and the datagrams it dropped.
     pub loss: f32,
     pub loss_dropped: u64,
+    /// Each bot's view against the server's truth at the end of the run
+    /// (absent without the admin secret).
+    pub view: Option<super::view_check::ViewCheck>,
     /// Server messages or replication packets that did not decode.
     pub decode_errors: u64,
     /// Messages the gate client had no room for (its queues are bounded).
@@ -314,6 +321,19 @@ impl BotReport {
             self.loss,
             self.loss_dropped
         )?;
+        if let Some(v) = &self.view {
+            writeln!(
+                f,
+                "  view check: {} bots ({} unchecked), {} entities: {} missing, {} ghosts, {} stale (bound {} ticks)",
+                v.bots,
+                v.bots_unchecked,
+                v.checked,
+                v.missing,
+                v.ghosts,
+                v.stale,
+                v.stale_bound_ticks
+            )?;
+        }
         writeln!(
             f,
             "  decode errors {}, client queue drops {}, server errors {}, transfers {}",

@@ -50,12 +50,15 @@ pub async fn run_until(
     config.validate()?;
     let shared = Arc::new(RunShared::new(config));
     let sampler = tokio::spawn(sample_status(shared.clone()));
+    let checker = tokio::spawn(view_check(shared.clone()));
     let mut fleet = Fleet::new(shared.clone());
     let mut timeline = Timeline::new(Instant::now());
     drive(&shared, &mut fleet, &mut timeline, &mut progress, shutdown).await;
     fleet.finish().await;
     sampler.abort();
     let _ = sampler.await;
+    checker.abort();
+    let _ = checker.await;
     let measured = timeline.measured(Instant::now());
     let elapsed = timeline.started.elapsed();
     progress(&progress_of(&shared, BotPhase::Stopping, elapsed, None));
@@ -230,6 +233,14 @@ impl Timeline {
             }
             BotPhase::Running if self.stop_at.is_some_and(|t| now >= t) => {
                 shared.window.set(RttWindow::After);
+                if shared.config.admin_secret.is_some() {
+                    self.phase = BotPhase::Checking;
+                    shared.settling.store(true, Ordering::Relaxed);
+                } else {
+                    self.stop_bots(shared, now);
+                }
+            }
+            BotPhase::Checking if shared.check_done.load(Ordering::Relaxed) => {
                 self.stop_bots(shared, now);
             }
             _ => {}
@@ -357,6 +368,10 @@ fn report(shared: &RunShared, measured: Duration) -> BotReport {
         state_foreign: get(&n.state_foreign),
         loss: shared.config.loss,
         loss_dropped: get(&n.loss_dropped),
+        view: shared
+            .check_done
+            .load(Ordering::Relaxed)
+            .then(|| *lock(&shared.view)),
         decode_errors: get(&n.decode_errors),
         client_queue_drops: get(&n.client_queue_drops),
         server_errors: get(&n.server_errors),
@@ -394,6 +409,73 @@ async fn sample_status(shared: Arc<RunShared>) {
             Err(_) => add(&shared.n.status_errors, 1),
         }
     }
+}
+
+/// How long the bots stand still, without loss, before the truth is taken.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Between the two snapshots that tell moving entities from still ones.
+const SNAPSHOT_GAP: Duration = Duration::from_millis(300);
+/// How long the bots have to compare once the truth is out.
+const COMPARE: Duration = Duration::from_secs(1);
+
+/// The view check's driver side: once the bots settle, takes every placed
+/// scene's snapshot twice, hands the truth to the bots and, after they had
+/// their time, marks the check done (so the run stops). A scene whose
+/// snapshot fails is left out; its bots count as unchecked.
+async fn view_check(shared: Arc<RunShared>) {
+    let Some(secret) = shared.config.admin_secret.clone() else {
+        return;
+    };
+    while !shared.settling.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let http = shared.http.clone().with_max_body(64 << 20);
+    let scenes = match http.get_json::<serde_json::Value>("/v1/status").await {
+        Ok(status) => scene_names(&status),
+        Err(_) => Vec::new(),
+    };
+    let fetch = |scene: String| {
+        let http = http.clone();
+        let secret = secret.clone();
+        async move {
+            http.get_as::<tessera_sim::SceneSnapshot>(
+                &format!("/v1/scenes/{scene}/snapshot"),
+                Some(&secret),
+            )
+            .await
+            .ok()
+        }
+    };
+    let mut first = Vec::new();
+    for scene in &scenes {
+        first.push(fetch(scene.clone()).await);
+    }
+    tokio::time::sleep(SNAPSHOT_GAP).await;
+    let mut truth = super::view_check::Truth::new();
+    for (scene, first) in scenes.iter().zip(first) {
+        if let (Some(a), Some(b)) = (first, fetch(scene.clone()).await) {
+            truth.insert(
+                (b.scene_tag, b.epoch),
+                super::view_check::SceneTruth::new(&a, b),
+            );
+        }
+    }
+    shared.truth.send_replace(Some(Arc::new(truth)));
+    tokio::time::sleep(COMPARE).await;
+    shared.check_done.store(true, Ordering::Relaxed);
+}
+
+/// The `scenes[].name`s of a `/v1/status` answer, read loosely.
+fn scene_names(status: &serde_json::Value) -> Vec<String> {
+    status["scenes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The largest `scenes[].tick_p99_ms` of a `/v1/status` answer (0 if none).

@@ -394,14 +394,24 @@ impl Session {
         stay: &mut Stay,
     ) -> Option<Outcome> {
         let behaviour = shared.config.behaviour;
-        let chat_due = behaviour == Behaviour::Chat;
-        let leave_due = behaviour == Behaviour::Churn && stay.leaving.is_none();
+        let settling = shared.settling.load(Ordering::Relaxed);
+        if settling && !stay.settling {
+            // The view check: stand still, and no more simulated loss.
+            stay.settling = true;
+            self.client.set_loss(0.0);
+        }
+        let chat_due = behaviour == Behaviour::Chat && !settling;
+        let leave_due = behaviour == Behaviour::Churn && stay.leaving.is_none() && !settling;
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => Some(Outcome::Stopped),
             event = self.client.recv() => self.on_event(shared, stay, event),
             _ = inputs.tick(), if stay.leaving.is_none() => self.send_input(shared, rng, seq, stay),
             _ = acks.tick() => self.send_ack(shared),
+            changed = stay.truth.changed(), if !stay.checked => {
+                self.check_view(shared, stay, changed.is_ok());
+                None
+            }
             () = tokio::time::sleep_until(stay.chat_at), if chat_due => {
                 self.send_chat(shared, rng, stay)
             }
@@ -458,6 +468,21 @@ impl Session {
                 }
             }
             Err(_) => add(&shared.n.decode_errors, 1),
+        }
+    }
+
+    /// The truth for the view check came (or its sender went): compares
+    /// this bot's view with it, once.
+    fn check_view(&mut self, shared: &RunShared, stay: &mut Stay, ok: bool) {
+        if !ok {
+            stay.checked = true;
+            return;
+        }
+        let truth = stay.truth.borrow_and_update().clone();
+        if let Some(truth) = truth {
+            let c = super::view_check::check(&self.view, &truth);
+            lock(&shared.view).add(&c);
+            stay.checked = true;
         }
     }
 
@@ -523,7 +548,9 @@ impl Session {
         stay: &mut Stay,
     ) -> Option<Outcome> {
         let now = tokio::time::Instant::now();
-        if now >= stay.turn_at {
+        if stay.settling {
+            stay.dir = [0.0, 0.0];
+        } else if now >= stay.turn_at {
             stay.dir = random_dir(rng);
             stay.turn_at = now + jittered(rng, 2.0, 5.0);
         }
@@ -634,6 +661,11 @@ struct Stay {
     /// `Left`.
     leave_at: tokio::time::Instant,
     leaving: Option<tokio::time::Instant>,
+    /// The view check: standing still for it; the truth to compare with;
+    /// compared already.
+    settling: bool,
+    truth: tokio::sync::watch::Receiver<Option<Arc<super::view_check::Truth>>>,
+    checked: bool,
 }
 
 impl Stay {
@@ -653,6 +685,9 @@ impl Stay {
             chats: 0,
             leave_at,
             leaving: None,
+            settling: false,
+            truth: shared.truth.subscribe(),
+            checked: false,
         }
     }
 }

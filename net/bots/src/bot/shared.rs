@@ -85,6 +85,13 @@ pub(super) struct RunShared {
     pub(super) enter: Mutex<Histogram<u64>>,
     pub(super) failures: Mutex<Tally>,
     pub(super) drops: Mutex<Tally>,
+    /// The view check: set when the bots are to stand still and stop losing
+    /// datagrams; then the truth they compare their views with; the sums.
+    pub(super) settling: std::sync::atomic::AtomicBool,
+    pub(super) truth: tokio::sync::watch::Sender<Option<Arc<super::view_check::Truth>>>,
+    pub(super) view: Mutex<super::view_check::ViewCheck>,
+    /// The truth went out and the bots had their time to compare.
+    pub(super) check_done: std::sync::atomic::AtomicBool,
 }
 
 impl RunShared {
@@ -118,6 +125,10 @@ impl RunShared {
             rtt_recent: Mutex::new(RecentRtt::new()),
             login: Mutex::new(histogram_us()),
             enter: Mutex::new(histogram_us()),
+            settling: std::sync::atomic::AtomicBool::new(false),
+            truth: tokio::sync::watch::Sender::new(None),
+            view: Mutex::new(super::view_check::ViewCheck::default()),
+            check_done: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(Tally::default()),
             drops: Mutex::new(Tally::default()),
             config,

@@ -56,6 +56,9 @@ impl Core {
                 self.on_attach_avatar(from, session, avatar)
             }
             LinkMsg::DetachAvatar { session } => self.on_detach_avatar(from, session),
+            LinkMsg::Snapshot {
+                request, snapshot, ..
+            } if from.role == Role::SceneServer => self.on_snapshot(request, snapshot),
             other => self.refuse(
                 id,
                 format!("unexpected {} from a {}", other.kind(), from.role),

@@ -19,6 +19,7 @@ mod links;
 mod messages;
 mod scene_events;
 mod sessions;
+pub(crate) mod snapshots;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -102,6 +103,9 @@ pub(crate) struct Core {
     avatar_names: BTreeMap<AvatarId, String>,
     logins: Logins,
     stats: CoordinatorStats,
+    /// Snapshot requests waiting for their scene server, by request id.
+    snapshots: BTreeMap<u64, tokio::sync::oneshot::Sender<snapshots::SnapshotReply>>,
+    next_snapshot: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -140,6 +144,8 @@ impl Core {
             avatar_names: BTreeMap::new(),
             logins,
             stats: CoordinatorStats::default(),
+            snapshots: BTreeMap::new(),
+            next_snapshot: 0,
         }
     }
 

@@ -1,0 +1,245 @@
+//! The view check: at the end of a run, after a short settle with the bots
+//! standing still and no loss, each bot compares its [`WorldView`] with the
+//! server's truth (`GET /v1/scenes/{name}/snapshot`, taken twice a moment
+//! apart to tell moving entities from still ones).
+//!
+//! For a bot at `p` with AOI radius `r`, margin `m` and interest cap `K`:
+//!
+//! * **missing**: an entity within `r` of `p`, among the `K` nearest, that
+//!   the view does not hold;
+//! * **ghost**: an entity the view holds that does not exist, or lies beyond
+//!   `r + m` (plus how far it can have moved, for a moving one);
+//! * **stale**: a held entity whose state differs from the truth: for a
+//!   still entity (the same in both snapshots) by anything at all; for a
+//!   moving one by more than it can move in `|T - t| + STALE_BOUND_TICKS`
+//!   ticks at the scene's top speed, `T` the truth's tick and `t` the
+//!   view's. The bound is the priority schedule's: an unchanged far entity
+//!   is never updated, and a changing one waits at most a few ticks once the
+//!   byte budget has room (after a settle it has).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tessera_proto::NetId;
+use tessera_proto::view::WorldView;
+use tessera_sim::{SceneSnapshot, SnapshotEntity};
+
+/// Ticks of movement a moving entity's state may lag the truth by, beyond
+/// the gap between the two ticks compared.
+pub const STALE_BOUND_TICKS: u32 = 10;
+
+/// One scene's truth: the later snapshot, and the ids that moved between
+/// the two.
+#[derive(Debug, Clone)]
+pub(super) struct SceneTruth {
+    pub(super) snap: SceneSnapshot,
+    pub(super) moving: BTreeSet<NetId>,
+}
+
+impl SceneTruth {
+    pub(super) fn new(first: &SceneSnapshot, second: SceneSnapshot) -> Self {
+        let before: BTreeMap<NetId, &SnapshotEntity> =
+            first.entities.iter().map(|e| (e.id, e)).collect();
+        let moving = second
+            .entities
+            .iter()
+            .filter(|e| before.get(&e.id).is_none_or(|b| b.q != e.q))
+            .map(|e| e.id)
+            .collect();
+        Self {
+            snap: second,
+            moving,
+        }
+    }
+}
+
+/// Every scene's truth, by `(scene_tag, epoch)`.
+pub(super) type Truth = BTreeMap<(u32, u64), SceneTruth>;
+
+/// The counts of the report's `view` object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewCheck {
+    /// Bots whose view was compared.
+    pub bots: u64,
+    /// Bots in a placement no snapshot covered (not compared).
+    pub bots_unchecked: u64,
+    /// Entities compared (required or held).
+    pub checked: u64,
+    pub missing: u64,
+    pub ghosts: u64,
+    pub stale: u64,
+    /// The `stale` bound used, in ticks.
+    pub stale_bound_ticks: u32,
+}
+
+impl ViewCheck {
+    pub(super) fn add(&mut self, o: &ViewCheck) {
+        self.bots += o.bots;
+        self.bots_unchecked += o.bots_unchecked;
+        self.checked += o.checked;
+        self.missing += o.missing;
+        self.ghosts += o.ghosts;
+        self.stale += o.stale;
+        self.stale_bound_ticks = STALE_BOUND_TICKS;
+    }
+}
+
+fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
+    let (dx, dy) = (a[0] - b[0], a[1] - b[1]);
+    (dx * dx + dy * dy).sqrt()
+}
+
+/// Compares one bot's view with the truth of its placement.
+pub(super) fn check(view: &WorldView, truth: &Truth) -> ViewCheck {
+    let unchecked = ViewCheck {
+        bots_unchecked: 1,
+        ..ViewCheck::default()
+    };
+    let Some(scene) = view.placement().and_then(|p| truth.get(&p)) else {
+        return unchecked;
+    };
+    let Some((own, _)) = view.own() else {
+        return unchecked;
+    };
+    let snap = &scene.snap;
+    let by_id: BTreeMap<NetId, &SnapshotEntity> = snap.entities.iter().map(|e| (e.id, e)).collect();
+    let Some(me) = by_id.get(&own) else {
+        return unchecked;
+    };
+    let lag = snap.tick.abs_diff(view.tick()) + STALE_BOUND_TICKS;
+    let slack = snap.max_speed * lag as f32 / snap.tick_hz.max(1) as f32;
+    // Required: within r, the K nearest (the server's key: f32 squared
+    // distance truncated, ties by id).
+    let r = snap.aoi_radius;
+    let mut near: Vec<(u32, NetId)> = snap
+        .entities
+        .iter()
+        .filter(|e| e.id != own)
+        .filter_map(|e| {
+            let (dx, dy) = (e.pos[0] - me.pos[0], e.pos[1] - me.pos[1]);
+            let d2 = dx * dx + dy * dy;
+            (d2 <= r * r).then(|| (d2.min(4.0e9) as u32, e.id))
+        })
+        .collect();
+    near.sort_unstable();
+    near.truncate(snap.max_interest as usize);
+    let required: BTreeSet<NetId> = near.into_iter().map(|e| e.1).collect();
+    let mut c = ViewCheck {
+        bots: 1,
+        stale_bound_ticks: STALE_BOUND_TICKS,
+        ..ViewCheck::default()
+    };
+    let mut held = BTreeSet::new();
+    for (id, e) in view.entities() {
+        held.insert(id);
+        let Some(t) = by_id.get(&id) else {
+            c.ghosts += 1;
+            continue;
+        };
+        let moving = scene.moving.contains(&id);
+        let reach = r + snap.aoi_margin + if moving { slack } else { 0.0 };
+        if dist(t.pos, me.pos) > reach {
+            c.ghosts += 1;
+            continue;
+        }
+        let same_kind = e.kind == t.kind && e.figure == t.figure;
+        let fresh = if moving {
+            let pos = [
+                e.q.x as f32 * snap.size[0] / 65535.0,
+                e.q.y as f32 * snap.size[1] / 65535.0,
+            ];
+            dist(pos, t.pos) <= slack + 0.1
+        } else {
+            e.q == t.q
+        };
+        if !(same_kind && fresh) {
+            c.stale += 1;
+        }
+    }
+    c.missing = required.difference(&held).count() as u64;
+    c.checked = required.union(&held).count() as u64;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_proto::state::{EnterState, Quantized, StatePacket};
+
+    fn entity(id: NetId, x: f32) -> SnapshotEntity {
+        SnapshotEntity {
+            id,
+            kind: 0,
+            figure: 0,
+            q: Quantized {
+                x: (x / 1000.0 * 65535.0).round() as u16,
+                ..Default::default()
+            },
+            pos: [x, 0.0],
+        }
+    }
+
+    fn snapshot(tick: u32, entities: Vec<SnapshotEntity>) -> SceneSnapshot {
+        SceneSnapshot {
+            scene: "s".into(),
+            scene_tag: 5,
+            epoch: 1,
+            tick,
+            aoi_radius: 50.0,
+            aoi_margin: 5.0,
+            max_interest: 256,
+            size: [1000.0, 1000.0],
+            tick_hz: 20,
+            max_speed: 12.0,
+            entities,
+        }
+    }
+
+    /// A view holding `held` (as enters) at tick 100, itself entity 0.
+    fn view(held: &[SnapshotEntity]) -> WorldView {
+        let mut v = WorldView::new();
+        v.enter(5, 1, 0);
+        v.apply(&StatePacket {
+            scene: 5,
+            epoch: 1,
+            tick: 100,
+            enters: held
+                .iter()
+                .map(|e| EnterState {
+                    id: e.id,
+                    kind: e.kind,
+                    figure: e.figure,
+                    q: e.q,
+                })
+                .collect(),
+            ..Default::default()
+        });
+        v
+    }
+
+    #[test]
+    fn missing_ghosts_and_stale_entities_are_found() {
+        let me = entity(0, 100.0);
+        let near = entity(1, 120.0);
+        let far = entity(2, 400.0);
+        let still = entity(3, 110.0);
+        let snap = snapshot(100, vec![me, near, far, still]);
+        let mut truth = Truth::new();
+        truth.insert((5, 1), SceneTruth::new(&snap.clone(), snap));
+        // Exact view: nothing wrong.
+        let good = check(&view(&[near, still]), &truth);
+        assert_eq!((good.bots, good.checked), (1, 2));
+        assert_eq!((good.missing, good.ghosts, good.stale), (0, 0, 0));
+        // `near` missing, `far` (beyond r + m) and id 9 (gone) ghosts, `still`
+        // one quantum off: stale.
+        let mut moved = still;
+        moved.q.x += 1;
+        let ghost = entity(9, 105.0);
+        let bad = check(&view(&[far, ghost, moved]), &truth);
+        assert_eq!((bad.missing, bad.ghosts, bad.stale), (1, 2, 1), "{bad:?}");
+        // Another placement is not compared.
+        let mut other = WorldView::new();
+        other.enter(5, 2, 0);
+        assert_eq!(check(&other, &truth).bots_unchecked, 1);
+    }
+}
