@@ -17,9 +17,10 @@
 //! 4. **Choose.** Leaves first, then enters nearest first, then updates by
 //!    priority: squared distance divided by `(1 + ticks waited)²`, so far
 //!    or crowded-out entities go less often but never starve.
-//! 5. **Encode and commit.** Sizes are exact (the layout in
-//!    `docs/protocol.md`), so the packet is filled to the byte budget in one
-//!    pass.
+//! 5. **Encode and commit.** Item sizes are counted as in the layout of
+//!    `docs/protocol.md` with each id at its full size, an upper bound (the
+//!    encoder writes ascending ids as differences), so the packet fits the
+//!    byte budget in one pass.
 //!
 //! The client applies a placement's packets in tick order only and
 //! acknowledges the newest with a mask of the 32 before it; so every tick up
@@ -38,6 +39,7 @@ use crate::components::*;
 use crate::interest::SpatialIndex;
 use crate::protocol::{
     ClientId, EnterState, HEADER_MAX_BYTES, NetId, Quantized, StatePacket, UpdateState,
+    varint_len,
 };
 use crate::world::{SceneInfo, SceneOutbox};
 
@@ -67,11 +69,6 @@ impl Plugin for ReplicatePlugin {
     }
 }
 
-/// Bytes of `v` as a LEB128 varint.
-#[inline]
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
 
 /// An enter or update waiting for room in the packet, with the state to send.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +93,8 @@ pub struct ReplScratch {
     /// The visible set capped to the nearest `max_interest`: (dist², id).
     near: Vec<(u32, NetId)>,
     leave_slots: Vec<u32>,
+    /// Scratch of [`fill_items`]: `(id << 32) | index` of the items taken.
+    order: Vec<u64>,
     /// Per id, side by side so one look-up touches one cache line:
     /// `.0` the stamp (`e` = known, not (yet) seen in interest; `e + 1` =
     /// known and in interest), `.1` the id's index in `ClientView::known`.
@@ -179,13 +178,19 @@ pub fn build_packet(
     let e = s.begin(index.snaps.len());
     settle(view, s, e);
     let mut used = start_packet(&mut s.packet, index, ctx, view);
-    nearest_interest(index, ctx, visible, &mut s.near);
-    diff_view(index, view, s, e);
+    if visible.len() > ctx.max_interest {
+        nearest_interest(index, ctx, visible, &mut s.near);
+        diff_view(index, ctx, view, s, e, None);
+    } else {
+        // Under the cap (the common case) the visible set is the interest:
+        // one pass, distances only for what is sent.
+        diff_view(index, ctx, view, s, e, Some(visible));
+    }
     let budget = ctx.budget.min(crate::MAX_PACKET_BYTES);
     stats.deferred += choose_leaves(view, s, e, &mut used, budget);
     let taken = choose_items(&mut s.cands, &mut used, budget);
     stats.deferred += (s.cands.len() - taken) as u64;
-    fill_items(&mut s.packet, &s.cands[..taken]);
+    fill_items(&mut s.packet, &s.cands[..taken], &mut s.order);
     let p = &s.packet;
     let empty =
         p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty();
@@ -322,7 +327,7 @@ fn start_packet(
     };
     let header = 1 + 4 + varint_len(ctx.epoch) + 4 + varint_len(ctx.input_ack as u64) + 1;
     // Three counts of at most 2 bytes each (a packet holds < 16 384 items).
-    let you = p.you.map_or(0, |u| varint_len(u.id as u64) + 7);
+    let you = p.you.map_or(0, |u| varint_len(u.id as u64) + u.q.wire_len());
     debug_assert!(header + 6 <= HEADER_MAX_BYTES + 3);
     header + 6 + you
 }
@@ -351,10 +356,21 @@ fn nearest_interest(
 /// becomes an enter, every known one that changed or must be updated again
 /// an update. Known ids seen in interest are stamped `e + 1`, so those left
 /// at `e` are leaves.
-fn diff_view(index: &SpatialIndex, view: &ClientView, s: &mut ReplScratch, e: u32) {
+fn diff_view(
+    index: &SpatialIndex,
+    ctx: &PacketCtx,
+    view: &ClientView,
+    s: &mut ReplScratch,
+    e: u32,
+    all: Option<&[NetId]>,
+) {
     s.cands.clear();
-    for i in 0..s.near.len() {
-        let (d2, id) = s.near[i];
+    let n = all.map_or(s.near.len(), <[NetId]>::len);
+    for i in 0..n {
+        let (near_d2, id) = match all {
+            Some(v) => (None, v[i]),
+            None => (Some(s.near[i].0), s.near[i].1),
+        };
         let Some(snap) = index.snap(id) else { continue };
         let mark = s.mark(id);
         let known = mark.0 == e;
@@ -370,12 +386,16 @@ fn diff_view(index: &SpatialIndex, view: &ClientView, s: &mut ReplScratch, e: u3
                 continue;
             }
         }
+        let d2 = near_d2.unwrap_or_else(|| {
+            let (dx, dy) = (snap.pos[0] - ctx.own_pos[0], snap.pos[1] - ctx.own_pos[1]);
+            (dx * dx + dy * dy).min(4.0e9) as u32
+        });
         let id_len = varint_len(id as u64);
         let (key, cost) = if enter {
-            ((false, d2), id_len + 1 + varint_len(snap.figure as u64) + 7)
+            ((false, d2), id_len + 1 + varint_len(snap.figure as u64) + snap.q.wire_len())
         } else {
             let wait = entry.map_or(0, |k| k.wait as u32) + 1;
-            ((true, d2 / wait.saturating_mul(wait)), id_len + 7)
+            ((true, d2 / wait.saturating_mul(wait)), id_len + snap.q.wire_len())
         };
         s.cands.push(Cand {
             key,
@@ -437,11 +457,18 @@ fn choose_items(cands: &mut [Cand], used: &mut usize, budget: usize) -> usize {
     taken
 }
 
-/// Sets the packet's enters and updates to `cands`.
-fn fill_items(p: &mut StatePacket, cands: &[Cand]) {
+/// Sets the packet's enters and updates to `cands`, and its lists in
+/// ascending id order (the encoder writes ids as differences, so sorted
+/// lists pack tightest). Sorting `(id, index)` pairs as plain integers is
+/// several times cheaper than sorting the items by a key.
+fn fill_items(p: &mut StatePacket, cands: &[Cand], order: &mut Vec<u64>) {
     p.enters.clear();
     p.updates.clear();
-    for c in cands {
+    order.clear();
+    order.extend(cands.iter().enumerate().map(|(i, c)| (c.id as u64) << 32 | i as u64));
+    order.sort_unstable();
+    for &o in order.iter() {
+        let c = &cands[(o & 0xffff_ffff) as usize];
         if c.enter {
             p.enters.push(EnterState {
                 id: c.id,
@@ -453,6 +480,7 @@ fn fill_items(p: &mut StatePacket, cands: &[Cand]) {
             p.updates.push(UpdateState { id: c.id, q: c.q });
         }
     }
+    p.leaves.sort_unstable();
 }
 
 /// Step 5: records the packet as sent in tick `t` and what it carried in the

@@ -43,8 +43,23 @@ class Reader:
         raise Short("varint too long")
 
     def q(self):
-        return {"x": self.u16le(), "y": self.u16le(), "heading": self.u8(),
-                "action": self.u8(), "mount": self.u8()}
+        q = {"x": self.u16le(), "y": self.u16le(), "heading": self.u8()}
+        pose = self.u8()
+        if pose < 0x80:
+            q["action"], q["mount"] = pose & 0x0F, pose >> 4
+        elif pose == 0x80:
+            q["action"], q["mount"] = self.u8(), self.u8()
+        else:
+            raise Short("bad pose byte")
+        return q
+
+    def ids(self, n, item):
+        """n items whose ids go as differences from the previous one."""
+        out, prev = [], 0
+        for _ in range(n):
+            prev = (prev + self.varint()) & 0xFFFFFFFF
+            out.append(item(prev))
+        return out
 
 
 def decode(data):
@@ -53,10 +68,10 @@ def decode(data):
         raise Short("not a state packet")
     p = {"scene": r.u32le(), "epoch": r.varint(), "tick": r.u32le(), "ack": r.varint()}
     p["you"] = {"id": r.varint(), "q": r.q()} if r.u8() == 1 else None
-    p["leaves"] = [r.varint() for _ in range(r.varint())]
-    p["enters"] = [{"id": r.varint(), "kind": r.u8(), "figure": r.varint(), "q": r.q()}
-                   for _ in range(r.varint())]
-    p["updates"] = [{"id": r.varint(), "q": r.q()} for _ in range(r.varint())]
+    p["leaves"] = r.ids(r.varint(), lambda i: i)
+    p["enters"] = r.ids(r.varint(), lambda i: {"id": i, "kind": r.u8(), "figure": r.varint(),
+                                               "q": r.q()})
+    p["updates"] = r.ids(r.varint(), lambda i: {"id": i, "q": r.q()})
     if r.pos != len(data):
         raise Short("trailing bytes")
     return p

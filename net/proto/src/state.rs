@@ -163,15 +163,30 @@ pub enum DecodeError {
     BadVarint,
     #[error("{0} trailing bytes")]
     Trailing(usize),
+    #[error("pose byte {0:#04x} is neither short (< 0x80) nor 0x80")]
+    BadPose(u8),
 }
 
 /// Upper bounds of the encoded size of each part, used to budget a packet
 /// before encoding it.
 pub const HEADER_MAX_BYTES: usize = 1 + 4 + 10 + 4 + 5 + 1 + 3;
-pub const QUANTIZED_BYTES: usize = 7;
+pub const QUANTIZED_MAX_BYTES: usize = 8;
 pub const LEAVE_MAX_BYTES: usize = 5;
-pub const UPDATE_MAX_BYTES: usize = 5 + QUANTIZED_BYTES;
-pub const ENTER_MAX_BYTES: usize = 5 + 1 + 5 + QUANTIZED_BYTES;
+pub const UPDATE_MAX_BYTES: usize = 5 + QUANTIZED_MAX_BYTES;
+pub const ENTER_MAX_BYTES: usize = 5 + 1 + 5 + QUANTIZED_MAX_BYTES;
+
+impl Quantized {
+    /// Its encoded size: 6 bytes when action < 16 and mount < 8 (one pose
+    /// byte holds both), else 8.
+    pub fn wire_len(&self) -> usize {
+        if self.action < 16 && self.mount < 8 { 6 } else { 8 }
+    }
+}
+
+/// Bytes of `v` as a LEB128 varint.
+pub fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
 
 impl StatePacket {
     pub fn encode(&self) -> Vec<u8> {
@@ -182,6 +197,13 @@ impl StatePacket {
 
     /// Appends the encoding to `out` (see `docs/protocol.md`).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(
+            HEADER_MAX_BYTES
+                + UPDATE_MAX_BYTES
+                + self.leaves.len() * LEAVE_MAX_BYTES
+                + self.enters.len() * ENTER_MAX_BYTES
+                + self.updates.len() * UPDATE_MAX_BYTES,
+        );
         out.push(STATE_PACKET_TYPE);
         out.extend_from_slice(&self.scene.to_le_bytes());
         put_varint(out, self.epoch);
@@ -195,22 +217,39 @@ impl StatePacket {
             }
             None => out.push(0),
         }
+        // Each list's ids go as differences from the one before (from 0 for
+        // the first), modulo 2^32: a list in ascending order packs tightest,
+        // any order round-trips.
         put_varint(out, self.leaves.len() as u64);
+        let mut prev = 0u32;
         for &id in &self.leaves {
-            put_varint(out, id as u64);
+            put_varint(out, id.wrapping_sub(prev) as u64);
+            prev = id;
         }
         put_varint(out, self.enters.len() as u64);
+        prev = 0;
         for e in &self.enters {
-            put_varint(out, e.id as u64);
+            put_varint(out, e.id.wrapping_sub(prev) as u64);
+            prev = e.id;
             out.push(e.kind);
             put_varint(out, e.figure as u64);
             put_q(out, &e.q);
         }
         put_varint(out, self.updates.len() as u64);
+        prev = 0;
         for u in &self.updates {
-            put_varint(out, u.id as u64);
+            put_varint(out, u.id.wrapping_sub(prev) as u64);
+            prev = u.id;
             put_q(out, &u.q);
         }
+    }
+
+    /// Puts every list in ascending id order, the order that encodes
+    /// smallest.
+    pub fn sort_lists(&mut self) {
+        self.leaves.sort_unstable();
+        self.enters.sort_unstable_by_key(|e| e.id);
+        self.updates.sort_unstable_by_key(|u| u.id);
     }
 
     /// Never panics, whatever the bytes; lists are bounded by the packet's
@@ -237,26 +276,29 @@ impl StatePacket {
         };
         let n = r.count(1)?;
         let mut leaves = Vec::with_capacity(n);
+        let mut prev = 0u32;
         for _ in 0..n {
-            leaves.push(r.varint_u32()?);
+            prev = prev.wrapping_add(r.varint_u32()?);
+            leaves.push(prev);
         }
-        let n = r.count(1 + 1 + 1 + QUANTIZED_BYTES)?;
+        let n = r.count(1 + 1 + 1 + 6)?;
         let mut enters = Vec::with_capacity(n);
+        prev = 0;
         for _ in 0..n {
+            prev = prev.wrapping_add(r.varint_u32()?);
             enters.push(EnterState {
-                id: r.varint_u32()?,
+                id: prev,
                 kind: r.u8()?,
                 figure: r.varint_u32()?,
                 q: r.q()?,
             });
         }
-        let n = r.count(1 + QUANTIZED_BYTES)?;
+        let n = r.count(1 + 6)?;
         let mut updates = Vec::with_capacity(n);
+        prev = 0;
         for _ in 0..n {
-            updates.push(UpdateState {
-                id: r.varint_u32()?,
-                q: r.q()?,
-            });
+            prev = prev.wrapping_add(r.varint_u32()?);
+            updates.push(UpdateState { id: prev, q: r.q()? });
         }
         if !r.0.is_empty() {
             return Err(DecodeError::Trailing(r.0.len()));
@@ -275,17 +317,32 @@ impl StatePacket {
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
     }
-    out.push(v as u8);
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    out.extend_from_slice(&buf[..=n]);
 }
 
+/// The pose byte's long form: action and mount follow in a byte each.
+const POSE_LONG: u8 = 0x80;
+
 fn put_q(out: &mut Vec<u8>, q: &Quantized) {
-    out.extend_from_slice(&q.x.to_le_bytes());
-    out.extend_from_slice(&q.y.to_le_bytes());
-    out.extend_from_slice(&[q.heading, q.action, q.mount]);
+    let [x0, x1] = q.x.to_le_bytes();
+    let [y0, y1] = q.y.to_le_bytes();
+    if q.wire_len() == 6 {
+        out.extend_from_slice(&[x0, x1, y0, y1, q.heading, q.action | q.mount << 4]);
+    } else {
+        out.extend_from_slice(&[x0, x1, y0, y1, q.heading, POSE_LONG, q.action, q.mount]);
+    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -339,13 +396,18 @@ impl Reader<'_> {
     }
 
     fn q(&mut self) -> Result<Quantized, DecodeError> {
-        let b = self.take::<7>()?;
+        let b = self.take::<6>()?;
+        let (action, mount) = match b[5] {
+            POSE_LONG => (self.u8()?, self.u8()?),
+            p if p < POSE_LONG => (p & 0x0f, p >> 4),
+            p => return Err(DecodeError::BadPose(p)),
+        };
         Ok(Quantized {
             x: u16::from_le_bytes([b[0], b[1]]),
             y: u16::from_le_bytes([b[2], b[3]]),
             heading: b[4],
-            action: b[5],
-            mount: b[6],
+            action,
+            mount,
         })
     }
 }
@@ -458,10 +520,29 @@ mod tests {
         assert_eq!(&bytes[5..7], &[0xac, 0x02]);
         assert_eq!(&bytes[7..11], &70_000u32.to_le_bytes());
         assert_eq!(bytes[11], 5);
-        // you: flag, id, x LE, y LE, heading, action, mount.
-        assert_eq!(&bytes[12..21], &[1, 3, 0x34, 0x12, 0xff, 0xff, 7, 2, 1]);
-        // leaves: count 2, ids 1 and 200 (c8 01).
-        assert_eq!(&bytes[21..25], &[2, 1, 0xc8, 0x01]);
+        // you: flag, id, x LE, y LE, heading, pose byte (action | mount << 4).
+        assert_eq!(&bytes[12..20], &[1, 3, 0x34, 0x12, 0xff, 0xff, 7, 0x12]);
+        // leaves: count 2, ids 1 and 200 as 1 then +199 (c7 01).
+        assert_eq!(&bytes[20..24], &[2, 1, 0xc7, 0x01]);
+        // A pose that does not fit one byte takes the long form.
+        let mut long = p.clone();
+        long.you = Some(UpdateState {
+            id: 3,
+            q: Quantized {
+                action: 200,
+                ..p.you.expect("own state").q
+            },
+        });
+        let lb = long.encode();
+        assert_eq!(&lb[18..22], &[7, 0x80, 200, 1]);
+        assert_eq!(StatePacket::decode(&lb), Ok(long));
+        let mut bad = bytes.clone();
+        bad[19] = 0x81;
+        assert_eq!(StatePacket::decode(&bad), Err(DecodeError::BadPose(0x81)));
+        // Lists in any order round-trip (ascending packs tightest).
+        let mut shuffled = p.clone();
+        shuffled.leaves = vec![200, 1, u32::MAX, 0];
+        assert_eq!(StatePacket::decode(&shuffled.encode()), Ok(shuffled));
         let empty = StatePacket::default().encode();
         assert_eq!(empty.len(), 1 + 4 + 1 + 4 + 1 + 1 + 3);
         let max = StatePacket {
