@@ -1,16 +1,34 @@
 //! Components and shared resources of a scene world.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
+use bevy_ecs::lifecycle::HookContext;
 use bevy_ecs::prelude::*;
+use bevy_ecs::world::DeferredWorld;
 
 use crate::aoi::Diff;
 use crate::protocol::{AvatarId, ClientId, MoveMode, NetId, Quantized};
 use crate::scene::Vec2;
 
-/// The entity's wire id, unique in the scene for its whole life (never reused).
+/// The entity's wire id, unique among the scene's live entities. An id is
+/// handed out by [`Directory::alloc_net`] and given back when the component
+/// goes (on despawn, whatever the path: the remove hook frees it), so it may
+/// later name another entity, with another generation ([`Directory::net_gen`]).
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[component(on_remove = free_net_on_remove)]
 pub struct Net(pub NetId);
+
+/// Gives a removed [`Net`]'s id back to the [`Directory`], stamped with the
+/// current tick (the quarantine counts from it).
+fn free_net_on_remove(mut world: DeferredWorld, ctx: HookContext) {
+    let Some(&Net(id)) = world.get::<Net>(ctx.entity) else {
+        return;
+    };
+    let now = world.get_resource::<TickCount>().map_or(0, |t| t.0);
+    if let Some(mut dir) = world.get_resource_mut::<Directory>() {
+        dir.free_net(id, now);
+    }
+}
 
 #[derive(Component, Debug, Clone, Copy, PartialEq, Default)]
 pub struct Position(pub Vec2);
@@ -77,6 +95,10 @@ pub struct Interest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
     pub id: NetId,
+    /// The generation of the entity that was sent under `id`: when the id's
+    /// current holder has another, the client holds a former entity and the
+    /// current one must be sent as an enter (which overwrites kind and figure).
+    pub net_gen: u32,
     /// The state last sent (what the client holds once that packet lands).
     pub q: Quantized,
     /// Tick of the packet that last carried it, until that packet is
@@ -224,19 +246,109 @@ pub struct SaveTrack {
 #[derive(Resource, Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TickCount(pub u64);
 
-/// Who is where: client and avatar lookups, and the next net id.
+/// Who is where: client and avatar lookups, and the net ids.
+///
+/// Net ids are recycled so that a long-lived scene with churn keeps its
+/// per-id arrays (snapshots, AOI and replication scratch) at the size of its
+/// peak population plus the ids in quarantine. A freed id waits in a FIFO
+/// for more than `net_quarantine` ticks, then is handed out again with its
+/// generation bumped. Replication compares generations, so a client that
+/// still holds the former entity under that id (its leave lost, deferred or
+/// never acknowledged) is sent the new one as an enter, never as an update
+/// of the old one. The quarantine is not needed for that; it keeps reuse
+/// rare while anything else (a client's command, a log line) may still name
+/// the former entity, and lets every packet that carried its leave settle.
 #[derive(Resource, Debug, Default)]
 pub struct Directory {
     pub clients: BTreeMap<ClientId, Entity>,
     pub avatars: BTreeMap<AvatarId, Entity>,
+    /// Ids ever handed out are `0..next_net`.
     pub next_net: NetId,
+    /// Per id below `next_net`: its current generation and whether it is held.
+    nets: Vec<NetSlot>,
+    /// Freed ids, oldest first, with the tick each was freed in.
+    free_nets: VecDeque<(NetId, u64)>,
+    /// Ticks a freed id waits before reuse (more than this many pass).
+    net_quarantine: u64,
+}
+
+/// One net id's bookkeeping in the [`Directory`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct NetSlot {
+    /// Bumped on every reuse. An id is reused at most once per tick (the
+    /// quarantine counts whole ticks), so a generation cannot come round
+    /// again within the 2³² ticks a state packet's tick can name.
+    net_gen: u32,
+    live: bool,
 }
 
 impl Directory {
-    pub fn alloc_net(&mut self) -> NetId {
+    /// An empty directory whose freed ids wait `quarantine` ticks.
+    pub fn with_quarantine(quarantine: u64) -> Self {
+        Self {
+            net_quarantine: quarantine,
+            ..Self::default()
+        }
+    }
+
+    /// A net id for an entity spawned in tick `now`: the oldest freed id once
+    /// more than the quarantine has passed since it was freed, else a new one.
+    pub fn alloc_net(&mut self, now: u64) -> NetId {
+        if let Some(&(id, freed)) = self.free_nets.front()
+            && now.saturating_sub(freed) > self.net_quarantine
+            && let Some(slot) = self.nets.get_mut(id as usize)
+        {
+            self.free_nets.pop_front();
+            slot.net_gen = slot.net_gen.wrapping_add(1);
+            slot.live = true;
+            return id;
+        }
         let id = self.next_net;
         self.next_net = self.next_net.wrapping_add(1);
+        match self.nets.get_mut(id as usize) {
+            // Only once `next_net` wrapped: 2³² ids held at once, which the
+            // recycling above keeps out of reach.
+            Some(slot) => {
+                *slot = NetSlot {
+                    net_gen: slot.net_gen.wrapping_add(1),
+                    live: true,
+                }
+            }
+            None => self.nets.push(NetSlot {
+                net_gen: 0,
+                live: true,
+            }),
+        }
         id
+    }
+
+    /// Gives `id` back in tick `now` (its entity is gone). An id not held
+    /// (freed twice, or never handed out) is ignored, so it can never be
+    /// handed to two entities.
+    pub fn free_net(&mut self, id: NetId, now: u64) {
+        if let Some(slot) = self.nets.get_mut(id as usize)
+            && slot.live
+        {
+            slot.live = false;
+            self.free_nets.push_back((id, now));
+        }
+    }
+
+    /// The generation of `id`'s current (or last) holder; 0 for an id never
+    /// handed out.
+    #[inline]
+    pub fn net_gen(&self, id: NetId) -> u32 {
+        self.nets.get(id as usize).map_or(0, |s| s.net_gen)
+    }
+
+    /// Freed ids waiting for reuse, oldest first: `(id, tick freed)`.
+    pub fn free_nets(&self) -> impl ExactSizeIterator<Item = (NetId, u64)> + '_ {
+        self.free_nets.iter().copied()
+    }
+
+    /// Ticks a freed id waits before it is handed out again.
+    pub fn net_quarantine(&self) -> u64 {
+        self.net_quarantine
     }
 }
 

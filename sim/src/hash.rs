@@ -25,7 +25,15 @@ pub(crate) fn state_hash(world: &mut World) -> u64 {
     for w in world.resource::<SceneRng>().state_words() {
         h.u64(w);
     }
-    h.u64(world.resource::<Directory>().next_net as u64);
+    // The id allocator: what the next spawns get, and each entity's generation.
+    let dir = world.resource::<Directory>();
+    h.u64(dir.next_net as u64);
+    h.u64(dir.free_nets().len() as u64);
+    for (id, freed) in dir.free_nets() {
+        h.u64(id as u64);
+        h.u64(freed);
+    }
+    let gens: Vec<u32> = (0..dir.next_net).map(|id| dir.net_gen(id)).collect();
     let mut q = world.query::<(
         &Net,
         &Position,
@@ -40,6 +48,7 @@ pub(crate) fn state_hash(world: &mut World) -> u64 {
     rows.sort_by_key(|r| r.0.0);
     for (net, pos, vel, pose, pc, wander, interest, view) in rows {
         h.u64(net.0 as u64);
+        h.u64(gens.get(net.0 as usize).copied().unwrap_or(0) as u64);
         h.f32(pos.0[0]);
         h.f32(pos.0[1]);
         h.f32(vel.0[0]);
@@ -63,7 +72,7 @@ pub(crate) fn state_hash(world: &mut World) -> u64 {
         if let Some(v) = view {
             h.u64(v.known.len() as u64);
             for k in &v.known {
-                h.u64(k.id as u64);
+                h.u64(((k.net_gen as u64) << 32) | k.id as u64);
                 h.u64(((k.q.x as u64) << 16) | k.q.y as u64);
                 h.u64(((k.sent_at as u64) << 32) | k.enter_at as u64);
             }

@@ -1,6 +1,7 @@
 //! Ingest: drain the host's commands into ECS messages and apply them —
-//! attach spawns a PC with its saved state, detach saves and despawns it,
-//! inputs are validated into the PC's [`Intent`].
+//! attach spawns a PC with its saved state, detach saves and despawns it
+//! (the despawn frees its net id, see [`Directory`]), inputs are validated
+//! into the PC's [`Intent`].
 
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
@@ -89,6 +90,7 @@ fn apply_attaches(
     mut counters: ResMut<Counters>,
     mut out: ResMut<SceneOutbox>,
     info: Res<SceneInfo>,
+    tick: Res<TickCount>,
 ) {
     for AttachCmd(cmd) in reader.read() {
         let Inbound::Attach {
@@ -136,7 +138,7 @@ fn apply_attaches(
             ),
             _ => (spawn_at(avatar), Pose::default()),
         };
-        let net = dir.alloc_net();
+        let net = dir.alloc_net(tick.0);
         let saved = state.map(|_| (pos, pose.heading, pose.action, pose.mount));
         let save = SaveTrack {
             saved,

@@ -17,13 +17,16 @@ use crate::{InterestSystems, SpatialSystems};
 pub struct Snap {
     pub alive: bool,
     pub kind: u8,
+    /// The generation of the entity holding this id ([`Directory::net_gen`]).
+    pub net_gen: u32,
     pub figure: u32,
     pub pos: [f32; 2],
     pub q: Quantized,
 }
 
 /// The grid, plus each entity's snapshot indexed by net id (net ids are dense
-/// and never reused, so a `Vec` beats a map here).
+/// and recycled, so a `Vec` beats a map here and stays the size of the peak
+/// population plus the ids in quarantine).
 #[derive(Resource, Debug)]
 pub struct SpatialIndex {
     pub grid: Grid,
@@ -104,6 +107,7 @@ fn rebuild_index(
             *s = Snap {
                 alive: true,
                 kind,
+                net_gen: dir.net_gen(net.0),
                 figure,
                 pos: pos.0,
                 q: info

@@ -212,7 +212,8 @@ pub(crate) fn spawn_npcs(world: &mut World) {
                     sp.radius,
                 )
             });
-            let net = world.resource_mut::<Directory>().alloc_net();
+            let now = world.resource::<TickCount>().0;
+            let net = world.resource_mut::<Directory>().alloc_net(now);
             world.spawn((
                 Net(net),
                 Position(pos),
@@ -247,11 +248,12 @@ pub(crate) fn spawn_walkers(world: &mut World, n: u32, first_client: u64) {
             }
             (p, info.settings.run_speed, info.settings.aoi_radius)
         });
+        let now = world.resource::<TickCount>().0;
         let mut dir = world.resource_mut::<Directory>();
         if dir.clients.contains_key(&client) || dir.avatars.contains_key(&client) {
             continue;
         }
-        let net = dir.alloc_net();
+        let net = dir.alloc_net(now);
         let pc = crate::ingest::pc_bundle(
             net,
             client,

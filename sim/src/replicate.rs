@@ -12,7 +12,8 @@
 //!    Torque do: nothing is queued, nothing waits behind a reliable channel).
 //! 2. **Interest.** The AOI's visible set, capped at the `max_interest`
 //!    nearest; known entities outside it leave.
-//! 3. **Diff.** Visible but unknown (or whose enter was lost) → enter;
+//! 3. **Diff.** Visible but unknown (or whose enter was lost, or known under
+//!    the same id but of another generation: the id was reused) → enter;
 //!    known and changed since last sent (or whose update was lost) → update.
 //! 4. **Choose.** Leaves first, then enters nearest first, then updates by
 //!    priority: squared distance divided by `(1 + ticks waited)²`, so far
@@ -28,6 +29,17 @@
 //! older than the ring ([`SENT_RING`]) counts as lost. When the newest packet
 //! stays unacknowledged for [`PROBE_TICKS`] and there is nothing new to say,
 //! an empty packet goes, so its acknowledgement settles the ones before.
+//!
+//! **Reused ids.** A net id may name another entity after its first one
+//! despawned ([`Directory`]); the client may still hold the former one (its
+//! leave lost or deferred). Every id the server sends is of the generation
+//! in [`Known::net_gen`]; a known entry of another generation than the id's
+//! current holder is the former entity, so the current one goes as an enter,
+//! which overwrites kind, figure and state on the client. A pending leave is
+//! dropped once the id is known again (the enter sent since overrides it,
+//! and packets apply in tick order); otherwise it goes again, and rightly
+//! removes whatever the client holds under the id, for the server then
+//! knows nothing the client should hold under it.
 
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
@@ -76,6 +88,8 @@ struct Cand {
     /// Sort key: enters before updates, then priority (smaller goes first).
     key: (bool, u32),
     id: NetId,
+    /// The generation of the entity sent.
+    net_gen: u32,
     /// Index in `ClientView::known`, or [`NONE`] for an entity not known.
     slot: u32,
     enter: bool,
@@ -379,7 +393,9 @@ fn diff_view(
             mark.0 = e + 1;
         }
         let entry = known.then(|| &view.known[slot as usize]);
-        let enter = entry.is_none_or(|k| k.resend == Resend::Enter);
+        // Another generation under a known id: the client may hold the
+        // former entity, so only an enter (kind, figure, state) is right.
+        let enter = entry.is_none_or(|k| k.resend == Resend::Enter || k.net_gen != snap.net_gen);
         if !enter {
             let k = entry.expect("known");
             if snap.q == k.q && k.resend == Resend::Nothing {
@@ -400,6 +416,7 @@ fn diff_view(
         s.cands.push(Cand {
             key,
             id,
+            net_gen: snap.net_gen,
             slot,
             enter,
             kind: snap.kind,
@@ -501,6 +518,7 @@ fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32)
         }
         let k = &mut view.known[c.slot as usize];
         resent += (k.resend != Resend::Nothing) as u64;
+        k.net_gen = c.net_gen;
         k.q = c.q;
         k.sent_at = t;
         if c.enter {
@@ -536,6 +554,7 @@ fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32)
         if c.slot == NONE {
             view.known.push(Known {
                 id: c.id,
+                net_gen: c.net_gen,
                 q: c.q,
                 sent_at: t,
                 enter_at: t,

@@ -61,6 +61,15 @@ pub struct SceneSettings {
     /// The placement epoch the host runs this scene under, stamped on every
     /// state packet. Default 0.
     pub epoch: u64,
+    /// Ticks a despawned entity's net id waits before another entity may get
+    /// it (ids are recycled so per-id arrays stop growing with churn); `None`
+    /// = ten seconds of ticks. Replication stays exact with any value, 0
+    /// included (generations tell a reused id from its former holder); the
+    /// wait lets every packet that carried the former entity's leave settle
+    /// first (the sent ring covers ~3 s at 20 Hz) and keeps a stale id in a
+    /// client command or a log from naming a new entity soon after. It costs
+    /// about (detaches per second × 10) ids of growth.
+    pub net_id_quarantine_ticks: Option<u32>,
 }
 
 impl Default for SceneSettings {
@@ -81,6 +90,7 @@ impl Default for SceneSettings {
             max_interest: 256,
             trace: false,
             epoch: 0,
+            net_id_quarantine_ticks: None,
         }
     }
 }
@@ -190,6 +200,9 @@ impl SceneWorld {
             .map(u64::from)
             .unwrap_or(tick_hz as u64)
             .max(1);
+        let net_quarantine = settings
+            .net_id_quarantine_ticks
+            .map_or(10 * tick_hz as u64, u64::from);
         let obstacles = RTree::bulk_load(
             def.obstacle
                 .iter()
@@ -225,7 +238,7 @@ impl SceneWorld {
                 capacity: settings.inbound_capacity,
             })
             .init_resource::<TickCount>()
-            .init_resource::<Directory>()
+            .insert_resource(Directory::with_quarantine(net_quarantine))
             .init_resource::<Counters>()
             .init_resource::<SceneOutbox>()
             .insert_resource(info)
@@ -403,7 +416,7 @@ impl SceneWorld {
     }
 
     /// A hash of all simulated state: every entity's components (in net-id
-    /// order), visible and known sets, the tick, the RNG and the id counter.
+    /// order), visible and known sets, the tick, the RNG and the id allocator.
     /// Two worlds with the same scene, seed and inputs hash the same.
     pub fn state_hash(&mut self) -> u64 {
         crate::hash::state_hash(self.app.world_mut())
