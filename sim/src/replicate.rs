@@ -50,8 +50,7 @@ use crate::ReplicateSystems;
 use crate::components::*;
 use crate::interest::SpatialIndex;
 use crate::protocol::{
-    ClientId, EnterState, HEADER_MAX_BYTES, NetId, Quantized, StatePacket, UpdateState,
-    varint_len,
+    ClientId, EnterState, HEADER_MAX_BYTES, NetId, Quantized, StatePacket, UpdateState, varint_len,
 };
 use crate::world::{SceneInfo, SceneOutbox};
 
@@ -80,7 +79,6 @@ impl Plugin for ReplicatePlugin {
         );
     }
 }
-
 
 /// An enter or update waiting for room in the packet, with the state to send.
 #[derive(Debug, Clone, Copy)]
@@ -341,7 +339,9 @@ fn start_packet(
     };
     let header = 1 + 4 + varint_len(ctx.epoch) + 4 + varint_len(ctx.input_ack as u64) + 1;
     // Three counts of at most 2 bytes each (a packet holds < 16 384 items).
-    let you = p.you.map_or(0, |u| varint_len(u.id as u64) + u.q.wire_len());
+    let you = p
+        .you
+        .map_or(0, |u| varint_len(u.id as u64) + u.q.wire_len());
     debug_assert!(header + 6 <= HEADER_MAX_BYTES + 3);
     header + 6 + you
 }
@@ -408,10 +408,16 @@ fn diff_view(
         });
         let id_len = varint_len(id as u64);
         let (key, cost) = if enter {
-            ((false, d2), id_len + 1 + varint_len(snap.figure as u64) + snap.q.wire_len())
+            (
+                (false, d2),
+                id_len + 1 + varint_len(snap.figure as u64) + snap.q.wire_len(),
+            )
         } else {
             let wait = entry.map_or(0, |k| k.wait as u32) + 1;
-            ((true, d2 / wait.saturating_mul(wait)), id_len + snap.q.wire_len())
+            (
+                (true, d2 / wait.saturating_mul(wait)),
+                id_len + snap.q.wire_len(),
+            )
         };
         s.cands.push(Cand {
             key,
@@ -482,7 +488,12 @@ fn fill_items(p: &mut StatePacket, cands: &[Cand], order: &mut Vec<u64>) {
     p.enters.clear();
     p.updates.clear();
     order.clear();
-    order.extend(cands.iter().enumerate().map(|(i, c)| (c.id as u64) << 32 | i as u64));
+    order.extend(
+        cands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id as u64) << 32 | i as u64),
+    );
     order.sort_unstable();
     for &o in order.iter() {
         let c = &cands[(o & 0xffff_ffff) as usize];

@@ -179,7 +179,11 @@ impl Quantized {
     /// Its encoded size: 6 bytes when action < 16 and mount < 8 (one pose
     /// byte holds both), else 8.
     pub fn wire_len(&self) -> usize {
-        if self.action < 16 && self.mount < 8 { 6 } else { 8 }
+        if self.action < 16 && self.mount < 8 {
+            6
+        } else {
+            8
+        }
     }
 }
 
@@ -298,7 +302,10 @@ impl StatePacket {
         prev = 0;
         for _ in 0..n {
             prev = prev.wrapping_add(r.varint_u32()?);
-            updates.push(UpdateState { id: prev, q: r.q()? });
+            updates.push(UpdateState {
+                id: prev,
+                q: r.q()?,
+            });
         }
         if !r.0.is_empty() {
             return Err(DecodeError::Trailing(r.0.len()));
