@@ -1,27 +1,31 @@
 //! Replicate: one packet per client per tick, at most `packet_budget` bytes,
 //! repaired on loss.
 //!
-//! Each client has a [`ClientView`]: the entities it has been sent, with the
-//! state last sent and the tick of the packet that carried it, the leaves not
-//! yet acknowledged, and a ring of recent packets with their fates from the
-//! client's acknowledgements ([`crate::protocol::StateAck`]). Every tick:
+//! Each client has a [`ClientView`]: the entities it has been sent (in id
+//! order), with the state last sent and the tick of the packet that carried
+//! it, the leaves not yet acknowledged, and a ring of recent packets with
+//! their fates from the client's acknowledgements
+//! ([`crate::protocol::StateAck`]). Every tick:
 //!
-//! 1. **Settle.** Each pending item whose packet turned out lost is flagged
-//!    to go again — an enter as an enter, an update as an update, a leave as
-//!    a leave — with the *current* state (dirty-mask repair, as Tribes and
-//!    Torque do: nothing is queued, nothing waits behind a reliable channel).
-//! 2. **Interest.** The AOI's visible set, capped at the `max_interest`
-//!    nearest; known entities outside it leave.
-//! 3. **Diff.** Visible but unknown (or whose enter was lost, or known under
-//!    the same id but of another generation: the id was reused) → enter;
-//!    known and changed since last sent (or whose update was lost) → update.
-//! 4. **Choose.** Leaves first, then enters nearest first, then updates by
+//! 1. **Interest.** The AOI's visible set, capped at the `max_interest`
+//!    nearest, is stamped in a per-thread id array.
+//! 2. **Walk the known entities**, once, in id order. Each is settled first:
+//!    whatever a lost packet carried is flagged to go again — an enter as an
+//!    enter, an update as an update — with the *current* state (dirty-mask
+//!    repair, as Tribes and Torque do: nothing is queued, nothing waits
+//!    behind a reliable channel). Then: out of interest → leave; its enter
+//!    lost, or its id reused by another entity → enter; changed since last
+//!    sent, or its update lost → update.
+//! 3. **Enters.** Ids of interest not known → enter.
+//! 4. **Leaves settle**: delivered, or known again, they are done; lost, they
+//!    go again.
+//! 5. **Choose.** Leaves first, then enters nearest first, then updates by
 //!    priority: squared distance divided by `(1 + ticks waited)²`, so far
 //!    or crowded-out entities go less often but never starve.
-//! 5. **Encode and commit.** Item sizes are counted as in the layout of
+//! 6. **Encode and commit.** Item sizes are counted as in the layout of
 //!    `docs/protocol.md` with each id at its full size, an upper bound (the
-//!    encoder writes ascending ids as differences), so the packet fits the
-//!    byte budget in one pass.
+//!    encoder writes ascending ids as differences; the walk already yields
+//!    them in order), so the packet fits the byte budget in one pass.
 //!
 //! The client applies a placement's packets in tick order only and
 //! acknowledges the newest with a mask of the 32 before it; so every tick up
@@ -104,9 +108,12 @@ pub struct ReplScratch {
     packet: StatePacket,
     /// The visible set capped to the nearest `max_interest`: (dist², id).
     near: Vec<(u32, NetId)>,
+    /// Indices in `ClientView::known` of the entities out of interest (in
+    /// ascending order), and how many of them, and of the lost leaves sent
+    /// again, fit in the packet.
     leave_slots: Vec<u32>,
-    /// Scratch of [`fill_items`]: `(id << 32) | index` of the items taken.
-    order: Vec<u64>,
+    fresh_sent: usize,
+    again_sent: usize,
     /// Per id, side by side so one look-up touches one cache line:
     /// `.0` the stamp (`e` = known, not (yet) seen in interest; `e + 1` =
     /// known and in interest), `.1` the id's index in `ClientView::known`.
@@ -188,31 +195,31 @@ pub fn build_packet(
 ) -> (usize, BuildStats) {
     let mut stats = BuildStats::default();
     let e = s.begin(index.snaps.len());
-    settle(view, s, e);
+    settle_you(view);
     let mut used = start_packet(&mut s.packet, index, ctx, view);
-    if visible.len() > ctx.max_interest {
-        nearest_interest(index, ctx, visible, &mut s.near);
-        diff_view(index, ctx, view, s, e, None);
-    } else {
-        // Under the cap (the common case) the visible set is the interest:
-        // one pass, distances only for what is sent.
-        diff_view(index, ctx, view, s, e, Some(visible));
-    }
+    let capped = visible.len() > ctx.max_interest;
+    stamp_interest(index, ctx, visible, s, e, capped);
+    walk_known(index, ctx, view, s, e);
+    add_enters(index, ctx, visible, s, e, capped);
+    settle_leaving(view);
     let budget = ctx.budget.min(crate::MAX_PACKET_BYTES);
-    stats.deferred += choose_leaves(view, s, e, &mut used, budget);
+    stats.deferred += choose_leaves(view, s, &mut used, budget);
     let taken = choose_items(&mut s.cands, &mut used, budget);
     stats.deferred += (s.cands.len() - taken) as u64;
-    fill_items(&mut s.packet, &s.cands[..taken], &mut s.order);
+    fill_items(&mut s.packet, &s.cands[..taken]);
     let p = &s.packet;
     let empty =
         p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty();
     if empty && !probe_due(view, ctx.tick) {
+        s.fresh_sent = 0;
+        s.again_sent = 0;
+        age_untaken(view, &s.cands[taken..]);
         return (0, stats);
     }
     let start = out.len();
     s.packet.encode_into(out);
     let len = out.len() - start;
-    debug_assert!(len <= budget, "exact sizing overshot: {len} > {budget}");
+    debug_assert!(len <= budget, "sizing overshot: {len} > {budget}");
     stats.resent = commit_view(view, s, taken, ctx.tick);
     stats.forgotten = forget_oldest_leaves(view);
     (len, stats)
@@ -226,9 +233,8 @@ fn probe_due(view: &ClientView, now: u32) -> bool {
     view.last_sent > view.acked && now >= view.last_sent.saturating_add(PROBE_TICKS)
 }
 
-/// Step 1: turns what the acknowledgements say into flags. Stamps every
-/// known id in `s.marks` with `e` (and its index) on the way.
-fn settle(view: &mut ClientView, s: &mut ReplScratch, e: u32) {
+/// Step 1a: the own state's packet, settled.
+fn settle_you(view: &mut ClientView) {
     if view.you_at != NONE {
         match view.fate(view.you_at) {
             Fate::Delivered => view.you_at = NONE,
@@ -239,37 +245,42 @@ fn settle(view: &mut ClientView, s: &mut ReplScratch, e: u32) {
             Fate::InFlight => {}
         }
     }
-    for k in 0..view.known.len() {
-        let fate_enter =
-            (view.known[k].enter_at != NONE).then(|| view.fate(view.known[k].enter_at));
-        let fate_sent = (view.known[k].sent_at != NONE).then(|| view.fate(view.known[k].sent_at));
-        let entry = &mut view.known[k];
-        match fate_enter {
-            Some(Fate::Delivered) => entry.enter_at = NONE,
-            Some(Fate::Lost) => {
-                entry.enter_at = NONE;
-                entry.resend = Resend::Enter;
+}
+
+/// Step 1b: a known entry's packets, settled: a lost enter must go again as
+/// an enter, a lost update as an update.
+#[inline]
+fn settle_entry(k: &mut Known, sent: &[u32; SENT_RING], delivered: u64, acked: u32) {
+    if k.enter_at != NONE {
+        match fate_of(sent, delivered, acked, k.enter_at) {
+            Fate::Delivered => k.enter_at = NONE,
+            Fate::Lost => {
+                k.enter_at = NONE;
+                k.resend = Resend::Enter;
             }
-            _ => {}
+            Fate::InFlight => {}
         }
-        match fate_sent {
-            Some(Fate::Delivered) => entry.sent_at = NONE,
-            Some(Fate::Lost) => {
-                entry.sent_at = NONE;
-                if entry.resend == Resend::Nothing {
-                    entry.resend = Resend::Update;
+    }
+    if k.sent_at != NONE {
+        match fate_of(sent, delivered, acked, k.sent_at) {
+            Fate::Delivered => k.sent_at = NONE,
+            Fate::Lost => {
+                k.sent_at = NONE;
+                if k.resend == Resend::Nothing {
+                    k.resend = Resend::Update;
                 }
             }
-            _ => {}
+            Fate::InFlight => {}
         }
-        let id = entry.id;
-        *s.mark(id) = (e, k as u32);
     }
-    // A leave settles when delivered, or when the entity is known again (the
-    // enter sent since overrides it); a lost one is flagged to go again.
-    let marks = &s.marks;
-    let known_now = |id: NetId| marks.get(id as usize).is_some_and(|m| m.0 == e);
+}
+
+/// Step 1c: a leave settles when delivered, or when the entity is known again
+/// (the enter sent since overrides it); a lost one is flagged to go again.
+/// `known` is in id order, so "known again" is a binary search.
+fn settle_leaving(view: &mut ClientView) {
     let ClientView {
+        known,
         leaving,
         sent,
         delivered,
@@ -286,7 +297,7 @@ fn settle(view: &mut ClientView, s: &mut ReplScratch, e: u32) {
         };
         let keep = match fate {
             Fate::Delivered => false,
-            _ if known_now(id) => false,
+            _ if known.binary_search_by_key(&id, |k| k.id).is_ok() => false,
             Fate::Lost => {
                 leaving[i].1 = NONE;
                 true
@@ -302,6 +313,7 @@ fn settle(view: &mut ClientView, s: &mut ReplScratch, e: u32) {
 }
 
 /// [`ClientView::fate`] on borrowed parts (so `leaving` can be edited meanwhile).
+#[inline]
 fn fate_of(sent: &[u32; SENT_RING], delivered: u64, acked: u32, t: u32) -> Fate {
     let slot = t as usize % SENT_RING;
     if sent[slot] != t {
@@ -346,8 +358,8 @@ fn start_packet(
     header + 6 + you
 }
 
-/// Step 2: the visible set, or its `max_interest` nearest when larger
-/// (ties by id, so the choice is deterministic), as (dist², id).
+/// The visible set, or its `max_interest` nearest when larger (ties by id,
+/// so the choice is deterministic), as (dist², id).
 fn nearest_interest(
     index: &SpatialIndex,
     ctx: &PacketCtx,
@@ -366,54 +378,84 @@ fn nearest_interest(
     }
 }
 
-/// Step 3: every entity of interest that is unknown or must be entered again
-/// becomes an enter, every known one that changed or must be updated again
-/// an update. Known ids seen in interest are stamped `e + 1`, so those left
-/// at `e` are leaves.
-fn diff_view(
+/// Squared distance as a sort key (an integer: sorts fast and deterministically).
+#[inline]
+fn dist_key(pos: [f32; 2], own: [f32; 2]) -> u32 {
+    let (dx, dy) = (pos[0] - own[0], pos[1] - own[1]);
+    (dx * dx + dy * dy).min(4.0e9) as u32
+}
+
+/// Step 2: stamps the ids of interest `e` in `s.marks`: the visible set, or
+/// (capped) its `max_interest` nearest, kept in `s.near`.
+fn stamp_interest(
     index: &SpatialIndex,
     ctx: &PacketCtx,
-    view: &ClientView,
+    visible: &[NetId],
     s: &mut ReplScratch,
     e: u32,
-    all: Option<&[NetId]>,
+    capped: bool,
+) {
+    if capped {
+        let mut near = std::mem::take(&mut s.near);
+        nearest_interest(index, ctx, visible, &mut near);
+        for &(_, id) in &near {
+            s.mark(id).0 = e;
+        }
+        s.near = near;
+    } else {
+        // The visible set comes from this tick's grid: every id is alive.
+        for &id in visible {
+            s.mark(id).0 = e;
+        }
+    }
+}
+
+/// Step 3a: one pass over the known entities, in id order: settles each,
+/// and makes it an update (changed, or its update lost), an enter (its
+/// enter lost, or its id now names another entity) or a leave (out of
+/// interest, into `s.leave_slots`). Known ids of interest are stamped
+/// `e + 1`, so those still at `e` afterwards are unknown: enters. Items come
+/// out in id order, as the encoder wants them.
+fn walk_known(
+    index: &SpatialIndex,
+    ctx: &PacketCtx,
+    view: &mut ClientView,
+    s: &mut ReplScratch,
+    e: u32,
 ) {
     s.cands.clear();
-    let n = all.map_or(s.near.len(), <[NetId]>::len);
-    for i in 0..n {
-        let (near_d2, id) = match all {
-            Some(v) => (None, v[i]),
-            None => (Some(s.near[i].0), s.near[i].1),
+    s.leave_slots.clear();
+    let ClientView {
+        known,
+        sent,
+        delivered,
+        acked,
+        ..
+    } = &mut *view;
+    for (slot, k) in known.iter_mut().enumerate() {
+        settle_entry(k, sent, *delivered, *acked);
+        let mark = s.mark(k.id);
+        let snap = if mark.0 == e { index.snap(k.id) } else { None };
+        let Some(snap) = snap else {
+            s.leave_slots.push(slot as u32);
+            continue;
         };
-        let Some(snap) = index.snap(id) else { continue };
-        let mark = s.mark(id);
-        let known = mark.0 == e;
-        let slot = if known { mark.1 } else { NONE };
-        if known {
-            mark.0 = e + 1;
-        }
-        let entry = known.then(|| &view.known[slot as usize]);
+        mark.0 = e + 1;
         // Another generation under a known id: the client may hold the
         // former entity, so only an enter (kind, figure, state) is right.
-        let enter = entry.is_none_or(|k| k.resend == Resend::Enter || k.net_gen != snap.net_gen);
-        if !enter {
-            let k = entry.expect("known");
-            if snap.q == k.q && k.resend == Resend::Nothing {
-                continue;
-            }
+        let enter = k.resend == Resend::Enter || k.net_gen != snap.net_gen;
+        if !enter && snap.q == k.q && k.resend == Resend::Nothing {
+            continue;
         }
-        let d2 = near_d2.unwrap_or_else(|| {
-            let (dx, dy) = (snap.pos[0] - ctx.own_pos[0], snap.pos[1] - ctx.own_pos[1]);
-            (dx * dx + dy * dy).min(4.0e9) as u32
-        });
-        let id_len = varint_len(id as u64);
+        let d2 = dist_key(snap.pos, ctx.own_pos);
+        let id_len = varint_len(k.id as u64);
         let (key, cost) = if enter {
             (
                 (false, d2),
                 id_len + 1 + varint_len(snap.figure as u64) + snap.q.wire_len(),
             )
         } else {
-            let wait = entry.map_or(0, |k| k.wait as u32) + 1;
+            let wait = k.wait as u32 + 1;
             (
                 (true, d2 / wait.saturating_mul(wait)),
                 id_len + snap.q.wire_len(),
@@ -421,9 +463,9 @@ fn diff_view(
         };
         s.cands.push(Cand {
             key,
-            id,
+            id: k.id,
             net_gen: snap.net_gen,
-            slot,
+            slot: slot as u32,
             enter,
             kind: snap.kind,
             figure: snap.figure,
@@ -433,28 +475,70 @@ fn diff_view(
     }
 }
 
-/// Step 4a: the leaves — known ids out of interest, and lost leaves of ids
-/// not known again — while they fit; returns how many did not.
-fn choose_leaves(
-    view: &ClientView,
+/// Step 3b: the ids of interest still stamped `e` are not known: enters,
+/// nearest first in the key, appended in id order.
+fn add_enters(
+    index: &SpatialIndex,
+    ctx: &PacketCtx,
+    visible: &[NetId],
     s: &mut ReplScratch,
     e: u32,
-    used: &mut usize,
-    budget: usize,
-) -> u64 {
+    capped: bool,
+) {
+    let first = s.cands.len();
+    let near = std::mem::take(&mut s.near);
+    let ids: &mut dyn Iterator<Item = NetId> = if capped {
+        &mut near.iter().map(|n| n.1)
+    } else {
+        &mut visible.iter().copied()
+    };
+    for id in ids {
+        if s.marks.get(id as usize).is_none_or(|m| m.0 != e) {
+            continue;
+        }
+        let Some(snap) = index.snap(id) else { continue };
+        let cost = varint_len(id as u64) + 1 + varint_len(snap.figure as u64) + snap.q.wire_len();
+        s.cands.push(Cand {
+            key: (false, dist_key(snap.pos, ctx.own_pos)),
+            id,
+            net_gen: snap.net_gen,
+            slot: NONE,
+            enter: true,
+            kind: snap.kind,
+            figure: snap.figure,
+            q: snap.q,
+            cost: cost as u16,
+        });
+    }
+    s.near = near;
+    s.cands[first..].sort_unstable_by_key(|c| c.id);
+}
+
+/// Step 4a: the leaves — known entities out of interest, then lost leaves
+/// of ids not known again — while they fit; returns how many did not. How
+/// many of each went is kept for [`commit_view`].
+fn choose_leaves(view: &ClientView, s: &mut ReplScratch, used: &mut usize, budget: usize) -> u64 {
     let mut deferred = 0u64;
     let p = &mut s.packet;
-    let fresh = view
-        .known
-        .iter()
-        .map(|k| k.id)
-        .filter(|&id| s.marks[id as usize].0 == e);
-    let again = view.leaving.iter().filter(|l| l.1 == NONE).map(|l| l.0);
-    for id in fresh.chain(again) {
+    s.fresh_sent = 0;
+    s.again_sent = 0;
+    for &slot in &s.leave_slots {
+        let id = view.known[slot as usize].id;
         let cost = varint_len(id as u64);
         if *used + cost <= budget {
             p.leaves.push(id);
             *used += cost;
+            s.fresh_sent += 1;
+        } else {
+            deferred += 1;
+        }
+    }
+    for l in view.leaving.iter().filter(|l| l.1 == NONE) {
+        let cost = varint_len(l.0 as u64);
+        if s.fresh_sent == s.leave_slots.len() && *used + cost <= budget {
+            p.leaves.push(l.0);
+            *used += cost;
+            s.again_sent += 1;
         } else {
             deferred += 1;
         }
@@ -480,23 +564,15 @@ fn choose_items(cands: &mut [Cand], used: &mut usize, budget: usize) -> usize {
     taken
 }
 
-/// Sets the packet's enters and updates to `cands`, and its lists in
-/// ascending id order (the encoder writes ids as differences, so sorted
-/// lists pack tightest). Sorting `(id, index)` pairs as plain integers is
-/// several times cheaper than sorting the items by a key.
-fn fill_items(p: &mut StatePacket, cands: &[Cand], order: &mut Vec<u64>) {
+/// Sets the packet's enters and updates to `cands`, every list in ascending
+/// id order (the encoder writes ids as differences, so sorted lists pack
+/// tightest). The known walk already yields them in order; only a packet
+/// trimmed to the budget by priority, or with enters both new and repeated,
+/// needs sorting.
+fn fill_items(p: &mut StatePacket, cands: &[Cand]) {
     p.enters.clear();
     p.updates.clear();
-    order.clear();
-    order.extend(
-        cands
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id as u64) << 32 | i as u64),
-    );
-    order.sort_unstable();
-    for &o in order.iter() {
-        let c = &cands[(o & 0xffff_ffff) as usize];
+    for c in cands {
         if c.enter {
             p.enters.push(EnterState {
                 id: c.id,
@@ -508,12 +584,30 @@ fn fill_items(p: &mut StatePacket, cands: &[Cand], order: &mut Vec<u64>) {
             p.updates.push(UpdateState { id: c.id, q: c.q });
         }
     }
-    p.leaves.sort_unstable();
+    if !p.enters.is_sorted_by_key(|e| e.id) {
+        p.enters.sort_unstable_by_key(|e| e.id);
+    }
+    if !p.updates.is_sorted_by_key(|u| u.id) {
+        p.updates.sort_unstable_by_key(|u| u.id);
+    }
+    if !p.leaves.is_sorted() {
+        p.leaves.sort_unstable();
+    }
+}
+
+/// Known candidates left out wait one tick more (their priority grows).
+fn age_untaken(view: &mut ClientView, untaken: &[Cand]) {
+    for c in untaken {
+        if c.slot != NONE {
+            let k = &mut view.known[c.slot as usize];
+            k.wait = k.wait.saturating_add(1);
+        }
+    }
 }
 
 /// Step 5: records the packet as sent in tick `t` and what it carried in the
 /// view; candidates left out wait one tick more. Returns how many items went
-/// again because of a loss.
+/// again because of a loss. `known` stays in id order.
 fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32) -> u64 {
     view.record_sent(t);
     let mut resent = 0u64;
@@ -538,40 +632,52 @@ fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32)
         k.resend = Resend::Nothing;
         k.wait = 0;
     }
-    for c in &s.cands[taken..] {
-        if c.slot != NONE {
-            let k = &mut view.known[c.slot as usize];
-            k.wait = k.wait.saturating_add(1);
+    age_untaken(view, &s.cands[taken..]);
+    // Lost leaves sent again get the new tick.
+    for l in view
+        .leaving
+        .iter_mut()
+        .filter(|l| l.1 == NONE)
+        .take(s.again_sent)
+    {
+        l.1 = t;
+        resent += 1;
+    }
+    // Fresh leaves leave `known` (their slots ascend: one compacting pass).
+    let gone = &s.leave_slots[..s.fresh_sent];
+    if !gone.is_empty() {
+        let mut next = 0;
+        let mut w = 0;
+        for r in 0..view.known.len() {
+            if next < gone.len() && gone[next] as usize == r {
+                next += 1;
+                view.leaving.push((view.known[r].id, t));
+                continue;
+            }
+            view.known[w] = view.known[r];
+            w += 1;
         }
+        view.known.truncate(w);
     }
-    // Leaves: lost ones resent get the new tick; fresh ones leave `known`
-    // (highest index first, so a swap_remove never moves one still to go).
-    s.leave_slots.clear();
-    for &id in &s.packet.leaves {
-        let m = s.marks[id as usize];
-        if let Some(l) = view.leaving.iter_mut().find(|l| l.0 == id && l.1 == NONE) {
-            l.1 = t;
-            resent += 1;
-        } else {
-            s.leave_slots.push(m.1);
-        }
-    }
-    s.leave_slots.sort_unstable_by(|a, b| b.cmp(a));
-    for &k in &s.leave_slots {
-        let gone = view.known.swap_remove(k as usize);
-        view.leaving.push((gone.id, t));
-    }
-    for c in &s.cands[..taken] {
-        if c.slot == NONE {
-            view.known.push(Known {
-                id: c.id,
-                net_gen: c.net_gen,
-                q: c.q,
-                sent_at: t,
-                enter_at: t,
-                resend: Resend::Nothing,
-                wait: 0,
-            });
+    // New entities join `known` at their place in id order.
+    let new = s.cands[..taken].iter().filter(|c| c.slot == NONE);
+    let added = new.clone().count();
+    let entry = |c: &Cand| Known {
+        id: c.id,
+        net_gen: c.net_gen,
+        q: c.q,
+        sent_at: t,
+        enter_at: t,
+        resend: Resend::Nothing,
+        wait: 0,
+    };
+    if added > 8 {
+        view.known.extend(new.map(entry));
+        view.known.sort_unstable_by_key(|k| k.id);
+    } else {
+        for c in new {
+            let at = view.known.partition_point(|k| k.id < c.id);
+            view.known.insert(at, entry(c));
         }
     }
     resent

@@ -201,51 +201,61 @@ impl StatePacket {
 
     /// Appends the encoding to `out` (see `docs/protocol.md`).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.reserve(
-            HEADER_MAX_BYTES
-                + UPDATE_MAX_BYTES
-                + self.leaves.len() * LEAVE_MAX_BYTES
-                + self.enters.len() * ENTER_MAX_BYTES
-                + self.updates.len() * UPDATE_MAX_BYTES,
-        );
-        out.push(STATE_PACKET_TYPE);
-        out.extend_from_slice(&self.scene.to_le_bytes());
-        put_varint(out, self.epoch);
-        out.extend_from_slice(&self.tick.to_le_bytes());
-        put_varint(out, self.ack as u64);
+        // Sized once for the worst case, written by index, cut to length:
+        // no capacity check or copy call per field.
+        let base = out.len();
+        // The header with its three counts at their longest (10 bytes each).
+        let max = HEADER_MAX_BYTES
+            + 3 * 9
+            + UPDATE_MAX_BYTES
+            + self.leaves.len() * LEAVE_MAX_BYTES
+            + self.enters.len() * ENTER_MAX_BYTES
+            + self.updates.len() * UPDATE_MAX_BYTES;
+        out.resize(base + max, 0);
+        let mut w = Writer {
+            buf: &mut out[base..],
+            pos: 0,
+        };
+        w.byte(STATE_PACKET_TYPE);
+        w.bytes(&self.scene.to_le_bytes());
+        w.varint(self.epoch);
+        w.bytes(&self.tick.to_le_bytes());
+        w.varint(self.ack as u64);
         match &self.you {
             Some(u) => {
-                out.push(1);
-                put_varint(out, u.id as u64);
-                put_q(out, &u.q);
+                w.byte(1);
+                w.varint(u.id as u64);
+                w.q(&u.q);
             }
-            None => out.push(0),
+            None => w.byte(0),
         }
         // Each list's ids go as differences from the one before (from 0 for
         // the first), modulo 2^32: a list in ascending order packs tightest,
         // any order round-trips.
-        put_varint(out, self.leaves.len() as u64);
+        w.varint(self.leaves.len() as u64);
         let mut prev = 0u32;
         for &id in &self.leaves {
-            put_varint(out, id.wrapping_sub(prev) as u64);
+            w.varint(id.wrapping_sub(prev) as u64);
             prev = id;
         }
-        put_varint(out, self.enters.len() as u64);
+        w.varint(self.enters.len() as u64);
         prev = 0;
         for e in &self.enters {
-            put_varint(out, e.id.wrapping_sub(prev) as u64);
+            w.varint(e.id.wrapping_sub(prev) as u64);
             prev = e.id;
-            out.push(e.kind);
-            put_varint(out, e.figure as u64);
-            put_q(out, &e.q);
+            w.byte(e.kind);
+            w.varint(e.figure as u64);
+            w.q(&e.q);
         }
-        put_varint(out, self.updates.len() as u64);
+        w.varint(self.updates.len() as u64);
         prev = 0;
         for u in &self.updates {
-            put_varint(out, u.id.wrapping_sub(prev) as u64);
+            w.varint(u.id.wrapping_sub(prev) as u64);
             prev = u.id;
-            put_q(out, &u.q);
+            w.q(&u.q);
         }
+        let len = w.pos;
+        out.truncate(base + len);
     }
 
     /// Puts every list in ascending id order, the order that encodes
@@ -323,32 +333,46 @@ impl StatePacket {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    if v < 0x80 {
-        out.push(v as u8);
-        return;
-    }
-    let mut buf = [0u8; 10];
-    let mut n = 0;
-    while v >= 0x80 {
-        buf[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    buf[n] = v as u8;
-    out.extend_from_slice(&buf[..=n]);
+/// Writes into a slice sized for the worst case (see `encode_into`).
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
 }
 
 /// The pose byte's long form: action and mount follow in a byte each.
 const POSE_LONG: u8 = 0x80;
 
-fn put_q(out: &mut Vec<u8>, q: &Quantized) {
-    let [x0, x1] = q.x.to_le_bytes();
-    let [y0, y1] = q.y.to_le_bytes();
-    if q.wire_len() == 6 {
-        out.extend_from_slice(&[x0, x1, y0, y1, q.heading, q.action | q.mount << 4]);
-    } else {
-        out.extend_from_slice(&[x0, x1, y0, y1, q.heading, POSE_LONG, q.action, q.mount]);
+impl Writer<'_> {
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.pos] = b;
+        self.pos += 1;
+    }
+
+    #[inline]
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    #[inline]
+    fn q(&mut self, q: &Quantized) {
+        let [x0, x1] = q.x.to_le_bytes();
+        let [y0, y1] = q.y.to_le_bytes();
+        if q.wire_len() == 6 {
+            self.bytes(&[x0, x1, y0, y1, q.heading, q.action | q.mount << 4]);
+        } else {
+            self.bytes(&[x0, x1, y0, y1, q.heading, POSE_LONG, q.action, q.mount]);
+        }
     }
 }
 
