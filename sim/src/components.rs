@@ -218,12 +218,21 @@ impl ClientView {
         if tick > self.last_sent {
             return Err(AckRefused::Future);
         }
+        // The client applies packets in tick order, so what it applied up
+        // to the newest tick it acknowledged before is settled for good:
+        // an older or equal acknowledgement (reordered, repeated) says
+        // nothing new, and a newer one only about the ticks since.
+        if tick <= self.acked {
+            return Ok(());
+        }
         let ack = crate::protocol::StateAck {
             tick,
             mask,
             ..Default::default()
         };
-        let low = tick.saturating_sub(crate::protocol::ACK_WINDOW);
+        let low = tick
+            .saturating_sub(crate::protocol::ACK_WINDOW)
+            .max(self.acked + 1);
         for t in low..=tick {
             let slot = t as usize % SENT_RING;
             if self.sent[slot] == t && ack.covers(t) {
@@ -376,10 +385,11 @@ pub struct Counters {
     pub packets_trimmed: u64,
     /// Items sent again because the packet that carried them was lost.
     pub items_resent: u64,
-    /// Acknowledgements of another scene or placement (sent before the
-    /// client learnt it moved), ignored.
+    /// Acknowledgements of another scene or placement, or of a tick before
+    /// this stay's first packet (sent before the client learnt it moved or
+    /// came back), ignored.
     pub acks_stale: u64,
-    /// Acknowledgements naming a tick no packet was sent in: dropped.
+    /// Acknowledgements of a tick still to come: dropped.
     pub acks_invalid: u64,
     /// Unacknowledged leaves forgotten because a client kept more than
     /// `MAX_LEAVING` (it does not acknowledge).

@@ -197,6 +197,7 @@ fn apply_inputs(
     mut reader: MessageReader<InputCmd>,
     dir: Res<Directory>,
     info: Res<SceneInfo>,
+    tick: Res<TickCount>,
     mut counters: ResMut<Counters>,
     mut pcs: Query<(&mut Intent, &mut Pose, &mut Pc, &mut ClientView)>,
     mut per_client: Local<Vec<(ClientId, u32)>>,
@@ -232,7 +233,7 @@ fn apply_inputs(
             counters.unknown_client += 1;
             continue;
         };
-        take_ack(&info, &mut view, &input.state_ack, &mut counters);
+        take_ack(&info, tick.0, &mut view, &input.state_ack, &mut counters);
         let len2 = input.dir[0] * input.dir[0] + input.dir[1] * input.dir[1];
         let dir = if len2 > 1.0 + 1e-4 {
             counters.inputs_speed_clamped += 1;
@@ -257,6 +258,7 @@ fn apply_acks(
     mut reader: MessageReader<AckCmd>,
     dir: Res<Directory>,
     info: Res<SceneInfo>,
+    tick: Res<TickCount>,
     mut counters: ResMut<Counters>,
     mut views: Query<&mut ClientView>,
 ) {
@@ -265,20 +267,31 @@ fn apply_acks(
             counters.unknown_client += 1;
             continue;
         };
-        take_ack(&info, &mut view, ack, &mut counters);
+        take_ack(&info, tick.0, &mut view, ack, &mut counters);
     }
 }
 
 /// Feeds one acknowledgement to a client's view: one of another placement
 /// is ignored, one of a future tick dropped, both counted.
-fn take_ack(info: &SceneInfo, view: &mut ClientView, ack: &StateAck, counters: &mut Counters) {
+/// An acknowledgement of a tick still to come is invalid; one of another
+/// placement, or of a tick before this stay's first packet (sent during an
+/// earlier stay in this scene), is stale.
+fn take_ack(
+    info: &SceneInfo,
+    now: u64,
+    view: &mut ClientView,
+    ack: &StateAck,
+    counters: &mut Counters,
+) {
     if ack.tick == 0 {
         return;
     }
-    if (ack.scene, ack.epoch) != (info.tag, info.settings.epoch) {
-        counters.acks_stale += 1;
-    } else if view.on_ack(ack.tick, ack.mask).is_err() {
+    if u64::from(ack.tick) > now {
         counters.acks_invalid += 1;
+    } else if (ack.scene, ack.epoch) != (info.tag, info.settings.epoch)
+        || view.on_ack(ack.tick, ack.mask).is_err()
+    {
+        counters.acks_stale += 1;
     }
 }
 

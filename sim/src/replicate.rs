@@ -343,8 +343,10 @@ fn start_packet(
     p.leaves.clear();
     p.enters.clear();
     p.updates.clear();
+    // Until the client acknowledges a packet, each carries its own state:
+    // a client takes an attach's first packet by it (see `WorldView`).
     p.you = match index.snap(ctx.own).map(|s| s.q) {
-        Some(q) if view.you_resend || view.you_sent != Some(q) => {
+        Some(q) if view.you_resend || view.acked == 0 || view.you_sent != Some(q) => {
             Some(UpdateState { id: ctx.own, q })
         }
         _ => None,

@@ -131,10 +131,11 @@ impl TestClient {
     }
 
     /// The attach took: start an empty view of this world's placement.
+    /// Datagrams still on the way (of an earlier stay) keep coming, as on a
+    /// real network.
     pub fn entered(&mut self, world: &SceneWorld, net_id: crate::protocol::NetId) {
         let info = world.info();
         self.view.enter(info.tag, info.settings.epoch, net_id);
-        self.queue.clear();
     }
 
     /// Puts a packet of tick `now` on the link.

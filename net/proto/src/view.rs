@@ -105,6 +105,13 @@ impl WorldView {
             self.counters.stale += 1;
             return Applied::Stale;
         }
+        // The first packet of an attach always carries the client's own
+        // state under its new net id: one that does not may be a late packet
+        // of an earlier attach to the same placement.
+        if self.latest == 0 && p.you.is_none_or(|u| Some(u.id) != self.own) {
+            self.counters.stale += 1;
+            return Applied::Stale;
+        }
         let d = p.tick - self.latest;
         self.mask = if self.latest == 0 || d > ACK_WINDOW {
             0
@@ -229,7 +236,11 @@ mod tests {
     fn packets_apply_in_order_and_the_ack_says_which() {
         let mut v = WorldView::new();
         v.enter(5, 2, 9);
+        // Before the attach's first packet (it carries the own state), a
+        // packet without it may be an earlier attach's: not applied.
+        assert_eq!(v.apply(&packet(8)), Applied::Stale);
         let mut p = packet(10);
+        p.you = Some(UpdateState { id: 9, q: q(0) });
         p.enters.push(EnterState {
             id: 1,
             kind: 0,
@@ -259,6 +270,7 @@ mod tests {
         assert!(v.is_empty() && v.tick() == 0);
         let mut far = packet(50);
         far.epoch = 3;
+        far.you = Some(UpdateState { id: 9, q: q(0) });
         v.apply(&far);
         far.tick = 90; // more than the window later: the mask starts over
         v.apply(&far);
