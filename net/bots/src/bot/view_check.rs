@@ -164,7 +164,7 @@ pub(super) fn check(view: &WorldView, truth: &Truth) -> ViewCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_proto::state::{EnterState, Quantized, StatePacket};
+    use tessera_proto::state::{EnterState, Quantized, StatePacket, UpdateState};
 
     fn entity(id: NetId, x: f32) -> SnapshotEntity {
         SnapshotEntity {
@@ -203,6 +203,10 @@ mod tests {
             scene: 5,
             epoch: 1,
             tick: 100,
+            you: Some(UpdateState {
+                id: 0,
+                q: Quantized::default(),
+            }),
             enters: held
                 .iter()
                 .map(|e| EnterState {
