@@ -313,3 +313,30 @@ fn malformed_traces_are_clear_errors() {
     let out = run_aoi(&trace, "0");
     assert!(!out.status.success());
 }
+
+#[test]
+fn sim_views_converge_once_the_loss_stops() {
+    let a = run(&[
+        "sim",
+        "--entities",
+        "400",
+        "--ticks",
+        "80",
+        "--loss",
+        "0.2",
+        "--loss-ticks",
+        "60",
+        "--check-views",
+        "--report",
+        "json",
+    ]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let r = &last_json(&a)["replication"];
+    assert!(r["packets_lost"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["items_resent"].as_u64().unwrap() > 0, "{r}");
+    let v = &r["views"];
+    assert_eq!(v["clients"], 400, "{r}");
+    assert_eq!(v["unconverged_at_end"], 0, "{r}");
+    // The sim's round trip is one tick: three round trips at most.
+    assert!(v["converged_after_ticks"].as_u64().unwrap() <= 3, "{r}");
+}

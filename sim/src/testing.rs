@@ -138,12 +138,15 @@ impl TestClient {
         self.view.enter(info.tag, info.settings.epoch, net_id);
     }
 
-    /// Puts a packet of tick `now` on the link.
-    pub fn send(&mut self, now: u64, bytes: &[u8], link: &mut LossyLink) {
-        for delay in link.fates() {
+    /// Puts a packet of tick `now` on the link; returns how many copies
+    /// will arrive (0: lost).
+    pub fn send(&mut self, now: u64, bytes: &[u8], link: &mut LossyLink) -> usize {
+        let fates = link.fates();
+        for &delay in &fates {
             self.sent += 1;
             self.queue.push((now + delay, self.sent, bytes.to_vec()));
         }
+        fates.len()
     }
 
     /// Applies every datagram due by tick `now`, in arrival order.

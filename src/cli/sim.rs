@@ -12,7 +12,9 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use tessera_sim::metrics::{STAGES, SYSTEMS, SpanKind};
 
+use tessera_sim::components::{Net, Pc};
 use tessera_sim::protocol::{ACK_WINDOW, StateAck};
+use tessera_sim::testing::{LossyLink, TestClient};
 use tessera_sim::{Inbound, MAX_PACKET_BYTES, SceneSettings, SceneWorld};
 
 use super::report::MsSummary;
@@ -54,6 +56,13 @@ pub struct SimArgs {
     /// gets before the next tick (a one-tick round trip).
     #[arg(long, default_value_t = 0.0)]
     loss: f32,
+    /// Lose packets only during the first this many ticks (default: all).
+    #[arg(long)]
+    loss_ticks: Option<u64>,
+    /// Give every walker's client a real view (`WorldView`) and, once the
+    /// loss stops, report after how many ticks every view equals the truth.
+    #[arg(long)]
+    check_views: bool,
     /// Report format; json prints one JSON object as the last stdout line.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     report: ReportFormat,
@@ -77,9 +86,13 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     };
     let mut world = SceneWorld::new(def, settings);
     world.add_walkers(args.entities, 1);
-    let mut acks = Acker::new(args.loss, args.seed);
+    let mut acks = Acker::new(args.loss, args.seed, args.loss_ticks);
+    if args.check_views {
+        acks.check_views(&mut world);
+    }
     let mut run = run_ticks(&mut world, args.ticks, args.realtime, &mut acks);
     run.lost = acks.lost;
+    run.views = acks.views_report(args.ticks);
     if let Some(path) = &args.trace_out {
         write_trace(path, world.metrics())
             .with_context(|| format!("cannot write trace to {}", path.display()))?;
@@ -125,26 +138,106 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
 /// mask of the 32 before it go back as the client's acknowledgement.
 struct Acker {
     loss: f32,
+    /// The loss stops after this tick (`--loss-ticks`).
+    loss_until: Option<u64>,
     rng: tessera_sim::rng::SceneRng,
     clients: BTreeMap<u64, (u32, u32)>,
     lost: u64,
+    /// `--check-views`: a real client per walker instead of the two numbers.
+    views: Option<ViewCheck>,
+}
+
+/// `--check-views`: every walker's client, and when their views converged.
+struct ViewCheck {
+    clients: BTreeMap<u64, TestClient>,
+    link: LossyLink,
+    /// Ticks after the loss stopped until every view equalled the truth.
+    converged_after: Option<u64>,
+    /// Views that differed from the truth at the last tick checked.
+    unconverged: u64,
 }
 
 impl Acker {
-    fn new(loss: f32, seed: u64) -> Self {
+    fn new(loss: f32, seed: u64, loss_until: Option<u64>) -> Self {
         Self {
             loss,
+            loss_until,
             rng: tessera_sim::rng::SceneRng::new(seed ^ 0xac4),
             clients: BTreeMap::new(),
             lost: 0,
+            views: None,
         }
     }
 
+    /// Gives every walker's client a view (walkers have no attach event).
+    fn check_views(&mut self, world: &mut SceneWorld) {
+        let mut q = world.world_mut().query::<(&Pc, &Net)>();
+        let ids: Vec<(u64, u32)> = q
+            .iter(world.world())
+            .map(|(pc, net)| (pc.client, net.0))
+            .collect();
+        let mut clients = BTreeMap::new();
+        for (client, net) in ids {
+            let mut tc = TestClient::new(client);
+            tc.entered(world, net);
+            clients.insert(client, tc);
+        }
+        self.views = Some(ViewCheck {
+            clients,
+            link: LossyLink::new(self.rng.next_u64(), self.loss, 0.0, 0),
+            converged_after: None,
+            unconverged: 0,
+        });
+    }
+
+    fn views_report(&self, ticks: u64) -> Option<serde_json::Value> {
+        let v = self.views.as_ref()?;
+        Some(json!({
+            "clients": v.clients.len(),
+            "loss_stopped_after_tick": self.loss_until.unwrap_or(ticks).min(ticks),
+            "converged_after_ticks": v.converged_after,
+            "unconverged_at_end": v.unconverged,
+        }))
+    }
+
+    fn losing(&self, tick: u64) -> bool {
+        self.loss > 0.0 && self.loss_until.is_none_or(|n| tick <= n)
+    }
+
     fn acknowledge(&mut self, world: &mut SceneWorld, out: &tessera_sim::TickOutput) {
+        let losing = self.losing(out.tick);
+        if let Some(v) = &mut self.views {
+            v.link.loss = if losing { self.loss } else { 0.0 };
+            for (client, bytes) in &out.packets {
+                if let Some(tc) = v.clients.get_mut(client)
+                    && tc.send(out.tick, bytes, &mut v.link) == 0
+                {
+                    self.lost += 1;
+                }
+            }
+            for tc in v.clients.values_mut() {
+                tc.receive(out.tick);
+                if let Some(ack) = tc.ack(&mut v.link) {
+                    let _ = world.push(ack);
+                }
+            }
+            if !losing && v.converged_after.is_none() {
+                v.unconverged = v
+                    .clients
+                    .values()
+                    .filter(|tc| tc.check(world).is_err())
+                    .count() as u64;
+                if v.unconverged == 0 {
+                    let stop = self.loss_until.unwrap_or(0);
+                    v.converged_after = Some(out.tick.saturating_sub(stop));
+                }
+            }
+            return;
+        }
         let (scene, epoch) = (world.info().tag, world.info().settings.epoch);
         let tick = out.tick as u32;
         for (&client, _) in &out.packets {
-            if self.loss > 0.0 && self.rng.next_f32() < self.loss {
+            if losing && self.rng.next_f32() < self.loss {
                 self.lost += 1;
                 continue;
             }
@@ -178,6 +271,8 @@ struct RunTotals {
     state_hash: u64,
     /// Packets lost on purpose (`--loss`).
     lost: u64,
+    /// `--check-views`: the views' convergence once the loss stopped.
+    views: Option<serde_json::Value>,
 }
 
 /// Runs `ticks` ticks, flat out or paced at the tick rate (a late tick is
@@ -192,6 +287,7 @@ fn run_ticks(world: &mut SceneWorld, ticks: u64, realtime: bool, acks: &mut Acke
         wall: Duration::ZERO,
         state_hash: 0,
         lost: 0,
+        views: None,
     };
     let started = Instant::now();
     let mut next = Instant::now();
@@ -257,6 +353,7 @@ fn json_report(
             "packets_over_budget": run.over_budget,
             "items_deferred": world.counters().items_deferred,
             "packets_lost": run.lost,
+            "views": run.views,
             "items_resent": world.counters().items_resent,
         },
         "saved_states": run.saves,
