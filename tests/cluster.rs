@@ -437,7 +437,7 @@ fn a_paused_scene_server_loses_its_scenes_and_drops_them_stale_on_resume() {
                 .any(|r| r.name == "scene-b" && r.alive)
         });
         let rt = rt();
-        let (mut tool, session, north) = rt.block_on(async {
+        let (mut tool, session, north, mut on_a) = rt.block_on(async {
             let mut tool = SessionClient::connect(&link, "tool-1", secret())
                 .await
                 .unwrap();
@@ -448,16 +448,23 @@ fn a_paused_scene_server_loses_its_scenes_and_drops_them_stale_on_resume() {
                 .unwrap();
             let mut seq = 0;
             let north = walk(&mut scene, &at, session.0, [0.0, 1.0], 1000, 0, &mut seq).await;
-            (tool, session, north.expect("replicated")[1])
+            (tool, session, north.expect("replicated")[1], scene)
         });
 
         // a stops answering mid-flight: its last positions are still queued in it.
         a.signal("STOP");
         let (after, _) = c.until(&http, 15, "failover to b", |s| all_on(s, "scene-b"));
+        // The client's view now belongs to b's placement.
+        let mut view = tessera_proto::WorldView::new();
         let south = rt.block_on(async {
             let at = tool.wait_attached(session).await.unwrap();
             assert_eq!(at.server, "scene-b");
             assert!(at.epoch > before.scenes[0].epoch);
+            view.enter(
+                tessera_proto::state::scene_tag(&at.scene),
+                at.epoch,
+                at.net_id,
+            );
             // Walk south on b, stop, and let b flush.
             let mut scene = SceneClient::connect(&at.addr, "tool-1", secret())
                 .await
@@ -484,7 +491,31 @@ fn a_paused_scene_server_loses_its_scenes_and_drops_them_stale_on_resume() {
                 .iter()
                 .any(|r| r.name == "scene-a" && r.alive && r.scenes.is_empty())
         });
-        std::thread::sleep(Duration::from_millis(1500));
+        // Whatever a sent after it resumed (its queued ticks) is of the
+        // placement the client left: never applied to its view.
+        let from_a = rt.block_on(async {
+            let mut n = 0;
+            let until = Instant::now() + Duration::from_millis(1500);
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                match on_a.replication(left).await {
+                    Ok((client, bytes)) if client == session.0 => {
+                        n += 1;
+                        assert_ne!(
+                            view.apply_bytes(&bytes).unwrap(),
+                            tessera_proto::view::Applied::Applied,
+                            "a packet of the old placement was applied"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            n
+        });
+        // (a flushes a few queued ticks when it resumes: 4 in the run this
+        // was written with.)
+        assert_eq!(view.counters.applied, 0, "{from_a} packets from a");
+        assert_eq!(view.counters.foreign, from_a, "each refused as foreign");
         let (now, _) = c.until(&http, 5, "status", |_| true);
         assert_eq!(epochs(&now), epochs(&after), "the scenes stayed on b");
         rt.block_on(async { tool.detach(session).await.unwrap() });
