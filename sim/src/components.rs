@@ -104,9 +104,10 @@ pub struct Known {
     /// Tick of the packet that last carried it, until that packet is
     /// acknowledged or lost ([`NONE`] when settled).
     pub sent_at: u32,
-    /// Tick of the packet that carried its enter, until acknowledged: until
-    /// then the client may not hold it at all ([`NONE`] once confirmed).
-    pub enter_at: u32,
+    /// Its enter is not acknowledged yet: the client may not hold it at
+    /// all, so until a packet carrying it lands it goes as an enter (an
+    /// update would be ignored), and a lost one goes again as an enter.
+    pub entering: bool,
     /// What must be sent again because a packet carrying it was lost.
     pub resend: Resend,
     /// Ticks of wanting an update without getting one (priority).

@@ -74,7 +74,7 @@ pub(crate) fn state_hash(world: &mut World) -> u64 {
             for k in &v.known {
                 h.u64(((k.net_gen as u64) << 32) | k.id as u64);
                 h.u64(((k.q.x as u64) << 16) | k.q.y as u64);
-                h.u64(((k.sent_at as u64) << 32) | k.enter_at as u64);
+                h.u64(((k.sent_at as u64) << 32) | k.entering as u64);
             }
             h.u64(v.leaving.len() as u64);
             h.u64(((v.acked as u64) << 32) | v.last_sent as u64);

@@ -247,31 +247,28 @@ fn settle_you(view: &mut ClientView) {
     }
 }
 
-/// Step 1b: a known entry's packets, settled: a lost enter must go again as
-/// an enter, a lost update as an update.
+/// Step 1b: a known entry's last packet, settled: lost, it goes again (as
+/// an enter while the enter is unconfirmed); delivered, an enter is
+/// confirmed.
 #[inline]
 fn settle_entry(k: &mut Known, sent: &[u32; SENT_RING], delivered: u64, acked: u32) {
-    if k.enter_at != NONE {
-        match fate_of(sent, delivered, acked, k.enter_at) {
-            Fate::Delivered => k.enter_at = NONE,
-            Fate::Lost => {
-                k.enter_at = NONE;
-                k.resend = Resend::Enter;
-            }
-            Fate::InFlight => {}
-        }
+    if k.sent_at == NONE {
+        return;
     }
-    if k.sent_at != NONE {
-        match fate_of(sent, delivered, acked, k.sent_at) {
-            Fate::Delivered => k.sent_at = NONE,
-            Fate::Lost => {
-                k.sent_at = NONE;
-                if k.resend == Resend::Nothing {
-                    k.resend = Resend::Update;
-                }
-            }
-            Fate::InFlight => {}
+    match fate_of(sent, delivered, acked, k.sent_at) {
+        Fate::Delivered => {
+            k.sent_at = NONE;
+            k.entering = false;
         }
+        Fate::Lost => {
+            k.sent_at = NONE;
+            if k.entering {
+                k.resend = Resend::Enter;
+            } else if k.resend == Resend::Nothing {
+                k.resend = Resend::Update;
+            }
+        }
+        Fate::InFlight => {}
     }
 }
 
@@ -445,10 +442,11 @@ fn walk_known(
         mark.0 = e + 1;
         // Another generation under a known id: the client may hold the
         // former entity, so only an enter (kind, figure, state) is right.
-        let enter = k.resend == Resend::Enter || k.net_gen != snap.net_gen;
-        if !enter && snap.q == k.q && k.resend == Resend::Nothing {
+        let reused = k.net_gen != snap.net_gen;
+        if !reused && snap.q == k.q && k.resend == Resend::Nothing {
             continue;
         }
+        let enter = reused || k.entering || k.resend == Resend::Enter;
         let d2 = dist_key(snap.pos, ctx.own_pos);
         let id_len = varint_len(k.id as u64);
         let (key, cost) = if enter {
@@ -628,9 +626,7 @@ fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32)
         k.net_gen = c.net_gen;
         k.q = c.q;
         k.sent_at = t;
-        if c.enter {
-            k.enter_at = t;
-        }
+        k.entering |= c.enter;
         k.resend = Resend::Nothing;
         k.wait = 0;
     }
@@ -669,7 +665,7 @@ fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32)
         net_gen: c.net_gen,
         q: c.q,
         sent_at: t,
-        enter_at: t,
+        entering: true,
         resend: Resend::Nothing,
         wait: 0,
     };
