@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use tessera_sim::protocol::{MoveMode, StatePacket};
+use tessera_sim::protocol::{MoveMode, StateAck, StatePacket};
 use tessera_sim::testing::{attach_at, input, open_world};
 use tessera_sim::{Inbound, SceneSettings};
 
@@ -41,6 +41,18 @@ fn an_independent_decoder_reads_real_packets_from_the_doc() {
         }
         let out = w.tick();
         packets.extend(out.packets.iter().map(|(_, b)| b.to_vec()));
+        // Every client acknowledges what it got (as a client must, or its
+        // entities keep coming as enters).
+        let tag = w.info().tag;
+        for (&client, _) in &out.packets {
+            let ack = StateAck {
+                scene: tag,
+                epoch: 300,
+                tick: out.tick as u32,
+                mask: u32::MAX,
+            };
+            w.push(Inbound::Ack { client, ack }).unwrap();
+        }
     }
     assert!(packets.len() > 1000, "{} packets", packets.len());
     let script = concat!(
