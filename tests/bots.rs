@@ -260,6 +260,8 @@ fn twenty_bots_enter_play_and_come_back() {
         assert_eq!(lossy["connected"], 20, "{lossy}");
         assert_eq!(lossy["dropped"], 0, "{lossy}");
         assert!(lossy["loss_dropped"].as_u64().unwrap() > 0, "{lossy}");
+        // Idle while settling, the bots acknowledged alone.
+        assert!(lossy["acks_sent"].as_u64().unwrap() > 0, "{lossy}");
         assert_views_converged(&lossy);
     }
 }

@@ -24,9 +24,10 @@ use super::login::{Admitted, Failure, login};
 use super::measure::{RTT_RING, RttRing, RttWindow, record_us};
 use super::shared::{RunShared, add};
 
-/// How often state applied since the last input is acknowledged alone
-/// (one scene tick at 20 Hz).
-const ACK_EVERY: Duration = Duration::from_millis(50);
+/// How often the acknowledgement clock looks for state applied and not yet
+/// acknowledged; it goes alone only if no input went out for this long (a
+/// bot sending inputs at 10 Hz acknowledges on them).
+const ACK_EVERY: Duration = Duration::from_millis(100);
 
 /// How a stay in the world ended.
 enum Outcome {
@@ -328,6 +329,8 @@ struct Session {
     disconnected: bool,
     /// The world as this bot sees it (its acknowledgements come from here).
     view: WorldView,
+    /// When the last input went (its acknowledgement with it).
+    last_input: Instant,
 }
 
 impl Session {
@@ -338,6 +341,7 @@ impl Session {
         view.enter(placement.0, placement.1, placement.2);
         Self {
             view,
+            last_input: Instant::now(),
             client,
             index,
             entered_at: Instant::now(),
@@ -406,7 +410,11 @@ impl Session {
             biased;
             () = shared.stop.cancelled() => Some(Outcome::Stopped),
             event = self.client.recv() => self.on_event(shared, stay, event),
-            _ = inputs.tick(), if stay.leaving.is_none() => self.send_input(shared, rng, seq, stay),
+            // Settling, a bot sends one input to stop, then stays idle: its
+            // acknowledgements go alone, as an idle player's do.
+            _ = inputs.tick(), if stay.leaving.is_none() && !stay.stopped => {
+                self.send_input(shared, rng, seq, stay)
+            }
             _ = acks.tick() => self.send_ack(shared),
             changed = stay.truth.changed(), if !stay.checked => {
                 self.check_view(shared, stay, changed.is_ok());
@@ -489,6 +497,9 @@ impl Session {
     /// The acknowledgement clock: the state applied since the last input
     /// goes alone.
     fn send_ack(&mut self, shared: &RunShared) -> Option<Outcome> {
+        if self.last_input.elapsed() < ACK_EVERY {
+            return None;
+        }
         let ack = self.view.take_ack_due()?;
         let msg = ClientMsg::Ack(ack).encode();
         if !self.send(shared, Channel::Unreliable, msg) {
@@ -550,6 +561,7 @@ impl Session {
         let now = tokio::time::Instant::now();
         if stay.settling {
             stay.dir = [0.0, 0.0];
+            stay.stopped = true;
         } else if now >= stay.turn_at {
             stay.dir = random_dir(rng);
             stay.turn_at = now + jittered(rng, 2.0, 5.0);
@@ -566,6 +578,7 @@ impl Session {
             state_ack: self.view.ack(),
         };
         self.view.ack_sent();
+        self.last_input = Instant::now();
         let msg = ClientMsg::Input(input).encode();
         if !self.send(shared, Channel::Unreliable, msg) {
             return Some(Outcome::client_stopped());
@@ -664,6 +677,8 @@ struct Stay {
     /// The view check: standing still for it; the truth to compare with;
     /// compared already.
     settling: bool,
+    /// Settling: the input that stops the bot went; no more inputs.
+    stopped: bool,
     truth: tokio::sync::watch::Receiver<Option<Arc<super::view_check::Truth>>>,
     checked: bool,
 }
@@ -686,6 +701,7 @@ impl Stay {
             leave_at,
             leaving: None,
             settling: false,
+            stopped: false,
             truth: shared.truth.subscribe(),
             checked: false,
         }
