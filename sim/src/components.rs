@@ -108,23 +108,15 @@ pub struct Known {
     /// all, so until a packet carrying it lands it goes as an enter (an
     /// update would be ignored), and a lost one goes again as an enter.
     pub entering: bool,
-    /// What must be sent again because a packet carrying it was lost.
-    pub resend: Resend,
+    /// The packet that last carried it was lost: it goes again (as an
+    /// enter while `entering`), with the current state.
+    pub resend: bool,
     /// Ticks of wanting an update without getting one (priority).
     pub wait: u16,
 }
 
 /// "No packet" in [`Known`]'s and [`ClientView`]'s tick fields.
 pub const NONE: u32 = u32::MAX;
-
-/// What a lost packet forces out again, with the current state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Resend {
-    #[default]
-    Nothing,
-    Update,
-    Enter,
-}
 
 /// Where a packet stands, as far as the client's acknowledgements tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,37 +130,23 @@ pub enum Fate {
 /// fate is "lost" (its content is simply sent again).
 pub const SENT_RING: usize = 64;
 
-/// What a client has been sent and what it has acknowledged: the entities it
-/// may hold, the leaves not yet acknowledged, and the recent packets' fates.
-/// The view advances on acknowledgement: whatever a lost packet carried is
-/// sent again with the current state.
-#[derive(Component, Debug, Clone)]
-pub struct ClientView {
-    pub known: Vec<Known>,
-    /// Leaves sent and not yet acknowledged: `(id, tick)`.
-    pub leaving: Vec<(NetId, u32)>,
-    /// The own state last sent, and the tick that carried it (or [`NONE`]).
-    pub you_sent: Option<Quantized>,
-    pub you_at: u32,
-    pub you_resend: bool,
+/// The recent packets sent to one client and what its acknowledgements say
+/// of them: the one place a packet's [`Fate`] is decided.
+#[derive(Debug, Clone)]
+pub struct SentRing {
     /// Tick of each remembered packet (slot `tick % SENT_RING`), [`NONE`] if free.
-    pub sent: [u32; SENT_RING],
+    sent: [u32; SENT_RING],
     /// Bit `slot` set: that packet was acknowledged.
-    pub delivered: u64,
+    delivered: u64,
     /// The newest tick the client acknowledged (0 = none yet).
     pub acked: u32,
     /// The newest tick a packet was sent in (0 = none yet).
     pub last_sent: u32,
 }
 
-impl Default for ClientView {
+impl Default for SentRing {
     fn default() -> Self {
         Self {
-            known: Vec::new(),
-            leaving: Vec::new(),
-            you_sent: None,
-            you_at: NONE,
-            you_resend: false,
             sent: [NONE; SENT_RING],
             delivered: 0,
             acked: 0,
@@ -184,8 +162,9 @@ pub enum AckRefused {
     Future,
 }
 
-impl ClientView {
+impl SentRing {
     /// The fate of the packet sent in tick `t`.
+    #[inline]
     pub fn fate(&self, t: u32) -> Fate {
         let slot = t as usize % SENT_RING;
         if t == NONE || self.sent[slot] != t {
@@ -240,8 +219,38 @@ impl ClientView {
                 self.delivered |= 1 << slot;
             }
         }
-        self.acked = self.acked.max(tick);
+        self.acked = tick;
         Ok(())
+    }
+}
+
+/// What a client has been sent and what it has acknowledged: the entities it
+/// may hold, the leaves not yet acknowledged, and the recent packets' fates.
+/// The view advances on acknowledgement: whatever a lost packet carried is
+/// sent again with the current state.
+#[derive(Component, Debug, Clone)]
+pub struct ClientView {
+    /// In id order.
+    pub known: Vec<Known>,
+    /// Leaves sent and not yet acknowledged: `(id, tick)`.
+    pub leaving: Vec<(NetId, u32)>,
+    /// The own state last sent, and the tick that carried it (or [`NONE`]).
+    pub you_sent: Option<Quantized>,
+    pub you_at: u32,
+    pub you_resend: bool,
+    pub ring: SentRing,
+}
+
+impl Default for ClientView {
+    fn default() -> Self {
+        Self {
+            known: Vec::new(),
+            leaving: Vec::new(),
+            you_sent: None,
+            you_at: NONE,
+            you_resend: false,
+            ring: SentRing::default(),
+        }
     }
 }
 

@@ -77,7 +77,7 @@ pub(crate) fn state_hash(world: &mut World) -> u64 {
                 h.u64(((k.sent_at as u64) << 32) | k.entering as u64);
             }
             h.u64(v.leaving.len() as u64);
-            h.u64(((v.acked as u64) << 32) | v.last_sent as u64);
+            h.u64(((v.ring.acked as u64) << 32) | v.ring.last_sent as u64);
         }
     }
     h.0

@@ -289,7 +289,7 @@ fn take_ack(
     if u64::from(ack.tick) > now {
         counters.acks_invalid += 1;
     } else if (ack.scene, ack.epoch) != (info.tag, info.settings.epoch)
-        || view.on_ack(ack.tick, ack.mask).is_err()
+        || view.ring.on_ack(ack.tick, ack.mask).is_err()
     {
         counters.acks_stale += 1;
     }

@@ -114,10 +114,9 @@ pub struct ReplScratch {
     leave_slots: Vec<u32>,
     fresh_sent: usize,
     again_sent: usize,
-    /// Per id, side by side so one look-up touches one cache line:
-    /// `.0` the stamp (`e` = known, not (yet) seen in interest; `e + 1` =
-    /// known and in interest), `.1` the id's index in `ClientView::known`.
-    marks: Vec<(u32, u32)>,
+    /// Per id, this tick's stamp: `e` = of interest, `e + 1` = of interest
+    /// and known (anything else: neither).
+    marks: Vec<u32>,
     epoch: u32,
     /// This chunk's counts, summed into `Counters` after the stage.
     deferred: u64,
@@ -131,21 +130,21 @@ pub struct ReplScratch {
 impl ReplScratch {
     fn begin(&mut self, bound: usize) -> u32 {
         if self.marks.len() < bound {
-            self.marks.resize(bound, (0, 0));
+            self.marks.resize(bound, 0);
         }
         if self.epoch >= u32::MAX - 2 {
-            self.marks.fill((0, 0));
+            self.marks.fill(0);
             self.epoch = 0;
         }
         self.epoch += 2;
         self.epoch
     }
 
-    fn mark(&mut self, id: NetId) -> &mut (u32, u32) {
+    fn mark(&mut self, id: NetId) -> &mut u32 {
         let i = id as usize;
         // A despawned id may lie beyond this tick's snapshot array.
         if i >= self.marks.len() {
-            self.marks.resize(i + 1, (0, 0));
+            self.marks.resize(i + 1, 0);
         }
         &mut self.marks[i]
     }
@@ -230,13 +229,14 @@ pub fn build_packet(
 /// packets were lost and nothing changed since, only a newer packet's
 /// acknowledgement can tell the server they were lost.
 fn probe_due(view: &ClientView, now: u32) -> bool {
-    view.last_sent > view.acked && now >= view.last_sent.saturating_add(PROBE_TICKS)
+    let r = &view.ring;
+    r.last_sent > r.acked && now >= r.last_sent.saturating_add(PROBE_TICKS)
 }
 
 /// Step 1a: the own state's packet, settled.
 fn settle_you(view: &mut ClientView) {
     if view.you_at != NONE {
-        match view.fate(view.you_at) {
+        match view.ring.fate(view.you_at) {
             Fate::Delivered => view.you_at = NONE,
             Fate::Lost => {
                 view.you_at = NONE;
@@ -251,22 +251,18 @@ fn settle_you(view: &mut ClientView) {
 /// an enter while the enter is unconfirmed); delivered, an enter is
 /// confirmed.
 #[inline]
-fn settle_entry(k: &mut Known, sent: &[u32; SENT_RING], delivered: u64, acked: u32) {
+fn settle_entry(k: &mut Known, ring: &SentRing) {
     if k.sent_at == NONE {
         return;
     }
-    match fate_of(sent, delivered, acked, k.sent_at) {
+    match ring.fate(k.sent_at) {
         Fate::Delivered => {
             k.sent_at = NONE;
             k.entering = false;
         }
         Fate::Lost => {
             k.sent_at = NONE;
-            if k.entering {
-                k.resend = Resend::Enter;
-            } else if k.resend == Resend::Nothing {
-                k.resend = Resend::Update;
-            }
+            k.resend = true;
         }
         Fate::InFlight => {}
     }
@@ -279,20 +275,13 @@ fn settle_leaving(view: &mut ClientView) {
     let ClientView {
         known,
         leaving,
-        sent,
-        delivered,
-        acked,
+        ring,
         ..
     } = &mut *view;
     let mut i = 0;
     while i < leaving.len() {
         let (id, at) = leaving[i];
-        let fate = if at == NONE {
-            Fate::Lost
-        } else {
-            fate_of(sent, *delivered, *acked, at)
-        };
-        let keep = match fate {
+        let keep = match ring.fate(at) {
             Fate::Delivered => false,
             _ if known.binary_search_by_key(&id, |k| k.id).is_ok() => false,
             Fate::Lost => {
@@ -306,21 +295,6 @@ fn settle_leaving(view: &mut ClientView) {
         } else {
             leaving.swap_remove(i);
         }
-    }
-}
-
-/// [`ClientView::fate`] on borrowed parts (so `leaving` can be edited meanwhile).
-#[inline]
-fn fate_of(sent: &[u32; SENT_RING], delivered: u64, acked: u32, t: u32) -> Fate {
-    let slot = t as usize % SENT_RING;
-    if sent[slot] != t {
-        Fate::Lost
-    } else if delivered & (1 << slot) != 0 {
-        Fate::Delivered
-    } else if t <= acked {
-        Fate::Lost
-    } else {
-        Fate::InFlight
     }
 }
 
@@ -343,7 +317,7 @@ fn start_packet(
     // Until the client acknowledges a packet, each carries its own state:
     // a client takes an attach's first packet by it (see `WorldView`).
     p.you = match index.snap(ctx.own).map(|s| s.q) {
-        Some(q) if view.you_resend || view.acked == 0 || view.you_sent != Some(q) => {
+        Some(q) if view.you_resend || view.ring.acked == 0 || view.you_sent != Some(q) => {
             Some(UpdateState { id: ctx.own, q })
         }
         _ => None,
@@ -368,8 +342,7 @@ fn nearest_interest(
     near.clear();
     for &id in visible {
         let Some(snap) = index.snap(id) else { continue };
-        let (dx, dy) = (snap.pos[0] - ctx.own_pos[0], snap.pos[1] - ctx.own_pos[1]);
-        near.push(((dx * dx + dy * dy).min(4.0e9) as u32, id));
+        near.push((dist_key(snap.pos, ctx.own_pos), id));
     }
     if near.len() > ctx.max_interest {
         near.select_nth_unstable(ctx.max_interest);
@@ -380,8 +353,7 @@ fn nearest_interest(
 /// Squared distance as a sort key (an integer: sorts fast and deterministically).
 #[inline]
 fn dist_key(pos: [f32; 2], own: [f32; 2]) -> u32 {
-    let (dx, dy) = (pos[0] - own[0], pos[1] - own[1]);
-    (dx * dx + dy * dy).min(4.0e9) as u32
+    crate::aoi::dist2(pos[0] - own[0], pos[1] - own[1]).min(4.0e9) as u32
 }
 
 /// Step 2: stamps the ids of interest `e` in `s.marks`: the visible set, or
@@ -398,13 +370,13 @@ fn stamp_interest(
         let mut near = std::mem::take(&mut s.near);
         nearest_interest(index, ctx, visible, &mut near);
         for &(_, id) in &near {
-            s.mark(id).0 = e;
+            *s.mark(id) = e;
         }
         s.near = near;
     } else {
         // The visible set comes from this tick's grid: every id is alive.
         for &id in visible {
-            s.mark(id).0 = e;
+            *s.mark(id) = e;
         }
     }
 }
@@ -424,29 +396,23 @@ fn walk_known(
 ) {
     s.cands.clear();
     s.leave_slots.clear();
-    let ClientView {
-        known,
-        sent,
-        delivered,
-        acked,
-        ..
-    } = &mut *view;
+    let ClientView { known, ring, .. } = &mut *view;
     for (slot, k) in known.iter_mut().enumerate() {
-        settle_entry(k, sent, *delivered, *acked);
+        settle_entry(k, ring);
         let mark = s.mark(k.id);
-        let snap = if mark.0 == e { index.snap(k.id) } else { None };
+        let snap = if *mark == e { index.snap(k.id) } else { None };
         let Some(snap) = snap else {
             s.leave_slots.push(slot as u32);
             continue;
         };
-        mark.0 = e + 1;
+        *mark = e + 1;
         // Another generation under a known id: the client may hold the
         // former entity, so only an enter (kind, figure, state) is right.
         let reused = k.net_gen != snap.net_gen;
-        if !reused && snap.q == k.q && k.resend == Resend::Nothing {
+        if !reused && snap.q == k.q && !k.resend {
             continue;
         }
-        let enter = reused || k.entering || k.resend == Resend::Enter;
+        let enter = reused || k.entering;
         let d2 = dist_key(snap.pos, ctx.own_pos);
         let id_len = varint_len(k.id as u64);
         let (key, cost) = if enter {
@@ -493,7 +459,7 @@ fn add_enters(
         &mut visible.iter().copied()
     };
     for id in ids {
-        if s.marks.get(id as usize).is_none_or(|m| m.0 != e) {
+        if s.marks.get(id as usize).is_none_or(|&m| m != e) {
             continue;
         }
         let Some(snap) = index.snap(id) else { continue };
@@ -609,7 +575,7 @@ fn age_untaken(view: &mut ClientView, untaken: &[Cand]) {
 /// view; candidates left out wait one tick more. Returns how many items went
 /// again because of a loss. `known` stays in id order.
 fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32) -> u64 {
-    view.record_sent(t);
+    view.ring.record_sent(t);
     let mut resent = 0u64;
     if let Some(u) = s.packet.you {
         resent += view.you_resend as u64;
@@ -622,12 +588,12 @@ fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32)
             continue;
         }
         let k = &mut view.known[c.slot as usize];
-        resent += (k.resend != Resend::Nothing) as u64;
+        resent += k.resend as u64;
         k.net_gen = c.net_gen;
         k.q = c.q;
         k.sent_at = t;
         k.entering |= c.enter;
-        k.resend = Resend::Nothing;
+        k.resend = false;
         k.wait = 0;
     }
     age_untaken(view, &s.cands[taken..]);
@@ -666,7 +632,7 @@ fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32)
         q: c.q,
         sent_at: t,
         entering: true,
-        resend: Resend::Nothing,
+        resend: false,
         wait: 0,
     };
     if added > 8 {
