@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use tessera_sim::metrics::{STAGES, SYSTEMS, SpanKind};
 
 use tessera_sim::components::{Net, Pc};
-use tessera_sim::protocol::{ACK_WINDOW, StateAck};
+use tessera_sim::protocol::{StateAck, advance_mask};
 use tessera_sim::testing::{LossyLink, TestClient};
 use tessera_sim::{Inbound, MAX_PACKET_BYTES, SceneSettings, SceneWorld};
 
@@ -242,12 +242,7 @@ impl Acker {
                 continue;
             }
             let (latest, mask) = self.clients.entry(client).or_insert((0, 0));
-            let d = tick.saturating_sub(*latest);
-            *mask = match (*latest, d) {
-                (0, _) | (_, 0) => 0,
-                (_, d) if d > ACK_WINDOW => 0,
-                (_, d) => ((u64::from(*mask) << d) | (1 << (d - 1))) as u32,
-            };
+            *mask = advance_mask(*latest, *mask, tick);
             *latest = tick;
             let ack = StateAck {
                 scene,

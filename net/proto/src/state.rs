@@ -60,6 +60,18 @@ impl StateAck {
     }
 }
 
+/// The mask of a client that applied ticks up to `latest` (with `mask`, as
+/// in [`StateAck`]) and now applies `tick`, newer: the old newest tick and
+/// the ticks it covered shift into the window. `latest == 0` means none.
+pub fn advance_mask(latest: u32, mask: u32, tick: u32) -> u32 {
+    match tick.checked_sub(latest) {
+        Some(d) if latest != 0 && (1..=ACK_WINDOW).contains(&d) => {
+            ((u64::from(mask) << d) | 1 << (d - 1)) as u32
+        }
+        _ => 0,
+    }
+}
+
 /// A client's movement intent. Clients never send positions: the server
 /// integrates intent under its own speed caps.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Encode, Decode, Serialize, Deserialize)]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::NetId;
-use crate::state::{ACK_WINDOW, DecodeError, Quantized, StateAck, StatePacket};
+use crate::state::{DecodeError, Quantized, StateAck, StatePacket, advance_mask};
 
 /// One entity as the client holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,12 +112,7 @@ impl WorldView {
             self.counters.stale += 1;
             return Applied::Stale;
         }
-        let d = p.tick - self.latest;
-        self.mask = if self.latest == 0 || d > ACK_WINDOW {
-            0
-        } else {
-            ((self.mask as u64) << d | 1 << (d - 1)) as u32
-        };
+        self.mask = advance_mask(self.latest, self.mask, p.tick);
         self.latest = p.tick;
         self.input_ack = self.input_ack.max(p.ack);
         self.ack_due = true;
