@@ -420,6 +420,12 @@ impl Logins {
 mod tests {
     use super::*;
 
+    /// The first pending token's nonce and record (there must be one).
+    fn first_pending(l: &Logins) -> (Nonce, Pending) {
+        let (n, p) = l.pending.iter().next().expect("pending");
+        (*n, *p)
+    }
+
     fn logins(max_online: u32) -> Logins {
         Logins::new(
             LoginConfig {
@@ -460,22 +466,12 @@ mod tests {
         else {
             panic!("expected a token");
         };
-        let (nonce, p) = l
-            .pending
-            .iter()
-            .next()
-            .map(|(n, p)| (*n, *p))
-            .expect("pending");
+        let (nonce, p) = first_pending(&l);
         assert_eq!(l.burn(&nonce, 2, p.client), Err(BurnError::Mismatch));
         // A mismatch burns it too: the token is spent.
         assert_eq!(l.burn(&nonce, 1, p.client), Err(BurnError::Unknown));
         l.admit(1, 0, 0, &gates(), |_| true).expect("admitted");
-        let (nonce, p) = l
-            .pending
-            .iter()
-            .next()
-            .map(|(n, p)| (*n, *p))
-            .expect("pending");
+        let (nonce, p) = first_pending(&l);
         assert_eq!(l.burn(&nonce, 1, p.client), Ok(()));
         assert_eq!(
             l.burn(&nonce, 1, p.client),
@@ -489,12 +485,7 @@ mod tests {
     fn a_newer_login_revokes_the_accounts_unused_token() {
         let mut l = logins(10);
         l.admit(1, 0, 0, &gates(), |_| true).expect("admitted");
-        let (first, p) = l
-            .pending
-            .iter()
-            .next()
-            .map(|(n, p)| (*n, *p))
-            .expect("pending");
+        let (first, p) = first_pending(&l);
         l.admit(2, 0, 0, &gates(), |_| true).expect("admitted");
         l.admit(1, 0, 0, &gates(), |_| true).expect("admitted");
         assert_eq!(l.pending(), 2, "one token per account");
