@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed run
 
+mod common;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,76 +13,53 @@ use std::time::Duration;
 
 use tessera_gate::pack::{DIRECT, PACKED, is_packed};
 use tessera_gate::{
-    Admission, Channel, ClientConfig, ClientConn, ClientDisconnect, ClientEvent, DisconnectReason,
-    Gate, GateClient, GateConfig, GateEvent, NonceBook, RateQuota, Reject, TokenIssuer,
-    connection_config, token::read_standard, token::write_standard, unix_now,
+    Channel, ClientConfig, ClientConn, ClientDisconnect, ClientEvent, DisconnectReason, Gate,
+    GateClient, GateConfig, GateEvent, NonceBook, RateQuota, Reject, TokenIssuer,
+    connection_config, unix_now,
 };
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
+
+use common::{GateFixture, LIMIT};
 
 const PROTOCOL: u64 = 0x7E55_E7A0_0000_0001;
 const KEY: [u8; 32] = *b"a test key that is 32 bytes long";
-const LIMIT: Duration = Duration::from_secs(20);
 
+/// A gate, handing each token a client id of its own.
 struct Fixture {
-    gate: Gate,
-    events: mpsc::Receiver<GateEvent>,
-    issuer: TokenIssuer,
-    book: Arc<Mutex<NonceBook>>,
+    base: GateFixture,
     next_client: u64,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = GateFixture;
+    fn deref(&self) -> &GateFixture {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut GateFixture {
+        &mut self.base
+    }
 }
 
 impl Fixture {
     async fn new(tweak: impl FnOnce(&mut GateConfig)) -> Self {
-        let mut config = GateConfig::new(PROTOCOL, KEY);
-        config.update_interval = Duration::from_millis(10);
-        tweak(&mut config);
-        let book = Arc::new(Mutex::new(NonceBook::new(1024, Duration::from_secs(30))));
-        let admission: Arc<dyn Admission> = book.clone();
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (gate, events) = Gate::bind(config, &[addr], admission).await.unwrap();
-        let issuer = TokenIssuer::new(PROTOCOL, KEY, Duration::from_secs(30), 5).unwrap();
         Self {
-            gate,
-            events,
-            issuer,
-            book,
+            base: GateFixture::bind(PROTOCOL, KEY, 1024, tweak).await,
             next_client: 1,
         }
     }
 
-    /// A token for the gate's listeners, nonce recorded, read back from the standard form.
+    /// A token for the gate's listeners, with the next client id (which
+    /// the standard form leaves out, restored).
     fn token(&mut self, account: u64) -> renetcode::ConnectToken {
-        let (client_id, now) = (self.next_client, unix_now());
+        let client_id = self.next_client;
         self.next_client += 1;
-        let issued = self
-            .issuer
-            .issue(now, account, client_id, &self.gate.open_addresses())
-            .unwrap();
-        self.book
-            .lock()
-            .unwrap()
-            .record(issued.claims.nonce, now)
-            .unwrap();
-        let mut token = read_standard(&write_standard(&issued.token)).unwrap();
-        token.client_id = client_id; // the standard form leaves it out
+        let mut token = self.base.token(account, client_id);
+        token.client_id = client_id;
         token
-    }
-
-    /// Reads gate events until one matches.
-    async fn expect(&mut self, what: &str, mut pred: impl FnMut(&GateEvent) -> bool) -> GateEvent {
-        let wait = async {
-            loop {
-                let event = self.events.recv().await.expect("gate event queue closed");
-                if pred(&event) {
-                    return event;
-                }
-            }
-        };
-        timeout(LIMIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for gate event: {what}"))
     }
 
     /// Waits for `client`'s `Connected` event.
@@ -116,9 +95,7 @@ impl Fixture {
     }
 
     async fn stop(self) {
-        timeout(LIMIT, self.gate.shutdown())
-            .await
-            .expect("gate shutdown timed out");
+        self.base.stop().await;
     }
 }
 
@@ -582,10 +559,12 @@ async fn a_full_listener_is_not_advertised() {
             .unwrap();
         let issuer = TokenIssuer::new(PROTOCOL, KEY, Duration::from_secs(30), 5).unwrap();
         let mut fx = Fixture {
-            gate,
-            events,
-            issuer,
-            book,
+            base: GateFixture {
+                gate,
+                events,
+                issuer,
+                book,
+            },
             next_client: 1,
         };
         let all = fx.gate.addresses();

@@ -6,23 +6,21 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed run
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use renetcode::{ClientAuthentication, NetcodeClient};
-use tessera_gate::token::{from_hex, read_standard, to_hex, write_standard};
-use tessera_gate::{
-    Admission, DisconnectReason, Gate, GateConfig, GateEvent, NonceBook, TokenIssuer, unix_now,
-};
+use tessera_gate::{DisconnectReason, GateEvent};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
+
+use common::{GateFixture as Fixture, LIMIT};
 
 const PROTOCOL: u64 = 0x7E55_E7A0_0000_0002;
 const KEY: [u8; 32] = *b"another test key of 32 bytes...!";
-const LIMIT: Duration = Duration::from_secs(20);
 
 /// netcode packet types (low nibble of the prefix byte).
 const REQUEST: u8 = 0;
@@ -45,68 +43,6 @@ fn standard_reads(datagram: &[u8]) -> bool {
 
 fn kind(datagram: &[u8]) -> u8 {
     datagram.first().map_or(0xFF, |p| p & 0x0F)
-}
-
-struct Fixture {
-    gate: Gate,
-    events: mpsc::Receiver<GateEvent>,
-    issuer: TokenIssuer,
-    book: Arc<Mutex<NonceBook>>,
-}
-
-impl Fixture {
-    async fn new() -> Self {
-        let mut config = GateConfig::new(PROTOCOL, KEY);
-        config.update_interval = Duration::from_millis(10);
-        let book = Arc::new(Mutex::new(NonceBook::new(64, Duration::from_secs(30))));
-        let admission: Arc<dyn Admission> = book.clone();
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let (gate, events) = Gate::bind(config, &[addr], admission).await.unwrap();
-        let issuer = TokenIssuer::new(PROTOCOL, KEY, Duration::from_secs(30), 5).unwrap();
-        Self {
-            gate,
-            events,
-            issuer,
-            book,
-        }
-    }
-
-    /// A token as a login hands it out (hex of the standard form), read
-    /// back as a client does.
-    fn token(&mut self, account: u64, client_id: u64) -> renetcode::ConnectToken {
-        let now = unix_now();
-        let issued = self
-            .issuer
-            .issue(now, account, client_id, &self.gate.open_addresses())
-            .unwrap();
-        self.book
-            .lock()
-            .unwrap()
-            .record(issued.claims.nonce, now)
-            .unwrap();
-        let hex = to_hex(&write_standard(&issued.token));
-        read_standard(&from_hex(&hex).unwrap()).unwrap()
-    }
-
-    async fn expect(&mut self, what: &str, pred: impl Fn(&GateEvent) -> bool) {
-        let wait = async {
-            loop {
-                let event = self.events.recv().await.expect("gate event queue closed");
-                if pred(&event) {
-                    return;
-                }
-            }
-        };
-        timeout(LIMIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for gate event: {what}"));
-    }
-
-    async fn stop(self) {
-        timeout(LIMIT, self.gate.shutdown())
-            .await
-            .expect("gate shutdown timed out");
-    }
 }
 
 /// A client that follows the standard: renetcode's client for the crypto
@@ -186,7 +122,7 @@ impl StandardClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standard_client_is_connected_by_the_next_datagram() {
     let test = async {
-        let mut fx = Fixture::new().await;
+        let mut fx = Fixture::bind(PROTOCOL, KEY, 64, |_| {}).await;
         // The gate's first client: its challenge has sequence number 0.
         let mut client = StandardClient::new(fx.token(1, 41)).await;
         let (response, gate) = client.until_response().await;
@@ -252,7 +188,7 @@ async fn a_standard_goodbye_is_not_an_error() {
     log::set_logger(&RENETCODE_ERRORS).unwrap();
     log::set_max_level(log::LevelFilter::Error);
     let test = async {
-        let mut fx = Fixture::new().await;
+        let mut fx = Fixture::bind(PROTOCOL, KEY, 64, |_| {}).await;
         let mut client = StandardClient::new(fx.token(2, 42)).await;
         let (response, gate) = client.until_response().await;
         client.socket.send_to(&response, gate).await.unwrap();
