@@ -213,61 +213,34 @@ impl StatePacket {
 
     /// Appends the encoding to `out` (see `docs/protocol.md`).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        // Sized once for the worst case, written by index, cut to length:
-        // no capacity check or copy call per field.
-        let base = out.len();
-        // The header with its three counts at their longest (10 bytes each).
-        let max = HEADER_MAX_BYTES
-            + 3 * 9
-            + UPDATE_MAX_BYTES
-            + self.leaves.len() * LEAVE_MAX_BYTES
+        let max = self.leaves.len() * LEAVE_MAX_BYTES
             + self.enters.len() * ENTER_MAX_BYTES
             + self.updates.len() * UPDATE_MAX_BYTES;
-        out.resize(base + max, 0);
-        let mut w = Writer {
-            buf: &mut out[base..],
-            pos: 0,
-        };
-        w.byte(STATE_PACKET_TYPE);
-        w.bytes(&self.scene.to_le_bytes());
-        w.varint(self.epoch);
-        w.bytes(&self.tick.to_le_bytes());
-        w.varint(self.ack as u64);
-        match &self.you {
-            Some(u) => {
-                w.byte(1);
-                w.varint(u.id as u64);
-                w.q(&u.q);
-            }
-            None => w.byte(0),
-        }
-        // Each list's ids go as differences from the one before (from 0 for
-        // the first), modulo 2^32: a list in ascending order packs tightest,
-        // any order round-trips.
-        w.varint(self.leaves.len() as u64);
-        let mut prev = 0u32;
+        let mut enc = StateEncoder::begin(out, &self.header(), max);
+        enc.leaves(self.leaves.len());
         for &id in &self.leaves {
-            w.varint(id.wrapping_sub(prev) as u64);
-            prev = id;
+            enc.leave(id);
         }
-        w.varint(self.enters.len() as u64);
-        prev = 0;
+        enc.enters(self.enters.len());
         for e in &self.enters {
-            w.varint(e.id.wrapping_sub(prev) as u64);
-            prev = e.id;
-            w.byte(e.kind);
-            w.varint(e.figure as u64);
-            w.q(&e.q);
+            enc.enter(e);
         }
-        w.varint(self.updates.len() as u64);
-        prev = 0;
+        enc.updates(self.updates.len());
         for u in &self.updates {
-            w.varint(u.id.wrapping_sub(prev) as u64);
-            prev = u.id;
-            w.q(&u.q);
+            enc.update(u.id, &u.q);
         }
-        let len = w.pos;
-        out.truncate(base + len);
+        enc.finish();
+    }
+
+    /// Its fields before the lists.
+    pub fn header(&self) -> StateHeader {
+        StateHeader {
+            scene: self.scene,
+            epoch: self.epoch,
+            tick: self.tick,
+            ack: self.ack,
+            you: self.you,
+        }
     }
 
     /// Puts every list in ascending id order, the order that encodes
@@ -388,6 +361,193 @@ impl Writer<'_> {
     }
 }
 
+/// A state packet's fields before its lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateHeader {
+    pub scene: u32,
+    pub epoch: u64,
+    pub tick: u32,
+    pub ack: u32,
+    pub you: Option<UpdateState>,
+}
+
+impl StateHeader {
+    /// Its encoded size, counting the three list counts at 2 bytes each (a
+    /// packet of at most [`MAX_PACKET_BYTES`] holds fewer than 16 384 items).
+    pub fn budget_len(&self) -> usize {
+        let you = self
+            .you
+            .map_or(0, |u| varint_len(u.id as u64) + u.q.wire_len());
+        1 + 4 + varint_len(self.epoch) + 4 + varint_len(self.ack as u64) + 1 + you + 3 * 2
+    }
+}
+
+/// Writes a state packet straight from its parts, for a caller that holds
+/// the items elsewhere than in a [`StatePacket`] (the scene's replication).
+/// [`StatePacket::encode_into`] is written with it: one encoder.
+///
+/// Call, in this order: [`begin`](Self::begin), then `leaves(n)` and `n`
+/// times `leave`, `enters(n)` and `n` times `enter`, `updates(n)` and `n`
+/// times `update`, then [`finish`](Self::finish). Each list packs tightest
+/// in ascending id order (ids go as differences from the one before); any
+/// order decodes.
+pub struct StateEncoder<'a> {
+    out: &'a mut Vec<u8>,
+    base: usize,
+    pos: usize,
+    prev: u32,
+    /// Items announced by the last count and not yet written.
+    left: usize,
+}
+
+impl<'a> StateEncoder<'a> {
+    /// Appends the header to `out`, with room for `max_items` bytes of
+    /// items (sum their `*_MAX_BYTES`, or any larger bound).
+    pub fn begin(out: &'a mut Vec<u8>, h: &StateHeader, max_items: usize) -> Self {
+        // Sized once for the worst case, written by index, cut to length in
+        // `finish`: no capacity check or copy call per field.
+        let base = out.len();
+        out.resize(base + HEADER_MAX_BYTES + 3 * 9 + max_items + 8, 0);
+        let mut enc = Self {
+            out,
+            base,
+            pos: 0,
+            prev: 0,
+            left: 0,
+        };
+        let mut w = enc.writer();
+        w.byte(STATE_PACKET_TYPE);
+        w.bytes(&h.scene.to_le_bytes());
+        w.varint(h.epoch);
+        w.bytes(&h.tick.to_le_bytes());
+        w.varint(h.ack as u64);
+        match &h.you {
+            Some(u) => {
+                w.byte(1);
+                w.varint(u.id as u64);
+                w.q(&u.q);
+            }
+            None => w.byte(0),
+        }
+        enc.pos = w.pos;
+        enc
+    }
+
+    #[inline]
+    fn writer(&mut self) -> Writer<'_> {
+        Writer {
+            buf: &mut self.out[self.base..],
+            pos: self.pos,
+        }
+    }
+
+    /// Starts a list of `n` items.
+    #[inline]
+    fn list(&mut self, n: usize) {
+        debug_assert_eq!(self.left, 0, "fewer items than the last count");
+        let mut w = self.writer();
+        w.varint(n as u64);
+        self.pos = w.pos;
+        self.prev = 0;
+        self.left = n;
+    }
+
+    /// Writes the low `len` bytes of `bytes` (at most 8): one bounds check
+    /// and one 8-byte store, for `begin` leaves 8 bytes of slack past the
+    /// worst case.
+    #[inline]
+    fn put(&mut self, bytes: u64, len: usize) {
+        let at = self.base + self.pos;
+        self.out[at..at + 8].copy_from_slice(&bytes.to_le_bytes());
+        self.pos += len;
+    }
+
+    /// An item's id, as the difference from the one before (modulo 2³²).
+    #[inline]
+    fn id(&mut self, id: NetId) -> (u64, usize) {
+        debug_assert!(self.left > 0, "more items than the count");
+        self.left -= 1;
+        let d = id.wrapping_sub(self.prev);
+        self.prev = id;
+        varint32(d)
+    }
+
+    pub fn leaves(&mut self, n: usize) {
+        self.list(n);
+    }
+
+    #[inline]
+    pub fn leave(&mut self, id: NetId) {
+        let (v, n) = self.id(id);
+        self.put(v, n);
+    }
+
+    pub fn enters(&mut self, n: usize) {
+        self.list(n);
+    }
+
+    #[inline]
+    pub fn enter(&mut self, e: &EnterState) {
+        let (v, n) = self.id(e.id);
+        self.put(v, n);
+        self.put(e.kind as u64, 1);
+        let (f, fl) = varint32(e.figure);
+        self.put(f, fl);
+        let (q, ql) = q_bytes(&e.q);
+        self.put(q, ql);
+    }
+
+    pub fn updates(&mut self, n: usize) {
+        self.list(n);
+    }
+
+    #[inline]
+    pub fn update(&mut self, id: NetId, q: &Quantized) {
+        let (v, n) = self.id(id);
+        self.put(v, n);
+        let (q, ql) = q_bytes(q);
+        self.put(q, ql);
+    }
+
+    /// Cuts `out` to the packet's end; returns the packet's length.
+    pub fn finish(self) -> usize {
+        debug_assert_eq!(self.left, 0, "fewer items than the last count");
+        self.out.truncate(self.base + self.pos);
+        self.pos
+    }
+}
+
+/// `v` as a LEB128 varint: its bytes, first in the low byte, and how many.
+#[inline]
+fn varint32(mut v: u32) -> (u64, usize) {
+    let mut out = 0u64;
+    let mut n = 0;
+    loop {
+        let b = (v & 0x7f) as u64;
+        v >>= 7;
+        if v == 0 {
+            return (out | b << (8 * n), n + 1);
+        }
+        out |= (b | 0x80) << (8 * n);
+        n += 1;
+    }
+}
+
+/// A quantized state's wire bytes (see [`Quantized::wire_len`]), first in
+/// the low byte, and how many.
+#[inline]
+fn q_bytes(q: &Quantized) -> (u64, usize) {
+    let base = q.x as u64 | (q.y as u64) << 16 | (q.heading as u64) << 32;
+    if q.wire_len() == 6 {
+        (base | ((q.action | q.mount << 4) as u64) << 40, 6)
+    } else {
+        (
+            base | (POSE_LONG as u64) << 40 | (q.action as u64) << 48 | (q.mount as u64) << 56,
+            8,
+        )
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
@@ -493,6 +653,7 @@ impl Quantizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn quantize_round_trips_within_a_step() {
@@ -601,6 +762,80 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(StatePacket::decode(&long), Err(DecodeError::Trailing(1)));
+    }
+
+    fn quantized() -> impl Strategy<Value = Quantized> {
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+        )
+            .prop_map(|(x, y, heading, action, mount)| Quantized {
+                x,
+                y,
+                heading,
+                action,
+                mount,
+            })
+    }
+
+    fn packet() -> impl Strategy<Value = StatePacket> {
+        let id = || prop_oneof![0u32..200, any::<u32>()];
+        let update = || (id(), quantized()).prop_map(|(id, q)| UpdateState { id, q });
+        let enter =
+            (id(), any::<u8>(), any::<u32>(), quantized()).prop_map(|(id, kind, figure, q)| {
+                EnterState {
+                    id,
+                    kind,
+                    figure,
+                    q,
+                }
+            });
+        (
+            (any::<u32>(), any::<u64>(), any::<u32>(), any::<u32>()),
+            proptest::option::of(update()),
+            proptest::collection::vec(id(), 0..25),
+            proptest::collection::vec(enter, 0..25),
+            proptest::collection::vec(update(), 0..25),
+        )
+            .prop_map(
+                |((scene, epoch, tick, ack), you, leaves, enters, updates)| StatePacket {
+                    scene,
+                    epoch,
+                    tick,
+                    ack,
+                    you,
+                    leaves,
+                    enters,
+                    updates,
+                },
+            )
+    }
+
+    proptest! {
+        /// The item writer packs bytes into words; any packet, appended
+        /// after others in one buffer, decodes back to itself.
+        #[test]
+        fn any_packet_round_trips_appended_to_a_buffer(
+            a in packet(),
+            b in packet(),
+            sort in any::<bool>(),
+        ) {
+            let (mut a, mut b) = (a, b);
+            if sort {
+                a.sort_lists();
+                b.sort_lists();
+            }
+            let mut buf = vec![0xee; 3];
+            a.encode_into(&mut buf);
+            let mid = buf.len();
+            b.encode_into(&mut buf);
+            prop_assert_eq!(&buf[..3], &[0xee; 3]);
+            prop_assert_eq!(StatePacket::decode(&buf[3..mid]), Ok(a));
+            prop_assert_eq!(StatePacket::decode(&buf[mid..]), Ok(b));
+        }
     }
 
     #[test]
