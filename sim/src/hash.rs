@@ -72,9 +72,9 @@ pub(crate) fn state_hash(world: &mut World) -> u64 {
         if let Some(v) = view {
             h.u64(v.known.len() as u64);
             for k in &v.known {
-                h.u64(((k.net_gen as u64) << 32) | k.id as u64);
-                h.u64(((k.q.x as u64) << 16) | k.q.y as u64);
-                h.u64(((k.sent_at as u64) << 32) | k.entering as u64);
+                for w in k.words() {
+                    h.u64(w);
+                }
             }
             h.u64(v.leaving.len() as u64);
             h.u64(((v.ring.acked as u64) << 32) | v.ring.last_sent as u64);

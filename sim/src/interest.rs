@@ -8,7 +8,7 @@ use crate::metrics::{done, sys};
 
 use crate::aoi::{AoiTotals, Grid, Scratch, update_observer};
 use crate::components::*;
-use crate::protocol::{KIND_NPC, KIND_PC, NetId, Quantized};
+use crate::protocol::{KIND_NPC, KIND_PC, NetId, Quantized, varint_len};
 use crate::world::SceneInfo;
 use crate::{InterestSystems, SpatialSystems};
 
@@ -17,6 +17,11 @@ use crate::{InterestSystems, SpatialSystems};
 pub struct Snap {
     pub alive: bool,
     pub kind: u8,
+    /// Its size in a state packet as an update and as an enter, at most
+    /// (the id counted in full; it goes as a difference): computed once a
+    /// tick here rather than once per observer.
+    pub update_cost: u8,
+    pub enter_cost: u8,
     /// The generation of the entity holding this id ([`Directory::net_gen`]).
     pub net_gen: u32,
     pub figure: u32,
@@ -104,15 +109,19 @@ fn rebuild_index(
             _ => (KIND_NPC, 0),
         };
         if let Some(s) = index.snaps.get_mut(net.0 as usize) {
+            let q = info
+                .quantizer
+                .quantize(pos.0, pose.heading, pose.action, pose.mount);
+            let update_cost = varint_len(net.0 as u64) + q.wire_len();
             *s = Snap {
                 alive: true,
                 kind,
+                update_cost: update_cost as u8,
+                enter_cost: (update_cost + 1 + varint_len(figure as u64)) as u8,
                 net_gen: dir.net_gen(net.0),
                 figure,
                 pos: pos.0,
-                q: info
-                    .quantizer
-                    .quantize(pos.0, pose.heading, pose.action, pose.mount),
+                q,
             };
         }
     }

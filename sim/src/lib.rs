@@ -109,6 +109,22 @@ pub fn compute_pool() -> &'static TaskPool {
 /// reusable scratch from `scratch` (grown as needed). Results must not depend
 /// on the split: every stage that uses this writes only to its own items and
 /// its own scratch, and merges scratch totals in chunk order afterwards.
+/// Reads one word (`word` of an item) of every cache line of `items`. A
+/// scene with thousands of clients streams each client's arrays (its
+/// visible set, its view) from memory every tick; read up front, their
+/// misses overlap, where a loop with a long body meets them one at a time.
+/// (`unsafe` prefetch hints are not allowed in this workspace; plain reads
+/// do the same.)
+#[inline]
+pub(crate) fn warm_lines<T>(items: &[T], word: impl Fn(&T) -> u32) {
+    let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    let mut acc = 0u32;
+    for item in items.iter().step_by(per_line) {
+        acc ^= word(item);
+    }
+    std::hint::black_box(acc);
+}
+
 pub fn par_chunks<T: Send, S: Send + Default>(
     items: &mut [T],
     scratch: &mut Vec<S>,

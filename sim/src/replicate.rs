@@ -20,8 +20,9 @@
 //! 4. **Leaves settle**: delivered, or known again, they are done; lost, they
 //!    go again.
 //! 5. **Choose.** Leaves first, then enters nearest first, then updates by
-//!    priority: squared distance divided by `(1 + ticks waited)²`, so far
-//!    or crowded-out entities go less often but never starve.
+//!    priority: squared distance divided by `(1 + ticks waited)²` (ticks
+//!    counted up to [`Known::MAX_WAIT`]), so far or crowded-out entities go
+//!    less often but never starve.
 //! 6. **Encode and commit.** Item sizes are counted as in the layout of
 //!    `docs/protocol.md` with each id at its full size, an upper bound (the
 //!    encoder writes ascending ids as differences; the walk already yields
@@ -36,8 +37,8 @@
 //!
 //! **Reused ids.** A net id may name another entity after its first one
 //! despawned ([`Directory`]); the client may still hold the former one (its
-//! leave lost or deferred). Every id the server sends is of the generation
-//! in [`Known::net_gen`]; a known entry of another generation than the id's
+//! leave lost or deferred). Every known entry remembers the generation it
+//! was sent with ([`Known::same_gen`]); a known entry of another generation than the id's
 //! current holder is the former entity, so the current one goes as an enter,
 //! which overwrites kind, figure and state on the client. A pending leave is
 //! dropped once the id is known again (the enter sent since overrides it,
@@ -52,9 +53,11 @@ use crate::metrics::{done, sys};
 
 use crate::ReplicateSystems;
 use crate::components::*;
+use crate::interest::Snap;
 use crate::interest::SpatialIndex;
 use crate::protocol::{
-    ClientId, EnterState, HEADER_MAX_BYTES, NetId, Quantized, StatePacket, UpdateState, varint_len,
+    ClientId, ENTER_MAX_BYTES, EnterState, LEAVE_MAX_BYTES, NetId, Quantized, StateEncoder,
+    StateHeader, UPDATE_MAX_BYTES, UpdateState, varint_len,
 };
 use crate::world::{SceneInfo, SceneOutbox};
 
@@ -84,28 +87,36 @@ impl Plugin for ReplicatePlugin {
     }
 }
 
-/// An enter or update waiting for room in the packet, with the state to send.
+/// An enter or update waiting for room in the packet. What it sends (state,
+/// kind, figure, generation) is read from the entity's snapshot when the
+/// packet is written, so a candidate stays 16 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
-    /// Sort key: enters before updates, then priority (smaller goes first).
-    key: (bool, u32),
     id: NetId,
-    /// The generation of the entity sent.
-    net_gen: u32,
     /// Index in `ClientView::known`, or [`NONE`] for an entity not known.
     slot: u32,
+    /// Squared distance to the observer; made the priority (smaller goes
+    /// first) by [`prioritize`] only when not everything fits.
+    key: u32,
+    /// Ticks this update waited for room (0 for enters).
+    wait: u8,
+    /// Its size in the packet, at most (its id counted in full).
+    cost: u8,
     enter: bool,
-    kind: u8,
-    figure: u32,
-    q: Quantized,
-    cost: u16,
 }
 
 /// Per-thread scratch for [`build_packet`].
 #[derive(Default)]
 pub struct ReplScratch {
     cands: Vec<Cand>,
-    packet: StatePacket,
+    /// `cands[..walked]` came from the known walk, in id order; the rest
+    /// are new enters, in id order (or, once trimmed to the budget, all of
+    /// `cands[..taken]` is in id order and `walked` is `taken`).
+    walked: usize,
+    /// The packet's leaves, in ascending id order.
+    leaves: Vec<NetId>,
+    /// Entities entering the view this packet, to join `ClientView::known`.
+    added: Vec<Known>,
     /// The visible set capped to the nearest `max_interest`: (dist², id).
     near: Vec<(u32, NetId)>,
     /// Indices in `ClientView::known` of the entities out of interest (in
@@ -193,22 +204,23 @@ pub fn build_packet(
     out: &mut Vec<u8>,
 ) -> (usize, BuildStats) {
     let mut stats = BuildStats::default();
+    // The client's arrays come from memory: see `warm_lines`.
+    crate::warm_lines(&view.known, |k| k.id);
+    crate::warm_lines(visible, |&id| id);
     let e = s.begin(index.snaps.len());
-    settle_you(view);
-    let mut used = start_packet(&mut s.packet, index, ctx, view);
+    settle_you(view, ctx.tick);
+    let header = header(index, ctx, view);
+    let mut used = header.budget_len();
     let capped = visible.len() > ctx.max_interest;
     stamp_interest(index, ctx, visible, s, e, capped);
     walk_known(index, ctx, view, s, e);
     add_enters(index, ctx, visible, s, e, capped);
-    settle_leaving(view);
+    settle_leaving(view, ctx.tick);
     let budget = ctx.budget.min(crate::MAX_PACKET_BYTES);
     stats.deferred += choose_leaves(view, s, &mut used, budget);
-    let taken = choose_items(&mut s.cands, &mut used, budget);
+    let taken = choose_items(s, &mut used, budget);
     stats.deferred += (s.cands.len() - taken) as u64;
-    fill_items(&mut s.packet, &s.cands[..taken]);
-    let p = &s.packet;
-    let empty =
-        p.you.is_none() && p.leaves.is_empty() && p.enters.is_empty() && p.updates.is_empty();
+    let empty = header.you.is_none() && s.leaves.is_empty() && taken == 0;
     if empty && !probe_due(view, ctx.tick) {
         s.fresh_sent = 0;
         s.again_sent = 0;
@@ -216,10 +228,10 @@ pub fn build_packet(
         return (0, stats);
     }
     let start = out.len();
-    s.packet.encode_into(out);
+    stats.resent = write_packet(index, &header, view, s, taken, ctx.tick, out);
     let len = out.len() - start;
     debug_assert!(len <= budget, "sizing overshot: {len} > {budget}");
-    stats.resent = commit_view(view, s, taken, ctx.tick);
+    stats.resent += commit_view(view, s, taken, ctx.tick);
     stats.forgotten = forget_oldest_leaves(view);
     (len, stats)
 }
@@ -234,9 +246,9 @@ fn probe_due(view: &ClientView, now: u32) -> bool {
 }
 
 /// Step 1a: the own state's packet, settled.
-fn settle_you(view: &mut ClientView) {
+fn settle_you(view: &mut ClientView, now: u32) {
     if view.you_at != NONE {
-        match view.ring.fate(view.you_at) {
+        match view.ring.fate(view.you_at, now) {
             Fate::Delivered => view.you_at = NONE,
             Fate::Lost => {
                 view.you_at = NONE;
@@ -247,31 +259,10 @@ fn settle_you(view: &mut ClientView) {
     }
 }
 
-/// Step 1b: a known entry's last packet, settled: lost, it goes again (as
-/// an enter while the enter is unconfirmed); delivered, an enter is
-/// confirmed.
-#[inline]
-fn settle_entry(k: &mut Known, ring: &SentRing) {
-    if k.sent_at == NONE {
-        return;
-    }
-    match ring.fate(k.sent_at) {
-        Fate::Delivered => {
-            k.sent_at = NONE;
-            k.entering = false;
-        }
-        Fate::Lost => {
-            k.sent_at = NONE;
-            k.resend = true;
-        }
-        Fate::InFlight => {}
-    }
-}
-
-/// Step 1c: a leave settles when delivered, or when the entity is known again
+/// Step 1b: a leave settles when delivered, or when the entity is known again
 /// (the enter sent since overrides it); a lost one is flagged to go again.
 /// `known` is in id order, so "known again" is a binary search.
-fn settle_leaving(view: &mut ClientView) {
+fn settle_leaving(view: &mut ClientView, now: u32) {
     let ClientView {
         known,
         leaving,
@@ -281,7 +272,7 @@ fn settle_leaving(view: &mut ClientView) {
     let mut i = 0;
     while i < leaving.len() {
         let (id, at) = leaving[i];
-        let keep = match ring.fate(at) {
+        let keep = match ring.fate(at, now) {
             Fate::Delivered => false,
             _ if known.binary_search_by_key(&id, |k| k.id).is_ok() => false,
             Fate::Lost => {
@@ -298,37 +289,24 @@ fn settle_leaving(view: &mut ClientView) {
     }
 }
 
-/// Resets the packet, sets its header and the client's own state (when it
-/// changed since last sent, or its packet was lost); returns the bytes used
-/// so far, counting each list's count at its largest.
-fn start_packet(
-    p: &mut StatePacket,
-    index: &SpatialIndex,
-    ctx: &PacketCtx,
-    view: &ClientView,
-) -> usize {
-    p.scene = ctx.scene;
-    p.epoch = ctx.epoch;
-    p.tick = ctx.tick;
-    p.ack = ctx.input_ack;
-    p.leaves.clear();
-    p.enters.clear();
-    p.updates.clear();
+/// The packet's header, with the client's own state when it changed since
+/// last sent or its packet was lost.
+fn header(index: &SpatialIndex, ctx: &PacketCtx, view: &ClientView) -> StateHeader {
     // Until the client acknowledges a packet, each carries its own state:
     // a client takes an attach's first packet by it (see `WorldView`).
-    p.you = match index.snap(ctx.own).map(|s| s.q) {
+    let you = match index.snap(ctx.own).map(|s| s.q) {
         Some(q) if view.you_resend || view.ring.acked == 0 || view.you_sent != Some(q) => {
             Some(UpdateState { id: ctx.own, q })
         }
         _ => None,
     };
-    let header = 1 + 4 + varint_len(ctx.epoch) + 4 + varint_len(ctx.input_ack as u64) + 1;
-    // Three counts of at most 2 bytes each (a packet holds < 16 384 items).
-    let you = p
-        .you
-        .map_or(0, |u| varint_len(u.id as u64) + u.q.wire_len());
-    debug_assert!(header + 6 <= HEADER_MAX_BYTES + 3);
-    header + 6 + you
+    StateHeader {
+        scene: ctx.scene,
+        epoch: ctx.epoch,
+        tick: ctx.tick,
+        ack: ctx.input_ack,
+        you,
+    }
 }
 
 /// The visible set, or its `max_interest` nearest when larger (ties by id,
@@ -398,7 +376,7 @@ fn walk_known(
     s.leave_slots.clear();
     let ClientView { known, ring, .. } = &mut *view;
     for (slot, k) in known.iter_mut().enumerate() {
-        settle_entry(k, ring);
+        k.settle(ring, ctx.tick);
         let mark = s.mark(k.id);
         let snap = if *mark == e { index.snap(k.id) } else { None };
         let Some(snap) = snap else {
@@ -408,36 +386,30 @@ fn walk_known(
         *mark = e + 1;
         // Another generation under a known id: the client may hold the
         // former entity, so only an enter (kind, figure, state) is right.
-        let reused = k.net_gen != snap.net_gen;
-        if !reused && snap.q == k.q && !k.resend {
+        let reused = !k.same_gen(snap.net_gen);
+        if !reused && snap.q == k.q() && !k.resend() {
             continue;
         }
-        let enter = reused || k.entering;
-        let d2 = dist_key(snap.pos, ctx.own_pos);
-        let id_len = varint_len(k.id as u64);
-        let (key, cost) = if enter {
-            (
-                (false, d2),
-                id_len + 1 + varint_len(snap.figure as u64) + snap.q.wire_len(),
-            )
-        } else {
-            let wait = k.wait as u32 + 1;
-            (
-                (true, d2 / wait.saturating_mul(wait)),
-                id_len + snap.q.wire_len(),
-            )
-        };
+        let enter = reused || k.entering();
         s.cands.push(Cand {
-            key,
             id: k.id,
-            net_gen: snap.net_gen,
             slot: slot as u32,
+            key: dist_key(snap.pos, ctx.own_pos),
+            wait: if enter { 0 } else { k.wait() },
+            cost: item_cost(snap, enter),
             enter,
-            kind: snap.kind,
-            figure: snap.figure,
-            q: snap.q,
-            cost: cost as u16,
         });
+    }
+    s.walked = s.cands.len();
+}
+
+/// An item's size in the packet, at most.
+#[inline]
+fn item_cost(snap: &Snap, enter: bool) -> u8 {
+    if enter {
+        snap.enter_cost
+    } else {
+        snap.update_cost
     }
 }
 
@@ -463,17 +435,13 @@ fn add_enters(
             continue;
         }
         let Some(snap) = index.snap(id) else { continue };
-        let cost = varint_len(id as u64) + 1 + varint_len(snap.figure as u64) + snap.q.wire_len();
         s.cands.push(Cand {
-            key: (false, dist_key(snap.pos, ctx.own_pos)),
             id,
-            net_gen: snap.net_gen,
             slot: NONE,
+            key: dist_key(snap.pos, ctx.own_pos),
+            wait: 0,
+            cost: snap.enter_cost,
             enter: true,
-            kind: snap.kind,
-            figure: snap.figure,
-            q: snap.q,
-            cost: cost as u16,
         });
     }
     s.near = near;
@@ -485,14 +453,14 @@ fn add_enters(
 /// many of each went is kept for [`commit_view`].
 fn choose_leaves(view: &ClientView, s: &mut ReplScratch, used: &mut usize, budget: usize) -> u64 {
     let mut deferred = 0u64;
-    let p = &mut s.packet;
+    s.leaves.clear();
     s.fresh_sent = 0;
     s.again_sent = 0;
     for &slot in &s.leave_slots {
         let id = view.known[slot as usize].id;
         let cost = varint_len(id as u64);
         if *used + cost <= budget {
-            p.leaves.push(id);
+            s.leaves.push(id);
             *used += cost;
             s.fresh_sent += 1;
         } else {
@@ -502,23 +470,31 @@ fn choose_leaves(view: &ClientView, s: &mut ReplScratch, used: &mut usize, budge
     for l in view.leaving.iter().filter(|l| l.1 == NONE) {
         let cost = varint_len(l.0 as u64);
         if s.fresh_sent == s.leave_slots.len() && *used + cost <= budget {
-            p.leaves.push(l.0);
+            s.leaves.push(l.0);
             *used += cost;
             s.again_sent += 1;
         } else {
             deferred += 1;
         }
     }
+    if !s.leaves.is_sorted() {
+        s.leaves.sort_unstable();
+    }
     deferred
 }
 
-/// Step 4b: how many candidates fit, in key order when not all of them do
-/// (ties by id, so the choice is deterministic).
-fn choose_items(cands: &mut [Cand], used: &mut usize, budget: usize) -> usize {
+/// Step 4b: how many candidates fit, in priority order when not all of
+/// them do (ties by id, so the choice is deterministic); those taken are
+/// then put back in id order, the order the packet wants.
+fn choose_items(s: &mut ReplScratch, used: &mut usize, budget: usize) -> usize {
+    let cands = &mut s.cands;
     let wanted: usize = cands.iter().map(|c| c.cost as usize).sum();
-    if *used + wanted > budget {
-        cands.sort_unstable_by_key(|c| (c.key, c.id));
+    if *used + wanted <= budget {
+        *used += wanted;
+        return cands.len();
     }
+    prioritize(cands);
+    cands.sort_unstable_by_key(|c| (!c.enter, c.key, c.id));
     let mut taken = 0;
     for c in cands.iter() {
         if *used + c.cost as usize > budget {
@@ -527,37 +503,17 @@ fn choose_items(cands: &mut [Cand], used: &mut usize, budget: usize) -> usize {
         *used += c.cost as usize;
         taken += 1;
     }
+    cands[..taken].sort_unstable_by_key(|c| c.id);
+    s.walked = taken;
     taken
 }
 
-/// Sets the packet's enters and updates to `cands`, every list in ascending
-/// id order (the encoder writes ids as differences, so sorted lists pack
-/// tightest). The known walk already yields them in order; only a packet
-/// trimmed to the budget by priority, or with enters both new and repeated,
-/// needs sorting.
-fn fill_items(p: &mut StatePacket, cands: &[Cand]) {
-    p.enters.clear();
-    p.updates.clear();
-    for c in cands {
-        if c.enter {
-            p.enters.push(EnterState {
-                id: c.id,
-                kind: c.kind,
-                figure: c.figure,
-                q: c.q,
-            });
-        } else {
-            p.updates.push(UpdateState { id: c.id, q: c.q });
-        }
-    }
-    if !p.enters.is_sorted_by_key(|e| e.id) {
-        p.enters.sort_unstable_by_key(|e| e.id);
-    }
-    if !p.updates.is_sorted_by_key(|u| u.id) {
-        p.updates.sort_unstable_by_key(|u| u.id);
-    }
-    if !p.leaves.is_sorted() {
-        p.leaves.sort_unstable();
+/// Turns the updates' squared distances into their priority: divided by
+/// `(1 + ticks waited)²`. Enters keep theirs (they all go before updates).
+fn prioritize(cands: &mut [Cand]) {
+    for c in cands.iter_mut().filter(|c| !c.enter) {
+        let w = c.wait as u32 + 1;
+        c.key /= w * w;
     }
 }
 
@@ -565,37 +521,89 @@ fn fill_items(p: &mut StatePacket, cands: &[Cand]) {
 fn age_untaken(view: &mut ClientView, untaken: &[Cand]) {
     for c in untaken {
         if c.slot != NONE {
-            let k = &mut view.known[c.slot as usize];
-            k.wait = k.wait.saturating_add(1);
+            view.known[c.slot as usize].age();
         }
     }
 }
 
-/// Step 5: records the packet as sent in tick `t` and what it carried in the
-/// view; candidates left out wait one tick more. Returns how many items went
-/// again because of a loss. `known` stays in id order.
-fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32) -> u64 {
+/// Step 5a: writes the packet of tick `t` — the header, the leaves, then
+/// `s.cands[..taken]` with their states read from the snapshots — and
+/// records in the view what it carries: the own state, and each known
+/// entity's state and tick (new ones go to `s.added`). Returns how many
+/// items went again because of a loss.
+fn write_packet(
+    index: &SpatialIndex,
+    h: &StateHeader,
+    view: &mut ClientView,
+    s: &mut ReplScratch,
+    taken: usize,
+    t: u32,
+    out: &mut Vec<u8>,
+) -> u64 {
     view.ring.record_sent(t);
     let mut resent = 0u64;
-    if let Some(u) = s.packet.you {
+    if let Some(u) = h.you {
         resent += view.you_resend as u64;
         view.you_sent = Some(u.q);
         view.you_at = t;
         view.you_resend = false;
     }
-    for c in &s.cands[..taken] {
-        if c.slot == NONE {
-            continue;
-        }
-        let k = &mut view.known[c.slot as usize];
-        resent += k.resend as u64;
-        k.net_gen = c.net_gen;
-        k.q = c.q;
-        k.sent_at = t;
-        k.entering |= c.enter;
-        k.resend = false;
-        k.wait = 0;
+    let items = &s.cands[..taken];
+    let entering = items.iter().filter(|c| c.enter).count();
+    let max = s.leaves.len() * LEAVE_MAX_BYTES
+        + entering * ENTER_MAX_BYTES
+        + (taken - entering) * UPDATE_MAX_BYTES;
+    let mut enc = StateEncoder::begin(out, h, max);
+    enc.leaves(s.leaves.len());
+    for &id in &s.leaves {
+        enc.leave(id);
     }
+    // Enters in id order: those of the walk merged with the new ones.
+    let (walked, new) = items.split_at(s.walked.min(taken));
+    enc.enters(entering);
+    s.added.clear();
+    let mut again = walked.iter().filter(|c| c.enter).peekable();
+    let mut new = new.iter().peekable();
+    loop {
+        let c = match (again.peek(), new.peek()) {
+            (Some(a), Some(n)) if n.id < a.id => new.next(),
+            (Some(_), _) => again.next(),
+            (None, _) => new.next(),
+        };
+        let Some(c) = c else { break };
+        let snap = &index.snaps[c.id as usize];
+        enc.enter(&EnterState {
+            id: c.id,
+            kind: snap.kind,
+            figure: snap.figure,
+            q: snap.q,
+        });
+        if c.slot == NONE {
+            s.added.push(Known::entered(c.id, snap.net_gen, snap.q, t));
+        } else {
+            let k = &mut view.known[c.slot as usize];
+            resent += k.resend() as u64;
+            k.sent(t, snap.net_gen, snap.q, true);
+        }
+    }
+    enc.updates(taken - entering);
+    for c in walked.iter().filter(|c| !c.enter) {
+        let snap = &index.snaps[c.id as usize];
+        enc.update(c.id, &snap.q);
+        let k = &mut view.known[c.slot as usize];
+        resent += k.resend() as u64;
+        k.sent(t, snap.net_gen, snap.q, false);
+    }
+    enc.finish();
+    resent
+}
+
+/// Step 5b: candidates left out wait one tick more; the leaves sent move
+/// from `known` to `leaving` (or get the new tick, sent again); the new
+/// entities join `known`. Returns how many leaves went again because of a
+/// loss. `known` stays in id order.
+fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32) -> u64 {
+    let mut resent = 0u64;
     age_untaken(view, &s.cands[taken..]);
     // Lost leaves sent again get the new tick.
     for l in view
@@ -624,24 +632,13 @@ fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32)
         view.known.truncate(w);
     }
     // New entities join `known` at their place in id order.
-    let new = s.cands[..taken].iter().filter(|c| c.slot == NONE);
-    let added = new.clone().count();
-    let entry = |c: &Cand| Known {
-        id: c.id,
-        net_gen: c.net_gen,
-        q: c.q,
-        sent_at: t,
-        entering: true,
-        resend: false,
-        wait: 0,
-    };
-    if added > 8 {
-        view.known.extend(new.map(entry));
+    if s.added.len() > 8 {
+        view.known.extend_from_slice(&s.added);
         view.known.sort_unstable_by_key(|k| k.id);
     } else {
-        for c in new {
-            let at = view.known.partition_point(|k| k.id < c.id);
-            view.known.insert(at, entry(c));
+        for k in &s.added {
+            let at = view.known.partition_point(|o| o.id < k.id);
+            view.known.insert(at, *k);
         }
     }
     resent
