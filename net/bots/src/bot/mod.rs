@@ -57,4 +57,4 @@ pub use config::{
 pub use measure::{RTT_RING, RTT_WINDOW, RttRing};
 pub use report::{BotPhase, BotReport, Percentiles, Progress, UpDown};
 pub use run::{check_reachable, run, run_until, worst_tick_p99};
-pub use view_check::{STALE_BOUND_TICKS, ViewCheck};
+pub use view_check::{STALE_BOUND_TICKS, SceneTruth, Truth, ViewCheck, check as check_view};

@@ -31,13 +31,13 @@ pub const STALE_BOUND_TICKS: u32 = 10;
 /// One scene's truth: the later snapshot, and the ids that moved between
 /// the two.
 #[derive(Debug, Clone)]
-pub(super) struct SceneTruth {
-    pub(super) snap: SceneSnapshot,
-    pub(super) moving: BTreeSet<NetId>,
+pub struct SceneTruth {
+    pub snap: SceneSnapshot,
+    pub moving: BTreeSet<NetId>,
 }
 
 impl SceneTruth {
-    pub(super) fn new(first: &SceneSnapshot, second: SceneSnapshot) -> Self {
+    pub fn new(first: &SceneSnapshot, second: SceneSnapshot) -> Self {
         let before: BTreeMap<NetId, &SnapshotEntity> =
             first.entities.iter().map(|e| (e.id, e)).collect();
         let moving = second
@@ -54,7 +54,7 @@ impl SceneTruth {
 }
 
 /// Every scene's truth, by `(scene_tag, epoch)`.
-pub(super) type Truth = BTreeMap<(u32, u64), SceneTruth>;
+pub type Truth = BTreeMap<(u32, u64), SceneTruth>;
 
 /// The counts of the report's `view` object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
 }
 
 /// Compares one bot's view with the truth of its placement.
-pub(super) fn check(view: &WorldView, truth: &Truth) -> ViewCheck {
+pub fn check(view: &WorldView, truth: &Truth) -> ViewCheck {
     let unchecked = ViewCheck {
         bots_unchecked: 1,
         ..ViewCheck::default()
