@@ -91,6 +91,10 @@ struct Seen {
     /// another generation, which the generation check turns into an enter
     /// (without it, an update of the former entity).
     reused_while_known: u64,
+    /// Items the scene sent again because a packet carrying them was lost.
+    /// Not every lossy run has any: an entity that moves every tick is sent
+    /// anew before its lost packet is known lost.
+    resent: u64,
 }
 
 /// Ids some view still has as known though their entity is gone (leaves
@@ -254,9 +258,7 @@ fn run(
     }
     let counters = w.counters();
     prop_assert_eq!(counters.acks_invalid, 0);
-    if loss > 0.05 && chaos > 40 && n >= 10 {
-        prop_assert!(counters.items_resent > 0, "loss never repaired anything");
-    }
+    seen.resent = counters.items_resent;
     Ok(seen)
 }
 
@@ -322,8 +324,13 @@ proptest! {
 /// missing entity for ever.
 #[test]
 fn heavy_loss_then_calm_converges() {
-    run(7, 30, 0.2, 0.05, 3, 200, 1200, 256, CALM_CHURN).unwrap();
-    run(8, 30, 0.5, 0.0, 0, 200, 120, 8, CALM_CHURN).unwrap();
+    for seen in [
+        run(7, 30, 0.2, 0.05, 3, 200, 1200, 256, CALM_CHURN).unwrap(),
+        run(8, 30, 0.5, 0.0, 0, 200, 120, 8, CALM_CHURN).unwrap(),
+    ] {
+        // The repair path ran: these views converged by resending.
+        assert!(seen.resent > 0, "{seen:?}");
+    }
 }
 
 /// Ids reused as soon as the link's delay allows, in bursts of departures larger than
