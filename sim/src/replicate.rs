@@ -103,6 +103,8 @@ struct Cand {
     /// Its size in the packet, at most (its id counted in full).
     cost: u8,
     enter: bool,
+    /// It goes in this packet (see [`choose_items`]).
+    taken: bool,
 }
 
 /// Per-thread scratch for [`build_packet`].
@@ -110,15 +112,17 @@ struct Cand {
 pub struct ReplScratch {
     cands: Vec<Cand>,
     /// `cands[..walked]` came from the known walk, in id order; the rest
-    /// are new enters, in id order (or, once trimmed to the budget, all of
-    /// `cands[..taken]` is in id order and `walked` is `taken`).
+    /// are new enters, in id order.
     walked: usize,
+    /// When not every candidate fits: each one's priority and index, as one
+    /// integer each (sorts fast).
+    order: Vec<u64>,
     /// The packet's leaves, in ascending id order.
     leaves: Vec<NetId>,
     /// Entities entering the view this packet, to join `ClientView::known`.
     added: Vec<Known>,
     /// The visible set capped to the nearest `max_interest`: (dist², id).
-    near: Vec<(u32, NetId)>,
+    near: Vec<u64>,
     /// Indices in `ClientView::known` of the entities out of interest (in
     /// ascending order), and how many of them, and of the lost leaves sent
     /// again, fit in the packet.
@@ -224,14 +228,14 @@ pub fn build_packet(
     if empty && !probe_due(view, ctx.tick) {
         s.fresh_sent = 0;
         s.again_sent = 0;
-        age_untaken(view, &s.cands[taken..]);
+        age_untaken(view, &s.cands);
         return (0, stats);
     }
     let start = out.len();
     stats.resent = write_packet(index, &header, view, s, taken, ctx.tick, out);
     let len = out.len() - start;
     debug_assert!(len <= budget, "sizing overshot: {len} > {budget}");
-    stats.resent += commit_view(view, s, taken, ctx.tick);
+    stats.resent += commit_view(view, s, ctx.tick);
     stats.forgotten = forget_oldest_leaves(view);
     (len, stats)
 }
@@ -310,17 +314,13 @@ fn header(index: &SpatialIndex, ctx: &PacketCtx, view: &ClientView) -> StateHead
 }
 
 /// The visible set, or its `max_interest` nearest when larger (ties by id,
-/// so the choice is deterministic), as (dist², id).
-fn nearest_interest(
-    index: &SpatialIndex,
-    ctx: &PacketCtx,
-    visible: &[NetId],
-    near: &mut Vec<(u32, NetId)>,
-) {
+/// so the choice is deterministic), as `dist² << 32 | id` (one integer:
+/// selects fast).
+fn nearest_interest(index: &SpatialIndex, ctx: &PacketCtx, visible: &[NetId], near: &mut Vec<u64>) {
     near.clear();
     for &id in visible {
         let Some(snap) = index.snap(id) else { continue };
-        near.push((dist_key(snap.pos, ctx.own_pos), id));
+        near.push((dist_key(snap.pos, ctx.own_pos) as u64) << 32 | id as u64);
     }
     if near.len() > ctx.max_interest {
         near.select_nth_unstable(ctx.max_interest);
@@ -347,7 +347,8 @@ fn stamp_interest(
     if capped {
         let mut near = std::mem::take(&mut s.near);
         nearest_interest(index, ctx, visible, &mut near);
-        for &(_, id) in &near {
+        for &n in &near {
+            let id = n as NetId;
             *s.mark(id) = e;
         }
         s.near = near;
@@ -398,6 +399,7 @@ fn walk_known(
             wait: if enter { 0 } else { k.wait() },
             cost: item_cost(snap, enter),
             enter,
+            taken: true,
         });
     }
     s.walked = s.cands.len();
@@ -426,7 +428,7 @@ fn add_enters(
     let first = s.cands.len();
     let near = std::mem::take(&mut s.near);
     let ids: &mut dyn Iterator<Item = NetId> = if capped {
-        &mut near.iter().map(|n| n.1)
+        &mut near.iter().map(|&n| n as NetId)
     } else {
         &mut visible.iter().copied()
     };
@@ -442,6 +444,7 @@ fn add_enters(
             wait: 0,
             cost: snap.enter_cost,
             enter: true,
+            taken: true,
         });
     }
     s.near = near;
@@ -483,9 +486,12 @@ fn choose_leaves(view: &ClientView, s: &mut ReplScratch, used: &mut usize, budge
     deferred
 }
 
-/// Step 4b: how many candidates fit, in priority order when not all of
-/// them do (ties by id, so the choice is deterministic); those taken are
-/// then put back in id order, the order the packet wants.
+/// Step 4b: which candidates go, and how many. All of them when they fit;
+/// else they go by priority — enters nearest first, then updates by squared
+/// distance divided by `(1 + ticks waited)²`, ties by position (id order
+/// within the walk), so the choice is deterministic — and the rest are
+/// flagged not `taken`. The candidates stay in place, in the order the
+/// packet wants.
 fn choose_items(s: &mut ReplScratch, used: &mut usize, budget: usize) -> usize {
     let cands = &mut s.cands;
     let wanted: usize = cands.iter().map(|c| c.cost as usize).sum();
@@ -493,33 +499,43 @@ fn choose_items(s: &mut ReplScratch, used: &mut usize, budget: usize) -> usize {
         *used += wanted;
         return cands.len();
     }
-    prioritize(cands);
-    cands.sort_unstable_by_key(|c| (!c.enter, c.key, c.id));
+    s.order.clear();
+    let mut cheapest = u8::MAX;
+    for (i, c) in cands.iter_mut().enumerate() {
+        c.taken = false;
+        cheapest = cheapest.min(c.cost);
+        let priority = if c.enter {
+            c.key
+        } else {
+            let w = c.wait as u32 + 1;
+            c.key / (w * w)
+        };
+        let later = !c.enter as u64;
+        s.order
+            .push(later << 63 | (priority.min(i32::MAX as u32) as u64) << 32 | i as u64);
+    }
+    // No more than this many can fit: only they need sorting.
+    let most = (budget.saturating_sub(*used) / cheapest.max(1) as usize).min(s.order.len());
+    if most < s.order.len() {
+        s.order.select_nth_unstable(most);
+    }
+    s.order[..most].sort_unstable();
     let mut taken = 0;
-    for c in cands.iter() {
+    for &o in &s.order[..most] {
+        let c = &mut cands[o as u32 as usize];
         if *used + c.cost as usize > budget {
             break;
         }
         *used += c.cost as usize;
+        c.taken = true;
         taken += 1;
     }
-    cands[..taken].sort_unstable_by_key(|c| c.id);
-    s.walked = taken;
     taken
 }
 
-/// Turns the updates' squared distances into their priority: divided by
-/// `(1 + ticks waited)²`. Enters keep theirs (they all go before updates).
-fn prioritize(cands: &mut [Cand]) {
-    for c in cands.iter_mut().filter(|c| !c.enter) {
-        let w = c.wait as u32 + 1;
-        c.key /= w * w;
-    }
-}
-
 /// Known candidates left out wait one tick more (their priority grows).
-fn age_untaken(view: &mut ClientView, untaken: &[Cand]) {
-    for c in untaken {
+fn age_untaken(view: &mut ClientView, cands: &[Cand]) {
+    for c in cands.iter().filter(|c| !c.taken) {
         if c.slot != NONE {
             view.known[c.slot as usize].age();
         }
@@ -527,7 +543,7 @@ fn age_untaken(view: &mut ClientView, untaken: &[Cand]) {
 }
 
 /// Step 5a: writes the packet of tick `t` — the header, the leaves, then
-/// `s.cands[..taken]` with their states read from the snapshots — and
+/// the `taken` candidates with their states read from the snapshots — and
 /// records in the view what it carries: the own state, and each known
 /// entity's state and tick (new ones go to `s.added`). Returns how many
 /// items went again because of a loss.
@@ -548,8 +564,7 @@ fn write_packet(
         view.you_at = t;
         view.you_resend = false;
     }
-    let items = &s.cands[..taken];
-    let entering = items.iter().filter(|c| c.enter).count();
+    let entering = s.cands.iter().filter(|c| c.taken && c.enter).count();
     let max = s.leaves.len() * LEAVE_MAX_BYTES
         + entering * ENTER_MAX_BYTES
         + (taken - entering) * UPDATE_MAX_BYTES;
@@ -559,11 +574,11 @@ fn write_packet(
         enc.leave(id);
     }
     // Enters in id order: those of the walk merged with the new ones.
-    let (walked, new) = items.split_at(s.walked.min(taken));
+    let (walked, new) = s.cands.split_at(s.walked);
     enc.enters(entering);
     s.added.clear();
-    let mut again = walked.iter().filter(|c| c.enter).peekable();
-    let mut new = new.iter().peekable();
+    let mut again = walked.iter().filter(|c| c.taken && c.enter).peekable();
+    let mut new = new.iter().filter(|c| c.taken).peekable();
     loop {
         let c = match (again.peek(), new.peek()) {
             (Some(a), Some(n)) if n.id < a.id => new.next(),
@@ -587,7 +602,7 @@ fn write_packet(
         }
     }
     enc.updates(taken - entering);
-    for c in walked.iter().filter(|c| !c.enter) {
+    for c in walked.iter().filter(|c| c.taken && !c.enter) {
         let snap = &index.snaps[c.id as usize];
         enc.update(c.id, &snap.q);
         let k = &mut view.known[c.slot as usize];
@@ -602,9 +617,9 @@ fn write_packet(
 /// from `known` to `leaving` (or get the new tick, sent again); the new
 /// entities join `known`. Returns how many leaves went again because of a
 /// loss. `known` stays in id order.
-fn commit_view(view: &mut ClientView, s: &mut ReplScratch, taken: usize, t: u32) -> u64 {
+fn commit_view(view: &mut ClientView, s: &mut ReplScratch, t: u32) -> u64 {
     let mut resent = 0u64;
-    age_untaken(view, &s.cands[taken..]);
+    age_untaken(view, &s.cands);
     // Lost leaves sent again get the new tick.
     for l in view
         .leaving
@@ -690,7 +705,8 @@ pub fn expected_view(world: &mut World, client: ClientId) -> Option<ExpectedView
     nearest_interest(index, &ctx, &interest, &mut near);
     let mut entities: Vec<EnterState> = near
         .iter()
-        .filter_map(|&(_, id)| {
+        .filter_map(|&n| {
+            let id = n as NetId;
             index.snap(id).map(|s| EnterState {
                 id,
                 kind: s.kind,
