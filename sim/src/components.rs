@@ -120,6 +120,8 @@ pub struct Known {
 }
 
 const _: () = assert!(std::mem::size_of::<Known>() == 16);
+const _: () = assert!(std::mem::size_of::<SentRing>() == 24);
+const _: () = assert!(SENT_RING == u64::BITS as usize);
 
 /// [`Known::flags`]: the packet that last carried it is in flight.
 const IN_FLIGHT: u8 = 1;
@@ -267,28 +269,19 @@ pub enum Fate {
 pub const SENT_RING: usize = 64;
 
 /// The recent packets sent to one client and what its acknowledgements say
-/// of them: the one place a packet's [`Fate`] is decided.
-#[derive(Debug, Clone)]
+/// of them: the one place a packet's [`Fate`] is decided. 24 bytes (every
+/// tick reads every client's): bit `t % SENT_RING` of each mask speaks of
+/// tick `t`, for the [`SENT_RING`] ticks up to `last_sent`.
+#[derive(Debug, Clone, Default)]
 pub struct SentRing {
-    /// Tick of each remembered packet (slot `tick % SENT_RING`), [`NONE`] if free.
-    sent: [u32; SENT_RING],
-    /// Bit `slot` set: that packet was acknowledged.
+    /// A packet went out in that tick.
+    sent: u64,
+    /// That packet was acknowledged.
     delivered: u64,
     /// The newest tick the client acknowledged (0 = none yet).
     pub acked: u32,
     /// The newest tick a packet was sent in (0 = none yet).
     pub last_sent: u32,
-}
-
-impl Default for SentRing {
-    fn default() -> Self {
-        Self {
-            sent: [NONE; SENT_RING],
-            delivered: 0,
-            acked: 0,
-            last_sent: 0,
-        }
-    }
 }
 
 /// Why an acknowledgement was not taken.
@@ -299,15 +292,21 @@ pub enum AckRefused {
 }
 
 impl SentRing {
+    #[inline]
+    fn bit(t: u32) -> u64 {
+        1 << (t as usize % SENT_RING)
+    }
+
     /// The fate, as of tick `now`, of the packet sent in tick `t`. One
     /// unacknowledged for [`SENT_RING`] ticks counts as lost.
     #[inline]
     pub fn fate(&self, t: u32, now: u32) -> Fate {
-        let slot = t as usize % SENT_RING;
-        if t == NONE || self.sent[slot] != t || now.wrapping_sub(t) >= SENT_RING as u32 {
+        // `now >= last_sent`, so a tick less than SENT_RING before `now` is
+        // within the masks' window.
+        if t == NONE || now.wrapping_sub(t) >= SENT_RING as u32 || self.sent & Self::bit(t) == 0 {
             return Fate::Lost;
         }
-        if self.delivered & (1 << slot) != 0 {
+        if self.delivered & Self::bit(t) != 0 {
             Fate::Delivered
         } else if t <= self.acked {
             // The client applies packets in tick order: one it skipped
@@ -318,11 +317,19 @@ impl SentRing {
         }
     }
 
-    /// Records that a packet went out in tick `t`.
+    /// Records that a packet went out in tick `t` (later than the last).
     pub fn record_sent(&mut self, t: u32) {
-        let slot = t as usize % SENT_RING;
-        self.sent[slot] = t;
-        self.delivered &= !(1 << slot);
+        // The ticks since the last packet sent none.
+        let gap = t.wrapping_sub(self.last_sent);
+        if self.last_sent == 0 || gap as usize >= SENT_RING {
+            self.sent = 0;
+        } else {
+            for skipped in 1..gap {
+                self.sent &= !Self::bit(self.last_sent + skipped);
+            }
+        }
+        self.sent |= Self::bit(t);
+        self.delivered &= !Self::bit(t);
         self.last_sent = t;
     }
 
@@ -347,13 +354,14 @@ impl SentRing {
             mask,
             ..Default::default()
         };
+        // Within the masks' window: ACK_WINDOW < SENT_RING.
         let low = tick
             .saturating_sub(crate::protocol::ACK_WINDOW)
-            .max(self.acked + 1);
+            .max(self.acked + 1)
+            .max(self.last_sent.saturating_sub(SENT_RING as u32 - 1));
         for t in low..=tick {
-            let slot = t as usize % SENT_RING;
-            if self.sent[slot] == t && ack.covers(t) {
-                self.delivered |= 1 << slot;
+            if self.sent & Self::bit(t) != 0 && ack.covers(t) {
+                self.delivered |= Self::bit(t);
             }
         }
         self.acked = tick;
