@@ -95,6 +95,11 @@ pub struct TickMetrics {
     /// Nanoseconds per whole tick (measured by `SceneWorld::tick`).
     pub tick: Histogram<u64>,
     pub trace: Option<Vec<Span>>,
+    /// The last tick's stage durations, ns (one per [`STAGES`]): what a host
+    /// copies out at the end of a tick, say into its own histograms.
+    pub last_stages: [u64; STAGES.len()],
+    /// The last tick's whole duration, ns.
+    pub last_tick: u64,
     current_tick: u64,
 }
 
@@ -114,6 +119,8 @@ impl TickMetrics {
             systems: SYSTEMS.iter().map(|_| histogram()).collect(),
             tick: histogram(),
             trace: trace.then(Vec::new),
+            last_stages: [0; STAGES.len()],
+            last_tick: 0,
             current_tick: 0,
         }
     }
@@ -129,6 +136,11 @@ impl TickMetrics {
     fn record(&mut self, kind: SpanKind, start: Option<Instant>, now: Instant) {
         let Some(start) = start else { return };
         let dur = now.duration_since(start).as_nanos() as u64;
+        match kind {
+            SpanKind::Tick => self.last_tick = dur,
+            SpanKind::Stage(i) => self.last_stages[i] = dur,
+            SpanKind::System(_) => {}
+        }
         let hist = match kind {
             SpanKind::Tick => &mut self.tick,
             SpanKind::Stage(i) => &mut self.stages[i],

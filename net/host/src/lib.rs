@@ -80,6 +80,7 @@
 //! again only after its runner has been dropped.
 
 pub mod clock;
+pub mod metrics;
 pub mod output;
 pub mod pacer;
 mod runner;
@@ -242,6 +243,14 @@ impl SceneHost {
         self.runners
             .iter()
             .map(|(s, r)| (s.clone(), r.epoch()))
+            .collect()
+    }
+
+    /// The metrics of every hosted scene, in scene order (cheap: `Arc`s).
+    pub fn metrics(&self) -> Vec<Arc<metrics::SceneMetrics>> {
+        self.runners
+            .values()
+            .map(|r| Arc::clone(r.metrics()))
             .collect()
     }
 

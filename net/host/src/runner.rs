@@ -14,6 +14,7 @@ use tessera_sim::{
 };
 
 use super::clock::Clock;
+use super::metrics::SceneMetrics;
 use super::output::{OutputQueue, OutputStats, TickBatch};
 use super::pacer::{Pacer, PacerStats};
 use super::sink::{EpochBatch, SaveSink};
@@ -172,13 +173,14 @@ const RUN: u8 = 0;
 const STOP_FLUSH: u8 = 1;
 const STOP_STALE: u8 = 2;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RunnerShared {
     control: AtomicU8,
     refused: AtomicU64,
     /// Commands sent and not yet taken by the scene thread.
     queued: AtomicUsize,
     report: Mutex<LoadReport>,
+    metrics: Arc<SceneMetrics>,
 }
 
 impl RunnerShared {
@@ -236,12 +238,17 @@ impl SceneRunner {
         let capacity = settings.command_capacity.max(1);
         let (tx, rx) = mpsc::sync_channel(capacity);
         let input_limit = (capacity - capacity / 4).max(1);
-        let shared = Arc::new(RunnerShared::default());
-        *shared.report() = LoadReport {
-            scene: scene.clone(),
-            epoch,
-            ..Default::default()
-        };
+        let shared = Arc::new(RunnerShared {
+            control: AtomicU8::new(RUN),
+            refused: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            report: Mutex::new(LoadReport {
+                scene: scene.clone(),
+                epoch,
+                ..Default::default()
+            }),
+            metrics: Arc::new(SceneMetrics::new(scene.clone(), epoch, Arc::clone(&clock))),
+        });
         let output = Arc::new(OutputQueue::new(
             settings.output_capacity,
             settings.max_pending_events,
@@ -316,6 +323,11 @@ impl SceneRunner {
         self.tx.try_send(Msg::Snapshot(tx)).ok()?;
         self.wake();
         Some(rx)
+    }
+
+    /// This scene's Prometheus figures, refreshed by its thread every tick.
+    pub fn metrics(&self) -> &Arc<SceneMetrics> {
+        &self.shared.metrics
     }
 
     /// The tick outputs (packets, events) for the networking side.
@@ -439,6 +451,7 @@ impl Drop for FailGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.shared.report().phase = RunnerPhase::Failed;
+            self.shared.metrics.set_phase(RunnerPhase::Failed);
         }
         self.output.close();
     }
@@ -510,6 +523,7 @@ impl ThreadCtx {
             save_errors: 0,
             saves_suppressed: 0,
         };
+        core.shared.metrics.started(hz);
         core.publish(RunnerPhase::Running);
         let rx = self.rx;
         let clock = self.clock;
@@ -649,6 +663,14 @@ impl Core {
             }
         }
         self.pending.clear();
+        self.shared.metrics.record_tick(
+            &self.world,
+            &out,
+            self.attached.len(),
+            self.offline.len(),
+            self.pacer.stats(),
+            self.shared.refused.load(Ordering::Relaxed),
+        );
         if let Some(batch) = out.save {
             self.save(batch);
         }
@@ -720,6 +742,10 @@ impl Core {
         r.save_errors = self.save_errors;
         r.saves_suppressed = self.saves_suppressed;
         r.offline = u32::try_from(self.offline.len()).unwrap_or(u32::MAX);
+        drop(r);
+        let m = &self.shared.metrics;
+        m.record_report(self.output.stats(), self.saves, self.save_errors);
+        m.set_phase(phase);
     }
 
     fn finish(mut self, flush: bool, commands_discarded: u64) -> RunnerReport {
