@@ -145,6 +145,70 @@ impl LinkStatsSnapshot {
     pub fn links_open(&self) -> u64 {
         self.links_opened.saturating_sub(self.links_closed)
     }
+
+    /// Writes these counters as `tessera_link_*` samples labelled `node`
+    /// (this process's role) and `link` (which listener or client).
+    pub fn collect(&self, node: &str, link: &str, out: &mut tessera_metrics::Exposition) {
+        let l = [("node", node), ("link", link)];
+        out.gauge(
+            "tessera_link_open",
+            "Links established now.",
+            &l,
+            self.links_open() as f64,
+        );
+        out.counter(
+            "tessera_link_opened_total",
+            "Links that completed a handshake.",
+            &l,
+            self.links_opened,
+        );
+        for (dir, frames, bytes) in [
+            ("in", self.frames_in, self.bytes_in),
+            ("out", self.frames_out, self.bytes_out),
+        ] {
+            let l = [l[0], l[1], ("direction", dir)];
+            out.counter(
+                "tessera_link_frames_total",
+                "Frames on established links.",
+                &l,
+                frames,
+            );
+            out.counter(
+                "tessera_link_bytes_total",
+                "Bytes on established links, frame headers included.",
+                &l,
+                bytes,
+            );
+        }
+        for (reason, v) in [
+            ("decode_error", self.decode_errors),
+            ("oversized", self.oversized),
+            ("handshake_refused", self.handshakes_refused),
+            ("handshake_timeout", self.handshake_timeouts),
+            ("idle_timeout", self.idle_timeouts),
+            ("io_error", self.io_errors),
+            ("connect_failure", self.connect_failures),
+            ("accept_error", self.accept_errors),
+        ] {
+            out.counter(
+                "tessera_link_errors_total",
+                "Links refused or closed, and failed connects or accepts, by reason.",
+                &[l[0], l[1], ("reason", reason)],
+                v,
+            );
+        }
+        for (reason, v) in [
+            ("queue_full", self.queue_full_drops),
+            ("too_large", self.send_too_large),
+        ] {
+            out.counter(
+                "tessera_link_sends_dropped_total",
+                "Messages not sent: the link's queue was full, or the frame too large.",
+                &[l[0], l[1], ("reason", reason)],
+                v,
+            );
+        }
+    }
 }
 
 /// Adds one to a counter. Counters are statistics, never synchronisation:

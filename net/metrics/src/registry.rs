@@ -49,10 +49,9 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds a source for as long as it lives.
-    pub fn register<S: Source + 'static>(&self, source: &Arc<S>) {
-        let weak: Weak<dyn Source> = Arc::downgrade(source) as Weak<dyn Source>;
-        self.lock().push(weak);
+    /// Adds a source for as long as it lives (this holds it weakly).
+    pub fn register(&self, source: &Arc<dyn Source>) {
+        self.lock().push(Arc::downgrade(source));
     }
 
     /// The live sources, in registration order (the dead are forgotten).
@@ -136,8 +135,8 @@ mod tests {
             value: 2,
             live: false,
         });
-        r.register(&a);
-        r.register(&b);
+        r.register(&(Arc::clone(&a) as Arc<dyn Source>));
+        r.register(&(Arc::clone(&b) as Arc<dyn Source>));
         assert_eq!(
             r.render(),
             "# HELP t_things_total Things.\n# TYPE t_things_total counter\n\

@@ -24,6 +24,9 @@ pub struct SceneServerConfig {
     pub aoi_radius: f32,
     /// Heartbeat period before the coordinator says otherwise, ms. Default 500.
     pub heartbeat_ms: u32,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP
+    /// (`host:port`). Default: nowhere.
+    pub metrics: Option<String>,
 }
 
 impl Default for SceneServerConfig {
@@ -36,6 +39,7 @@ impl Default for SceneServerConfig {
             walkers: 0,
             aoi_radius: 50.0,
             heartbeat_ms: 500,
+            metrics: None,
         }
     }
 }
@@ -55,6 +59,8 @@ pub enum SceneServerConfigError {
     HeartbeatMs,
     #[error("scene.walkers must be at most 100000")]
     Walkers,
+    #[error("scene.metrics {0:?} is not an address (host:port)")]
+    Metrics(String),
 }
 
 impl SceneServerConfig {
@@ -86,6 +92,11 @@ impl SceneServerConfig {
         }
         if self.walkers > 100_000 {
             return Err(SceneServerConfigError::Walkers);
+        }
+        if let Some(m) = &self.metrics
+            && m.parse::<SocketAddr>().is_err()
+        {
+            return Err(SceneServerConfigError::Metrics(m.clone()));
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tessera_host::{RunnerPhase, SceneHost, SystemClock};
@@ -67,6 +68,7 @@ pub(crate) async fn coordinator_loop(
                 }
                 msg = receiver.recv() => match msg {
                     Some(LinkMsg::Registered { heartbeat_ms }) => {
+                        shared.registered.store(true, Ordering::Relaxed);
                         let hb = Duration::from_millis(u64::from(heartbeat_ms.max(10)));
                         if hb != heartbeat {
                             heartbeat = hb;
@@ -89,6 +91,7 @@ pub(crate) async fn coordinator_loop(
             shared.drain_events(&sender);
             shared.sink.drain(&sender);
         }
+        shared.registered.store(false, Ordering::Relaxed);
         warn!("coordinator link lost; reconnecting");
     }
 }

@@ -44,11 +44,13 @@
 mod config;
 mod coordinator;
 mod gates;
+mod metrics;
 mod sink;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +78,7 @@ pub const MAX_PENDING_EVENTS: usize = 65_536;
 pub struct SceneServer {
     shared: Arc<ServerState>,
     link_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
     shutdown: CancellationToken,
     coordinator_task: Option<tokio::task::JoinHandle<Result<(), SceneServerError>>>,
@@ -108,6 +111,11 @@ impl SceneServer {
             Arc::new(SystemClock::new()),
             Arc::clone(&sink) as Arc<dyn tessera_host::SaveSink>,
         );
+        let mut gate_cfg = LinkConfig::new(Role::SceneServer, name.clone(), secret.clone());
+        gate_cfg.accept_roles = vec![Role::Gate, Role::Tool];
+        gate_cfg.validate()?;
+        let coord_cfg = LinkConfig::new(Role::SceneServer, name.clone(), secret);
+        coord_cfg.validate()?;
         let shared = Arc::new(ServerState {
             name: name.clone(),
             walkers: config.walkers,
@@ -120,6 +128,10 @@ impl SceneServer {
             events_ready: Notify::new(),
             ready: Mutex::new(BTreeSet::new()),
             counters: ServerCounters::default(),
+            registered: AtomicBool::new(false),
+            coordinator_done: AtomicBool::new(false),
+            gate_links: Arc::clone(&gate_cfg.stats),
+            coordinator_links: Arc::clone(&coord_cfg.stats),
         });
         let (listener, link_addr) =
             tessera_link::bind(&config.listen)
@@ -130,10 +142,22 @@ impl SceneServer {
                 })?;
         let stop = CancellationToken::new();
         let shutdown = CancellationToken::new();
-
-        let mut gate_cfg = LinkConfig::new(Role::SceneServer, name.clone(), secret.clone());
-        gate_cfg.accept_roles = vec![Role::Gate, Role::Tool];
-        gate_cfg.validate()?;
+        let metrics_addr = match &config.metrics {
+            Some(addr) => {
+                let (listener, local) =
+                    tessera_metrics::http::bind(addr).await.map_err(|source| {
+                        SceneServerError::Bind {
+                            addr: addr.clone(),
+                            source,
+                        }
+                    })?;
+                let registry = tessera_metrics::Registry::new();
+                registry.register(&(Arc::clone(&shared) as Arc<dyn tessera_metrics::Source>));
+                tessera_metrics::http::spawn(listener, registry, stop.clone());
+                Some(local)
+            }
+            None => None,
+        };
         let gate_task = {
             let shared = Arc::clone(&shared);
             let stop = stop.clone();
@@ -150,21 +174,29 @@ impl SceneServer {
                 }
             })
         };
-        let coord_cfg = LinkConfig::new(Role::SceneServer, name.clone(), secret);
-        coord_cfg.validate()?;
-        let coordinator_task = tokio::spawn(coordinator_loop(
-            Arc::clone(&shared),
-            Connector::new(config.coordinator.clone(), coord_cfg),
-            link_addr,
-            config.capacity,
-            Duration::from_millis(u64::from(config.heartbeat_ms)),
-            stop.clone(),
-            shutdown.clone(),
-        ));
+        let coordinator_task = {
+            let shared = Arc::clone(&shared);
+            let run = coordinator_loop(
+                Arc::clone(&shared),
+                Connector::new(config.coordinator.clone(), coord_cfg),
+                link_addr,
+                config.capacity,
+                Duration::from_millis(u64::from(config.heartbeat_ms)),
+                stop.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                let r = run.await;
+                shared.coordinator_done.store(true, Ordering::Relaxed);
+                shared.registered.store(false, Ordering::Relaxed);
+                r
+            })
+        };
         info!(%name, %link_addr, coordinator = %config.coordinator, "scene server up");
         Ok(Self {
             shared,
             link_addr,
+            metrics_addr,
             stop,
             shutdown,
             coordinator_task: Some(coordinator_task),
@@ -179,6 +211,18 @@ impl SceneServer {
     /// Where gates connect.
     pub fn link_addr(&self) -> SocketAddr {
         self.link_addr
+    }
+
+    /// Where `/metrics`, `/livez` and `/readyz` are served, if anywhere
+    /// (`metrics` in the config).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// This server's metrics and health, to register with a process-wide
+    /// [`tessera_metrics::Registry`] (as `tessera up` does).
+    pub fn metrics_source(&self) -> Arc<dyn tessera_metrics::Source> {
+        Arc::clone(&self.shared) as Arc<dyn tessera_metrics::Source>
     }
 
     /// `(scene, epoch)` of every hosted scene.

@@ -3,11 +3,11 @@
 //! coordinator, and the counters behind [`SceneServerStats`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tessera_host::{RunnerSettings, SceneHost};
-use tessera_link::{LinkSender, bump, lock};
+use tessera_link::{LinkSender, LinkStats, bump, lock};
 use tessera_sim::{ClientId, Inbound, SceneDef};
 use tessera_wire::{Epoch, LinkMsg};
 use tokio::sync::Notify;
@@ -87,6 +87,13 @@ pub(crate) struct ServerState {
     /// (scene, epoch) reported ready to the coordinator on the current link.
     pub(crate) ready: Mutex<BTreeSet<(String, Epoch)>>,
     pub(crate) counters: ServerCounters,
+    /// Registered with the coordinator on the current link.
+    pub(crate) registered: AtomicBool,
+    /// The coordinator loop has ended (refused for good, or stopped).
+    pub(crate) coordinator_done: AtomicBool,
+    /// Counters of the gate listener's links and of the coordinator client's.
+    pub(crate) gate_links: Arc<LinkStats>,
+    pub(crate) coordinator_links: Arc<LinkStats>,
 }
 
 impl ServerState {

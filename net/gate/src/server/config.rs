@@ -31,6 +31,9 @@ pub struct GateServerConfig {
     /// `net.core.rmem_max`). The kernel's ~208 KiB default overflows when
     /// the gate is busy for a few milliseconds.
     pub socket_buffer_bytes: usize,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP
+    /// (`host:port`). Default: nowhere.
+    pub metrics: Option<String>,
 }
 
 impl Default for GateServerConfig {
@@ -45,6 +48,7 @@ impl Default for GateServerConfig {
             heartbeat_ms: 500,
             max_message_bytes: 1024,
             socket_buffer_bytes: 4 << 20,
+            metrics: None,
         }
     }
 }
@@ -92,6 +96,11 @@ impl GateServerConfig {
         let name = self.node_name();
         if !tessera_wire::is_config_node_name(&name) {
             return Err(format!("gate.name {name:?} is invalid"));
+        }
+        if let Some(m) = &self.metrics
+            && m.parse::<SocketAddr>().is_err()
+        {
+            return Err(format!("gate.metrics {m:?} is not an address (host:port)"));
         }
         Ok(())
     }

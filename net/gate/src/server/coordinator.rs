@@ -2,6 +2,7 @@
 //! agent loop sends sessions' requests on it and handles what comes back.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use tessera_link::{Connector, LinkSender, bump};
 use tessera_proto::{AccountId, ServerMsg, SessionId};
@@ -105,7 +106,10 @@ impl AgentLoop {
     pub(super) fn on_inbox(&mut self, m: Inbox) {
         match m {
             Inbox::CoordinatorUp(s) => self.on_coordinator_up(s),
-            Inbox::CoordinatorDown => self.coordinator = None,
+            Inbox::CoordinatorDown => {
+                self.stats.registered.store(false, Ordering::Relaxed);
+                self.coordinator = None;
+            }
             Inbox::SceneUp(server, s) => {
                 self.scenes.insert(server, SceneLink::Up(s));
             }
@@ -162,7 +166,7 @@ impl AgentLoop {
                 scope,
                 text,
             } => self.on_chat_to(sessions, &ServerMsg::Chat { from, scope, text }),
-            LinkMsg::Registered { .. } => {}
+            LinkMsg::Registered { .. } => self.stats.registered.store(true, Ordering::Relaxed),
             LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
             other => debug!(
                 kind = other.kind(),

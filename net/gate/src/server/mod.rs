@@ -40,6 +40,7 @@
 mod agent;
 mod config;
 mod coordinator;
+mod metrics;
 mod replication;
 mod routes;
 mod stats;
@@ -84,6 +85,8 @@ pub enum GateServerError {
     Link(#[from] tessera_link::ConfigError),
     #[error("the coordinator refused this gate for good: {0}")]
     Refused(ConnectError),
+    #[error("cannot serve metrics: {0}")]
+    Metrics(std::io::Error),
 }
 
 /// What the link tasks tell the agent loop.
@@ -101,6 +104,8 @@ pub struct GateServer {
     addresses: Vec<SocketAddr>,
     stats: Arc<GateServerStats>,
     transport: Arc<crate::GateStats>,
+    metrics: Arc<metrics::GateMetrics>,
+    metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), GateServerError>>>,
 }
@@ -130,6 +135,24 @@ impl GateServer {
         let stop = CancellationToken::new();
         let link_cfg = LinkConfig::new(Role::Gate, name.clone(), secret);
         link_cfg.validate()?;
+        let metrics = Arc::new(metrics::GateMetrics {
+            name: name.clone(),
+            stats: Arc::clone(&stats),
+            transport: Arc::clone(&transport),
+            links: Arc::clone(&link_cfg.stats),
+        });
+        let metrics_addr = match &config.metrics {
+            Some(addr) => {
+                let (listener, local) = tessera_metrics::http::bind(addr)
+                    .await
+                    .map_err(GateServerError::Metrics)?;
+                let registry = tessera_metrics::Registry::new();
+                registry.register(&(Arc::clone(&metrics) as Arc<dyn tessera_metrics::Source>));
+                tessera_metrics::http::spawn(listener, registry, stop.clone());
+                Some(local)
+            }
+            None => None,
+        };
         let (inbox_tx, inbox_rx) = mpsc::channel(16_384);
         let coordinator = tokio::spawn(coordinator_task(
             Connector::new(config.coordinator.clone(), link_cfg.clone()),
@@ -137,28 +160,37 @@ impl GateServer {
             inbox_tx.clone(),
             stop.clone(),
         ));
-        let task = tokio::spawn(
-            AgentLoop {
-                config: config.clone(),
-                gate,
-                stats: Arc::clone(&stats),
-                link_cfg,
-                inbox_tx,
-                coordinator: None,
-                scenes: BTreeMap::new(),
-                agents: BTreeMap::new(),
-                kicks: Vec::new(),
-                seq: 0,
-                inputs: BTreeMap::new(),
-            }
-            .run(events, inbox_rx, stop.clone(), coordinator),
-        );
+        let agents = AgentLoop {
+            config: config.clone(),
+            gate,
+            stats: Arc::clone(&stats),
+            link_cfg,
+            inbox_tx,
+            coordinator: None,
+            scenes: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            kicks: Vec::new(),
+            seq: 0,
+            inputs: BTreeMap::new(),
+        }
+        .run(events, inbox_rx, stop.clone(), coordinator);
+        let done = Arc::clone(&stats);
+        let task = tokio::spawn(async move {
+            let r = agents.await;
+            done.stopped
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            done.registered
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
         info!(%name, ?addresses, coordinator = %config.coordinator, "gate up");
         Ok(Self {
             name,
             addresses,
             stats,
             transport,
+            metrics,
+            metrics_addr,
             stop,
             task: Some(task),
         })
@@ -171,6 +203,18 @@ impl GateServer {
     /// The UDP listeners' addresses.
     pub fn addresses(&self) -> &[SocketAddr] {
         &self.addresses
+    }
+
+    /// Where `/metrics`, `/livez` and `/readyz` are served, if anywhere
+    /// (`metrics` in the config).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// This gate's metrics and health, to register with a process-wide
+    /// [`tessera_metrics::Registry`] (as `tessera up` does).
+    pub fn metrics_source(&self) -> Arc<dyn tessera_metrics::Source> {
+        Arc::clone(&self.metrics) as Arc<dyn tessera_metrics::Source>
     }
 
     pub fn stats(&self) -> GateServerSnapshot {

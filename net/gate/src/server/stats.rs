@@ -1,7 +1,7 @@
 //! The gate process's counters: [`GateServerStats`] and its copy,
 //! [`GateServerSnapshot`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters of one gate process.
 #[derive(Debug, Default)]
@@ -20,6 +20,10 @@ pub struct GateServerStats {
     pub chat_delivered: AtomicU64,
     pub to_coordinator_dropped: AtomicU64,
     pub told_dropped: AtomicU64,
+    /// Registered with the coordinator on the current link (readiness).
+    pub registered: AtomicBool,
+    /// The agent loop has ended (liveness).
+    pub stopped: AtomicBool,
 }
 
 /// A snapshot of [`GateServerStats`].

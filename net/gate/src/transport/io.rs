@@ -96,7 +96,12 @@ impl Io {
 
     pub(super) fn send_to(&self, datagram: &[u8], addr: SocketAddr) {
         match self.socket.try_send_to(datagram, addr) {
-            Ok(_) => bump(&self.stats.datagrams_out),
+            Ok(n) => {
+                bump(&self.stats.datagrams_out);
+                self.stats
+                    .bytes_out
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             // Includes WouldBlock: UDP may drop, and so may we (counted).
             Err(_) => bump(&self.stats.send_errors),
         }

@@ -16,6 +16,7 @@ pub struct GateStats {
     pub(super) datagrams_in: AtomicU64,
     pub(super) bytes_in: AtomicU64,
     pub(super) datagrams_out: AtomicU64,
+    pub(super) bytes_out: AtomicU64,
     pub(super) send_errors: AtomicU64,
     pub(super) recv_errors: AtomicU64,
     pub(super) handshake_throttled: AtomicU64,
@@ -47,6 +48,8 @@ pub struct GateStatsSnapshot {
     pub datagrams_in: u64,
     pub bytes_in: u64,
     pub datagrams_out: u64,
+    /// Bytes of the datagrams sent (UDP payloads).
+    pub bytes_out: u64,
     pub send_errors: u64,
     pub recv_errors: u64,
     /// Handshake datagrams dropped by the per-listener limit.
@@ -102,6 +105,7 @@ impl GateStats {
             datagrams_in: l(&self.datagrams_in),
             bytes_in: l(&self.bytes_in),
             datagrams_out: l(&self.datagrams_out),
+            bytes_out: l(&self.bytes_out),
             send_errors: l(&self.send_errors),
             recv_errors: l(&self.recv_errors),
             handshake_throttled: l(&self.handshake_throttled),

@@ -1,0 +1,151 @@
+//! The scene server as a metrics [`Source`]: every hosted scene's
+//! [`SceneMetrics`](tessera_host::metrics::SceneMetrics), the server's own
+//! counters and its links; alive while its scenes tick, ready once
+//! registered with every placed scene running.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tessera_host::RunnerPhase;
+use tessera_link::lock;
+use tessera_metrics::{Check, Exposition, Source};
+
+use crate::state::ServerState;
+
+impl Source for ServerState {
+    fn collect(&self, out: &mut Exposition) {
+        // The host lock is held only to clone the `Arc`s; scenes are read
+        // from their atomics after it is released.
+        let scenes = lock(&self.host).metrics();
+        for m in &scenes {
+            m.collect(&self.name, out);
+        }
+        let l = [("server", self.name.as_str())];
+        let s = self.stats();
+        out.gauge(
+            "tessera_scene_server_scenes",
+            "Scenes hosted by the scene server.",
+            &l,
+            scenes.len() as f64,
+        );
+        out.gauge(
+            "tessera_scene_server_registered",
+            "1 while the scene server is registered with the coordinator.",
+            &l,
+            if self.registered.load(Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        for (what, v) in [
+            ("placed", s.placed),
+            ("dropped", s.dropped),
+            ("dropped_stale", s.dropped_stale),
+        ] {
+            out.counter(
+                "tessera_scene_server_placements_total",
+                "Placements carried out: scenes placed, dropped with a flush, dropped as stale.",
+                &[l[0], ("action", what)],
+                v,
+            );
+        }
+        for (reason, v) in [
+            ("queue_full", s.inputs_refused),
+            ("stale_epoch", s.commands_stale),
+            ("foreign_client", s.commands_foreign),
+        ] {
+            out.counter(
+                "tessera_scene_server_inputs_refused_total",
+                "Inputs from gates refused before a scene: its queue full (or no such scene), another epoch, a client not routed through that gate.",
+                &[l[0], ("reason", reason)],
+                v,
+            );
+        }
+        out.counter(
+            "tessera_scene_server_commands_refused_total",
+            "Attaches and detaches a scene's queue refused, or that named no hosted scene.",
+            &l,
+            s.commands_refused,
+        );
+        for (fate, v) in [
+            ("sent", s.packets_sent),
+            ("unrouted", s.packets_unrouted),
+            ("dropped", s.packets_dropped),
+        ] {
+            out.counter(
+                "tessera_scene_server_packets_total",
+                "Replication packets pumped to gates: sent, without a route, or dropped (gate link full or gone).",
+                &[l[0], ("fate", fate)],
+                v,
+            );
+        }
+        for (fate, v) in [("sent", s.events_sent), ("dropped", s.events_dropped)] {
+            out.counter(
+                "tessera_scene_server_events_total",
+                "Scene events for the coordinator: sent, or dropped while it was unreachable.",
+                &[l[0], ("fate", fate)],
+                v,
+            );
+        }
+        for (fate, v) in [
+            ("handed_in", s.sink.batches_in),
+            ("sent", s.sink.batches_sent),
+            ("stale", s.sink.stale),
+        ] {
+            out.counter(
+                "tessera_scene_server_save_batches_total",
+                "Save batches: handed in by scenes, sent to the data service, refused for a stale epoch.",
+                &[l[0], ("fate", fate)],
+                v,
+            );
+        }
+        out.counter(
+            "tessera_scene_server_states_discarded_total",
+            "Saved states discarded because their placement was dropped as stale.",
+            &l,
+            s.sink.discarded,
+        );
+        self.gate_links.snapshot().collect(&self.name, "gates", out);
+        self.coordinator_links
+            .snapshot()
+            .collect(&self.name, "coordinator", out);
+    }
+
+    fn live(&self) -> Check {
+        if self.coordinator_done.load(Ordering::Relaxed) {
+            return Err(format!("{}: coordinator loop stopped", self.name));
+        }
+        let scenes = lock(&self.host).metrics();
+        let reasons: Vec<String> = scenes.iter().filter_map(|m| m.live().err()).collect();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{}: {}", self.name, reasons.join(", ")))
+        }
+    }
+
+    fn ready(&self) -> Check {
+        if !self.registered.load(Ordering::Relaxed) {
+            return Err(format!(
+                "{}: not registered with the coordinator",
+                self.name
+            ));
+        }
+        let scenes: Vec<Arc<_>> = lock(&self.host).metrics();
+        let loading: Vec<&str> = scenes
+            .iter()
+            .filter(|m| m.phase() != RunnerPhase::Running)
+            .map(|m| m.scene())
+            .collect();
+        if loading.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: scenes not running: {}",
+                self.name,
+                loading.join(", ")
+            ))
+        }
+    }
+}
