@@ -64,6 +64,8 @@ pub struct CommitReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriterStats {
     pub submitted: u64,
+    /// States in the submitted batches.
+    pub states_submitted: u64,
     /// Batches that found the channel full and were merged into the overflow buffer.
     pub overflowed: u64,
     pub committed_batches: u64,
@@ -77,6 +79,21 @@ pub struct WriterStats {
     pub states_refused: u64,
     /// States given up at shutdown because the store kept failing.
     pub states_dropped: u64,
+}
+
+impl WriterStats {
+    /// States submitted and not yet written, superseded, stale, refused or
+    /// dropped: waiting for a commit. (Read from relaxed counters: a
+    /// moment's skew is clamped at 0.)
+    pub fn states_pending(&self) -> u64 {
+        self.states_submitted.saturating_sub(
+            self.states_written
+                + self.states_superseded
+                + self.states_stale
+                + self.states_refused
+                + self.states_dropped,
+        )
+    }
 }
 
 /// Whether [`Writer::submit`] queued the batch or merged it into the overflow buffer.
@@ -158,6 +175,7 @@ impl Pending {
 #[derive(Debug, Default)]
 struct Counters {
     submitted: AtomicU64,
+    states_submitted: AtomicU64,
     overflowed: AtomicU64,
     committed_batches: AtomicU64,
     commits: AtomicU64,
@@ -174,6 +192,7 @@ impl Counters {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         WriterStats {
             submitted: g(&self.submitted),
+            states_submitted: g(&self.states_submitted),
             overflowed: g(&self.overflowed),
             committed_batches: g(&self.committed_batches),
             commits: g(&self.commits),
@@ -228,6 +247,8 @@ impl Writer {
     pub fn submit(&self, batch: SaveBatch) -> Submitted {
         let c = &self.shared.counters;
         c.submitted.fetch_add(1, Ordering::Relaxed);
+        c.states_submitted
+            .fetch_add(batch.states.len() as u64, Ordering::Relaxed);
         let Some(tx) = &self.tx else {
             return self.overflow(batch);
         };

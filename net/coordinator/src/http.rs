@@ -46,6 +46,7 @@ use tessera_wire::Secret;
 
 use crate::core::Core;
 use crate::login::{Admission, AdmitError, LoginConfig};
+use crate::metrics::Counters;
 
 /// Rate limiters of the login API, and how a client's address is found.
 pub(crate) struct Limits {
@@ -176,10 +177,17 @@ pub(crate) struct Api {
     pub(crate) core: Arc<Mutex<Core>>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) admin: Secret,
+    pub(crate) counters: Arc<Counters>,
 }
 
-/// Serves the API until `stop`.
-pub(crate) async fn serve(listener: TcpListener, api: Api, stop: CancellationToken) {
+/// Serves the API, and `/metrics`, `/livez` and `/readyz` of `registry`,
+/// until `stop`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    api: Api,
+    registry: tessera_metrics::Registry,
+    stop: CancellationToken,
+) {
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/register", post(register))
@@ -189,7 +197,8 @@ pub(crate) async fn serve(listener: TcpListener, api: Api, stop: CancellationTok
         .route("/v1/admin/ban", post(ban))
         .route("/v1/scenes/{name}/snapshot", get(snapshot))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(api);
+        .with_state(api)
+        .merge(tessera_metrics::http::router(registry));
     if let Err(e) = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -306,7 +315,14 @@ async fn hashing<T: Send + 'static>(
         .acquire_owned()
         .await
         .map_err(ApiFailure::internal)?;
-    blocking(f).await
+    let counters = Arc::clone(&api.counters);
+    blocking(move || {
+        let start = std::time::Instant::now();
+        let r = f();
+        counters.password_hash.observe_duration(start.elapsed());
+        r
+    })
+    .await
 }
 
 /// Runs a store call on the blocking pool.
@@ -357,8 +373,25 @@ async fn register(
     }
 }
 
+/// `POST /v1/login`, counted by outcome.
 async fn login(
     State(api): State<Api>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Json<LoginResponse>, ApiFailure> {
+    let counters = Arc::clone(&api.counters);
+    let answer = login_answer(api, peer, headers, body).await;
+    counters.login(match &answer {
+        Ok(Json(LoginResponse::Ok { .. })) => "ok",
+        Ok(Json(LoginResponse::Queued { .. })) => "queued",
+        Err(f) => f.1.code.as_str(),
+    });
+    answer
+}
+
+async fn login_answer(
+    api: Api,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Json<LoginRequest>, JsonRejection>,

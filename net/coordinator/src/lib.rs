@@ -56,6 +56,7 @@ mod core;
 mod http;
 mod ids;
 pub mod login;
+mod metrics;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -111,13 +112,24 @@ pub enum StartError {
 
 /// A running coordinator. Stop it with [`Coordinator::shutdown`]; dropping
 /// it stops serving but skips the final writer flush.
-#[derive(Debug)]
 pub struct Coordinator {
     link_addr: SocketAddr,
     http_addr: SocketAddr,
     core: Arc<Mutex<Core>>,
+    registry: tessera_metrics::Registry,
+    /// The coordinator's own metrics source (the registry holds it weakly).
+    _source: Arc<dyn tessera_metrics::Source>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("link_addr", &self.link_addr)
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The database file inside a data directory.
@@ -139,7 +151,12 @@ impl Coordinator {
         let scene_ids = register_scenes(&store, &catalog)?;
         let clock = Instant::now();
         let (state, effects) = initial_state(&store, cluster, &catalog)?;
-        let writer = Writer::spawn(Arc::clone(&store), WriterConfig::default(), |_| {})
+        let counters = Arc::new(metrics::Counters::new());
+        let on_commit = {
+            let counters = Arc::clone(&counters);
+            move |r: &db::CommitReport| counters.commit(r)
+        };
+        let writer = Writer::spawn(Arc::clone(&store), WriterConfig::default(), on_commit)
             .map_err(StartError::Writer)?;
         let (link_listener, link_addr) = bind(&config.listen).await?;
         let (http_listener, http_addr) = bind(&config.http).await?;
@@ -166,9 +183,22 @@ impl Coordinator {
         link_cfg.accept_roles = vec![Role::SceneServer, Role::Gate, Role::Tool];
         link_cfg.validate()?;
         let tick_every = Duration::from_millis(u64::from(config.tick_ms));
+        let registry = tessera_metrics::Registry::new();
+        let source: Arc<dyn tessera_metrics::Source> = Arc::new(metrics::CoordinatorMetrics {
+            core: Arc::clone(&core),
+            counters: Arc::clone(&counters),
+            links: Arc::clone(&link_cfg.stats),
+        });
+        registry.register(&source);
+        counters.ticked();
         let tasks = vec![
             spawn_links(Arc::clone(&core), link_listener, link_cfg, stop.clone()),
-            spawn_ticker(Arc::clone(&core), tick_every, stop.clone()),
+            spawn_ticker(
+                Arc::clone(&core),
+                Arc::clone(&counters),
+                tick_every,
+                stop.clone(),
+            ),
             tokio::spawn(http::serve(
                 http_listener,
                 http::Api {
@@ -176,7 +206,9 @@ impl Coordinator {
                     core: Arc::clone(&core),
                     limits: api_limits,
                     admin,
+                    counters,
                 },
+                registry.clone(),
                 stop.clone(),
             )),
         ];
@@ -185,6 +217,8 @@ impl Coordinator {
             link_addr,
             http_addr,
             core,
+            registry,
+            _source: source,
             stop,
             tasks,
         })
@@ -198,6 +232,13 @@ impl Coordinator {
     /// Where the HTTP API is bound.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The metrics served at `/metrics` on the HTTP address. Register the
+    /// other roles of the process here (`tessera up` does) and that one
+    /// scrape covers them all.
+    pub fn metrics(&self) -> &tessera_metrics::Registry {
+        &self.registry
     }
 
     /// The `/v1/status` snapshot.
@@ -332,6 +373,7 @@ fn spawn_links(
 /// Ticks the cluster state every `every` until `stop`.
 fn spawn_ticker(
     core: Arc<Mutex<Core>>,
+    counters: Arc<metrics::Counters>,
     every: Duration,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -341,7 +383,10 @@ fn spawn_ticker(
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = interval.tick() => lock(&core).tick(),
+                _ = interval.tick() => {
+                    lock(&core).tick();
+                    counters.ticked();
+                }
             }
         }
     })

@@ -78,6 +78,12 @@ impl Core {
 
     /// Tells `server` to host `scene`, with its last flushed states.
     fn place_scene(&mut self, server: NodeId, scene: String, epoch: Epoch) {
+        self.stats.placements += 1;
+        if let Some(prev) = self.last_host.insert(scene.clone(), server)
+            && self.cluster.node(prev).is_none_or(|n| !n.alive)
+        {
+            self.stats.failovers += 1;
+        }
         let states = self.load_states(&scene);
         info!(%scene, epoch, %server, states = states.len(), "placing scene");
         self.send_node(
@@ -106,6 +112,7 @@ impl Core {
     /// The node missed its heartbeats: its link is closed.
     fn node_down(&mut self, node: NodeId) {
         warn!(%node, "node down (no heartbeat)");
+        self.stats.nodes_down += 1;
         if let Some(id) = self.node_links.remove(&node) {
             self.kill_link(id);
         }

@@ -77,6 +77,13 @@ pub struct CoordinatorStats {
     pub tokens_pending: u64,
     /// Logins waiting in the queue.
     pub queued: u64,
+    /// Scenes placed on a scene server (each with a new epoch).
+    pub placements: u64,
+    /// Of `placements`, scenes placed again because the server that hosted
+    /// them was lost (heartbeat timeout or link closed without a drop).
+    pub failovers: u64,
+    /// Nodes declared down for missed heartbeats.
+    pub nodes_down: u64,
 }
 
 /// Everything behind the coordinator's one lock. Handlers run to completion
@@ -106,6 +113,8 @@ pub(crate) struct Core {
     /// Snapshot requests waiting for their scene server, by request id.
     snapshots: BTreeMap<u64, tokio::sync::oneshot::Sender<snapshots::SnapshotReply>>,
     next_snapshot: u64,
+    /// The server each scene was last placed on (to tell failovers apart).
+    last_host: BTreeMap<String, NodeId>,
 }
 
 impl std::fmt::Debug for Core {
@@ -146,6 +155,7 @@ impl Core {
             stats: CoordinatorStats::default(),
             snapshots: BTreeMap::new(),
             next_snapshot: 0,
+            last_host: BTreeMap::new(),
         }
     }
 
@@ -181,6 +191,11 @@ impl Core {
             queued: self.logins.queued() as u64,
             ..self.stats
         }
+    }
+
+    /// The write-behind writer's totals (`None` once closed).
+    pub(crate) fn writer_stats(&self) -> Option<db::WriterStats> {
+        self.writer.as_ref().map(Writer::stats)
     }
 
     /// Time passes for the cluster state (silent nodes expire).

@@ -1,0 +1,357 @@
+//! The coordinator as a metrics [`Source`]: logins by outcome and the
+//! password-hash latency (counted by the HTTP API), the login queue, the
+//! cluster's placements, epochs and failovers, the write-behind writer, and
+//! the links; alive while its ticker runs, ready while the database answers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tessera_link::{LinkStats, lock};
+use tessera_metrics::{Check, Exposition, Histogram, Source};
+use tessera_persistence::CommitReport;
+
+use crate::core::Core;
+
+/// Every outcome a login can have: `ok` and `queued`, else the error code
+/// of its answer. Anything else is counted as `other`.
+pub(crate) const LOGIN_OUTCOMES: [&str; 12] = [
+    "ok",
+    "queued",
+    "invalid",
+    "too_large",
+    "upgrade_required",
+    "bad_credentials",
+    "locked",
+    "rate_limited",
+    "no_gate",
+    "queue_full",
+    "unavailable",
+    "internal",
+];
+
+/// The coordinator is not live when its ticker has not run for this long.
+const TICKER_STALL: Duration = Duration::from_secs(5);
+
+/// Figures the HTTP API, the writer thread and the ticker write as they go.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    logins: [AtomicU64; LOGIN_OUTCOMES.len() + 1],
+    pub(crate) password_hash: Histogram,
+    commit_time: Histogram,
+    commit_states: Histogram,
+    commit_batches: Histogram,
+    origin: Instant,
+    /// Time of the ticker's last run, ms since `origin`.
+    ticked_ms: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        Self {
+            logins: std::array::from_fn(|_| AtomicU64::new(0)),
+            password_hash: Histogram::seconds(&[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            commit_time: Histogram::seconds(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            commit_states: Histogram::new(
+                &[1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000],
+                1.0,
+            ),
+            commit_batches: Histogram::new(&[1, 2, 4, 8, 16, 32, 64], 1.0),
+            origin: Instant::now(),
+            ticked_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one login answer by its outcome.
+    pub(crate) fn login(&self, outcome: &str) {
+        let i = LOGIN_OUTCOMES
+            .iter()
+            .position(|&o| o == outcome)
+            .unwrap_or(LOGIN_OUTCOMES.len());
+        self.logins[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One durable commit of the writer (on its thread).
+    pub(crate) fn commit(&self, r: &CommitReport) {
+        self.commit_time.observe_duration(r.commit_time);
+        self.commit_states.observe(r.states as u64);
+        self.commit_batches.observe(r.batches);
+    }
+
+    /// The ticker ran.
+    pub(crate) fn ticked(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.ticked_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// What a scrape of the coordinator reads.
+pub(crate) struct CoordinatorMetrics {
+    pub(crate) core: Arc<Mutex<Core>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) links: Arc<LinkStats>,
+}
+
+impl Source for CoordinatorMetrics {
+    fn collect(&self, out: &mut Exposition) {
+        // Copied under the lock, written after it.
+        let (stats, status, writer) = {
+            let core = lock(&self.core);
+            (core.stats(), core.status(), core.writer_stats())
+        };
+        let c = &self.counters;
+        for (i, outcome) in LOGIN_OUTCOMES
+            .iter()
+            .copied()
+            .chain(std::iter::once("other"))
+            .enumerate()
+        {
+            out.counter(
+                "tessera_login_requests_total",
+                "POST /v1/login answers by outcome: ok, queued, or the error code.",
+                &[("outcome", outcome)],
+                c.logins[i].load(Ordering::Relaxed),
+            );
+        }
+        out.histogram(
+            "tessera_password_hash_duration_seconds",
+            "Time to hash or check a password (argon2id) on the blocking pool, wait for a hashing permit excluded.",
+            &[],
+            &c.password_hash.snapshot(),
+        );
+        out.gauge(
+            "tessera_login_queue_length",
+            "Logins waiting in the queue at the population cap.",
+            &[],
+            stats.queued as f64,
+        );
+        out.gauge(
+            "tessera_login_tokens_pending",
+            "Connect tokens issued and not used yet.",
+            &[],
+            stats.tokens_pending as f64,
+        );
+        for (fate, v) in [
+            ("issued", stats.tokens_issued),
+            ("burnt", stats.tokens_burnt),
+            ("refused", stats.tokens_refused),
+            ("revoked", stats.tokens_revoked),
+        ] {
+            out.counter(
+                "tessera_login_tokens_total",
+                "Connect tokens: issued, used once (burnt), refused (replayed, expired, unknown), revoked by a newer login.",
+                &[("fate", fate)],
+                v,
+            );
+        }
+        out.counter(
+            "tessera_coordinator_sessions_total",
+            "Sessions opened.",
+            &[],
+            stats.sessions,
+        );
+        out.counter(
+            "tessera_coordinator_placements_total",
+            "Scenes placed on a scene server, each under a new epoch.",
+            &[],
+            stats.placements,
+        );
+        out.counter(
+            "tessera_coordinator_failovers_total",
+            "Scenes placed again because the server hosting them was lost.",
+            &[],
+            stats.failovers,
+        );
+        out.counter(
+            "tessera_coordinator_nodes_down_total",
+            "Nodes declared down for missed heartbeats.",
+            &[],
+            stats.nodes_down,
+        );
+        for (outcome, v) in [
+            ("accepted", stats.attaches),
+            ("refused", stats.attaches_refused),
+        ] {
+            out.counter(
+                "tessera_coordinator_attaches_total",
+                "Attach requests accepted or refused.",
+                &[("outcome", outcome)],
+                v,
+            );
+        }
+        out.counter(
+            "tessera_coordinator_transfers_total",
+            "Completed portal transfers.",
+            &[],
+            stats.transfers,
+        );
+        out.counter(
+            "tessera_coordinator_chat_lines_total",
+            "Chat lines delivered.",
+            &[],
+            stats.chat_lines,
+        );
+        out.counter(
+            "tessera_coordinator_events_stale_total",
+            "Scene events from a placement that is no longer current.",
+            &[],
+            stats.events_stale,
+        );
+        out.counter(
+            "tessera_coordinator_persist_errors_total",
+            "Durable writes of epochs or avatar scenes that failed.",
+            &[],
+            stats.persist_errors,
+        );
+        for (reason, v) in [
+            ("links_refused", stats.links_refused),
+            ("messages_refused", stats.refused),
+            ("sends_failed", stats.sends_failed),
+        ] {
+            out.counter(
+                "tessera_coordinator_link_refusals_total",
+                "Links refused after the handshake, messages refused, and sends that did not fit a link's queue.",
+                &[("reason", reason)],
+                v,
+            );
+        }
+        for s in &status.scenes {
+            let l = [("scene", s.name.as_str())];
+            out.gauge(
+                "tessera_coordinator_scene_epoch",
+                "The scene's latest placement epoch.",
+                &l,
+                s.epoch as f64,
+            );
+            out.gauge(
+                "tessera_coordinator_scene_placed",
+                "1 when the scene is placed on a scene server.",
+                &l,
+                if !s.server.is_empty() { 1.0 } else { 0.0 },
+            );
+            out.gauge(
+                "tessera_coordinator_scene_online",
+                "Avatars attached in the scene for a session, from the directory.",
+                &l,
+                f64::from(s.online),
+            );
+        }
+        let alive = |b: bool| if b { "true" } else { "false" };
+        let servers = |a: bool| status.scene_servers.iter().filter(|s| s.alive == a).count();
+        let gates = |a: bool| status.gates.iter().filter(|g| g.alive == a).count();
+        for a in [true, false] {
+            out.gauge(
+                "tessera_coordinator_nodes",
+                "Registered scene servers and gates, alive or not.",
+                &[("kind", "scene_server"), ("alive", alive(a))],
+                servers(a) as f64,
+            );
+            out.gauge(
+                "tessera_coordinator_nodes",
+                "Registered scene servers and gates, alive or not.",
+                &[("kind", "gate"), ("alive", alive(a))],
+                gates(a) as f64,
+            );
+        }
+        out.counter(
+            "tessera_writer_batches_submitted_total",
+            "Save batches handed to the write-behind writer.",
+            &[],
+            stats.batches,
+        );
+        out.counter(
+            "tessera_writer_batches_stale_total",
+            "Save batches refused for a stale epoch before the writer.",
+            &[],
+            stats.batches_stale,
+        );
+        if let Some(w) = writer {
+            out.counter(
+                "tessera_writer_commits_total",
+                "Durable commits of the writer.",
+                &[],
+                w.commits,
+            );
+            out.counter(
+                "tessera_writer_commit_errors_total",
+                "Commits that failed (retried).",
+                &[],
+                w.commit_errors,
+            );
+            out.gauge(
+                "tessera_writer_pending_states",
+                "PC states submitted and waiting for a commit.",
+                &[],
+                w.states_pending() as f64,
+            );
+            out.gauge(
+                "tessera_writer_pending_batches",
+                "Save batches submitted and not yet committed.",
+                &[],
+                w.submitted.saturating_sub(w.committed_batches) as f64,
+            );
+            for (fate, v) in [
+                ("written", w.states_written),
+                ("superseded", w.states_superseded),
+                ("stale", w.states_stale),
+                ("refused", w.states_refused),
+                ("dropped", w.states_dropped),
+            ] {
+                out.counter(
+                    "tessera_writer_states_total",
+                    "PC states by fate: written, superseded by a newer one, older than one pending, refused by the store, given up at shutdown.",
+                    &[("fate", fate)],
+                    v,
+                );
+            }
+        }
+        out.histogram(
+            "tessera_writer_commit_duration_seconds",
+            "Wall time of one durable commit, begin to commit.",
+            &[],
+            &c.commit_time.snapshot(),
+        );
+        out.histogram(
+            "tessera_writer_commit_states",
+            "PC states written by one commit.",
+            &[],
+            &c.commit_states.snapshot(),
+        );
+        out.histogram(
+            "tessera_writer_commit_batches",
+            "Save batches merged into one commit.",
+            &[],
+            &c.commit_batches.snapshot(),
+        );
+        self.links
+            .snapshot()
+            .collect("coordinator", "listener", out);
+    }
+
+    fn live(&self) -> Check {
+        let c = &self.counters;
+        let now = u64::try_from(c.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = c.ticked_ms.load(Ordering::Relaxed);
+        let idle = now.saturating_sub(last);
+        if idle > TICKER_STALL.as_millis() as u64 {
+            Err(format!(
+                "coordinator: cluster ticker has not run for {:.1} s",
+                idle as f64 / 1000.0
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn ready(&self) -> Check {
+        let store = Arc::clone(lock(&self.core).store());
+        store
+            .scene_epochs()
+            .map(|_| ())
+            .map_err(|e| format!("coordinator: database unreachable: {e}"))
+    }
+}
