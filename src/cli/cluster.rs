@@ -48,6 +48,9 @@ pub struct SceneArgs {
     /// Synthetic walkers spawned in every scene placed here (load tests).
     #[arg(long)]
     walkers: Option<u32>,
+    /// Serve /metrics, /livez and /readyz over HTTP here (default: nowhere).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +92,9 @@ pub struct GateArgs {
     /// This gate's node name, unique in the cluster (default `gate-<pid>`).
     #[arg(long)]
     name: Option<String>,
+    /// Serve /metrics, /livez and /readyz over HTTP here (default: nowhere).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +160,10 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             coord.link_addr(),
             coord.http_addr()
         );
+        info!(
+            "metrics at http://{0}/metrics, probes at /livez and /readyz",
+            coord.http_addr()
+        );
         terminated().await;
         info!("stopping");
         coord.shutdown().await;
@@ -175,14 +185,18 @@ pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.walkers {
         config.scene.walkers = v;
     }
+    if let Some(v) = args.metrics {
+        config.scene.metrics = Some(v);
+    }
     config.validate(&[&config.scene.coordinator, &config.scene.listen])?;
     let defs = config.scene_defs()?;
     runtime()?.block_on(async {
         let mut server = SceneServer::start(config.scene.clone(), config.secret(), defs).await?;
         println!(
-            "scene server {}: gates connect to {}",
+            "scene server {}: gates connect to {}{}",
             server.name(),
-            server.link_addr()
+            server.link_addr(),
+            metrics_note(", ", server.metrics_addr())
         );
         tokio::select! {
             _ = terminated() => {
@@ -233,18 +247,25 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             catalog,
         )
         .await?;
+        // One process, one scrape: every role reports through the
+        // coordinator's /metrics, so the roles serve none of their own.
         let mut servers = Vec::new();
         for i in 1..=config.up.scene_servers {
             let mut sc = config.scene.clone();
             sc.coordinator = coord.link_addr().to_string();
             sc.name = format!("scene-{i}");
             sc.listen = "127.0.0.1:0".into();
-            servers.push(SceneServer::start(sc, config.secret(), defs.clone()).await?);
+            sc.metrics = None;
+            let server = SceneServer::start(sc, config.secret(), defs.clone()).await?;
+            coord.metrics().register(&server.metrics_source());
+            servers.push(server);
         }
         let mut gc = config.gate.clone();
         gc.coordinator = coord.link_addr().to_string();
         gc.name = "gate-1".into();
+        gc.metrics = None;
         let gate = GateServer::start(gc, config.secret()).await?;
+        coord.metrics().register(&gate.metrics_source());
         let udp: Vec<String> = gate.addresses().iter().map(ToString::to_string).collect();
         println!(
             "tessera up: coordinator on {}, {} scene server(s), status at http://{}/v1/status, data in {}, gate on udp {}",
@@ -281,14 +302,18 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.name {
         config.gate.name = v;
     }
+    if let Some(v) = args.metrics {
+        config.gate.metrics = Some(v);
+    }
     config.validate(&[&config.gate.coordinator, &config.gate.listen])?;
     runtime()?.block_on(async {
         let mut gate = GateServer::start(config.gate.clone(), config.secret()).await?;
         let udp: Vec<String> = gate.addresses().iter().map(ToString::to_string).collect();
         println!(
-            "gate {}: clients connect over udp to {}",
+            "gate {}: clients connect over udp to {}{}",
             gate.name(),
-            udp.join(",")
+            udp.join(","),
+            metrics_note("; ", gate.metrics_addr())
         );
         tokio::select! {
             _ = terminated() => {
@@ -301,6 +326,12 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// `{sep}metrics on http://ADDR` when a role serves its metrics, else nothing.
+fn metrics_note(sep: &str, addr: Option<std::net::SocketAddr>) -> String {
+    addr.map(|a| format!("{sep}metrics on http://{a}"))
+        .unwrap_or_default()
 }
 
 /// A client for the coordinator's HTTP API at `base` (`http://host:port`).
