@@ -608,7 +608,14 @@ mod store_tests {
             .recv_timeout(Duration::from_secs(20))
             .expect("submit blocked while the disk was stuck");
         submitter.join().unwrap();
-        assert!(writer.stats().overflowed > 0);
+        let stuck = writer.stats();
+        assert!(stuck.overflowed > 0);
+        // Nothing is committed while the disk is held: every state waits.
+        assert_eq!(stuck.states_submitted, 200 * 300);
+        assert_eq!(
+            stuck.states_pending() + stuck.states_superseded + stuck.states_stale,
+            200 * 300
+        );
         drop(hold);
         writer.flush().unwrap();
 
@@ -643,6 +650,7 @@ mod store_tests {
                 + s.states_dropped,
             200 * 300
         );
+        assert_eq!(s.states_pending(), 0);
         assert_eq!(s.states_dropped, 0);
     }
 
