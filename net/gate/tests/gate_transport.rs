@@ -245,6 +245,11 @@ async fn client_connects_and_exchanges_messages_on_both_channels() {
         let s = fx.gate.stats().snapshot();
         assert!(s.messages_in_direct >= 2, "{s:?}");
         assert!(s.messages_in > s.messages_in_direct, "{s:?}");
+        // Every datagram sent carried at least a netcode header's bytes.
+        assert!(
+            s.datagrams_out > 0 && s.bytes_out > s.datagrams_out,
+            "{s:?}"
+        );
 
         // A goodbye from the client is reported with its reason.
         let id = client.client_id();
