@@ -17,6 +17,7 @@
 //! [scene]         # tessera_scene_server::SceneServerConfig
 //! coordinator = "127.0.0.1:7000"
 //! walkers = 0
+//! # metrics = "127.0.0.1:9100"   # /metrics, /livez, /readyz
 //!
 //! [gate]          # tessera_gate::server::GateServerConfig
 //! listen = "127.0.0.1:7300"
