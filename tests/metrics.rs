@@ -395,3 +395,39 @@ fn post_login(base: &str) -> u16 {
     assert_eq!(code, 401, "{answer}");
     code
 }
+
+/// Runs `tessera ARGS` in `dir` to completion: success and stderr.
+fn tessera(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "TESSERA_ASSETS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_metrics_address_is_an_error_naming_the_setting() {
+    bounded(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (role, setting) in [("scene", "scene.metrics"), ("gate", "gate.metrics")] {
+            let (ok, err) = tessera(d, &[role, "--metrics", "nowhere"]);
+            assert!(!ok, "{role} started with --metrics nowhere");
+            assert!(err.contains(setting), "{role}: {err}");
+            assert!(!err.contains("panicked"), "{role}: {err}");
+        }
+        std::fs::write(d.join("bad.toml"), "[gate]\nmetrics = \"nowhere:x\"\n").unwrap();
+        let (ok, err) = tessera(d, &["gate", "--config", "bad.toml"]);
+        assert!(!ok);
+        assert!(err.contains("gate.metrics"), "{err}");
+    });
+}
