@@ -399,6 +399,19 @@ fn kill_9_of_a_scene_server_moves_its_scenes_to_a_survivor_within_5_s() {
                 y.epoch
             );
         }
+        // Every scene was placed twice, the second time as a failover.
+        let (code, metrics) = get(&http, "/metrics");
+        assert_eq!(code, 200, "{metrics}");
+        let n = before.scenes.len();
+        for want in [
+            format!("tessera_coordinator_placements_total {}", 2 * n),
+            format!("tessera_coordinator_failovers_total {n}"),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == want),
+                "no {want:?} in\n{metrics}"
+            );
+        }
         rt.block_on(async {
             // The online avatar is attached again at the new host.
             let again = tool.wait_attached(session).await.unwrap();
@@ -454,6 +467,18 @@ fn a_paused_scene_server_loses_its_scenes_and_drops_them_stale_on_resume() {
         // a stops answering mid-flight: its last positions are still queued in it.
         a.signal("STOP");
         let (after, _) = c.until(&http, 15, "failover to b", |s| all_on(s, "scene-b"));
+        // Declared down for its silence, not for a closed link.
+        let (_, metrics) = get(&http, "/metrics");
+        let n = before.scenes.len();
+        for want in [
+            "tessera_coordinator_nodes_down_total 1".to_owned(),
+            format!("tessera_coordinator_failovers_total {n}"),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == want),
+                "no {want:?} in\n{metrics}"
+            );
+        }
         // The client's view now belongs to b's placement.
         let mut view = tessera_proto::WorldView::new();
         let south = rt.block_on(async {
@@ -774,6 +799,25 @@ fn post(http: &str, path: &str, body: &[u8]) -> (u16, String) {
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer).into_owned();
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (code, body)
+}
+
+/// `GET path` from `http` (`http://host:port`): status code and body.
+fn get(http: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = http.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
     let code = answer
         .split_whitespace()
         .nth(1)
