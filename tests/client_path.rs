@@ -753,6 +753,41 @@ fn bad_datagrams_floods_and_malformed_messages_cost_only_their_sender() {
             t.kicked_message_flood + t.kicked_message_too_large + t.kicked_datagram_flood >= 1,
             "the flooder was kicked and counted: {t:?}"
         );
+        // The gate's exposition agrees: once the kicked clients are gone,
+        // two are connected, and the kicks are counted by reason.
+        let source = c.gate.metrics_source();
+        let scrape = || {
+            let mut out = tessera_metrics::Exposition::new();
+            source.collect(&mut out);
+            out.render()
+        };
+        let value = |text: &str, series: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = scrape();
+        while value(&text, "tessera_gate_clients{gate=\"gate-1\"}") != 2 {
+            assert!(Instant::now() < deadline, "{text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            text = scrape();
+        }
+        let kicks = |reason: &str| {
+            value(
+                &text,
+                &format!("tessera_gate_kicks_total{{gate=\"gate-1\",reason=\"{reason}\"}}"),
+            )
+        };
+        assert!(kicks("malformed_message") >= 1, "{text}");
+        assert!(
+            kicks("message_flood") + kicks("message_too_large") + kicks("datagram_flood") >= 1,
+            "{text}"
+        );
+        assert!(
+            value(&text, "tessera_gate_screen_passed_total{gate=\"gate-1\"}") > 0,
+            "{text}"
+        );
         c.stop().await;
     });
 }

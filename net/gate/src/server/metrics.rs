@@ -8,14 +8,15 @@ use std::sync::atomic::Ordering;
 use tessera_link::LinkStats;
 use tessera_metrics::{Check, Exposition, Source};
 
-use crate::GateStats;
 use crate::screen::Reject;
+use crate::{Gate, GateStats};
 
 use super::GateServerStats;
 
 /// What a scrape of one gate reads.
 pub(super) struct GateMetrics {
     pub(super) name: String,
+    pub(super) gate: Arc<Gate>,
     pub(super) stats: Arc<GateServerStats>,
     pub(super) transport: Arc<GateStats>,
     pub(super) links: Arc<LinkStats>,
@@ -28,9 +29,9 @@ impl Source for GateMetrics {
         let t = self.transport.snapshot();
         out.gauge(
             "tessera_gate_clients",
-            "Clients connected to the gate.",
+            "Clients connected to the gate now.",
             &l,
-            s.clients as f64,
+            self.gate.connected() as f64,
         );
         out.gauge(
             "tessera_gate_registered",

@@ -137,6 +137,7 @@ impl GateServer {
         link_cfg.validate()?;
         let metrics = Arc::new(metrics::GateMetrics {
             name: name.clone(),
+            gate: Arc::clone(&gate),
             stats: Arc::clone(&stats),
             transport: Arc::clone(&transport),
             links: Arc::clone(&link_cfg.stats),
