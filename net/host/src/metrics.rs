@@ -174,7 +174,7 @@ impl SceneMetrics {
             h.observe(ns);
         }
         let (mut packets, mut bytes) = (0u64, 0u64);
-        for (_, p) in &out.packets {
+        for (_, p) in out.packets.iter() {
             packets += 1;
             bytes += p.len() as u64;
         }
