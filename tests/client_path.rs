@@ -879,6 +879,16 @@ fn queue_rate_limits_kick_and_ban() {
         let e = limited.expect("rate limited");
         assert_eq!(e.code, "rate_limited");
         assert!(e.retry_after_ms.unwrap() > 0);
+        // Every answer above is counted by its outcome.
+        let text = c.coord().metrics().render();
+        for outcome in ["ok", "queued", "bad_credentials", "rate_limited"] {
+            let series = format!("tessera_login_requests_total{{outcome=\"{outcome}\"}} ");
+            let n: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+                .unwrap_or(0);
+            assert!(n >= 1, "no {outcome} login counted in\n{text}");
+        }
 
         // Admin: without the secret refused; kick and ban with it.
         let (st, _) = post(
