@@ -151,7 +151,8 @@ impl Coordinator {
         let scene_ids = register_scenes(&store, &catalog)?;
         let clock = Instant::now();
         let (state, effects) = initial_state(&store, cluster, &catalog)?;
-        let counters = Arc::new(metrics::Counters::new());
+        let tick_every = Duration::from_millis(u64::from(config.tick_ms));
+        let counters = Arc::new(metrics::Counters::new(tick_every));
         let on_commit = {
             let counters = Arc::clone(&counters);
             move |r: &db::CommitReport| counters.commit(r)
@@ -182,7 +183,6 @@ impl Coordinator {
         let mut link_cfg = LinkConfig::new(Role::Coordinator, "coordinator", secret);
         link_cfg.accept_roles = vec![Role::SceneServer, Role::Gate, Role::Tool];
         link_cfg.validate()?;
-        let tick_every = Duration::from_millis(u64::from(config.tick_ms));
         let registry = tessera_metrics::Registry::new();
         let source: Arc<dyn tessera_metrics::Source> = Arc::new(metrics::CoordinatorMetrics {
             core: Arc::clone(&core),

@@ -30,7 +30,8 @@ pub(crate) const LOGIN_OUTCOMES: [&str; 12] = [
     "internal",
 ];
 
-/// The coordinator is not live when its ticker has not run for this long.
+/// The coordinator is not live when its ticker has not run for this long
+/// (or three tick periods, if longer).
 const TICKER_STALL: Duration = Duration::from_secs(5);
 
 /// Figures the HTTP API, the writer thread and the ticker write as they go.
@@ -44,10 +45,13 @@ pub(crate) struct Counters {
     origin: Instant,
     /// Time of the ticker's last run, ms since `origin`.
     ticked_ms: AtomicU64,
+    /// Silence of the ticker beyond which the coordinator is not live.
+    stall: Duration,
 }
 
 impl Counters {
-    pub(crate) fn new() -> Self {
+    /// Counters of a coordinator whose cluster ticker runs every `tick`.
+    pub(crate) fn new(tick: Duration) -> Self {
         Self {
             logins: std::array::from_fn(|_| AtomicU64::new(0)),
             password_hash: Histogram::seconds(&[
@@ -63,6 +67,7 @@ impl Counters {
             commit_batches: Histogram::new(&[1, 2, 4, 8, 16, 32, 64], 1.0),
             origin: Instant::now(),
             ticked_ms: AtomicU64::new(0),
+            stall: TICKER_STALL.max(tick * 3),
         }
     }
 
@@ -80,6 +85,19 @@ impl Counters {
         self.commit_time.observe_duration(r.commit_time);
         self.commit_states.observe(r.states as u64);
         self.commit_batches.observe(r.batches);
+    }
+
+    /// Liveness at `now_ms` (since `origin`): the ticker ran lately.
+    fn live_at(&self, now_ms: u64) -> Check {
+        let idle = now_ms.saturating_sub(self.ticked_ms.load(Ordering::Relaxed));
+        if idle > self.stall.as_millis() as u64 {
+            Err(format!(
+                "coordinator: cluster ticker has not run for {:.1} s",
+                idle as f64 / 1000.0
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     /// The ticker ran.
@@ -334,17 +352,7 @@ impl Source for CoordinatorMetrics {
 
     fn live(&self) -> Check {
         let c = &self.counters;
-        let now = u64::try_from(c.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = c.ticked_ms.load(Ordering::Relaxed);
-        let idle = now.saturating_sub(last);
-        if idle > TICKER_STALL.as_millis() as u64 {
-            Err(format!(
-                "coordinator: cluster ticker has not run for {:.1} s",
-                idle as f64 / 1000.0
-            ))
-        } else {
-            Ok(())
-        }
+        c.live_at(u64::try_from(c.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     fn ready(&self) -> Check {
@@ -353,5 +361,45 @@ impl Source for CoordinatorMetrics {
             .scene_epochs()
             .map(|_| ())
             .map_err(|e| format!("coordinator: database unreachable: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticker_silent_past_5_s_or_3_periods_is_not_live() {
+        let c = Counters::new(Duration::from_millis(100));
+        assert_eq!(c.live_at(5_000), Ok(()));
+        assert_eq!(
+            c.live_at(6_500),
+            Err("coordinator: cluster ticker has not run for 6.5 s".into())
+        );
+        c.ticked_ms.store(6_000, Ordering::Relaxed);
+        assert_eq!(c.live_at(6_500), Ok(()));
+        let slow = Counters::new(Duration::from_secs(10));
+        assert_eq!(slow.live_at(29_000), Ok(()));
+        assert!(slow.live_at(31_000).is_err());
+    }
+
+    #[test]
+    fn logins_are_counted_by_known_outcome_and_the_rest_as_other() {
+        let c = Counters::new(Duration::from_millis(100));
+        c.login("ok");
+        c.login("rate_limited");
+        c.login("rate_limited");
+        c.login("something new");
+        let n = |o: &str| {
+            let i = LOGIN_OUTCOMES
+                .iter()
+                .position(|&x| x == o)
+                .unwrap_or(LOGIN_OUTCOMES.len());
+            c.logins[i].load(Ordering::Relaxed)
+        };
+        assert_eq!(
+            (n("ok"), n("rate_limited"), n("other"), n("queued")),
+            (1, 2, 1, 0)
+        );
     }
 }
