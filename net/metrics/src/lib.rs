@@ -25,4 +25,4 @@ pub mod http;
 
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use registry::{Check, Registry, Source};
-pub use text::{CONTENT_TYPE, Exposition, Kind};
+pub use text::{CONTENT_TYPE, Exposition, Kind, read_sample};

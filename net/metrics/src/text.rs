@@ -255,6 +255,18 @@ fn valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The value of one sample in an exposition text: `series` is the metric's
+/// name with its labels exactly as written (`name{a="x",b="y"}`, or just
+/// `name`). For tests and tools reading a scrape; `None` when absent or not
+/// a number.
+pub fn read_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        // A sample may carry a timestamp after its value.
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +330,16 @@ mod tests {
              t_h_sum{scene=\"s\"} 20\n\
              t_h_count{scene=\"s\"} 5\n"
         );
+    }
+
+    #[test]
+    fn a_sample_is_found_by_its_exact_series() {
+        let text = "# HELP x_total X.\n# TYPE x_total counter\nx_total{a=\"1\"} 3\nx_total{a=\"12\"} 5 1700000000\nx_total 7\n";
+        assert_eq!(read_sample(text, "x_total{a=\"1\"}"), Some(3.0));
+        assert_eq!(read_sample(text, "x_total{a=\"12\"}"), Some(5.0));
+        assert_eq!(read_sample(text, "x_total"), Some(7.0));
+        assert_eq!(read_sample(text, "x_tot"), None);
+        assert_eq!(read_sample(text, "x_total{a=\"2\"}"), None);
     }
 
     #[test]
