@@ -5,6 +5,9 @@
 //! while the gate keeps serving the others.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::{bounded, defs};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,26 +26,12 @@ use tessera_proto::client::{CLIENT_PROTOCOL, ChatScope, ChatTarget, ClientMsg, S
 use tessera_proto::login::{ApiError, LoginRequest, LoginResponse, PollRequest};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
 use tessera_sim::protocol::Quantizer;
-use tessera_sim::{SceneDef, StatePacket};
+use tessera_sim::StatePacket;
 use tessera_wire::Input;
 use tessera_wire::Secret;
 
 const SECRET: &str = "client-path-test-secret-0123456789";
 const PASSWORD: &str = "correct horse battery";
-
-fn defs() -> std::collections::BTreeMap<String, SceneDef> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/scenes");
-    let mut out = std::collections::BTreeMap::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "toml") {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let def = SceneDef::from_toml(&p.display().to_string(), &text).unwrap();
-            out.insert(def.name.clone(), def);
-        }
-    }
-    out
-}
 
 struct Cluster {
     _dir: tempfile::TempDir,
@@ -420,19 +409,6 @@ impl Player {
     }
 }
 
-fn bounded<F: std::future::Future<Output = ()>>(secs: u64, f: F) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(secs), f)
-            .await
-            .expect("test timed out");
-    });
-}
-
 #[test]
 fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
     bounded(90, async {
@@ -761,14 +737,13 @@ fn bad_datagrams_floods_and_malformed_messages_cost_only_their_sender() {
             source.collect(&mut out);
             out.render()
         };
-        let value = |text: &str, series: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        let value = |text: &str, series: &str| {
+            tessera_metrics::read_sample(text, series)
                 .unwrap_or_else(|| panic!("no {series} in\n{text}"))
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut text = scrape();
-        while value(&text, "tessera_gate_clients{gate=\"gate-1\"}") != 2 {
+        while value(&text, "tessera_gate_clients{gate=\"gate-1\"}") != 2.0 {
             assert!(Instant::now() < deadline, "{text}");
             tokio::time::sleep(Duration::from_millis(20)).await;
             text = scrape();
@@ -779,15 +754,13 @@ fn bad_datagrams_floods_and_malformed_messages_cost_only_their_sender() {
                 &format!("tessera_gate_kicks_total{{gate=\"gate-1\",reason=\"{reason}\"}}"),
             )
         };
-        assert!(kicks("malformed_message") >= 1, "{text}");
+        assert!(kicks("malformed_message") >= 1.0, "{text}");
         assert!(
-            kicks("message_flood") + kicks("message_too_large") + kicks("datagram_flood") >= 1,
+            kicks("message_flood") + kicks("message_too_large") + kicks("datagram_flood") >= 1.0,
             "{text}"
         );
-        assert!(
-            value(&text, "tessera_gate_screen_passed_total{gate=\"gate-1\"}") > 0,
-            "{text}"
-        );
+        let passed = value(&text, "tessera_gate_screen_passed_total{gate=\"gate-1\"}");
+        assert!(passed > 0.0, "{text}");
         c.stop().await;
     });
 }
@@ -882,12 +855,9 @@ fn queue_rate_limits_kick_and_ban() {
         // Every answer above is counted by its outcome.
         let text = c.coord().metrics().render();
         for outcome in ["ok", "queued", "bad_credentials", "rate_limited"] {
-            let series = format!("tessera_login_requests_total{{outcome=\"{outcome}\"}} ");
-            let n: u64 = text
-                .lines()
-                .find_map(|l| l.strip_prefix(&series)?.parse().ok())
-                .unwrap_or(0);
-            assert!(n >= 1, "no {outcome} login counted in\n{text}");
+            let series = format!("tessera_login_requests_total{{outcome=\"{outcome}\"}}");
+            let n = tessera_metrics::read_sample(&text, &series).unwrap_or(0.0);
+            assert!(n >= 1.0, "no {outcome} login counted in\n{text}");
         }
 
         // Admin: without the secret refused; kick and ban with it.

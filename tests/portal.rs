@@ -10,8 +10,10 @@
 //! `Entered`, is made to happen every run (see [`Client::feed_state`]).
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::Path;
+mod common;
+use common::{bounded, defs};
+
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +31,7 @@ use tessera_proto::login::{LoginRequest, LoginResponse};
 use tessera_proto::state::{Input, MoveMode, Quantizer, scene_tag};
 use tessera_proto::view::{Applied, WorldView};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
-use tessera_sim::{SceneDef, SceneSnapshot};
+use tessera_sim::SceneSnapshot;
 use tessera_wire::Secret;
 use tokio::time::Instant;
 
@@ -46,20 +48,6 @@ const HELD: usize = 3;
 /// Input (and, standing still, acknowledgement) clock, as the bots'.
 const INPUT_EVERY: Duration = Duration::from_millis(50);
 const ACK_EVERY: Duration = Duration::from_millis(100);
-
-fn defs() -> BTreeMap<String, SceneDef> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/scenes");
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "toml") {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let def = SceneDef::from_toml(&p.display().to_string(), &text).unwrap();
-            out.insert(def.name.clone(), def);
-        }
-    }
-    out
-}
 
 /// A coordinator, a scene server hosting every scene, and a gate.
 struct Cluster {
@@ -434,19 +422,6 @@ impl Client {
             }
         }
     }
-}
-
-fn bounded<F: std::future::Future<Output = ()>>(secs: u64, f: F) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(secs), f)
-            .await
-            .expect("test timed out");
-    });
 }
 
 #[test]
