@@ -36,10 +36,11 @@ fn last_json(out: &Output) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tessera-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A file path in a fresh directory removed when the guard drops.
+fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
 }
 
 #[test]
@@ -135,7 +136,7 @@ fn sim_json_report_has_every_field_and_is_deterministic() {
 
 #[test]
 fn sim_text_report_and_trace_out() {
-    let trace = tmp("trace.json");
+    let (_dir, trace) = tmp("trace.json");
     let out = run(&[
         "sim",
         "--scene",
@@ -177,7 +178,7 @@ fn sim_rejects_bad_arguments_and_bad_scenes() {
     let out = run(&["sim", "--scene", "no_such_scene"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_scene"));
-    let bad = tmp("bad.toml");
+    let (_dir, bad) = tmp("bad.toml");
     std::fs::write(
         &bad,
         "name = \"x\"\nsize = [10.0, 10.0]\n[[spawn]]\npos = [50.0, 5.0]\n",
@@ -196,7 +197,7 @@ fn sim_rejects_bad_arguments_and_bad_scenes() {
 
 #[test]
 fn aoi_over_a_generated_trace_matches_brute_force_counts() {
-    let trace = tmp("walk.bin");
+    let (_dir, trace) = tmp("walk.bin");
     let g = run(&[
         "aoi-trace",
         "--out",
@@ -287,7 +288,7 @@ fn run_aoi(trace: &std::path::Path, entities: &str) -> Output {
 
 #[test]
 fn malformed_traces_are_clear_errors() {
-    let trace = tmp("short.bin");
+    let (_dir, trace) = tmp("short.bin");
     // 10 entities need 80 bytes per frame; 200 bytes is 2.5 frames.
     std::fs::write(&trace, vec![0u8; 200]).unwrap();
     let out = run_aoi(&trace, "10");
