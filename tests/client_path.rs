@@ -25,8 +25,8 @@ use tessera_proto::SessionId;
 use tessera_proto::client::{CLIENT_PROTOCOL, ChatScope, ChatTarget, ClientMsg, ServerMsg};
 use tessera_proto::login::{ApiError, LoginRequest, LoginResponse, PollRequest};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
-use tessera_sim::protocol::Quantizer;
 use tessera_sim::StatePacket;
+use tessera_sim::protocol::Quantizer;
 use tessera_wire::Input;
 use tessera_wire::Secret;
 
