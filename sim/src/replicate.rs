@@ -132,6 +132,10 @@ pub struct ReplScratch {
     /// Per id, this tick's stamp: `e` = of interest, `e + 1` = of interest
     /// and known (anything else: neither).
     marks: Vec<u32>,
+    /// Ids stamped of interest, and how many of them the walk found known:
+    /// when equal, nothing enters and the ids need no second look.
+    stamped: usize,
+    stamped_known: usize,
     epoch: u32,
     /// This chunk's counts, summed into `Counters` after the stage.
     deferred: u64,
@@ -351,12 +355,14 @@ fn stamp_interest(
             let id = n as NetId;
             *s.mark(id) = e;
         }
+        s.stamped = near.len();
         s.near = near;
     } else {
         // The visible set comes from this tick's grid: every id is alive.
         for &id in visible {
             *s.mark(id) = e;
         }
+        s.stamped = visible.len();
     }
 }
 
@@ -374,6 +380,7 @@ fn walk_known(
     e: u32,
 ) {
     s.cands.clear();
+    s.stamped_known = 0;
     s.leave_slots.clear();
     let ClientView { known, ring, .. } = &mut *view;
     for (slot, k) in known.iter_mut().enumerate() {
@@ -385,6 +392,7 @@ fn walk_known(
             continue;
         };
         *mark = e + 1;
+        s.stamped_known += 1;
         // Another generation under a known id: the client may hold the
         // former entity, so only an enter (kind, figure, state) is right.
         let reused = !k.same_gen(snap.net_gen);
@@ -425,6 +433,9 @@ fn add_enters(
     e: u32,
     capped: bool,
 ) {
+    if s.stamped_known == s.stamped {
+        return;
+    }
     let first = s.cands.len();
     let near = std::mem::take(&mut s.near);
     let ids: &mut dyn Iterator<Item = NetId> = if capped {
