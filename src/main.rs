@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    cli::init_tracing();
     let cli = cli::Cli::parse();
+    cli::init_tracing(cli.log_format);
     match cli.run() {
         Ok(code) => code,
         Err(err) => {

@@ -1,8 +1,9 @@
 //! The command line: clap derive, one module per subcommand.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 mod aoi;
 mod bots;
@@ -19,8 +20,23 @@ mod sim;
     about = "Tessera: an authoritative MMO simulation cluster"
 )]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` for
+    /// log shippers (one JSON object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The format of log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`
+    /// (with `message`) and the spans.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,12 +89,22 @@ impl Cli {
     }
 }
 
-/// Logs go to stderr (stdout is for reports); `RUST_LOG` filters them, default `warn`.
-pub fn init_tracing() {
+/// Logs go to stderr (stdout is for reports) in `format`; `RUST_LOG`
+/// filters them, default `warn`. The `log` records of dependencies
+/// (renetcode) go through the same subscriber, under their module as target.
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

@@ -1,0 +1,77 @@
+//! `--log-format`: with `json`, every line a process writes to stderr is one
+//! JSON object with a timestamp, level, target and fields (the message
+//! among them), ready for a log shipper. Runs the real binary on
+//! 127.0.0.1, bounded in time, and stops what it starts.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed run
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // An address nobody listens on: the gate logs its retries.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["gate", "--log-format", "json", "--name", "gate-json"])
+        .args(["--listen", "127.0.0.1:0", "--coordinator"])
+        .arg(refused.to_string())
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    let mut lines = Vec::new();
+    let mut up = false;
+    while !up {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for key in ["timestamp", "level", "target", "fields"] {
+            assert!(value.get(key).is_some(), "no {key}: {line}");
+        }
+        assert!(value["fields"]["message"].is_string(), "no message: {line}");
+        up |= value["fields"]["message"] == "gate up" && value["fields"]["name"] == "gate-json";
+        lines.push(line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(rx);
+    reader.join().unwrap();
+    assert!(up, "no `gate up` line within {LIMIT:?}: {lines:#?}");
+}
+
+#[test]
+fn an_unknown_log_format_is_refused_by_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["--log-format", "xml", "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--log-format"), "{stderr}");
+    assert!(stderr.contains("json"), "{stderr}");
+}
