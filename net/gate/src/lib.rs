@@ -69,7 +69,8 @@ pub use token::{
 };
 pub use transport::{
     Admission, AdmitAll, ClientId, DisconnectReason, Gate, GateConfig, GateError, GateEvent,
-    GateSendError, GateStats, GateStatsSnapshot, ListenerSocket, RateQuota, Refusal,
+    GateSendError, GateStats, GateStatsSnapshot, ListenerSocket, NetcodeRefusal, NetcodeRefusals,
+    REFUSAL_LOG_INTERVAL, RateQuota, Refusal,
 };
 
 /// A message channel; the same ids both ways.

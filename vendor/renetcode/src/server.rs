@@ -379,11 +379,23 @@ impl NetcodeServer {
     pub fn process_packet<'a, 's>(&'s mut self, addr: SocketAddr, buffer: &'a mut [u8]) -> ServerResult<'a, 's> {
         match self.process_packet_internal(addr, buffer) {
             Err(e) => {
-                log::error!("Failed to process packet: {}", e);
+                // TESSERA PATCH: a packet refused here is the sender's doing
+                // (a bad or replayed datagram), one per datagram: debug, not
+                // error. Use `try_process_packet` to count them.
+                log::debug!("Failed to process packet: {}", e);
                 ServerResult::None
             }
             Ok(r) => r,
         }
+    }
+
+    // TESSERA PATCH: `process_packet` that hands the refusal back instead of
+    // logging it, so the caller can count it.
+    /// Like [`process_packet`](Self::process_packet), but a packet refused
+    /// (malformed, replayed, undecryptable, bad token) is returned as the
+    /// error and not logged.
+    pub fn try_process_packet<'a, 's>(&'s mut self, addr: SocketAddr, buffer: &'a mut [u8]) -> Result<ServerResult<'a, 's>, NetcodeError> {
+        self.process_packet_internal(addr, buffer)
     }
 
     fn process_packet_internal<'a, 's>(&'s mut self, addr: SocketAddr, buffer: &'a mut [u8]) -> Result<ServerResult<'a, 's>, NetcodeError> {

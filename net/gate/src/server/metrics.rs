@@ -9,7 +9,7 @@ use tessera_link::LinkStats;
 use tessera_metrics::{Check, Exposition, Source};
 
 use crate::screen::Reject;
-use crate::{Gate, GateStats};
+use crate::{Gate, GateStats, NetcodeRefusal};
 
 use super::GateServerStats;
 
@@ -87,6 +87,14 @@ impl Source for GateMetrics {
                 "Datagrams the screen refused before netcode, by reason.",
                 &[l[0], ("reason", r.name())],
                 self.transport.screen.rejected(r),
+            );
+        }
+        for r in NetcodeRefusal::ALL {
+            out.counter(
+                "tessera_gate_netcode_refused_total",
+                "Datagrams that passed the screen and netcode refused, by reason.",
+                &[l[0], ("reason", r.name())],
+                self.transport.netcode.count(r),
             );
         }
         for (reason, v) in [

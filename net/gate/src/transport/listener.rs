@@ -21,7 +21,7 @@ use super::client_state::ClientState;
 use super::gate::Command;
 use super::handshaking::Handshaking;
 use super::io::{Handshaken, Io};
-use super::{Admission, ClientId, DisconnectReason, GateConfig, Refusal};
+use super::{Admission, ClientId, DisconnectReason, GateConfig, NetcodeRefusal, Refusal};
 
 /// Receive buffer: larger than any legal datagram, so an oversized one is
 /// seen as oversized rather than silently truncated to a legal size.
@@ -124,7 +124,15 @@ impl Listener {
             PacketKind::ConnectionRequest => request_expire_timestamp(datagram),
             _ => None,
         };
-        let result = self.netcode.process_packet(addr, datagram);
+        let result = match self.netcode.try_process_packet(addr, datagram) {
+            Ok(result) => result,
+            Err(e) => {
+                // The sender's doing, one per datagram: counted, and summed
+                // up in the log by `update`.
+                self.io.stats.netcode.record(NetcodeRefusal::of(&e));
+                return;
+            }
+        };
         // netcode answers a request only once the token decrypted: it now
         // holds a pending client for `addr`.
         if let (Some(expire), ServerResult::PacketToSend { .. }) = (expire, &result)
@@ -264,6 +272,7 @@ impl Listener {
         self.io.renet.update(dt);
         self.handshaking
             .purge(self.netcode.current_time().as_secs());
+        self.io.stats.netcode.log_summary(now);
 
         let ids: Vec<ClientId> = self.io.clients.keys().copied().collect();
         for &client in &ids {

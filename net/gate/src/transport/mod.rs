@@ -31,7 +31,9 @@
 //!    ([`GateConfig::client_datagrams`]; a breach disconnects the client), or,
 //!    for addresses not connected (handshakes), one per listener
 //!    ([`GateConfig::handshake_datagrams`]; a breach drops the datagram);
-//! 4. netcode (decryption, handshake, replay window);
+//! 4. netcode (decryption, handshake, replay window); a datagram it refuses
+//!    is counted by reason and summed up in at most one WARN line a second
+//!    for the gate ([`NetcodeRefusals`]), never logged one line per datagram;
 //! 5. renet (acks, reassembly, channels).
 //!
 //! When netcode completes a handshake the token's user data is decoded into
@@ -81,6 +83,7 @@ mod inbound;
 mod io;
 mod listener;
 mod outbound;
+mod refusals;
 mod stats;
 
 use std::net::SocketAddr;
@@ -95,6 +98,7 @@ pub(crate) use ack::{keep_due_ack, renet_due};
 pub use admission::{Admission, AdmitAll, Refusal};
 pub use config::{GateConfig, RateQuota};
 pub use gate::{Gate, ListenerSocket};
+pub use refusals::{NetcodeRefusal, NetcodeRefusals, REFUSAL_LOG_INTERVAL};
 pub use stats::{GateStats, GateStatsSnapshot};
 
 /// netcode's client id, chosen by the token issuer; unique among connected

@@ -6,13 +6,15 @@ use tessera_link::bump;
 
 use crate::screen::ScreenStats;
 
-use super::Refusal;
+use super::{NetcodeRefusals, Refusal};
 
 /// The gate's counters (all listeners). Read with [`GateStats::snapshot`].
 #[derive(Debug, Default)]
 pub struct GateStats {
     /// Screen outcomes by reason.
     pub screen: ScreenStats,
+    /// Datagrams netcode refused after the screen, by reason.
+    pub netcode: NetcodeRefusals,
     pub(super) datagrams_in: AtomicU64,
     pub(super) bytes_in: AtomicU64,
     pub(super) datagrams_out: AtomicU64,
@@ -96,6 +98,9 @@ pub struct GateStatsSnapshot {
     pub screen_passed: u64,
     /// Datagrams the screen refused, all reasons.
     pub screen_rejected: u64,
+    /// Datagrams that passed the screen and netcode refused (undecryptable,
+    /// replayed, malformed, a bad token), all reasons.
+    pub netcode_refused: u64,
 }
 
 impl GateStats {
@@ -131,6 +136,7 @@ impl GateStats {
             acks_deferred: l(&self.acks_deferred),
             screen_passed: self.screen.passed(),
             screen_rejected: self.screen.rejected_total(),
+            netcode_refused: self.netcode.total(),
         }
     }
 
