@@ -5,6 +5,7 @@
 //! ```toml
 //! secret = "a long random string"   # shared by every process of a cluster
 //! scenes_dir = "assets/scenes"      # default: see `scenes::scenes_dir`
+//! log_format = "text"               # or "json"; `--log-format` overrides it
 //!
 //! [coordinator]   # tessera_coordinator::CoordinatorConfig
 //! listen = "127.0.0.1:7000"
@@ -54,6 +55,9 @@ pub struct Config {
     /// Folder of scene definitions. Default: `$TESSERA_ASSETS/scenes`, else
     /// `./assets/scenes`.
     pub scenes_dir: Option<PathBuf>,
+    /// Log lines as `text` (default) or `json`, for the cluster roles;
+    /// `--log-format` overrides it.
+    pub log_format: Option<crate::cli::LogFormat>,
     pub coordinator: CoordinatorConfig,
     pub cluster: ClusterConfig,
     pub scene: SceneServerConfig,

@@ -10,7 +10,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    cli::init_tracing(cli.log_format);
+    cli::init_tracing(cli.log_format());
     match cli.run() {
         Ok(code) => code,
         Err(err) => {

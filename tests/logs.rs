@@ -64,6 +64,43 @@ fn json_logs_are_one_object_per_line() {
     assert!(up, "no `gate up` line within {LIMIT:?}: {lines:#?}");
 }
 
+/// `log_format = "json"` in `tessera.toml` does the same for a cluster
+/// role started without the flag.
+#[test]
+fn the_config_file_can_ask_for_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tessera.toml"), "log_format = \"json\"\n").unwrap();
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["gate", "--name", "gate-toml", "--listen", "127.0.0.1:0"])
+        .arg("--coordinator")
+        .arg(refused.to_string())
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stderr).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let first = rx.recv_timeout(LIMIT);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    let first = first.expect("a log line");
+    let value: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not a JSON line ({e}): {first}"));
+    assert!(value["level"].is_string(), "{first}");
+}
+
 #[test]
 fn an_unknown_log_format_is_refused_by_name() {
     let out = Command::new(env!("CARGO_BIN_EXE_tessera"))

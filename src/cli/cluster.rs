@@ -498,3 +498,15 @@ pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// The `--config` of the cluster roles, for `Cli::log_format`.
+macro_rules! config_path {
+    ($($args:ty),*) => {$(
+        impl $args {
+            pub fn config_path(&self) -> Option<&std::path::Path> {
+                self.config.as_deref()
+            }
+        }
+    )*};
+}
+config_path!(CoordinatorArgs, SceneArgs, UpArgs, GateArgs);

@@ -21,15 +21,17 @@ mod sim;
 )]
 pub struct Cli {
     /// How log lines are written to stderr: `text` for people, `json` for
-    /// log shippers (one JSON object per line).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// log shippers (one JSON object per line). Default: the config file's
+    /// `log_format` for the cluster roles, else `text`.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
 /// The format of log lines (`--log-format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
     #[default]
@@ -71,6 +73,27 @@ enum Command {
 }
 
 impl Cli {
+    /// The log format: `--log-format`, else `log_format` in the config file
+    /// of a cluster role (`up`, `coordinator`, `scene`, `gate`), else text.
+    /// A config file that does not load counts as none here: the
+    /// subcommand reports it when it loads it.
+    pub fn log_format(&self) -> LogFormat {
+        if let Some(format) = self.log_format {
+            return format;
+        }
+        let path = match &self.command {
+            Command::Up(args) => args.config_path(),
+            Command::Coordinator(args) => args.config_path(),
+            Command::Scene(args) => args.config_path(),
+            Command::Gate(args) => args.config_path(),
+            _ => return LogFormat::Text,
+        };
+        crate::config::Config::load(path)
+            .ok()
+            .and_then(|c| c.log_format)
+            .unwrap_or_default()
+    }
+
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Sim(args) => sim::run(args),
