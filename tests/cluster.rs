@@ -778,6 +778,25 @@ fn bad_config_and_unreachable_coordinator_are_clear_errors() {
         let (ok, _, err) = tessera(d, &["coordinator", "--config", "missing.toml"]);
         assert!(!ok);
         assert!(err.contains("missing.toml"), "{err}");
+
+        // A port in use is named once, with its cause once.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap().to_string();
+        let args = [
+            "up",
+            "--data",
+            "data",
+            "--listen",
+            &addr,
+            "--http",
+            "127.0.0.1:0",
+            "--gate-listen",
+            "127.0.0.1:0",
+        ];
+        let (ok, _, err) = tessera(d, &args);
+        assert!(!ok);
+        assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+        assert_eq!(err.matches("in use").count(), 1, "{err}");
     });
 }
 
