@@ -18,6 +18,9 @@ use super::{
 };
 use crate::stats::Counter;
 
+/// How often a connector that keeps failing says it is still waiting.
+pub const WAITING_WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// Exponential reconnect backoff with jitter.
 ///
 /// Attempt `n` (from 0) waits a base of `initial × factorⁿ`, capped at `max`,
@@ -165,6 +168,7 @@ impl Connector {
         let backoff = self.cfg.backoff.clone();
         self.pause_after_short_link(&backoff).await;
         let mut attempts = 0u32;
+        let mut warned: Option<tokio::time::Instant> = None;
         loop {
             match connect(&self.addr, &self.cfg).await {
                 Ok(link) => {
@@ -188,8 +192,18 @@ impl Connector {
                         });
                     }
                     let d = self.next_delay(&backoff);
-                    if attempts == 1 {
-                        info!(addr = %self.addr, "connect failed: {e}; retrying in {d:?}");
+                    // A process waiting on its peer says so (the default
+                    // filter shows warnings), once and then every
+                    // WAITING_WARN_EVERY, not on every attempt.
+                    let now = tokio::time::Instant::now();
+                    if warned.is_none_or(|w| now - w >= WAITING_WARN_EVERY) {
+                        warned = Some(now);
+                        warn!(
+                            addr = %self.addr,
+                            attempts,
+                            "waiting for {}: {e}; still trying",
+                            self.addr
+                        );
                     } else {
                         debug!(addr = %self.addr, attempts, "connect failed: {e}; retrying in {d:?}");
                     }
