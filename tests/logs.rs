@@ -112,3 +112,49 @@ fn an_unknown_log_format_is_refused_by_name() {
     assert!(stderr.contains("--log-format"), "{stderr}");
     assert!(stderr.contains("json"), "{stderr}");
 }
+
+/// A scene server started before its coordinator says it is waiting, at
+/// the default log level, rather than retrying in silence.
+#[test]
+fn a_scene_server_waiting_for_its_coordinator_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there (a port the OS just gave and took back).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let coordinator = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["scene", "--coordinator", &coordinator])
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("TESSERA_SECRET", "logs-test-secret-0123456789abcdef")
+        .env(
+            "TESSERA_ASSETS",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("waiting for") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let said = rx.recv_timeout(LIMIT);
+    // Stopped whatever the outcome.
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = said.expect("the scene server said it is waiting");
+    assert!(
+        line.contains("WARN") && line.contains(&coordinator),
+        "{line}"
+    );
+}
