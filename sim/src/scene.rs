@@ -22,7 +22,7 @@ pub enum SceneError {
 }
 
 /// An axis-aligned rectangle, `min` inclusive corner to `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rect {
     pub min: Vec2,

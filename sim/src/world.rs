@@ -130,7 +130,17 @@ pub struct SnapshotEntity {
     pub pos: Vec2,
 }
 
-/// The server's truth of one scene at one tick, for checking client views.
+/// The server's truth of one scene at one tick, for checking client views
+/// (the bots' view check) and drawing the live map (`GET /map`).
+///
+/// [`SceneWorld::snapshot`] copies it out of the world; a host calls that on
+/// the scene thread, between two ticks (`tessera-host`'s runner answers its
+/// `Msg::Snapshot` in its own loop), so a snapshot never takes a lock the
+/// tick holds and never sees a tick half done.
+///
+/// Fields added after the first version (`tick_ns`, `obstacles`) come last
+/// and default when absent: readers of the JSON form accept older and newer
+/// coordinators, and an older postcard reader ignores the trailing bytes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SceneSnapshot {
     pub scene: String,
@@ -148,6 +158,12 @@ pub struct SceneSnapshot {
     pub max_speed: f32,
     /// By id.
     pub entities: Vec<SnapshotEntity>,
+    /// How long the last tick took, ns (its budget is `1 / tick_hz`).
+    #[serde(default)]
+    pub tick_ns: u64,
+    /// The scene's obstacles, as in its scene file.
+    #[serde(default)]
+    pub obstacles: Vec<crate::scene::Rect>,
 }
 
 /// What the current tick hands back to the host (besides packets).
@@ -403,6 +419,8 @@ impl SceneWorld {
             max_speed: info.settings.run_speed.max(info.settings.walk_speed)
                 * info.settings.mount_factor.max(1.0),
             entities,
+            tick_ns: self.metrics().last_tick,
+            obstacles: info.def.obstacle.clone(),
         }
     }
 

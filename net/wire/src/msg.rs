@@ -49,11 +49,13 @@ pub enum LinkMsg {
     /// writing its state.
     EpochStale { scene: String, current: Epoch },
     /// Coordinator → scene server: the scene's state as its last tick's
-    /// packets were built from it, for checking client views (admin only).
+    /// packets were built from it, for checking client views and drawing the
+    /// live map (admin only).
     SnapshotRequest { request: u64, scene: String },
     /// Scene server → coordinator: the answer, a postcard-encoded
     /// `tessera_sim::SceneSnapshot`, or `None` when the scene is not hosted
-    /// here (or its thread did not answer).
+    /// here (or its thread did not answer). The scene thread copies it
+    /// between two ticks; encoding happens off that thread.
     Snapshot {
         request: u64,
         scene: String,

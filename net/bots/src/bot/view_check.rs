@@ -192,6 +192,8 @@ mod tests {
             tick_hz: 20,
             max_speed: 12.0,
             entities,
+            tick_ns: 0,
+            obstacles: Vec::new(),
         }
     }
 
