@@ -6,7 +6,12 @@
 //! * `POST /v1/admin/kick`, `POST /v1/admin/ban` — operator actions, and
 //!   `GET /v1/scenes/{name}/snapshot` — a scene's entities as its last
 //!   tick's packets were built from them (the truth client views are checked
-//!   against), all with `Authorization: Bearer <cluster secret>`.
+//!   against), all with `Authorization: Bearer <cluster secret>`;
+//! * `GET /map?scene=NAME` — the live map: one self-contained HTML page
+//!   (`map.html`) whose script polls that snapshot several times a second,
+//!   sending the secret it reads from the URL fragment (`#secret=…`, which a
+//!   browser never sends to the server) as the Bearer header. The page
+//!   itself carries no data and needs no credential.
 //!
 //! Bodies are capped at [`MAX_BODY_BYTES`]. Registration and login are rate
 //! limited per client address (an IPv4 address or an IPv6 /64, read from a
@@ -21,7 +26,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -196,6 +201,7 @@ pub(crate) async fn serve(
         .route("/v1/admin/kick", post(kick))
         .route("/v1/admin/ban", post(ban))
         .route("/v1/scenes/{name}/snapshot", get(snapshot))
+        .route("/map", get(map_page))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
         .merge(tessera_metrics::http::router(registry));
@@ -635,6 +641,55 @@ async fn snapshot(
     postcard::from_bytes(&bytes)
         .map(Json)
         .map_err(|e| ApiFailure::internal(format!("a snapshot that does not decode: {e}")))
+}
+
+/// The live map's page: static, self-contained; its script does the rest.
+const MAP_PAGE: &str = include_str!("map.html");
+
+/// `GET /map`'s query.
+#[derive(Debug, serde::Deserialize)]
+struct MapQuery {
+    scene: Option<String>,
+}
+
+/// `GET /map?scene=NAME`: the page, for a placed scene; 404 naming the placed
+/// scenes for any other, 400 without a scene.
+async fn map_page(
+    State(api): State<Api>,
+    query: Result<Query<MapQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+    let scene = query.ok().and_then(|Query(q)| q.scene).unwrap_or_default();
+    let placed = lock(&api.core).placed_scenes();
+    let text = |status: StatusCode, body: String| {
+        (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    };
+    if scene.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "name a scene: /map?scene=NAME#secret=CLUSTER_SECRET (placed: {})\n",
+                placed.join(", ")
+            ),
+        );
+    }
+    if !placed.contains(&scene) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "scene {scene:?} is not placed (placed: {})\n",
+                placed.join(", ")
+            ),
+        );
+    }
+    (
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (CACHE_CONTROL, "no-store"),
+        ],
+        MAP_PAGE,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -1,5 +1,14 @@
-//! Scene snapshots for the admin API: a request goes to the scene server
-//! that hosts the scene, and its answer back to the waiting HTTP handler.
+//! Scene snapshots for the admin API (`GET /v1/scenes/{name}/snapshot`, read
+//! by the bots' view check and the live map at `GET /map`): a request goes to
+//! the scene server that hosts the scene, and its answer back to the waiting
+//! HTTP handler.
+//!
+//! The snapshot itself is a copy the scene thread makes between two ticks
+//! (`tessera_host`'s runner answers its `Msg::Snapshot` in its own loop, by
+//! `SceneWorld::snapshot`): no lock the tick holds is taken, and it never
+//! sees a tick half done. It costs that thread one pass over the scene's
+//! entities per request; the scene server encodes it off the thread, and at
+//! most [`MAX_PENDING_SNAPSHOTS`] wait at once.
 
 use tessera_wire::LinkMsg;
 use tokio::sync::oneshot;
@@ -49,6 +58,15 @@ impl Core {
             },
         );
         Ok((request, rx))
+    }
+
+    /// The names of the scenes placed now, for the map's "unknown scene" answer.
+    pub(crate) fn placed_scenes(&self) -> Vec<String> {
+        self.cluster
+            .scene_names()
+            .filter(|s| self.cluster.placement(s).is_some())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The waiting handler gave up (timed out).
