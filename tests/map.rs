@@ -1,0 +1,279 @@
+//! The live map (`GET /map`) in a real browser: `tessera up` with walkers,
+//! the page opened in headless Chromium (Debian's `chromium`; `.ci/run`
+//! installs it), and the number of entities it drew (`#entity-count` in the
+//! dumped DOM) compared with the scene's admin snapshot.
+//!
+//! The test bounds its own run time, uses ports chosen by the OS, and kills
+//! every process it started, Chromium's whole process group included.
+#![allow(clippy::unwrap_used)]
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "map-test-secret-not-the-development-one";
+const WALKERS: usize = 30;
+
+/// A child process, killed and reaped on drop.
+struct Proc {
+    child: Child,
+    first_line: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tessera ARGS` in `dir`, logging to `dir/NAME.log`, and returns it
+/// with the first line it printed (within 60 s).
+fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "TESSERA_ASSETS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+        )
+        .env("TESSERA_SECRET", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = BufReader::new(out);
+        let mut first = String::new();
+        let _ = out.read_line(&mut first);
+        let _ = tx.send(first);
+        // Keep draining stdout so the child never blocks on a full pipe.
+        for _ in out.lines() {}
+    });
+    let mut proc = Proc {
+        child,
+        first_line: String::new(),
+    };
+    proc.first_line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    assert!(
+        !proc.first_line.is_empty(),
+        "{name} printed nothing within 60 s; see {name}.log"
+    );
+    proc
+}
+
+/// The text after `marker` in `line`, up to the next `,`, `;` or space.
+fn after<'a>(line: &'a str, marker: &str) -> &'a str {
+    line.split(marker)
+        .nth(1)
+        .and_then(|s| s.split([',', ';', ' ']).next())
+        .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"))
+}
+
+/// `GET path` from `base` (`http://host:port`), with `headers`: status code,
+/// head and body.
+fn get(base: &str, path: &str, headers: &str) -> (u16, String, String) {
+    let addr = base.trim_start_matches("http://");
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new(), String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
+    if s.write_all(head.as_bytes()).is_err() {
+        return (0, String::new(), String::new());
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (code, head.to_owned(), body.to_owned())
+}
+
+/// The scene's snapshot (admin API): its entities' kinds (0 player, 1 NPC).
+fn snapshot_kinds(base: &str, scene: &str) -> Option<Vec<u64>> {
+    let auth = format!("Authorization: Bearer {SECRET}\r\n");
+    let (code, _, body) = get(base, &format!("/v1/scenes/{scene}/snapshot"), &auth);
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["entities"]
+        .as_array()?
+        .iter()
+        .map(|e| e["kind"].as_u64())
+        .collect()
+}
+
+/// Opens `url` in headless Chromium (in its own process group, killed
+/// afterwards) and returns the DOM it dumped after 5 s of virtual time.
+fn chromium_dom(dir: &Path, url: &str) -> String {
+    let out = dir.join("dom.html");
+    let err = dir.join("chromium.log");
+    let profile = dir.join("chromium-profile");
+    let spawned = Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+            url,
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .process_group(0)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "cannot run chromium ({e}): install Debian's `chromium` package \
+             (`apt-get update && apt-get install -y chromium`), as .ci/run does"
+        ),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Chromium forks helpers (zygote, renderer): end its whole group.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&err).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("chromium ran over 60 s:\n{log}"));
+    assert!(status.success(), "chromium failed ({status}):\n{log}");
+    std::fs::read_to_string(&out).unwrap()
+}
+
+/// The text of the element with `id` in `dom` (no nested tags).
+fn element_text<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[start..];
+    let text = &rest[rest.find('>')? + 1..];
+    Some(&text[..text.find('<')?])
+}
+
+/// Runs `f` on a thread with a deadline: a hung test fails instead of hanging CI.
+fn bounded(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => t.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(e) = t.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test exceeded {secs} s"),
+    }
+}
+
+#[test]
+fn the_map_in_chromium_draws_every_entity_of_the_snapshot() {
+    bounded(240, || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let data = d.join("data");
+        let walkers = WALKERS.to_string();
+        let up = spawn(
+            d,
+            "up",
+            &[
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--gate-listen",
+                "127.0.0.1:0",
+                "--walkers",
+                &walkers,
+                "--data",
+                data.to_str().unwrap(),
+            ],
+        );
+        // "tessera up: coordinator on A, 1 scene server(s), status at http://H/v1/status, …"
+        let http = format!(
+            "http://{}",
+            after(&up.first_line, "status at http://").trim_end_matches("/v1/status")
+        );
+
+        // The field scene, once its walkers (players) and wanderers (NPCs)
+        // are all in: both kinds are present, and nothing spawns or leaves
+        // after that (no churn), so any two reads agree.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let before = loop {
+            if let Some(kinds) = snapshot_kinds(&http, "field") {
+                let players = kinds.iter().filter(|&&k| k == 0).count();
+                if players == WALKERS && kinds.contains(&1) {
+                    break kinds.len();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "field never showed {WALKERS} walkers and some NPCs; see up.log"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+
+        // The page itself: served without a credential, for placed scenes.
+        let (code, head, body) = get(&http, "/map?scene=field", "");
+        assert_eq!(code, 200, "{head}");
+        assert!(head.contains("text/html"), "{head}");
+        assert!(body.contains("id=\"entity-count\""));
+        let (code, _, body) = get(&http, "/map?scene=nowhere", "");
+        assert_eq!(code, 404, "{body}");
+        assert!(body.contains("\"nowhere\" is not placed"), "{body}");
+        assert!(body.contains("field"), "{body}");
+        let (code, _, body) = get(&http, "/map", "");
+        assert_eq!(code, 400, "{body}");
+
+        let dom = chromium_dom(d, &format!("{http}/map?scene=field#secret={SECRET}"));
+        let after_count = snapshot_kinds(&http, "field").unwrap().len();
+        assert_eq!(before, after_count, "the field scene churned");
+        let status = element_text(&dom, "status").unwrap_or("");
+        assert!(status.trim().is_empty(), "the page reports: {status}");
+        let drawn: usize = element_text(&dom, "entity-count")
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no #entity-count in the page:\n{dom}"));
+        assert_eq!(
+            drawn, before,
+            "the map drew {drawn}, the snapshot holds {before}"
+        );
+
+        // Without the secret, the page draws nothing and asks for it.
+        let dom = chromium_dom(d, &format!("{http}/map?scene=field"));
+        assert_eq!(element_text(&dom, "entity-count"), Some("0"));
+        drop(up);
+    });
+}
