@@ -558,3 +558,23 @@ fn acks_of_the_future_or_of_another_placement_are_counted_drops() {
     let c = w.counters();
     assert_eq!((c.acks_invalid, c.acks_stale), (1, 1), "{c:?}");
 }
+
+#[test]
+fn a_snapshot_holds_what_the_live_map_draws() {
+    let def = town();
+    let obstacles = def.obstacle.clone();
+    let npcs: u32 = def.npc_spawner.iter().map(|s| s.count).sum();
+    let mut w = SceneWorld::new(def, settings());
+    w.push(attach_at(1, [200.0, 200.0])).unwrap();
+    for _ in 0..3 {
+        w.tick();
+    }
+    let snap = w.snapshot();
+    assert_eq!(snap.obstacles, obstacles);
+    assert!(!snap.obstacles.is_empty(), "town has walls");
+    assert!(snap.tick_ns > 0, "the last tick's duration");
+    let players = snap.entities.iter().filter(|e| e.kind == 0).count();
+    let others = snap.entities.iter().filter(|e| e.kind == 1).count();
+    assert_eq!((players, others), (1, npcs as usize));
+    assert_eq!(snap.aoi_radius, SceneSettings::default().aoi_radius);
+}
