@@ -132,6 +132,8 @@ fn chromium_dom(dir: &Path, url: &str) -> String {
             "--headless=new",
             "--no-sandbox",
             "--disable-gpu",
+            // Containers often have a tiny /dev/shm.
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--virtual-time-budget=5000",
             &format!("--user-data-dir={}", profile.display()),
