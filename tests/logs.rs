@@ -158,3 +158,61 @@ fn a_scene_server_waiting_for_its_coordinator_says_so() {
         "{line}"
     );
 }
+
+/// Under `tessera up` every role logs in one process: each line names its
+/// node, from start to the flush on Ctrl-C.
+#[test]
+fn every_line_of_up_names_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["up", "--log-format", "json", "--data", "data"])
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--gate-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("TESSERA_SECRET", "logs-test-secret-0123456789abcdef")
+        .env(
+            "TESSERA_ASSETS",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+        )
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Up once it prints its banner; then Ctrl-C (every role flushes and logs).
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (up_tx, up_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.starts_with("tessera up:") {
+                let _ = up_tx.send(());
+            }
+        }
+    });
+    let errs = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let up = up_rx.recv_timeout(LIMIT);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    up.expect("tessera up started");
+    let lines = errs.join().unwrap();
+    let mut nodes = std::collections::BTreeSet::new();
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let node = value["span"]["node"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no node: {line}"));
+        nodes.insert(node.to_owned());
+    }
+    for role in ["coordinator", "scene-1", "gate-1"] {
+        assert!(nodes.contains(role), "no line of {role}: {nodes:?}");
+    }
+}

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use anyhow::Context;
 use clap::Args;
@@ -154,6 +155,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             config.secret(),
             catalog,
         )
+        .instrument(node_span("coordinator"))
         .await?;
         println!(
             "coordinator: links on {}, HTTP on http://{}",
@@ -166,7 +168,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         );
         terminated().await;
         info!("stopping");
-        coord.shutdown().await;
+        coord.shutdown().instrument(node_span("coordinator")).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -191,7 +193,10 @@ pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
     config.validate(&[&config.scene.coordinator, &config.scene.listen])?;
     let defs = config.scene_defs()?;
     runtime()?.block_on(async {
-        let mut server = SceneServer::start(config.scene.clone(), config.secret(), defs).await?;
+        let span = node_span(&config.scene.node_name());
+        let mut server = SceneServer::start(config.scene.clone(), config.secret(), defs)
+            .instrument(span)
+            .await?;
         println!(
             "scene server {}: gates connect to {}{}",
             server.name(),
@@ -200,8 +205,9 @@ pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
         );
         tokio::select! {
             _ = terminated() => {
-                info!("SIGTERM: flushing every scene, then deregistering");
-                server.shutdown().await?;
+                let span = node_span(server.name());
+                span.in_scope(|| info!("SIGTERM: flushing every scene, then deregistering"));
+                server.shutdown().instrument(span).await?;
                 Ok(ExitCode::SUCCESS)
             }
             r = server.stopped() => {
@@ -246,6 +252,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             config.secret(),
             catalog,
         )
+        .instrument(node_span("coordinator"))
         .await?;
         // One process, one scrape: every role reports through the
         // coordinator's /metrics, so the roles serve none of their own.
@@ -256,7 +263,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             sc.name = format!("scene-{i}");
             sc.listen = "127.0.0.1:0".into();
             sc.metrics = None;
-            let server = SceneServer::start(sc, config.secret(), defs.clone()).await?;
+            let span = node_span(&sc.node_name());
+            let server = SceneServer::start(sc, config.secret(), defs.clone())
+                .instrument(span)
+                .await?;
             coord.metrics().register(&server.metrics_source());
             servers.push(server);
         }
@@ -264,7 +274,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         gc.coordinator = coord.link_addr().to_string();
         gc.name = "gate-1".into();
         gc.metrics = None;
-        let gate = GateServer::start(gc, config.secret()).await?;
+        let span = node_span(&gc.name);
+        let gate = GateServer::start(gc, config.secret())
+            .instrument(span)
+            .await?;
         coord.metrics().register(&gate.metrics_source());
         let udp: Vec<String> = gate.addresses().iter().map(ToString::to_string).collect();
         println!(
@@ -282,11 +295,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
         println!("press Ctrl-C to stop (every scene is flushed first)");
         terminated().await;
-        gate.shutdown().await;
+        let span = node_span(gate.name());
+        gate.shutdown().instrument(span).await;
         for s in servers {
-            s.shutdown().await?;
+            let span = node_span(s.name());
+            s.shutdown().instrument(span).await?;
         }
-        coord.shutdown().await;
+        coord.shutdown().instrument(node_span("coordinator")).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -307,7 +322,9 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
     }
     config.validate(&[&config.gate.coordinator, &config.gate.listen])?;
     runtime()?.block_on(async {
-        let mut gate = GateServer::start(config.gate.clone(), config.secret()).await?;
+        let mut gate = GateServer::start(config.gate.clone(), config.secret())
+            .instrument(node_span(&config.gate.name))
+            .await?;
         let udp: Vec<String> = gate.addresses().iter().map(ToString::to_string).collect();
         println!(
             "gate {}: clients connect over udp to {}{}",
@@ -317,7 +334,8 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
         );
         tokio::select! {
             _ = terminated() => {
-                gate.shutdown().await;
+                let span = node_span(gate.name());
+                gate.shutdown().instrument(span).await;
                 Ok(ExitCode::SUCCESS)
             }
             r = gate.stopped() => {
@@ -510,3 +528,9 @@ macro_rules! config_path {
     )*};
 }
 config_path!(CoordinatorArgs, SceneArgs, UpArgs, GateArgs);
+
+/// The span a role runs in: every line it logs, from any of its tasks and
+/// threads, names its node (`node{node=scene-1}` in text, `"spans"` in JSON).
+fn node_span(name: &str) -> tracing::Span {
+    tracing::info_span!("node", node = %name)
+}

@@ -335,9 +335,13 @@ async fn hashing<T: Send + 'static>(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiFailure> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiFailure::internal)
+    tokio::task::spawn_blocking({
+        let span = tracing::Span::current();
+        let f = f;
+        move || span.in_scope(f)
+    })
+    .await
+    .map_err(ApiFailure::internal)
 }
 
 async fn register(

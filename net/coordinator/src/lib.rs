@@ -63,6 +63,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use tessera_persistence::{self as db, Store, Writer, WriterConfig};
 use tokio::net::TcpListener;
@@ -199,18 +200,21 @@ impl Coordinator {
                 tick_every,
                 stop.clone(),
             ),
-            tokio::spawn(http::serve(
-                http_listener,
-                http::Api {
-                    hashing: Arc::new(tokio::sync::Semaphore::new(store_hash_cap)),
-                    core: Arc::clone(&core),
-                    limits: api_limits,
-                    admin,
-                    counters,
-                },
-                registry.clone(),
-                stop.clone(),
-            )),
+            tokio::spawn(
+                (http::serve(
+                    http_listener,
+                    http::Api {
+                        hashing: Arc::new(tokio::sync::Semaphore::new(store_hash_cap)),
+                        core: Arc::clone(&core),
+                        limits: api_limits,
+                        admin,
+                        counters,
+                    },
+                    registry.clone(),
+                    stop.clone(),
+                ))
+                .in_current_span(),
+            ),
         ];
         info!(%link_addr, %http_addr, data = %config.data.display(), "coordinator up");
         Ok(Self {
@@ -258,10 +262,14 @@ impl Coordinator {
             let _ = t.await;
         }
         let core = Arc::clone(&self.core);
-        let stats = tokio::task::spawn_blocking(move || {
-            let mut core = lock(&core);
-            core.close();
-            core.stats()
+        let stats = tokio::task::spawn_blocking({
+            let span = tracing::Span::current();
+            let f = move || {
+                let mut core = lock(&core);
+                core.close();
+                core.stats()
+            };
+            move || span.in_scope(f)
         })
         .await;
         match stats {
@@ -357,17 +365,20 @@ fn spawn_links(
     config: LinkConfig,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let stop_links = stop.clone();
-        let handler = move |link| {
-            let core = Arc::clone(&core);
-            let stop = stop_links.clone();
-            async move { core::handle_link(core, link, stop).await }
-        };
-        if let Err(e) = serve(listener, config, handler, stop.cancelled_owned()).await {
-            warn!(error = %e, "link listener stopped");
-        }
-    })
+    tokio::spawn(
+        (async move {
+            let stop_links = stop.clone();
+            let handler = move |link| {
+                let core = Arc::clone(&core);
+                let stop = stop_links.clone();
+                async move { core::handle_link(core, link, stop).await }
+            };
+            if let Err(e) = serve(listener, config, handler, stop.cancelled_owned()).await {
+                warn!(error = %e, "link listener stopped");
+            }
+        })
+        .in_current_span(),
+    )
 }
 
 /// Ticks the cluster state every `every` until `stop`.
@@ -377,19 +388,22 @@ fn spawn_ticker(
     every: Duration,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = interval.tick() => {
-                    lock(&core).tick();
-                    counters.ticked();
+    tokio::spawn(
+        (async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = interval.tick() => {
+                        lock(&core).tick();
+                        counters.ticked();
+                    }
                 }
             }
-        }
-    })
+        })
+        .in_current_span(),
+    )
 }
 
 #[cfg(test)]

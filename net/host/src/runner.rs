@@ -264,9 +264,11 @@ impl SceneRunner {
             shared: Arc::clone(&shared),
             output: Arc::clone(&output),
         };
+        // The thread logs under the span it was started in (its node's).
+        let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name(format!("scene-{scene}"))
-            .spawn(move || ctx.run())?;
+            .spawn(move || span.in_scope(|| ctx.run()))?;
         Ok(Self {
             scene,
             epoch,

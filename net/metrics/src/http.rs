@@ -8,6 +8,7 @@
 //! its role holds briefly, and readiness may read the database.
 
 use std::net::SocketAddr;
+use tracing::Instrument as _;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -30,16 +31,26 @@ pub fn router(registry: Registry) -> Router {
 }
 
 async fn metrics(registry: Registry) -> Response {
-    match tokio::task::spawn_blocking(move || registry.render()).await {
+    match tokio::task::spawn_blocking({
+        let span = tracing::Span::current();
+        let f = move || registry.render();
+        move || span.in_scope(f)
+    })
+    .await
+    {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
 async fn probe(registry: Registry, check: fn(&Registry) -> Check) -> Response {
-    let answer = tokio::task::spawn_blocking(move || check(&registry))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    let answer = tokio::task::spawn_blocking({
+        let span = tracing::Span::current();
+        let f = move || check(&registry);
+        move || span.in_scope(f)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
     match answer {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
@@ -55,12 +66,15 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
 
 /// Serves [`router`] on `listener` until `stop`.
 pub fn spawn(listener: TcpListener, registry: Registry, stop: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(registry))
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::warn!(error = %e, "metrics server stopped");
-        }
-    })
+    tokio::spawn(
+        (async move {
+            if let Err(e) = axum::serve(listener, router(registry))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::warn!(error = %e, "metrics server stopped");
+            }
+        })
+        .in_current_span(),
+    )
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tessera_host::{RunnerPhase, SceneHost, SystemClock};
 use tessera_link::{Connector, Link, LinkReceiver, LinkSender, bump, lock};
@@ -159,7 +160,12 @@ async fn reap_failed(shared: &Arc<ServerState>) {
 /// Drops a scene on the blocking pool (it joins the scene thread).
 async fn drop_blocking(shared: &Arc<ServerState>, scene: String, stale: bool) {
     let s = Arc::clone(shared);
-    let _ = tokio::task::spawn_blocking(move || s.drop_scene(&scene, stale)).await;
+    let _ = tokio::task::spawn_blocking({
+        let span = tracing::Span::current();
+        let f = move || s.drop_scene(&scene, stale);
+        move || span.in_scope(f)
+    })
+    .await;
 }
 
 /// Tells the coordinator, once per link, of every scene now running.
@@ -196,20 +202,23 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 fn on_snapshot_request(shared: &ServerState, sender: &LinkSender, request: u64, scene: String) {
     let rx = lock(&shared.host).runner(&scene).and_then(|r| r.snapshot());
     let sender = sender.clone();
-    tokio::spawn(async move {
-        let snapshot = match rx {
-            Some(rx) => match tokio::time::timeout(SNAPSHOT_WAIT, rx).await {
-                Ok(Ok(s)) => postcard::to_allocvec(&s).ok(),
-                _ => None,
-            },
-            None => None,
-        };
-        let _ = sender.try_send(&LinkMsg::Snapshot {
-            request,
-            scene,
-            snapshot,
-        });
-    });
+    tokio::spawn(
+        (async move {
+            let snapshot = match rx {
+                Some(rx) => match tokio::time::timeout(SNAPSHOT_WAIT, rx).await {
+                    Ok(Ok(s)) => postcard::to_allocvec(&s).ok(),
+                    _ => None,
+                },
+                None => None,
+            };
+            let _ = sender.try_send(&LinkMsg::Snapshot {
+                request,
+                scene,
+                snapshot,
+            });
+        })
+        .in_current_span(),
+    );
 }
 
 async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg: LinkMsg) {
@@ -314,7 +323,7 @@ async fn on_place_scene(
             bump(&shared.counters.placed);
             info!(%scene, epoch, "placed");
             if let Some(output) = lock(&shared.host).output(&scene) {
-                tokio::spawn(pump(Arc::clone(shared), scene, epoch, output));
+                tokio::spawn(pump(Arc::clone(shared), scene, epoch, output).in_current_span());
             }
         }
         Err(e) => error!(%scene, epoch, error = %e, "placement failed"),
@@ -371,14 +380,18 @@ fn sync_attached(shared: &ServerState, scene: &str, attached: Vec<AttachedSessio
 /// the coordinator, deregister, close.
 async fn finish(shared: &Arc<ServerState>, link: Option<(LinkSender, LinkReceiver)>) {
     let s = Arc::clone(shared);
-    let reports = tokio::task::spawn_blocking(move || {
-        let mut host = lock(&s.host);
-        let placeholder = SceneHost::new(
-            s.settings.clone(),
-            Arc::new(SystemClock::new()),
-            Arc::clone(&s.sink) as Arc<dyn tessera_host::SaveSink>,
-        );
-        std::mem::replace(&mut *host, placeholder).shutdown()
+    let reports = tokio::task::spawn_blocking({
+        let span = tracing::Span::current();
+        let f = move || {
+            let mut host = lock(&s.host);
+            let placeholder = SceneHost::new(
+                s.settings.clone(),
+                Arc::new(SystemClock::new()),
+                Arc::clone(&s.sink) as Arc<dyn tessera_host::SaveSink>,
+            );
+            std::mem::replace(&mut *host, placeholder).shutdown()
+        };
+        move || span.in_scope(f)
     })
     .await
     .unwrap_or_default();

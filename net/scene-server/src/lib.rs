@@ -53,6 +53,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tessera_host::{SceneHost, SystemClock};
 use tessera_link::{Connector, LinkConfig, lock, serve};
@@ -162,17 +163,21 @@ impl SceneServer {
             let shared = Arc::clone(&shared);
             let stop = stop.clone();
             let stopped = stop.clone();
-            tokio::spawn(async move {
-                let handler = move |link| {
-                    let shared = Arc::clone(&shared);
-                    let stop = stop.clone();
-                    async move { gate_link(shared, link, stop).await }
-                };
-                if let Err(e) = serve(listener, gate_cfg, handler, stopped.cancelled_owned()).await
-                {
-                    warn!(error = %e, "gate listener stopped");
-                }
-            })
+            tokio::spawn(
+                (async move {
+                    let handler = move |link| {
+                        let shared = Arc::clone(&shared);
+                        let stop = stop.clone();
+                        async move { gate_link(shared, link, stop).await }
+                    };
+                    if let Err(e) =
+                        serve(listener, gate_cfg, handler, stopped.cancelled_owned()).await
+                    {
+                        warn!(error = %e, "gate listener stopped");
+                    }
+                })
+                .in_current_span(),
+            )
         };
         let coordinator_task = {
             let shared = Arc::clone(&shared);
@@ -185,12 +190,15 @@ impl SceneServer {
                 stop.clone(),
                 shutdown.clone(),
             );
-            tokio::spawn(async move {
-                let r = run.await;
-                shared.coordinator_done.store(true, Ordering::Relaxed);
-                shared.registered.store(false, Ordering::Relaxed);
-                r
-            })
+            tokio::spawn(
+                (async move {
+                    let r = run.await;
+                    shared.coordinator_done.store(true, Ordering::Relaxed);
+                    shared.registered.store(false, Ordering::Relaxed);
+                    r
+                })
+                .in_current_span(),
+            )
         };
         info!(%name, %link_addr, coordinator = %config.coordinator, "scene server up");
         Ok(Self {

@@ -48,6 +48,7 @@ mod stats;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use tessera_link::{ConnectError, Connector, LinkConfig, LinkSender};
 use tessera_proto::client::NETCODE_PROTOCOL_ID;
@@ -155,12 +156,15 @@ impl GateServer {
             None => None,
         };
         let (inbox_tx, inbox_rx) = mpsc::channel(16_384);
-        let coordinator = tokio::spawn(coordinator_task(
-            Connector::new(config.coordinator.clone(), link_cfg.clone()),
-            addresses.clone(),
-            inbox_tx.clone(),
-            stop.clone(),
-        ));
+        let coordinator = tokio::spawn(
+            coordinator_task(
+                Connector::new(config.coordinator.clone(), link_cfg.clone()),
+                addresses.clone(),
+                inbox_tx.clone(),
+                stop.clone(),
+            )
+            .in_current_span(),
+        );
         let agents = AgentLoop {
             config: config.clone(),
             gate,
@@ -176,14 +180,17 @@ impl GateServer {
         }
         .run(events, inbox_rx, stop.clone(), coordinator);
         let done = Arc::clone(&stats);
-        let task = tokio::spawn(async move {
-            let r = agents.await;
-            done.stopped
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            done.registered
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-            r
-        });
+        let task = tokio::spawn(
+            (async move {
+                let r = agents.await;
+                done.stopped
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                done.registered
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                r
+            })
+            .in_current_span(),
+        );
         info!(%name, ?addresses, coordinator = %config.coordinator, "gate up");
         Ok(Self {
             name,

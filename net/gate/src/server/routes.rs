@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tessera_link::{LinkSender, bump};
 use tessera_proto::Uplink;
@@ -102,14 +103,17 @@ impl AgentLoop {
             return;
         }
         self.scenes.insert(server.to_owned(), SceneLink::Connecting);
-        tokio::spawn(scene_task(
-            server.to_owned(),
-            addr.to_owned(),
-            self.link_cfg.clone(),
-            Arc::clone(&self.gate),
-            Arc::clone(&self.stats),
-            self.inbox_tx.clone(),
-            CancellationToken::new(),
-        ));
+        tokio::spawn(
+            scene_task(
+                server.to_owned(),
+                addr.to_owned(),
+                self.link_cfg.clone(),
+                Arc::clone(&self.gate),
+                Arc::clone(&self.stats),
+                self.inbox_tx.clone(),
+                CancellationToken::new(),
+            )
+            .in_current_span(),
+        );
     }
 }

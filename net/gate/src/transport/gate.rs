@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use renetcode::{NetcodeServer, ServerAuthentication, ServerConfig};
@@ -330,7 +331,7 @@ impl GateWiring {
             last_update: Instant::now(),
             handshaking: Handshaking::default(),
         };
-        let task = tokio::spawn(listener.run());
+        let task = tokio::spawn(listener.run().in_current_span());
         Ok(ListenerHandle {
             public_addr,
             local_addr,

@@ -21,6 +21,7 @@ use tokio_util::{
     sync::CancellationToken,
     task::TaskTracker,
 };
+use tracing::Instrument as _;
 use tracing::{debug, warn};
 
 use tessera_wire::{LinkMsg, Role};
@@ -395,8 +396,8 @@ pub(super) fn establish(
     let (out_tx, out_rx) = mpsc::channel(cfg.send_queue);
     let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue);
     let in_budget = Arc::new(Semaphore::new(cfg.recv_queue_bytes));
-    tracker.spawn(read_loop(reader, in_tx, in_budget.clone(), state.clone()));
-    tracker.spawn(write_loop(writer, out_rx, state.clone()));
+    tracker.spawn(read_loop(reader, in_tx, in_budget.clone(), state.clone()).in_current_span());
+    tracker.spawn(write_loop(writer, out_rx, state.clone()).in_current_span());
     Link {
         sender: LinkSender {
             tx: out_tx,

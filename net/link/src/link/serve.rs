@@ -1,6 +1,7 @@
 //! The accepting side: [`bind`] a listener, [`serve`] links on it.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tracing::Instrument as _;
 
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -77,15 +78,18 @@ where
         let Some((stream, addr)) = accepted else {
             continue;
         };
-        tracker.spawn(serve_link(
-            stream,
-            addr,
-            cfg.clone(),
-            handler.clone(),
-            root.child_token(),
-            tracker.clone(),
-            permit,
-        ));
+        tracker.spawn(
+            serve_link(
+                stream,
+                addr,
+                cfg.clone(),
+                handler.clone(),
+                root.child_token(),
+                tracker.clone(),
+                permit,
+            )
+            .in_current_span(),
+        );
     }
     drop(listener);
     root.cancel();
