@@ -8,108 +8,21 @@
 #![allow(clippy::unwrap_used)]
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod process;
+use process::{after, bounded, request, spawn};
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "map-test-secret-not-the-development-one";
 const WALKERS: usize = 30;
 
-/// A child process, killed and reaped on drop.
-struct Proc {
-    child: Child,
-    first_line: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `tessera ARGS` in `dir`, logging to `dir/NAME.log`, and returns it
-/// with the first line it printed (within 60 s).
-fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .current_dir(dir)
-        .env(
-            "TESSERA_ASSETS",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
-        )
-        .env("TESSERA_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = BufReader::new(out);
-        let mut first = String::new();
-        let _ = out.read_line(&mut first);
-        let _ = tx.send(first);
-        // Keep draining stdout so the child never blocks on a full pipe.
-        for _ in out.lines() {}
-    });
-    let mut proc = Proc {
-        child,
-        first_line: String::new(),
-    };
-    proc.first_line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    assert!(
-        !proc.first_line.is_empty(),
-        "{name} printed nothing within 60 s; see {name}.log"
-    );
-    proc
-}
-
-/// The text after `marker` in `line`, up to the next `,`, `;` or space.
-fn after<'a>(line: &'a str, marker: &str) -> &'a str {
-    line.split(marker)
-        .nth(1)
-        .and_then(|s| s.split([',', ';', ' ']).next())
-        .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"))
-}
-
-/// `GET path` from `base` (`http://host:port`), with `headers`: status code,
-/// head and body.
-fn get(base: &str, path: &str, headers: &str) -> (u16, String, String) {
-    let addr = base.trim_start_matches("http://");
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new(), String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
-    if s.write_all(head.as_bytes()).is_err() {
-        return (0, String::new(), String::new());
-    }
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    (code, head.to_owned(), body.to_owned())
-}
-
 /// The scene's snapshot (admin API): its entities' kinds (0 player, 1 NPC).
 fn snapshot_kinds(base: &str, scene: &str) -> Option<Vec<u64>> {
     let auth = format!("Authorization: Bearer {SECRET}\r\n");
-    let (code, _, body) = get(base, &format!("/v1/scenes/{scene}/snapshot"), &auth);
+    let (code, _, body) = request(base, &format!("/v1/scenes/{scene}/snapshot"), &auth);
     if code != 200 {
         return None;
     }
@@ -182,24 +95,6 @@ fn element_text<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
     Some(&text[..text.find('<')?])
 }
 
-/// Runs `f` on a thread with a deadline: a hung test fails instead of hanging CI.
-fn bounded(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(e) = t.join() {
-                std::panic::resume_unwind(e);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test exceeded {secs} s"),
-    }
-}
-
 #[test]
 fn the_map_in_chromium_draws_every_entity_of_the_snapshot() {
     bounded(240, || {
@@ -223,6 +118,7 @@ fn the_map_in_chromium_draws_every_entity_of_the_snapshot() {
                 "--data",
                 data.to_str().unwrap(),
             ],
+            &[("TESSERA_SECRET", SECRET)],
         );
         // "tessera up: coordinator on A, 1 scene server(s), status at http://H/v1/status, …"
         let http = format!(
@@ -249,15 +145,15 @@ fn the_map_in_chromium_draws_every_entity_of_the_snapshot() {
         };
 
         // The page itself: served without a credential, for placed scenes.
-        let (code, head, body) = get(&http, "/map?scene=field", "");
+        let (code, head, body) = request(&http, "/map?scene=field", "");
         assert_eq!(code, 200, "{head}");
         assert!(head.contains("text/html"), "{head}");
         assert!(body.contains("id=\"entity-count\""));
-        let (code, _, body) = get(&http, "/map?scene=nowhere", "");
+        let (code, _, body) = request(&http, "/map?scene=nowhere", "");
         assert_eq!(code, 404, "{body}");
         assert!(body.contains("\"nowhere\" is not placed"), "{body}");
         assert!(body.contains("field"), "{body}");
-        let (code, _, body) = get(&http, "/map", "");
+        let (code, _, body) = request(&http, "/map", "");
         assert_eq!(code, 400, "{body}");
 
         let dom = chromium_dom(d, &format!("{http}/map?scene=field#secret={SECRET}"));

@@ -10,97 +10,13 @@
 #![allow(clippy::unwrap_used)]
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod process;
+use process::{after, bounded, request, spawn};
+
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A child process, killed and reaped on drop.
-struct Proc {
-    child: Child,
-    first_line: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `tessera ARGS` in `dir`, logging to `dir/NAME.log`, and returns it
-/// with the first line it printed (within 60 s).
-fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .current_dir(dir)
-        .env(
-            "TESSERA_ASSETS",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
-        )
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = BufReader::new(out);
-        let mut first = String::new();
-        let _ = out.read_line(&mut first);
-        let _ = tx.send(first);
-        // Keep draining stdout so the child never blocks on a full pipe.
-        for _ in out.lines() {}
-    });
-    let mut proc = Proc {
-        child,
-        first_line: String::new(),
-    };
-    proc.first_line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    assert!(
-        !proc.first_line.is_empty(),
-        "{name} printed nothing within 60 s; see {name}.log"
-    );
-    proc
-}
-
-/// The text after `marker` in `line`, up to the next `,`, `;` or space.
-fn after<'a>(line: &'a str, marker: &str) -> &'a str {
-    line.split(marker)
-        .nth(1)
-        .and_then(|s| s.split([',', ';', ' ']).next())
-        .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"))
-}
-
-/// `GET path` from `base` (`http://host:port`): status code and body.
-fn get(base: &str, path: &str) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(head.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (code, body)
-}
 
 /// Polls `base/path` until it answers 200, at most 60 s; `what` names the
 /// wait. Returns the last body.
@@ -150,22 +66,10 @@ fn promtool_check(role: &str, text: &str) {
     );
 }
 
-/// Runs `f` on a thread with a deadline: a hung test fails instead of hanging CI.
-fn bounded(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(e) = t.join() {
-                std::panic::resume_unwind(e);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test exceeded {secs} s"),
-    }
+/// `GET path` from `base`: status code and body.
+fn get(base: &str, path: &str) -> (u16, String) {
+    let (code, _, body) = request(base, path, "");
+    (code, body)
 }
 
 /// A sample line of `text` that starts with `prefix`, if any.
@@ -192,6 +96,7 @@ fn every_role_serves_metrics_that_promtool_accepts_and_probes_that_answer() {
                 "--metrics",
                 "127.0.0.1:0",
             ],
+            &[],
         );
         let lonely_http = format!("http://{}", after(&lonely.first_line, "metrics on http://"));
         assert_eq!(get(&lonely_http, "/livez"), (200, "ok\n".into()));
@@ -212,6 +117,7 @@ fn every_role_serves_metrics_that_promtool_accepts_and_probes_that_answer() {
                 "--data",
                 data.to_str().unwrap(),
             ],
+            &[],
         );
         // "coordinator: links on A, HTTP on http://B"
         let link = after(&coord.first_line, "links on ").to_owned();
@@ -228,6 +134,7 @@ fn every_role_serves_metrics_that_promtool_accepts_and_probes_that_answer() {
                 "--metrics",
                 "127.0.0.1:0",
             ],
+            &[],
         );
         let scene_http = format!("http://{}", after(&scene.first_line, "metrics on http://"));
         let gate = spawn(
@@ -244,6 +151,7 @@ fn every_role_serves_metrics_that_promtool_accepts_and_probes_that_answer() {
                 "--metrics",
                 "127.0.0.1:0",
             ],
+            &[],
         );
         let gate_http = format!("http://{}", after(&gate.first_line, "metrics on http://"));
 
@@ -343,6 +251,7 @@ fn under_tessera_up_the_coordinator_scrape_covers_every_role() {
                 "--data",
                 data.to_str().unwrap(),
             ],
+            &[],
         );
         // "tessera up: coordinator on A, 1 scene server(s), status at http://H/v1/status, …"
         let http = format!(
