@@ -6,40 +6,61 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed run
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(30);
+const SECRET: &str = "logs-test-secret-0123456789abcdef";
+
+/// `tessera` run in `dir` with the repository's assets and a secret.
+fn tessera(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.current_dir(dir).env("TESSERA_SECRET", SECRET).env(
+        "TESSERA_ASSETS",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+    );
+    cmd
+}
+
+/// An address nobody listens on (a port the OS just gave and took back).
+fn closed_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// Every line `child` writes to stderr, as it comes, until it closes it.
+fn stderr_lines(child: &mut Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
+}
 
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     // An address nobody listens on: the gate logs its retries.
-    let refused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refused = closed_addr();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["gate", "--log-format", "json", "--name", "gate-json"])
-        .args(["--listen", "127.0.0.1:0", "--coordinator"])
-        .arg(refused.to_string())
+        .args(["--listen", "127.0.0.1:0", "--coordinator", &refused])
         .env("RUST_LOG", "info")
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = stderr_lines(&mut child);
     let deadline = Instant::now() + LIMIT;
     let mut lines = Vec::new();
     let mut up = false;
@@ -70,27 +91,17 @@ fn json_logs_are_one_object_per_line() {
 fn the_config_file_can_ask_for_json_logs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tessera.toml"), "log_format = \"json\"\n").unwrap();
-    let refused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refused = closed_addr();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["gate", "--name", "gate-toml", "--listen", "127.0.0.1:0"])
-        .arg("--coordinator")
-        .arg(refused.to_string())
+        .args(["--coordinator", &refused])
         .env("RUST_LOG", "info")
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut first = String::new();
-        let _ = BufReader::new(stderr).read_line(&mut first);
-        let _ = tx.send(first);
-    });
+    let (rx, reader) = stderr_lines(&mut child);
     let first = rx.recv_timeout(LIMIT);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -118,40 +129,29 @@ fn an_unknown_log_format_is_refused_by_name() {
 #[test]
 fn a_scene_server_waiting_for_its_coordinator_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    // Nothing listens there (a port the OS just gave and took back).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let coordinator = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+    let coordinator = closed_addr();
+    let mut child = tessera(dir.path())
         .args(["scene", "--coordinator", &coordinator])
         .args(["--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
         .env_remove("RUST_LOG")
-        .env("TESSERA_SECRET", "logs-test-secret-0123456789abcdef")
-        .env(
-            "TESSERA_ASSETS",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
-        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if line.contains("waiting for") {
-                let _ = tx.send(line);
-            }
+    let (rx, reader) = stderr_lines(&mut child);
+    let deadline = Instant::now() + LIMIT;
+    let said = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("waiting for") => break Some(line),
+            Ok(_) => {}
+            Err(_) => break None,
         }
-    });
-    let said = rx.recv_timeout(LIMIT);
+    };
     // Stopped whatever the outcome.
     let _ = child.kill();
     let _ = child.wait();
+    drop(rx);
+    reader.join().unwrap();
     let line = said.expect("the scene server said it is waiting");
     assert!(
         line.contains("WARN") && line.contains(&coordinator),
@@ -164,24 +164,17 @@ fn a_scene_server_waiting_for_its_coordinator_says_so() {
 #[test]
 fn every_line_of_up_names_its_node() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+    let mut child = tessera(dir.path())
         .args(["up", "--log-format", "json", "--data", "data"])
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--gate-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
-        .env("TESSERA_SECRET", "logs-test-secret-0123456789abcdef")
-        .env(
-            "TESSERA_ASSETS",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
-        )
-        .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Up once it prints its banner; then Ctrl-C (every role flushes and logs).
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let stderr = BufReader::new(child.stderr.take().unwrap());
     let (up_tx, up_rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
@@ -190,7 +183,7 @@ fn every_line_of_up_names_its_node() {
             }
         }
     });
-    let errs = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let (errs, reader) = stderr_lines(&mut child);
     let up = up_rx.recv_timeout(LIMIT);
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -202,7 +195,8 @@ fn every_line_of_up_names_its_node() {
     let _ = child.kill();
     let _ = child.wait();
     up.expect("tessera up started");
-    let lines = errs.join().unwrap();
+    reader.join().unwrap();
+    let lines: Vec<String> = errs.try_iter().collect();
     let mut nodes = std::collections::BTreeSet::new();
     for line in &lines {
         let value: serde_json::Value =
