@@ -91,13 +91,17 @@ pub struct Interest {
     pub diff: Diff,
 }
 
-/// One entity a client has been sent, as the server tracks it: 16 bytes,
+/// One entity a client has been sent, as the server tracks it: 12 bytes,
 /// since every tick walks every client's entries (10,000 clients seeing 80
-/// entities each is 13 MB a tick at this size; it was 24 bytes, and the walk
-/// was bound by the memory it read).
+/// entities each is 10 MB a tick at this size; the walk is bound by the
+/// memory it reads).
 ///
-/// - The state last sent (what the client holds once that packet lands) is
-///   kept as [`Quantized`]'s fields, without its padding byte.
+/// - The state last sent is not kept. Whether the client's copy is behind
+///   is known without it: the entity changed this tick
+///   ([`crate::interest::Snap::changed`]), or it wanted to go in an earlier
+///   tick and did not fit ([`Known::age`] flags it), or the packet that
+///   carried it was lost ([`Known::settle`] flags it). Every client's
+///   entries are walked every tick, so no change is missed.
 /// - The tick of the packet that last carried it is kept as its low 16 bits
 ///   while that packet is in flight: every tick settles every entry
 ///   ([`Known::settle`]), and a packet unacknowledged for [`SENT_RING`] ticks
@@ -109,17 +113,15 @@ pub struct Interest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
     pub id: NetId,
-    x: u16,
-    y: u16,
-    heading: u8,
-    action: u8,
-    mount: u8,
-    flags: u8,
     sent_at: u16,
     net_gen: u16,
+    flags: u8,
+    /// Ticks of wanting to go without getting room (priority), up to
+    /// [`Known::MAX_WAIT`].
+    wait: u8,
 }
 
-const _: () = assert!(std::mem::size_of::<Known>() == 16);
+const _: () = assert!(std::mem::size_of::<Known>() == 12);
 const _: () = assert!(std::mem::size_of::<SentRing>() == 24);
 const _: () = assert!(SENT_RING == u64::BITS as usize);
 
@@ -132,41 +134,25 @@ const ENTERING: u8 = 2;
 /// The packet that last carried it was lost: it goes again (as an enter while
 /// entering), with the current state.
 const RESEND: u8 = 4;
-/// The other bits count the ticks of wanting an update without getting one
-/// (priority), up to [`Known::MAX_WAIT`].
-const WAIT_SHIFT: u8 = 3;
+/// It wanted to go and did not fit: the client's copy is behind even if the
+/// entity stops changing, so it goes when there is room.
+const DIRTY: u8 = 8;
 
 impl Known {
     /// Ticks of waiting the priority counts, at most.
-    pub const MAX_WAIT: u8 = u8::MAX >> WAIT_SHIFT;
+    pub const MAX_WAIT: u8 = 31;
 
     /// An entity sent as an enter in tick `t`.
-    pub fn entered(id: NetId, net_gen: u32, q: Quantized, t: u32) -> Self {
+    pub fn entered(id: NetId, net_gen: u32, t: u32) -> Self {
         let mut k = Self {
             id,
-            x: 0,
-            y: 0,
-            heading: 0,
-            action: 0,
-            mount: 0,
-            flags: 0,
             sent_at: 0,
             net_gen: 0,
+            flags: 0,
+            wait: 0,
         };
-        k.sent(t, net_gen, q, true);
+        k.sent(t, net_gen, true);
         k
-    }
-
-    /// The state last sent.
-    #[inline]
-    pub fn q(&self) -> Quantized {
-        Quantized {
-            x: self.x,
-            y: self.y,
-            heading: self.heading,
-            action: self.action,
-            mount: self.mount,
-        }
     }
 
     /// Whether the entity sent under this id is of generation `net_gen`.
@@ -180,14 +166,22 @@ impl Known {
         self.flags & ENTERING != 0
     }
 
+    /// It goes again because a packet carrying it was lost.
     #[inline]
     pub fn resend(&self) -> bool {
         self.flags & RESEND != 0
     }
 
+    /// It must go whether or not the entity changed this tick: lost, or
+    /// left out of an earlier packet.
+    #[inline]
+    pub fn behind(&self) -> bool {
+        self.flags & (RESEND | DIRTY) != 0
+    }
+
     #[inline]
     pub fn wait(&self) -> u8 {
-        self.flags >> WAIT_SHIFT
+        self.wait
     }
 
     /// The tick of the packet that last carried it, while in flight, as of
@@ -211,15 +205,10 @@ impl Known {
         }
     }
 
-    /// Records that a packet of tick `t` carries it (as an enter if `enter`)
-    /// with state `q` of the generation `net_gen`.
+    /// Records that a packet of tick `t` carries it (as an enter if `enter`),
+    /// with the current state of the generation `net_gen`.
     #[inline]
-    pub fn sent(&mut self, t: u32, net_gen: u32, q: Quantized, enter: bool) {
-        self.x = q.x;
-        self.y = q.y;
-        self.heading = q.heading;
-        self.action = q.action;
-        self.mount = q.mount;
+    pub fn sent(&mut self, t: u32, net_gen: u32, enter: bool) {
         self.net_gen = net_gen as u16;
         self.sent_at = t as u16;
         let entering = if enter {
@@ -228,27 +217,24 @@ impl Known {
             self.flags & ENTERING
         };
         self.flags = IN_FLIGHT | entering;
+        self.wait = 0;
     }
 
     /// Every field, for the state hash.
     pub(crate) fn words(&self) -> [u64; 2] {
-        let q = self.q();
         [
             (self.id as u64) << 32 | (self.net_gen as u64) << 16 | self.sent_at as u64,
-            (q.x as u64) << 48
-                | (q.y as u64) << 32
-                | (q.heading as u64) << 24
-                | (q.action as u64) << 16
-                | (q.mount as u64) << 8
-                | self.flags as u64,
+            (self.flags as u64) << 8 | self.wait as u64,
         ]
     }
 
-    /// It wanted to go and did not fit: it waits one tick more.
+    /// It wanted to go and did not fit: it goes when there is room, and
+    /// waits one tick more (its priority grows).
     #[inline]
     pub fn age(&mut self) {
-        if self.wait() < Self::MAX_WAIT {
-            self.flags += 1 << WAIT_SHIFT;
+        self.flags |= DIRTY;
+        if self.wait < Self::MAX_WAIT {
+            self.wait += 1;
         }
     }
 }

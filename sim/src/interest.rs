@@ -16,6 +16,9 @@ use crate::{InterestSystems, SpatialSystems};
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Snap {
     pub alive: bool,
+    /// Its state or holder differs from the last tick's (or it was not
+    /// alive then): every client that knows it is behind.
+    pub changed: bool,
     pub kind: u8,
     /// Its size in a state packet as an update and as an enter, at most
     /// (the id counted in full; it goes as a difference): computed once a
@@ -97,7 +100,9 @@ fn rebuild_index(
 ) {
     let index = &mut *index;
     index.items.clear();
+    // `changed` holds whether it was alive until the snap is rewritten.
     for s in index.snaps.iter_mut() {
+        s.changed = s.alive;
         s.alive = false;
     }
     index.snaps.resize(dir.next_net as usize, Snap::default());
@@ -113,12 +118,15 @@ fn rebuild_index(
                 .quantizer
                 .quantize(pos.0, pose.heading, pose.action, pose.mount);
             let update_cost = varint_len(net.0 as u64) + q.wire_len();
+            let net_gen = dir.net_gen(net.0);
+            let was_alive = s.changed;
             *s = Snap {
                 alive: true,
+                changed: !(was_alive && s.net_gen == net_gen && s.q == q),
                 kind,
                 update_cost: update_cost as u8,
                 enter_cost: (update_cost + 1 + varint_len(figure as u64)) as u8,
-                net_gen: dir.net_gen(net.0),
+                net_gen,
                 figure,
                 pos: pos.0,
                 q,

@@ -88,16 +88,14 @@ impl Plugin for ReplicatePlugin {
 }
 
 /// An enter or update waiting for room in the packet. What it sends (state,
-/// kind, figure, generation) is read from the entity's snapshot when the
-/// packet is written, so a candidate stays 16 bytes.
+/// kind, figure, generation) and its distance (for the priority, needed
+/// only when not everything fits) are read from the entity's snapshot when
+/// needed, so a candidate stays 12 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
     id: NetId,
     /// Index in `ClientView::known`, or [`NONE`] for an entity not known.
     slot: u32,
-    /// Squared distance to the observer; made the priority (smaller goes
-    /// first) by [`prioritize`] only when not everything fits.
-    key: u32,
     /// Ticks this update waited for room (0 for enters).
     wait: u8,
     /// Its size in the packet, at most (its id counted in full).
@@ -222,11 +220,11 @@ pub fn build_packet(
     let capped = visible.len() > ctx.max_interest;
     stamp_interest(index, ctx, visible, s, e, capped);
     walk_known(index, ctx, view, s, e);
-    add_enters(index, ctx, visible, s, e, capped);
+    add_enters(index, visible, s, e, capped);
     settle_leaving(view, ctx.tick);
     let budget = ctx.budget.min(crate::MAX_PACKET_BYTES);
     stats.deferred += choose_leaves(view, s, &mut used, budget);
-    let taken = choose_items(s, &mut used, budget);
+    let taken = choose_items(index, ctx, s, &mut used, budget);
     stats.deferred += (s.cands.len() - taken) as u64;
     let empty = header.you.is_none() && s.leaves.is_empty() && taken == 0;
     if empty && !probe_due(view, ctx.tick) {
@@ -396,14 +394,13 @@ fn walk_known(
         // Another generation under a known id: the client may hold the
         // former entity, so only an enter (kind, figure, state) is right.
         let reused = !k.same_gen(snap.net_gen);
-        if !reused && snap.q == k.q() && !k.resend() {
+        if !reused && !snap.changed && !k.behind() {
             continue;
         }
         let enter = reused || k.entering();
         s.cands.push(Cand {
             id: k.id,
             slot: slot as u32,
-            key: dist_key(snap.pos, ctx.own_pos),
             wait: if enter { 0 } else { k.wait() },
             cost: item_cost(snap, enter),
             enter,
@@ -424,15 +421,8 @@ fn item_cost(snap: &Snap, enter: bool) -> u8 {
 }
 
 /// Step 3b: the ids of interest still stamped `e` are not known: enters,
-/// nearest first in the key, appended in id order.
-fn add_enters(
-    index: &SpatialIndex,
-    ctx: &PacketCtx,
-    visible: &[NetId],
-    s: &mut ReplScratch,
-    e: u32,
-    capped: bool,
-) {
+/// appended in id order.
+fn add_enters(index: &SpatialIndex, visible: &[NetId], s: &mut ReplScratch, e: u32, capped: bool) {
     if s.stamped_known == s.stamped {
         return;
     }
@@ -451,7 +441,6 @@ fn add_enters(
         s.cands.push(Cand {
             id,
             slot: NONE,
-            key: dist_key(snap.pos, ctx.own_pos),
             wait: 0,
             cost: snap.enter_cost,
             enter: true,
@@ -503,7 +492,13 @@ fn choose_leaves(view: &ClientView, s: &mut ReplScratch, used: &mut usize, budge
 /// within the walk), so the choice is deterministic — and the rest are
 /// flagged not `taken`. The candidates stay in place, in the order the
 /// packet wants.
-fn choose_items(s: &mut ReplScratch, used: &mut usize, budget: usize) -> usize {
+fn choose_items(
+    index: &SpatialIndex,
+    ctx: &PacketCtx,
+    s: &mut ReplScratch,
+    used: &mut usize,
+    budget: usize,
+) -> usize {
     let cands = &mut s.cands;
     let wanted: usize = cands.iter().map(|c| c.cost as usize).sum();
     if *used + wanted <= budget {
@@ -515,11 +510,12 @@ fn choose_items(s: &mut ReplScratch, used: &mut usize, budget: usize) -> usize {
     for (i, c) in cands.iter_mut().enumerate() {
         c.taken = false;
         cheapest = cheapest.min(c.cost);
+        let key = dist_key(index.snaps[c.id as usize].pos, ctx.own_pos);
         let priority = if c.enter {
-            c.key
+            key
         } else {
             let w = c.wait as u32 + 1;
-            c.key / (w * w)
+            key / (w * w)
         };
         let later = !c.enter as u64;
         s.order
@@ -605,11 +601,11 @@ fn write_packet(
             q: snap.q,
         });
         if c.slot == NONE {
-            s.added.push(Known::entered(c.id, snap.net_gen, snap.q, t));
+            s.added.push(Known::entered(c.id, snap.net_gen, t));
         } else {
             let k = &mut view.known[c.slot as usize];
             resent += k.resend() as u64;
-            k.sent(t, snap.net_gen, snap.q, true);
+            k.sent(t, snap.net_gen, true);
         }
     }
     enc.updates(taken - entering);
@@ -618,7 +614,7 @@ fn write_packet(
         enc.update(c.id, &snap.q);
         let k = &mut view.known[c.slot as usize];
         resent += k.resend() as u64;
-        k.sent(t, snap.net_gen, snap.q, false);
+        k.sent(t, snap.net_gen, false);
     }
     enc.finish();
     resent
