@@ -61,6 +61,9 @@ pub struct Pc {
     pub ack: u32,
     /// Inside a portal area last tick (portal events fire on entry only).
     pub in_portal: bool,
+    /// Inputs taken in tick `inputs_tick`, against the per-tick cap.
+    pub inputs: u32,
+    pub inputs_tick: u64,
 }
 
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]

@@ -103,6 +103,29 @@ fn input_flood_is_capped_and_counted() {
 }
 
 #[test]
+fn input_cap_counts_each_client_per_tick_whatever_the_arrival_order() {
+    let mut w = open_world(1000.0, settings());
+    w.push(attach_at(1, [400.0, 500.0])).unwrap();
+    w.push(attach_at(2, [600.0, 500.0])).unwrap();
+    w.tick();
+    let cap = SceneSettings::default().max_inputs_per_tick as u64;
+    // Interleaved: each client's own count, not the total, meets the cap.
+    for s in 0..cap as u32 {
+        w.push(input(2, s, [1.0, 0.0], MoveMode::Run)).unwrap();
+        w.push(input(1, s, [1.0, 0.0], MoveMode::Run)).unwrap();
+    }
+    w.tick();
+    assert_eq!(w.counters().inputs_flood_dropped, 0);
+    w.push(input(1, 100, [1.0, 0.0], MoveMode::Run)).unwrap();
+    for s in 0..=cap as u32 {
+        w.push(input(2, 100 + s, [1.0, 0.0], MoveMode::Run)).unwrap();
+    }
+    // The next tick starts each count again.
+    w.tick();
+    assert_eq!(w.counters().inputs_flood_dropped, 1);
+}
+
+#[test]
 fn nan_and_infinite_inputs_are_dropped_and_counted() {
     let mut w = open_world(1000.0, settings());
     w.push(attach_at(1, [500.0, 500.0])).unwrap();
