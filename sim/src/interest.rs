@@ -8,7 +8,7 @@ use crate::metrics::{done, sys};
 
 use crate::aoi::{AoiTotals, Grid, Scratch, update_observer};
 use crate::components::*;
-use crate::protocol::{KIND_NPC, KIND_PC, NetId, Quantized, varint_len};
+use crate::protocol::{KIND_NPC, KIND_PC, NetId, Quantized, WireState, varint_len};
 use crate::world::SceneInfo;
 use crate::{InterestSystems, SpatialSystems};
 
@@ -30,6 +30,8 @@ pub struct Snap {
     pub figure: u32,
     pub pos: [f32; 2],
     pub q: Quantized,
+    /// `q` as it goes in a packet.
+    pub wire: WireState,
 }
 
 /// The grid, plus each entity's snapshot indexed by net id (net ids are dense
@@ -117,7 +119,8 @@ fn rebuild_index(
             let q = info
                 .quantizer
                 .quantize(pos.0, pose.heading, pose.action, pose.mount);
-            let update_cost = varint_len(net.0 as u64) + q.wire_len();
+            let wire = q.wire();
+            let update_cost = varint_len(net.0 as u64) + wire.len as usize;
             let net_gen = dir.net_gen(net.0);
             let was_alive = s.changed;
             *s = Snap {
@@ -130,6 +133,7 @@ fn rebuild_index(
                 figure,
                 pos: pos.0,
                 q,
+                wire,
             };
         }
     }

@@ -594,12 +594,7 @@ fn write_packet(
         };
         let Some(c) = c else { break };
         let snap = &index.snaps[c.id as usize];
-        enc.enter(&EnterState {
-            id: c.id,
-            kind: snap.kind,
-            figure: snap.figure,
-            q: snap.q,
-        });
+        enc.enter_wire(c.id, snap.kind, snap.figure, snap.wire);
         if c.slot == NONE {
             s.added.push(Known::entered(c.id, snap.net_gen, t));
         } else {
@@ -611,7 +606,7 @@ fn write_packet(
     enc.updates(taken - entering);
     for c in walked.iter().filter(|c| c.taken && !c.enter) {
         let snap = &index.snaps[c.id as usize];
-        enc.update(c.id, &snap.q);
+        enc.update_wire(c.id, snap.wire);
         let k = &mut view.known[c.slot as usize];
         resent += k.resend() as u64;
         k.sent(t, snap.net_gen, false);

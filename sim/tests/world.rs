@@ -118,7 +118,8 @@ fn input_cap_counts_each_client_per_tick_whatever_the_arrival_order() {
     assert_eq!(w.counters().inputs_flood_dropped, 0);
     w.push(input(1, 100, [1.0, 0.0], MoveMode::Run)).unwrap();
     for s in 0..=cap as u32 {
-        w.push(input(2, 100 + s, [1.0, 0.0], MoveMode::Run)).unwrap();
+        w.push(input(2, 100 + s, [1.0, 0.0], MoveMode::Run))
+            .unwrap();
     }
     // The next tick starts each count again.
     w.tick();

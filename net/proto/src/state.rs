@@ -488,13 +488,20 @@ impl<'a> StateEncoder<'a> {
 
     #[inline]
     pub fn enter(&mut self, e: &EnterState) {
-        let (v, n) = self.id(e.id);
+        self.enter_wire(e.id, e.kind, e.figure, e.q.wire());
+    }
+
+    /// [`Self::enter`] with the state already in wire form
+    /// ([`Quantized::wire`]: a server computes it once per entity, not
+    /// once per observer).
+    #[inline]
+    pub fn enter_wire(&mut self, id: NetId, kind: u8, figure: u32, q: WireState) {
+        let (v, n) = self.id(id);
         self.put(v, n);
-        self.put(e.kind as u64, 1);
-        let (f, fl) = varint32(e.figure);
+        self.put(kind as u64, 1);
+        let (f, fl) = varint32(figure);
         self.put(f, fl);
-        let (q, ql) = q_bytes(&e.q);
-        self.put(q, ql);
+        self.put(q.bytes, q.len as usize);
     }
 
     pub fn updates(&mut self, n: usize) {
@@ -503,10 +510,15 @@ impl<'a> StateEncoder<'a> {
 
     #[inline]
     pub fn update(&mut self, id: NetId, q: &Quantized) {
+        self.update_wire(id, q.wire());
+    }
+
+    /// [`Self::update`] with the state already in wire form.
+    #[inline]
+    pub fn update_wire(&mut self, id: NetId, q: WireState) {
         let (v, n) = self.id(id);
         self.put(v, n);
-        let (q, ql) = q_bytes(q);
-        self.put(q, ql);
+        self.put(q.bytes, q.len as usize);
     }
 
     /// Cuts `out` to the packet's end; returns the packet's length.
@@ -535,16 +547,31 @@ fn varint32(mut v: u32) -> (u64, usize) {
 
 /// A quantized state's wire bytes (see [`Quantized::wire_len`]), first in
 /// the low byte, and how many.
-#[inline]
-fn q_bytes(q: &Quantized) -> (u64, usize) {
-    let base = q.x as u64 | (q.y as u64) << 16 | (q.heading as u64) << 32;
-    if q.wire_len() == 6 {
-        (base | ((q.action | q.mount << 4) as u64) << 40, 6)
-    } else {
-        (
-            base | (POSE_LONG as u64) << 40 | (q.action as u64) << 48 | (q.mount as u64) << 56,
-            8,
-        )
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireState {
+    pub bytes: u64,
+    pub len: u8,
+}
+
+impl Quantized {
+    /// Its bytes in a state packet.
+    #[inline]
+    pub fn wire(&self) -> WireState {
+        let base = self.x as u64 | (self.y as u64) << 16 | (self.heading as u64) << 32;
+        if self.wire_len() == 6 {
+            WireState {
+                bytes: base | ((self.action | self.mount << 4) as u64) << 40,
+                len: 6,
+            }
+        } else {
+            WireState {
+                bytes: base
+                    | (POSE_LONG as u64) << 40
+                    | (self.action as u64) << 48
+                    | (self.mount as u64) << 56,
+                len: 8,
+            }
+        }
     }
 }
 
