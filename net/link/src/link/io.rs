@@ -32,6 +32,9 @@ use crate::{
     stats::{Counter, LinkStats},
 };
 
+/// A timer that never fires: far enough, near enough not to overflow an Instant.
+const NEVER: Duration = Duration::from_secs(86_400 * 365);
+
 /// At most this many frames, or this many bytes, are written per flush.
 const WRITE_BATCH_FRAMES: usize = 64;
 const WRITE_BATCH_BYTES: usize = 256 << 10;
@@ -57,6 +60,7 @@ pub(super) struct LinkState {
     closed_at: OnceLock<Instant>,
     linger: Duration,
     idle_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
     stats: Arc<LinkStats>,
 }
 
@@ -390,6 +394,7 @@ pub(super) fn establish(
         closed_at: OnceLock::new(),
         linger: cfg.linger,
         idle_timeout: cfg.idle_timeout,
+        keepalive: cfg.keepalive,
         stats: cfg.stats.clone(),
     });
     cfg.stats.bump(Counter::LinksOpened);
@@ -422,28 +427,33 @@ async fn read_loop(
     state: Arc<LinkState>,
 ) {
     let stats = &state.stats;
-    // Far enough to never fire, near enough not to overflow an Instant.
-    let never = Duration::from_secs(86_400 * 365);
-    let idle = tokio::time::sleep(state.idle_timeout.unwrap_or(never));
+    let idle = tokio::time::sleep(state.idle_timeout.unwrap_or(NEVER));
     tokio::pin!(idle);
     loop {
+        // Silence is measured while waiting for the socket only: time spent
+        // waiting for the application to take a message does not count.
+        if let Some(t) = state.idle_timeout {
+            idle.as_mut().reset(tokio::time::Instant::now() + t);
+        }
         let item = tokio::select! {
             biased;
             _ = state.cancel.cancelled() => break,
             item = frames.next() => item,
             _ = &mut idle => {
                 stats.bump(Counter::IdleTimeouts);
-                return state.close(CloseReason::Idle(state.idle_timeout.unwrap_or(never)));
+                return state.close(CloseReason::Idle(state.idle_timeout.unwrap_or(NEVER)));
             }
         };
-        if let Some(t) = state.idle_timeout {
-            idle.as_mut().reset(tokio::time::Instant::now() + t);
-        }
         let frame = match item {
             Some(Ok(frame)) => frame,
             None => return state.close(CloseReason::PeerClosed),
             Some(Err(e)) => return state.close(unreadable(stats, e)),
         };
+        if frame.is_empty() {
+            // A keepalive: it only proves the peer is there.
+            stats.bump(Counter::KeepalivesIn);
+            continue;
+        }
         stats.frame_in(frame.len());
         let msg = match LinkMsg::decode(&frame) {
             Ok(msg) => msg,
@@ -495,7 +505,13 @@ async fn write_loop(
     state: Arc<LinkState>,
 ) {
     let mut draining = false;
+    let keepalive = tokio::time::sleep(state.keepalive.unwrap_or(NEVER));
+    tokio::pin!(keepalive);
     loop {
+        // A keepalive goes when nothing else was written for a period.
+        if let Some(t) = state.keepalive {
+            keepalive.as_mut().reset(tokio::time::Instant::now() + t);
+        }
         let next = tokio::select! {
             biased;
             _ = state.cancel.cancelled() => break,
@@ -506,6 +522,19 @@ async fn write_loop(
                 continue;
             }
             next = rx.recv() => next,
+            _ = &mut keepalive, if !draining => {
+                let r = tokio::select! {
+                    biased;
+                    _ = state.cancel.cancelled() => break,
+                    r = sink.send(Bytes::new()) => r,
+                };
+                if let Err(e) = r {
+                    state.stats.bump(Counter::IoErrors);
+                    return state.close(CloseReason::Io(e.to_string()));
+                }
+                state.stats.bump(Counter::KeepalivesOut);
+                continue;
+            }
         };
         let result = match next {
             Some(first) => tokio::select! {
