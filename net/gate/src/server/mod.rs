@@ -95,8 +95,12 @@ enum Inbox {
     Coordinator(LinkMsg),
     CoordinatorUp(LinkSender),
     CoordinatorDown,
-    SceneUp(String, LinkSender),
-    SceneDown(String),
+    /// Scene server link task `(server, task)`: the link is up.
+    SceneUp(String, u64, LinkSender),
+    /// The link is lost; the task reconnects.
+    SceneDown(String, u64),
+    /// The task gave up for good (a permanent refusal).
+    SceneGone(String, u64),
 }
 
 /// A running gate. See the [module docs](self).
@@ -173,6 +177,7 @@ impl GateServer {
             inbox_tx,
             coordinator: None,
             scenes: BTreeMap::new(),
+            scene_tasks: 0,
             agents: BTreeMap::new(),
             kicks: Vec::new(),
             seq: 0,
