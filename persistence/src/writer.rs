@@ -2,8 +2,9 @@
 //!
 //! Scenes hand it [`SaveBatch`]es through a bounded channel and never wait on the disk.
 //! Each round, the writer takes everything that has arrived, merges it into one pending
-//! set — per scene, the newest state of each avatar (highest tick; on a tie, the later
-//! arrival) — and commits that set in one durable transaction. When batches arrive faster
+//! set — per scene, the newest state of each avatar (highest placement epoch, then highest
+//! tick, since ticks restart with every placement; on a tie, the later arrival) — and
+//! commits that set in one durable transaction. When batches arrive faster
 //! than commits finish, they are therefore coalesced rather than queued: a full channel
 //! sends the batch into an overflow buffer that is merged the same way, so memory is bounded
 //! by one state per avatar however far behind the disk falls. Every commit is reported
@@ -112,17 +113,21 @@ pub enum FlushError {
     Commit(String),
 }
 
+/// A placement epoch, as the cluster numbers a scene's placements: a newer placement's
+/// states win over an older one's, whatever their ticks.
+type Epoch = u64;
+
 enum Msg {
-    Batch(SaveBatch),
+    Batch(Epoch, SaveBatch),
     /// Something was put in the overflow buffer.
     Wake,
     Flush(SyncSender<Result<(), FlushError>>),
 }
 
-/// Per scene, the newest state of each avatar.
+/// Per scene, the newest state of each avatar, with the epoch it was saved under.
 #[derive(Debug, Default)]
 struct Pending {
-    scenes: BTreeMap<SceneId, BTreeMap<AvatarId, PcState>>,
+    scenes: BTreeMap<SceneId, BTreeMap<AvatarId, (Epoch, PcState)>>,
     batches: u64,
 }
 
@@ -131,25 +136,29 @@ impl Pending {
         self.batches == 0
     }
 
-    fn merge(&mut self, batch: SaveBatch, counters: &Counters) {
+    fn merge(&mut self, epoch: Epoch, batch: SaveBatch, counters: &Counters) {
         self.batches += 1;
-        self.merge_states(batch.scene, batch.states, counters);
+        self.merge_states(
+            batch.scene,
+            batch.states.into_iter().map(|s| (epoch, s)),
+            counters,
+        );
     }
 
     fn merge_states(
         &mut self,
         scene: SceneId,
-        states: impl IntoIterator<Item = PcState>,
+        states: impl IntoIterator<Item = (Epoch, PcState)>,
         counters: &Counters,
     ) {
         let scene = self.scenes.entry(scene).or_default();
-        for state in states {
+        for (epoch, state) in states {
             match scene.get_mut(&state.avatar) {
                 None => {
-                    scene.insert(state.avatar, state);
+                    scene.insert(state.avatar, (epoch, state));
                 }
-                Some(old) if state.tick >= old.tick => {
-                    *old = state;
+                Some(old) if (epoch, state.tick) >= (old.0, old.1.tick) => {
+                    *old = (epoch, state);
                     counters.states_superseded.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(_) => {
@@ -243,14 +252,22 @@ impl Writer {
     }
 
     /// Hands a batch to the writer without waiting for the disk. If the channel is full
-    /// the batch is merged into the overflow buffer (latest state per avatar wins).
+    /// the batch is merged into the overflow buffer (latest state per avatar wins). The
+    /// same as [`Writer::submit_at`] epoch 0: for writers that do not place scenes.
     pub fn submit(&self, batch: SaveBatch) -> Submitted {
+        self.submit_at(0, batch)
+    }
+
+    /// [`Writer::submit`] for a batch a scene saved under placement `epoch`: a state of
+    /// a later epoch replaces one of an earlier epoch even at a lower tick (ticks start
+    /// again with each placement), and never the other way round.
+    pub fn submit_at(&self, epoch: u64, batch: SaveBatch) -> Submitted {
         let c = &self.shared.counters;
         c.submitted.fetch_add(1, Ordering::Relaxed);
         c.states_submitted
             .fetch_add(batch.states.len() as u64, Ordering::Relaxed);
         let Some(tx) = &self.tx else {
-            return self.overflow(batch);
+            return self.overflow(epoch, batch);
         };
         // Order: while older batches wait in the overflow buffer, a newer one
         // must join them there rather than overtake them through the channel.
@@ -264,10 +281,11 @@ impl Writer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let batch = if overflow.is_empty() {
-            match tx.try_send(Msg::Batch(batch)) {
+            match tx.try_send(Msg::Batch(epoch, batch)) {
                 Ok(()) => return Submitted::Queued,
                 Err(
-                    TrySendError::Full(Msg::Batch(b)) | TrySendError::Disconnected(Msg::Batch(b)),
+                    TrySendError::Full(Msg::Batch(_, b))
+                    | TrySendError::Disconnected(Msg::Batch(_, b)),
                 ) => b,
                 Err(_) => return Submitted::Queued,
             }
@@ -275,7 +293,7 @@ impl Writer {
             batch
         };
         c.overflowed.fetch_add(1, Ordering::Relaxed);
-        overflow.merge(batch, c);
+        overflow.merge(epoch, batch, c);
         drop(overflow);
         // If the writer emptied the channel since, make sure it looks again; if the
         // channel is full it will anyway.
@@ -283,14 +301,14 @@ impl Writer {
         Submitted::Coalesced
     }
 
-    fn overflow(&self, batch: SaveBatch) -> Submitted {
+    fn overflow(&self, epoch: Epoch, batch: SaveBatch) -> Submitted {
         let c = &self.shared.counters;
         c.overflowed.fetch_add(1, Ordering::Relaxed);
         self.shared
             .overflow
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .merge(batch, c);
+            .merge(epoch, batch, c);
         Submitted::Coalesced
     }
 
@@ -344,7 +362,7 @@ fn run(
     let mut commit_no = 0u64;
     loop {
         let mut handle = |msg: Msg, pending: &mut Pending| match msg {
-            Msg::Batch(b) => pending.merge(b, counters),
+            Msg::Batch(epoch, b) => pending.merge(epoch, b, counters),
             Msg::Wake => {}
             Msg::Flush(ack) => flushes.push(ack),
         };
@@ -381,7 +399,7 @@ fn run(
                 .iter()
                 .map(|(&scene, states)| SaveBatch {
                     scene,
-                    states: states.values().copied().collect(),
+                    states: states.values().map(|&(_, s)| s).collect(),
                 })
                 .collect();
             let started = Instant::now();
@@ -489,6 +507,7 @@ mod tests {
         let c = Counters::default();
         let mut p = Pending::default();
         p.merge(
+            0,
             SaveBatch {
                 scene: 1,
                 states: vec![state(1, 5), state(2, 5)],
@@ -496,6 +515,7 @@ mod tests {
             &c,
         );
         p.merge(
+            0,
             SaveBatch {
                 scene: 1,
                 states: vec![state(1, 6)],
@@ -503,6 +523,7 @@ mod tests {
             &c,
         );
         p.merge(
+            0,
             SaveBatch {
                 scene: 1,
                 states: vec![state(2, 4)],
@@ -511,6 +532,7 @@ mod tests {
         );
         let mut o = Pending::default();
         o.merge(
+            0,
             SaveBatch {
                 scene: 1,
                 states: vec![state(2, 9), state(3, 1)],
@@ -518,6 +540,7 @@ mod tests {
             &c,
         );
         o.merge(
+            0,
             SaveBatch {
                 scene: 2,
                 states: vec![state(1, 1)],
@@ -527,10 +550,35 @@ mod tests {
         p.absorb(o, &c);
         assert_eq!(p.batches, 5);
         let s1 = &p.scenes[&1];
-        assert_eq!((s1[&1].tick, s1[&2].tick, s1[&3].tick), (6, 9, 1));
-        assert_eq!(p.scenes[&2][&1].tick, 1);
+        assert_eq!((s1[&1].1.tick, s1[&2].1.tick, s1[&3].1.tick), (6, 9, 1));
+        assert_eq!(p.scenes[&2][&1].1.tick, 1);
         let s = c.snapshot();
         assert_eq!((s.states_superseded, s.states_stale), (2, 1));
+    }
+
+    /// Ticks start again with every placement: a new placement's state at
+    /// tick 5 is newer than the old placement's final flush at tick 900,
+    /// whichever arrives first.
+    #[test]
+    fn merge_orders_by_epoch_then_tick() {
+        let c = Counters::default();
+        let one = |tick| SaveBatch {
+            scene: 1,
+            states: vec![state(1, tick)],
+        };
+        let mut p = Pending::default();
+        p.merge(1, one(900), &c);
+        p.merge(2, one(5), &c);
+        assert_eq!(p.scenes[&1][&1], (2, state(1, 5)));
+        let mut q = Pending::default();
+        q.merge(2, one(5), &c);
+        q.merge(1, one(900), &c);
+        assert_eq!(q.scenes[&1][&1], (2, state(1, 5)));
+        let s = c.snapshot();
+        assert_eq!((s.states_superseded, s.states_stale), (1, 1));
+        // Within one placement the higher tick wins.
+        q.merge(2, one(6), &c);
+        assert_eq!(q.scenes[&1][&1], (2, state(1, 6)));
     }
 }
 

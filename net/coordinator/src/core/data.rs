@@ -108,7 +108,7 @@ impl Core {
         };
         let states = batch.states.iter().map(|s| db_state(scene, s)).collect();
         if let Some(w) = &self.writer {
-            w.submit(db::SaveBatch { scene, states });
+            w.submit_at(batch.epoch, db::SaveBatch { scene, states });
             self.stats.batches += 1;
         }
     }
