@@ -287,6 +287,17 @@ impl Source for CoordinatorMetrics {
             &[],
             stats.batches_stale,
         );
+        for (fate, v) in [
+            ("sent", stats.save_acks),
+            ("dropped", stats.save_acks_dropped),
+        ] {
+            out.counter(
+                "tessera_writer_save_acks_total",
+                "Acknowledgements to scene servers that their save batches are durable: sent, or forgotten because too many waited (a later ack covers them).",
+                &[("fate", fate)],
+                v,
+            );
+        }
         if let Some(w) = writer {
             out.counter(
                 "tessera_writer_commits_total",

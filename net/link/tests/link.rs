@@ -276,16 +276,13 @@ fn every_variant() -> Vec<LinkMsg> {
             bytes: (0..1000u32).map(|i| i as u8).collect(),
         },
         LinkMsg::SaveBatch(WireSaveBatch {
+            seq: 17,
             scene: "meadow".into(),
             epoch: 4,
             tick: 9_001,
             states: vec![state, WirePcState::default()],
         }),
-        LinkMsg::SaveAck {
-            scene: "meadow".into(),
-            epoch: 4,
-            tick: 9_001,
-        },
+        LinkMsg::SaveAck { through: 17 },
         LinkMsg::Refused {
             reason: "not registered".into(),
         },

@@ -64,7 +64,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::{SceneServerConfig, SceneServerConfigError, SceneServerError};
-pub use sink::{LinkSink, LinkSinkStats, SAVE_CHUNK_STATES};
+pub use sink::{LinkSink, LinkSinkStats, MAX_UNACKED_STATES, SAVE_CHUNK_STATES};
 pub use state::SceneServerStats;
 
 use coordinator::coordinator_loop;

@@ -8,8 +8,11 @@ use tessera_persistence as db;
 use tessera_wire::{AvatarInfo, LinkMsg, Role, SessionEvent, WirePcState, WireSaveBatch};
 use tracing::warn;
 
-use super::Core;
 use super::messages::Origin;
+use super::{AckWaiting, Core};
+
+/// Most save batches waiting for the writer's commit to be acknowledged.
+pub(super) const MAX_ACKS_WAITING: usize = 65_536;
 
 impl Core {
     /// The session's account's avatars ([`SessionEvent::Avatars`]).
@@ -108,8 +111,38 @@ impl Core {
         };
         let states = batch.states.iter().map(|s| db_state(scene, s)).collect();
         if let Some(w) = &self.writer {
-            w.submit_at(batch.epoch, db::SaveBatch { scene, states });
+            let submission = w.submit_at(batch.epoch, db::SaveBatch { scene, states });
             self.stats.batches += 1;
+            self.ack_when_durable(submission.ticket, id, batch.seq);
+        }
+    }
+
+    /// Batch `seq` of link `link` is acknowledged once the writer has
+    /// committed `ticket`. Bounded: past [`MAX_ACKS_WAITING`] the oldest is
+    /// forgotten (counted); acks are cumulative, so a later one covers it.
+    fn ack_when_durable(&mut self, ticket: u64, link: u64, seq: u64) {
+        if self.save_acks.len() >= MAX_ACKS_WAITING {
+            self.save_acks.pop_front();
+            self.stats.save_acks_dropped += 1;
+        }
+        self.save_acks.push_back(AckWaiting { ticket, link, seq });
+    }
+
+    /// The writer committed every batch up to ticket `through`: each scene
+    /// server link hears the highest of its batches now durable.
+    pub(crate) fn on_durable(&mut self, through: u64) {
+        let mut acks: BTreeMap<u64, u64> = BTreeMap::new();
+        while let Some(a) = self.save_acks.front() {
+            if a.ticket > through {
+                break;
+            }
+            let seq = acks.entry(a.link).or_default();
+            *seq = (*seq).max(a.seq);
+            self.save_acks.pop_front();
+        }
+        for (link, through) in acks {
+            self.stats.save_acks += 1;
+            self.send_link(link, &LinkMsg::SaveAck { through });
         }
     }
 

@@ -21,7 +21,7 @@ mod scene_events;
 mod sessions;
 pub(crate) mod snapshots;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -54,6 +54,11 @@ pub struct CoordinatorStats {
     pub batches: u64,
     /// Save batches refused for a stale epoch (a paused or replaced host).
     pub batches_stale: u64,
+    /// Acknowledgements sent to scene servers for save batches now durable.
+    pub save_acks: u64,
+    /// Batches whose acknowledgement was forgotten because too many waited
+    /// (a later, cumulative ack covers them).
+    pub save_acks_dropped: u64,
     /// Durable writes of the coordinator's own (epochs, avatar scenes) that failed.
     pub persist_errors: u64,
     /// Scene events from a placement that is no longer current.
@@ -115,6 +120,18 @@ pub(crate) struct Core {
     next_snapshot: u64,
     /// The server each scene was last placed on (to tell failovers apart).
     last_host: BTreeMap<String, NodeId>,
+    /// Save batches handed to the writer, waiting for its commit to be
+    /// acknowledged, in ticket order.
+    save_acks: VecDeque<AckWaiting>,
+}
+
+/// A save batch waiting for the writer: link `link`'s batch `seq` is
+/// durable once a commit covers `ticket`.
+#[derive(Debug, Clone, Copy)]
+struct AckWaiting {
+    ticket: u64,
+    link: u64,
+    seq: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -156,6 +173,7 @@ impl Core {
             snapshots: BTreeMap::new(),
             next_snapshot: 0,
             last_host: BTreeMap::new(),
+            save_acks: VecDeque::new(),
         }
     }
 
