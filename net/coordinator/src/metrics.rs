@@ -179,6 +179,12 @@ impl Source for CoordinatorMetrics {
             stats.placements,
         );
         out.counter(
+            "tessera_coordinator_placements_refused_total",
+            "Placements held back because the scene's saved states could not be read (placed again later).",
+            &[],
+            stats.placements_refused,
+        );
+        out.counter(
             "tessera_coordinator_failovers_total",
             "Scenes placed again because the server hosting them was lost.",
             &[],

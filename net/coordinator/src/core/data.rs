@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use tessera_cluster::SessionId;
-use tessera_persistence as db;
+use tessera_persistence::{self as db, Writer};
 use tessera_wire::{AvatarInfo, LinkMsg, Role, SessionEvent, WirePcState, WireSaveBatch};
 use tracing::warn;
 
@@ -147,27 +147,36 @@ impl Core {
     }
 
     /// A scene's last flushed states: the writer is flushed first, so
-    /// everything submitted before this placement is in.
-    pub(super) fn load_states(&mut self, scene: &str) -> Vec<WirePcState> {
-        if let Some(w) = &self.writer
-            && let Err(e) = w.flush()
-        {
-            warn!(error = %e, "writer flush before a placement failed");
-        }
-        let Some(&id) = self.scene_ids.get(scene) else {
-            return Vec::new();
-        };
-        match self.store.load_scene(id) {
-            Ok(states) => tessera_host::from_db_states(states)
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            Err(e) => {
-                warn!(%scene, error = %e, "cannot load the scene's states");
-                Vec::new()
-            }
-        }
+    /// everything submitted before this placement is in. A failed flush or
+    /// load is an error, never an empty scene: placing it empty would
+    /// overwrite its players' real states with the ones they get on attach.
+    pub(super) fn load_states(&mut self, scene: &str) -> Result<Vec<WirePcState>, LoadStatesError> {
+        self.writer
+            .as_ref()
+            .ok_or(db::writer::FlushError::Stopped)
+            .and_then(Writer::flush)
+            .map_err(LoadStatesError::Flush)?;
+        let &id = self
+            .scene_ids
+            .get(scene)
+            .ok_or_else(|| LoadStatesError::UnknownScene(scene.to_owned()))?;
+        let states = self.store.load_scene(id).map_err(LoadStatesError::Load)?;
+        Ok(tessera_host::from_db_states(states)
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
+}
+
+/// Why a scene's saved states could not be read for a placement.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LoadStatesError {
+    #[error("the writer could not flush what it holds: {0}")]
+    Flush(db::writer::FlushError),
+    #[error("the scene's states do not load: {0}")]
+    Load(db::LoadError),
+    #[error("scene {0:?} is not in the database")]
+    UnknownScene(String),
 }
 
 /// A wire state as the data service stores it in `scene`.

@@ -84,6 +84,9 @@ pub struct CoordinatorStats {
     pub queued: u64,
     /// Scenes placed on a scene server (each with a new epoch).
     pub placements: u64,
+    /// Placements held back because the scene's saved states could not be
+    /// read (a failed writer flush or load); each is placed again later.
+    pub placements_refused: u64,
     /// Of `placements`, scenes placed again because the server that hosted
     /// them was lost (heartbeat timeout or link closed without a drop).
     pub failovers: u64,
