@@ -181,6 +181,7 @@ impl Coordinator {
             writer,
             scene_ids,
             config.heartbeat_ms,
+            config.tick_ms,
             logins,
         );
         core.apply(effects);

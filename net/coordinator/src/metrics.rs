@@ -191,6 +191,12 @@ impl Source for CoordinatorMetrics {
             stats.failovers,
         );
         out.counter(
+            "tessera_coordinator_stalls_total",
+            "Times the coordinator found it had stalled (process stopped, lock held, runtime starved); nodes were not expired for that time.",
+            &[],
+            stats.stalls,
+        );
+        out.counter(
             "tessera_coordinator_nodes_down_total",
             "Nodes declared down for missed heartbeats.",
             &[],

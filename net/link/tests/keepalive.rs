@@ -118,3 +118,39 @@ async fn a_connector_notices_a_silent_acceptor() {
     .await
     .expect("test timed out");
 }
+
+/// A receiver can tell when the peer's last message arrived, before it
+/// reads it; keepalives do not count.
+#[tokio::test]
+async fn the_last_message_is_stamped_on_arrival() {
+    tokio::time::timeout(T, async {
+        let beat = Some(Duration::from_millis(20));
+        let idle = Duration::from_secs(2);
+        let stop = CancellationToken::new();
+        let (tx, mut accepted) = mpsc::channel(1);
+        let server_cfg = cfg(Role::Coordinator, "coord", idle, beat);
+        let server_stats = Arc::clone(&server_cfg.stats);
+        let addr = server(server_cfg, tx, stop.clone()).await;
+        let client = connect(&addr, &cfg(Role::SceneServer, "scene-1", idle, beat))
+            .await
+            .expect("connect");
+        let mut served = accepted.recv().await.expect("accepted");
+        until(&server_stats, |s| s.keepalives_in >= 3).await;
+        assert_eq!(served.sender().last_message_at(), None, "keepalives only");
+        let before = std::time::Instant::now();
+        client
+            .send(&tessera_link::LinkMsg::Refused {
+                reason: "hello".into(),
+            })
+            .await
+            .expect("send");
+        until(&server_stats, |s| s.frames_in == 1).await;
+        // Not read by the application yet, already stamped.
+        let at = served.sender().last_message_at().expect("stamped");
+        assert!(at + Duration::from_millis(1) >= before && at <= std::time::Instant::now());
+        assert!(served.recv().await.is_some());
+        stop.cancel();
+    })
+    .await
+    .expect("test timed out");
+}

@@ -3,7 +3,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -61,6 +64,9 @@ pub(super) struct LinkState {
     linger: Duration,
     idle_timeout: Option<Duration>,
     keepalive: Option<Duration>,
+    /// When the last message (not a keepalive) arrived: milliseconds since
+    /// `opened_at`, plus one; 0 before the first.
+    last_message: AtomicU64,
     stats: Arc<LinkStats>,
 }
 
@@ -87,6 +93,20 @@ impl LinkState {
 
     fn reason(&self) -> CloseReason {
         self.reason.get().cloned().unwrap_or(CloseReason::Shutdown)
+    }
+
+    fn message_arrived(&self) {
+        let ms = u64::try_from(self.opened_at.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_message.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// When the last message arrived (read from the socket, whether or not
+    /// the application has taken it yet); keepalives do not count.
+    fn last_message_at(&self) -> Option<Instant> {
+        match self.last_message.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.opened_at + Duration::from_millis(ms - 1)),
+        }
     }
 
     /// How long the link lived, if it has closed.
@@ -337,6 +357,14 @@ impl LinkSender {
         self.state.cancel.cancelled().await;
         self.state.reason()
     }
+
+    /// When the last message from the peer arrived: read from the socket,
+    /// whether or not the application has taken it yet (keepalives do not
+    /// count, to millisecond precision). `None` before the first. Lets a
+    /// receiver stamp liveness on arrival rather than on handling.
+    pub fn last_message_at(&self) -> Option<Instant> {
+        self.state.last_message_at()
+    }
 }
 
 impl LinkReceiver {
@@ -395,6 +423,7 @@ pub(super) fn establish(
         linger: cfg.linger,
         idle_timeout: cfg.idle_timeout,
         keepalive: cfg.keepalive,
+        last_message: AtomicU64::new(0),
         stats: cfg.stats.clone(),
     });
     cfg.stats.bump(Counter::LinksOpened);
@@ -462,6 +491,7 @@ async fn read_loop(
                 return state.close(CloseReason::Decode(e.to_string()));
             }
         };
+        state.message_arrived();
         // Frame length bounds the decoded size; max_frame <= recv_queue_bytes,
         // and both fit in a u32 (validated), so this always fits.
         let weight = u32::try_from(frame.len()).unwrap_or(u32::MAX);
