@@ -190,6 +190,7 @@ impl Coordinator {
 
         let mut link_cfg = LinkConfig::new(Role::Coordinator, "coordinator", secret);
         link_cfg.accept_roles = vec![Role::SceneServer, Role::Gate, Role::Tool];
+        config.links.apply(&mut link_cfg);
         link_cfg.validate()?;
         let registry = tessera_metrics::Registry::new();
         let source: Arc<dyn tessera_metrics::Source> = Arc::new(metrics::CoordinatorMetrics {

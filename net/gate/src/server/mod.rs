@@ -138,7 +138,8 @@ impl GateServer {
         let gate = Arc::new(gate);
         let stats = Arc::new(GateServerStats::default());
         let stop = CancellationToken::new();
-        let link_cfg = LinkConfig::new(Role::Gate, name.clone(), secret);
+        let mut link_cfg = LinkConfig::new(Role::Gate, name.clone(), secret);
+        config.links.apply(&mut link_cfg);
         link_cfg.validate()?;
         let metrics = Arc::new(metrics::GateMetrics {
             name: name.clone(),

@@ -149,6 +149,34 @@ impl LinkConfig {
     }
 }
 
+/// How a link notices a silent peer: [`LinkConfig::keepalive`] and
+/// [`LinkConfig::idle_timeout`], chosen once per process (`[links]` in
+/// `tessera.toml`) and applied to every link config it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkTimeouts {
+    /// See [`LinkConfig::keepalive`]. Default 1 s.
+    pub keepalive: Option<Duration>,
+    /// See [`LinkConfig::idle_timeout`]. Default 5 s.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for LinkTimeouts {
+    fn default() -> Self {
+        Self {
+            keepalive: Some(DEFAULT_KEEPALIVE),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+}
+
+impl LinkTimeouts {
+    /// Sets `cfg`'s keepalive and idle timeout.
+    pub fn apply(&self, cfg: &mut LinkConfig) {
+        cfg.keepalive = self.keepalive;
+        cfg.idle_timeout = self.idle_timeout;
+    }
+}
+
 /// A setting out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
