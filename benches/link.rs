@@ -101,11 +101,7 @@ async fn acker(mut link: Link) {
         n += 1;
         if n.is_multiple_of(BATCH)
             && link
-                .send(&LinkMsg::SaveAck {
-                    scene: String::new(),
-                    epoch: 0,
-                    tick: n as u64,
-                })
+                .send(&LinkMsg::SaveAck { through: n as u64 })
                 .await
                 .is_err()
         {

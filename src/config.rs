@@ -24,6 +24,10 @@
 //! listen = "127.0.0.1:7300"
 //! listeners = 3
 //!
+//! [links]       # every internal link of the process (tessera_link)
+//! keepalive_ms = 1000
+//! idle_timeout_ms = 5000
+//!
 //! [up]
 //! scene_servers = 1
 //! ```
@@ -62,7 +66,63 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub scene: SceneServerConfig,
     pub gate: GateServerConfig,
+    pub links: LinksConfig,
     pub up: UpConfig,
+}
+
+/// `[links]`: how every internal link of the process notices a silent
+/// peer (see `docs/links.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinksConfig {
+    /// Send a keepalive after this long without writing anything, ms; 0 =
+    /// never. Default 1000.
+    pub keepalive_ms: u64,
+    /// Close a link on which nothing arrives for this long, ms; 0 = never.
+    /// Must be above `keepalive_ms` (the peer's). Default 5000.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for LinksConfig {
+    fn default() -> Self {
+        Self {
+            keepalive_ms: 1000,
+            idle_timeout_ms: 5000,
+        }
+    }
+}
+
+impl LinksConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        for (name, ms) in [
+            ("keepalive_ms", self.keepalive_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if ms != 0 && !(10..=600_000).contains(&ms) {
+                bail!("links.{name} must be 0 (off) or between 10 and 600000");
+            }
+        }
+        if self.keepalive_ms != 0
+            && self.idle_timeout_ms != 0
+            && self.keepalive_ms >= self.idle_timeout_ms
+        {
+            bail!(
+                "links.keepalive_ms ({}) must be below links.idle_timeout_ms ({}), \
+                 or a quiet link would time out",
+                self.keepalive_ms,
+                self.idle_timeout_ms
+            );
+        }
+        Ok(())
+    }
+
+    fn timeouts(&self) -> tessera_link::LinkTimeouts {
+        let ms = |v: u64| (v != 0).then(|| std::time::Duration::from_millis(v));
+        tessera_link::LinkTimeouts {
+            keepalive: ms(self.keepalive_ms),
+            idle_timeout: ms(self.idle_timeout_ms),
+        }
+    }
 }
 
 /// `[up]`: the all-in-one cluster.
@@ -101,7 +161,13 @@ impl Config {
 
     /// Parses a config; `origin` names it in errors.
     pub fn parse(origin: &str, text: &str) -> anyhow::Result<Self> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("config {origin}: {e}"))
+        let mut config: Self =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("config {origin}: {e}"))?;
+        let links = config.links.timeouts();
+        config.coordinator.links = links;
+        config.scene.links = links;
+        config.gate.links = links;
+        Ok(config)
     }
 
     /// The cluster secret (the development one when unset).
@@ -132,6 +198,7 @@ impl Config {
         self.gate
             .validate()
             .map_err(|e| anyhow::anyhow!("[gate] {e}"))?;
+        self.links.validate().context("[links]")?;
         if self.up.scene_servers == 0 || self.up.scene_servers > 16 {
             bail!("[up] scene_servers must be between 1 and 16");
         }
@@ -224,6 +291,27 @@ mod tests {
         assert!(format!("{e:#}").contains("coordinator.listen"), "{e:#}");
         let c = Config::parse("t.toml", "[scene]\naoi_radius = -1.0").expect("parses");
         assert!(c.validate(&[]).is_err());
+        let c = Config::parse("t.toml", "[links]\nkeepalive_ms = 6000").expect("parses");
+        let e = c.validate(&[]).expect_err("keepalive above idle");
+        assert!(format!("{e:#}").contains("links.keepalive_ms"), "{e:#}");
+    }
+
+    /// `[links]` reaches every role's link configs.
+    #[test]
+    fn link_timeouts_apply_to_every_role() {
+        let c =
+            Config::parse("t", "[links]\nkeepalive_ms = 200\nidle_timeout_ms = 0").expect("parses");
+        c.validate(&[]).expect("valid");
+        let want = tessera_link::LinkTimeouts {
+            keepalive: Some(std::time::Duration::from_millis(200)),
+            idle_timeout: None,
+        };
+        assert_eq!(
+            (c.coordinator.links, c.scene.links, c.gate.links),
+            (want, want, want)
+        );
+        let d = Config::parse("t", "").expect("parses");
+        assert_eq!(d.scene.links, tessera_link::LinkTimeouts::default());
     }
 
     #[test]

@@ -34,4 +34,6 @@ pub use export::{ExportError, ExportRecord, Importer};
 pub use password::PasswordHasher;
 pub use store::{CheckReport, Store};
 pub use types::*;
-pub use writer::{CommitReport, Submitted, Writer, WriterConfig, WriterStats, torture_state};
+pub use writer::{
+    CommitReport, Submission, Submitted, Writer, WriterConfig, WriterStats, torture_state,
+};

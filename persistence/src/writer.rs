@@ -2,8 +2,9 @@
 //!
 //! Scenes hand it [`SaveBatch`]es through a bounded channel and never wait on the disk.
 //! Each round, the writer takes everything that has arrived, merges it into one pending
-//! set — per scene, the newest state of each avatar (highest tick; on a tie, the later
-//! arrival) — and commits that set in one durable transaction. When batches arrive faster
+//! set — per scene, the newest state of each avatar (highest placement epoch, then highest
+//! tick, since ticks restart with every placement; on a tie, the later arrival) — and
+//! commits that set in one durable transaction. When batches arrive faster
 //! than commits finish, they are therefore coalesced rather than queued: a full channel
 //! sends the batch into an overflow buffer that is merged the same way, so memory is bounded
 //! by one state per avatar however far behind the disk falls. Every commit is reported
@@ -54,6 +55,9 @@ pub struct CommitReport {
     pub refused: usize,
     /// For each scene in the commit, the newest tick written: that scene is durable up to it.
     pub scenes: Vec<(SceneId, u64)>,
+    /// Every batch whose [`Submission::ticket`] is at most this is now durable (or was
+    /// refused by the store, counted in `refused`): batches commit in submission order.
+    pub through: u64,
     /// Wall time of the transaction, from begin to durable commit.
     pub commit_time: Duration,
 }
@@ -103,6 +107,15 @@ pub enum Submitted {
     Coalesced,
 }
 
+/// What [`Writer::submit_at`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submission {
+    /// The batch's number: 1 for the writer's first, and so on. It is durable once a
+    /// [`CommitReport::through`] reaches it.
+    pub ticket: u64,
+    pub submitted: Submitted,
+}
+
 /// The writer has stopped (its thread panicked) or its last commit failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlushError {
@@ -112,18 +125,25 @@ pub enum FlushError {
     Commit(String),
 }
 
+/// A placement epoch, as the cluster numbers a scene's placements: a newer placement's
+/// states win over an older one's, whatever their ticks.
+type Epoch = u64;
+
 enum Msg {
-    Batch(SaveBatch),
+    /// A batch, its epoch and its ticket.
+    Batch(Epoch, SaveBatch, u64),
     /// Something was put in the overflow buffer.
     Wake,
     Flush(SyncSender<Result<(), FlushError>>),
 }
 
-/// Per scene, the newest state of each avatar.
+/// Per scene, the newest state of each avatar, with the epoch it was saved under.
 #[derive(Debug, Default)]
 struct Pending {
-    scenes: BTreeMap<SceneId, BTreeMap<AvatarId, PcState>>,
+    scenes: BTreeMap<SceneId, BTreeMap<AvatarId, (Epoch, PcState)>>,
     batches: u64,
+    /// The highest ticket merged in.
+    through: u64,
 }
 
 impl Pending {
@@ -131,25 +151,30 @@ impl Pending {
         self.batches == 0
     }
 
-    fn merge(&mut self, batch: SaveBatch, counters: &Counters) {
+    fn merge(&mut self, epoch: Epoch, batch: SaveBatch, ticket: u64, counters: &Counters) {
         self.batches += 1;
-        self.merge_states(batch.scene, batch.states, counters);
+        self.through = self.through.max(ticket);
+        self.merge_states(
+            batch.scene,
+            batch.states.into_iter().map(|s| (epoch, s)),
+            counters,
+        );
     }
 
     fn merge_states(
         &mut self,
         scene: SceneId,
-        states: impl IntoIterator<Item = PcState>,
+        states: impl IntoIterator<Item = (Epoch, PcState)>,
         counters: &Counters,
     ) {
         let scene = self.scenes.entry(scene).or_default();
-        for state in states {
+        for (epoch, state) in states {
             match scene.get_mut(&state.avatar) {
                 None => {
-                    scene.insert(state.avatar, state);
+                    scene.insert(state.avatar, (epoch, state));
                 }
-                Some(old) if state.tick >= old.tick => {
-                    *old = state;
+                Some(old) if (epoch, state.tick) >= (old.0, old.1.tick) => {
+                    *old = (epoch, state);
                     counters.states_superseded.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(_) => {
@@ -162,6 +187,7 @@ impl Pending {
     /// Merges another pending set (the overflow buffer) into this one.
     fn absorb(&mut self, other: Pending, counters: &Counters) {
         self.batches += other.batches;
+        self.through = self.through.max(other.through);
         for (scene, states) in other.scenes {
             self.merge_states(scene, states.into_values(), counters);
         }
@@ -208,7 +234,9 @@ impl Counters {
 
 #[derive(Debug, Default)]
 struct Shared {
-    overflow: Mutex<Pending>,
+    /// The overflow buffer, and the last ticket handed out (numbered under this
+    /// lock, so tickets follow the order batches reach the writer).
+    overflow: Mutex<(Pending, u64)>,
     counters: Counters,
 }
 
@@ -243,55 +271,63 @@ impl Writer {
     }
 
     /// Hands a batch to the writer without waiting for the disk. If the channel is full
-    /// the batch is merged into the overflow buffer (latest state per avatar wins).
+    /// the batch is merged into the overflow buffer (latest state per avatar wins). The
+    /// same as [`Writer::submit_at`] epoch 0: for writers that do not place scenes.
     pub fn submit(&self, batch: SaveBatch) -> Submitted {
+        self.submit_at(0, batch).submitted
+    }
+
+    /// [`Writer::submit`] for a batch a scene saved under placement `epoch`: a state of
+    /// a later epoch replaces one of an earlier epoch even at a lower tick (ticks start
+    /// again with each placement), and never the other way round.
+    pub fn submit_at(&self, epoch: u64, batch: SaveBatch) -> Submission {
         let c = &self.shared.counters;
         c.submitted.fetch_add(1, Ordering::Relaxed);
         c.states_submitted
             .fetch_add(batch.states.len() as u64, Ordering::Relaxed);
-        let Some(tx) = &self.tx else {
-            return self.overflow(batch);
-        };
         // Order: while older batches wait in the overflow buffer, a newer one
         // must join them there rather than overtake them through the channel.
         // Deciding under the overflow lock keeps everything in the channel
         // older than everything in the overflow buffer, and the writer drains
         // the channel before it absorbs the buffer, so commits stay in
         // submission order (and commit reports never go back in time).
-        let mut overflow = self
+        let mut guard = self
             .shared
             .overflow
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let batch = if overflow.is_empty() {
-            match tx.try_send(Msg::Batch(batch)) {
-                Ok(()) => return Submitted::Queued,
-                Err(
-                    TrySendError::Full(Msg::Batch(b)) | TrySendError::Disconnected(Msg::Batch(b)),
-                ) => b,
-                Err(_) => return Submitted::Queued,
+        let (overflow, last) = &mut *guard;
+        *last += 1;
+        let ticket = *last;
+        let queued = Submission {
+            ticket,
+            submitted: Submitted::Queued,
+        };
+        let batch = match &self.tx {
+            Some(tx) if overflow.is_empty() => {
+                match tx.try_send(Msg::Batch(epoch, batch, ticket)) {
+                    Ok(()) => return queued,
+                    Err(
+                        TrySendError::Full(Msg::Batch(_, b, _))
+                        | TrySendError::Disconnected(Msg::Batch(_, b, _)),
+                    ) => b,
+                    Err(_) => return queued,
+                }
             }
-        } else {
-            batch
+            _ => batch,
         };
         c.overflowed.fetch_add(1, Ordering::Relaxed);
-        overflow.merge(batch, c);
-        drop(overflow);
+        overflow.merge(epoch, batch, ticket, c);
+        drop(guard);
         // If the writer emptied the channel since, make sure it looks again; if the
         // channel is full it will anyway.
-        let _ = tx.try_send(Msg::Wake);
-        Submitted::Coalesced
-    }
-
-    fn overflow(&self, batch: SaveBatch) -> Submitted {
-        let c = &self.shared.counters;
-        c.overflowed.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .overflow
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .merge(batch, c);
-        Submitted::Coalesced
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Msg::Wake);
+        }
+        Submission {
+            ticket,
+            submitted: Submitted::Coalesced,
+        }
     }
 
     /// Waits until everything submitted before this call is committed.
@@ -344,7 +380,7 @@ fn run(
     let mut commit_no = 0u64;
     loop {
         let mut handle = |msg: Msg, pending: &mut Pending| match msg {
-            Msg::Batch(b) => pending.merge(b, counters),
+            Msg::Batch(epoch, b, ticket) => pending.merge(epoch, b, ticket, counters),
             Msg::Wake => {}
             Msg::Flush(ack) => flushes.push(ack),
         };
@@ -370,7 +406,7 @@ fn run(
         while let Ok(msg) = rx.try_recv() {
             handle(msg, &mut pending);
         }
-        let overflow = std::mem::take(&mut *guard);
+        let overflow = std::mem::take(&mut guard.0);
         drop(guard);
         pending.absorb(overflow, counters);
 
@@ -381,7 +417,7 @@ fn run(
                 .iter()
                 .map(|(&scene, states)| SaveBatch {
                     scene,
-                    states: states.values().copied().collect(),
+                    states: states.values().map(|&(_, s)| s).collect(),
                 })
                 .collect();
             let started = Instant::now();
@@ -398,6 +434,7 @@ fn run(
                             .map(|b| (b.scene, b.states.iter().map(|s| s.tick).max().unwrap_or(0)))
                             .collect(),
                         commit_time: started.elapsed(),
+                        through: pending.through,
                     };
                     counters.commits.fetch_add(1, Ordering::Relaxed);
                     counters
@@ -489,48 +526,83 @@ mod tests {
         let c = Counters::default();
         let mut p = Pending::default();
         p.merge(
+            0,
             SaveBatch {
                 scene: 1,
                 states: vec![state(1, 5), state(2, 5)],
             },
+            1,
             &c,
         );
         p.merge(
+            0,
             SaveBatch {
                 scene: 1,
                 states: vec![state(1, 6)],
             },
+            1,
             &c,
         );
         p.merge(
+            0,
             SaveBatch {
                 scene: 1,
                 states: vec![state(2, 4)],
             },
+            1,
             &c,
         );
         let mut o = Pending::default();
         o.merge(
+            0,
             SaveBatch {
                 scene: 1,
                 states: vec![state(2, 9), state(3, 1)],
             },
+            1,
             &c,
         );
         o.merge(
+            0,
             SaveBatch {
                 scene: 2,
                 states: vec![state(1, 1)],
             },
+            1,
             &c,
         );
         p.absorb(o, &c);
         assert_eq!(p.batches, 5);
         let s1 = &p.scenes[&1];
-        assert_eq!((s1[&1].tick, s1[&2].tick, s1[&3].tick), (6, 9, 1));
-        assert_eq!(p.scenes[&2][&1].tick, 1);
+        assert_eq!((s1[&1].1.tick, s1[&2].1.tick, s1[&3].1.tick), (6, 9, 1));
+        assert_eq!(p.scenes[&2][&1].1.tick, 1);
         let s = c.snapshot();
         assert_eq!((s.states_superseded, s.states_stale), (2, 1));
+    }
+
+    /// Ticks start again with every placement: a new placement's state at
+    /// tick 5 is newer than the old placement's final flush at tick 900,
+    /// whichever arrives first.
+    #[test]
+    fn merge_orders_by_epoch_then_tick() {
+        let c = Counters::default();
+        let one = |tick| SaveBatch {
+            scene: 1,
+            states: vec![state(1, tick)],
+        };
+        let mut p = Pending::default();
+        p.merge(1, one(900), 1, &c);
+        p.merge(2, one(5), 2, &c);
+        assert_eq!(p.scenes[&1][&1], (2, state(1, 5)));
+        let mut q = Pending::default();
+        q.merge(2, one(5), 1, &c);
+        q.merge(1, one(900), 2, &c);
+        assert_eq!(q.scenes[&1][&1], (2, state(1, 5)));
+        let s = c.snapshot();
+        assert_eq!((s.states_superseded, s.states_stale), (1, 1));
+        // Within one placement the higher tick wins.
+        q.merge(2, one(6), 3, &c);
+        assert_eq!(q.scenes[&1][&1], (2, state(1, 6)));
     }
 }
 
@@ -629,6 +701,8 @@ mod store_tests {
         );
         assert_eq!(reports.iter().map(|r| r.batches).sum::<u64>(), 200);
         assert_eq!(reports.last().unwrap().scenes, vec![(scene, 200)]);
+        // Every ticket handed out is covered by the last commit.
+        assert_eq!(reports.last().unwrap().through, 200);
         let states = store.load_scene(scene).unwrap();
         assert_eq!(states.len(), 300);
         assert!(

@@ -153,6 +153,8 @@ mod state;
 mod status;
 
 #[cfg(test)]
+mod liveness_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;

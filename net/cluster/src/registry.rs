@@ -313,6 +313,33 @@ impl ClusterState {
         }
     }
 
+    /// A message from `node` arrived at `at` (before `now`): a live node is
+    /// not silent since then, whenever the message is handled. Lets the
+    /// coordinator stamp heartbeats on arrival, so one waiting behind a busy
+    /// lock or queue still counts. Never revives a dead node (its next
+    /// heartbeat does), and never expires anything.
+    pub fn heard(&mut self, node: NodeId, at: u64) {
+        let at = at.min(self.now);
+        if let Some(n) = self.nodes.get_mut(&node)
+            && n.alive
+        {
+            n.last_seen = n.last_seen.max(at);
+        }
+    }
+
+    /// The coordinator could not listen for the last `ms` before `now` (its
+    /// process was stopped, its lock held, its runtime starved): no live
+    /// node is held to that time, so a coordinator's stall never expires a
+    /// healthy node. Call it before anything that sweeps at `now`; a node
+    /// that really died meanwhile still expires a heartbeat timeout later.
+    pub fn stalled(&mut self, now: u64, ms: u64) {
+        self.advance(now);
+        let now = self.now;
+        for n in self.nodes.values_mut().filter(|n| n.alive) {
+            n.last_seen = n.last_seen.saturating_add(ms).min(now);
+        }
+    }
+
     /// Nodes silent for longer than the heartbeat timeout die: they host
     /// nothing, their sessions end, and their links are to be closed.
     pub(crate) fn expire_silent(&mut self, out: &mut Vec<Effect>) {

@@ -28,6 +28,9 @@ pub struct CoordinatorConfig {
     pub password_hash_threads: u32,
     /// Login, tokens, queue and rate limits (`[coordinator.login]`).
     pub login: login::LoginConfig,
+    /// Keepalives and idle timeout of every link (from `[links]`).
+    #[serde(skip)]
+    pub links: tessera_link::LinkTimeouts,
 }
 
 impl Default for CoordinatorConfig {
@@ -40,6 +43,7 @@ impl Default for CoordinatorConfig {
             tick_ms: 100,
             password_hash_threads: 0,
             login: login::LoginConfig::default(),
+            links: tessera_link::LinkTimeouts::default(),
         }
     }
 }

@@ -154,9 +154,15 @@ impl Coordinator {
         let (state, effects) = initial_state(&store, cluster, &catalog)?;
         let tick_every = Duration::from_millis(u64::from(config.tick_ms));
         let counters = Arc::new(metrics::Counters::new(tick_every));
+        // The writer's thread only publishes how far commits got; a task
+        // turns that into acks (the core's lock is held around flushes).
+        let (durable_tx, durable_rx) = tokio::sync::watch::channel(0u64);
         let on_commit = {
             let counters = Arc::clone(&counters);
-            move |r: &db::CommitReport| counters.commit(r)
+            move |r: &db::CommitReport| {
+                counters.commit(r);
+                durable_tx.send_replace(r.through);
+            }
         };
         let writer = Writer::spawn(Arc::clone(&store), WriterConfig::default(), on_commit)
             .map_err(StartError::Writer)?;
@@ -175,6 +181,7 @@ impl Coordinator {
             writer,
             scene_ids,
             config.heartbeat_ms,
+            config.tick_ms,
             logins,
         );
         core.apply(effects);
@@ -183,6 +190,7 @@ impl Coordinator {
 
         let mut link_cfg = LinkConfig::new(Role::Coordinator, "coordinator", secret);
         link_cfg.accept_roles = vec![Role::SceneServer, Role::Gate, Role::Tool];
+        config.links.apply(&mut link_cfg);
         link_cfg.validate()?;
         let registry = tessera_metrics::Registry::new();
         let source: Arc<dyn tessera_metrics::Source> = Arc::new(metrics::CoordinatorMetrics {
@@ -194,6 +202,7 @@ impl Coordinator {
         counters.ticked();
         let tasks = vec![
             spawn_links(Arc::clone(&core), link_listener, link_cfg, stop.clone()),
+            spawn_acks(Arc::clone(&core), durable_rx, stop.clone()),
             spawn_ticker(
                 Arc::clone(&core),
                 Arc::clone(&counters),
@@ -375,6 +384,31 @@ fn spawn_links(
             };
             if let Err(e) = serve(listener, config, handler, stop.cancelled_owned()).await {
                 warn!(error = %e, "link listener stopped");
+            }
+        })
+        .in_current_span(),
+    )
+}
+
+/// Acknowledges save batches as the writer makes them durable, until `stop`.
+fn spawn_acks(
+    core: Arc<Mutex<Core>>,
+    mut durable: tokio::sync::watch::Receiver<u64>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(
+        (async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = durable.changed() => {
+                        if r.is_err() {
+                            break;
+                        }
+                        let through = *durable.borrow_and_update();
+                        lock(&core).on_durable(through);
+                    }
+                }
             }
         })
         .in_current_span(),

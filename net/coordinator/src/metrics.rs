@@ -179,10 +179,22 @@ impl Source for CoordinatorMetrics {
             stats.placements,
         );
         out.counter(
+            "tessera_coordinator_placements_refused_total",
+            "Placements held back because the scene's saved states could not be read (placed again later).",
+            &[],
+            stats.placements_refused,
+        );
+        out.counter(
             "tessera_coordinator_failovers_total",
             "Scenes placed again because the server hosting them was lost.",
             &[],
             stats.failovers,
+        );
+        out.counter(
+            "tessera_coordinator_stalls_total",
+            "Times the coordinator found it had stalled (process stopped, lock held, runtime starved); nodes were not expired for that time.",
+            &[],
+            stats.stalls,
         );
         out.counter(
             "tessera_coordinator_nodes_down_total",
@@ -287,6 +299,17 @@ impl Source for CoordinatorMetrics {
             &[],
             stats.batches_stale,
         );
+        for (fate, v) in [
+            ("sent", stats.save_acks),
+            ("dropped", stats.save_acks_dropped),
+        ] {
+            out.counter(
+                "tessera_writer_save_acks_total",
+                "Acknowledgements to scene servers that their save batches are durable: sent, or forgotten because too many waited (a later ack covers them).",
+                &[("fate", fate)],
+                v,
+            );
+        }
         if let Some(w) = writer {
             out.counter(
                 "tessera_writer_commits_total",

@@ -168,7 +168,7 @@ impl SaveSink for WriterSink {
         })?;
         let id =
             (self.scene_id)(scene).ok_or_else(|| SaveSinkError::UnknownScene(scene.clone()))?;
-        self.writer.submit(to_db_batch(&b.batch, id));
+        self.writer.submit_at(b.epoch, to_db_batch(&b.batch, id));
         Ok(())
     }
 

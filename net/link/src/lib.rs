@@ -66,8 +66,9 @@ pub mod stats;
 
 pub use frame::{DEFAULT_MAX_FRAME, FrameCodec, FrameError};
 pub use link::{
-    Backoff, CloseReason, ConfigError, ConnectError, Connector, HandshakeError, Link, LinkConfig,
-    LinkReceiver, LinkSender, PeerInfo, SendError, bind, connect, connect_with_backoff, serve,
+    Backoff, CloseReason, ConfigError, ConnectError, Connector, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEPALIVE, HandshakeError, Link, LinkConfig, LinkReceiver, LinkSender, LinkTimeouts,
+    PeerInfo, SendError, bind, connect, connect_with_backoff, serve,
 };
 pub use stats::{LinkStats, LinkStatsSnapshot, bump, lock};
 pub use tessera_wire::{Epoch, Handshake, LinkMsg, PROTOCOL_VERSION, RefuseCode, Role, Secret};

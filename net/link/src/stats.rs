@@ -13,6 +13,8 @@ pub struct LinkStats {
     frames_out: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    keepalives_in: AtomicU64,
+    keepalives_out: AtomicU64,
     decode_errors: AtomicU64,
     oversized: AtomicU64,
     handshakes_refused: AtomicU64,
@@ -40,6 +42,12 @@ pub struct LinkStatsSnapshot {
     pub bytes_in: u64,
     /// Bytes written to established links, headers included.
     pub bytes_out: u64,
+    /// Keepalive frames received (not counted in `frames_in`/`bytes_in`).
+    pub keepalives_in: u64,
+    /// Keepalive frames written when a link had nothing else to send for
+    /// [`LinkConfig::keepalive`](crate::LinkConfig::keepalive) (not counted
+    /// in `frames_out`/`bytes_out`).
+    pub keepalives_out: u64,
     /// Frames that did not decode (a bad message, a bad handshake frame, or a
     /// stream cut inside a frame); each closed its link.
     pub decode_errors: u64,
@@ -69,6 +77,8 @@ pub struct LinkStatsSnapshot {
 pub(crate) enum Counter {
     LinksOpened,
     LinksClosed,
+    KeepalivesIn,
+    KeepalivesOut,
     DecodeErrors,
     Oversized,
     HandshakesRefused,
@@ -95,6 +105,8 @@ impl LinkStats {
             frames_out: r(&self.frames_out),
             bytes_in: r(&self.bytes_in),
             bytes_out: r(&self.bytes_out),
+            keepalives_in: r(&self.keepalives_in),
+            keepalives_out: r(&self.keepalives_out),
             decode_errors: r(&self.decode_errors),
             oversized: r(&self.oversized),
             handshakes_refused: r(&self.handshakes_refused),
@@ -112,6 +124,8 @@ impl LinkStats {
         let a = match c {
             Counter::LinksOpened => &self.links_opened,
             Counter::LinksClosed => &self.links_closed,
+            Counter::KeepalivesIn => &self.keepalives_in,
+            Counter::KeepalivesOut => &self.keepalives_out,
             Counter::DecodeErrors => &self.decode_errors,
             Counter::Oversized => &self.oversized,
             Counter::HandshakesRefused => &self.handshakes_refused,
@@ -178,6 +192,14 @@ impl LinkStatsSnapshot {
                 "Bytes on established links, frame headers included.",
                 &l,
                 bytes,
+            );
+        }
+        for (dir, n) in [("in", self.keepalives_in), ("out", self.keepalives_out)] {
+            out.counter(
+                "tessera_link_keepalives_total",
+                "Keepalive frames on established links (sent when a link is otherwise quiet).",
+                &[l[0], l[1], ("direction", dir)],
+                n,
             );
         }
         for (reason, v) in [

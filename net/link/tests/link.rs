@@ -276,16 +276,13 @@ fn every_variant() -> Vec<LinkMsg> {
             bytes: (0..1000u32).map(|i| i as u8).collect(),
         },
         LinkMsg::SaveBatch(WireSaveBatch {
+            seq: 17,
             scene: "meadow".into(),
             epoch: 4,
             tick: 9_001,
             states: vec![state, WirePcState::default()],
         }),
-        LinkMsg::SaveAck {
-            scene: "meadow".into(),
-            epoch: 4,
-            tick: 9_001,
-        },
+        LinkMsg::SaveAck { through: 17 },
         LinkMsg::Refused {
             reason: "not registered".into(),
         },
@@ -1120,10 +1117,12 @@ async fn a_link_that_goes_silent_closes_at_the_idle_timeout() {
         let mut server_cfg = cfg(Role::Coordinator, "coord");
         // Generous against a loaded machine: beats come every 100 ms.
         server_cfg.idle_timeout = Some(Duration::from_millis(600));
+        server_cfg.keepalive = Some(Duration::from_millis(100));
         let server = Server::start(server_cfg, reporter(tx)).await;
-        let link = connect(&server.addr(), &cfg(Role::SceneServer, "scene-1"))
-            .await
-            .expect("connect");
+        // A peer that sends no keepalives: only its heartbeats keep it up.
+        let mut client_cfg = cfg(Role::SceneServer, "scene-1");
+        client_cfg.keepalive = None;
+        let link = connect(&server.addr(), &client_cfg).await.expect("connect");
         // Heartbeats keep it open well past the timeout...
         let beat = LinkMsg::Heartbeat(Heartbeat::default());
         for _ in 0..8 {

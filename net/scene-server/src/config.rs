@@ -27,6 +27,9 @@ pub struct SceneServerConfig {
     /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP
     /// (`host:port`). Default: nowhere.
     pub metrics: Option<String>,
+    /// Keepalives and idle timeout of every link (from `[links]`).
+    #[serde(skip)]
+    pub links: tessera_link::LinkTimeouts,
 }
 
 impl Default for SceneServerConfig {
@@ -40,6 +43,7 @@ impl Default for SceneServerConfig {
             aoi_radius: 50.0,
             heartbeat_ms: 500,
             metrics: None,
+            links: tessera_link::LinkTimeouts::default(),
         }
     }
 }

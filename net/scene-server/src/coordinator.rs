@@ -54,6 +54,8 @@ pub(crate) async fn coordinator_loop(
             }
         };
         let (sender, mut receiver) = link.split();
+        // Batches the last link carried without an ack go out again here.
+        shared.sink.requeue();
         if !register(&shared, &sender, link_addr, capacity).await {
             continue;
         }
@@ -228,6 +230,7 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
             epoch,
             states,
         } => on_place_scene(shared, sender, scene, epoch, states).await,
+        LinkMsg::SaveAck { through } => shared.sink.ack(through),
         LinkMsg::SnapshotRequest { request, scene } => {
             on_snapshot_request(shared, sender, request, scene);
         }
@@ -401,19 +404,36 @@ async fn finish(shared: &Arc<ServerState>, link: Option<(LinkSender, LinkReceive
             Err(e) => warn!(%scene, error = %e, "scene stopped with an error"),
         }
     }
-    let Some((sender, receiver)) = link else {
+    let Some((sender, mut receiver)) = link else {
         if shared.sink.has_pending() {
             warn!("coordinator unreachable at shutdown: the last flush is lost");
         }
         return;
     };
+    // Everything goes, and waits (a while) to be confirmed durable.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while (shared.sink.has_pending() || !lock(&shared.events).is_empty())
-        && tokio::time::Instant::now() < deadline
-    {
+    loop {
         shared.drain_events(&sender);
         shared.sink.drain(&sender);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        if !shared.sink.has_pending() && lock(&shared.events).is_empty() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                warn!(
+                    unacked = shared.sink.stats().unacked_states,
+                    "shutting down with saves the coordinator has not confirmed durable"
+                );
+                break;
+            }
+            msg = receiver.recv() => match msg {
+                Some(LinkMsg::SaveAck { through }) => shared.sink.ack(through),
+                Some(LinkMsg::EpochStale { scene, .. }) => shared.sink.discard(&scene),
+                Some(_) => {}
+                None => break,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
     }
     let _ = sender
         .send(&LinkMsg::Deregister {

@@ -64,7 +64,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::{SceneServerConfig, SceneServerConfigError, SceneServerError};
-pub use sink::{LinkSink, LinkSinkStats, SAVE_CHUNK_STATES};
+pub use sink::{LinkSink, LinkSinkStats, MAX_UNACKED_STATES, SAVE_CHUNK_STATES};
 pub use state::SceneServerStats;
 
 use coordinator::coordinator_loop;
@@ -114,8 +114,10 @@ impl SceneServer {
         );
         let mut gate_cfg = LinkConfig::new(Role::SceneServer, name.clone(), secret.clone());
         gate_cfg.accept_roles = vec![Role::Gate, Role::Tool];
+        config.links.apply(&mut gate_cfg);
         gate_cfg.validate()?;
-        let coord_cfg = LinkConfig::new(Role::SceneServer, name.clone(), secret);
+        let mut coord_cfg = LinkConfig::new(Role::SceneServer, name.clone(), secret);
+        config.links.apply(&mut coord_cfg);
         coord_cfg.validate()?;
         let shared = Arc::new(ServerState {
             name: name.clone(),

@@ -91,15 +91,29 @@ impl Source for ServerState {
         for (fate, v) in [
             ("handed_in", s.sink.batches_in),
             ("sent", s.sink.batches_sent),
+            ("acked", s.sink.batches_acked),
+            ("resent", s.sink.batches_resent),
             ("stale", s.sink.stale),
         ] {
             out.counter(
                 "tessera_scene_server_save_batches_total",
-                "Save batches: handed in by scenes, sent to the data service, refused for a stale epoch.",
+                "Save batches: handed in by scenes, sent to the data service, confirmed durable, put back to send again after a lost link, refused for a stale epoch.",
                 &[l[0], ("fate", fate)],
                 v,
             );
         }
+        out.gauge(
+            "tessera_scene_server_unacked_states",
+            "Saved states sent to the data service and not yet confirmed durable.",
+            &l,
+            s.sink.unacked_states as f64,
+        );
+        out.counter(
+            "tessera_scene_server_save_held_total",
+            "Times sending saves was held back because too many states waited for acks.",
+            &l,
+            s.sink.held_for_acks,
+        );
         out.counter(
             "tessera_scene_server_states_discarded_total",
             "Saved states discarded because their placement was dropped as stale.",

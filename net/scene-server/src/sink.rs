@@ -17,13 +17,20 @@ use tessera_wire::{Epoch, LinkMsg, WireSaveBatch};
 /// so a chunk stays far below the link's default 1 MiB frame cap.
 pub const SAVE_CHUNK_STATES: usize = 4096;
 
+/// Most PC states sent and not yet confirmed durable by the coordinator.
+/// Past it, [`LinkSink::drain`] sends nothing more: new states wait, merged
+/// (one per avatar), until acks make room. At least one chunk is always
+/// allowed, so a scene larger than this still saves.
+pub const MAX_UNACKED_STATES: usize = 16 * SAVE_CHUNK_STATES;
+
 /// How far [`LinkSink::drain`] got with one scene.
 enum Drained {
     /// Every state was queued.
     All,
     /// A single state does not fit a frame: the scene stays pending.
     TooLarge,
-    /// The link's queue is full or closed: try again at the next drain.
+    /// The link's queue is full or closed, or too much waits for acks: try
+    /// again at the next drain.
     Stopped,
 }
 
@@ -38,10 +45,25 @@ struct Pending {
     states: BTreeMap<AvatarId, PcState>,
 }
 
+/// One batch on the link, kept until the coordinator says it is durable.
+#[derive(Debug)]
+struct Sent {
+    scene: String,
+    epoch: Epoch,
+    tick: u64,
+    states: Vec<PcState>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     fence: BTreeMap<String, Epoch>,
     pending: BTreeMap<String, Pending>,
+    /// Batches sent on the current link and not acknowledged, by number.
+    sent: BTreeMap<u64, Sent>,
+    /// States in `sent`.
+    sent_states: usize,
+    /// The last batch number used.
+    seq: u64,
 }
 
 /// Counters of a [`LinkSink`].
@@ -49,27 +71,42 @@ struct Inner {
 pub struct LinkSinkStats {
     /// Batches the scenes handed in.
     pub batches_in: u64,
-    /// Batches sent to the data service.
+    /// Batches sent to the data service (a batch sent again counts again).
     pub batches_sent: u64,
+    /// Batches the coordinator confirmed durable.
+    pub batches_acked: u64,
+    /// Sent batches whose link was lost before their ack: their states went
+    /// back to pending, to be sent again.
+    pub batches_resent: u64,
     /// Batches refused for a stale epoch (below the scene's fence).
     pub stale: u64,
-    /// States discarded because their placement was dropped as stale.
+    /// States discarded because their placement was dropped as stale (or
+    /// superseded by a newer placement's before they were confirmed).
     pub discarded: u64,
+    /// States sent and waiting for the coordinator's ack, now.
+    pub unacked_states: u64,
+    /// Drains held back because [`MAX_UNACKED_STATES`] were waiting for acks.
+    pub held_for_acks: u64,
 }
 
 /// A [`SaveSink`] that never blocks the scene thread: batches are merged per
 /// scene (newest state per avatar) and handed to the coordinator link by
 /// [`LinkSink::drain`], which the server's link task calls whenever
-/// [`LinkSink::notified`] fires. While the link is down nothing is lost:
-/// states wait, merged, until it is back.
+/// [`LinkSink::notified`] fires. A state is kept until the coordinator
+/// confirms it durable ([`LinkSink::ack`]); while the link is down nothing
+/// is lost: states wait, merged, and what was sent but not confirmed goes
+/// back to them ([`LinkSink::requeue`]) to be sent on the next link.
 #[derive(Debug, Default)]
 pub struct LinkSink {
     inner: Mutex<Inner>,
     notify: Notify,
     batches_in: AtomicU64,
     batches_sent: AtomicU64,
+    batches_acked: AtomicU64,
+    batches_resent: AtomicU64,
     stale: AtomicU64,
     discarded: AtomicU64,
+    held_for_acks: AtomicU64,
 }
 
 impl LinkSink {
@@ -86,39 +123,54 @@ impl LinkSink {
         self.notify.notified().await;
     }
 
-    /// Whether states are waiting.
+    /// Whether states are waiting to be sent or to be confirmed durable.
     pub fn has_pending(&self) -> bool {
-        !self.lock().pending.is_empty()
+        let inner = self.lock();
+        !inner.pending.is_empty() || !inner.sent.is_empty()
     }
 
     /// Sends every waiting scene's states over `link`, in messages of at
     /// most [`SAVE_CHUNK_STATES`] states, so a large scene never makes a
-    /// frame over the cap. What does not fit the link's queue stays pending
-    /// for the next drain; a scene whose states cannot be sent at all (a link
-    /// with a tiny frame cap) stays pending without holding up the others.
+    /// frame over the cap. What does not fit the link's queue, or past
+    /// [`MAX_UNACKED_STATES`] waiting for acks, stays pending for the next
+    /// drain; a scene whose states cannot be sent at all (a link with a tiny
+    /// frame cap) stays pending without holding up the others.
     pub fn drain(&self, link: &LinkSender) {
         let mut inner = self.lock();
         let scenes: Vec<String> = inner.pending.keys().cloned().collect();
         for scene in scenes {
-            let Some(p) = inner.pending.get_mut(&scene) else {
+            let Some(mut p) = inner.pending.remove(&scene) else {
                 continue;
             };
-            match self.send_chunks(&scene, p, link) {
-                Drained::All => {
-                    inner.pending.remove(&scene);
-                }
-                Drained::TooLarge => {}
-                Drained::Stopped => return,
+            let drained = self.send_chunks(&mut inner, &scene, &mut p, link);
+            if !p.states.is_empty() {
+                inner.pending.insert(scene, p);
+            }
+            if matches!(drained, Drained::Stopped) {
+                return;
             }
         }
     }
 
-    /// Sends `p`'s states in chunks, removing each chunk once it is queued.
-    fn send_chunks(&self, scene: &str, p: &mut Pending, link: &LinkSender) -> Drained {
+    /// Sends `p`'s states in chunks, moving each chunk to `sent` once it is
+    /// queued.
+    fn send_chunks(
+        &self,
+        inner: &mut Inner,
+        scene: &str,
+        p: &mut Pending,
+        link: &LinkSender,
+    ) -> Drained {
         let mut chunk = SAVE_CHUNK_STATES;
         while !p.states.is_empty() {
+            if inner.sent_states >= MAX_UNACKED_STATES {
+                self.held_for_acks.fetch_add(1, Ordering::Relaxed);
+                return Drained::Stopped;
+            }
             let avatars: Vec<AvatarId> = p.states.keys().take(chunk).copied().collect();
+            let seq = inner.seq + 1;
             let msg = LinkMsg::SaveBatch(WireSaveBatch {
+                seq,
                 scene: scene.to_owned(),
                 epoch: p.epoch,
                 tick: p.tick,
@@ -126,9 +178,19 @@ impl LinkSink {
             });
             match link.try_send(&msg) {
                 Ok(()) => {
-                    for a in &avatars {
-                        p.states.remove(a);
-                    }
+                    let states: Vec<PcState> =
+                        avatars.iter().filter_map(|a| p.states.remove(a)).collect();
+                    inner.seq = seq;
+                    inner.sent_states += states.len();
+                    inner.sent.insert(
+                        seq,
+                        Sent {
+                            scene: scene.to_owned(),
+                            epoch: p.epoch,
+                            tick: p.tick,
+                            states,
+                        },
+                    );
                     self.batches_sent.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(SendError::TooLarge { .. }) if chunk > 1 => chunk /= 2,
@@ -139,20 +201,96 @@ impl LinkSink {
         Drained::All
     }
 
-    /// `scene` was dropped as stale: its waiting states must never be written.
-    pub fn discard(&self, scene: &str) {
-        if let Some(p) = self.lock().pending.remove(scene) {
-            self.discarded
-                .fetch_add(p.states.len() as u64, Ordering::Relaxed);
+    /// The coordinator confirmed every batch numbered up to `through`
+    /// durable: their states are forgotten.
+    pub fn ack(&self, through: u64) {
+        let mut inner = self.lock();
+        let done: Vec<u64> = inner.sent.range(..=through).map(|(&seq, _)| seq).collect();
+        for seq in &done {
+            if let Some(b) = inner.sent.remove(seq) {
+                inner.sent_states -= b.states.len();
+            }
         }
+        self.batches_acked
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+    }
+
+    /// The link that carried the unacknowledged batches is gone: their
+    /// states go back to pending (where a newer state of the same avatar
+    /// wins), to be sent again on the next link.
+    pub fn requeue(&self) {
+        let mut inner = self.lock();
+        let sent = std::mem::take(&mut inner.sent);
+        inner.sent_states = 0;
+        if sent.is_empty() {
+            return;
+        }
+        self.batches_resent
+            .fetch_add(sent.len() as u64, Ordering::Relaxed);
+        for b in sent.into_values() {
+            let fence = inner.fence.get(&b.scene).copied().unwrap_or(0);
+            let p = inner.pending.entry(b.scene).or_insert_with(|| Pending {
+                epoch: b.epoch,
+                tick: b.tick,
+                ..Pending::default()
+            });
+            if b.epoch < fence || b.epoch < p.epoch {
+                self.discarded
+                    .fetch_add(b.states.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+            if b.epoch > p.epoch {
+                p.states.clear();
+                p.epoch = b.epoch;
+            }
+            p.tick = p.tick.max(b.tick);
+            for s in b.states {
+                p.states
+                    .entry(s.avatar)
+                    .and_modify(|old| {
+                        if s.tick > old.tick {
+                            *old = s;
+                        }
+                    })
+                    .or_insert(s);
+            }
+        }
+        inner.pending.retain(|_, p| !p.states.is_empty());
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// `scene` was dropped as stale: its waiting states, sent or not, must
+    /// never be written.
+    pub fn discard(&self, scene: &str) {
+        let mut inner = self.lock();
+        let mut n = inner.pending.remove(scene).map_or(0, |p| p.states.len());
+        let gone: Vec<u64> = inner
+            .sent
+            .iter()
+            .filter(|(_, b)| b.scene == scene)
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in gone {
+            if let Some(b) = inner.sent.remove(&seq) {
+                inner.sent_states -= b.states.len();
+                n += b.states.len();
+            }
+        }
+        self.discarded.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> LinkSinkStats {
+        let unacked = self.lock().sent_states as u64;
         LinkSinkStats {
             batches_in: self.batches_in.load(Ordering::Relaxed),
             batches_sent: self.batches_sent.load(Ordering::Relaxed),
+            batches_acked: self.batches_acked.load(Ordering::Relaxed),
+            batches_resent: self.batches_resent.load(Ordering::Relaxed),
             stale: self.stale.load(Ordering::Relaxed),
             discarded: self.discarded.load(Ordering::Relaxed),
+            unacked_states: unacked,
+            held_for_acks: self.held_for_acks.load(Ordering::Relaxed),
         }
     }
 }
@@ -331,7 +469,87 @@ mod tests {
         field.sort_unstable();
         assert_eq!(field, (1..10_001).collect::<Vec<_>>());
         assert_eq!(got.iter().filter(|b| b.scene == "town").count(), 1);
+        // Sent, but kept until the coordinator says they are durable.
+        assert_eq!(sink.stats().unacked_states, 10_003);
+        sink.ack(got.iter().map(|b| b.seq).max().expect("sent"));
         assert!(!sink.has_pending());
+    }
+
+    fn positions(got: &[WireSaveBatch]) -> BTreeMap<AvatarId, (u64, f32)> {
+        got.iter()
+            .flat_map(|b| b.states.iter().map(|s| (s.avatar, (s.tick, s.position[0]))))
+            .collect()
+    }
+
+    /// A state handed to the link is not forgotten: it waits for the
+    /// coordinator's ack, and goes out again on the next link if the one
+    /// that carried it is lost first (a newer state of the same avatar
+    /// winning over it).
+    #[test]
+    fn states_are_kept_until_acked_and_sent_again_after_a_lost_link() {
+        let sink = LinkSink::new();
+        save(&sink, "field", 1..4);
+        let first = drain_over_link(&sink, tessera_link::DEFAULT_MAX_FRAME);
+        assert_eq!(positions(&first).len(), 3);
+        assert!(sink.has_pending(), "sent is not durable");
+        assert_eq!(sink.stats().unacked_states, 3);
+
+        // Avatar 1 moves on while the link is down; the link never acked.
+        sink.save(EpochBatch {
+            epoch: 1,
+            batch: batch("field", 9, vec![state(1, 50.0, 9)]),
+        })
+        .expect("saved");
+        sink.requeue();
+        let second = drain_over_link(&sink, tessera_link::DEFAULT_MAX_FRAME);
+        let got = positions(&second);
+        assert_eq!(
+            got,
+            BTreeMap::from([(1, (9, 50.0)), (2, (7, 2.0)), (3, (7, 3.0))]),
+            "everything unconfirmed is sent again, the newest state of each avatar"
+        );
+        let last_first = first.iter().map(|b| b.seq).max().expect("sent");
+        assert!(second.iter().all(|b| b.seq > last_first), "fresh numbers");
+
+        // A stale ack (from the first link's numbers) confirms nothing new.
+        sink.ack(last_first);
+        assert_eq!(sink.stats().unacked_states, 3);
+        sink.ack(second.iter().map(|b| b.seq).max().expect("sent"));
+        assert!(!sink.has_pending());
+        let s = sink.stats();
+        assert_eq!(
+            (s.batches_resent, s.batches_acked, s.unacked_states),
+            (1, 1, 0)
+        );
+    }
+
+    /// What waits for acks is bounded: past the cap nothing more is sent,
+    /// and new states wait merged until acks make room.
+    #[test]
+    fn unacknowledged_states_are_capped() {
+        let sink = LinkSink::new();
+        let total = MAX_UNACKED_STATES as u64 + 10;
+        save(&sink, "field", 1..total + 1);
+        let first = drain_over_link(&sink, tessera_link::DEFAULT_MAX_FRAME);
+        assert_eq!(positions(&first).len(), MAX_UNACKED_STATES);
+        let s = sink.stats();
+        assert_eq!(s.unacked_states, MAX_UNACKED_STATES as u64);
+        assert!(s.held_for_acks >= 1);
+        sink.ack(first.iter().map(|b| b.seq).max().expect("sent"));
+        let rest = drain_over_link(&sink, tessera_link::DEFAULT_MAX_FRAME);
+        assert_eq!(positions(&rest).len(), 10);
+    }
+
+    /// A scene dropped as stale forgets its states, sent or not.
+    #[test]
+    fn discarding_a_scene_forgets_its_unacknowledged_states() {
+        let sink = LinkSink::new();
+        save(&sink, "field", 1..3);
+        save(&sink, "town", 1..2);
+        drain_over_link(&sink, tessera_link::DEFAULT_MAX_FRAME);
+        sink.discard("field");
+        let s = sink.stats();
+        assert_eq!((s.unacked_states, s.discarded), (1, 2));
     }
 
     #[test]

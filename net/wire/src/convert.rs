@@ -122,9 +122,11 @@ impl From<&SceneEvent> for WireEvent {
 }
 
 impl WireSaveBatch {
-    /// The wire form of a scene's batch, tagged with the placement epoch.
+    /// The wire form of a scene's batch, tagged with the placement epoch
+    /// (`seq` 0: the sender numbers it).
     pub fn from_sim(batch: &SaveBatch, epoch: Epoch) -> Self {
         Self {
+            seq: 0,
             scene: batch.scene.clone(),
             epoch,
             tick: batch.tick,

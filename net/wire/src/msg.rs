@@ -88,14 +88,14 @@ pub enum LinkMsg {
     /// forwarded as-is (one frame instead of one per client; split so a
     /// frame stays under [`REPLICATION_BATCH_BYTES`]).
     ReplicationBatch { packets: Vec<(ClientId, Vec<u8>)> },
-    /// A scene's write-behind batch for the data service.
+    /// A scene's write-behind batch for the data service. The scene server
+    /// keeps its states until a [`LinkMsg::SaveAck`] covers its `seq`, and
+    /// sends them again on its next link if this one is lost first.
     SaveBatch(WireSaveBatch),
-    /// The data service stored a batch.
-    SaveAck {
-        scene: String,
-        epoch: Epoch,
-        tick: u64,
-    },
+    /// Coordinator → scene server: every [`LinkMsg::SaveBatch`] this link
+    /// carried with `seq <= through` is durable (or was refused, and the
+    /// refusal sent first). Cumulative: a lost ack is covered by the next.
+    SaveAck { through: u64 },
     /// A request was refused; the text says why.
     Refused { reason: String },
 
@@ -335,6 +335,9 @@ pub enum WireEvent {
 /// plus the placement epoch, so the data service can reject a stale writer).
 #[derive(Debug, Clone, PartialEq, Default, Encode, Decode)]
 pub struct WireSaveBatch {
+    /// The sender's number for this batch, increasing over all its links
+    /// (what [`LinkMsg::SaveAck`] confirms).
+    pub seq: u64,
     pub scene: String,
     pub epoch: Epoch,
     pub tick: u64,

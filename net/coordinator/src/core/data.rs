@@ -4,12 +4,15 @@
 use std::collections::BTreeMap;
 
 use tessera_cluster::SessionId;
-use tessera_persistence as db;
+use tessera_persistence::{self as db, Writer};
 use tessera_wire::{AvatarInfo, LinkMsg, Role, SessionEvent, WirePcState, WireSaveBatch};
 use tracing::warn;
 
-use super::Core;
 use super::messages::Origin;
+use super::{AckWaiting, Core};
+
+/// Most save batches waiting for the writer's commit to be acknowledged.
+pub(super) const MAX_ACKS_WAITING: usize = 65_536;
 
 impl Core {
     /// The session's account's avatars ([`SessionEvent::Avatars`]).
@@ -108,33 +111,72 @@ impl Core {
         };
         let states = batch.states.iter().map(|s| db_state(scene, s)).collect();
         if let Some(w) = &self.writer {
-            w.submit(db::SaveBatch { scene, states });
+            let submission = w.submit_at(batch.epoch, db::SaveBatch { scene, states });
             self.stats.batches += 1;
+            self.ack_when_durable(submission.ticket, id, batch.seq);
+        }
+    }
+
+    /// Batch `seq` of link `link` is acknowledged once the writer has
+    /// committed `ticket`. Bounded: past [`MAX_ACKS_WAITING`] the oldest is
+    /// forgotten (counted); acks are cumulative, so a later one covers it.
+    fn ack_when_durable(&mut self, ticket: u64, link: u64, seq: u64) {
+        if self.save_acks.len() >= MAX_ACKS_WAITING {
+            self.save_acks.pop_front();
+            self.stats.save_acks_dropped += 1;
+        }
+        self.save_acks.push_back(AckWaiting { ticket, link, seq });
+    }
+
+    /// The writer committed every batch up to ticket `through`: each scene
+    /// server link hears the highest of its batches now durable.
+    pub(crate) fn on_durable(&mut self, through: u64) {
+        let mut acks: BTreeMap<u64, u64> = BTreeMap::new();
+        while let Some(a) = self.save_acks.front() {
+            if a.ticket > through {
+                break;
+            }
+            let seq = acks.entry(a.link).or_default();
+            *seq = (*seq).max(a.seq);
+            self.save_acks.pop_front();
+        }
+        for (link, through) in acks {
+            self.stats.save_acks += 1;
+            self.send_link(link, &LinkMsg::SaveAck { through });
         }
     }
 
     /// A scene's last flushed states: the writer is flushed first, so
-    /// everything submitted before this placement is in.
-    pub(super) fn load_states(&mut self, scene: &str) -> Vec<WirePcState> {
-        if let Some(w) = &self.writer
-            && let Err(e) = w.flush()
-        {
-            warn!(error = %e, "writer flush before a placement failed");
-        }
-        let Some(&id) = self.scene_ids.get(scene) else {
-            return Vec::new();
-        };
-        match self.store.load_scene(id) {
-            Ok(states) => tessera_host::from_db_states(states)
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            Err(e) => {
-                warn!(%scene, error = %e, "cannot load the scene's states");
-                Vec::new()
-            }
-        }
+    /// everything submitted before this placement is in. A failed flush or
+    /// load is an error, never an empty scene: placing it empty would
+    /// overwrite its players' real states with the ones they get on attach.
+    pub(super) fn load_states(&mut self, scene: &str) -> Result<Vec<WirePcState>, LoadStatesError> {
+        self.writer
+            .as_ref()
+            .ok_or(db::writer::FlushError::Stopped)
+            .and_then(Writer::flush)
+            .map_err(LoadStatesError::Flush)?;
+        let &id = self
+            .scene_ids
+            .get(scene)
+            .ok_or_else(|| LoadStatesError::UnknownScene(scene.to_owned()))?;
+        let states = self.store.load_scene(id).map_err(LoadStatesError::Load)?;
+        Ok(tessera_host::from_db_states(states)
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
+}
+
+/// Why a scene's saved states could not be read for a placement.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LoadStatesError {
+    #[error("the writer could not flush what it holds: {0}")]
+    Flush(db::writer::FlushError),
+    #[error("the scene's states do not load: {0}")]
+    Load(db::LoadError),
+    #[error("scene {0:?} is not in the database")]
+    UnknownScene(String),
 }
 
 /// A wire state as the data service stores it in `scene`.

@@ -76,15 +76,26 @@ impl Core {
         })
     }
 
-    /// Tells `server` to host `scene`, with its last flushed states.
+    /// Tells `server` to host `scene`, with its last flushed states. If
+    /// they cannot be read, nothing is sent: the server never reports the
+    /// scene, and the cluster places it again (with a new epoch, and another
+    /// try at the states) once the placement is older than the heartbeat
+    /// timeout.
     fn place_scene(&mut self, server: NodeId, scene: String, epoch: Epoch) {
+        let states = match self.load_states(&scene) {
+            Ok(states) => states,
+            Err(e) => {
+                self.stats.placements_refused += 1;
+                warn!(%scene, epoch, %server, error = %e, "placement held back: the scene's saved states cannot be read");
+                return;
+            }
+        };
         self.stats.placements += 1;
         if let Some(prev) = self.last_host.insert(scene.clone(), server)
             && self.cluster.node(prev).is_none_or(|n| !n.alive)
         {
             self.stats.failovers += 1;
         }
-        let states = self.load_states(&scene);
         info!(%scene, epoch, %server, states = states.len(), "placing scene");
         self.send_node(
             server,

@@ -46,6 +46,8 @@ impl Core {
         let Some(entry) = self.links.remove(&id) else {
             return;
         };
+        // Its scene server sends unacknowledged batches again on its next link.
+        self.save_acks.retain(|a| a.link != id);
         if let Some(node) = entry.node
             && self.node_links.get(&node) == Some(&id)
         {

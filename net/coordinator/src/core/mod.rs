@@ -21,7 +21,7 @@ mod scene_events;
 mod sessions;
 pub(crate) mod snapshots;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,7 +31,7 @@ use tessera_persistence::{self as db, Store, Writer};
 use tessera_sim::protocol::AvatarId;
 use tessera_wire::WirePcState;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::login::Logins;
 
@@ -54,6 +54,11 @@ pub struct CoordinatorStats {
     pub batches: u64,
     /// Save batches refused for a stale epoch (a paused or replaced host).
     pub batches_stale: u64,
+    /// Acknowledgements sent to scene servers for save batches now durable.
+    pub save_acks: u64,
+    /// Batches whose acknowledgement was forgotten because too many waited
+    /// (a later, cumulative ack covers them).
+    pub save_acks_dropped: u64,
     /// Durable writes of the coordinator's own (epochs, avatar scenes) that failed.
     pub persist_errors: u64,
     /// Scene events from a placement that is no longer current.
@@ -79,12 +84,21 @@ pub struct CoordinatorStats {
     pub queued: u64,
     /// Scenes placed on a scene server (each with a new epoch).
     pub placements: u64,
+    /// Placements held back because the scene's saved states could not be
+    /// read (a failed writer flush or load); each is placed again later.
+    pub placements_refused: u64,
     /// Of `placements`, scenes placed again because the server that hosted
     /// them was lost (heartbeat timeout or link closed without a drop).
     pub failovers: u64,
     /// Nodes declared down for missed heartbeats.
     pub nodes_down: u64,
+    /// Times the coordinator found it had stalled (its process stopped, its
+    /// lock held or its runtime starved past two ticks); nodes were excused.
+    pub stalls: u64,
 }
+
+/// Added to two tick periods to tell a stall from a late tick.
+const STALL_SLACK_MS: u64 = 250;
 
 /// Everything behind the coordinator's one lock. Handlers run to completion
 /// under it and never wait on a peer.
@@ -95,6 +109,10 @@ pub(crate) struct Core {
     writer: Option<Writer>,
     scene_ids: BTreeMap<String, db::SceneId>,
     heartbeat_ms: u32,
+    /// How often the ticker runs, ms.
+    tick_ms: u32,
+    /// The last time [`now`](Self::now) gave.
+    last_now: u64,
     next_link: u64,
     links: BTreeMap<u64, LinkEntry>,
     node_links: BTreeMap<NodeId, u64>,
@@ -115,6 +133,18 @@ pub(crate) struct Core {
     next_snapshot: u64,
     /// The server each scene was last placed on (to tell failovers apart).
     last_host: BTreeMap<String, NodeId>,
+    /// Save batches handed to the writer, waiting for its commit to be
+    /// acknowledged, in ticket order.
+    save_acks: VecDeque<AckWaiting>,
+}
+
+/// A save batch waiting for the writer: link `link`'s batch `seq` is
+/// durable once a commit covers `ticket`.
+#[derive(Debug, Clone, Copy)]
+struct AckWaiting {
+    ticket: u64,
+    link: u64,
+    seq: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -134,6 +164,7 @@ impl Core {
         writer: Writer,
         scene_ids: BTreeMap<String, db::SceneId>,
         heartbeat_ms: u32,
+        tick_ms: u32,
         logins: Logins,
     ) -> Self {
         Self {
@@ -143,6 +174,8 @@ impl Core {
             writer: Some(writer),
             scene_ids,
             heartbeat_ms,
+            tick_ms,
+            last_now: 0,
             next_link: 1,
             links: BTreeMap::new(),
             node_links: BTreeMap::new(),
@@ -156,12 +189,51 @@ impl Core {
             snapshots: BTreeMap::new(),
             next_snapshot: 0,
             last_host: BTreeMap::new(),
+            save_acks: VecDeque::new(),
         }
     }
 
     /// Milliseconds since the coordinator started: the cluster state's time.
-    fn now(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// Every handler takes its time here before it calls the cluster state,
+    /// which first learns what it missed: how long the coordinator itself
+    /// could not listen, if it stalled (see [`stall_ms`](Self::stall_ms)),
+    /// and when each node's last message arrived, however long it then
+    /// waited to be handled. So neither a stall nor a busy lock expires a
+    /// node that kept sending.
+    fn now(&mut self) -> u64 {
+        let now = self.ms_since_start(Instant::now());
+        let gap = now.saturating_sub(self.last_now);
+        self.last_now = self.last_now.max(now);
+        if gap > self.stall_ms() {
+            self.stats.stalls += 1;
+            warn!(
+                ms = gap,
+                "the coordinator stalled: nodes are not held to the time it could not listen"
+            );
+            self.cluster.stalled(now, gap);
+        }
+        for (&node, link) in &self.node_links {
+            if let Some(at) = self
+                .links
+                .get(link)
+                .and_then(|l| l.sender.last_message_at())
+            {
+                let at = self.ms_since_start(at);
+                self.cluster.heard(node, at);
+            }
+        }
+        now
+    }
+
+    fn ms_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.clock).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A gap between two looks at the time longer than this means the
+    /// coordinator stalled: the ticker looks every `tick_ms`, so only a
+    /// stopped process, a lock held that long or a starved runtime makes one.
+    fn stall_ms(&self) -> u64 {
+        2 * u64::from(self.tick_ms) + STALL_SLACK_MS
     }
 
     /// The `/v1/status` snapshot, with each gate's reported client count.

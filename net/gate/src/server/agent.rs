@@ -75,6 +75,8 @@ pub(super) struct AgentLoop {
     pub(super) inbox_tx: mpsc::Sender<Inbox>,
     pub(super) coordinator: Option<LinkSender>,
     pub(super) scenes: BTreeMap<String, SceneLink>,
+    /// Scene link tasks started so far (numbers each one).
+    pub(super) scene_tasks: u64,
     pub(super) agents: BTreeMap<u64, Agent>,
     /// Clients to disconnect once their `Kicked` message had time to leave.
     pub(super) kicks: Vec<(Instant, u64, u16)>,
@@ -197,6 +199,7 @@ impl AgentLoop {
         let now = Instant::now();
         self.kick_late_sessions(now);
         self.disconnect_kicked(now);
+        self.close_unused_scene_links();
     }
 
     /// Sessions still opening past `open_timeout_ms`, or silent past

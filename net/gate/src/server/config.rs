@@ -34,6 +34,9 @@ pub struct GateServerConfig {
     /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP
     /// (`host:port`). Default: nowhere.
     pub metrics: Option<String>,
+    /// Keepalives and idle timeout of every link (from `[links]`).
+    #[serde(skip)]
+    pub links: tessera_link::LinkTimeouts,
 }
 
 impl Default for GateServerConfig {
@@ -49,6 +52,7 @@ impl Default for GateServerConfig {
             max_message_bytes: 1024,
             socket_buffer_bytes: 4 << 20,
             metrics: None,
+            links: tessera_link::LinkTimeouts::default(),
         }
     }
 }

@@ -14,7 +14,6 @@ use tracing::{debug, info, warn};
 use crate::Channel;
 
 use super::agent::{AgentLoop, SessionPhase};
-use super::routes::SceneLink;
 use super::{GateServerError, Inbox, codes};
 
 /// Keeps the coordinator link up: registers, forwards what it hears.
@@ -110,12 +109,9 @@ impl AgentLoop {
                 self.stats.registered.store(false, Ordering::Relaxed);
                 self.coordinator = None;
             }
-            Inbox::SceneUp(server, s) => {
-                self.scenes.insert(server, SceneLink::Up(s));
-            }
-            Inbox::SceneDown(server) => {
-                self.scenes.remove(&server);
-            }
+            Inbox::SceneUp(server, task, s) => self.on_scene_link(&server, task, Some(s)),
+            Inbox::SceneDown(server, task) => self.on_scene_link(&server, task, None),
+            Inbox::SceneGone(server, task) => self.on_scene_gone(&server, task),
             Inbox::Coordinator(msg) => self.on_coordinator(msg),
         }
     }

@@ -95,8 +95,12 @@ enum Inbox {
     Coordinator(LinkMsg),
     CoordinatorUp(LinkSender),
     CoordinatorDown,
-    SceneUp(String, LinkSender),
-    SceneDown(String),
+    /// Scene server link task `(server, task)`: the link is up.
+    SceneUp(String, u64, LinkSender),
+    /// The link is lost; the task reconnects.
+    SceneDown(String, u64),
+    /// The task gave up for good (a permanent refusal).
+    SceneGone(String, u64),
 }
 
 /// A running gate. See the [module docs](self).
@@ -134,7 +138,8 @@ impl GateServer {
         let gate = Arc::new(gate);
         let stats = Arc::new(GateServerStats::default());
         let stop = CancellationToken::new();
-        let link_cfg = LinkConfig::new(Role::Gate, name.clone(), secret);
+        let mut link_cfg = LinkConfig::new(Role::Gate, name.clone(), secret);
+        config.links.apply(&mut link_cfg);
         link_cfg.validate()?;
         let metrics = Arc::new(metrics::GateMetrics {
             name: name.clone(),
@@ -173,6 +178,7 @@ impl GateServer {
             inbox_tx,
             coordinator: None,
             scenes: BTreeMap::new(),
+            scene_tasks: 0,
             agents: BTreeMap::new(),
             kicks: Vec::new(),
             seq: 0,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tessera_link::{LinkConfig, bump, connect};
+use tessera_link::{Connector, bump};
 use tessera_wire::LinkMsg;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -44,45 +44,57 @@ fn on_scene_msg(gate: &Gate, stats: &GateServerStats, msg: LinkMsg) {
     }
 }
 
-/// One scene server link: replication straight to the clients. Reports
-/// the link up and, when it ends or cannot be made, down.
-pub(super) async fn scene_task(
-    server: String,
-    addr: String,
-    cfg: LinkConfig,
-    gate: Arc<Gate>,
-    stats: Arc<GateServerStats>,
-    inbox: mpsc::Sender<Inbox>,
-    stop: CancellationToken,
-) {
-    let link = tokio::select! {
-        _ = stop.cancelled() => return,
-        l = connect(&addr, &cfg) => l,
-    };
-    let link = match link {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(%server, %addr, error = %e, "cannot reach scene server");
-            let _ = inbox.send(Inbox::SceneDown(server)).await;
+/// What a scene link task needs besides its stop signal.
+pub(super) struct SceneTask {
+    pub(super) server: String,
+    /// The task's number, in every report (see `SceneLink::task`).
+    pub(super) task: u64,
+    pub(super) connector: Connector,
+    pub(super) gate: Arc<Gate>,
+    pub(super) stats: Arc<GateServerStats>,
+    pub(super) inbox: mpsc::Sender<Inbox>,
+}
+
+/// One scene server's link, kept up until `stop`: replication straight to
+/// the clients. Reports the link up each time it is made and down each
+/// time it is lost, then reconnects (with the connector's backoff); a
+/// permanent refusal ends the task with [`Inbox::SceneGone`].
+pub(super) async fn scene_task(mut t: SceneTask, stop: CancellationToken) {
+    loop {
+        let link = tokio::select! {
+            _ = stop.cancelled() => return,
+            l = t.connector.connect() => l,
+        };
+        let link = match link {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(server = %t.server, addr = %t.connector.addr(), error = %e, "cannot reach scene server; giving up");
+                let _ = t.inbox.send(Inbox::SceneGone(t.server, t.task)).await;
+                return;
+            }
+        };
+        let (sender, mut receiver) = link.split();
+        let up = Inbox::SceneUp(t.server.clone(), t.task, sender);
+        if t.inbox.send(up).await.is_err() {
             return;
         }
-    };
-    let (sender, mut receiver) = link.split();
-    if inbox
-        .send(Inbox::SceneUp(server.clone(), sender))
-        .await
-        .is_err()
-    {
-        return;
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = receiver.recv() => match m { Some(m) => m, None => break },
+            };
+            on_scene_msg(&t.gate, &t.stats, msg);
+        }
+        let reason = receiver.close_reason();
+        warn!(server = %t.server, ?reason, "scene server link lost; reconnecting");
+        if t.inbox
+            .send(Inbox::SceneDown(t.server.clone(), t.task))
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
-    loop {
-        let msg = tokio::select! {
-            _ = stop.cancelled() => return,
-            m = receiver.recv() => match m { Some(m) => m, None => break },
-        };
-        on_scene_msg(&gate, &stats, msg);
-    }
-    let _ = inbox.send(Inbox::SceneDown(server)).await;
 }
 
 #[cfg(test)]

@@ -1,25 +1,42 @@
 //! Routing to scene servers: one link per scene server a session is
-//! routed to, and the inputs gathered per scene before they go.
+//! routed to — re-established whenever it drops, closed once no session
+//! is routed there — and the inputs gathered per scene before they go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tracing::Instrument as _;
 
-use tessera_link::{LinkSender, bump};
+use tessera_link::{Connector, LinkSender, bump};
 use tessera_proto::Uplink;
 use tessera_wire::{Epoch, LinkMsg};
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use super::agent::{AgentLoop, Route};
-use super::replication::scene_task;
+use super::replication::{SceneTask, scene_task};
 
-/// A scene server link, from the first `Routed` that names its server.
-pub(super) enum SceneLink {
-    /// Its task is connecting: inputs for it are dropped (and counted).
-    Connecting,
-    Up(LinkSender),
+/// A scene server link, kept up by its task (reconnecting with backoff)
+/// from the first `Routed` that names its server for as long as any
+/// session is routed there.
+pub(super) struct SceneLink {
+    /// Where the server's link listener is (from `Routed`).
+    pub(super) addr: String,
+    /// Which task this is: reports of an earlier task for the same server
+    /// are ignored.
+    pub(super) task: u64,
+    /// Stops the task (and closes its link).
+    pub(super) stop: CancellationToken,
+    /// The link while it is up; while the task connects, inputs for the
+    /// server are dropped (and counted).
+    pub(super) sender: Option<LinkSender>,
+}
+
+impl Drop for SceneLink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// How long inputs are gathered before they go to the scene servers.
@@ -36,15 +53,15 @@ impl AgentLoop {
         for (server, scenes) in std::mem::take(&mut self.inputs) {
             for ((scene, epoch), inputs) in scenes {
                 let n = inputs.len() as u64;
-                let sent = match self.scenes.get(&server) {
-                    Some(SceneLink::Up(s)) => s
+                let sent = match self.scenes.get(&server).and_then(|l| l.sender.as_ref()) {
+                    Some(s) => s
                         .try_send(&LinkMsg::Inputs {
                             scene,
                             epoch,
                             inputs,
                         })
                         .is_ok(),
-                    _ => false,
+                    None => false,
                 };
                 let c = if sent {
                     &self.stats.inputs
@@ -97,23 +114,81 @@ impl AgentLoop {
         }
     }
 
-    /// Starts a link task to scene server `server` unless there is one.
+    /// Starts a link task to scene server `server` unless one runs for
+    /// `addr` (a server that moved to another address gets a new one).
     fn ensure_scene_link(&mut self, server: &str, addr: &str) {
-        if self.scenes.contains_key(server) {
+        if self.scenes.get(server).is_some_and(|l| l.addr == addr) {
             return;
         }
-        self.scenes.insert(server.to_owned(), SceneLink::Connecting);
+        self.scene_tasks += 1;
+        let task = self.scene_tasks;
+        let stop = CancellationToken::new();
+        // Replacing an entry drops it, which stops the old task.
+        self.scenes.insert(
+            server.to_owned(),
+            SceneLink {
+                addr: addr.to_owned(),
+                task,
+                stop: stop.clone(),
+                sender: None,
+            },
+        );
+        let mut cfg = self.link_cfg.clone();
+        // Keep trying for as long as sessions are routed there.
+        cfg.backoff.max_attempts = None;
         tokio::spawn(
             scene_task(
-                server.to_owned(),
-                addr.to_owned(),
-                self.link_cfg.clone(),
-                Arc::clone(&self.gate),
-                Arc::clone(&self.stats),
-                self.inbox_tx.clone(),
-                CancellationToken::new(),
+                SceneTask {
+                    server: server.to_owned(),
+                    task,
+                    connector: Connector::new(addr, cfg),
+                    gate: Arc::clone(&self.gate),
+                    stats: Arc::clone(&self.stats),
+                    inbox: self.inbox_tx.clone(),
+                },
+                stop,
             )
             .in_current_span(),
         );
     }
+
+    /// A scene link task reports its link up (`Some`) or lost (`None`).
+    pub(super) fn on_scene_link(&mut self, server: &str, task: u64, sender: Option<LinkSender>) {
+        if let Some(l) = self.scenes.get_mut(server)
+            && l.task == task
+        {
+            l.sender = sender;
+        }
+    }
+
+    /// A scene link task gave up for good (the server refused this gate):
+    /// the next `Routed` to that server starts another.
+    pub(super) fn on_scene_gone(&mut self, server: &str, task: u64) {
+        if self.scenes.get(server).is_some_and(|l| l.task == task) {
+            self.scenes.remove(server);
+        }
+    }
+
+    /// Closes the links to scene servers no session is routed to any more.
+    pub(super) fn close_unused_scene_links(&mut self) {
+        let used: BTreeSet<&str> = self
+            .agents
+            .values()
+            .filter_map(|a| a.route.as_ref().map(|r| r.server.as_str()))
+            .collect();
+        let unused: Vec<String> = self
+            .scenes
+            .keys()
+            .filter(|s| !used.contains(s.as_str()))
+            .cloned()
+            .collect();
+        for server in unused {
+            debug!(%server, "no session routed to this scene server: closing its link");
+            self.scenes.remove(&server);
+        }
+    }
 }
+
+#[cfg(test)]
+#[path = "routes_tests.rs"]
+mod tests;

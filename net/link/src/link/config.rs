@@ -16,6 +16,10 @@ use crate::{
 pub const MIN_MAX_FRAME: usize = 256;
 /// The largest frame cap a config may set: 64 MiB.
 pub const MAX_MAX_FRAME: usize = 64 << 20;
+/// [`LinkConfig::idle_timeout`]'s default: five keepalive intervals.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// [`LinkConfig::keepalive`]'s default.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// Settings of one side of a link: who we are, whom we accept, and the limits.
 ///
@@ -50,12 +54,17 @@ pub struct LinkConfig {
     /// How long [`Link::close`](super::Link::close) waits for queued frames
     /// to be written and the peer to hang up. Default 5 s.
     pub linger: Duration,
-    /// Close an established link when no frame arrives for this long
-    /// ([`CloseReason::Idle`]). Catches a peer whose host vanished without a
-    /// FIN or RST, or a stopped process. Only useful when the peer sends
-    /// something periodically (heartbeats): set it to a few heartbeat
-    /// intervals. Default `None`: links never time out for silence.
+    /// Close an established link when no frame (keepalives included)
+    /// arrives for this long ([`CloseReason::Idle`]). Catches a half-open
+    /// link: a peer whose host vanished without a FIN or RST, or a stopped
+    /// process. Must be longer than the peer's [`keepalive`](Self::keepalive).
+    /// Default 5 s; `None` never times out.
     pub idle_timeout: Option<Duration>,
+    /// Send a keepalive frame (an empty payload, never handed to the
+    /// application) when nothing else was written for this long, so a quiet
+    /// but healthy link never reaches the peer's `idle_timeout`. Must be
+    /// shorter than `idle_timeout`. Default 1 s; `None` sends none.
+    pub keepalive: Option<Duration>,
     /// Reconnect policy for [`connect_with_backoff`](super::connect_with_backoff) and
     /// [`Connector`](super::Connector).
     pub backoff: Backoff,
@@ -79,7 +88,8 @@ impl LinkConfig {
             handshake_timeout: Duration::from_secs(5),
             max_links: 1024,
             linger: Duration::from_secs(5),
-            idle_timeout: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            keepalive: Some(DEFAULT_KEEPALIVE),
             backoff: Backoff::default(),
             stats: Arc::new(LinkStats::new()),
         }
@@ -127,7 +137,43 @@ impl LinkConfig {
         if self.idle_timeout.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::Zero("idle_timeout"));
         }
+        if self.keepalive.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::Zero("keepalive"));
+        }
+        if let (Some(keepalive), Some(idle)) = (self.keepalive, self.idle_timeout)
+            && keepalive >= idle
+        {
+            return Err(ConfigError::KeepaliveNotBelowIdle { keepalive, idle });
+        }
         self.backoff.validate()
+    }
+}
+
+/// How a link notices a silent peer: [`LinkConfig::keepalive`] and
+/// [`LinkConfig::idle_timeout`], chosen once per process (`[links]` in
+/// `tessera.toml`) and applied to every link config it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkTimeouts {
+    /// See [`LinkConfig::keepalive`]. Default 1 s.
+    pub keepalive: Option<Duration>,
+    /// See [`LinkConfig::idle_timeout`]. Default 5 s.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for LinkTimeouts {
+    fn default() -> Self {
+        Self {
+            keepalive: Some(DEFAULT_KEEPALIVE),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+}
+
+impl LinkTimeouts {
+    /// Sets `cfg`'s keepalive and idle timeout.
+    pub fn apply(&self, cfg: &mut LinkConfig) {
+        cfg.keepalive = self.keepalive;
+        cfg.idle_timeout = self.idle_timeout;
     }
 }
 
@@ -152,6 +198,11 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("backoff: {0}")]
     Backoff(&'static str),
+    #[error(
+        "keepalive ({keepalive:?}) must be shorter than idle_timeout ({idle:?}), \
+         or a quiet link would time out"
+    )]
+    KeepaliveNotBelowIdle { keepalive: Duration, idle: Duration },
 }
 
 pub(super) fn valid_node_name(name: &str) -> bool {
@@ -325,8 +376,32 @@ mod tests {
         let mut c = ok.clone();
         c.accept_roles.clear();
         assert_eq!(c.validate(), Err(ConfigError::NoRoles));
-        let mut c = ok;
+        let mut c = ok.clone();
         c.backoff.max = Duration::ZERO;
         assert!(matches!(c.validate(), Err(ConfigError::Backoff(_))));
+        let mut c = ok.clone();
+        c.keepalive = Some(Duration::ZERO);
+        assert_eq!(c.validate(), Err(ConfigError::Zero("keepalive")));
+        let mut c = ok;
+        c.keepalive = c.idle_timeout;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::KeepaliveNotBelowIdle { .. })
+        ));
+    }
+
+    /// Every link notices a half-open peer by default, and a quiet healthy
+    /// one keeps itself alive well within the peer's timeout.
+    #[test]
+    fn links_time_out_and_keep_alive_by_default() {
+        let c = LinkConfig::new(Role::Gate, "gate", "secret");
+        let (Some(idle), Some(keepalive)) = (c.idle_timeout, c.keepalive) else {
+            panic!(
+                "idle timeout {:?}, keepalive {:?}",
+                c.idle_timeout, c.keepalive
+            );
+        };
+        assert!(keepalive * 3 <= idle, "{keepalive:?} vs {idle:?}");
+        assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -3,7 +3,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -32,6 +35,9 @@ use crate::{
     stats::{Counter, LinkStats},
 };
 
+/// A timer that never fires: far enough, near enough not to overflow an Instant.
+const NEVER: Duration = Duration::from_secs(86_400 * 365);
+
 /// At most this many frames, or this many bytes, are written per flush.
 const WRITE_BATCH_FRAMES: usize = 64;
 const WRITE_BATCH_BYTES: usize = 256 << 10;
@@ -57,6 +63,10 @@ pub(super) struct LinkState {
     closed_at: OnceLock<Instant>,
     linger: Duration,
     idle_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
+    /// When the last message (not a keepalive) arrived: milliseconds since
+    /// `opened_at`, plus one; 0 before the first.
+    last_message: AtomicU64,
     stats: Arc<LinkStats>,
 }
 
@@ -83,6 +93,20 @@ impl LinkState {
 
     fn reason(&self) -> CloseReason {
         self.reason.get().cloned().unwrap_or(CloseReason::Shutdown)
+    }
+
+    fn message_arrived(&self) {
+        let ms = u64::try_from(self.opened_at.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_message.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// When the last message arrived (read from the socket, whether or not
+    /// the application has taken it yet); keepalives do not count.
+    fn last_message_at(&self) -> Option<Instant> {
+        match self.last_message.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.opened_at + Duration::from_millis(ms - 1)),
+        }
     }
 
     /// How long the link lived, if it has closed.
@@ -333,6 +357,14 @@ impl LinkSender {
         self.state.cancel.cancelled().await;
         self.state.reason()
     }
+
+    /// When the last message from the peer arrived: read from the socket,
+    /// whether or not the application has taken it yet (keepalives do not
+    /// count, to millisecond precision). `None` before the first. Lets a
+    /// receiver stamp liveness on arrival rather than on handling.
+    pub fn last_message_at(&self) -> Option<Instant> {
+        self.state.last_message_at()
+    }
 }
 
 impl LinkReceiver {
@@ -390,6 +422,8 @@ pub(super) fn establish(
         closed_at: OnceLock::new(),
         linger: cfg.linger,
         idle_timeout: cfg.idle_timeout,
+        keepalive: cfg.keepalive,
+        last_message: AtomicU64::new(0),
         stats: cfg.stats.clone(),
     });
     cfg.stats.bump(Counter::LinksOpened);
@@ -422,28 +456,33 @@ async fn read_loop(
     state: Arc<LinkState>,
 ) {
     let stats = &state.stats;
-    // Far enough to never fire, near enough not to overflow an Instant.
-    let never = Duration::from_secs(86_400 * 365);
-    let idle = tokio::time::sleep(state.idle_timeout.unwrap_or(never));
+    let idle = tokio::time::sleep(state.idle_timeout.unwrap_or(NEVER));
     tokio::pin!(idle);
     loop {
+        // Silence is measured while waiting for the socket only: time spent
+        // waiting for the application to take a message does not count.
+        if let Some(t) = state.idle_timeout {
+            idle.as_mut().reset(tokio::time::Instant::now() + t);
+        }
         let item = tokio::select! {
             biased;
             _ = state.cancel.cancelled() => break,
             item = frames.next() => item,
             _ = &mut idle => {
                 stats.bump(Counter::IdleTimeouts);
-                return state.close(CloseReason::Idle(state.idle_timeout.unwrap_or(never)));
+                return state.close(CloseReason::Idle(state.idle_timeout.unwrap_or(NEVER)));
             }
         };
-        if let Some(t) = state.idle_timeout {
-            idle.as_mut().reset(tokio::time::Instant::now() + t);
-        }
         let frame = match item {
             Some(Ok(frame)) => frame,
             None => return state.close(CloseReason::PeerClosed),
             Some(Err(e)) => return state.close(unreadable(stats, e)),
         };
+        if frame.is_empty() {
+            // A keepalive: it only proves the peer is there.
+            stats.bump(Counter::KeepalivesIn);
+            continue;
+        }
         stats.frame_in(frame.len());
         let msg = match LinkMsg::decode(&frame) {
             Ok(msg) => msg,
@@ -452,6 +491,7 @@ async fn read_loop(
                 return state.close(CloseReason::Decode(e.to_string()));
             }
         };
+        state.message_arrived();
         // Frame length bounds the decoded size; max_frame <= recv_queue_bytes,
         // and both fit in a u32 (validated), so this always fits.
         let weight = u32::try_from(frame.len()).unwrap_or(u32::MAX);
@@ -495,7 +535,13 @@ async fn write_loop(
     state: Arc<LinkState>,
 ) {
     let mut draining = false;
+    let keepalive = tokio::time::sleep(state.keepalive.unwrap_or(NEVER));
+    tokio::pin!(keepalive);
     loop {
+        // A keepalive goes when nothing else was written for a period.
+        if let Some(t) = state.keepalive {
+            keepalive.as_mut().reset(tokio::time::Instant::now() + t);
+        }
         let next = tokio::select! {
             biased;
             _ = state.cancel.cancelled() => break,
@@ -506,6 +552,19 @@ async fn write_loop(
                 continue;
             }
             next = rx.recv() => next,
+            _ = &mut keepalive, if !draining => {
+                let r = tokio::select! {
+                    biased;
+                    _ = state.cancel.cancelled() => break,
+                    r = sink.send(Bytes::new()) => r,
+                };
+                if let Err(e) = r {
+                    state.stats.bump(Counter::IoErrors);
+                    return state.close(CloseReason::Io(e.to_string()));
+                }
+                state.stats.bump(Counter::KeepalivesOut);
+                continue;
+            }
         };
         let result = match next {
             Some(first) => tokio::select! {

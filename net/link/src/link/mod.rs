@@ -56,8 +56,8 @@ mod io;
 mod serve;
 
 pub use config::{
-    CloseReason, ConfigError, ConnectError, HandshakeError, LinkConfig, MAX_MAX_FRAME,
-    MIN_MAX_FRAME, SendError,
+    CloseReason, ConfigError, ConnectError, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE,
+    HandshakeError, LinkConfig, LinkTimeouts, MAX_MAX_FRAME, MIN_MAX_FRAME, SendError,
 };
 pub use connect::{Backoff, Connector, connect, connect_with_backoff};
 pub use io::{Link, LinkReceiver, LinkSender, PeerInfo};
