@@ -971,6 +971,51 @@ fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
             )
             .await;
         assert_eq!((st, v["code"].as_str()), (401, Some("bad_credentials")));
+        // The key is spent: it logs in once, and the token brought a new one.
+        let resume = |key: &str| LoginRequest {
+            email: None,
+            password: None,
+            resume_key: Some(key.to_owned()),
+            client_version: CLIENT_PROTOCOL,
+        };
+        let (st, v) = c.post("/v1/login", &resume(resume_key)).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (401, Some("bad_credentials")),
+            "{v}"
+        );
+        let LoginResponse::Ok {
+            resume_key: rotated,
+            ..
+        } = &again
+        else {
+            unreachable!()
+        };
+        assert_ne!(rotated, resume_key);
+        // A ban revokes the account's resume key.
+        let (st, v) = post(
+            &c.http,
+            "/v1/admin/ban",
+            &serde_json::json!({"email": "alice@example.com"}),
+            Some(SECRET),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        let (st, v) = c.post("/v1/login", &resume(rotated)).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (401, Some("bad_credentials")),
+            "{v}"
+        );
+        let text = c.coord().metrics().render();
+        for (fate, n) in [("used", 1.0), ("revoked", 1.0)] {
+            let series = format!("tessera_login_resume_keys_total{{fate=\"{fate}\"}}");
+            assert_eq!(
+                tessera_metrics::read_sample(&text, &series),
+                Some(n),
+                "{text}"
+            );
+        }
         c.stop().await;
     });
 }

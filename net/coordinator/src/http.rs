@@ -274,6 +274,9 @@ impl From<AdmitError> for ApiFailure {
             AdmitError::UnknownTicket => {
                 Self::new(StatusCode::NOT_FOUND, "unknown_ticket", e.to_string())
             }
+            AdmitError::UnknownResumeKey => {
+                Self::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string())
+            }
             AdmitError::Issue(_) => Self::internal(e),
             AdmitError::NoRandomness(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -419,10 +422,21 @@ async fn login_answer(
     }
     let client = api.limits.client_ip(peer.ip(), &headers);
     api.limits.check_ip(client)?;
-    let account = match (req.resume_key, req.email, req.password) {
-        (Some(key), _, _) => resume_login(&api, &key).await?,
+    let admitted_as = match (req.resume_key, req.email, req.password) {
+        (Some(key), _, _) => {
+            let account = resume_login(&api, &key).await?;
+            // The key is spent here, under the lock: of two logins with
+            // one key, one gets in.
+            lock(&api.core)
+                .admit_resumed(&key, account)
+                .map_err(|e| match e {
+                    AdmitError::UnknownResumeKey => bad_resume_key(),
+                    e => e.into(),
+                })?
+        }
         (None, Some(email), Some(password)) => {
-            password_login(&api, client, email, password).await?
+            let account = password_login(&api, client, email, password).await?;
+            lock(&api.core).admit(account)?
         }
         (None, _, _) => {
             return Err(ApiFailure::new(
@@ -432,20 +446,23 @@ async fn login_answer(
             ));
         }
     };
-    let admitted_as = lock(&api.core).admit(account)?;
     Ok(Json(admitted(admitted_as, 500)))
 }
 
+fn bad_resume_key() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::UNAUTHORIZED,
+        "bad_credentials",
+        "unknown, used or expired resume key: log in with the password",
+    )
+}
+
 /// The account behind a resume key, if it is still open: a banned
-/// account's resume key is worthless.
+/// account's resume key is worthless. The key is not spent yet.
 async fn resume_login(api: &Api, key: &str) -> Result<u64, ApiFailure> {
     let account = lock(&api.core).resume_account(key);
     let Some(account) = account else {
-        return Err(ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            "unknown or expired resume key: log in with the password",
-        ));
+        return Err(bad_resume_key());
     };
     let store = Arc::clone(lock(&api.core).store());
     let open = blocking(move || store.account(account))
@@ -594,7 +611,13 @@ async fn ban(
         .await?
         .map_err(|e| ApiFailure::internal(db::error_chain(&e)))?;
     let reason = req.reason.unwrap_or_else(|| "banned by an operator".into());
-    let kicked = lock(&api.core).kick(account, &reason);
+    // Locked first, then revoked: a login that raced the ban either saw
+    // the lock or loses its token and key here.
+    let kicked = {
+        let mut core = lock(&api.core);
+        core.revoke_logins(account);
+        core.kick(account, &reason)
+    };
     info!(account, kicked, "operator ban");
     Ok(Json(AdminResponse {
         account: AccountId(account),

@@ -117,9 +117,14 @@ pub(crate) struct CoordinatorMetrics {
 impl Source for CoordinatorMetrics {
     fn collect(&self, out: &mut Exposition) {
         // Copied under the lock, written after it.
-        let (stats, status, writer) = {
+        let (stats, status, writer, (logins, resume_keys)) = {
             let core = lock(&self.core);
-            (core.stats(), core.status(), core.writer_stats())
+            (
+                core.stats(),
+                core.status(),
+                core.writer_stats(),
+                core.login_counts(),
+            )
         };
         let c = &self.counters;
         for (i, outcome) in LOGIN_OUTCOMES
@@ -158,11 +163,43 @@ impl Source for CoordinatorMetrics {
             ("burnt", stats.tokens_burnt),
             ("refused", stats.tokens_refused),
             ("revoked", stats.tokens_revoked),
+            ("expired", logins.tokens_expired),
         ] {
             out.counter(
                 "tessera_login_tokens_total",
-                "Connect tokens: issued, used once (burnt), refused (replayed, expired, unknown), revoked by a newer login.",
+                "Connect tokens: issued, used once (burnt), refused (replayed, expired, unknown), revoked by a newer login or a ban, expired unused.",
                 &[("fate", fate)],
+                v,
+            );
+        }
+        out.gauge(
+            "tessera_login_resume_keys",
+            "Resume keys held (at most one per account).",
+            &[],
+            resume_keys as f64,
+        );
+        for (fate, v) in [
+            ("issued", logins.resume_issued),
+            ("used", logins.resume_used),
+            ("revoked", logins.resume_revoked),
+            ("expired", logins.resume_expired),
+            ("evicted", logins.resume_evicted),
+        ] {
+            out.counter(
+                "tessera_login_resume_keys_total",
+                "Resume keys: issued with a token, spent on a login, replaced or revoked by a ban, expired, evicted oldest first at the cap.",
+                &[("fate", fate)],
+                v,
+            );
+        }
+        for (reason, v) in [
+            ("timed_out", logins.queue_timed_out),
+            ("revoked", logins.queue_revoked),
+        ] {
+            out.counter(
+                "tessera_login_queue_dropped_total",
+                "Places dropped from the login queue: the ticket stopped polling, or a ban revoked it.",
+                &[("reason", reason)],
                 v,
             );
         }
