@@ -237,7 +237,7 @@ fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
             &c.http,
             "/v1/admin/kick",
             &serde_json::json!({"avatar": "Bob", "reason": "test kick"}),
-            Some(SECRET),
+            Some(ADMIN_TOKEN),
         )
         .await;
         assert_eq!((st, v["kicked"].as_bool()), (200, Some(true)), "{v}");
@@ -473,7 +473,8 @@ fn queue_rate_limits_kick_and_ban() {
             assert!(n >= 1.0, "no {outcome} login counted in\n{text}");
         }
 
-        // Admin: without the secret refused; kick and ban with it.
+        // Admin: without the admin token refused, and with the cluster
+        // secret; kick and ban with the token.
         let (st, _) = post(
             &c.http,
             "/v1/admin/kick",
@@ -482,11 +483,19 @@ fn queue_rate_limits_kick_and_ban() {
         )
         .await;
         assert_eq!(st, 401);
+        let (st, _) = post(
+            &c.http,
+            "/v1/admin/kick",
+            &serde_json::json!({"avatar": "Bob"}),
+            Some(SECRET),
+        )
+        .await;
+        assert_eq!(st, 401, "the cluster secret is no admin credential");
         let (st, v) = post(
             &c.http,
             "/v1/admin/ban",
             &serde_json::json!({"email": "eve@example.com"}),
-            Some(SECRET),
+            Some(ADMIN_TOKEN),
         )
         .await;
         assert_eq!(st, 200, "{v}");
@@ -610,7 +619,7 @@ fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
             &c.http,
             "/v1/admin/ban",
             &serde_json::json!({"email": "alice@example.com"}),
-            Some(SECRET),
+            Some(ADMIN_TOKEN),
         )
         .await;
         assert_eq!(st, 200, "{v}");

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use tessera_cluster::ClusterConfig;
 use tessera_coordinator::login::LoginConfig;
-use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
+use tessera_coordinator::{AdminToken, Coordinator, CoordinatorConfig, DB_FILE};
 use tessera_gate::server::{GateServer, GateServerConfig};
 use tessera_gate::token::{CONNECT_TOKEN_BYTES, from_hex, read_standard};
 use tessera_gate::{Channel, ClientConfig, ClientEvent, GateClient};
@@ -27,6 +27,8 @@ use crate::common::defs;
 
 pub const SECRET: &str = "client-path-test-secret-0123456789";
 pub const PASSWORD: &str = "correct horse battery";
+/// The admin API's bearer token (never the cluster secret).
+pub const ADMIN_TOKEN: &str = "client-path-test-admin-token";
 
 pub struct Cluster {
     pub _dir: tempfile::TempDir,
@@ -194,6 +196,7 @@ pub async fn coordinator(data: &Path, listen: &str, login: LoginConfig) -> Coord
             heartbeat_ms: 100,
             tick_ms: 50,
             login,
+            admin_token: AdminToken::new(ADMIN_TOKEN),
             ..CoordinatorConfig::default()
         },
         ClusterConfig {

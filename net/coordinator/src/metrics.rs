@@ -38,6 +38,8 @@ const TICKER_STALL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Counters {
     logins: [AtomicU64; LOGIN_OUTCOMES.len() + 1],
+    /// Admin requests refused for a missing or wrong token.
+    admin_unauthorized: AtomicU64,
     pub(crate) password_hash: Histogram,
     commit_time: Histogram,
     commit_states: Histogram,
@@ -54,6 +56,7 @@ impl Counters {
     pub(crate) fn new(tick: Duration) -> Self {
         Self {
             logins: std::array::from_fn(|_| AtomicU64::new(0)),
+            admin_unauthorized: AtomicU64::new(0),
             password_hash: Histogram::seconds(&[
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
@@ -78,6 +81,11 @@ impl Counters {
             .position(|&o| o == outcome)
             .unwrap_or(LOGIN_OUTCOMES.len());
         self.logins[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An admin request came without the admin token.
+    pub(crate) fn admin_unauthorized(&self) {
+        self.admin_unauthorized.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One durable commit of the writer (on its thread).
@@ -140,6 +148,12 @@ impl Source for CoordinatorMetrics {
                 c.logins[i].load(Ordering::Relaxed),
             );
         }
+        out.counter(
+            "tessera_admin_unauthorized_total",
+            "Admin API requests refused for a missing or wrong admin token.",
+            &[],
+            c.admin_unauthorized.load(Ordering::Relaxed),
+        );
         out.histogram(
             "tessera_password_hash_duration_seconds",
             "Time to hash or check a password (argon2id) on the blocking pool, wait for a hashing permit excluded.",
