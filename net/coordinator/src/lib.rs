@@ -32,7 +32,7 @@
 //! ```
 //!
 //! `core/` holds everything behind the lock (one file per concern);
-//! `login.rs` is admission's bookkeeping, `http.rs` the API, `ids.rs` the
+//! `login/` is admission's bookkeeping, `http.rs` the API, `ids.rs` the
 //! random ids both hand out.
 //!
 //! # Invariants

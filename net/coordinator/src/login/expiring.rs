@@ -37,7 +37,10 @@ impl<K: Ord + Clone, V> Expiring<K, V> {
         self.by_key.len()
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<&Entry<V>> {
+    pub(crate) fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&Entry<V>>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.by_key.get(key)
     }
 

@@ -173,7 +173,7 @@ impl Logins {
     /// is not spent: see [`Logins::admit_resumed`]).
     pub(crate) fn resume_account(&self, key: &str) -> Option<u64> {
         self.resume
-            .get(&key.to_owned())
+            .get(key)
             .filter(|e| e.expires > unix_now())
             .map(|e| e.account)
     }
