@@ -11,6 +11,8 @@
 //! listen = "127.0.0.1:7000"
 //! http = "127.0.0.1:7080"
 //! data = "./data"
+//! admin_token = "another long random string"  # the admin API's bearer token
+//! # admin_http = "127.0.0.1:7081"  # the admin API on a listener of its own
 //!
 //! [cluster]       # tessera_cluster::ClusterConfig
 //! heartbeat_timeout_ms = 3000
@@ -150,6 +152,9 @@ impl Config {
         if let Ok(secret) = std::env::var("TESSERA_SECRET") {
             config.secret = secret;
         }
+        if let Ok(token) = std::env::var("TESSERA_ADMIN_TOKEN") {
+            config.coordinator.admin_token = tessera_coordinator::AdminToken::new(token);
+        }
         Ok(config)
     }
 
@@ -177,6 +182,13 @@ impl Config {
         } else {
             Secret::new(self.secret.as_bytes().to_vec())
         }
+    }
+
+    /// The coordinator's admin API as a base URL: `admin_http` if it has
+    /// a listener of its own, else `http`.
+    pub fn admin_url(&self) -> String {
+        let c = &self.coordinator;
+        format!("http://{}", c.admin_http.as_deref().unwrap_or(&c.http))
     }
 
     /// The scene folder.
@@ -324,5 +336,26 @@ mod tests {
         let c = Config::parse("t", "secret = \"a-long-enough-secret-123\"").expect("parses");
         c.validate(&["10.0.0.1:7000"])
             .expect("real secret anywhere");
+    }
+
+    #[test]
+    fn the_admin_api_has_its_own_token_and_address() {
+        let c = Config::parse("t", "[coordinator]\nhttp = \"0.0.0.0:7080\"").expect("parses");
+        let e = c
+            .validate(&[])
+            .expect_err("development admin token in public");
+        assert!(format!("{e:#}").contains("admin_token"), "{e:#}");
+        assert_eq!(c.admin_url(), "http://0.0.0.0:7080");
+        let c = Config::parse(
+            "t",
+            "[coordinator]\nhttp = \"0.0.0.0:7080\"\nadmin_http = \"127.0.0.1:7081\"",
+        )
+        .expect("parses");
+        c.validate(&[]).expect("the admin API on loopback");
+        assert_eq!(c.admin_url(), "http://127.0.0.1:7081");
+        assert_eq!(
+            c.coordinator.admin_token.get(),
+            tessera_coordinator::DEV_ADMIN_TOKEN
+        );
     }
 }

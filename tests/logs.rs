@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "logs-test-secret-0123456789abcdef";
+const ADMIN_TOKEN: &str = "logs-test-admin-token-0123456789";
 
 /// `tessera` run in `dir` with the repository's assets and a secret.
 fn tessera(dir: &std::path::Path) -> Command {
@@ -160,7 +161,8 @@ fn a_scene_server_waiting_for_its_coordinator_says_so() {
 }
 
 /// Under `tessera up` every role logs in one process: each line names its
-/// node, from start to the flush on Ctrl-C.
+/// node, from start to the flush on Ctrl-C; no line holds the cluster
+/// secret or the admin token.
 #[test]
 fn every_line_of_up_names_its_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,6 +170,7 @@ fn every_line_of_up_names_its_node() {
         .args(["up", "--log-format", "json", "--data", "data"])
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--gate-listen", "127.0.0.1:0"])
+        .env("TESSERA_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -199,6 +202,10 @@ fn every_line_of_up_names_its_node() {
     let lines: Vec<String> = errs.try_iter().collect();
     let mut nodes = std::collections::BTreeSet::new();
     for line in &lines {
+        assert!(
+            !line.contains(SECRET) && !line.contains(ADMIN_TOKEN),
+            "a credential in the log: {line}"
+        );
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         let node = value["span"]["node"]

@@ -21,7 +21,7 @@ use tessera_bots::bot::{SceneTruth, Truth, check_view};
 use tessera_bots::http_client::HttpClient;
 use tessera_cluster::ClusterConfig;
 use tessera_coordinator::login::LoginConfig;
-use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
+use tessera_coordinator::{AdminToken, Coordinator, CoordinatorConfig, DB_FILE};
 use tessera_gate::server::{GateServer, GateServerConfig};
 use tessera_gate::token::{from_hex, read_standard};
 use tessera_gate::{Channel, ClientConfig, ClientEvent, GateClient};
@@ -36,6 +36,8 @@ use tessera_wire::Secret;
 use tokio::time::Instant;
 
 const SECRET: &str = "portal-test-secret-0123456789";
+/// The admin API's token (never the cluster secret).
+const ADMIN_TOKEN: &str = "portal-test-admin-token-0123";
 const PASSWORD: &str = "correct horse battery";
 /// Where the avatar starts: 16 units east of `field`'s west portal
 /// (x 0..4, y 480..520, to `town` at (380, 200)); two seconds at a run.
@@ -100,6 +102,7 @@ impl Cluster {
                 heartbeat_ms: 100,
                 tick_ms: 50,
                 login: LoginConfig::default(),
+                admin_token: AdminToken::new(ADMIN_TOKEN),
                 ..CoordinatorConfig::default()
             },
             ClusterConfig::default(),
@@ -187,7 +190,7 @@ impl Cluster {
     async fn snapshot(http: HttpClient, scene: &str, from: u32) -> SceneSnapshot {
         let path = format!("/v1/scenes/{scene}/snapshot");
         loop {
-            let snap: SceneSnapshot = http.get_as(&path, Some(SECRET)).await.unwrap();
+            let snap: SceneSnapshot = http.get_as(&path, Some(ADMIN_TOKEN)).await.unwrap();
             if snap.tick >= from {
                 return snap;
             }

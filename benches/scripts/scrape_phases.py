@@ -1,5 +1,6 @@
 # Used for BENCHMARKS.md, "Scrapes". Run against `tessera up --walkers 10000`
-# with a tessera.toml whose secret is SECRET below and whose scenes_dir holds
+# with a tessera.toml whose coordinator.admin_token is TOKEN below (the snapshot
+# is on the admin API) and whose scenes_dir holds
 # field.toml alone. Usage: python3 scrape_phases.py ROUNDS
 #
 # Alternates 20 s phases: no scrape / GET /metrics and the field snapshot every second.
@@ -7,10 +8,10 @@
 # own window), and the tick histogram from /metrics deltas for the phase.
 import json, time, urllib.request, sys
 BASE='http://127.0.0.1:7080'
-SECRET='scrape-test-secret-0123456789abcdef'
+TOKEN='scrape-test-admin-token-0123456789'
 def get(path, auth=False):
     req=urllib.request.Request(BASE+path)
-    if auth: req.add_header('Authorization','Bearer '+SECRET)
+    if auth: req.add_header('Authorization','Bearer '+TOKEN)
     return urllib.request.urlopen(req, timeout=10).read()
 def hist():
     # cumulative buckets of tessera_scene_tick_duration_seconds for field

@@ -72,11 +72,16 @@ pub struct BotsArgs {
     /// seeded random, as a lossy network would.
     #[arg(long, default_value_t = 0.0)]
     loss: f32,
-    /// Config file whose cluster secret (or `TESSERA_SECRET`) reads the
-    /// scenes' snapshots for the view check at the end of the run
-    /// (default: ./tessera.toml if present, else the development secret).
+    /// Config file whose `coordinator.admin_token` (or
+    /// `TESSERA_ADMIN_TOKEN`) reads the scenes' snapshots for the view
+    /// check at the end of the run (default: ./tessera.toml if present,
+    /// else the development admin token).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// The admin API, if it has a listener of its own (`admin_http`);
+    /// default: the login URL.
+    #[arg(long, value_name = "URL")]
+    admin_http: Option<String>,
     /// Skip the view check (and its few seconds at the end of the run).
     #[arg(long)]
     no_view_check: bool,
@@ -95,10 +100,13 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
     config.loss = args.loss;
     if !args.no_view_check {
         let cluster = crate::config::Config::load(args.config.as_deref())?;
-        config.admin_secret = Some(if cluster.secret.is_empty() {
-            crate::config::DEV_SECRET.to_owned()
-        } else {
-            cluster.secret
+        let url = match &args.admin_http {
+            Some(url) => tessera_bots::bot::normalize_login_url(url)?,
+            None => config.login.clone(),
+        };
+        config.admin = Some(tessera_bots::bot::AdminAccess {
+            url,
+            token: cluster.coordinator.admin_token.get().to_owned(),
         });
     }
     if let Some(seed) = args.seed {

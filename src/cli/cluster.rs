@@ -24,9 +24,13 @@ pub struct CoordinatorArgs {
     /// Link listener for scene servers and gates (default 127.0.0.1:7000).
     #[arg(long)]
     listen: Option<String>,
-    /// HTTP admin API (default 127.0.0.1:7080).
+    /// HTTP API: login, status, metrics, and admin unless --admin-http
+    /// (default 127.0.0.1:7080).
     #[arg(long)]
     http: Option<String>,
+    /// The admin API on a listener of its own (default: on --http).
+    #[arg(long, value_name = "ADDR")]
+    admin_http: Option<String>,
     /// Data directory holding tessera.redb (default ./data).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -71,9 +75,13 @@ pub struct UpArgs {
     /// Link listener of the coordinator (default 127.0.0.1:7000).
     #[arg(long)]
     listen: Option<String>,
-    /// HTTP admin API (default 127.0.0.1:7080).
+    /// HTTP API: login, status, metrics, and admin unless --admin-http
+    /// (default 127.0.0.1:7080).
     #[arg(long)]
     http: Option<String>,
+    /// The admin API on a listener of its own (default: on --http).
+    #[arg(long, value_name = "ADDR")]
+    admin_http: Option<String>,
     /// The gate's first UDP listener (default 127.0.0.1:7300).
     #[arg(long)]
     gate_listen: Option<String>,
@@ -143,6 +151,9 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.http {
         config.coordinator.http = v;
     }
+    if let Some(v) = args.admin_http {
+        config.coordinator.admin_http = Some(v);
+    }
     if let Some(v) = args.data {
         config.coordinator.data = v;
     }
@@ -158,9 +169,10 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         .instrument(node_span("coordinator"))
         .await?;
         println!(
-            "coordinator: links on {}, HTTP on http://{}",
+            "coordinator: links on {}, HTTP on http://{}{}",
             coord.link_addr(),
-            coord.http_addr()
+            coord.http_addr(),
+            admin_note(&coord)
         );
         info!(
             "metrics at http://{0}/metrics, probes at /livez and /readyz",
@@ -235,6 +247,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.http {
         config.coordinator.http = v;
     }
+    if let Some(v) = args.admin_http {
+        config.coordinator.admin_http = Some(v);
+    }
     if let Some(v) = args.gate_listen {
         config.gate.listen = v;
     }
@@ -281,18 +296,20 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         coord.metrics().register(&gate.metrics_source());
         let udp: Vec<String> = gate.addresses().iter().map(ToString::to_string).collect();
         println!(
-            "tessera up: coordinator on {}, {} scene server(s), status at http://{}/v1/status, data in {}, gate on udp {}",
+            "tessera up: coordinator on {}, {} scene server(s), status at http://{}/v1/status, data in {}, gate on udp {}{}",
             coord.link_addr(),
             servers.len(),
             coord.http_addr(),
             config.coordinator.data.display(),
-            udp.join(",")
+            udp.join(","),
+            admin_note(&coord)
         );
         println!(
             "log in at http://{}/v1/login; load-test with: tessera bots --count 100 --login http://{}",
             coord.http_addr(),
             coord.http_addr()
         );
+
         println!("press Ctrl-C to stop (every scene is flushed first)");
         terminated().await;
         let span = node_span(gate.name());
@@ -344,6 +361,16 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// `, admin API on http://ADDR` when the admin API has a listener of its
+/// own, else nothing.
+fn admin_note(coord: &Coordinator) -> String {
+    if coord.admin_addr() == coord.http_addr() {
+        String::new()
+    } else {
+        format!(", admin API on http://{}", coord.admin_addr())
+    }
 }
 
 /// `{sep}metrics on http://ADDR` when a role serves its metrics, else nothing.
@@ -439,10 +466,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 pub struct AdminArgs {
     #[command(subcommand)]
     action: AdminAction,
-    /// The coordinator's HTTP API.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:7080")]
-    http: String,
-    /// Config file holding the cluster secret (default: ./tessera.toml if it exists).
+    /// The coordinator's admin API (default: from the config file,
+    /// `coordinator.admin_http` or else `coordinator.http`).
+    #[arg(long, global = true)]
+    http: Option<String>,
+    /// Config file holding `coordinator.admin_token` (default:
+    /// ./tessera.toml if it exists; `TESSERA_ADMIN_TOKEN` overrides it).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
 }
@@ -468,8 +497,8 @@ struct AdminTarget {
     reason: Option<String>,
 }
 
-/// `tessera admin kick|ban`: operator actions over the HTTP API,
-/// authenticated with the cluster secret.
+/// `tessera admin kick|ban`: operator actions over the admin API,
+/// authenticated with the admin token.
 pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.config.as_deref())?;
     let (path, target) = match args.action {
@@ -481,12 +510,9 @@ pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
         avatar: target.avatar,
         reason: target.reason,
     };
-    let secret = if config.secret.is_empty() {
-        crate::config::DEV_SECRET.to_owned()
-    } else {
-        config.secret.clone()
-    };
-    let client = api_client(&args.http, Duration::from_secs(10))?;
+    let token = config.coordinator.admin_token.get().to_owned();
+    let base = args.http.unwrap_or_else(|| config.admin_url());
+    let client = api_client(&base, Duration::from_secs(10))?;
     let url = format!("{}/v1/admin/{path}", client.base());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -494,7 +520,7 @@ pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let answer = rt.block_on(client.post_as::<_, tessera_proto::login::AdminResponse>(
         &format!("/v1/admin/{path}"),
         &body,
-        Some(&secret),
+        Some(&token),
     ));
     let r = answer.map_err(|e| match e {
         HttpError::Api { status, error } => {

@@ -14,8 +14,16 @@ use crate::login;
 pub struct CoordinatorConfig {
     /// Link listener for scene servers, gates and tools. Default `127.0.0.1:7000`.
     pub listen: String,
-    /// HTTP admin API. Default `127.0.0.1:7080`.
+    /// HTTP API: login, status, metrics, and the admin API unless
+    /// `admin_http` gives it a listener of its own. Default `127.0.0.1:7080`.
     pub http: String,
+    /// A listener of its own for the admin API (kick, ban, scene snapshots,
+    /// the live map): set, `http` serves none of it. Default none.
+    pub admin_http: Option<String>,
+    /// The admin API's bearer token: its own credential, never the cluster
+    /// secret. Default: a development token, allowed only while the admin
+    /// API listens on loopback. `TESSERA_ADMIN_TOKEN` overrides the file.
+    pub admin_token: AdminToken,
     /// Data directory holding `tessera.redb`. Default `./data`.
     pub data: PathBuf,
     /// How often nodes heartbeat, ms. Default 500.
@@ -38,6 +46,8 @@ impl Default for CoordinatorConfig {
         Self {
             listen: "127.0.0.1:7000".into(),
             http: "127.0.0.1:7080".into(),
+            admin_http: None,
+            admin_token: AdminToken::default(),
             data: PathBuf::from("./data"),
             heartbeat_ms: 500,
             tick_ms: 100,
@@ -63,8 +73,61 @@ pub enum CoordinatorConfigError {
         "coordinator.heartbeat_ms ({heartbeat}) must be below cluster.heartbeat_timeout_ms ({timeout})"
     )]
     HeartbeatAboveTimeout { heartbeat: u32, timeout: u64 },
+    #[error("coordinator.admin_http {0:?} is not an address (host:port)")]
+    AdminHttp(String),
+    #[error("coordinator.admin_token must be at least {MIN_ADMIN_TOKEN} characters")]
+    AdminTokenShort,
+    #[error(
+        "no coordinator.admin_token configured and the admin API listens on {0}, which is not \
+         loopback: set coordinator.admin_token or TESSERA_ADMIN_TOKEN"
+    )]
+    DevAdminToken(String),
+    #[error("coordinator.admin_token must not be the cluster secret: give the admin API its own")]
+    AdminTokenIsSecret,
     #[error("{0}")]
     Login(String),
+}
+
+/// The admin token used when none is configured; refused unless the admin
+/// API listens on loopback.
+pub const DEV_ADMIN_TOKEN: &str = "tessera-development-admin-token";
+
+/// The shortest admin token accepted.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+/// The admin API's bearer token. Never printed: `Debug` hides it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// Whether one is configured (else [`DEV_ADMIN_TOKEN`] is used).
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// The token a client sends: the configured one, or [`DEV_ADMIN_TOKEN`].
+    pub fn get(&self) -> &str {
+        if self.0.is_empty() {
+            DEV_ADMIN_TOKEN
+        } else {
+            &self.0
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() {
+            "AdminToken(<hidden>)"
+        } else {
+            "AdminToken(<development>)"
+        })
+    }
 }
 
 impl CoordinatorConfig {
@@ -73,8 +136,20 @@ impl CoordinatorConfig {
         if self.listen.parse::<SocketAddr>().is_err() {
             return Err(CoordinatorConfigError::Listen(self.listen.clone()));
         }
-        if self.http.parse::<SocketAddr>().is_err() {
+        let Ok(http) = self.http.parse::<SocketAddr>() else {
             return Err(CoordinatorConfigError::Http(self.http.clone()));
+        };
+        let admin = match &self.admin_http {
+            None => http,
+            Some(a) => a
+                .parse::<SocketAddr>()
+                .map_err(|_| CoordinatorConfigError::AdminHttp(a.clone()))?,
+        };
+        if !self.admin_token.is_set() && !admin.ip().is_loopback() {
+            return Err(CoordinatorConfigError::DevAdminToken(admin.to_string()));
+        }
+        if self.admin_token.is_set() && self.admin_token.0.len() < MIN_ADMIN_TOKEN {
+            return Err(CoordinatorConfigError::AdminTokenShort);
         }
         if !(10..=60_000).contains(&self.heartbeat_ms) {
             return Err(CoordinatorConfigError::HeartbeatMs);
@@ -92,5 +167,60 @@ impl CoordinatorConfig {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(c: CoordinatorConfig) -> Result<(), CoordinatorConfigError> {
+        c.validate(&ClusterConfig::default())
+    }
+
+    #[test]
+    fn the_development_admin_token_is_loopback_only() {
+        assert_eq!(check(CoordinatorConfig::default()), Ok(()));
+        let public = CoordinatorConfig {
+            http: "0.0.0.0:7080".into(),
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(
+            check(public.clone()),
+            Err(CoordinatorConfigError::DevAdminToken("0.0.0.0:7080".into()))
+        );
+        // The admin API on its own loopback listener: the public one may be anywhere.
+        let split = CoordinatorConfig {
+            admin_http: Some("127.0.0.1:7081".into()),
+            ..public.clone()
+        };
+        assert_eq!(check(split), Ok(()));
+        let set = CoordinatorConfig {
+            admin_token: AdminToken::new("an-operator-token-of-length"),
+            ..public
+        };
+        assert_eq!(check(set.clone()), Ok(()));
+        assert_eq!(
+            check(CoordinatorConfig {
+                admin_token: AdminToken::new("short"),
+                ..set.clone()
+            }),
+            Err(CoordinatorConfigError::AdminTokenShort)
+        );
+        let e = check(CoordinatorConfig {
+            admin_http: Some("nowhere".into()),
+            ..set
+        })
+        .expect_err("not an address");
+        assert!(e.to_string().contains("coordinator.admin_http"), "{e}");
+    }
+
+    #[test]
+    fn the_admin_token_is_never_printed() {
+        let c = CoordinatorConfig {
+            admin_token: AdminToken::new("do-not-print-this-token"),
+            ..CoordinatorConfig::default()
+        };
+        assert!(!format!("{c:?}").contains("do-not-print"));
     }
 }

@@ -3,13 +3,19 @@
 //! * `GET /v1/status` — servers, gates, scenes (see [`ClusterStatus`]);
 //! * `POST /v1/register`, `POST /v1/login`, `POST /v1/login/poll` — accounts
 //!   and admission (bodies in [`tessera_proto::login`]);
+//!
+//! and the admin API, on the same listener or, with `admin_http`, on one of
+//! its own (then the public listener serves none of it):
+//!
 //! * `POST /v1/admin/kick`, `POST /v1/admin/ban` — operator actions, and
 //!   `GET /v1/scenes/{name}/snapshot` — a scene's entities as its last
 //!   tick's packets were built from them (the truth client views are checked
-//!   against), all with `Authorization: Bearer <cluster secret>`;
+//!   against), all with `Authorization: Bearer <admin token>` — the admin
+//!   API's own credential, never the cluster secret, which stays off the
+//!   wire;
 //! * `GET /map?scene=NAME` — the live map: one self-contained HTML page
 //!   (`map.html`) whose script polls that snapshot several times a second,
-//!   sending the secret it reads from the URL fragment (`#secret=…`, which a
+//!   sending the token it reads from the URL fragment (`#token=…`, which a
 //!   browser never sends to the server) as the Bearer header. The page
 //!   itself carries no data and needs no credential.
 //!
@@ -181,30 +187,52 @@ pub(crate) struct Api {
     pub(crate) hashing: Arc<Semaphore>,
     pub(crate) core: Arc<Mutex<Core>>,
     pub(crate) limits: Arc<Limits>,
+    /// The admin token (not the cluster secret).
     pub(crate) admin: Secret,
     pub(crate) counters: Arc<Counters>,
 }
 
 /// Serves the API, and `/metrics`, `/livez` and `/readyz` of `registry`,
-/// until `stop`.
+/// on `listener` until `stop`; the admin API on `admin` if given, else on
+/// `listener` too.
 pub(crate) async fn serve(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     api: Api,
     registry: tessera_metrics::Registry,
     stop: CancellationToken,
 ) {
-    let app = Router::new()
+    let public = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/register", post(register))
         .route("/v1/login", post(login))
-        .route("/v1/login/poll", post(poll))
+        .route("/v1/login/poll", post(poll));
+    let admin_routes = Router::new()
         .route("/v1/admin/kick", post(kick))
         .route("/v1/admin/ban", post(ban))
         .route("/v1/scenes/{name}/snapshot", get(snapshot))
-        .route("/map", get(map_page))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(api)
-        .merge(tessera_metrics::http::router(registry));
+        .route("/map", get(map_page));
+    let finish = |r: Router<Api>| {
+        r.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(api.clone())
+    };
+    let metrics = tessera_metrics::http::router(registry);
+    match admin {
+        None => {
+            let app = finish(public.merge(admin_routes)).merge(metrics);
+            serve_on(listener, app, "HTTP API", stop).await;
+        }
+        Some(admin) => {
+            let app = finish(public).merge(metrics);
+            tokio::join!(
+                serve_on(listener, app, "HTTP API", stop.clone()),
+                serve_on(admin, finish(admin_routes), "admin API", stop),
+            );
+        }
+    }
+}
+
+async fn serve_on(listener: TcpListener, app: Router, what: &str, stop: CancellationToken) {
     if let Err(e) = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -212,7 +240,7 @@ pub(crate) async fn serve(
     .with_graceful_shutdown(stop.cancelled_owned())
     .await
     {
-        warn!(error = %e, "HTTP API stopped");
+        warn!(error = %e, "{what} stopped");
     }
 }
 
@@ -273,6 +301,9 @@ impl From<AdmitError> for ApiFailure {
             }
             AdmitError::UnknownTicket => {
                 Self::new(StatusCode::NOT_FOUND, "unknown_ticket", e.to_string())
+            }
+            AdmitError::UnknownResumeKey => {
+                Self::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string())
             }
             AdmitError::Issue(_) => Self::internal(e),
             AdmitError::NoRandomness(_) => Self::new(
@@ -419,10 +450,21 @@ async fn login_answer(
     }
     let client = api.limits.client_ip(peer.ip(), &headers);
     api.limits.check_ip(client)?;
-    let account = match (req.resume_key, req.email, req.password) {
-        (Some(key), _, _) => resume_login(&api, &key).await?,
+    let admitted_as = match (req.resume_key, req.email, req.password) {
+        (Some(key), _, _) => {
+            let account = resume_login(&api, &key).await?;
+            // The key is spent here, under the lock: of two logins with
+            // one key, one gets in.
+            lock(&api.core)
+                .admit_resumed(&key, account)
+                .map_err(|e| match e {
+                    AdmitError::UnknownResumeKey => bad_resume_key(),
+                    e => e.into(),
+                })?
+        }
         (None, Some(email), Some(password)) => {
-            password_login(&api, client, email, password).await?
+            let account = password_login(&api, client, email, password).await?;
+            lock(&api.core).admit(account)?
         }
         (None, _, _) => {
             return Err(ApiFailure::new(
@@ -432,20 +474,23 @@ async fn login_answer(
             ));
         }
     };
-    let admitted_as = lock(&api.core).admit(account)?;
     Ok(Json(admitted(admitted_as, 500)))
 }
 
+fn bad_resume_key() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::UNAUTHORIZED,
+        "bad_credentials",
+        "unknown, used or expired resume key: log in with the password",
+    )
+}
+
 /// The account behind a resume key, if it is still open: a banned
-/// account's resume key is worthless.
+/// account's resume key is worthless. The key is not spent yet.
 async fn resume_login(api: &Api, key: &str) -> Result<u64, ApiFailure> {
     let account = lock(&api.core).resume_account(key);
     let Some(account) = account else {
-        return Err(ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            "unknown or expired resume key: log in with the password",
-        ));
+        return Err(bad_resume_key());
     };
     let store = Arc::clone(lock(&api.core).store());
     let open = blocking(move || store.account(account))
@@ -528,11 +573,14 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiFailure> {
         .map(|t| Secret::new(t.trim().as_bytes().to_vec()));
     match given {
         Some(s) if s.ct_eq(&api.admin) => Ok(()),
-        _ => Err(ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "admin actions need `Authorization: Bearer <cluster secret>`",
-        )),
+        _ => {
+            api.counters.admin_unauthorized();
+            Err(ApiFailure::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "admin actions need `Authorization: Bearer <admin token>`",
+            ))
+        }
     }
 }
 
@@ -594,7 +642,13 @@ async fn ban(
         .await?
         .map_err(|e| ApiFailure::internal(db::error_chain(&e)))?;
     let reason = req.reason.unwrap_or_else(|| "banned by an operator".into());
-    let kicked = lock(&api.core).kick(account, &reason);
+    // Locked first, then revoked: a login that raced the ban either saw
+    // the lock or loses its token and key here.
+    let kicked = {
+        let mut core = lock(&api.core);
+        core.revoke_logins(account);
+        core.kick(account, &reason)
+    };
     info!(account, kicked, "operator ban");
     Ok(Json(AdminResponse {
         account: AccountId(account),
@@ -672,7 +726,7 @@ async fn map_page(
         return text(
             StatusCode::BAD_REQUEST,
             format!(
-                "name a scene: /map?scene=NAME#secret=CLUSTER_SECRET (placed: {})\n",
+                "name a scene: /map?scene=NAME#token=ADMIN_TOKEN (placed: {})\n",
                 placed.join(", ")
             ),
         );

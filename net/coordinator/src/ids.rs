@@ -10,7 +10,7 @@ use tessera_gate::token::to_hex;
 /// The OS random source failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the OS random source failed ({0}); refusing to make guessable ids")]
-pub(crate) struct NoRandomness(getrandom::Error);
+pub(crate) struct NoRandomness(pub(crate) getrandom::Error);
 
 /// A fresh session id: random, with the top bit set so it never collides
 /// with the small client ids of synthetic walkers.

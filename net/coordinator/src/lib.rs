@@ -21,7 +21,9 @@
 //!   batches through a write-behind [`Writer`] — refusing batches from a
 //!   stale placement (the epoch fence);
 //! * serves the HTTP API (axum): `GET /v1/status`, registration, login and
-//!   its queue, and operator kicks and bans.
+//!   its queue; and the admin API (operator kicks and bans, scene
+//!   snapshots, the live map) under its own bearer token, on the same
+//!   listener or one of its own.
 //!
 //! ```text
 //!  link task ×N ──(lock)──▶ Core { ClusterState, Store, Writer, links } ──try_send──▶ link queues
@@ -30,7 +32,7 @@
 //! ```
 //!
 //! `core/` holds everything behind the lock (one file per concern);
-//! `login.rs` is admission's bookkeeping, `http.rs` the API, `ids.rs` the
+//! `login/` is admission's bookkeeping, `http.rs` the API, `ids.rs` the
 //! random ids both hand out.
 //!
 //! # Invariants
@@ -75,7 +77,7 @@ use tessera_cluster::{ClusterConfig, ClusterState, ClusterStatus, Effect};
 use tessera_link::{LinkConfig, lock, serve};
 use tessera_wire::{Role, Secret};
 
-pub use self::config::{CoordinatorConfig, CoordinatorConfigError};
+pub use self::config::{AdminToken, CoordinatorConfig, CoordinatorConfigError, DEV_ADMIN_TOKEN};
 pub use self::core::CoordinatorStats;
 use self::core::Core;
 
@@ -116,6 +118,7 @@ pub enum StartError {
 pub struct Coordinator {
     link_addr: SocketAddr,
     http_addr: SocketAddr,
+    admin_addr: SocketAddr,
     core: Arc<Mutex<Core>>,
     registry: tessera_metrics::Registry,
     /// The coordinator's own metrics source (the registry holds it weakly).
@@ -129,6 +132,7 @@ impl std::fmt::Debug for Coordinator {
         f.debug_struct("Coordinator")
             .field("link_addr", &self.link_addr)
             .field("http_addr", &self.http_addr)
+            .field("admin_addr", &self.admin_addr)
             .finish_non_exhaustive()
     }
 }
@@ -139,7 +143,8 @@ pub const DB_FILE: &str = "tessera.redb";
 impl Coordinator {
     /// Opens the database under `config.data`, registers the `catalog` scenes
     /// in it, recovers placement epochs from it (a restart: placements wait
-    /// for `restart_grace_ms`), binds both listeners and starts serving.
+    /// for `restart_grace_ms`), binds its listeners and starts serving.
+    /// The admin token must not be the cluster `secret`.
     pub async fn start(
         config: CoordinatorConfig,
         cluster: ClusterConfig,
@@ -148,6 +153,10 @@ impl Coordinator {
     ) -> Result<Self, StartError> {
         config.validate(&cluster)?;
         cluster.validate()?;
+        let admin = Secret::new(config.admin_token.get().as_bytes().to_vec());
+        if admin.ct_eq(&secret) {
+            return Err(CoordinatorConfigError::AdminTokenIsSecret.into());
+        }
         let store = open_store(&config)?;
         let scene_ids = register_scenes(&store, &catalog)?;
         let clock = Instant::now();
@@ -168,11 +177,17 @@ impl Coordinator {
             .map_err(StartError::Writer)?;
         let (link_listener, link_addr) = bind(&config.listen).await?;
         let (http_listener, http_addr) = bind(&config.http).await?;
+        let (admin_listener, admin_addr) = match &config.admin_http {
+            Some(a) => {
+                let (l, addr) = bind(a).await?;
+                (Some(l), addr)
+            }
+            None => (None, http_addr),
+        };
 
         let logins = login::Logins::new(config.login.clone(), secret.derive_key("netcode"))
             .map_err(CoordinatorConfigError::Login)?;
         let api_limits = Arc::new(http::Limits::new(&config.login));
-        let admin = secret.clone();
         let store_hash_cap = store.hasher().cap();
         let mut core = Core::new(
             state,
@@ -212,6 +227,7 @@ impl Coordinator {
             tokio::spawn(
                 (http::serve(
                     http_listener,
+                    admin_listener,
                     http::Api {
                         hashing: Arc::new(tokio::sync::Semaphore::new(store_hash_cap)),
                         core: Arc::clone(&core),
@@ -225,10 +241,11 @@ impl Coordinator {
                 .in_current_span(),
             ),
         ];
-        info!(%link_addr, %http_addr, data = %config.data.display(), "coordinator up");
+        info!(%link_addr, %http_addr, %admin_addr, data = %config.data.display(), "coordinator up");
         Ok(Self {
             link_addr,
             http_addr,
+            admin_addr,
             core,
             registry,
             _source: source,
@@ -245,6 +262,12 @@ impl Coordinator {
     /// Where the HTTP API is bound.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the admin API is served: `admin_http`'s listener, or the
+    /// HTTP API's when it has none of its own.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// The metrics served at `/metrics` on the HTTP address. Register the

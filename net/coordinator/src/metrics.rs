@@ -38,6 +38,8 @@ const TICKER_STALL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Counters {
     logins: [AtomicU64; LOGIN_OUTCOMES.len() + 1],
+    /// Admin requests refused for a missing or wrong token.
+    admin_unauthorized: AtomicU64,
     pub(crate) password_hash: Histogram,
     commit_time: Histogram,
     commit_states: Histogram,
@@ -54,6 +56,7 @@ impl Counters {
     pub(crate) fn new(tick: Duration) -> Self {
         Self {
             logins: std::array::from_fn(|_| AtomicU64::new(0)),
+            admin_unauthorized: AtomicU64::new(0),
             password_hash: Histogram::seconds(&[
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
@@ -78,6 +81,11 @@ impl Counters {
             .position(|&o| o == outcome)
             .unwrap_or(LOGIN_OUTCOMES.len());
         self.logins[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An admin request came without the admin token.
+    pub(crate) fn admin_unauthorized(&self) {
+        self.admin_unauthorized.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One durable commit of the writer (on its thread).
@@ -117,9 +125,14 @@ pub(crate) struct CoordinatorMetrics {
 impl Source for CoordinatorMetrics {
     fn collect(&self, out: &mut Exposition) {
         // Copied under the lock, written after it.
-        let (stats, status, writer) = {
+        let (stats, status, writer, (logins, resume_keys)) = {
             let core = lock(&self.core);
-            (core.stats(), core.status(), core.writer_stats())
+            (
+                core.stats(),
+                core.status(),
+                core.writer_stats(),
+                core.login_counts(),
+            )
         };
         let c = &self.counters;
         for (i, outcome) in LOGIN_OUTCOMES
@@ -135,6 +148,12 @@ impl Source for CoordinatorMetrics {
                 c.logins[i].load(Ordering::Relaxed),
             );
         }
+        out.counter(
+            "tessera_admin_unauthorized_total",
+            "Admin API requests refused for a missing or wrong admin token.",
+            &[],
+            c.admin_unauthorized.load(Ordering::Relaxed),
+        );
         out.histogram(
             "tessera_password_hash_duration_seconds",
             "Time to hash or check a password (argon2id) on the blocking pool, wait for a hashing permit excluded.",
@@ -158,11 +177,43 @@ impl Source for CoordinatorMetrics {
             ("burnt", stats.tokens_burnt),
             ("refused", stats.tokens_refused),
             ("revoked", stats.tokens_revoked),
+            ("expired", logins.tokens_expired),
         ] {
             out.counter(
                 "tessera_login_tokens_total",
-                "Connect tokens: issued, used once (burnt), refused (replayed, expired, unknown), revoked by a newer login.",
+                "Connect tokens: issued, used once (burnt), refused (replayed, expired, unknown), revoked by a newer login or a ban, expired unused.",
                 &[("fate", fate)],
+                v,
+            );
+        }
+        out.gauge(
+            "tessera_login_resume_keys",
+            "Resume keys held (at most one per account).",
+            &[],
+            resume_keys as f64,
+        );
+        for (fate, v) in [
+            ("issued", logins.resume_issued),
+            ("used", logins.resume_used),
+            ("revoked", logins.resume_revoked),
+            ("expired", logins.resume_expired),
+            ("evicted", logins.resume_evicted),
+        ] {
+            out.counter(
+                "tessera_login_resume_keys_total",
+                "Resume keys: issued with a token, spent on a login, replaced or revoked by a ban, expired, evicted oldest first at the cap.",
+                &[("fate", fate)],
+                v,
+            );
+        }
+        for (reason, v) in [
+            ("timed_out", logins.queue_timed_out),
+            ("revoked", logins.queue_revoked),
+        ] {
+            out.counter(
+                "tessera_login_queue_dropped_total",
+                "Places dropped from the login queue: the ticket stopped polling, or a ban revoked it.",
+                &[("reason", reason)],
                 v,
             );
         }

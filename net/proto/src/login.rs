@@ -82,7 +82,7 @@ pub struct ApiError {
     pub retry_after_ms: Option<u64>,
 }
 
-/// `POST /v1/admin/kick` (header `Authorization: Bearer <cluster secret>`):
+/// `POST /v1/admin/kick` (header `Authorization: Bearer <admin token>`):
 /// ends the session of an account or of the account owning an avatar name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KickRequest {

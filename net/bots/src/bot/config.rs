@@ -124,9 +124,26 @@ pub struct BotConfig {
     /// The chance each datagram a bot receives is dropped (seeded by `seed`
     /// and the bot's index). Default 0.
     pub loss: f32,
-    /// The cluster secret, for the admin snapshot the view check needs;
+    /// The admin API, for the scene snapshots the view check needs;
     /// without it the report's `view` is absent. Default none.
-    pub admin_secret: Option<String>,
+    pub admin: Option<AdminAccess>,
+}
+
+/// Where the coordinator's admin API is and the token it takes.
+#[derive(Clone)]
+pub struct AdminAccess {
+    /// Base URL, `http://host:port` (see [`normalize_login_url`]).
+    pub url: String,
+    /// The admin token (never the cluster secret).
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAccess")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A seed that differs from run to run (the clock, mixed).
@@ -160,7 +177,7 @@ impl BotConfig {
             warmup: Duration::from_secs(10),
             seed: seed_from_clock(),
             loss: 0.0,
-            admin_secret: None,
+            admin: None,
         };
         config.validate()?;
         Ok(config)

@@ -51,8 +51,8 @@ mod shared;
 mod view_check;
 
 pub use config::{
-    Behaviour, BotConfig, BotConfigError, DEFAULT_LOGIN, MAX_BOTS, MAX_DURATION_S, bot_avatar_name,
-    bot_email, bot_password, normalize_login_url, seed_from_clock,
+    AdminAccess, Behaviour, BotConfig, BotConfigError, DEFAULT_LOGIN, MAX_BOTS, MAX_DURATION_S,
+    bot_avatar_name, bot_email, bot_password, normalize_login_url, seed_from_clock,
 };
 pub use measure::{RTT_RING, RTT_WINDOW, RttRing};
 pub use report::{BotPhase, BotReport, Percentiles, Progress, UpDown};

@@ -233,7 +233,7 @@ impl Timeline {
             }
             BotPhase::Running if self.stop_at.is_some_and(|t| now >= t) => {
                 shared.window.set(RttWindow::After);
-                if shared.config.admin_secret.is_some() {
+                if shared.config.admin.is_some() {
                     self.phase = BotPhase::Checking;
                     shared.settling.store(true, Ordering::Relaxed);
                 } else {
@@ -423,25 +423,31 @@ const COMPARE: Duration = Duration::from_secs(1);
 /// their time, marks the check done (so the run stops). A scene whose
 /// snapshot fails is left out; its bots count as unchecked.
 async fn view_check(shared: Arc<RunShared>) {
-    let Some(secret) = shared.config.admin_secret.clone() else {
+    let Some(admin) = shared.config.admin.clone() else {
         return;
     };
     while !shared.settling.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(SETTLE).await;
-    let http = shared.http.clone().with_max_body(64 << 20);
-    let scenes = match http.get_json::<serde_json::Value>("/v1/status").await {
+    let scenes = match shared
+        .http
+        .get_json::<serde_json::Value>("/v1/status")
+        .await
+    {
         Ok(status) => scene_names(&status),
         Err(_) => Vec::new(),
     };
+    // The admin API may have a listener of its own.
+    let http =
+        HttpClient::new(&admin.url, shared.config.request_timeout, 1).with_max_body(64 << 20);
     let fetch = |scene: String| {
         let http = http.clone();
-        let secret = secret.clone();
+        let token = admin.token.clone();
         async move {
             http.get_as::<tessera_sim::SceneSnapshot>(
                 &format!("/v1/scenes/{scene}/snapshot"),
-                Some(&secret),
+                Some(&token),
             )
             .await
             .ok()

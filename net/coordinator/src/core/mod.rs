@@ -252,13 +252,19 @@ impl Core {
         &self.store
     }
 
+    /// What happened to login tokens, resume keys and queue places, and
+    /// the resume keys held now.
+    pub(crate) fn login_counts(&self) -> (crate::login::LoginCounts, usize) {
+        (self.logins.counts, self.logins.resume_keys())
+    }
+
     /// Counters since start, the login ones included.
     pub(crate) fn stats(&self) -> CoordinatorStats {
         CoordinatorStats {
-            tokens_issued: self.logins.issued,
-            tokens_burnt: self.logins.burnt,
-            tokens_refused: self.logins.refused_tokens,
-            tokens_revoked: self.logins.revoked_tokens,
+            tokens_issued: self.logins.counts.tokens_issued,
+            tokens_burnt: self.logins.counts.tokens_burnt,
+            tokens_refused: self.logins.counts.tokens_refused,
+            tokens_revoked: self.logins.counts.tokens_revoked,
             tokens_pending: self.logins.pending() as u64,
             queued: self.logins.queued() as u64,
             ..self.stats

@@ -42,6 +42,29 @@ impl Core {
         self.logins.resume_account(key)
     }
 
+    /// A login with `account`'s resume key `key`: the key is spent (see
+    /// [`Logins::admit_resumed`](crate::login::Logins::admit_resumed)).
+    pub(crate) fn admit_resumed(
+        &mut self,
+        key: &str,
+        account: u64,
+    ) -> Result<Admission, AdmitError> {
+        let online = self.online();
+        let now = self.now();
+        let gates = self.gate_addrs();
+        let sessions = &self.sessions;
+        self.logins
+            .admit_resumed(key, account, online, now, &gates, |c| {
+                !sessions.contains_key(&SessionId(c))
+            })
+    }
+
+    /// Takes back `account`'s unused token, resume key and queue place
+    /// (a ban).
+    pub(crate) fn revoke_logins(&mut self, account: u64) {
+        self.logins.revoke(account);
+    }
+
     /// Ends `account`'s session (operator kick or ban): the client is told
     /// why and disconnected by its gate; its avatar is detached.
     pub(crate) fn kick(&mut self, account: u64, reason: &str) -> bool {
