@@ -223,6 +223,20 @@ impl Known {
         self.wait = 0;
     }
 
+    /// What [`Self::sent`] changes of an update (same generation), to
+    /// [`Self::restore`] when it turns out not to go after all.
+    #[inline]
+    pub(crate) fn save(&self) -> u32 {
+        self.sent_at as u32 | (self.flags as u32) << 16 | (self.wait as u32) << 24
+    }
+
+    #[inline]
+    pub(crate) fn restore(&mut self, saved: u32) {
+        self.sent_at = saved as u16;
+        self.flags = (saved >> 16) as u8;
+        self.wait = (saved >> 24) as u8;
+    }
+
     /// Every field, for the state hash.
     pub(crate) fn words(&self) -> [u64; 2] {
         [

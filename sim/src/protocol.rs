@@ -7,8 +7,8 @@ use crate::scene::Vec2;
 pub use tessera_proto::state::{
     ACK_WINDOW, DecodeError, ENTER_MAX_BYTES, EnterState, HEADER_MAX_BYTES, Input, KIND_NPC,
     KIND_PC, LEAVE_MAX_BYTES, MAX_PACKET_BYTES, MoveMode, Quantized, Quantizer, StateAck,
-    StateEncoder, StateHeader, StatePacket, UPDATE_MAX_BYTES, UpdateState, WireState, advance_mask,
-    scene_tag, varint_len,
+    StateEncoder, StateHeader, StatePacket, UPDATE_MAX_BYTES, UpdateList, UpdateState, WireState,
+    advance_mask, scene_tag, varint_len,
 };
 pub use tessera_proto::view::WorldView;
 pub use tessera_proto::{AvatarId, ClientId, NetId};

@@ -57,7 +57,7 @@ use crate::interest::Snap;
 use crate::interest::SpatialIndex;
 use crate::protocol::{
     ClientId, ENTER_MAX_BYTES, EnterState, LEAVE_MAX_BYTES, NetId, Quantized, StateEncoder,
-    StateHeader, UPDATE_MAX_BYTES, UpdateState, varint_len,
+    StateHeader, UPDATE_MAX_BYTES, UpdateList, UpdateState, varint_len,
 };
 use crate::world::{SceneInfo, SceneOutbox};
 
@@ -90,7 +90,7 @@ impl Plugin for ReplicatePlugin {
 /// An enter or update waiting for room in the packet. What it sends (state,
 /// kind, figure, generation) and its distance (for the priority, needed
 /// only when not everything fits) are read from the entity's snapshot when
-/// needed, so a candidate stays 12 bytes.
+/// needed, so a candidate stays 16 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
     id: NetId,
@@ -103,12 +103,19 @@ struct Cand {
     enter: bool,
     /// It goes in this packet (see [`choose_items`]).
     taken: bool,
+    /// An update's known entry before the walk recorded it sent
+    /// ([`Known::save`]), restored if it does not go after all.
+    saved: u32,
 }
 
 /// Per-thread scratch for [`build_packet`].
 #[derive(Default)]
 pub struct ReplScratch {
     cands: Vec<Cand>,
+    /// The updates of the walk, encoded as it goes (all of them go when
+    /// everything fits), and how many of them were resends.
+    upd: UpdateList,
+    upd_resent: u64,
     /// `cands[..walked]` came from the known walk, in id order; the rest
     /// are new enters, in id order.
     walked: usize,
@@ -226,6 +233,9 @@ pub fn build_packet(
     stats.deferred += choose_leaves(view, s, &mut used, budget);
     let taken = choose_items(index, ctx, s, &mut used, budget);
     stats.deferred += (s.cands.len() - taken) as u64;
+    if taken < s.cands.len() {
+        undo_untaken(view, s);
+    }
     let empty = header.you.is_none() && s.leaves.is_empty() && taken == 0;
     if empty && !probe_due(view, ctx.tick) {
         s.fresh_sent = 0;
@@ -378,6 +388,8 @@ fn walk_known(
     e: u32,
 ) {
     s.cands.clear();
+    s.upd.clear();
+    s.upd_resent = 0;
     s.stamped_known = 0;
     s.leave_slots.clear();
     let ClientView { known, ring, .. } = &mut *view;
@@ -398,13 +410,25 @@ fn walk_known(
             continue;
         }
         let enter = reused || k.entering();
+        let wait = if enter { 0 } else { k.wait() };
+        let mut saved = 0;
+        if !enter {
+            // Written and recorded now, while the entry and the snapshot
+            // are at hand: when everything fits (nearly always) the packet
+            // copies the list; else `undo_untaken` restores what stays out.
+            s.upd.push(k.id, snap.wire);
+            s.upd_resent += k.resend() as u64;
+            saved = k.save();
+            k.sent(ctx.tick, snap.net_gen, false);
+        }
         s.cands.push(Cand {
             id: k.id,
             slot: slot as u32,
-            wait: if enter { 0 } else { k.wait() },
+            wait,
             cost: item_cost(snap, enter),
             enter,
             taken: true,
+            saved,
         });
     }
     s.walked = s.cands.len();
@@ -445,6 +469,7 @@ fn add_enters(index: &SpatialIndex, visible: &[NetId], s: &mut ReplScratch, e: u
             cost: snap.enter_cost,
             enter: true,
             taken: true,
+            saved: 0,
         });
     }
     s.near = near;
@@ -540,6 +565,16 @@ fn choose_items(
     taken
 }
 
+/// Updates the walk recorded as sent that stay out of the packet get their
+/// known entries back (and are no longer counted as resends).
+fn undo_untaken(view: &mut ClientView, s: &mut ReplScratch) {
+    for c in s.cands[..s.walked].iter().filter(|c| !c.taken && !c.enter) {
+        let k = &mut view.known[c.slot as usize];
+        k.restore(c.saved);
+        s.upd_resent -= k.resend() as u64;
+    }
+}
+
 /// Known candidates left out wait one tick more (their priority grows).
 fn age_untaken(view: &mut ClientView, cands: &[Cand]) {
     for c in cands.iter().filter(|c| !c.taken) {
@@ -603,13 +638,17 @@ fn write_packet(
             k.sent(t, snap.net_gen, true);
         }
     }
-    enc.updates(taken - entering);
-    for c in walked.iter().filter(|c| c.taken && !c.enter) {
-        let snap = &index.snaps[c.id as usize];
-        enc.update_wire(c.id, snap.wire);
-        let k = &mut view.known[c.slot as usize];
-        resent += k.resend() as u64;
-        k.sent(t, snap.net_gen, false);
+    // Updates: written and recorded by the walk; when some stay out, the
+    // list is written again from those that go.
+    resent += s.upd_resent;
+    if taken == s.cands.len() {
+        debug_assert_eq!(s.upd.len(), taken - entering);
+        enc.update_list(&s.upd);
+    } else {
+        enc.updates(taken - entering);
+        for c in walked.iter().filter(|c| c.taken && !c.enter) {
+            enc.update_wire(c.id, index.snaps[c.id as usize].wire);
+        }
     }
     enc.finish();
     resent

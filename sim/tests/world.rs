@@ -427,6 +427,63 @@ fn crowded_packets_fit_the_budget_decode_and_converge() {
 }
 
 #[test]
+fn crowded_out_updates_wait_but_never_starve() {
+    // One still observer in a crowd that moves every tick, with room for a
+    // fraction of the updates: the far ones go less often, but every one
+    // goes (their priority grows while they wait).
+    let mut w = open_world(
+        1000.0,
+        SceneSettings {
+            packet_budget: 300,
+            ..settings()
+        },
+    );
+    let mut rng = tessera_sim::rng::SceneRng::new(5);
+    w.push(attach_at(0, [500.0, 500.0])).unwrap();
+    for c in 1..=120u64 {
+        w.push(attach_at(
+            c,
+            [rng.range_f32(470.0, 530.0), rng.range_f32(470.0, 530.0)],
+        ))
+        .unwrap();
+    }
+    let mut clients = BTreeMap::new();
+    let mut link = LossyLink::perfect();
+    let mut last: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut worst_gap = 0;
+    let (warm, end) = (40u32, 240u32);
+    for t in 0..end {
+        for c in 1..=120u64 {
+            let dir = [rng.range_f32(-1.0, 1.0), rng.range_f32(-1.0, 1.0)];
+            w.push(input(c, t, dir, MoveMode::Walk)).unwrap();
+        }
+        let out = pump(&mut w, &mut clients, &mut link);
+        for (_, bytes) in out.packets.iter().filter(|(c, _)| **c == 0) {
+            let p = decode(bytes);
+            let ids = p.enters.iter().map(|e| e.id);
+            for id in ids.chain(p.updates.iter().map(|u| u.id)) {
+                if let Some(before) = last.insert(id, t) {
+                    if t >= warm {
+                        worst_gap = worst_gap.max(t - before);
+                    }
+                }
+            }
+        }
+    }
+    for &at in last.values() {
+        worst_gap = worst_gap.max(end - at);
+    }
+    assert!(
+        last.len() >= 100,
+        "the observer sees the crowd: {}",
+        last.len()
+    );
+    assert!(w.counters().items_deferred > 0, "the budget defers");
+    // The priority counts up to `Known::MAX_WAIT` (31) ticks of waiting.
+    assert!(worst_gap <= 32, "an entity waited {worst_gap} ticks");
+}
+
+#[test]
 fn inbound_queue_is_bounded_and_counts_drops() {
     let mut w = open_world(
         100.0,

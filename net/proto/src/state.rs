@@ -521,11 +521,67 @@ impl<'a> StateEncoder<'a> {
         self.put(q.bytes, q.len as usize);
     }
 
+    /// The updates list, already encoded: its count, then its bytes.
+    pub fn update_list(&mut self, list: &UpdateList) {
+        self.list(list.n);
+        let at = self.base + self.pos;
+        self.out[at..at + list.pos].copy_from_slice(&list.bytes[..list.pos]);
+        self.pos += list.pos;
+        self.left = 0;
+    }
+
     /// Cuts `out` to the packet's end; returns the packet's length.
     pub fn finish(self) -> usize {
         debug_assert_eq!(self.left, 0, "fewer items than the last count");
         self.out.truncate(self.base + self.pos);
         self.pos
+    }
+}
+
+/// A packet's updates list encoded ahead of the packet, as
+/// [`StateEncoder::update`] would write it (ids ascending, as differences
+/// from the one before, starting from 0), for [`StateEncoder::update_list`].
+/// A server can write each update while it decides what goes, and copy the
+/// list when everything fits. Reused across packets: it keeps its memory.
+#[derive(Debug, Default, Clone)]
+pub struct UpdateList {
+    bytes: Vec<u8>,
+    pos: usize,
+    prev: NetId,
+    n: usize,
+}
+
+impl UpdateList {
+    pub fn clear(&mut self) {
+        self.pos = 0;
+        self.prev = 0;
+        self.n = 0;
+    }
+
+    /// Updates in the list.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Appends an update; ids must ascend.
+    #[inline]
+    pub fn push(&mut self, id: NetId, q: WireState) {
+        debug_assert!(self.n == 0 || id > self.prev, "ids must ascend");
+        // Room for two 8-byte stores; grows once, then stays.
+        if self.bytes.len() < self.pos + 16 {
+            self.bytes.resize(self.pos + 256, 0);
+        }
+        let (v, n) = varint32(id.wrapping_sub(self.prev));
+        self.prev = id;
+        self.bytes[self.pos..self.pos + 8].copy_from_slice(&v.to_le_bytes());
+        self.pos += n;
+        self.bytes[self.pos..self.pos + 8].copy_from_slice(&q.bytes.to_le_bytes());
+        self.pos += q.len as usize;
+        self.n += 1;
     }
 }
 
@@ -862,6 +918,50 @@ mod tests {
             prop_assert_eq!(&buf[..3], &[0xee; 3]);
             prop_assert_eq!(StatePacket::decode(&buf[3..mid]), Ok(a));
             prop_assert_eq!(StatePacket::decode(&buf[mid..]), Ok(b));
+        }
+    }
+
+    proptest! {
+        /// A list of updates encoded ahead, reused across packets, writes
+        /// the bytes `update` writes one by one.
+        #[test]
+        fn an_update_list_writes_what_update_writes(a in packet(), b in packet()) {
+            let mut list = UpdateList::default();
+            for p in [a, b] {
+                let mut p = p;
+                p.sort_lists();
+                p.updates.dedup_by_key(|u| u.id);
+                let mut want = Vec::new();
+                p.encode_into(&mut want);
+                let h = StateHeader {
+                    scene: p.scene,
+                    epoch: p.epoch,
+                    tick: p.tick,
+                    ack: p.ack,
+                    you: p.you,
+                };
+                list.clear();
+                for u in &p.updates {
+                    list.push(u.id, u.q.wire());
+                }
+                prop_assert_eq!(list.len(), p.updates.len());
+                let mut got = Vec::new();
+                let max = p.leaves.len() * LEAVE_MAX_BYTES
+                    + p.enters.len() * ENTER_MAX_BYTES
+                    + p.updates.len() * UPDATE_MAX_BYTES;
+                let mut enc = StateEncoder::begin(&mut got, &h, max);
+                enc.leaves(p.leaves.len());
+                for &id in &p.leaves {
+                    enc.leave(id);
+                }
+                enc.enters(p.enters.len());
+                for e in &p.enters {
+                    enc.enter(e);
+                }
+                enc.update_list(&list);
+                enc.finish();
+                prop_assert_eq!(got, want);
+            }
         }
     }
 
