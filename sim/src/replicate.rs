@@ -310,7 +310,7 @@ fn settle_leaving(view: &mut ClientView, now: u32) {
 fn header(index: &SpatialIndex, ctx: &PacketCtx, view: &ClientView) -> StateHeader {
     // Until the client acknowledges a packet, each carries its own state:
     // a client takes an attach's first packet by it (see `WorldView`).
-    let you = match index.snap(ctx.own).map(|s| s.q) {
+    let you = match index.snap(ctx.own).map(|s| s.q()) {
         Some(q) if view.you_resend || view.ring.acked == 0 || view.you_sent != Some(q) => {
             Some(UpdateState { id: ctx.own, q })
         }
@@ -416,7 +416,7 @@ fn walk_known(
             // Written and recorded now, while the entry and the snapshot
             // are at hand: when everything fits (nearly always) the packet
             // copies the list; else `undo_untaken` restores what stays out.
-            s.upd.push(k.id, snap.wire);
+            s.upd.push(k.id, snap.wire());
             s.upd_resent += k.resend() as u64;
             saved = k.save();
             k.sent(ctx.tick, snap.net_gen, false);
@@ -629,7 +629,7 @@ fn write_packet(
         };
         let Some(c) = c else { break };
         let snap = &index.snaps[c.id as usize];
-        enc.enter_wire(c.id, snap.kind, snap.figure, snap.wire);
+        enc.enter_wire(c.id, snap.kind, snap.figure, snap.wire());
         if c.slot == NONE {
             s.added.push(Known::entered(c.id, snap.net_gen, t));
         } else {
@@ -647,7 +647,7 @@ fn write_packet(
     } else {
         enc.updates(taken - entering);
         for c in walked.iter().filter(|c| c.taken && !c.enter) {
-            enc.update_wire(c.id, index.snaps[c.id as usize].wire);
+            enc.update_wire(c.id, index.snaps[c.id as usize].wire());
         }
     }
     enc.finish();
@@ -752,14 +752,14 @@ pub fn expected_view(world: &mut World, client: ClientId) -> Option<ExpectedView
                 id,
                 kind: s.kind,
                 figure: s.figure,
-                q: s.q,
+                q: s.q(),
             })
         })
         .collect();
     entities.sort_unstable_by_key(|e| e.id);
     Some(ExpectedView {
         own: net.0,
-        you: index.snap(net.0).map(|s| s.q),
+        you: index.snap(net.0).map(|s| s.q()),
         entities,
     })
 }

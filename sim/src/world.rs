@@ -402,7 +402,7 @@ impl SceneWorld {
                 id: id as NetId,
                 kind: s.kind,
                 figure: s.figure,
-                q: s.q,
+                q: s.q(),
                 pos: s.pos,
             })
             .collect();

@@ -609,6 +609,27 @@ pub struct WireState {
     pub len: u8,
 }
 
+impl WireState {
+    /// The state these bytes hold.
+    #[inline]
+    pub fn quantized(&self) -> Quantized {
+        let b = self.bytes;
+        let (action, mount) = if self.len == 6 {
+            let pose = (b >> 40) as u8;
+            (pose & 0x0f, pose >> 4)
+        } else {
+            ((b >> 48) as u8, (b >> 56) as u8)
+        };
+        Quantized {
+            x: b as u16,
+            y: (b >> 16) as u16,
+            heading: (b >> 32) as u8,
+            action,
+            mount,
+        }
+    }
+}
+
 impl Quantized {
     /// Its bytes in a state packet.
     #[inline]
@@ -922,6 +943,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn wire_states_hold_their_state(
+            x in any::<u16>(), y in any::<u16>(), heading in any::<u8>(),
+            action in any::<u8>(), mount in any::<u8>(),
+        ) {
+            let q = Quantized { x, y, heading, action, mount };
+            prop_assert_eq!(q.wire().quantized(), q);
+            prop_assert_eq!(q.wire().len as usize, q.wire_len());
+        }
+
         /// A list of updates encoded ahead, reused across packets, writes
         /// the bytes `update` writes one by one.
         #[test]
