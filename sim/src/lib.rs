@@ -104,17 +104,13 @@ pub fn compute_pool() -> &'static TaskPool {
     ComputeTaskPool::get()
 }
 
-/// Runs `f(scratch, chunk)` over `items` split into a few chunks per thread
-/// (the pool's workers plus the calling thread), each chunk with its own
-/// reusable scratch from `scratch` (grown as needed). Results must not depend
-/// on the split: every stage that uses this writes only to its own items and
-/// its own scratch, and merges scratch totals in chunk order afterwards.
 /// Reads one word (`word` of an item) of every cache line of `items`. A
 /// scene with thousands of clients streams each client's arrays (its
 /// visible set, its view) from memory every tick; read up front, their
 /// misses overlap, where a loop with a long body meets them one at a time.
 /// (`unsafe` prefetch hints are not allowed in this workspace; plain reads
-/// do the same.)
+/// do most of what they would.) Reading the next client's arrays before building this
+/// one's lets the work overlap the fetch as well.
 #[inline]
 pub(crate) fn warm_lines<T>(items: &[T], word: impl Fn(&T) -> u32) {
     let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
@@ -125,6 +121,11 @@ pub(crate) fn warm_lines<T>(items: &[T], word: impl Fn(&T) -> u32) {
     std::hint::black_box(acc);
 }
 
+/// Runs `f(scratch, chunk)` over `items` split into a few chunks per thread
+/// (the pool's workers plus the calling thread), each chunk with its own
+/// reusable scratch from `scratch` (grown as needed). Results must not depend
+/// on the split: every stage that uses this writes only to its own items and
+/// its own scratch, and merges scratch totals in chunk order afterwards.
 pub fn par_chunks<T: Send, S: Send + Default>(
     items: &mut [T],
     scratch: &mut Vec<S>,

@@ -217,9 +217,6 @@ pub fn build_packet(
     out: &mut Vec<u8>,
 ) -> (usize, BuildStats) {
     let mut stats = BuildStats::default();
-    // The client's arrays come from memory: see `warm_lines`.
-    crate::warm_lines(&view.known, |k| k.id);
-    crate::warm_lines(visible, |&id| id);
     let e = s.begin(index.snaps.len());
     settle_you(view, ctx.tick);
     let header = header(index, ctx, view);
@@ -788,7 +785,17 @@ fn build_packets(
         let mut buf = std::mem::take(&mut s.out);
         buf.clear();
         s.out_index.clear();
-        for (net, pos, pc, interest, view) in chunk {
+        // Each client's arrays come from memory (see `warm_lines`): the
+        // next client's are fetched before this one is built, so the
+        // fetches overlap with the work.
+        if let Some((_, _, _, interest, view)) = chunk.first() {
+            warm(view, &interest.visible);
+        }
+        for i in 0..chunk.len() {
+            if let Some((_, _, _, interest, view)) = chunk.get(i + 1) {
+                warm(view, &interest.visible);
+            }
+            let (net, pos, pc, interest, view) = &mut chunk[i];
             let start = buf.len() as u32;
             let ctx = PacketCtx {
                 own: net.0,
@@ -818,6 +825,13 @@ fn build_packets(
             out.packets.push_buffer(buf, s.out_index.drain(..));
         }
     }
+}
+
+/// Reads a client's arrays one word per cache line (see `warm_lines`).
+#[inline]
+fn warm(view: &ClientView, visible: &[NetId]) {
+    crate::warm_lines(&view.known, |k| k.id);
+    crate::warm_lines(visible, |&id| id);
 }
 
 /// Seals the tick's packets: sorted by client.
