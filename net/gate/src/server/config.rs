@@ -1,7 +1,7 @@
 //! The gate process's settings: [`GateServerConfig`], the `[gate]` section
 //! of `tessera.toml`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The gate's settings (the `[gate]` section of `tessera.toml`).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -34,9 +34,69 @@ pub struct GateServerConfig {
     /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP
     /// (`host:port`). Default: nowhere.
     pub metrics: Option<String>,
+    /// Per-source and per-session limits (`[gate.limits]`).
+    pub limits: GateLimits,
     /// Keepalives and idle timeout of every link (from `[links]`).
     #[serde(skip)]
     pub links: tessera_link::LinkTimeouts,
+}
+
+/// What one source address or one session may ask of the gate (the
+/// `[gate.limits]` section of `tessera.toml`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateLimits {
+    /// Handshake datagrams per source address (IPv6: per /64) per second,
+    /// per listener; a netcode client sends a few per connect. Default 20.
+    pub handshake_per_source_per_s: u32,
+    /// Burst of `handshake_per_source_per_s`. Default 40.
+    pub handshake_per_source_burst: u32,
+    /// Sources exempt from the per-source handshake limit (the listener's
+    /// still applies): bots and tools on this host. Default loopback
+    /// (`127.0.0.1`, `::1`).
+    pub trusted_ips: Vec<String>,
+}
+
+impl Default for GateLimits {
+    fn default() -> Self {
+        Self {
+            handshake_per_source_per_s: 20,
+            handshake_per_source_burst: 40,
+            trusted_ips: vec!["127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
+impl GateLimits {
+    /// Checks every field; the message names it.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            (
+                "handshake_per_source_per_s",
+                self.handshake_per_source_per_s,
+            ),
+            (
+                "handshake_per_source_burst",
+                self.handshake_per_source_burst,
+            ),
+        ] {
+            if v == 0 {
+                return Err(format!("gate.limits.{name} must be above zero"));
+            }
+        }
+        self.trusted().map(|_| ())
+    }
+
+    /// `trusted_ips`, parsed.
+    pub fn trusted(&self) -> Result<Vec<IpAddr>, String> {
+        self.trusted_ips
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| format!("gate.limits.trusted_ips: {s:?} is not an IP address"))
+            })
+            .collect()
+    }
 }
 
 impl Default for GateServerConfig {
@@ -52,6 +112,7 @@ impl Default for GateServerConfig {
             max_message_bytes: 1024,
             socket_buffer_bytes: 4 << 20,
             metrics: None,
+            limits: GateLimits::default(),
             links: tessera_link::LinkTimeouts::default(),
         }
     }
@@ -97,6 +158,7 @@ impl GateServerConfig {
                 "gate.socket_buffer_bytes must be at most 1 GiB (0 keeps the kernel's)".into(),
             );
         }
+        self.limits.validate()?;
         let name = self.node_name();
         if !tessera_wire::is_config_node_name(&name) {
             return Err(format!("gate.name {name:?} is invalid"));

@@ -99,6 +99,7 @@ impl Source for GateMetrics {
         }
         for (reason, v) in [
             ("handshake_throttled", t.handshake_throttled),
+            ("handshake_source_throttled", t.handshake_source_throttled),
             ("stray", t.stray_dropped),
             ("handshaking_full", t.handshaking_full),
             ("send_error", t.send_errors),

@@ -62,7 +62,7 @@ use crate::{AdmitAll, Gate, GateConfig};
 use agent::AgentLoop;
 use coordinator::coordinator_task;
 
-pub use config::GateServerConfig;
+pub use config::{GateLimits, GateServerConfig};
 pub use stats::{GateServerSnapshot, GateServerStats};
 
 /// Disconnect codes the gate uses (the client sees "disconnected by
@@ -132,6 +132,12 @@ impl GateServer {
         let mut gcfg = GateConfig::new(NETCODE_PROTOCOL_ID, secret.derive_key("netcode"));
         gcfg.max_message_bytes = config.max_message_bytes;
         gcfg.socket_buffer_bytes = config.socket_buffer_bytes;
+        let limits = &config.limits;
+        gcfg.handshake_per_source = crate::RateQuota::new(
+            limits.handshake_per_source_per_s,
+            limits.handshake_per_source_burst,
+        );
+        gcfg.handshake_exempt = limits.trusted().map_err(GateServerError::Config)?;
         let (gate, events) = Gate::bind(gcfg, &config.addrs(), Arc::new(AdmitAll)).await?;
         let addresses = gate.addresses();
         let transport = Arc::clone(gate.stats());
