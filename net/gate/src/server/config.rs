@@ -55,6 +55,28 @@ pub struct GateLimits {
     /// still applies): bots and tools on this host. Default loopback
     /// (`127.0.0.1`, `::1`).
     pub trusted_ips: Vec<String>,
+    /// Chat lines a session may say per minute (scene, global and whisper
+    /// alike); past it a line is refused and the client told
+    /// `rate_limited`. Default 30.
+    pub chat_per_minute: u32,
+    /// Chat lines a session may say at once. Default 5.
+    pub chat_burst: u32,
+    /// Chat lines a client is sent per second at most; the rest are shed
+    /// (counted). No one reads faster, and it bounds a crowd's fan-out.
+    /// Default 10.
+    pub chat_received_per_s: u32,
+    /// Burst of `chat_received_per_s`. Default 20.
+    pub chat_received_burst: u32,
+    /// Avatar list requests per session per minute (each reads the
+    /// database under the coordinator's lock). Default 20.
+    pub avatar_lists_per_minute: u32,
+    /// Burst of `avatar_lists_per_minute`. Default 5.
+    pub avatar_lists_burst: u32,
+    /// Avatar creations per session per minute (each a durable write under
+    /// the coordinator's lock). Default 6.
+    pub avatar_creations_per_minute: u32,
+    /// Burst of `avatar_creations_per_minute`. Default 3.
+    pub avatar_creations_burst: u32,
 }
 
 impl Default for GateLimits {
@@ -63,6 +85,14 @@ impl Default for GateLimits {
             handshake_per_source_per_s: 20,
             handshake_per_source_burst: 40,
             trusted_ips: vec!["127.0.0.1".into(), "::1".into()],
+            chat_per_minute: 30,
+            chat_burst: 5,
+            chat_received_per_s: 10,
+            chat_received_burst: 20,
+            avatar_lists_per_minute: 20,
+            avatar_lists_burst: 5,
+            avatar_creations_per_minute: 6,
+            avatar_creations_burst: 3,
         }
     }
 }
