@@ -15,7 +15,8 @@ use tessera_bots::bot::{self, Behaviour, BotConfig, DEFAULT_LOGIN, Progress};
 pub enum BehaviourArg {
     /// Walk, turning every few seconds.
     Wander,
-    /// Wander and chat about every 5 s.
+    /// Wander and say a chat line every 4–6 s (one in ten global): the
+    /// pace of the chattiest players, every bot at once.
     Chat,
     /// Log in, wander 5–15 s, leave, disconnect, repeat.
     Churn,

@@ -44,6 +44,7 @@
 //! it sends the coordinator, the scene servers and the clients goes by
 //! `try_send` into bounded queues, and a drop is counted.
 
+mod bucket;
 pub mod client;
 pub mod pack;
 pub mod screen;

@@ -23,7 +23,10 @@ pub enum Behaviour {
     #[default]
     Wander,
     /// Wanders and says a scene (or, one time in ten, global) chat line
-    /// about every 5 s; counts the lines it receives.
+    /// every 4–6 s (10–15 a minute); counts the lines it receives. That is
+    /// the pace of the chattiest players (a short line takes a few seconds
+    /// to type), well within the gate's 30 a minute per session; a run
+    /// where every bot chats so is a worst case of a crowd's fan-out.
     Chat,
     /// Logs in, enters, wanders 5–15 s, leaves, disconnects, and starts
     /// over; each completed leave is a cycle (not a drop).

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use crate::token::TokenClaims;
 use crate::{Channel, DisconnectReason, Gate, GateEvent, GateSendError};
 
+use super::limits::{Request, SessionLimits};
 use super::routes::{INPUT_FLUSH, InputBatches, SceneLink};
 use super::{GateServerConfig, GateServerError, GateServerStats, Inbox, codes};
 
@@ -48,6 +49,8 @@ pub(super) struct Agent {
     pub(super) connected_at: Instant,
     pub(super) last_heard: Instant,
     pub(super) route: Option<Route>,
+    /// What the session may still ask, and be sent, by its limits.
+    pub(super) limits: SessionLimits,
 }
 
 /// Gate events the agent loop handles per wake before it looks at its other
@@ -268,6 +271,7 @@ impl AgentLoop {
                 connected_at: now,
                 last_heard: now,
                 route: None,
+                limits: SessionLimits::new(&self.config.limits, now),
             },
         );
         self.to_coordinator(&LinkMsg::OpenSession {
@@ -334,15 +338,23 @@ impl AgentLoop {
         match msg {
             ClientMsg::Input(input) => self.queue_input(client, Uplink::Input(input)),
             ClientMsg::Ack(ack) => self.queue_input(client, Uplink::Ack(ack)),
-            ClientMsg::ListAvatars => self.to_coordinator(&LinkMsg::ListAvatars { session }),
+            ClientMsg::ListAvatars => {
+                if self.allow(client, Request::ListAvatars) {
+                    self.to_coordinator(&LinkMsg::ListAvatars { session });
+                }
+            }
             ClientMsg::CreateAvatar { name } => {
-                self.to_coordinator(&LinkMsg::CreateAvatar { session, name });
+                if self.allow(client, Request::CreateAvatar) {
+                    self.to_coordinator(&LinkMsg::CreateAvatar { session, name });
+                }
             }
             ClientMsg::Select { avatar } => {
                 self.to_coordinator(&LinkMsg::AttachAvatar { session, avatar });
             }
             ClientMsg::Chat { to, text } => {
-                self.to_coordinator(&LinkMsg::Chat { session, to, text });
+                if self.allow(client, Request::Chat) {
+                    self.to_coordinator(&LinkMsg::Chat { session, to, text });
+                }
             }
             ClientMsg::Leave => self.to_coordinator(&LinkMsg::DetachAvatar { session }),
         }

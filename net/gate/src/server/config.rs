@@ -1,7 +1,7 @@
 //! The gate process's settings: [`GateServerConfig`], the `[gate]` section
 //! of `tessera.toml`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The gate's settings (the `[gate]` section of `tessera.toml`).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -34,9 +34,99 @@ pub struct GateServerConfig {
     /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP
     /// (`host:port`). Default: nowhere.
     pub metrics: Option<String>,
+    /// Per-source and per-session limits (`[gate.limits]`).
+    pub limits: GateLimits,
     /// Keepalives and idle timeout of every link (from `[links]`).
     #[serde(skip)]
     pub links: tessera_link::LinkTimeouts,
+}
+
+/// What one source address or one session may ask of the gate (the
+/// `[gate.limits]` section of `tessera.toml`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateLimits {
+    /// Handshake datagrams per source address (IPv6: per /64) per second,
+    /// per listener; a netcode client sends a few per connect. Default 20.
+    pub handshake_per_source_per_s: u32,
+    /// Burst of `handshake_per_source_per_s`. Default 40.
+    pub handshake_per_source_burst: u32,
+    /// Sources exempt from the per-source handshake limit (the listener's
+    /// still applies): bots and tools on this host. Default loopback
+    /// (`127.0.0.1`, `::1`).
+    pub trusted_ips: Vec<String>,
+    /// Chat lines a session may say per minute (scene, global and whisper
+    /// alike); past it a line is refused and the client told
+    /// `rate_limited`. Default 30.
+    pub chat_per_minute: u32,
+    /// Chat lines a session may say at once. Default 5.
+    pub chat_burst: u32,
+    /// Chat lines a client is sent per second at most; the rest are shed
+    /// (counted). No one reads faster, and it bounds a crowd's fan-out.
+    /// Default 10.
+    pub chat_received_per_s: u32,
+    /// Burst of `chat_received_per_s`. Default 20.
+    pub chat_received_burst: u32,
+    /// Avatar list requests per session per minute (each reads the
+    /// database under the coordinator's lock). Default 20.
+    pub avatar_lists_per_minute: u32,
+    /// Burst of `avatar_lists_per_minute`. Default 5.
+    pub avatar_lists_burst: u32,
+    /// Avatar creations per session per minute (each a durable write under
+    /// the coordinator's lock). Default 6.
+    pub avatar_creations_per_minute: u32,
+    /// Burst of `avatar_creations_per_minute`. Default 3.
+    pub avatar_creations_burst: u32,
+}
+
+impl Default for GateLimits {
+    fn default() -> Self {
+        Self {
+            handshake_per_source_per_s: 20,
+            handshake_per_source_burst: 40,
+            trusted_ips: vec!["127.0.0.1".into(), "::1".into()],
+            chat_per_minute: 30,
+            chat_burst: 5,
+            chat_received_per_s: 10,
+            chat_received_burst: 20,
+            avatar_lists_per_minute: 20,
+            avatar_lists_burst: 5,
+            avatar_creations_per_minute: 6,
+            avatar_creations_burst: 3,
+        }
+    }
+}
+
+impl GateLimits {
+    /// Checks every field; the message names it.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            (
+                "handshake_per_source_per_s",
+                self.handshake_per_source_per_s,
+            ),
+            (
+                "handshake_per_source_burst",
+                self.handshake_per_source_burst,
+            ),
+        ] {
+            if v == 0 {
+                return Err(format!("gate.limits.{name} must be above zero"));
+            }
+        }
+        self.trusted().map(|_| ())
+    }
+
+    /// `trusted_ips`, parsed.
+    pub fn trusted(&self) -> Result<Vec<IpAddr>, String> {
+        self.trusted_ips
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| format!("gate.limits.trusted_ips: {s:?} is not an IP address"))
+            })
+            .collect()
+    }
 }
 
 impl Default for GateServerConfig {
@@ -52,6 +142,7 @@ impl Default for GateServerConfig {
             max_message_bytes: 1024,
             socket_buffer_bytes: 4 << 20,
             metrics: None,
+            limits: GateLimits::default(),
             links: tessera_link::LinkTimeouts::default(),
         }
     }
@@ -97,6 +188,7 @@ impl GateServerConfig {
                 "gate.socket_buffer_bytes must be at most 1 GiB (0 keeps the kernel's)".into(),
             );
         }
+        self.limits.validate()?;
         let name = self.node_name();
         if !tessera_wire::is_config_node_name(&name) {
             return Err(format!("gate.name {name:?} is invalid"));

@@ -11,8 +11,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::Channel;
-
 use super::agent::{AgentLoop, SessionPhase};
 use super::{GateServerError, Inbox, codes};
 
@@ -168,18 +166,6 @@ impl AgentLoop {
                 kind = other.kind(),
                 "unexpected message from the coordinator"
             ),
-        }
-    }
-
-    /// A chat line for `sessions`, delivered to those still here.
-    fn on_chat_to(&mut self, sessions: Vec<SessionId>, chat: &ServerMsg) {
-        let bytes = chat.encode();
-        for SessionId(s) in sessions {
-            if self.agents.contains_key(&s)
-                && self.gate.send(s, Channel::Reliable, bytes.clone()).is_ok()
-            {
-                bump(&self.stats.chat_delivered);
-            }
         }
     }
 

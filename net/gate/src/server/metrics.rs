@@ -12,6 +12,7 @@ use crate::screen::Reject;
 use crate::{Gate, GateStats, NetcodeRefusal};
 
 use super::GateServerStats;
+use super::limits::Request;
 
 /// What a scrape of one gate reads.
 pub(super) struct GateMetrics {
@@ -99,6 +100,7 @@ impl Source for GateMetrics {
         }
         for (reason, v) in [
             ("handshake_throttled", t.handshake_throttled),
+            ("handshake_source_throttled", t.handshake_source_throttled),
             ("stray", t.stray_dropped),
             ("handshaking_full", t.handshaking_full),
             ("send_error", t.send_errors),
@@ -172,6 +174,37 @@ impl Source for GateMetrics {
                 "tessera_gate_sessions_total",
                 "Sessions the coordinator opened or refused for clients of this gate.",
                 &[l[0], ("outcome", outcome)],
+                v,
+            );
+        }
+        out.counter(
+            "tessera_gate_chat_delivered_total",
+            "Chat lines handed to a recipient's listener.",
+            &l,
+            s.chat_delivered,
+        );
+        for (reason, v) in [
+            ("recipient_rate", s.chat_shed_recipient_rate),
+            ("queue_full", s.chat_shed_queue_full),
+            ("channel_full", t.sheddable_dropped),
+        ] {
+            out.counter(
+                "tessera_gate_chat_shed_total",
+                "Chat lines not sent to a recipient, by reason.",
+                &[l[0], ("reason", reason)],
+                v,
+            );
+        }
+        for r in Request::ALL {
+            let v = match r {
+                Request::Chat => s.limited_chat,
+                Request::ListAvatars => s.limited_list_avatars,
+                Request::CreateAvatar => s.limited_create_avatar,
+            };
+            out.counter(
+                "tessera_gate_requests_limited_total",
+                "Session requests refused by the session's limits, by request.",
+                &[l[0], ("request", r.name())],
                 v,
             );
         }

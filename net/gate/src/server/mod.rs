@@ -31,15 +31,24 @@
 //! coordinator and scene servers are `try_send` into bounded link queues,
 //! drops are counted.
 //!
+//! **Invariant:** chat never disconnects anyone: a line goes to each
+//! recipient through [`Gate::offer`], shed (and counted) past the
+//! recipient's `chat_received_per_s` or when its listener's queue or its
+//! channel is half full; a session's own requests (chat, avatar lists and
+//! creations) are held to its `[gate.limits]`, refusals counted.
+//!
 //! The files: `config` and `stats` (the settings and counters), `agent`
-//! (the agent loop and a session's `Agent`), `coordinator` (the coordinator
-//! link and what comes on it), `routes` (scene server links and input
+//! (the agent loop and a session's `Agent`), `limits` (a session's
+//! buckets), `chat` (the limits applied: requests refused, lines shed),
+//! `coordinator` (the coordinator link and what comes on it), `routes` (scene server links and input
 //! batches), `replication` (a scene link's task, forwarding replication to
 //! the clients).
 
 mod agent;
+mod chat;
 mod config;
 mod coordinator;
+mod limits;
 mod metrics;
 mod replication;
 mod routes;
@@ -62,7 +71,7 @@ use crate::{AdmitAll, Gate, GateConfig};
 use agent::AgentLoop;
 use coordinator::coordinator_task;
 
-pub use config::GateServerConfig;
+pub use config::{GateLimits, GateServerConfig};
 pub use stats::{GateServerSnapshot, GateServerStats};
 
 /// Disconnect codes the gate uses (the client sees "disconnected by
@@ -132,6 +141,12 @@ impl GateServer {
         let mut gcfg = GateConfig::new(NETCODE_PROTOCOL_ID, secret.derive_key("netcode"));
         gcfg.max_message_bytes = config.max_message_bytes;
         gcfg.socket_buffer_bytes = config.socket_buffer_bytes;
+        let limits = &config.limits;
+        gcfg.handshake_per_source = crate::RateQuota::new(
+            limits.handshake_per_source_per_s,
+            limits.handshake_per_source_burst,
+        );
+        gcfg.handshake_exempt = limits.trusted().map_err(GateServerError::Config)?;
         let (gate, events) = Gate::bind(gcfg, &config.addrs(), Arc::new(AdmitAll)).await?;
         let addresses = gate.addresses();
         let transport = Arc::clone(gate.stats());

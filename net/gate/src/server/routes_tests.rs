@@ -96,6 +96,10 @@ async fn a_lost_scene_link_is_made_again_while_a_session_is_routed_there() {
                 connected_at: now,
                 last_heard: now,
                 route: None,
+                limits: crate::server::limits::SessionLimits::new(
+                    &crate::server::GateLimits::default(),
+                    now,
+                ),
             },
         );
         agents.on_routed(7, "field".into(), 1, "scene-a".into(), &addr);

@@ -18,6 +18,11 @@ pub struct GateServerStats {
     pub packets_dropped: AtomicU64,
     pub packets_unrouted: AtomicU64,
     pub chat_delivered: AtomicU64,
+    pub chat_shed_recipient_rate: AtomicU64,
+    pub chat_shed_queue_full: AtomicU64,
+    pub limited_chat: AtomicU64,
+    pub limited_list_avatars: AtomicU64,
+    pub limited_create_avatar: AtomicU64,
     pub to_coordinator_dropped: AtomicU64,
     pub told_dropped: AtomicU64,
     /// Registered with the coordinator on the current link (readiness).
@@ -45,7 +50,17 @@ pub struct GateServerSnapshot {
     /// Replication packets for a client no listener has (it has just left,
     /// and its scene sends until the detach reaches it).
     pub packets_unrouted: u64,
+    /// Chat lines handed to a recipient's listener.
     pub chat_delivered: u64,
+    /// Chat lines not sent to a recipient over `chat_received_per_s`.
+    pub chat_shed_recipient_rate: u64,
+    /// Chat lines not sent because the recipient's listener's command
+    /// queue was half full.
+    pub chat_shed_queue_full: u64,
+    /// Requests refused by the session's limits, by kind.
+    pub limited_chat: u64,
+    pub limited_list_avatars: u64,
+    pub limited_create_avatar: u64,
     pub to_coordinator_dropped: u64,
     /// Reliable messages to a client that found its listener's queue full
     /// (each is logged, and the client disconnected: its session cannot go
@@ -69,6 +84,11 @@ impl GateServerStats {
             packets_dropped: g(&self.packets_dropped),
             packets_unrouted: g(&self.packets_unrouted),
             chat_delivered: g(&self.chat_delivered),
+            chat_shed_recipient_rate: g(&self.chat_shed_recipient_rate),
+            chat_shed_queue_full: g(&self.chat_shed_queue_full),
+            limited_chat: g(&self.limited_chat),
+            limited_list_avatars: g(&self.limited_list_avatars),
+            limited_create_avatar: g(&self.limited_create_avatar),
             to_coordinator_dropped: g(&self.to_coordinator_dropped),
             told_dropped: g(&self.told_dropped),
         }

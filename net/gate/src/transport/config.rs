@@ -58,6 +58,17 @@ pub struct GateConfig {
     /// Inbound datagrams from addresses not connected (handshakes), per
     /// listener. Default 2000/s, burst 4000.
     pub handshake_datagrams: RateQuota,
+    /// Handshake datagrams per source address (IPv6: per /64), per
+    /// listener, checked before `handshake_datagrams` so a few sources
+    /// cannot spend it all. A netcode client sends a few per connect.
+    /// Default 20/s, burst 40.
+    pub handshake_per_source: RateQuota,
+    /// Most sources with a handshake bucket per listener; past it they
+    /// share one. Default 4096.
+    pub handshake_sources: usize,
+    /// Sources exempt from `handshake_per_source` (bots, a local proxy).
+    /// Default none.
+    pub handshake_exempt: Vec<std::net::IpAddr>,
     /// Renet memory per channel per client for messages being sent. Default 256 KiB.
     pub server_channel_memory: usize,
     /// Renet memory per channel per client for messages being received. Default 32 KiB.
@@ -92,6 +103,8 @@ impl std::fmt::Debug for GateConfig {
             .field("client_datagrams", &self.client_datagrams)
             .field("client_messages", &self.client_messages)
             .field("handshake_datagrams", &self.handshake_datagrams)
+            .field("handshake_per_source", &self.handshake_per_source)
+            .field("handshake_sources", &self.handshake_sources)
             .field("event_queue", &self.event_queue)
             .field("command_queue", &self.command_queue)
             .finish_non_exhaustive()
@@ -110,6 +123,9 @@ impl GateConfig {
             client_datagrams: RateQuota::new(300, 600),
             client_messages: RateQuota::new(200, 400),
             handshake_datagrams: RateQuota::new(2000, 4000),
+            handshake_per_source: RateQuota::new(20, 40),
+            handshake_sources: 4096,
+            handshake_exempt: Vec::new(),
             server_channel_memory: 256 * 1024,
             client_channel_memory: 32 * 1024,
             event_queue: 8192,
@@ -136,12 +152,16 @@ impl GateConfig {
             ("client_datagrams", self.client_datagrams),
             ("client_messages", self.client_messages),
             ("handshake_datagrams", self.handshake_datagrams),
+            ("handshake_per_source", self.handshake_per_source),
         ] {
             if q.quota().is_none() {
                 return Err(GateError::Config(format!(
                     "{name}: rate and burst must be above zero"
                 )));
             }
+        }
+        if self.handshake_sources == 0 {
+            return bad("handshake_sources must be above zero");
         }
         if self.event_queue == 0
             || self.command_queue == 0

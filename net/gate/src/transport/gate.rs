@@ -23,6 +23,7 @@ use super::DisconnectReason;
 use super::handshaking::Handshaking;
 use super::io::Io;
 use super::listener::{Listener, RECV_BUFFER_BYTES};
+use super::sources::SourceLimits;
 use super::{Admission, ClientId, GateConfig, GateError, GateEvent, GateSendError, GateStats};
 
 /// Asks the kernel for `bytes` of receive and send buffer on `socket`; a
@@ -60,6 +61,9 @@ pub(super) enum Command {
         client: ClientId,
         channel: Channel,
         payload: Bytes,
+        /// Dropped (and counted) rather than disconnecting the client when
+        /// its channel is half full: see [`Gate::offer`].
+        sheddable: bool,
     },
     Disconnect {
         client: ClientId,
@@ -217,6 +221,30 @@ impl Gate {
                 client,
                 channel,
                 payload: payload.into(),
+                sheddable: false,
+            },
+        )
+    }
+
+    /// Queues a message a client can do without (a chat line): refused
+    /// with [`GateSendError::QueueFull`] once the listener's command queue
+    /// is half full, and dropped by the listener (counted in
+    /// `sheddable_dropped`) if the client's channel is half full. So a
+    /// burst of such messages never crowds out what must not be lost, and
+    /// never disconnects the client ([`DisconnectReason::Backlogged`]).
+    pub fn offer(
+        &self,
+        client: ClientId,
+        channel: Channel,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), GateSendError> {
+        self.command(
+            client,
+            Command::Send {
+                client,
+                channel,
+                payload: payload.into(),
+                sheddable: true,
             },
         )
     }
@@ -235,14 +263,19 @@ impl Gate {
         let Some(l) = self.listeners.get(listener) else {
             return Err(GateSendError::UnknownClient);
         };
-        let unreliable = matches!(
-            command,
+        // Room kept free for what must not be lost: a quarter from
+        // unreliable messages (state), half from sheddable ones (chat).
+        let keep = match &command {
+            Command::Send {
+                sheddable: true, ..
+            } => l.commands.max_capacity() / 2,
             Command::Send {
                 channel: Channel::Unreliable,
                 ..
-            }
-        );
-        if unreliable && l.commands.capacity() <= l.commands.max_capacity() / 4 {
+            } => l.commands.max_capacity() / 4,
+            _ => 0,
+        };
+        if keep > 0 && l.commands.capacity() <= keep {
             return Err(GateSendError::QueueFull);
         }
         l.commands.try_send(command).map_err(|e| match e {
@@ -330,6 +363,11 @@ impl GateWiring {
             shutdown: self.shutdown.subscribe(),
             last_update: Instant::now(),
             handshaking: Handshaking::default(),
+            sources: SourceLimits::new(
+                config.handshake_per_source,
+                config.handshake_sources,
+                &config.handshake_exempt,
+            ),
         };
         let task = tokio::spawn(listener.run().in_current_span());
         Ok(ListenerHandle {

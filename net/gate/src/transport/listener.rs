@@ -21,6 +21,7 @@ use super::client_state::ClientState;
 use super::gate::Command;
 use super::handshaking::Handshaking;
 use super::io::{Handshaken, Io};
+use super::sources::SourceLimits;
 use super::{Admission, ClientId, DisconnectReason, GateConfig, NetcodeRefusal, Refusal};
 
 /// Receive buffer: larger than any legal datagram, so an oversized one is
@@ -42,6 +43,8 @@ pub(super) struct Listener {
     pub(super) last_update: Instant,
     /// The addresses netcode is handshaking with (see [`Handshaking`]).
     pub(super) handshaking: Handshaking,
+    /// The per-source handshake buckets (see [`SourceLimits`]).
+    pub(super) sources: SourceLimits,
 }
 
 impl Listener {
@@ -180,9 +183,14 @@ impl Listener {
 
     /// Whether a datagram from `addr` may go on: a connected client's own
     /// limit (a breach kicks it; a leaving client's datagrams go no
-    /// further), or for a handshake the listener's (a breach drops it).
+    /// further), or for a handshake its source's, then the listener's (a
+    /// breach drops it).
     fn within_rate(&mut self, addr: SocketAddr) -> bool {
         let Some(client) = self.io.by_addr.get(&addr).copied() else {
+            if !self.sources.check(addr.ip(), Instant::now()) {
+                bump(&self.io.stats.handshake_source_throttled);
+                return false;
+            }
             if self.io.handshake.check().is_err() {
                 bump(&self.io.stats.handshake_throttled);
                 return false;
@@ -272,6 +280,7 @@ impl Listener {
         self.io.renet.update(dt);
         self.handshaking
             .purge(self.netcode.current_time().as_secs());
+        self.sources.purge(now);
         self.io.stats.netcode.log_summary(now);
 
         let ids: Vec<ClientId> = self.io.clients.keys().copied().collect();

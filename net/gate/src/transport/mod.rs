@@ -29,8 +29,11 @@
 //!    client's redundant goodbyes are all such but the first;
 //! 3. a rate limit — per connected client on datagrams
 //!    ([`GateConfig::client_datagrams`]; a breach disconnects the client), or,
-//!    for addresses not connected (handshakes), one per listener
-//!    ([`GateConfig::handshake_datagrams`]; a breach drops the datagram);
+//!    for addresses not connected (handshakes), one per source address
+//!    ([`GateConfig::handshake_per_source`], IPv6 by /64), then one per
+//!    listener ([`GateConfig::handshake_datagrams`]); a breach of either
+//!    drops the datagram, so a flood from a few sources spends only their
+//!    own buckets;
 //! 4. netcode (decryption, handshake, replay window); a datagram it refuses
 //!    is counted by reason and summed up in at most one WARN line a second
 //!    for the gate ([`NetcodeRefusals`]), never logged one line per datagram;
@@ -84,6 +87,7 @@ mod io;
 mod listener;
 mod outbound;
 mod refusals;
+mod sources;
 mod stats;
 
 use std::net::SocketAddr;

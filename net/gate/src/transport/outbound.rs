@@ -22,7 +22,8 @@ impl Listener {
                 client,
                 channel,
                 payload,
-            } => self.queue_message(client, channel, payload),
+                sheddable,
+            } => self.queue_message(client, channel, payload, sheddable),
             Command::Disconnect { client, code } => {
                 self.kick(client, DisconnectReason::Kicked(code))
             }
@@ -32,15 +33,34 @@ impl Listener {
     /// Queues a message for a client: outside renet if it is unreliable
     /// and the client packs, else in renet. One that does not fit is
     /// dropped and counted if unreliable, and kicks the client if reliable.
-    fn queue_message(&mut self, client: ClientId, channel: Channel, payload: Bytes) {
+    /// A `sheddable` one is dropped and counted unless renet would still
+    /// have half the channel's memory left after it: its burst never
+    /// backlogs the client.
+    fn queue_message(
+        &mut self,
+        client: ClientId,
+        channel: Channel,
+        payload: Bytes,
+        sheddable: bool,
+    ) {
         let Some(c) = self.io.clients.get_mut(&client).filter(|c| !c.is_leaving()) else {
             bump(&self.io.stats.outbound_dropped);
             return;
         };
+        let len = payload.len();
+        let reserve = self.config.server_channel_memory / 2;
+        if sheddable
+            && !self
+                .io
+                .renet
+                .can_send_message(client, channel, len + reserve)
+        {
+            bump(&self.io.stats.sheddable_dropped);
+            return;
+        }
         if c.pending.mark_dirty() {
             self.io.dirty.push(client);
         }
-        let len = payload.len();
         if channel == Channel::Unreliable && c.packs() && fits_direct(len) {
             // Outside renet, bounded like renet's channel memory.
             if c.direct.push(payload, self.config.server_channel_memory) {

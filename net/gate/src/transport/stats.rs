@@ -41,6 +41,8 @@ pub struct GateStats {
     pub(super) messages_out: AtomicU64,
     pub(super) events_dropped: AtomicU64,
     pub(super) outbound_dropped: AtomicU64,
+    pub(super) sheddable_dropped: AtomicU64,
+    pub(super) handshake_source_throttled: AtomicU64,
     pub(super) acks_deferred: AtomicU64,
 }
 
@@ -90,6 +92,12 @@ pub struct GateStatsSnapshot {
     /// Unreliable messages to clients dropped because the channel was full,
     /// or addressed to a client that had just left.
     pub outbound_dropped: u64,
+    /// Sheddable messages ([`Gate::offer`](super::Gate::offer): chat)
+    /// dropped because the client's channel was half full.
+    pub sheddable_dropped: u64,
+    /// Handshake datagrams dropped by the per-source limit (before the
+    /// listener's).
+    pub handshake_source_throttled: u64,
     /// renet ack packets not sent because the client had one shortly before
     /// ([`ACK_RIDE_AFTER`](super::ACK_RIDE_AFTER),
     /// [`ACK_INTERVAL`](super::ACK_INTERVAL); a later ack covers them).
@@ -133,6 +141,8 @@ impl GateStats {
             messages_out: l(&self.messages_out),
             events_dropped: l(&self.events_dropped),
             outbound_dropped: l(&self.outbound_dropped),
+            sheddable_dropped: l(&self.sheddable_dropped),
+            handshake_source_throttled: l(&self.handshake_source_throttled),
             acks_deferred: l(&self.acks_deferred),
             screen_passed: self.screen.passed(),
             screen_rejected: self.screen.rejected_total(),
