@@ -462,10 +462,10 @@ fn crowded_out_updates_wait_but_never_starve() {
             let p = decode(bytes);
             let ids = p.enters.iter().map(|e| e.id);
             for id in ids.chain(p.updates.iter().map(|u| u.id)) {
-                if let Some(before) = last.insert(id, t) {
-                    if t >= warm {
-                        worst_gap = worst_gap.max(t - before);
-                    }
+                if let Some(before) = last.insert(id, t)
+                    && t >= warm
+                {
+                    worst_gap = worst_gap.max(t - before);
                 }
             }
         }
