@@ -40,6 +40,9 @@ tick_ms = 50
 [cluster]
 heartbeat_timeout_ms = 1500
 restart_grace_ms = 1500
+# Every scene starts on scene-a and scene-b waits as the survivor: no
+# hand-off to it (tests/placement.rs tests that).
+rebalance = false
 
 [scene]
 heartbeat_ms = 200

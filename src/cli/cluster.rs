@@ -1,4 +1,5 @@
-//! `tessera coordinator`, `tessera scene`, `tessera up`, `tessera status`.
+//! `tessera coordinator`, `tessera scene`, `tessera gate`, `tessera up`,
+//! `tessera status`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -380,7 +381,7 @@ fn metrics_note(sep: &str, addr: Option<std::net::SocketAddr>) -> String {
 }
 
 /// A client for the coordinator's HTTP API at `base` (`http://host:port`).
-fn api_client(base: &str, timeout: Duration) -> anyhow::Result<HttpClient> {
+pub(crate) fn api_client(base: &str, timeout: Duration) -> anyhow::Result<HttpClient> {
     let uri: hyper::Uri = base
         .parse()
         .with_context(|| format!("{base:?} is not a URL"))?;
@@ -412,12 +413,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let status = rt.block_on(fetch_status(&args.http))?;
     println!("scene servers:");
-    println!("  {:<20} {:<6} scenes", "name", "alive");
+    println!("  {:<20} {:<6} {:<9} scenes", "name", "alive", "draining");
     for s in &status.scene_servers {
         println!(
-            "  {:<20} {:<6} {}",
+            "  {:<20} {:<6} {:<9} {}",
             s.name,
             if s.alive { "yes" } else { "NO" },
+            if s.draining { "yes" } else { "no" },
             s.scenes.join(", ")
         );
     }
@@ -441,8 +443,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
+        let moving = s
+            .moving_to
+            .as_ref()
+            .map(|to| format!("  (moving to {to})"))
+            .unwrap_or_default();
         println!(
-            "  {:<16} {:<20} {:>6} {:<6} {:>10} {:>7} {:>12.2}",
+            "  {:<16} {:<20} {:>6} {:<6} {:>10} {:>7} {:>12.2}{moving}",
             s.name,
             if s.server.is_empty() {
                 "(unplaced)"
@@ -459,87 +466,6 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&status)?);
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Args)]
-pub struct AdminArgs {
-    #[command(subcommand)]
-    action: AdminAction,
-    /// The coordinator's admin API (default: from the config file,
-    /// `coordinator.admin_http` or else `coordinator.http`).
-    #[arg(long, global = true)]
-    http: Option<String>,
-    /// Config file holding `coordinator.admin_token` (default:
-    /// ./tessera.toml if it exists; `TESSERA_ADMIN_TOKEN` overrides it).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum AdminAction {
-    /// End a player's session (by account email or avatar name).
-    Kick(AdminTarget),
-    /// Lock the account (logins refused) and end its session.
-    Ban(AdminTarget),
-}
-
-#[derive(Debug, Args)]
-struct AdminTarget {
-    /// The account's email.
-    #[arg(long, conflicts_with = "avatar", required_unless_present = "avatar")]
-    email: Option<String>,
-    /// An avatar name of the account.
-    #[arg(long)]
-    avatar: Option<String>,
-    /// Shown to the player.
-    #[arg(long)]
-    reason: Option<String>,
-}
-
-/// `tessera admin kick|ban`: operator actions over the admin API,
-/// authenticated with the admin token.
-pub fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(args.config.as_deref())?;
-    let (path, target) = match args.action {
-        AdminAction::Kick(t) => ("kick", t),
-        AdminAction::Ban(t) => ("ban", t),
-    };
-    let body = tessera_proto::login::KickRequest {
-        email: target.email,
-        avatar: target.avatar,
-        reason: target.reason,
-    };
-    let token = config.coordinator.admin_token.get().to_owned();
-    let base = args.http.unwrap_or_else(|| config.admin_url());
-    let client = api_client(&base, Duration::from_secs(10))?;
-    let url = format!("{}/v1/admin/{path}", client.base());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let answer = rt.block_on(client.post_as::<_, tessera_proto::login::AdminResponse>(
-        &format!("/v1/admin/{path}"),
-        &body,
-        Some(&token),
-    ));
-    let r = answer.map_err(|e| match e {
-        HttpError::Api { status, error } => {
-            anyhow::anyhow!("{path} refused (HTTP {status}): {}", error.error)
-        }
-        HttpError::Transport(why) => anyhow::anyhow!("cannot reach {url}: {why}"),
-        HttpError::Timeout => anyhow::anyhow!("{url}: no answer within 10 s"),
-        other => anyhow::anyhow!("{url}: {other}"),
-    })?;
-    println!(
-        "account {}: {}{}",
-        r.account,
-        if r.banned { "banned, " } else { "" },
-        if r.kicked {
-            "session ended"
-        } else {
-            "no live session"
-        }
-    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod admin;
 mod aoi;
 mod bots;
 pub mod cluster;
@@ -62,8 +63,8 @@ enum Command {
     Gate(cluster::GateArgs),
     /// Show the cluster's servers, scenes, epochs, populations and tick p99.
     Status(cluster::StatusArgs),
-    /// Operator actions: kick or ban a player.
-    Admin(cluster::AdminArgs),
+    /// Operator actions: kick or ban a player, move a scene, drain a scene server.
+    Admin(admin::AdminArgs),
     /// Speed report: attach + detach round trips through the coordinator while
     /// scene servers tick scenes full of walkers (all in this process).
     ClusterBench(cluster_bench::ClusterBenchArgs),
@@ -105,7 +106,7 @@ impl Cli {
             Command::Scene(args) => cluster::scene(args),
             Command::Gate(args) => cluster::gate(args),
             Command::Status(args) => cluster::status(args),
-            Command::Admin(args) => cluster::admin(args),
+            Command::Admin(args) => admin::admin(args),
             Command::ClusterBench(args) => cluster_bench::run(args),
             Command::Bots(args) => bots::run(args),
         }

@@ -21,6 +21,11 @@ pub struct ClusterConfig {
     /// a server that retries just after the restart loses its scenes to a
     /// needless re-placement. Default 6000 ms.
     pub restart_grace_ms: u64,
+    /// Hand scenes to a scene server that registers while others host at
+    /// least two scenes more than it, one planned move at a time. Off, a
+    /// server that joins late gets scenes only when they are placed again
+    /// (failover) or moved by an operator. Default true.
+    pub rebalance: bool,
 }
 
 impl Default for ClusterConfig {
@@ -30,6 +35,7 @@ impl Default for ClusterConfig {
             busy_population: 1500,
             full_population: 4000,
             restart_grace_ms: 6000,
+            rebalance: true,
         }
     }
 }

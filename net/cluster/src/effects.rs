@@ -18,6 +18,9 @@ pub enum DropReason {
     /// [`Effect::PlaceScene`] was lost, or loading failed): it is given up
     /// and placed again under a fresh epoch.
     NotReported,
+    /// A planned move to `to`: flush, drop, and report the scene released
+    /// once every saved state is durable; it is placed on `to` then.
+    Move { to: NodeId },
 }
 
 /// Why a session is kicked.

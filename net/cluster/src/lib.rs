@@ -20,6 +20,8 @@
 //!   time ([`ClusterState::tick`]) and [`ClusterState::check_invariants`];
 //! * `registry.rs` — nodes: register, heartbeat, scene ready, deregister;
 //! * `placement.rs` — the scene catalog, picking a server, claims, epochs;
+//! * `balance.rs` — planned moves: an operator's move and drain, and the
+//!   hand-off of scenes to a server that joins;
 //! * `avatars.rs` — the avatar directory, sessions and transfers;
 //! * `effects.rs` — the [`Effect`]s handed to the networked layer;
 //! * `config.rs` — [`ClusterConfig`] and scene crowding ([`SceneStatus`]);
@@ -34,9 +36,15 @@
 //!   without a heartbeat; a dead node stays listed (not alive) until it
 //!   heartbeats again or registers again.
 //! * **Placement**: every catalog scene is placed on the least-loaded live
-//!   scene server (total reported population, then fewest scenes, then name,
-//!   then id) and stays there while that server lives. Each placement carries
+//!   scene server that is not draining (fewest scenes, then total reported
+//!   population, then name, then id) and stays there while that server
+//!   lives, unless a planned move takes it elsewhere. Each placement carries
 //!   an [`Epoch`](tessera_wire::Epoch) that strictly increases per scene.
+//! * **Planned moves** ([`ClusterState::move_scene`],
+//!   [`ClusterState::drain`], and the hand-off to a server that joins): the
+//!   host flushes and drops the scene, reports it released once its saves
+//!   are durable ([`ClusterState::scene_released`]), and the scene is placed
+//!   on the target under a fresh epoch, one move at a time.
 //! * **Claims**: a scene server tells the state which `(scene, epoch)` it
 //!   hosts, on register and in every heartbeat. A claim of the current
 //!   placement is fine; a claim older than the scene's latest epoch is
@@ -134,6 +142,9 @@
 //! gets a fresh epoch above every epoch the scene had, so no scene is ever
 //! hosted by two servers at the same epoch.
 //!
+//! **Invariant:** at most one scene is moving at a time, and a moving scene
+//! is placed (on its old host) until its release.
+//!
 //! **Invariant:** every avatar is in exactly one catalog scene, and the
 //! per-scene index agrees with it.
 //!
@@ -145,6 +156,7 @@
 //! `BTreeMap`s, so effects come out in a deterministic order.
 
 mod avatars;
+mod balance;
 mod config;
 mod effects;
 mod placement;
@@ -152,6 +164,8 @@ mod registry;
 mod state;
 mod status;
 
+#[cfg(test)]
+mod balance_tests;
 #[cfg(test)]
 mod liveness_tests;
 #[cfg(test)]
@@ -162,11 +176,15 @@ mod tests;
 pub use avatars::{
     AddAvatarError, AttachError, AvatarPresence, AvatarView, DetachError, LoginError, TransferError,
 };
+pub use balance::{DrainError, MOVE_TIMEOUTS, MoveError};
 pub use config::{ClusterConfig, ClusterConfigError, SceneStatus};
 pub use effects::{DropReason, Effect, KickReason};
 pub use placement::SceneView;
 pub use registry::{NodeId, NodeKind, NodeView, RegisterError, UnknownNode};
 pub use state::ClusterState;
-pub use status::{ClusterStatus, GateRow, SceneRow, ServerRow};
+pub use status::{
+    ClusterStatus, DrainRequest, DrainResponse, GateRow, MoveRequest, MoveResponse, SceneRow,
+    ServerRow,
+};
 // Sessions and accounts are the client protocol's ids, defined once there.
 pub use tessera_proto::{AccountId, SessionId};

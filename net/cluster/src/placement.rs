@@ -23,6 +23,8 @@ pub(crate) struct SceneEntry {
     pub(crate) tick_p99_us: u32,
     /// Avatars that belong to this scene.
     pub(crate) avatars: BTreeSet<AvatarId>,
+    /// A planned move under way (see `balance.rs`).
+    pub(crate) moving: Option<crate::balance::Move>,
 }
 
 /// Read-only view of one scene.
@@ -37,6 +39,8 @@ pub struct SceneView {
     pub population: u32,
     pub tick_p99_us: u32,
     pub status: SceneStatus,
+    /// The server a planned move is taking the scene to, if one is under way.
+    pub moving_to: Option<NodeId>,
 }
 
 impl ClusterState {
@@ -63,6 +67,7 @@ impl ClusterState {
             population: s.population,
             tick_p99_us: s.tick_p99_us,
             status: self.config.status_of(s.population),
+            moving_to: s.moving.as_ref().map(|m| m.to),
         })
     }
 
@@ -103,6 +108,7 @@ impl ClusterState {
         let Some(s) = self.scenes.get_mut(scene) else {
             return;
         };
+        s.moving = None;
         if let Some((node, _)) = s.placement.take() {
             s.ready = false;
             if let Some(n) = self.nodes.get_mut(&node) {
@@ -111,25 +117,24 @@ impl ClusterState {
         }
     }
 
-    /// The live scene server a new scene goes to, if any.
-    fn pick_server(&self) -> Option<NodeId> {
+    /// The live scene server a new scene goes to, if any: the one hosting
+    /// the fewest scenes, then the least total reported population, then by
+    /// name and id. A draining server, or one at its capacity, gets nothing.
+    pub(crate) fn pick_server(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter(|(_, n)| {
-                n.alive
-                    && n.kind == NodeKind::SceneServer
-                    && (n.capacity == 0 || n.scenes.len() < n.capacity as usize)
-            })
-            .map(|(&id, n)| {
-                let load: u64 = n
-                    .scenes
-                    .iter()
-                    .map(|s| u64::from(self.scenes[s].population))
-                    .sum();
-                ((load, n.scenes.len(), n.name.as_str(), id), id)
-            })
+            .filter(|(_, n)| n.can_take())
+            .map(|(&id, n)| ((n.scenes.len(), self.node_load(n), n.name.as_str(), id), id))
             .min_by(|a, b| a.0.cmp(&b.0))
             .map(|(_, id)| id)
+    }
+
+    /// The total last reported population of the scenes `n` hosts.
+    pub(crate) fn node_load(&self, n: &crate::registry::Node) -> u64 {
+        n.scenes
+            .iter()
+            .map(|s| u64::from(self.scenes[s].population))
+            .sum()
     }
 
     pub(crate) fn place_unplaced(&mut self, out: &mut Vec<Effect>) {
@@ -146,28 +151,34 @@ impl ClusterState {
             let Some(server) = self.pick_server() else {
                 break;
             };
-            let s = self.scenes.get_mut(&scene).expect("listed above");
-            let epoch = s.latest + 1;
-            s.latest = epoch;
-            s.placement = Some((server, epoch));
-            s.ready = false;
-            s.placed_at = self.now;
-            self.nodes
-                .get_mut(&server)
-                .expect("picked")
-                .scenes
-                .insert(scene.clone());
-            out.push(Effect::PersistEpoch {
-                scene: scene.clone(),
-                epoch,
-            });
-            out.push(Effect::PlaceScene {
-                server,
-                scene: scene.clone(),
-                epoch,
-            });
-            self.reattach_scene(&scene, out);
+            self.place_on(&scene, server, out);
         }
+    }
+
+    /// Places the unplaced `scene` on `server` under a fresh epoch, and
+    /// attaches its online avatars there.
+    pub(crate) fn place_on(&mut self, scene: &str, server: NodeId, out: &mut Vec<Effect>) {
+        let s = self.scenes.get_mut(scene).expect("a catalog scene");
+        let epoch = s.latest + 1;
+        s.latest = epoch;
+        s.placement = Some((server, epoch));
+        s.ready = false;
+        s.placed_at = self.now;
+        self.nodes
+            .get_mut(&server)
+            .expect("a registered server")
+            .scenes
+            .insert(scene.to_owned());
+        out.push(Effect::PersistEpoch {
+            scene: scene.to_owned(),
+            epoch,
+        });
+        out.push(Effect::PlaceScene {
+            server,
+            scene: scene.to_owned(),
+            epoch,
+        });
+        self.reattach_scene(scene, out);
     }
 
     /// `node` (alive, a scene server) says it hosts `scene` at `epoch`.
@@ -203,6 +214,7 @@ impl ClusterState {
             return false;
         }
         let previous = s.placement.replace((node, epoch));
+        s.moving = None;
         let raised = epoch > s.latest;
         s.latest = epoch;
         s.ready = true;

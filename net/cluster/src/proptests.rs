@@ -29,6 +29,7 @@ fn config() -> ClusterConfig {
         busy_population: 2,
         full_population: 4,
         restart_grace_ms: 1000,
+        rebalance: true,
     }
 }
 
@@ -65,6 +66,13 @@ enum Op {
     Portal(AvatarId, usize),
     /// The next PlaceScene sent to this running process is lost.
     LoseNextPlace(usize),
+    /// The process's saves are durable: it reports the scenes it dropped
+    /// for a move released.
+    Release(usize),
+    /// An operator moves a scene to a process.
+    MoveScene(usize, usize),
+    /// An operator drains a process (or cancels the drain).
+    Drain(usize, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -90,6 +98,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => a.clone().prop_map(Op::AbortTransfer),
         3 => (a, 0..SCENES.len()).prop_map(|(av, s)| Op::Portal(av, s)),
         1 => (0..PROCS).prop_map(Op::LoseNextPlace),
+        3 => (0..PROCS).prop_map(Op::Release),
+        1 => (0..SCENES.len(), 0..PROCS).prop_map(|(s, p)| Op::MoveScene(s, p)),
+        1 => (0..PROCS, any::<bool>()).prop_map(|(p, on)| Op::Drain(p, on)),
     ]
 }
 
@@ -108,6 +119,9 @@ struct Proc {
     hosted: BTreeMap<String, Epoch>,
     /// The next PlaceScene for it is lost on the way.
     lose_next_place: bool,
+    /// Scenes it dropped for a planned move, to report released once its
+    /// saves are durable.
+    released: Vec<(String, Epoch)>,
 }
 
 impl Proc {
@@ -139,9 +153,12 @@ impl Proc {
         }
         let set = self.attached.entry(scene.clone()).or_default();
         match e {
-            Effect::DropScene { .. } => {
+            Effect::DropScene { reason, .. } => {
                 self.hosted.remove(&scene);
                 self.attached.remove(&scene);
+                if matches!(reason, DropReason::Move { .. }) {
+                    self.released.push((scene, epoch));
+                }
             }
             // An attach of an avatar already attached (for another session:
             // a replay after a coordinator restart) re-binds it.
@@ -167,6 +184,7 @@ impl Proc {
     fn link_closed(&mut self) {
         self.id = None;
         self.inbox.clear();
+        self.released.clear();
     }
 
     fn placements(&self) -> Vec<Placement> {
@@ -443,6 +461,15 @@ impl Model {
                     self.procs[i].lose_next_place = true;
                 }
             }
+            Op::Release(i) => self.release(i),
+            Op::MoveScene(scene, i) => {
+                let fx = self.st.move_scene(self.now, SCENES[scene], &Proc::name(i));
+                self.apply_ok(fx);
+            }
+            Op::Drain(i, on) => {
+                let fx = self.st.drain(self.now, &Proc::name(i), on);
+                self.apply_ok(fx);
+            }
             Op::AbortTransfer(avatar) => {
                 let fx = self.st.abort_transfer(avatar);
                 self.apply_ok(fx);
@@ -497,6 +524,18 @@ impl Model {
         };
         for (scene, epoch) in p.hosted.clone() {
             let fx = self.st.scene_ready(self.now, id, &scene, epoch);
+            self.apply_ok(fx);
+        }
+    }
+
+    /// Process `i` reports the scenes it dropped for a move released.
+    fn release(&mut self, i: usize) {
+        let p = &mut self.procs[i];
+        let (true, false, Some(id)) = (p.up, p.paused, p.id) else {
+            return;
+        };
+        for (scene, epoch) in std::mem::take(&mut p.released) {
+            let fx = self.st.scene_released(self.now, id, &scene, epoch);
             self.apply_ok(fx);
         }
     }

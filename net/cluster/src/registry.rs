@@ -57,6 +57,23 @@ pub(crate) struct Node {
     pub(crate) capacity: u32,
     /// Scenes placed here (the reverse of `SceneEntry::placement`).
     pub(crate) scenes: BTreeSet<String>,
+    /// An operator is emptying it: nothing is placed here, and its scenes
+    /// move elsewhere one at a time.
+    pub(crate) draining: bool,
+    /// It registered and may take scenes over from busier servers (see
+    /// `balance.rs`); cleared once none is two scenes ahead of it.
+    pub(crate) filling: bool,
+}
+
+impl Node {
+    /// Whether a scene may be placed or moved here: a live scene server,
+    /// not draining, below its capacity.
+    pub(crate) fn can_take(&self) -> bool {
+        self.alive
+            && self.kind == NodeKind::SceneServer
+            && !self.draining
+            && (self.capacity == 0 || self.scenes.len() < self.capacity as usize)
+    }
 }
 
 /// Read-only view of one node.
@@ -69,6 +86,8 @@ pub struct NodeView {
     pub alive: bool,
     pub last_seen: u64,
     pub scenes: Vec<String>,
+    /// An operator is emptying it (`drain`).
+    pub draining: bool,
 }
 
 impl ClusterState {
@@ -99,6 +118,7 @@ impl ClusterState {
             node.capacity = capacity;
             node.alive = true;
             node.last_seen = self.now;
+            node.filling = kind == NodeKind::SceneServer;
         }
         for p in hosted {
             self.claim(id, &p.scene, p.epoch, &mut out);
@@ -158,6 +178,8 @@ impl ClusterState {
                 last_seen: self.now,
                 capacity: 0,
                 scenes: BTreeSet::new(),
+                draining: false,
+                filling: false,
             },
         );
         id
@@ -222,7 +244,8 @@ impl ClusterState {
     }
 
     /// Placements on `node` older than the heartbeat timeout that its
-    /// heartbeat does not list.
+    /// heartbeat does not list. A scene moving away is not missing: its
+    /// host dropped it on purpose and says so with `scene_released`.
     fn missing_placements(&self, node: NodeId, loads: &[SceneLoad]) -> Vec<(String, Epoch)> {
         let reported: BTreeSet<&str> = loads.iter().map(|l| l.scene.as_str()).collect();
         let timeout = self.config.heartbeat_timeout_ms;
@@ -232,6 +255,9 @@ impl ClusterState {
             .filter(|scene| !reported.contains(scene.as_str()))
             .filter_map(|scene| {
                 let s = &self.scenes[scene];
+                if s.moving.is_some() {
+                    return None;
+                }
                 let (_, epoch) = s.placement?;
                 (self.now.saturating_sub(s.placed_at) > timeout).then(|| (scene.clone(), epoch))
             })
@@ -293,6 +319,7 @@ impl ClusterState {
             alive: n.alive,
             last_seen: n.last_seen,
             scenes: n.scenes.iter().cloned().collect(),
+            draining: n.draining,
         })
     }
 
@@ -367,6 +394,7 @@ impl ClusterState {
             if let Some(s) = self.scenes.get_mut(&scene) {
                 s.placement = None;
                 s.ready = false;
+                s.moving = None;
             }
         }
         let sessions: Vec<SessionId> = self

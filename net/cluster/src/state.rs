@@ -98,6 +98,7 @@ impl ClusterState {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.check_registry_invariants()?;
         self.check_placement_invariants()?;
+        self.check_move_invariants()?;
         self.check_avatar_invariants()
     }
 
@@ -106,14 +107,17 @@ impl ClusterState {
         self.now = self.now.max(now);
     }
 
-    /// Expire silent nodes, end the restart grace period when it is over,
-    /// then place what is unplaced. Every mutating call ends with it.
+    /// Expire silent nodes and late moves, end the restart grace period
+    /// when it is over, place what is unplaced, then start the next planned
+    /// move if one is due. Every mutating call ends with it.
     pub(crate) fn sweep(&mut self, out: &mut Vec<Effect>) {
         self.expire_silent(out);
+        self.expire_moves(out);
         if self.recovering && self.now >= self.hold_until {
             self.end_recovery(out);
         }
         self.place_unplaced(out);
+        self.plan_moves(out);
     }
 
     /// The directory is rebuilt: every host learns what it must have

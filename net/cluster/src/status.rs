@@ -6,7 +6,7 @@ use crate::{AvatarPresence, ClusterState, NodeKind, SceneStatus};
 use tessera_wire::Epoch;
 
 /// The body of `GET /v1/status`:
-/// `{"scene_servers":[{"name","alive","scenes":[...]}],"scenes":[{"name","server","epoch","status","population","tick_p99_ms"}]}`.
+/// `{"scene_servers":[{"name","alive","scenes":[...],"draining"}],"scenes":[{"name","server","epoch","status","population","tick_p99_ms","online","moving_to"}],"gates":[…]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// Registered scene servers, by name (gates are not listed).
@@ -34,6 +34,9 @@ pub struct ServerRow {
     pub alive: bool,
     /// Scenes placed on it, by name.
     pub scenes: Vec<String>,
+    /// An operator is emptying it (`tessera admin drain`).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// One scene in [`ClusterStatus`].
@@ -53,6 +56,45 @@ pub struct SceneRow {
     /// Avatars attached for a session (online players), from the directory.
     #[serde(default)]
     pub online: u32,
+    /// The scene server a planned move is taking it to; `null` when none.
+    #[serde(default)]
+    pub moving_to: Option<String>,
+}
+
+/// The body of `POST /v1/admin/move-scene`: move `scene` to the scene
+/// server named `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    pub scene: String,
+    pub to: String,
+}
+
+/// The answer to a [`MoveRequest`]: the move has begun; `tessera status`
+/// shows the scene `moving_to` the target until it is placed there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveResponse {
+    pub scene: String,
+    pub to: String,
+}
+
+/// The answer to a [`DrainRequest`]: whether the server is draining now and
+/// the scenes still on it (they move one at a time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainResponse {
+    pub server: String,
+    pub draining: bool,
+    pub scenes: Vec<String>,
+}
+
+/// The body of `POST /v1/admin/drain`: empty the scene server `server`, or
+/// with `cancel`, let it take scenes again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    pub server: String,
+    #[serde(default)]
+    pub cancel: bool,
 }
 
 impl ClusterState {
@@ -66,6 +108,7 @@ impl ClusterState {
                 name: n.name.clone(),
                 alive: n.alive,
                 scenes: n.scenes.iter().cloned().collect(),
+                draining: n.draining,
             })
             .collect();
         scene_servers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -94,6 +137,11 @@ impl ClusterState {
                         .count(),
                 )
                 .unwrap_or(u32::MAX),
+                moving_to: s
+                    .moving
+                    .as_ref()
+                    .and_then(|m| self.nodes.get(&m.to))
+                    .map(|n| n.name.clone()),
             })
             .collect();
         let mut gates: Vec<GateRow> = self

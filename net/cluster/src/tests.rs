@@ -222,7 +222,7 @@ fn deregister_removes_the_node_and_replaces_its_scenes() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn placement_picks_least_loaded_then_fewest_scenes_then_name() {
+fn placement_picks_fewest_scenes_then_least_loaded_then_name() {
     let mut st = state();
     let (b, _) = server(&mut st, 0, "b");
     let (a, _) = server(&mut st, 0, "a");
@@ -232,14 +232,14 @@ fn placement_picks_least_loaded_then_fewest_scenes_then_name() {
     // "a" has one scene now: fewest scenes decides.
     let fx = st.add_scene(0, "s2");
     assert_eq!(places(&fx), vec![(b, "s2".into(), 1)]);
-    // Population decides over scene count.
+    // Equal scene counts: population decides.
     st.heartbeat(10, a, &[load("s1", 1, 5)]).expect("hb");
     st.heartbeat(10, b, &[load("s2", 1, 50)]).expect("hb");
     let fx = st.add_scene(10, "s3");
     assert_eq!(places(&fx), vec![(a, "s3".into(), 1)]);
-    // a: 5 people, 2 scenes; b: 50 people, 1 scene → still a.
+    // a: 5 people, 2 scenes; b: 50 people, 1 scene → b: scenes first.
     let fx = st.add_scene(10, "s4");
-    assert_eq!(places(&fx), vec![(a, "s4".into(), 1)]);
+    assert_eq!(places(&fx), vec![(b, "s4".into(), 1)]);
     ok(&st);
 }
 
@@ -267,7 +267,8 @@ fn placement_is_stable_while_the_server_lives() {
     st.add_scene(0, "field");
     st.heartbeat(0, a, &[load("town", 1, 400), load("field", 1, 400)])
         .expect("hb");
-    // A new, empty server does not steal scenes.
+    // A new, empty server does not steal scenes that are not running yet
+    // (no scene_ready: the hand-off moves running scenes only).
     let (b, fx) = server(&mut st, 100, "b");
     assert!(places(&fx).is_empty());
     for t in (1000..20_000).step_by(1000) {
@@ -1122,7 +1123,7 @@ fn status_json_has_exactly_the_documented_fields() {
     let json = serde_json::to_value(st.status()).expect("json");
     let top = json.as_object().expect("object");
     // The issue-4 fields, plus the gates and the online players per scene
-    // (issue 5).
+    // (issue 5), and planned moves: draining servers, moving scenes.
     assert_eq!(
         top.keys().collect::<Vec<_>>(),
         vec!["gates", "scene_servers", "scenes"]
@@ -1133,7 +1134,7 @@ fn status_json_has_exactly_the_documented_fields() {
         let o = s.as_object().expect("object");
         let mut keys: Vec<_> = o.keys().cloned().collect();
         keys.sort();
-        assert_eq!(keys, ["alive", "name", "scenes"]);
+        assert_eq!(keys, ["alive", "draining", "name", "scenes"]);
         assert_eq!(o["alive"], false);
         assert!(o["scenes"].as_array().expect("array").is_empty());
     }
@@ -1147,6 +1148,7 @@ fn status_json_has_exactly_the_documented_fields() {
             keys,
             [
                 "epoch",
+                "moving_to",
                 "name",
                 "online",
                 "population",
@@ -1156,6 +1158,7 @@ fn status_json_has_exactly_the_documented_fields() {
             ]
         );
         assert_eq!(o["server"], "", "unplaced scenes have an empty server");
+        assert!(o["moving_to"].is_null());
     }
     let town = scenes.iter().find(|s| s["name"] == "town").expect("town");
     assert_eq!(town["population"], 42);
@@ -1176,12 +1179,14 @@ fn status_lists_live_placements() {
             ServerRow {
                 name: "a".into(),
                 alive: true,
-                scenes: vec!["town".into()]
+                scenes: vec!["town".into()],
+                draining: false,
             },
             ServerRow {
                 name: "b".into(),
                 alive: true,
-                scenes: vec!["field".into()]
+                scenes: vec!["field".into()],
+                draining: false,
             },
         ]
     );

@@ -7,7 +7,8 @@
 //! and the admin API, on the same listener or, with `admin_http`, on one of
 //! its own (then the public listener serves none of it):
 //!
-//! * `POST /v1/admin/kick`, `POST /v1/admin/ban` — operator actions, and
+//! * `POST /v1/admin/kick`, `POST /v1/admin/ban`, `POST /v1/admin/move-scene`,
+//!   `POST /v1/admin/drain` — operator actions, and
 //!   `GET /v1/scenes/{name}/snapshot` — a scene's entities as its last
 //!   tick's packets were built from them (the truth client views are checked
 //!   against), all with `Authorization: Bearer <admin token>` — the admin
@@ -45,7 +46,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use tessera_cluster::ClusterStatus;
+use tessera_cluster::{
+    ClusterStatus, DrainError, DrainRequest, DrainResponse, MoveError, MoveRequest, MoveResponse,
+};
 use tessera_link::lock;
 use tessera_proto::AccountId;
 use tessera_proto::client::CLIENT_PROTOCOL;
@@ -210,6 +213,8 @@ pub(crate) async fn serve(
     let admin_routes = Router::new()
         .route("/v1/admin/kick", post(kick))
         .route("/v1/admin/ban", post(ban))
+        .route("/v1/admin/move-scene", post(move_scene))
+        .route("/v1/admin/drain", post(drain))
         .route("/v1/scenes/{name}/snapshot", get(snapshot))
         .route("/map", get(map_page));
     let finish = |r: Router<Api>| {
@@ -748,6 +753,51 @@ async fn map_page(
         MAP_PAGE,
     )
         .into_response()
+}
+
+/// `POST /v1/admin/move-scene`: the scene's host flushes and drops it, then
+/// it is placed on the target. 404 for an unknown scene or server, 409 for
+/// a move that cannot be made now (another under way, the target down,
+/// draining or full, the scene not running or already there).
+async fn move_scene(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<MoveRequest>, JsonRejection>,
+) -> Result<Json<MoveResponse>, ApiFailure> {
+    authorize(&api, &headers)?;
+    let Json(req) = body.map_err(ApiFailure::bad_body)?;
+    let moved = lock(&api.core).move_scene(&req.scene, &req.to);
+    moved.map_err(|e| match e {
+        MoveError::UnknownScene(_) | MoveError::UnknownServer(_) => {
+            ApiFailure::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        _ => ApiFailure::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+    })?;
+    Ok(Json(MoveResponse {
+        scene: req.scene,
+        to: req.to,
+    }))
+}
+
+/// `POST /v1/admin/drain`: the server takes no new scene and its scenes move
+/// to the others, one at a time (`"cancel": true` ends that). 404 for an
+/// unknown server.
+async fn drain(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<DrainRequest>, JsonRejection>,
+) -> Result<Json<DrainResponse>, ApiFailure> {
+    authorize(&api, &headers)?;
+    let Json(req) = body.map_err(ApiFailure::bad_body)?;
+    let drained = lock(&api.core).drain(&req.server, !req.cancel);
+    let scenes = drained.map_err(|e @ DrainError::UnknownServer(_)| {
+        ApiFailure::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+    })?;
+    Ok(Json(DrainResponse {
+        server: req.server,
+        draining: !req.cancel,
+        scenes,
+    }))
 }
 
 #[cfg(test)]

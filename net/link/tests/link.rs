@@ -203,6 +203,10 @@ fn every_variant() -> Vec<LinkMsg> {
             scene: "meadow".into(),
             epoch: 4,
         },
+        LinkMsg::SceneReleased {
+            scene: "meadow".into(),
+            epoch: 4,
+        },
         LinkMsg::EpochStale {
             scene: "meadow".into(),
             current: 5,
@@ -388,6 +392,7 @@ fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::PlaceScene { .. }
             | LinkMsg::SceneReady { .. }
             | LinkMsg::DropScene { .. }
+            | LinkMsg::SceneReleased { .. }
             | LinkMsg::EpochStale { .. }
             | LinkMsg::SnapshotRequest { .. }
             | LinkMsg::Snapshot { .. }

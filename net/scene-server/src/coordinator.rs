@@ -86,7 +86,10 @@ pub(crate) async fn coordinator_loop(
                     send_heartbeat(&shared, &sender, seq);
                     reap_failed(&shared).await;
                 }
-                _ = poll.tick() => report_ready(&shared, &sender),
+                _ = poll.tick() => {
+                    report_ready(&shared, &sender);
+                    report_released(&shared, &sender);
+                }
                 _ = shared.sink.notified() => shared.sink.drain(&sender),
                 _ = shared.events_ready.notified() => shared.drain_events(&sender),
             }
@@ -115,6 +118,9 @@ async fn register(
     capacity: u32,
 ) -> bool {
     lock(&shared.ready).clear();
+    // A scene dropped for a move on the old link: the coordinator gives it
+    // up when this registration does not list it.
+    lock(&shared.releasing).clear();
     let hosted = lock(&shared.host)
         .placements()
         .into_iter()
@@ -168,6 +174,25 @@ async fn drop_blocking(shared: &Arc<ServerState>, scene: String, stale: bool) {
         move || span.in_scope(f)
     })
     .await;
+}
+
+/// Tells the coordinator of every scene dropped on its word whose saved
+/// states are all acknowledged durable: a planned move may go on.
+fn report_released(shared: &ServerState, sender: &LinkSender) {
+    let mut releasing = lock(&shared.releasing);
+    releasing.retain(|(scene, epoch)| {
+        if shared.sink.holds(scene) {
+            return true;
+        }
+        let sent = sender.try_send(&LinkMsg::SceneReleased {
+            scene: scene.clone(),
+            epoch: *epoch,
+        });
+        if sent.is_ok() {
+            info!(%scene, epoch, "scene released: its saves are durable");
+        }
+        sent.is_err()
+    });
 }
 
 /// Tells the coordinator, once per link, of every scene now running.
@@ -236,8 +261,10 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
         }
         LinkMsg::DropScene { scene, epoch } => {
             if shared.epoch_of(&scene) == Some(epoch) {
-                drop_blocking(shared, scene, false).await;
+                drop_blocking(shared, scene.clone(), false).await;
+                lock(&shared.releasing).push((scene, epoch));
                 shared.sink.drain(sender);
+                report_released(shared, sender);
             }
         }
         LinkMsg::EpochStale { scene, current } => {

@@ -15,6 +15,9 @@
 //!   states (`PlaceScene`); the server answers `SceneReady` once the scene
 //!   ticks. A placement of a scene already hosted at an older epoch replaces
 //!   it **without writing** (the old one is stale by definition).
+//!   `DropScene` stops the scene with a final flush; once the sink holds
+//!   none of its states (all acknowledged durable) the server answers
+//!   `SceneReleased`, and a planned move places the scene elsewhere.
 //! * **Attaches** come from the coordinator (`AttachAt`, `DetachAt`,
 //!   `SyncAttached`); each names the gate node whose link gets the client's
 //!   replication. Gates send only inputs, and only for their own clients.
@@ -130,6 +133,7 @@ impl SceneServer {
             events: Mutex::new(VecDeque::new()),
             events_ready: Notify::new(),
             ready: Mutex::new(BTreeSet::new()),
+            releasing: Mutex::new(Vec::new()),
             counters: ServerCounters::default(),
             registered: AtomicBool::new(false),
             coordinator_done: AtomicBool::new(false),

@@ -129,6 +129,12 @@ impl LinkSink {
         !inner.pending.is_empty() || !inner.sent.is_empty()
     }
 
+    /// Whether states of `scene` wait to be sent or to be confirmed durable.
+    pub fn holds(&self, scene: &str) -> bool {
+        let inner = self.lock();
+        inner.pending.contains_key(scene) || inner.sent.values().any(|b| b.scene == scene)
+    }
+
     /// Sends every waiting scene's states over `link`, in messages of at
     /// most [`SAVE_CHUNK_STATES`] states, so a large scene never makes a
     /// frame over the cap. What does not fit the link's queue, or past
@@ -538,6 +544,26 @@ mod tests {
         sink.ack(first.iter().map(|b| b.seq).max().expect("sent"));
         let rest = drain_over_link(&sink, tessera_link::DEFAULT_MAX_FRAME);
         assert_eq!(positions(&rest).len(), 10);
+    }
+
+    /// A scene is held (not released for a move) while any of its states
+    /// waits to be sent or acknowledged; other scenes do not hold it up.
+    #[test]
+    fn a_scene_is_held_until_every_state_of_it_is_acknowledged() {
+        let sink = LinkSink::new();
+        assert!(!sink.holds("field"));
+        save(&sink, "field", 1..3);
+        save(&sink, "town", 1..2);
+        assert!(sink.holds("field"), "pending");
+        let got = drain_over_link(&sink, tessera_link::DEFAULT_MAX_FRAME);
+        assert!(sink.holds("field"), "sent, not acknowledged");
+        let field = got.iter().find(|b| b.scene == "field").expect("field");
+        let town = got.iter().find(|b| b.scene == "town").expect("town");
+        assert!(field.seq < town.seq, "scenes drain in name order");
+        sink.ack(field.seq);
+        assert!(!sink.holds("field") && sink.holds("town"));
+        sink.ack(town.seq);
+        assert!(!sink.holds("field") && !sink.holds("town"));
     }
 
     /// A scene dropped as stale forgets its states, sent or not.

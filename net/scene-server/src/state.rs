@@ -86,6 +86,9 @@ pub(crate) struct ServerState {
     pub(crate) events_ready: Notify,
     /// (scene, epoch) reported ready to the coordinator on the current link.
     pub(crate) ready: Mutex<BTreeSet<(String, Epoch)>>,
+    /// Scenes dropped (with a flush) on the coordinator's word, to report
+    /// released once the sink holds none of their states.
+    pub(crate) releasing: Mutex<Vec<(String, Epoch)>>,
     pub(crate) counters: ServerCounters,
     /// Registered with the coordinator on the current link.
     pub(crate) registered: AtomicBool,

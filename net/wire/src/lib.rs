@@ -39,8 +39,9 @@ pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 /// Bump it on any change to a type encoded in a [`LinkMsg`] or a handshake
 /// body, or to the proof construction — including the postcard-encoded
 /// `tessera_sim::SceneSnapshot` a [`LinkMsg::Snapshot`] carries (6: it gained
-/// the last tick's duration and the obstacles, for the live map).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// the last tick's duration and the obstacles, for the live map; 7:
+/// [`LinkMsg::SceneReleased`], for planned moves).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The longest node name a peer may announce, in bytes.
 pub const MAX_NODE_NAME: usize = 64;

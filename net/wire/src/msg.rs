@@ -43,8 +43,13 @@ pub enum LinkMsg {
     },
     /// Scene server → coordinator: `scene` is loaded and ticking under `epoch`.
     SceneReady { scene: String, epoch: Epoch },
-    /// Coordinator → scene server: stop hosting `scene` (flush first).
+    /// Coordinator → scene server: stop hosting `scene` (flush first), and
+    /// answer [`LinkMsg::SceneReleased`] once the flushed states are durable.
     DropScene { scene: String, epoch: Epoch },
+    /// Scene server → coordinator: `scene`, hosted here at `epoch`, is
+    /// dropped and every state it saved is acknowledged durable
+    /// ([`LinkMsg::SaveAck`]): a planned move may place it elsewhere now.
+    SceneReleased { scene: String, epoch: Epoch },
     /// Your placement of `scene` is older than `current`: drop it without
     /// writing its state.
     EpochStale { scene: String, current: Epoch },
@@ -392,6 +397,7 @@ impl LinkMsg {
             LinkMsg::PlaceScene { .. } => "place-scene",
             LinkMsg::SceneReady { .. } => "scene-ready",
             LinkMsg::DropScene { .. } => "drop-scene",
+            LinkMsg::SceneReleased { .. } => "scene-released",
             LinkMsg::EpochStale { .. } => "epoch-stale",
             LinkMsg::SnapshotRequest { .. } => "snapshot-request",
             LinkMsg::Snapshot { .. } => "snapshot",

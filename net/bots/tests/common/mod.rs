@@ -73,6 +73,9 @@ pub fn cluster_config() -> ClusterConfig {
     ClusterConfig {
         heartbeat_timeout_ms: 1500,
         restart_grace_ms: 1500,
+        // The tests choose where scenes are (every one on the first server,
+        // the second one a survivor): no hand-off to a server that joins.
+        rebalance: false,
         ..ClusterConfig::default()
     }
 }

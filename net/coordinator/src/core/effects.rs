@@ -113,7 +113,7 @@ impl Core {
         info!(%scene, epoch, %server, ?reason, "dropping scene");
         let msg = match reason {
             DropReason::Stale { current } => LinkMsg::EpochStale { scene, current },
-            DropReason::UnknownScene | DropReason::NotReported => {
+            DropReason::UnknownScene | DropReason::NotReported | DropReason::Move { .. } => {
                 LinkMsg::DropScene { scene, epoch }
             }
         };

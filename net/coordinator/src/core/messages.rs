@@ -35,6 +35,7 @@ impl Core {
             LinkMsg::Register(r) => self.on_register(from, &r),
             LinkMsg::Heartbeat(h) => self.on_heartbeat(from, h),
             LinkMsg::SceneReady { scene, epoch } => self.on_scene_ready(from, &scene, epoch),
+            LinkMsg::SceneReleased { scene, epoch } => self.on_scene_released(from, &scene, epoch),
             LinkMsg::Deregister { reason } => self.on_deregister(from, &reason),
             LinkMsg::SaveBatch(batch) => self.on_save_batch(from, batch),
             LinkMsg::Event {

@@ -6,6 +6,8 @@
 //!   a link sends to its handler, and the registry's handlers;
 //! * `sessions.rs` — login admission, sessions, attach and detach;
 //! * `scene_events.rs` — what scenes report: attaches, detaches, portals;
+//! * `placement.rs` — planned moves: an operator's move and drain, and a
+//!   scene server's release of a scene it dropped for one;
 //! * `effects.rs` — carrying out the cluster's
 //!   [`Effect`](tessera_cluster::Effect)s, one function each;
 //! * `data.rs` — the data service: save batches, scene loads, avatars;
@@ -17,6 +19,7 @@ mod data;
 mod effects;
 mod links;
 mod messages;
+mod placement;
 mod scene_events;
 mod sessions;
 pub(crate) mod snapshots;
