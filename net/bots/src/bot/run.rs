@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tessera_link::lock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::PollSemaphore;
 
 use super::config::{BotConfig, BotConfigError};
 use super::measure::RttWindow;
@@ -78,8 +79,9 @@ async fn drive(
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut slots = SlotQueue::new(shared.slots.clone());
     loop {
-        let slot = login_slot(shared.slots.clone(), fleet.waiting(timeline.phase));
+        let slot = slots.next(fleet.waiting(timeline.phase));
         tokio::select! {
             permit = slot => {
                 if let Some(permit) = permit {
@@ -107,13 +109,41 @@ async fn drive(
     }
 }
 
-/// A login slot for the next bot, once one is free; never while no bot is
-/// `waiting` to start.
-async fn login_slot(slots: Arc<Semaphore>, waiting: bool) -> Option<OwnedSemaphorePermit> {
-    if waiting {
-        slots.acquire_owned().await.ok()
-    } else {
-        std::future::pending().await
+/// The driver's place in the queue for login slots, which it shares with
+/// the churn bots' re-logins: the slots' semaphore is first come, first
+/// served, and the place is kept across turns of the driver's loop, so
+/// bots not yet started are never overtaken for ever by bots that keep
+/// logging in again. (Asking afresh on each turn, four times a second at
+/// least, would put the driver at the back of the queue each time.)
+struct SlotQueue {
+    slots: Arc<Semaphore>,
+    /// The pending request for a slot, while a bot waits to start.
+    place: Option<PollSemaphore>,
+}
+
+impl SlotQueue {
+    fn new(slots: Arc<Semaphore>) -> Self {
+        Self { slots, place: None }
+    }
+
+    /// A login slot for the next bot, once one is free; dropping the future
+    /// keeps the place. Never while no bot is `waiting` to start (then the
+    /// place is given up, and with it any slot it was granted).
+    fn next(&mut self, waiting: bool) -> impl Future<Output = Option<OwnedSemaphorePermit>> + '_ {
+        if waiting {
+            let slots = &self.slots;
+            self.place
+                .get_or_insert_with(|| PollSemaphore::new(Arc::clone(slots)));
+        } else {
+            self.place = None;
+        }
+        let place = self.place.as_mut();
+        async move {
+            match place {
+                Some(place) => std::future::poll_fn(|cx| place.poll_acquire(cx)).await,
+                None => std::future::pending().await,
+            }
+        }
     }
 }
 
@@ -671,6 +701,48 @@ mod tests {
         assert_eq!(report.rtt_samples, 0);
         assert_eq!(report.rtt_ms, Percentiles::default());
         server.abort();
+    }
+
+    /// Three churners keep re-queueing for the only login slot, each
+    /// holding it 5 ms, while the driver's loop turns every millisecond:
+    /// the driver still gets its slots, first come, first served.
+    #[tokio::test]
+    async fn the_driver_is_not_overtaken_by_bots_logging_in_again() {
+        let slots = Arc::new(Semaphore::new(1));
+        let mut churners = JoinSet::new();
+        for _ in 0..3 {
+            let slots = slots.clone();
+            churners.spawn(async move {
+                while let Ok(permit) = slots.clone().acquire_owned().await {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    drop(permit);
+                }
+            });
+        }
+        tokio::task::yield_now().await;
+        let mut queue = SlotQueue::new(slots.clone());
+        let mut ticker = tokio::time::interval(Duration::from_millis(1));
+        let mut started = 0;
+        let driver = async {
+            while started < 5 {
+                tokio::select! {
+                    permit = queue.next(true) => {
+                        assert!(permit.is_some());
+                        started += 1;
+                    }
+                    _ = ticker.tick() => {}
+                }
+            }
+        };
+        // Only a bound against a hang: the churners would get through
+        // about 2,000 slots meanwhile.
+        let got = tokio::time::timeout(Duration::from_secs(10), driver).await;
+        assert!(got.is_ok(), "the driver got {started} of 5 slots");
+        // Given up while no bot waits: the queue holds no slot back.
+        drop(queue.next(false));
+        assert!(queue.place.is_none());
+        slots.close();
+        churners.shutdown().await;
     }
 
     #[tokio::test]
