@@ -15,7 +15,7 @@ use tokio_util::sync::PollSemaphore;
 
 use super::config::{BotConfig, BotConfigError};
 use super::measure::RttWindow;
-use super::report::{BotPhase, BotReport, Percentiles, Progress, UpDown};
+use super::report::{BotPhase, BotReport, Logins, Percentiles, Progress, UpDown};
 use super::session::bot;
 use super::shared::{RunShared, add, get};
 use crate::http_client::HttpClient;
@@ -63,7 +63,8 @@ pub async fn run_until(
     let measured = timeline.measured(Instant::now());
     let elapsed = timeline.started.elapsed();
     progress(&progress_of(&shared, BotPhase::Stopping, elapsed, None));
-    Ok(report(&shared, measured))
+    let run = timeline.run_time(Instant::now());
+    Ok(report(&shared, measured, run))
 }
 
 /// The driver's loop: starts bots as login slots free up, reaps them, ends
@@ -250,6 +251,7 @@ impl Timeline {
     fn advance(&mut self, shared: &RunShared, now: Instant) {
         let settled = get(&shared.n.settled) >= shared.config.count as u64;
         if self.phase == BotPhase::Connecting && settled {
+            shared.everyone_in.cancel();
             self.phase = BotPhase::WarmingUp;
             shared.window.set(RttWindow::Warmup);
             self.warm_until = Some(now + shared.config.warmup);
@@ -319,6 +321,14 @@ impl Timeline {
             .is_some_and(|t| now.duration_since(t) > STOP_GRACE)
     }
 
+    /// From the start until the bots were told to stop (or `now`).
+    fn run_time(&self, now: Instant) -> Duration {
+        self.stopping_since
+            .unwrap_or(now)
+            .min(now)
+            .saturating_duration_since(self.started)
+    }
+
     /// The measured period's length, as of `now`.
     fn measured(&self, now: Instant) -> Duration {
         match (self.measure_start, self.stop_at) {
@@ -352,8 +362,9 @@ fn progress_of(
     }
 }
 
-/// The report of a run whose measured period lasted `measured`.
-fn report(shared: &RunShared, measured: Duration) -> BotReport {
+/// The report of a run whose measured period lasted `measured`, and which
+/// ran for `run` until the bots were stopped.
+fn report(shared: &RunShared, measured: Duration, run: Duration) -> BotReport {
     let n = &shared.n;
     let client_seconds = get(&n.world_micros) as f64 / 1e6;
     let rate = |total: u64| {
@@ -386,7 +397,7 @@ fn report(shared: &RunShared, measured: Duration) -> BotReport {
         duration_s: (measured.as_secs_f64() * 1000.0).round() / 1000.0,
         client_seconds: (client_seconds * 1000.0).round() / 1000.0,
         registered: get(&n.registered),
-        logins: get(&n.logins),
+        logins: logins(shared, run),
         login_ms: Percentiles::of_us(&lock(&shared.login)),
         enter_ms: Percentiles::of_us(&lock(&shared.enter)),
         rtt_samples: get(&n.rtt_samples),
@@ -415,6 +426,22 @@ fn report(shared: &RunShared, measured: Duration) -> BotReport {
         failures: lock(&shared.failures).counts().clone(),
         drops: lock(&shared.drops).counts().clone(),
     }
+}
+
+/// The run's logins by kind, and their rate over `run`.
+fn logins(shared: &RunShared, run: Duration) -> Logins {
+    let n = &shared.n;
+    let mut logins = Logins {
+        password: get(&n.logins_password),
+        resume: get(&n.logins_resume),
+        resume_refused: get(&n.resume_refused),
+        per_s: 0.0,
+    };
+    let secs = run.as_secs_f64();
+    if secs > 0.0 {
+        logins.per_s = (logins.total() as f64 / secs * 10.0).round() / 10.0;
+    }
+    logins
 }
 
 /// Samples `/v1/status` until aborted; keeps the worst scene tick p99.
@@ -580,9 +607,11 @@ mod tests {
         add(&shared.n.settled, 1);
         timeline.advance(&shared, t0);
         assert_eq!(timeline.phase, BotPhase::Connecting, "one bot still out");
+        assert!(!shared.everyone_in.is_cancelled(), "no churn yet");
         add(&shared.n.settled, 1);
         timeline.advance(&shared, t0 + s(1));
         assert_eq!(timeline.phase, BotPhase::WarmingUp);
+        assert!(shared.everyone_in.is_cancelled(), "churn may start");
         assert_eq!(shared.window.get(), RttWindow::Warmup);
         assert_eq!(timeline.remaining(s(60), t0 + s(2)), Some(s(64)));
         timeline.advance(&shared, t0 + s(6));
@@ -595,6 +624,7 @@ mod tests {
         assert_eq!(shared.window.get(), RttWindow::After);
         assert!(shared.stop.is_cancelled());
         assert_eq!(timeline.measured(t0 + s(70)), s(60));
+        assert_eq!(timeline.run_time(t0 + s(70)), s(66));
         assert!(!timeline.stop_overdue(t0 + s(70)));
         assert!(timeline.stop_overdue(t0 + s(77)));
     }
