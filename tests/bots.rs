@@ -1,6 +1,7 @@
 //! `tessera bots` as a user runs it: bad arguments refused with clear
-//! messages, and 20 bots through the real login API and gate of a
-//! `tessera up` child process, twice (the second run reuses the accounts).
+//! messages, 20 bots through the real login API and gate of a
+//! `tessera up` child process, twice (the second run reuses the accounts),
+//! and 20 churning bots coming back with their resume keys.
 //!
 //! Every test bounds its own run time, uses ports chosen by the OS, and kills
 //! every process it started (also when it fails).
@@ -185,12 +186,17 @@ fn wait_ready(http: &str) {
 }
 
 fn bots(http: &str, extra: &[&str]) -> serde_json::Value {
+    bots_for(http, "5", extra)
+}
+
+/// 20 bots measured for `duration` seconds: the JSON report.
+fn bots_for(http: &str, duration: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "bots",
         "--count",
         "20",
         "--duration",
-        "5",
+        duration,
         "--warmup",
         "1",
         "--report",
@@ -263,6 +269,38 @@ fn twenty_bots_enter_play_and_come_back() {
         // Idle while settling, the bots acknowledged alone.
         assert!(lossy["acks_sent"].as_u64().unwrap() > 0, "{lossy}");
         assert_views_converged(&lossy);
+    }
+}
+
+/// Churn bots come back with their resume keys, each key used once (the
+/// server would refuse it again), so each account hashes its password once;
+/// and every bot gets in before any leaves.
+#[test]
+fn churn_bots_come_back_with_their_resume_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_up, http) = up(dir.path());
+    wait_ready(&http);
+
+    let report = bots_for(&http, "12", &["--behaviour", "churn"]);
+    assert_eq!(report["connected"], 20, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["dropped"], 0, "{report}");
+    assert_eq!(report["churn_failed"], 0, "{report}");
+    let cycles = report["churn_cycles"].as_u64().unwrap();
+    assert!(cycles > 0, "{report}");
+    let logins = &report["logins"];
+    assert_eq!(logins["password"], 20, "{report}");
+    assert_eq!(logins["resume_refused"], 0, "{report}");
+    // Each cycle logs in again with the key; the run may stop a bot
+    // between its leave and its login.
+    let resumed = logins["resume"].as_u64().unwrap();
+    assert!(resumed > 0 && resumed <= cycles, "{report}");
+    assert!(logins["per_s"].as_f64().unwrap() > 0.0, "{report}");
+    // A bot between two stays when the truth is taken is left unchecked.
+    let v = &report["view"];
+    assert!(v["checked"].as_u64().unwrap() > 0, "{report}");
+    for what in ["missing", "ghosts", "stale"] {
+        assert_eq!(v[what], 0, "{what}: {report}");
     }
 }
 

@@ -1,6 +1,8 @@
 //! A bot's way in over HTTP: `POST /v1/login`, registering the account the
 //! first time (`/v1/register`), waiting in the login queue
-//! (`/v1/login/poll`), and backing off when the server says so.
+//! (`/v1/login/poll`), and backing off when the server says so. A bot
+//! coming back logs in with the resume key its last login gave, as a real
+//! client would: no password, so no password hash on the server.
 
 use std::time::Duration;
 
@@ -18,6 +20,22 @@ use crate::http_client::HttpError;
 pub(super) struct Admitted {
     /// The gate's connect token, hex.
     pub(super) token: String,
+    /// The key for the next login: resume keys are single use, and each
+    /// login hands out a new one.
+    pub(super) resume_key: String,
+}
+
+impl Admitted {
+    fn of(answer: LoginResponse) -> Result<Self, (String, u64)> {
+        match answer {
+            LoginResponse::Ok {
+                token, resume_key, ..
+            } => Ok(Admitted { token, resume_key }),
+            LoginResponse::Queued {
+                ticket, poll_ms, ..
+            } => Err((ticket, poll_ms)),
+        }
+    }
 }
 
 /// How a connect attempt failed.
@@ -59,10 +77,67 @@ impl Retries {
     }
 }
 
-/// Logs bot `index` in: registers its account on the first `401`, retries
-/// what the server says is worth retrying, and waits in the queue if it is
-/// queued.
-pub(super) async fn login(shared: &RunShared, index: usize) -> Result<Admitted, Failure> {
+/// Logs bot `index` in: with `resume_key` if it has one (falling back to
+/// the password if the server no longer knows the key), else with the
+/// password, registering its account on the first `401`. Retries what the
+/// server says is worth retrying, and waits in the queue if it is queued.
+pub(super) async fn login(
+    shared: &RunShared,
+    index: usize,
+    resume_key: Option<String>,
+) -> Result<Admitted, Failure> {
+    let jitter = mix(shared.config.seed, index as u64, 1);
+    if let Some(key) = resume_key {
+        match resume(shared, key, jitter).await? {
+            Some(admitted) => {
+                add(&shared.n.logins_resume, 1);
+                return Ok(admitted);
+            }
+            None => add(&shared.n.resume_refused, 1),
+        }
+    }
+    let admitted = password_login(shared, index, jitter).await?;
+    add(&shared.n.logins_password, 1);
+    Ok(admitted)
+}
+
+/// A login with a resume key; `None` if the server refuses the key (spent,
+/// expired or revoked: the password is the way back in).
+async fn resume(shared: &RunShared, key: String, jitter: u64) -> Result<Option<Admitted>, Failure> {
+    let request = LoginRequest {
+        email: None,
+        password: None,
+        resume_key: Some(key),
+        client_version: CLIENT_PROTOCOL,
+    };
+    let mut retries = Retries::new(jitter);
+    let answer = loop {
+        match shared
+            .http
+            .post::<_, LoginResponse>("/v1/login", &request)
+            .await
+        {
+            Ok(answer) => break answer,
+            Err(HttpError::Api { status: 401, .. }) => return Ok(None),
+            Err(e) => match e.retry() {
+                Some(hint) => tokio::time::sleep(retries.next_pause(hint)).await,
+                None => return Err(Failure::Reason(format!("resume: {}", e.reason()))),
+            },
+        }
+    };
+    match Admitted::of(answer) {
+        Ok(admitted) => Ok(Some(admitted)),
+        Err((ticket, poll_ms)) => poll(shared, ticket, poll_ms, jitter).await.map(Some),
+    }
+}
+
+/// A login with bot `index`'s email and password, registering the account
+/// on the first `401`.
+async fn password_login(
+    shared: &RunShared,
+    index: usize,
+    jitter: u64,
+) -> Result<Admitted, Failure> {
     let email = bot_email(index);
     let password = bot_password(index);
     let request = LoginRequest {
@@ -71,7 +146,6 @@ pub(super) async fn login(shared: &RunShared, index: usize) -> Result<Admitted, 
         resume_key: None,
         client_version: CLIENT_PROTOCOL,
     };
-    let jitter = mix(shared.config.seed, index as u64, 1);
     let mut retries = Retries::new(jitter);
     let mut registered = false;
     let answer = loop {
@@ -91,11 +165,9 @@ pub(super) async fn login(shared: &RunShared, index: usize) -> Result<Admitted, 
             },
         }
     };
-    match answer {
-        LoginResponse::Ok { token, .. } => Ok(Admitted { token }),
-        LoginResponse::Queued {
-            ticket, poll_ms, ..
-        } => poll(shared, ticket, poll_ms, jitter).await,
+    match Admitted::of(answer) {
+        Ok(admitted) => Ok(admitted),
+        Err((ticket, poll_ms)) => poll(shared, ticket, poll_ms, jitter).await,
     }
 }
 
@@ -150,8 +222,10 @@ async fn poll(
             .post::<_, LoginResponse>("/v1/login/poll", &request)
             .await
         {
-            Ok(LoginResponse::Ok { token, .. }) => return Ok(Admitted { token }),
-            Ok(LoginResponse::Queued { poll_ms, .. }) => wait = Duration::from_millis(poll_ms),
+            Ok(answer) => match Admitted::of(answer) {
+                Ok(admitted) => return Ok(admitted),
+                Err((_, poll_ms)) => wait = Duration::from_millis(poll_ms),
+            },
             Err(e) => match e.retry() {
                 Some(hint) => wait = retries.next_pause(hint),
                 None => return Err(Failure::Reason(format!("queue poll: {}", e.reason()))),
@@ -162,7 +236,93 @@ async fn poll(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Json;
+    use axum::http::StatusCode;
+    use tessera_proto::AccountId;
+    use tessera_proto::login::ApiError;
+
     use super::*;
+    use crate::bot::config::{Behaviour, BotConfig};
+    use crate::bot::shared::get;
+
+    /// A login API that knows one password and one unspent resume key,
+    /// `key-1`, which buys `key-2`; every request's body is kept.
+    fn fake_login_api(seen: Arc<Mutex<Vec<LoginRequest>>>) -> axum::Router {
+        let login = move |Json(req): Json<LoginRequest>| async move {
+            seen.lock().expect("lock").push(req.clone());
+            let ok = |resume_key: &str| {
+                Json(LoginResponse::Ok {
+                    account: AccountId(1),
+                    token: "00".into(),
+                    gate: "127.0.0.1:1".into(),
+                    expires_in_s: 20,
+                    resume_key: resume_key.into(),
+                })
+            };
+            match (req.resume_key.as_deref(), req.password.as_deref()) {
+                (Some("key-1"), _) => Ok(ok("key-2")),
+                (None, Some(p)) if p == bot_password(0) => Ok(ok("key-p")),
+                _ => Err((
+                    StatusCode::UNAUTHORIZED,
+                    Json(ApiError {
+                        code: "bad_credentials".into(),
+                        error: "test".into(),
+                        retry_after_ms: None,
+                    }),
+                )),
+            }
+        };
+        axum::Router::new().route("/v1/login", axum::routing::post(login))
+    }
+
+    /// A bot coming back logs in with its resume key, no password, and
+    /// keeps the new key; a refused key sends it back to its password.
+    #[tokio::test]
+    async fn a_bot_coming_back_logs_in_with_its_resume_key() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server =
+            tokio::spawn(axum::serve(listener, fake_login_api(seen.clone())).into_future());
+        let config =
+            BotConfig::new(1, &format!("http://{addr}"), 30, Behaviour::Churn).expect("valid");
+        let shared = RunShared::new(config);
+        let login = |key: Option<&str>| login(&shared, 0, key.map(str::to_owned));
+
+        let first = login(None).await.ok().expect("password login");
+        assert_eq!(first.resume_key, "key-p");
+        let back = login(Some("key-1")).await.ok().expect("resumed");
+        assert_eq!(back.resume_key, "key-2", "the rotated key is kept");
+        let spent = login(Some("key-1-spent"))
+            .await
+            .ok()
+            .expect("password again");
+        assert_eq!(spent.resume_key, "key-p");
+
+        let seen = seen.lock().expect("lock").clone();
+        let sent: Vec<_> = seen
+            .iter()
+            .map(|r| (r.resume_key.as_deref(), r.password.is_some()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (None, true),
+                (Some("key-1"), false),
+                (Some("key-1-spent"), false),
+                (None, true)
+            ]
+        );
+        let n = &shared.n;
+        assert_eq!(get(&n.logins_password), 2);
+        assert_eq!(get(&n.logins_resume), 1);
+        assert_eq!(get(&n.resume_refused), 1);
+        server.abort();
+    }
 
     #[test]
     fn backoff_honours_the_hint_and_stays_bounded() {

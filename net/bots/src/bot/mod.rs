@@ -20,7 +20,8 @@
 //!   leaves behind drains then);
 //! * payload bytes and datagrams per second per client, both ways, over the
 //!   time each bot spent in the world;
-//! * the login and login-to-entered latencies;
+//! * the login and login-to-entered latencies, and logins per second by
+//!   kind (password or resume key);
 //! * the cluster's worst scene tick p99, sampled from `GET /v1/status`.
 //!
 //! The files, by concern: `config` (settings, behaviours, bot accounts),
@@ -55,6 +56,6 @@ pub use config::{
     bot_avatar_name, bot_email, bot_password, normalize_login_url, seed_from_clock,
 };
 pub use measure::{RTT_RING, RTT_WINDOW, RttRing};
-pub use report::{BotPhase, BotReport, Percentiles, Progress, UpDown};
+pub use report::{BotPhase, BotReport, Logins, Percentiles, Progress, UpDown};
 pub use run::{check_reachable, run, run_until, worst_tick_p99};
 pub use view_check::{STALE_BOUND_TICKS, SceneTruth, Truth, ViewCheck, check as check_view};

@@ -128,6 +128,27 @@ pub struct UpDown {
     pub down: f64,
 }
 
+/// Successful logins of a run: `{"password","resume","resume_refused","per_s"}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Logins {
+    /// With email and password: the server hashed a password for each.
+    pub password: u64,
+    /// With a resume key (a bot coming back): no password hash.
+    pub resume: u64,
+    /// Resume keys the server refused (spent, expired or revoked); the bot
+    /// then logged in with its password.
+    pub resume_refused: u64,
+    /// Logins per second over the whole run, from the first login request
+    /// until the bots were stopped.
+    pub per_s: f64,
+}
+
+impl Logins {
+    pub fn total(&self) -> u64 {
+        self.password + self.resume
+    }
+}
+
 /// The result of a run. Serialized as one JSON object by `--report json`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BotReport {
@@ -172,8 +193,9 @@ pub struct BotReport {
     /// Accounts this run registered (`201`); an account that exists is
     /// simply logged in, so a second run registers none.
     pub registered: u64,
-    /// Successful logins (churn logs in again each cycle).
-    pub logins: u64,
+    /// Successful logins, by how (churn logs in again each cycle, with
+    /// its resume key).
+    pub logins: Logins,
     /// From the first login request to the login token.
     pub login_ms: Percentiles,
     /// From the first login request to `Entered`.
@@ -254,8 +276,13 @@ impl BotReport {
             f,
             "  login:          {} ({} logins, {} accounts registered)",
             self.login_ms.text(),
-            self.logins,
+            self.logins.total(),
             self.registered
+        )?;
+        writeln!(
+            f,
+            "  logins:         {:.1}/s: {} with the password, {} with a resume key ({} keys refused)",
+            self.logins.per_s, self.logins.password, self.logins.resume, self.logins.resume_refused
         )?;
         writeln!(f, "  login to enter: {}", self.enter_ms.text())?;
         writeln!(
@@ -374,6 +401,12 @@ mod tests {
                 max: 90.0,
             },
             server_tick_p99_ms: Some(3.25),
+            logins: Logins {
+                password: 3,
+                resume: 7,
+                resume_refused: 1,
+                per_s: 2.5,
+            },
             ..BotReport::default()
         };
         let json = serde_json::to_string(&report).expect("serializes");
@@ -401,6 +434,10 @@ mod tests {
         assert!(v["bytes_per_s_per_client"]["down"].is_number());
         assert_eq!(v["server_tick_p99_ms"], 3.25);
         assert_eq!(v["behaviour"], "wander");
+        assert_eq!(
+            v["logins"],
+            serde_json::json!({"password": 3, "resume": 7, "resume_refused": 1, "per_s": 2.5})
+        );
         let back: BotReport = serde_json::from_str(&json).expect("round trips");
         assert_eq!(back, report);
         // No status sample: null, not a made-up zero.
@@ -413,6 +450,10 @@ mod tests {
         let text = failing.to_string();
         assert!(
             text.contains("failed: 1 x login: bad_credentials"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2.5/s: 3 with the password, 7 with a resume key (1 keys refused)"),
             "{text}"
         );
     }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use tessera_link::lock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::PollSemaphore;
 
 use super::config::{BotConfig, BotConfigError};
 use super::measure::RttWindow;
-use super::report::{BotPhase, BotReport, Percentiles, Progress, UpDown};
+use super::report::{BotPhase, BotReport, Logins, Percentiles, Progress, UpDown};
 use super::session::bot;
 use super::shared::{RunShared, add, get};
 use crate::http_client::HttpClient;
@@ -62,7 +63,8 @@ pub async fn run_until(
     let measured = timeline.measured(Instant::now());
     let elapsed = timeline.started.elapsed();
     progress(&progress_of(&shared, BotPhase::Stopping, elapsed, None));
-    Ok(report(&shared, measured))
+    let run = timeline.run_time(Instant::now());
+    Ok(report(&shared, measured, run))
 }
 
 /// The driver's loop: starts bots as login slots free up, reaps them, ends
@@ -78,8 +80,9 @@ async fn drive(
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut slots = SlotQueue::new(shared.slots.clone());
     loop {
-        let slot = login_slot(shared.slots.clone(), fleet.waiting(timeline.phase));
+        let slot = slots.next(fleet.waiting(timeline.phase));
         tokio::select! {
             permit = slot => {
                 if let Some(permit) = permit {
@@ -107,13 +110,41 @@ async fn drive(
     }
 }
 
-/// A login slot for the next bot, once one is free; never while no bot is
-/// `waiting` to start.
-async fn login_slot(slots: Arc<Semaphore>, waiting: bool) -> Option<OwnedSemaphorePermit> {
-    if waiting {
-        slots.acquire_owned().await.ok()
-    } else {
-        std::future::pending().await
+/// The driver's place in the queue for login slots, which it shares with
+/// the churn bots' re-logins: the slots' semaphore is first come, first
+/// served, and the place is kept across turns of the driver's loop, so
+/// bots not yet started are never overtaken for ever by bots that keep
+/// logging in again. (Asking afresh on each turn, four times a second at
+/// least, would put the driver at the back of the queue each time.)
+struct SlotQueue {
+    slots: Arc<Semaphore>,
+    /// The pending request for a slot, while a bot waits to start.
+    place: Option<PollSemaphore>,
+}
+
+impl SlotQueue {
+    fn new(slots: Arc<Semaphore>) -> Self {
+        Self { slots, place: None }
+    }
+
+    /// A login slot for the next bot, once one is free; dropping the future
+    /// keeps the place. Never while no bot is `waiting` to start (then the
+    /// place is given up, and with it any slot it was granted).
+    fn next(&mut self, waiting: bool) -> impl Future<Output = Option<OwnedSemaphorePermit>> + '_ {
+        if waiting {
+            let slots = &self.slots;
+            self.place
+                .get_or_insert_with(|| PollSemaphore::new(Arc::clone(slots)));
+        } else {
+            self.place = None;
+        }
+        let place = self.place.as_mut();
+        async move {
+            match place {
+                Some(place) => std::future::poll_fn(|cx| place.poll_acquire(cx)).await,
+                None => std::future::pending().await,
+            }
+        }
     }
 }
 
@@ -220,6 +251,7 @@ impl Timeline {
     fn advance(&mut self, shared: &RunShared, now: Instant) {
         let settled = get(&shared.n.settled) >= shared.config.count as u64;
         if self.phase == BotPhase::Connecting && settled {
+            shared.everyone_in.cancel();
             self.phase = BotPhase::WarmingUp;
             shared.window.set(RttWindow::Warmup);
             self.warm_until = Some(now + shared.config.warmup);
@@ -289,6 +321,14 @@ impl Timeline {
             .is_some_and(|t| now.duration_since(t) > STOP_GRACE)
     }
 
+    /// From the start until the bots were told to stop (or `now`).
+    fn run_time(&self, now: Instant) -> Duration {
+        self.stopping_since
+            .unwrap_or(now)
+            .min(now)
+            .saturating_duration_since(self.started)
+    }
+
     /// The measured period's length, as of `now`.
     fn measured(&self, now: Instant) -> Duration {
         match (self.measure_start, self.stop_at) {
@@ -322,8 +362,9 @@ fn progress_of(
     }
 }
 
-/// The report of a run whose measured period lasted `measured`.
-fn report(shared: &RunShared, measured: Duration) -> BotReport {
+/// The report of a run whose measured period lasted `measured`, and which
+/// ran for `run` until the bots were stopped.
+fn report(shared: &RunShared, measured: Duration, run: Duration) -> BotReport {
     let n = &shared.n;
     let client_seconds = get(&n.world_micros) as f64 / 1e6;
     let rate = |total: u64| {
@@ -356,7 +397,7 @@ fn report(shared: &RunShared, measured: Duration) -> BotReport {
         duration_s: (measured.as_secs_f64() * 1000.0).round() / 1000.0,
         client_seconds: (client_seconds * 1000.0).round() / 1000.0,
         registered: get(&n.registered),
-        logins: get(&n.logins),
+        logins: logins(shared, run),
         login_ms: Percentiles::of_us(&lock(&shared.login)),
         enter_ms: Percentiles::of_us(&lock(&shared.enter)),
         rtt_samples: get(&n.rtt_samples),
@@ -385,6 +426,22 @@ fn report(shared: &RunShared, measured: Duration) -> BotReport {
         failures: lock(&shared.failures).counts().clone(),
         drops: lock(&shared.drops).counts().clone(),
     }
+}
+
+/// The run's logins by kind, and their rate over `run`.
+fn logins(shared: &RunShared, run: Duration) -> Logins {
+    let n = &shared.n;
+    let mut logins = Logins {
+        password: get(&n.logins_password),
+        resume: get(&n.logins_resume),
+        resume_refused: get(&n.resume_refused),
+        per_s: 0.0,
+    };
+    let secs = run.as_secs_f64();
+    if secs > 0.0 {
+        logins.per_s = (logins.total() as f64 / secs * 10.0).round() / 10.0;
+    }
+    logins
 }
 
 /// Samples `/v1/status` until aborted; keeps the worst scene tick p99.
@@ -550,9 +607,11 @@ mod tests {
         add(&shared.n.settled, 1);
         timeline.advance(&shared, t0);
         assert_eq!(timeline.phase, BotPhase::Connecting, "one bot still out");
+        assert!(!shared.everyone_in.is_cancelled(), "no churn yet");
         add(&shared.n.settled, 1);
         timeline.advance(&shared, t0 + s(1));
         assert_eq!(timeline.phase, BotPhase::WarmingUp);
+        assert!(shared.everyone_in.is_cancelled(), "churn may start");
         assert_eq!(shared.window.get(), RttWindow::Warmup);
         assert_eq!(timeline.remaining(s(60), t0 + s(2)), Some(s(64)));
         timeline.advance(&shared, t0 + s(6));
@@ -565,6 +624,7 @@ mod tests {
         assert_eq!(shared.window.get(), RttWindow::After);
         assert!(shared.stop.is_cancelled());
         assert_eq!(timeline.measured(t0 + s(70)), s(60));
+        assert_eq!(timeline.run_time(t0 + s(70)), s(66));
         assert!(!timeline.stop_overdue(t0 + s(70)));
         assert!(timeline.stop_overdue(t0 + s(77)));
     }
@@ -671,6 +731,48 @@ mod tests {
         assert_eq!(report.rtt_samples, 0);
         assert_eq!(report.rtt_ms, Percentiles::default());
         server.abort();
+    }
+
+    /// Three churners keep re-queueing for the only login slot, each
+    /// holding it 5 ms, while the driver's loop turns every millisecond:
+    /// the driver still gets its slots, first come, first served.
+    #[tokio::test]
+    async fn the_driver_is_not_overtaken_by_bots_logging_in_again() {
+        let slots = Arc::new(Semaphore::new(1));
+        let mut churners = JoinSet::new();
+        for _ in 0..3 {
+            let slots = slots.clone();
+            churners.spawn(async move {
+                while let Ok(permit) = slots.clone().acquire_owned().await {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    drop(permit);
+                }
+            });
+        }
+        tokio::task::yield_now().await;
+        let mut queue = SlotQueue::new(slots.clone());
+        let mut ticker = tokio::time::interval(Duration::from_millis(1));
+        let mut started = 0;
+        let driver = async {
+            while started < 5 {
+                tokio::select! {
+                    permit = queue.next(true) => {
+                        assert!(permit.is_some());
+                        started += 1;
+                    }
+                    _ = ticker.tick() => {}
+                }
+            }
+        };
+        // Only a bound against a hang: the churners would get through
+        // about 2,000 slots meanwhile.
+        let got = tokio::time::timeout(Duration::from_secs(10), driver).await;
+        assert!(got.is_ok(), "the driver got {started} of 5 slots");
+        // Given up while no bot waits: the queue holds no slot back.
+        drop(queue.next(false));
+        assert!(queue.place.is_none());
+        slots.close();
+        churners.shutdown().await;
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! One bot: logs in, connects to the gate with its token, enters the world
 //! and plays its [`Behaviour`] until the run stops it or the server drops it
-//! — for churn, leaves and starts over.
+//! — for churn, leaves and comes back with its resume key, once every bot
+//! of the run has entered.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -58,9 +59,11 @@ pub(super) async fn bot(
     // never match an input sent after it.
     let mut seq = 0u32;
     let mut entered_once = false;
+    // The key the last login gave, for the next one.
+    let mut resume_key = None;
     loop {
         let begun = Instant::now();
-        let attempt = connect_and_enter(&shared, index, begun, permit.take());
+        let attempt = connect_and_enter(&shared, index, begun, permit.take(), &mut resume_key);
         let session = tokio::select! {
             biased;
             () = shared.stop.cancelled() => Err(Failure::Stopped),
@@ -109,16 +112,19 @@ fn count_entry(shared: &RunShared, begun: Instant, entered_once: &mut bool) {
     }
 }
 
-/// Logs in (registering the account if needed), connects to the gate,
-/// creates an avatar if there is none, selects it and waits for `Entered`.
+/// Logs in (with `resume_key` if there is one, else the password,
+/// registering the account if needed; the login's new resume key replaces
+/// it), connects to the gate, creates an avatar if there is none, selects
+/// it and waits for `Entered`.
 async fn connect_and_enter(
     shared: &RunShared,
     index: usize,
     begun: Instant,
     permit: Option<OwnedSemaphorePermit>,
+    resume_key: &mut Option<String>,
 ) -> Result<Session, Failure> {
-    let admitted = login_in_slot(shared, index, permit).await?;
-    add(&shared.n.logins, 1);
+    let admitted = login_in_slot(shared, index, permit, resume_key.take()).await?;
+    *resume_key = Some(admitted.resume_key.clone());
     record_us(&mut lock(&shared.login), begun.elapsed());
     let mut stage = EnterStage::Connecting;
     let entered = tokio::time::timeout(
@@ -141,6 +147,7 @@ async fn login_in_slot(
     shared: &RunShared,
     index: usize,
     permit: Option<OwnedSemaphorePermit>,
+    resume_key: Option<String>,
 ) -> Result<Admitted, Failure> {
     let _permit = match permit {
         Some(p) => p,
@@ -151,7 +158,12 @@ async fn login_in_slot(
             .await
             .map_err(|_| Failure::Stopped)?,
     };
-    match tokio::time::timeout(shared.config.login_timeout, login(shared, index)).await {
+    match tokio::time::timeout(
+        shared.config.login_timeout,
+        login(shared, index, resume_key),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(Failure::Reason("login: timed out".into())),
     }
@@ -405,7 +417,12 @@ impl Session {
             self.client.set_loss(0.0);
         }
         let chat_due = behaviour == Behaviour::Chat && !settling;
-        let leave_due = behaviour == Behaviour::Churn && stay.leaving.is_none() && !settling;
+        let churning = behaviour == Behaviour::Churn && stay.leaving.is_none() && !settling;
+        let leave_at = if churning {
+            stay.leave_at(shared, rng)
+        } else {
+            None
+        };
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => Some(Outcome::Stopped),
@@ -423,11 +440,10 @@ impl Session {
             () = tokio::time::sleep_until(stay.chat_at), if chat_due => {
                 self.send_chat(shared, rng, stay)
             }
-            () = tokio::time::sleep_until(stay.leave_at), if leave_due => {
-                self.send_leave(shared, stay)
-            }
-            () = tokio::time::sleep_until(stay.leaving.unwrap_or(stay.leave_at)),
-                if stay.leaving.is_some() =>
+            // Wakes the bot to draw its leave time once churn may start.
+            () = shared.everyone_in.cancelled(), if churning && leave_at.is_none() => None,
+            () = sleep_until(leave_at), if leave_at.is_some() => self.send_leave(shared, stay),
+            () = sleep_until(stay.leaving), if stay.leaving.is_some() =>
             {
                 // No `Left` within 5 s: the server lost it; count a drop.
                 Some(Outcome::Dropped("no answer to Leave".into()))
@@ -616,9 +632,7 @@ impl Session {
         if !self.send(shared, Channel::Reliable, ClientMsg::Leave.encode()) {
             return Some(Outcome::client_stopped());
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        stay.leaving = Some(deadline);
-        stay.leave_at = deadline;
+        stay.leaving = Some(tokio::time::Instant::now() + Duration::from_secs(5));
         None
     }
 
@@ -670,9 +684,9 @@ struct Stay {
     /// Chat: when the next line is said, and how many were.
     chat_at: tokio::time::Instant,
     chats: u64,
-    /// Churn: when to leave; once `Leave` is sent, how long to wait for
-    /// `Left`.
-    leave_at: tokio::time::Instant,
+    /// Churn: when to leave, drawn once every bot of the run has entered;
+    /// once `Leave` is sent, how long to wait for `Left`.
+    leave_at: Option<tokio::time::Instant>,
     leaving: Option<tokio::time::Instant>,
     /// The view check: standing still for it; the truth to compare with;
     /// compared already.
@@ -690,7 +704,6 @@ impl Stay {
         let now = tokio::time::Instant::now();
         let turn_at = now + jittered(rng, 2.0, 5.0);
         let chat_at = now + jittered(rng, 1.0, 9.0);
-        let leave_at = now + jittered(rng, 5.0, 15.0);
         Self {
             ring: RttRing::new(RTT_RING),
             rtts,
@@ -698,13 +711,32 @@ impl Stay {
             turn_at,
             chat_at,
             chats: 0,
-            leave_at,
+            leave_at: None,
             leaving: None,
             settling: false,
             stopped: false,
             truth: shared.truth.subscribe(),
             checked: false,
         }
+    }
+}
+
+impl Stay {
+    /// Churn: when this stay ends, 5–15 s after every bot of the run has
+    /// entered (or after this bot entered, if later); `None` before.
+    fn leave_at(&mut self, shared: &RunShared, rng: &mut SceneRng) -> Option<tokio::time::Instant> {
+        if self.leave_at.is_none() && shared.everyone_in.is_cancelled() {
+            self.leave_at = Some(tokio::time::Instant::now() + jittered(rng, 5.0, 15.0));
+        }
+        self.leave_at
+    }
+}
+
+/// Sleeps until `at`; for ever if `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -764,4 +796,28 @@ fn random_dir(rng: &mut SceneRng) -> [f32; 2] {
 
 fn jittered(rng: &mut SceneRng, lo_s: f32, hi_s: f32) -> Duration {
     Duration::from_secs_f32(rng.range_f32(lo_s, hi_s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bot::config::BotConfig;
+
+    /// A churn bot draws no leave time while bots are still getting in;
+    /// once all are in, it leaves 5–15 s later, and keeps that time.
+    #[tokio::test]
+    async fn churn_waits_until_every_bot_has_entered() {
+        let config = BotConfig::new(2, "http://127.0.0.1:1", 30, Behaviour::Churn).expect("valid");
+        let shared = RunShared::new(config);
+        let mut rng = SceneRng::new(7);
+        let mut stay = Stay::new(&shared, &mut rng);
+        assert_eq!(stay.leave_at(&shared, &mut rng), None);
+        assert_eq!(stay.leave_at(&shared, &mut rng), None);
+        let before = tokio::time::Instant::now();
+        shared.everyone_in.cancel();
+        let at = stay.leave_at(&shared, &mut rng).expect("churn starts");
+        assert!(at >= before + Duration::from_secs(5), "{:?}", at - before);
+        assert!(at <= tokio::time::Instant::now() + Duration::from_secs(15));
+        assert_eq!(stay.leave_at(&shared, &mut rng), Some(at));
+    }
 }

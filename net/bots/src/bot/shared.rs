@@ -35,7 +35,11 @@ pub(super) struct BotCounters {
     /// this reaches the count).
     pub(super) settled: AtomicU64,
     pub(super) registered: AtomicU64,
-    pub(super) logins: AtomicU64,
+    /// Successful logins with the password, and with a resume key.
+    pub(super) logins_password: AtomicU64,
+    pub(super) logins_resume: AtomicU64,
+    /// Resume keys the server refused (the bot then used its password).
+    pub(super) resume_refused: AtomicU64,
     pub(super) rtt_samples: AtomicU64,
     pub(super) rtt_unacked: AtomicU64,
     pub(super) inputs_sent: AtomicU64,
@@ -73,6 +77,9 @@ pub(super) struct RunShared {
     /// token (start-up and churn re-logins alike).
     pub(super) slots: Arc<Semaphore>,
     pub(super) stop: CancellationToken,
+    /// Cancelled once every bot has entered or failed: churn starts then,
+    /// so no bot waits to get in behind bots coming back.
+    pub(super) everyone_in: CancellationToken,
     pub(super) n: BotCounters,
     /// Which histogram round trips go to.
     pub(super) window: CurrentWindow,
@@ -117,6 +124,7 @@ impl RunShared {
             http,
             slots: Arc::new(Semaphore::new(config.logins_in_flight)),
             stop: CancellationToken::new(),
+            everyone_in: CancellationToken::new(),
             n: BotCounters::default(),
             window: CurrentWindow::new(RttWindow::RampUp),
             rtt: Mutex::new(histogram_us()),
