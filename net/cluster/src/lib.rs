@@ -165,6 +165,8 @@ mod state;
 mod status;
 
 #[cfg(test)]
+mod avatar_tests;
+#[cfg(test)]
 mod balance_tests;
 #[cfg(test)]
 mod liveness_tests;
