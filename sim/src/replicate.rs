@@ -832,6 +832,7 @@ fn build_packets(
 fn warm(view: &ClientView, visible: &[NetId]) {
     crate::warm_lines(&view.known, |k| k.id);
     crate::warm_lines(visible, |&id| id);
+    crate::warm_lines(&view.leaving, |l| l.0);
 }
 
 /// Seals the tick's packets: sorted by client.
