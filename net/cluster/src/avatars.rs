@@ -299,7 +299,8 @@ impl ClusterState {
     /// detached at its scene's host (which saves it) and stays in its scene
     /// until [`complete_transfer`](Self::complete_transfer). If its scene is
     /// unplaced there is nothing to detach and the transfer can be completed
-    /// at once.
+    /// at once. If the scene's placement changes first, the transfer is
+    /// aborted ([`Effect::TransferAborted`]).
     pub fn begin_transfer(
         &mut self,
         avatar: AvatarId,
@@ -366,6 +367,36 @@ impl ClusterState {
         let mut out = Vec::new();
         self.push_attach(avatar, &mut out);
         Ok(out)
+    }
+
+    /// `scene`'s placement changed (its host died, gave it up or released
+    /// it, or another host took it over): the detach of every transfer out of
+    /// it went to a placement whose reports are no longer handled, so each is
+    /// aborted. The avatar is online in `scene` again and attached at its
+    /// current host, if it has one (otherwise when it is placed). Call it
+    /// once the new placement is in place.
+    pub(crate) fn abort_transfers_from(&mut self, scene: &str, out: &mut Vec<Effect>) {
+        let Some(s) = self.scenes.get(scene) else {
+            return;
+        };
+        let stuck: Vec<(AvatarId, SessionId)> = s
+            .avatars
+            .iter()
+            .filter_map(|&a| match self.avatars[&a].presence {
+                AvatarPresence::Transferring { session, .. } => Some((a, session)),
+                _ => None,
+            })
+            .collect();
+        for (avatar, session) in stuck {
+            self.avatars.get_mut(&avatar).expect("indexed").presence =
+                AvatarPresence::Online { session };
+            out.push(Effect::TransferAborted {
+                avatar,
+                session,
+                scene: scene.to_owned(),
+            });
+            self.push_attach(avatar, out);
+        }
     }
 
     pub(crate) fn scene_status(&self, scene: &str) -> SceneStatus {

@@ -169,7 +169,7 @@ impl ClusterState {
             .filter(|s| s.placement == Some((node, epoch)))
             .and_then(|s| s.moving.clone());
         if let Some(m) = moving {
-            self.unplace(scene);
+            self.unplace(scene, &mut out);
             if self.nodes.get(&m.to).is_some_and(Node::can_take) {
                 self.place_on(scene, m.to, &mut out);
             }

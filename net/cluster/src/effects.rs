@@ -54,6 +54,16 @@ pub enum Effect {
     },
     /// The node was declared dead (heartbeat timeout): close its link.
     NodeDown { node: NodeId },
+    /// The transfer of `avatar` (of `session`) out of `scene` is cancelled:
+    /// the scene's placement changed before its host reported the detach, so
+    /// that report will never be handled. Forget the pending portal; the
+    /// avatar stays in `scene`, online, and is attached at its current host
+    /// (by an [`Effect::AttachAt`] after this one, or when it is placed).
+    TransferAborted {
+        avatar: AvatarId,
+        session: SessionId,
+        scene: String,
+    },
     /// Store that `avatar` now belongs to `scene` (a committed transfer).
     PersistAvatarScene { avatar: AvatarId, scene: String },
     /// Attach `avatar` for `session` in `scene` at `server`, placement `epoch`.

@@ -81,11 +81,13 @@
 //!   that may already have the avatar attached for that session, which must
 //!   treat it as a no-op. When the grace period ends, every placed scene
 //!   gets one [`Effect::SyncAttached`] with the rebuilt directory.
-//! * If a scene's host changes during a transfer, the source's detach
-//!   report may never come: complete the transfer anyway (the portal's
-//!   target position does not depend on the source's last save) or abort it
-//!   (the avatar is attached at the source's new host, loaded from the last
-//!   flush).
+//! * Ignore a scene's events from a placement that is no longer current. So
+//!   when a transfer's source scene changes placement (failover, given up,
+//!   a planned move, a newer claim) its detach report can never be handled:
+//!   the state aborts the transfer itself and says so with
+//!   [`Effect::TransferAborted`], then the avatar is attached at the
+//!   source's new host, loaded from the last flush. Forget the pending
+//!   portal then, so the avatar's next detach and portal are handled.
 //!
 //! # Epochs and coordinator restarts
 //!
@@ -113,6 +115,9 @@
 //! [`Effect::PersistAvatarScene`], then attach at the target) or
 //! [`ClusterState::abort_transfer`] — so a crash at any point leaves the
 //! avatar in exactly one scene: the source until the commit, the target after.
+//! A transfer waits for its detach report only while its source keeps the
+//! placement the detach went to; when that placement changes the transfer is
+//! aborted ([`Effect::TransferAborted`]).
 //!
 //! Single sign-on: one session per account. A second [`ClusterState::login`]
 //! of the same account ends the old session (its avatar is detached) and
@@ -174,6 +179,8 @@ mod liveness_tests;
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer_tests;
 
 pub use avatars::{
     AddAvatarError, AttachError, AvatarPresence, AvatarView, DetachError, LoginError, TransferError,

@@ -93,7 +93,7 @@ impl ClusterState {
         out: &mut Vec<Effect>,
     ) {
         for (scene, epoch) in scenes {
-            self.unplace(&scene);
+            self.unplace(&scene, out);
             out.push(Effect::DropScene {
                 server: node,
                 scene,
@@ -103,8 +103,9 @@ impl ClusterState {
         }
     }
 
-    /// Removes `scene`'s placement (its host no longer has it).
-    pub(crate) fn unplace(&mut self, scene: &str) {
+    /// Removes `scene`'s placement (its host no longer has it), aborting
+    /// the transfers out of it.
+    pub(crate) fn unplace(&mut self, scene: &str, out: &mut Vec<Effect>) {
         let Some(s) = self.scenes.get_mut(scene) else {
             return;
         };
@@ -115,6 +116,7 @@ impl ClusterState {
                 n.scenes.remove(scene);
             }
         }
+        self.abort_transfers_from(scene, out);
     }
 
     /// The live scene server a new scene goes to, if any: the one hosting
@@ -158,6 +160,10 @@ impl ClusterState {
     /// Places the unplaced `scene` on `server` under a fresh epoch, and
     /// attaches its online avatars there.
     pub(crate) fn place_on(&mut self, scene: &str, server: NodeId, out: &mut Vec<Effect>) {
+        // A transfer begun while the scene was unplaced sent no detach: it
+        // was to be completed at once, so one still pending is aborted (while
+        // unplaced, nothing is sent; its avatar is attached below).
+        self.abort_transfers_from(scene, out);
         let s = self.scenes.get_mut(scene).expect("a catalog scene");
         let epoch = s.latest + 1;
         s.latest = epoch;
@@ -241,6 +247,7 @@ impl ClusterState {
             .expect("claimer is registered")
             .scenes
             .insert(scene.to_owned());
+        self.abort_transfers_from(scene, out);
         true
     }
 

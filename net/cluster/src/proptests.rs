@@ -211,6 +211,9 @@ struct Model {
     issued: BTreeSet<(String, Epoch)>,
     /// The highest epoch seen per scene, over all coordinator lifetimes.
     max_epoch: BTreeMap<String, Epoch>,
+    /// Per avatar, the placement of its scene when its last transfer began:
+    /// where the detach went, the only host whose report can complete it.
+    transfer_from: BTreeMap<AvatarId, Option<(NodeId, Epoch)>>,
 }
 
 impl Model {
@@ -228,6 +231,7 @@ impl Model {
             next_session: 1,
             issued: BTreeSet::new(),
             max_epoch: BTreeMap::new(),
+            transfer_from: BTreeMap::new(),
         };
         m.load_catalog();
         m
@@ -336,6 +340,18 @@ impl Model {
                     if let Some(p) = self.proc_of(node) {
                         p.link_closed();
                     }
+                }
+                Effect::TransferAborted {
+                    avatar,
+                    session,
+                    scene,
+                } => {
+                    let v = self.st.avatar(avatar).expect("known avatar");
+                    assert_eq!(
+                        (v.scene.as_str(), v.presence),
+                        (scene.as_str(), AvatarPresence::Online { session }),
+                        "an aborted transfer leaves its avatar online in its scene"
+                    );
                 }
             }
         }
@@ -447,10 +463,7 @@ impl Model {
                 let fx = self.st.detach(session, avatar);
                 self.apply_ok(fx);
             }
-            Op::BeginTransfer(avatar, scene) => {
-                let fx = self.st.begin_transfer(avatar, SCENES[scene]);
-                self.apply_ok(fx);
-            }
+            Op::BeginTransfer(avatar, scene) => self.begin_transfer(avatar, scene),
             Op::CompleteTransfer(avatar) => {
                 let fx = self.st.complete_transfer(avatar);
                 self.apply_ok(fx);
@@ -608,6 +621,19 @@ impl Model {
         self.apply_ok(result);
     }
 
+    /// A portal's first half: the avatar is detached at its scene's host.
+    fn begin_transfer(&mut self, avatar: AvatarId, scene: usize) {
+        let from = self
+            .st
+            .avatar(avatar)
+            .and_then(|v| self.st.placement(&v.scene));
+        let fx = self.st.begin_transfer(avatar, SCENES[scene]);
+        if fx.is_ok() {
+            self.transfer_from.insert(avatar, from);
+        }
+        self.apply_ok(fx);
+    }
+
     /// A portal whose source detach report comes at once: begin and
     /// complete the transfer.
     fn portal(&mut self, avatar: AvatarId, scene: usize) {
@@ -630,6 +656,24 @@ impl Model {
         }
         self.check_hosting();
         self.check_status_shape();
+        self.check_transfers();
+    }
+
+    /// A transfer waits only while its source keeps the placement its
+    /// detach went to: once that changes, the report can never be handled,
+    /// and the transfer must not stay pending.
+    fn check_transfers(&self) {
+        for v in self.st.avatars() {
+            if let AvatarPresence::Transferring { .. } = v.presence {
+                assert_eq!(
+                    self.st.placement(&v.scene),
+                    self.transfer_from[&v.avatar],
+                    "avatar {} still in transfer after its source {} changed placement",
+                    v.avatar,
+                    v.scene
+                );
+            }
+        }
     }
 
     /// Every avatar is in exactly one scene, the one the data service

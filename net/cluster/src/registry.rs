@@ -396,6 +396,7 @@ impl ClusterState {
                 s.ready = false;
                 s.moving = None;
             }
+            self.abort_transfers_from(&scene, out);
         }
         let sessions: Vec<SessionId> = self
             .sessions

@@ -40,6 +40,11 @@ impl Core {
                 reason,
             } => self.drop_scene(server, scene, epoch, reason),
             Effect::NodeDown { node } => self.node_down(node),
+            Effect::TransferAborted {
+                avatar,
+                session,
+                scene,
+            } => self.transfer_aborted(avatar, session, &scene),
             Effect::PersistAvatarScene { avatar, scene } => {
                 self.persist_avatar_scene(avatar, &scene)?;
             }
@@ -127,6 +132,15 @@ impl Core {
         if let Some(id) = self.node_links.remove(&node) {
             self.kill_link(id);
         }
+    }
+
+    /// A portal out of `scene` was cancelled (its placement changed before
+    /// the detach was reported): the pending arrival is forgotten, so the
+    /// avatar's next detach and portal are handled as such.
+    fn transfer_aborted(&mut self, avatar: AvatarId, session: SessionId, scene: &str) {
+        self.arrivals.remove(&avatar);
+        self.arrival_states.remove(&avatar);
+        info!(avatar, ?session, %scene, "transfer aborted: its source scene moved");
     }
 
     /// Stores the avatar's new scene (a committed transfer), and the state
