@@ -794,6 +794,7 @@ fn build_packets(
         for i in 0..chunk.len() {
             if let Some((_, _, _, interest, view)) = chunk.get(i + 1) {
                 warm(view, &interest.visible);
+                warm_snaps(&index, view);
             }
             let (net, pos, pc, interest, view) = &mut chunk[i];
             let start = buf.len() as u32;
@@ -833,6 +834,19 @@ fn warm(view: &ClientView, visible: &[NetId]) {
     crate::warm_lines(&view.known, |k| k.id);
     crate::warm_lines(visible, |&id| id);
     crate::warm_lines(&view.leaving, |l| l.0);
+}
+
+/// Reads the snapshot of each entity a client knows, so the walk finds
+/// them in cache.
+#[inline]
+fn warm_snaps(index: &SpatialIndex, view: &ClientView) {
+    let mut acc = 0u32;
+    for k in &view.known {
+        if let Some(s) = index.snaps.get(k.id as usize) {
+            acc ^= s.net_gen;
+        }
+    }
+    std::hint::black_box(acc);
 }
 
 /// Seals the tick's packets: sorted by client.
