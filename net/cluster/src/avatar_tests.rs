@@ -254,9 +254,17 @@ fn transfer_refusals_abort_and_detach_midway() {
             session: S1
         }]
     );
-    // Detach midway: offline in the source, nothing more to send.
+    // Detach midway: offline in the source (the detach already sent saves
+    // it), and the pending arrival is dropped.
     st.begin_transfer(7, "field").expect("begin");
-    assert!(st.detach(S1, 7).expect("detach").is_empty());
+    assert_eq!(
+        st.detach(S1, 7).expect("detach"),
+        vec![Effect::TransferAborted {
+            avatar: 7,
+            session: S1,
+            scene: "town".into()
+        }]
+    );
     let v = st.avatar(7).expect("7");
     assert_eq!(
         (v.scene.as_str(), v.presence),

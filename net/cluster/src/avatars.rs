@@ -437,8 +437,17 @@ impl ClusterState {
             return;
         };
         let previous = std::mem::replace(&mut a.presence, AvatarPresence::Offline);
-        if let AvatarPresence::Online { session } = previous {
-            self.push_detach(avatar, session, out);
+        match previous {
+            AvatarPresence::Online { session } => self.push_detach(avatar, session, out),
+            // Its portal ends with it: the source's detach (already sent)
+            // saves it where it was, and the pending arrival is forgotten,
+            // so its next detach and portal are handled as such.
+            AvatarPresence::Transferring { session, .. } => out.push(Effect::TransferAborted {
+                avatar,
+                session,
+                scene: a.scene.clone(),
+            }),
+            AvatarPresence::Offline => {}
         }
     }
 

@@ -54,11 +54,13 @@ pub enum Effect {
     },
     /// The node was declared dead (heartbeat timeout): close its link.
     NodeDown { node: NodeId },
-    /// The transfer of `avatar` (of `session`) out of `scene` is cancelled:
-    /// the scene's placement changed before its host reported the detach, so
-    /// that report will never be handled. Forget the pending portal; the
-    /// avatar stays in `scene`, online, and is attached at its current host
-    /// (by an [`Effect::AttachAt`] after this one, or when it is placed).
+    /// The transfer of `avatar` (of `session`) out of `scene` is cancelled;
+    /// forget the pending portal. Either the scene's placement changed
+    /// before its host reported the detach (that report will never come):
+    /// the avatar stays in `scene`, online, and is attached at its current
+    /// host (by an [`Effect::AttachAt`] after this one, or when it is
+    /// placed). Or its session ended midway: it stays in `scene`, offline,
+    /// saved by the detach already sent.
     TransferAborted {
         avatar: AvatarId,
         session: SessionId,

@@ -243,3 +243,25 @@ fn a_transfer_whose_source_keeps_its_placement_waits_for_the_report() {
     );
     ok(&st);
 }
+
+#[test]
+fn a_transfer_is_aborted_when_its_session_ends_midway() {
+    let (mut st, a, _) = midway();
+    let fx = st.logout(S1);
+    assert_eq!(fx, vec![aborted(7, "town")]);
+    let v = st.avatar(7).expect("7");
+    assert_eq!(
+        (v.scene.as_str(), v.presence),
+        ("town", AvatarPresence::Offline)
+    );
+    ok(&st);
+    // Back in: it is in town, and a portal goes through.
+    st.login(ACC, S1, None).expect("login");
+    st.attach(S1, 7).expect("attach");
+    let fx = st.begin_transfer(7, "field").expect("a later portal goes");
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::DetachAt { server, .. } if *server == a))
+    );
+    ok(&st);
+}

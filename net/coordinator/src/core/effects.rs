@@ -135,12 +135,13 @@ impl Core {
     }
 
     /// A portal out of `scene` was cancelled (its placement changed before
-    /// the detach was reported): the pending arrival is forgotten, so the
-    /// avatar's next detach and portal are handled as such.
+    /// the detach was reported, or its session ended midway): the pending
+    /// arrival is forgotten, so the avatar's next detach and portal are
+    /// handled as such.
     fn transfer_aborted(&mut self, avatar: AvatarId, session: SessionId, scene: &str) {
         self.arrivals.remove(&avatar);
         self.arrival_states.remove(&avatar);
-        info!(avatar, ?session, %scene, "transfer aborted: its source scene moved");
+        info!(avatar, ?session, %scene, "transfer aborted");
     }
 
     /// Stores the avatar's new scene (a committed transfer), and the state
