@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::tests::T;
 use super::*;
 use tessera_wire::{Epoch, SceneLoad};
-
-const T: u64 = 3000; // default heartbeat timeout
 const SCENES: [&str; 4] = ["coast", "field", "hills", "town"];
 
 /// A planned move the state asked for: `(from, to, scene)`, with every

@@ -1,19 +1,16 @@
 //! Liveness against the coordinator's own delays: heartbeats count from
 //! their arrival, and a coordinator stall expires no healthy node.
 
+use super::tests::T;
 use super::*;
 use tessera_wire::SceneLoad;
-
-const T: u64 = 3000; // default heartbeat timeout
 
 fn state() -> ClusterState {
     ClusterState::new(ClusterConfig::default(), 0).expect("valid config")
 }
 
 fn server(st: &mut ClusterState, now: u64, name: &str) -> NodeId {
-    st.register(now, name, "127.0.0.1:0", NodeKind::SceneServer, 0, &[])
-        .expect("register")
-        .0
+    super::tests::server(st, now, name).0
 }
 
 fn downs(effects: &[Effect]) -> Vec<NodeId> {

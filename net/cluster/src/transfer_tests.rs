@@ -2,33 +2,16 @@
 //! sent to the old host can no longer be reported, so the transfer is
 //! aborted there and the avatar's later detaches and portals are handled.
 
+use super::tests::{T, load, ok};
 use super::*;
 use tessera_proto::AvatarId;
-use tessera_wire::{Epoch, SceneLoad};
+use tessera_wire::Epoch;
 
-const T: u64 = 3000; // default heartbeat timeout
 const ACC: AccountId = AccountId(1);
 const S1: SessionId = SessionId(100);
 
 fn server(st: &mut ClusterState, now: u64, name: &str) -> NodeId {
-    st.register(now, name, "127.0.0.1:0", NodeKind::SceneServer, 0, &[])
-        .expect("register")
-        .0
-}
-
-fn load(scene: &str, epoch: Epoch, population: u32) -> SceneLoad {
-    SceneLoad {
-        scene: scene.into(),
-        epoch,
-        population,
-        tick_p99_us: 1500,
-    }
-}
-
-fn ok(st: &ClusterState) {
-    if let Err(e) = st.check_invariants() {
-        panic!("invariant broken: {e}\n{st:#?}");
-    }
+    super::tests::server(st, now, name).0
 }
 
 /// "town" on `a`, "field" on `b`, both at epoch 1; avatar 7 online in town
