@@ -53,7 +53,6 @@ use crate::metrics::{done, sys};
 
 use crate::ReplicateSystems;
 use crate::components::*;
-use crate::interest::Snap;
 use crate::interest::SpatialIndex;
 use crate::protocol::{
     ClientId, ENTER_MAX_BYTES, EnterState, LEAVE_MAX_BYTES, NetId, Quantized, StateEncoder,
@@ -87,7 +86,8 @@ impl Plugin for ReplicatePlugin {
     }
 }
 
-/// An enter or update waiting for room in the packet. What it sends (state,
+/// An enter, or an update when not everything fits (see
+/// [`materialize_updates`]), waiting for room in the packet. What it sends (state,
 /// kind, figure, generation) and its distance (for the priority, needed
 /// only when not everything fits) are read from the entity's snapshot when
 /// needed, so a candidate stays 16 bytes.
@@ -111,11 +111,22 @@ struct Cand {
 /// Per-thread scratch for [`build_packet`].
 #[derive(Default)]
 pub struct ReplScratch {
+    /// The enters; and the updates too once [`materialize_updates`] ran
+    /// (only when not everything fits).
     cands: Vec<Cand>,
     /// The updates of the walk, encoded as it goes (all of them go when
-    /// everything fits), and how many of them were resends.
+    /// everything fits), how many of them were resends, and their sizes.
     upd: UpdateList,
     upd_resent: u64,
+    upd_cost: usize,
+    /// Per update of the walk, in id order: its slot in
+    /// `ClientView::known` and its entry before the walk ([`Known::save`]).
+    /// Candidates are made of them only when not everything fits.
+    upd_slots: Vec<(u32, u32)>,
+    /// `cands` holds the updates too.
+    materialized: bool,
+    /// The buffer `cands` was before [`materialize_updates`].
+    spare: Vec<Cand>,
     /// `cands[..walked]` came from the known walk, in id order; the rest
     /// are new enters, in id order.
     walked: usize,
@@ -152,6 +163,15 @@ pub struct ReplScratch {
 }
 
 impl ReplScratch {
+    /// Enters and updates wanting to go.
+    fn total(&self) -> usize {
+        if self.materialized {
+            self.cands.len()
+        } else {
+            self.cands.len() + self.upd_slots.len()
+        }
+    }
+
     fn begin(&mut self, bound: usize) -> u32 {
         if self.marks.len() < bound {
             self.marks.resize(bound, 0);
@@ -228,9 +248,10 @@ pub fn build_packet(
     settle_leaving(view, ctx.tick);
     let budget = ctx.budget.min(crate::MAX_PACKET_BYTES);
     stats.deferred += choose_leaves(view, s, &mut used, budget);
-    let taken = choose_items(index, ctx, s, &mut used, budget);
-    stats.deferred += (s.cands.len() - taken) as u64;
-    if taken < s.cands.len() {
+    let taken = choose_items(index, ctx, view, s, &mut used, budget);
+    let total = s.total();
+    stats.deferred += (total - taken) as u64;
+    if taken < total {
         undo_untaken(view, s);
     }
     let empty = header.you.is_none() && s.leaves.is_empty() && taken == 0;
@@ -387,6 +408,9 @@ fn walk_known(
     s.cands.clear();
     s.upd.clear();
     s.upd_resent = 0;
+    s.upd_cost = 0;
+    s.upd_slots.clear();
+    s.materialized = false;
     s.stamped_known = 0;
     s.leave_slots.clear();
     let ClientView { known, ring, .. } = &mut *view;
@@ -406,39 +430,28 @@ fn walk_known(
         if !reused && !snap.changed && !k.behind() {
             continue;
         }
-        let enter = reused || k.entering();
-        let wait = if enter { 0 } else { k.wait() };
-        let mut saved = 0;
-        if !enter {
+        if !(reused || k.entering()) {
             // Written and recorded now, while the entry and the snapshot
             // are at hand: when everything fits (nearly always) the packet
             // copies the list; else `undo_untaken` restores what stays out.
             s.upd.push(k.id, snap.wire());
             s.upd_resent += k.resend() as u64;
-            saved = k.save();
+            s.upd_cost += snap.update_cost as usize;
+            s.upd_slots.push((slot as u32, k.save()));
             k.sent(ctx.tick, snap.net_gen, false);
+            continue;
         }
         s.cands.push(Cand {
             id: k.id,
             slot: slot as u32,
-            wait,
-            cost: item_cost(snap, enter),
-            enter,
+            wait: 0,
+            cost: snap.enter_cost,
+            enter: true,
             taken: true,
-            saved,
+            saved: 0,
         });
     }
     s.walked = s.cands.len();
-}
-
-/// An item's size in the packet, at most.
-#[inline]
-fn item_cost(snap: &Snap, enter: bool) -> u8 {
-    if enter {
-        snap.enter_cost
-    } else {
-        snap.update_cost
-    }
 }
 
 /// Step 3b: the ids of interest still stamped `e` are not known: enters,
@@ -517,16 +530,18 @@ fn choose_leaves(view: &ClientView, s: &mut ReplScratch, used: &mut usize, budge
 fn choose_items(
     index: &SpatialIndex,
     ctx: &PacketCtx,
+    view: &ClientView,
     s: &mut ReplScratch,
     used: &mut usize,
     budget: usize,
 ) -> usize {
-    let cands = &mut s.cands;
-    let wanted: usize = cands.iter().map(|c| c.cost as usize).sum();
+    let wanted: usize = s.cands.iter().map(|c| c.cost as usize).sum::<usize>() + s.upd_cost;
     if *used + wanted <= budget {
         *used += wanted;
-        return cands.len();
+        return s.total();
     }
+    materialize_updates(index, view, s);
+    let cands = &mut s.cands;
     s.order.clear();
     let mut cheapest = u8::MAX;
     for (i, c) in cands.iter_mut().enumerate() {
@@ -560,6 +575,36 @@ fn choose_items(
         taken += 1;
     }
     taken
+}
+
+/// Not everything fits: the walk's updates become candidates, merged with
+/// the walk's enters in id (= slot) order, before the new enters.
+fn materialize_updates(index: &SpatialIndex, view: &ClientView, s: &mut ReplScratch) {
+    let mut merged = std::mem::take(&mut s.spare);
+    merged.clear();
+    let (walked, new) = s.cands.split_at(s.walked);
+    let mut e = 0;
+    for &(slot, saved) in &s.upd_slots {
+        while e < walked.len() && walked[e].slot < slot {
+            merged.push(walked[e]);
+            e += 1;
+        }
+        let id = view.known[slot as usize].id;
+        merged.push(Cand {
+            id,
+            slot,
+            wait: (saved >> 24) as u8,
+            cost: index.snaps[id as usize].update_cost,
+            enter: false,
+            taken: true,
+            saved,
+        });
+    }
+    merged.extend_from_slice(&walked[e..]);
+    s.walked = merged.len();
+    merged.extend_from_slice(new);
+    s.spare = std::mem::replace(&mut s.cands, merged);
+    s.materialized = true;
 }
 
 /// Updates the walk recorded as sent that stay out of the packet get their
@@ -638,7 +683,7 @@ fn write_packet(
     // Updates: written and recorded by the walk; when some stay out, the
     // list is written again from those that go.
     resent += s.upd_resent;
-    if taken == s.cands.len() {
+    if taken == s.total() {
         debug_assert_eq!(s.upd.len(), taken - entering);
         enc.update_list(&s.upd);
     } else {
