@@ -35,7 +35,8 @@ pub struct IngestPlugin;
 
 impl Plugin for IngestPlugin {
     fn build(&self, app: &mut App) {
-        app.add_message::<AttachCmd>()
+        app.init_resource::<AckInbox>()
+            .add_message::<AttachCmd>()
             .add_message::<DetachCmd>()
             .add_message::<InputCmd>()
             .add_message::<AckCmd>()
@@ -201,6 +202,7 @@ fn apply_inputs(
     info: Res<SceneInfo>,
     tick: Res<TickCount>,
     mut counters: ResMut<Counters>,
+    mut acks: ResMut<AckInbox>,
     mut pcs: Query<(&mut Intent, &mut Pose, &mut Pc, &mut ClientView)>,
 ) {
     let cap = info.settings.max_inputs_per_tick;
@@ -226,7 +228,17 @@ fn apply_inputs(
             counters.inputs_invalid_dropped += 1;
             continue;
         }
-        take_ack(&info, tick.0, &mut view, &input.state_ack, &mut counters);
+        if let Some(earlier) = take_ack(
+            &info,
+            tick.0,
+            *client,
+            &input.state_ack,
+            &mut acks,
+            &mut counters,
+        ) && earlier.apply(&mut view.ring).is_err()
+        {
+            counters.acks_stale += 1;
+        }
         let len2 = input.dir[0] * input.dir[0] + input.dir[1] * input.dir[1];
         let dir = if len2 > 1.0 + 1e-4 {
             counters.inputs_speed_clamped += 1;
@@ -247,45 +259,65 @@ fn apply_inputs(
 }
 
 /// Acknowledgements sent alone (the client had no input to carry them).
+/// Only one displacing an earlier one of the same tick needs the client's
+/// view here (rare); the rest wait in the [`AckInbox`].
 fn apply_acks(
     mut reader: MessageReader<AckCmd>,
     dir: Res<Directory>,
     info: Res<SceneInfo>,
     tick: Res<TickCount>,
     mut counters: ResMut<Counters>,
+    mut acks: ResMut<AckInbox>,
     mut views: Query<&mut ClientView>,
 ) {
     for AckCmd(client, ack) in reader.read() {
-        let Some(mut view) = dir.clients.get(client).and_then(|&e| views.get_mut(e).ok()) else {
-            counters.unknown_client += 1;
+        let Some(earlier) = take_ack(&info, tick.0, *client, ack, &mut acks, &mut counters) else {
             continue;
         };
-        take_ack(&info, tick.0, &mut view, ack, &mut counters);
+        match dir.clients.get(client).and_then(|&e| views.get_mut(e).ok()) {
+            Some(mut view) => {
+                if earlier.apply(&mut view.ring).is_err() {
+                    counters.acks_stale += 1;
+                }
+            }
+            None => counters.unknown_client += 1,
+        }
     }
 }
 
-/// Feeds one acknowledgement to a client's view: one of another placement
-/// is ignored, one of a future tick dropped, both counted.
-/// An acknowledgement of a tick still to come is invalid; one of another
-/// placement, or of a tick before this stay's first packet (sent during an
-/// earlier stay in this scene), is stale.
+/// Takes one acknowledgement for `client`: one of a tick still to come is
+/// invalid; one of another placement, or (found when applied) of a tick no
+/// packet of this stay went in, is stale; both are counted and dropped.
+/// A valid one waits in the [`AckInbox`] for the client's packet build
+/// (which counts it stale, or its client unknown, there); returned is the
+/// one it displaces, taken earlier this tick, which the caller applies to
+/// the view now so that acknowledgements apply in arrival order.
 fn take_ack(
     info: &SceneInfo,
     now: u64,
-    view: &mut ClientView,
+    client: ClientId,
     ack: &StateAck,
+    acks: &mut AckInbox,
     counters: &mut Counters,
-) {
+) -> Option<PendingAck> {
     if ack.tick == 0 {
-        return;
+        return None;
     }
     if u64::from(ack.tick) > now {
         counters.acks_invalid += 1;
-    } else if (ack.scene, ack.epoch) != (info.tag, info.settings.epoch)
-        || view.ring.on_ack(ack.tick, ack.mask).is_err()
-    {
-        counters.acks_stale += 1;
+        return None;
     }
+    if (ack.scene, ack.epoch) != (info.tag, info.settings.epoch) {
+        counters.acks_stale += 1;
+        return None;
+    }
+    acks.insert(
+        client,
+        PendingAck {
+            tick: ack.tick,
+            mask: ack.mask,
+        },
+    )
 }
 
 fn apply_detaches(
@@ -296,6 +328,7 @@ fn apply_detaches(
     mut out: ResMut<SceneOutbox>,
     mut saves: ResMut<PendingSaves>,
     tick: Res<TickCount>,
+    mut acks: ResMut<AckInbox>,
     pcs: Query<(&Pc, &Position, &Pose)>,
 ) {
     for DetachCmd(client) in reader.read() {
@@ -303,6 +336,8 @@ fn apply_detaches(
             counters.unknown_client += 1;
             continue;
         };
+        // Its view goes with it.
+        acks.remove(client);
         if let Ok((pc, pos, pose)) = pcs.get(entity) {
             dir.avatars.remove(&pc.avatar);
             let state = crate::persist::pc_state(pc, pos, pose, false, tick.0);

@@ -157,6 +157,9 @@ pub struct ReplScratch {
     deferred: u64,
     resent: u64,
     forgotten: u64,
+    /// Acknowledgements found in the `AckInbox`, and those the rings refused.
+    acks_taken: u64,
+    stale: u64,
     /// This chunk's packets, back to back, and (client, start, len) of each.
     out: Vec<u8>,
     out_index: Vec<(ClientId, u32, u32)>,
@@ -812,6 +815,7 @@ fn build_packets(
     index: Res<SpatialIndex>,
     mut counters: ResMut<Counters>,
     mut out: ResMut<SceneOutbox>,
+    mut acks: ResMut<AckInbox>,
     mut q: Query<(&Net, &Position, &Pc, &Interest, &mut ClientView)>,
     mut scratch: Local<Vec<ReplScratch>>,
 ) {
@@ -842,6 +846,12 @@ fn build_packets(
                 warm_snaps(&index, view);
             }
             let (net, pos, pc, interest, view) = &mut chunk[i];
+            if let Some(ack) = acks.get(&pc.client) {
+                s.acks_taken += 1;
+                if ack.apply(&mut view.ring).is_err() {
+                    s.stale += 1;
+                }
+            }
             let start = buf.len() as u32;
             let ctx = PacketCtx {
                 own: net.0,
@@ -859,10 +869,13 @@ fn build_packets(
         }
         s.out = buf;
     });
+    let mut taken = 0;
     for s in scratch.iter_mut() {
         counters.items_deferred += std::mem::take(&mut s.deferred);
         counters.items_resent += std::mem::take(&mut s.resent);
         counters.leaves_forgotten += std::mem::take(&mut s.forgotten);
+        counters.acks_stale += std::mem::take(&mut s.stale);
+        taken += std::mem::take(&mut s.acks_taken);
         if !s.out_index.is_empty() {
             // The buffer leaves with the tick's output; the next tick starts a
             // new one of the same capacity.
@@ -871,6 +884,9 @@ fn build_packets(
             out.packets.push_buffer(buf, s.out_index.drain(..));
         }
     }
+    // Those no client here took were for clients not (or no longer) here.
+    counters.unknown_client += acks.len() as u64 - taken;
+    acks.clear();
 }
 
 /// Reads a client's arrays one word per cache line (see `warm_lines`).

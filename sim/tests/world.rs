@@ -640,6 +640,43 @@ fn acks_of_the_future_or_of_another_placement_are_counted_drops() {
     assert_eq!((c.acks_invalid, c.acks_stale), (1, 1), "{c:?}");
 }
 
+/// Acknowledgements wait for the packet build (`AckInbox`); a second one
+/// from the same client in one tick must not drop the first, and one for a
+/// client not here is counted.
+#[test]
+fn two_acks_in_one_tick_both_count_and_unknown_clients_are_counted() {
+    let mut w = open_world(100.0, settings());
+    w.push(attach_at(1, [50.0, 50.0])).unwrap();
+    w.push(attach_at(2, [52.0, 50.0])).unwrap();
+    w.tick();
+    // Unacknowledged, every packet carries the own state: one went in tick 2.
+    let out = w.tick();
+    assert!(out.packets.get(1).is_some());
+    let (scene, epoch) = (w.info().tag, w.info().settings.epoch);
+    let ack = |client, tick: u32| Inbound::Ack {
+        client,
+        ack: tessera_sim::protocol::StateAck {
+            scene,
+            epoch,
+            tick,
+            mask: u32::MAX,
+        },
+    };
+    let now = out.tick as u32 + 1;
+    // Not in the future of the clock, but of the packets sent: the ring
+    // refuses it, once it is applied.
+    w.push(ack(1, now)).unwrap();
+    w.push(ack(1, now - 1)).unwrap();
+    w.push(ack(99, now - 1)).unwrap();
+    w.tick();
+    let c = w.counters();
+    assert_eq!(
+        (c.acks_invalid, c.acks_stale, c.unknown_client),
+        (0, 1, 1),
+        "{c:?}"
+    );
+}
+
 #[test]
 fn a_snapshot_holds_what_the_live_map_draws() {
     let def = town();
