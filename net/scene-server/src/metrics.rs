@@ -120,6 +120,35 @@ impl Source for ServerState {
             &l,
             s.sink.discarded,
         );
+        let a = s.assembly;
+        for (fate, v) in [
+            ("started", a.started),
+            ("completed", a.completed),
+            ("superseded", a.superseded),
+            ("dropped", a.dropped),
+            ("expired", a.expired),
+        ] {
+            out.counter(
+                "tessera_scene_server_placement_assemblies_total",
+                "Placements whose saved states come in chunks: announced, completed, superseded by a newer one, dropped on the coordinator's word or with its link, expired waiting for a chunk.",
+                &[l[0], ("fate", fate)],
+                v,
+            );
+        }
+        for (reason, v) in a.refusals() {
+            out.counter(
+                "tessera_scene_server_placement_chunks_refused_total",
+                "Placement announcements and state chunks refused: over the cap, not newer, of no placement, of another epoch, seen before (all ignored), or after a gap, with too many or too few states (the placement is dropped).",
+                &[l[0], ("reason", reason)],
+                v,
+            );
+        }
+        out.gauge(
+            "tessera_scene_server_assembling_states",
+            "Saved states held by placements whose chunks are still arriving.",
+            &l,
+            lock(&self.assembly).held_states() as f64,
+        );
         self.gate_links.snapshot().collect(&self.name, "gates", out);
         self.coordinator_links
             .snapshot()

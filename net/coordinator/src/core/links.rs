@@ -4,9 +4,9 @@
 
 use tessera_cluster::{NodeId, SessionId};
 use tessera_link::{LinkSender, PeerInfo};
-use tessera_wire::{LinkMsg, SessionEvent};
+use tessera_wire::{Epoch, LinkMsg, PlacementMsgs, SessionEvent, WirePcState};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Core;
 
@@ -60,6 +60,11 @@ impl Core {
 
     /// Queues `msg` on link `id`; a full queue or no link is counted.
     pub(super) fn send_link(&mut self, id: u64, msg: &LinkMsg) {
+        self.queue_on_link(id, msg);
+    }
+
+    /// [`send_link`](Self::send_link), saying whether `msg` was queued.
+    fn queue_on_link(&mut self, id: u64, msg: &LinkMsg) -> bool {
         let ok = self
             .links
             .get(&id)
@@ -71,6 +76,43 @@ impl Core {
                 kind = msg.kind(),
                 "send failed (no link or queue full)"
             );
+        }
+        ok
+    }
+
+    /// Places `scene` at `epoch` on `node`: a `PlaceScene` announcing the
+    /// saved states, then the states in `SceneStates` chunks
+    /// ([`tessera_wire::chunks`]), each built from the loaded `Vec` (moved,
+    /// not cloned) as it is queued. A chunk that does not fit the link's
+    /// queue ends the placement there: the scene server drops what it
+    /// assembled once no chunk comes, stops reporting the scene, and the
+    /// cluster places it again.
+    pub(super) fn send_placement(
+        &mut self,
+        node: NodeId,
+        scene: String,
+        epoch: Epoch,
+        states: Vec<WirePcState>,
+    ) {
+        let msgs = match PlacementMsgs::new(scene.clone(), epoch, states) {
+            Ok(msgs) => msgs,
+            Err(e) => {
+                self.stats.placements_refused += 1;
+                warn!(%scene, epoch, %node, error = %e, "placement held back");
+                return;
+            }
+        };
+        let Some(id) = self.node_links.get(&node).copied() else {
+            self.stats.sends_failed += 1;
+            debug!(%node, "no link to node for a placement");
+            return;
+        };
+        let chunks = msgs.chunks();
+        for msg in msgs {
+            if !self.queue_on_link(id, &msg) {
+                warn!(%scene, epoch, %node, chunks, "placement cut short: the link's queue is full");
+                return;
+            }
         }
     }
 
