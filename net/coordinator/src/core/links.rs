@@ -87,6 +87,12 @@ impl Core {
     /// queue ends the placement there: the scene server drops what it
     /// assembled once no chunk comes, stops reporting the scene, and the
     /// cluster places it again.
+    ///
+    /// All of it is queued here, in order with what the core sends next:
+    /// the effects after a placement may attach avatars to it at once
+    /// (`AttachAt`), and the scene server obeys those only once the scene
+    /// is placed, after its last chunk. So a placement must fit the link's
+    /// send queue (8 MiB by default: about 350,000 states at ~23 bytes).
     pub(super) fn send_placement(
         &mut self,
         node: NodeId,
