@@ -1,14 +1,16 @@
 //! A scene server assembling a placement's chunks, driven by a scripted
 //! coordinator: while the states arrive its heartbeats list the scene as
 //! loading, a newer placement supersedes an unfinished one (whose late
-//! chunk changes nothing), and a placement missing a chunk is dropped.
+//! chunk changes nothing), an attach that overtakes the chunks waits for
+//! them, and a placement missing a chunk is dropped.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use tessera_link::{Link, LinkConfig, Role, serve};
+use tessera_proto::SessionId;
 use tessera_scene_server::{SceneServer, SceneServerConfig};
-use tessera_wire::{Epoch, LinkMsg, WirePcState};
+use tessera_wire::{Epoch, LinkMsg, WireEvent, WirePcState};
 
 mod common;
 use common::*;
@@ -28,6 +30,8 @@ struct Script {
     link: Link,
     /// Every `SceneReady` seen.
     ready: Vec<(String, Epoch)>,
+    /// Every avatar the scene server reported attached, with its placement.
+    attached: Vec<(String, Epoch, u64)>,
 }
 
 impl Script {
@@ -53,6 +57,11 @@ impl Script {
                     }
                 }
                 LinkMsg::SceneReady { scene, epoch } => self.ready.push((scene, epoch)),
+                LinkMsg::Event {
+                    scene,
+                    epoch,
+                    event: WireEvent::Attached { avatar, .. },
+                } => self.attached.push((scene, epoch, avatar)),
                 _ => {}
             }
         }
@@ -96,6 +105,7 @@ async fn a_scene_server_assembles_chunks_and_drops_what_cannot_complete() {
         let mut c = Script {
             link,
             ready: Vec::new(),
+            attached: Vec::new(),
         };
         c.send(LinkMsg::Registered { heartbeat_ms: 50 }).await;
 
@@ -108,12 +118,28 @@ async fn a_scene_server_assembles_chunks_and_drops_what_cannot_complete() {
         assert!(server.placements().is_empty());
 
         // A newer placement supersedes it; the old epoch's last chunk
-        // completes nothing.
+        // completes nothing. An attach that overtakes the new placement's
+        // chunk (the coordinator streams them) waits for it.
         c.send(place("town", 2, 1, 2)).await;
+        c.send(LinkMsg::AttachAt {
+            scene: "town".into(),
+            epoch: 2,
+            session: SessionId(1 << 63 | 7),
+            avatar: 11,
+            gate: "gate-1".into(),
+            state: None,
+        })
+        .await;
         c.send(chunk("town", 1, 1, states(3, 2))).await;
         c.send(chunk("town", 2, 0, states(10, 2))).await;
         c.heartbeat_until("town running at epoch 2", |l| l == [town(2)])
             .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while c.attached.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "held attach lost");
+            c.heartbeat_until("a heartbeat", |_| true).await;
+        }
+        assert_eq!(c.attached, vec![("town".to_owned(), 2, 11)]);
         let load = server.load();
         assert_eq!(load.len(), 1);
         assert_eq!((load[0].epoch, load[0].offline), (2, 2), "{load:?}");
@@ -139,9 +165,10 @@ async fn a_scene_server_assembles_chunks_and_drops_what_cannot_complete() {
                 stats.superseded,
                 stats.wrong_epoch,
                 stats.missing,
-                stats.stray
+                stats.stray,
+                stats.held
             ),
-            (3, 1, 1, 1, 1, 1),
+            (3, 1, 1, 1, 1, 1, 1),
             "{stats:?}"
         );
         assert_eq!(server.placements(), vec![town(2)]);

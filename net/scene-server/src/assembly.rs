@@ -11,14 +11,21 @@
 //! again. What cannot complete any more is dropped at once: a chunk out of
 //! order (one went missing), more states than announced, fewer once the
 //! last chunk is in. A newer placement of the same scene supersedes an
-//! unfinished one, and one that stops progressing expires. The caller drops
+//! unfinished one, and one that stops progressing expires. Attach messages
+//! for a placement still assembling are held and handed back with its
+//! states (the coordinator streams the chunks, so they may come first).
+//! The caller drops
 //! everything when its coordinator link is lost: the coordinator sends the
 //! placement again, whole, on the next.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tessera_wire::{Epoch, MAX_PLACE_STATES, WirePcState};
+use tessera_wire::{Epoch, LinkMsg, MAX_PLACE_STATES, WirePcState};
+
+/// Most attach messages held for one unfinished placement; past it the
+/// placement is dropped (counted `overheld`), and placed again.
+pub const MAX_HELD: usize = 65_536;
 
 /// An unfinished placement drops when no chunk arrived for this long.
 /// Meanwhile heartbeats list it as loading, so the coordinator waits.
@@ -76,8 +83,9 @@ impl ChunkError {
 pub enum Progress {
     /// More chunks are due.
     Waiting,
-    /// The placement is whole: place the scene with these states.
-    Complete(Vec<WirePcState>),
+    /// The placement is whole: place the scene with these states, then
+    /// obey the attach messages held for it, in order.
+    Complete(Vec<WirePcState>, Vec<LinkMsg>),
 }
 
 /// Counters of an [`Assembly`], since start.
@@ -94,6 +102,10 @@ pub struct AssemblyStats {
     pub dropped: u64,
     /// Unfinished placements dropped after [`ASSEMBLY_IDLE`] without a chunk.
     pub expired: u64,
+    /// Attach messages held until their placement was whole.
+    pub held: u64,
+    /// Unfinished placements dropped for more than [`MAX_HELD`] of them.
+    pub overheld: u64,
     /// Refusals, by [`ChunkError::reason`]; the last four drop the
     /// placement.
     pub bad_announcement: u64,
@@ -145,6 +157,8 @@ struct Partial {
     /// The chunk due next.
     next: u32,
     states: Vec<WirePcState>,
+    /// Attach messages for this placement, to obey once it is placed.
+    held: Vec<LinkMsg>,
     /// When it was announced or its last chunk arrived.
     last: Instant,
 }
@@ -197,7 +211,7 @@ impl Assembly {
         self.stats.started += 1;
         if chunks == 0 {
             self.stats.completed += 1;
-            return Ok(Progress::Complete(Vec::new()));
+            return Ok(Progress::Complete(Vec::new(), Vec::new()));
         }
         self.partial.insert(
             scene.to_owned(),
@@ -208,6 +222,7 @@ impl Assembly {
                 next: 0,
                 // Grown as chunks arrive: an announcement alone costs nothing.
                 states: Vec::new(),
+                held: Vec::new(),
                 last: now,
             },
         );
@@ -274,25 +289,38 @@ impl Assembly {
         if p.next < p.chunks {
             return Ok(Progress::Waiting);
         }
-        let done = self
-            .partial
-            .remove(scene)
-            .map(|p| p.states)
-            .unwrap_or_default();
+        let Some(done) = self.partial.remove(scene) else {
+            return Ok(Progress::Waiting);
+        };
         self.stats.completed += 1;
-        Ok(Progress::Complete(done))
+        Ok(Progress::Complete(done.states, done.held))
+    }
+
+    /// Keeps `msg`, an attach message for `scene` at `epoch`, until that
+    /// placement is whole (it may arrive before the last chunk). False,
+    /// and `msg` is not kept, when no such placement is being assembled.
+    pub fn hold(&mut self, scene: &str, epoch: Epoch, msg: LinkMsg) -> bool {
+        let Some(p) = self.partial.get_mut(scene).filter(|p| p.epoch == epoch) else {
+            return false;
+        };
+        if p.held.len() >= MAX_HELD {
+            self.partial.remove(scene);
+            self.stats.overheld += 1;
+        } else {
+            p.held.push(msg);
+            self.stats.held += 1;
+        }
+        true
     }
 
     /// Drops the unfinished placement of `scene` if its epoch is at most
-    /// `through` (a drop of that placement, or a stale epoch). True if one
-    /// was dropped.
-    pub fn drop_scene(&mut self, scene: &str, through: Epoch) -> bool {
-        let hit = self.partial.get(scene).is_some_and(|p| p.epoch <= through);
-        if hit {
-            self.partial.remove(scene);
-            self.stats.dropped += 1;
-        }
-        hit
+    /// `through` (a drop of that placement, or a stale epoch); returns the
+    /// epoch it had.
+    pub fn drop_scene(&mut self, scene: &str, through: Epoch) -> Option<Epoch> {
+        let epoch = self.epoch_of(scene).filter(|&e| e <= through)?;
+        self.partial.remove(scene);
+        self.stats.dropped += 1;
+        Some(epoch)
     }
 
     /// Drops every unfinished placement (the coordinator link was lost).

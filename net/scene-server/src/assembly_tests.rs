@@ -18,7 +18,7 @@ fn states(from: u64, n: usize) -> Vec<WirePcState> {
 
 fn ids(p: Progress) -> Vec<u64> {
     match p {
-        Progress::Complete(s) => s.iter().map(|s| s.avatar).collect(),
+        Progress::Complete(s, _) => s.iter().map(|s| s.avatar).collect(),
         Progress::Waiting => panic!("not complete"),
     }
 }
@@ -53,7 +53,7 @@ fn an_empty_placement_is_complete_at_once() {
     let mut a = Assembly::default();
     assert_eq!(
         a.announce("town", 1, 0, 0, Instant::now()),
-        Ok(Progress::Complete(Vec::new()))
+        Ok(Progress::Complete(Vec::new(), Vec::new()))
     );
     assert!(a.placements().is_empty());
 }
@@ -208,8 +208,8 @@ fn a_newer_placement_supersedes_an_unfinished_one() {
 fn drops_clear_and_expiry_forget_unfinished_placements() {
     let now = Instant::now();
     let mut a = announced(now);
-    assert!(!a.drop_scene("town", 4), "an older drop leaves it");
-    assert!(a.drop_scene("town", 5));
+    assert_eq!(a.drop_scene("town", 4), None, "an older drop leaves it");
+    assert_eq!(a.drop_scene("town", 5), Some(5));
     assert!(a.placements().is_empty());
 
     let mut a = announced(now);
@@ -230,6 +230,39 @@ fn drops_clear_and_expiry_forget_unfinished_placements() {
         vec![("town".to_owned(), 5)]
     );
     assert_eq!((a.held_states(), a.stats().expired), (0, 1));
+}
+
+#[test]
+fn attach_messages_wait_for_their_placement() {
+    let now = Instant::now();
+    let detach = |epoch| LinkMsg::DetachAt {
+        scene: "town".into(),
+        epoch,
+        session: tessera_proto::SessionId(9),
+        avatar: 1,
+    };
+    let mut a = Assembly::default();
+    assert!(!a.hold("town", 5, detach(5)), "no placement assembling");
+    let mut a = announced(now);
+    assert!(!a.hold("town", 4, detach(4)), "another epoch");
+    assert!(!a.hold("field", 5, detach(5)), "another scene");
+    assert!(a.hold("town", 5, detach(5)));
+    a.chunk("town", 5, 0, states(0, 2), now).unwrap();
+    match a.chunk("town", 5, 1, states(2, 2), now).unwrap() {
+        Progress::Complete(s, held) => {
+            assert_eq!(s.len(), 4);
+            assert_eq!(held, vec![detach(5)]);
+        }
+        Progress::Waiting => panic!("not complete"),
+    }
+    // Past the cap the placement is dropped (the coordinator places it again).
+    let mut a = announced(now);
+    for _ in 0..MAX_HELD {
+        assert!(a.hold("town", 5, detach(5)));
+    }
+    assert!(a.hold("town", 5, detach(5)));
+    assert!(a.placements().is_empty());
+    assert_eq!((a.stats().held, a.stats().overheld), (MAX_HELD as u64, 1));
 }
 
 /// Noise a link should never carry, mixed into a real placement.
@@ -300,7 +333,7 @@ proptest! {
                 other => panic!("{other:?}"),
             };
             match r {
-                Ok(Progress::Complete(s)) => complete.push(s),
+                Ok(Progress::Complete(s, _)) => complete.push(s),
                 Ok(Progress::Waiting) => {}
                 Err(e) => prop_assert!(false, "{e}"),
             }
@@ -329,11 +362,11 @@ proptest! {
             if announce {
                 if let Ok(p) = a.announce("town", epoch, k, len as u32, now) {
                     announced = Some((epoch, len as u32));
-                    if let Progress::Complete(s) = p {
+                    if let Progress::Complete(s, _) = p {
                         prop_assert!(s.is_empty());
                     }
                 }
-            } else if let Ok(Progress::Complete(s)) =
+            } else if let Ok(Progress::Complete(s, _)) =
                 a.chunk("town", epoch, k, states(0, len), now)
             {
                 let (e, n) = announced.unwrap();

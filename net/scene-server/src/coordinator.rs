@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::SceneServerError;
-use crate::placing::{expire_assemblies, forget_assembly, on_place_scene, on_scene_states};
+use crate::placing::{
+    expire_assemblies, forget_assembly, hold_for_assembly, on_place_scene, on_scene_states,
+};
 use crate::state::{Route, ServerState};
 
 /// The coordinator side: connect, register, obey, report; reconnect when
@@ -285,7 +287,11 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
             on_snapshot_request(shared, sender, request, scene);
         }
         LinkMsg::DropScene { scene, epoch } => {
-            forget_assembly(shared, &scene, epoch);
+            if forget_assembly(shared, &scene, epoch) == Some(epoch) {
+                // Dropped before it was placed: nothing of it was saved.
+                lock(&shared.releasing).push((scene.clone(), epoch));
+                report_released(shared, sender);
+            }
             if shared.epoch_of(&scene) == Some(epoch) {
                 drop_blocking(shared, scene.clone(), false).await;
                 lock(&shared.releasing).push((scene, epoch));
@@ -303,6 +309,25 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
                 shared.sink.discard(&scene);
             }
         }
+        msg @ (LinkMsg::AttachAt { .. }
+        | LinkMsg::DetachAt { .. }
+        | LinkMsg::SyncAttached { .. }) => {
+            if let Some(msg) = hold_for_assembly(shared, msg) {
+                obey_attachment(shared, msg);
+            }
+        }
+        LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
+        other => debug!(
+            kind = other.kind(),
+            "unexpected message from the coordinator"
+        ),
+    }
+}
+
+/// An attach, detach or sync of attached sessions: obeyed if it is for
+/// the hosted placement, counted stale otherwise.
+pub(crate) fn obey_attachment(shared: &ServerState, msg: LinkMsg) {
+    match msg {
         LinkMsg::AttachAt {
             scene,
             epoch,
@@ -334,11 +359,7 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
                 sync_attached(shared, &scene, attached);
             }
         }
-        LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
-        other => debug!(
-            kind = other.kind(),
-            "unexpected message from the coordinator"
-        ),
+        other => debug!(kind = other.kind(), "not an attachment message"),
     }
 }
 

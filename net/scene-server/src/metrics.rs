@@ -127,10 +127,11 @@ impl Source for ServerState {
             ("superseded", a.superseded),
             ("dropped", a.dropped),
             ("expired", a.expired),
+            ("overheld", a.overheld),
         ] {
             out.counter(
                 "tessera_scene_server_placement_assemblies_total",
-                "Placements whose saved states come in chunks: announced, completed, superseded by a newer one, dropped on the coordinator's word or with its link, expired waiting for a chunk.",
+                "Placements whose saved states come in chunks: announced, completed, superseded by a newer one, dropped on the coordinator's word or with its link, expired waiting for a chunk, dropped holding too many attach messages.",
                 &[l[0], ("fate", fate)],
                 v,
             );
@@ -143,6 +144,12 @@ impl Source for ServerState {
                 v,
             );
         }
+        out.counter(
+            "tessera_scene_server_placement_held_total",
+            "Attach, detach and sync messages held until their placement's last chunk was in.",
+            &l,
+            a.held,
+        );
         out.gauge(
             "tessera_scene_server_assembling_states",
             "Saved states held by placements whose chunks are still arriving.",

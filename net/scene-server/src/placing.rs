@@ -11,7 +11,7 @@ use tessera_wire::{Epoch, LinkMsg, WirePcState};
 use tracing::{Instrument as _, debug, error, info, warn};
 
 use crate::assembly::{ChunkError, Progress};
-use crate::coordinator::drop_blocking;
+use crate::coordinator::{drop_blocking, obey_attachment};
 use crate::gates::pump;
 use crate::state::ServerState;
 
@@ -68,7 +68,12 @@ fn went_on(
 ) {
     match progress {
         Ok(Progress::Waiting) => {}
-        Ok(Progress::Complete(states)) => place(shared, scene, epoch, states),
+        Ok(Progress::Complete(states, held)) => {
+            place(shared, scene, epoch, states);
+            for msg in held {
+                obey_attachment(shared, msg);
+            }
+        }
         Err(e) => warn!(%scene, epoch, error = %e, reason = e.reason(), "placement states refused"),
     }
 }
@@ -102,9 +107,32 @@ pub(crate) fn expire_assemblies(shared: &ServerState) {
 }
 
 /// Forgets the unfinished placement of `scene` at `through` or older (the
-/// coordinator dropped it, or said it is stale).
-pub(crate) fn forget_assembly(shared: &ServerState, scene: &str, through: Epoch) {
-    if lock(&shared.assembly).drop_scene(scene, through) {
-        debug!(%scene, through, "unfinished placement dropped");
+/// coordinator dropped it, or said it is stale); returns its epoch.
+pub(crate) fn forget_assembly(shared: &ServerState, scene: &str, through: Epoch) -> Option<Epoch> {
+    let dropped = lock(&shared.assembly).drop_scene(scene, through);
+    if let Some(epoch) = dropped {
+        debug!(%scene, epoch, "unfinished placement dropped");
     }
+    dropped
+}
+
+/// `msg`, unless it is an attach message for a placement still being
+/// assembled: such a message is held until the placement is whole.
+pub(crate) fn hold_for_assembly(shared: &ServerState, msg: LinkMsg) -> Option<LinkMsg> {
+    let (scene, epoch) = match &msg {
+        LinkMsg::AttachAt { scene, epoch, .. }
+        | LinkMsg::DetachAt { scene, epoch, .. }
+        | LinkMsg::SyncAttached { scene, epoch, .. } => (scene.clone(), *epoch),
+        _ => return Some(msg),
+    };
+    if shared.epoch_of(&scene) == Some(epoch) {
+        return Some(msg);
+    }
+    let mut assembly = lock(&shared.assembly);
+    if assembly.epoch_of(&scene) != Some(epoch) {
+        return Some(msg);
+    }
+    assembly.hold(&scene, epoch, msg);
+    debug!(%scene, epoch, "attach message held until the placement is whole");
+    None
 }

@@ -6,9 +6,10 @@ use tessera_cluster::{NodeId, SessionId};
 use tessera_link::{LinkSender, PeerInfo};
 use tessera_wire::{Epoch, LinkMsg, PlacementMsgs, SessionEvent, WirePcState};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, warn};
 
 use super::Core;
+use super::placement_stream::stream_chunks;
 
 pub(super) struct LinkEntry {
     pub(super) sender: LinkSender,
@@ -81,18 +82,13 @@ impl Core {
     }
 
     /// Places `scene` at `epoch` on `node`: a `PlaceScene` announcing the
-    /// saved states, then the states in `SceneStates` chunks
-    /// ([`tessera_wire::chunks`]), each built from the loaded `Vec` (moved,
-    /// not cloned) as it is queued. A chunk that does not fit the link's
-    /// queue ends the placement there: the scene server drops what it
-    /// assembled once no chunk comes, stops reporting the scene, and the
-    /// cluster places it again.
-    ///
-    /// All of it is queued here, in order with what the core sends next:
-    /// the effects after a placement may attach avatars to it at once
-    /// (`AttachAt`), and the scene server obeys those only once the scene
-    /// is placed, after its last chunk. So a placement must fit the link's
-    /// send queue (8 MiB by default: about 350,000 states at ~23 bytes).
+    /// saved states, queued here in order with the effects after it, then
+    /// the states in `SceneStates` chunks ([`tessera_wire::chunks`]),
+    /// streamed by a task of their own ([`stream_chunks`]): each is built
+    /// from the loaded `Vec` (moved, not cloned) once the one before is
+    /// queued, so a scene of any size goes out through the link's bounded
+    /// queue, without holding the lock. Attaches that overtake the chunks
+    /// are held by the scene server until the placement is whole.
     pub(super) fn send_placement(
         &mut self,
         node: NodeId,
@@ -100,7 +96,7 @@ impl Core {
         epoch: Epoch,
         states: Vec<WirePcState>,
     ) {
-        let msgs = match PlacementMsgs::new(scene.clone(), epoch, states) {
+        let mut msgs = match PlacementMsgs::new(scene.clone(), epoch, states) {
             Ok(msgs) => msgs,
             Err(e) => {
                 self.stats.placements_refused += 1;
@@ -113,11 +109,27 @@ impl Core {
             debug!(%node, "no link to node for a placement");
             return;
         };
-        let chunks = msgs.chunks();
-        for msg in msgs {
-            if !self.queue_on_link(id, &msg) {
-                warn!(%scene, epoch, %node, chunks, "placement cut short: the link's queue is full");
-                return;
+        let Some(announce) = msgs.next() else {
+            return;
+        };
+        if !self.queue_on_link(id, &announce) || msgs.chunks() == 0 {
+            return;
+        }
+        let Some(sender) = self.links.get(&id).map(|l| l.sender.clone()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(stream_chunks(sender, msgs).in_current_span());
+            }
+            // No runtime (a synchronous caller): what fits the queue now.
+            Err(_) => {
+                for msg in msgs {
+                    if !self.queue_on_link(id, &msg) {
+                        warn!(%scene, epoch, %node, "placement cut short: the link's queue is full");
+                        return;
+                    }
+                }
             }
         }
     }
