@@ -183,10 +183,17 @@ impl Source for ServerState {
             ));
         }
         let scenes: Vec<Arc<_>> = lock(&self.host).metrics();
+        // Placements whose states are still arriving are loading too.
+        let assembling: Vec<String> = lock(&self.assembly)
+            .placements()
+            .into_iter()
+            .map(|(scene, _)| scene)
+            .collect();
         let loading: Vec<&str> = scenes
             .iter()
             .filter(|m| m.phase() != RunnerPhase::Running)
             .map(|m| m.scene())
+            .chain(assembling.iter().map(String::as_str))
             .collect();
         if loading.is_empty() {
             Ok(())
