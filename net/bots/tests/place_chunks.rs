@@ -93,6 +93,7 @@ async fn a_scene_server_assembles_chunks_and_drops_what_cannot_complete() {
                 coordinator: addr.to_string(),
                 name: "scene-a".into(),
                 heartbeat_ms: 50,
+                metrics: Some("127.0.0.1:0".into()),
                 ..SceneServerConfig::default()
             },
             secret(),
@@ -116,6 +117,12 @@ async fn a_scene_server_assembles_chunks_and_drops_what_cannot_complete() {
         c.heartbeat_until("town listed while loading", |l| l.contains(&town(1)))
             .await;
         assert!(server.placements().is_empty());
+        let probes = server.metrics_addr().unwrap();
+        let (status, body) = readyz(probes).await;
+        assert!(
+            status.contains("503") && body.contains("town"),
+            "{status} {body}"
+        );
 
         // A newer placement supersedes it; the old epoch's last chunk
         // completes nothing. An attach that overtakes the new placement's
@@ -140,6 +147,8 @@ async fn a_scene_server_assembles_chunks_and_drops_what_cannot_complete() {
             c.heartbeat_until("a heartbeat", |_| true).await;
         }
         assert_eq!(c.attached, vec![("town".to_owned(), 2, 11)]);
+        let (status, body) = readyz(probes).await;
+        assert!(status.contains("200"), "{status} {body}");
         let load = server.load();
         assert_eq!(load.len(), 1);
         assert_eq!((load[0].epoch, load[0].offline), (2, 2), "{load:?}");
@@ -181,6 +190,25 @@ async fn a_scene_server_assembles_chunks_and_drops_what_cannot_complete() {
     })
     .await
     .unwrap();
+}
+
+/// `GET /readyz`: the status line and the body.
+async fn readyz(addr: std::net::SocketAddr) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    let status = reply.lines().next().unwrap_or_default().to_owned();
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
 }
 
 fn place(scene: &str, epoch: Epoch, chunks: u32, states: u32) -> LinkMsg {
