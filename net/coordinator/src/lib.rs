@@ -17,9 +17,10 @@
 //!   [`Effect`]s it returns, in order;
 //! * is the **data service**: it owns the redb [`Store`], persists placement
 //!   epochs before anything carrying them is sent, loads a scene's last
-//!   flushed states into every `PlaceScene`, and writes scene servers' save
-//!   batches through a write-behind [`Writer`] — refusing batches from a
-//!   stale placement (the epoch fence);
+//!   flushed states for every placement (sent after its `PlaceScene` in
+//!   `SceneStates` chunks, so a scene of any size places), and writes
+//!   scene servers' save batches through a write-behind [`Writer`] —
+//!   refusing batches from a stale placement (the epoch fence);
 //! * serves the HTTP API (axum): `GET /v1/status`, registration, login and
 //!   its queue; and the admin API (operator kicks and bans, scene
 //!   snapshots, the live map) under its own bearer token, on the same

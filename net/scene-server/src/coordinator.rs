@@ -13,13 +13,17 @@ use tessera_host::{RunnerPhase, SceneHost, SystemClock};
 use tessera_link::{Connector, Link, LinkReceiver, LinkSender, bump, lock};
 use tessera_proto::SessionId;
 use tessera_sim::{ClientId, Inbound};
-use tessera_wire::{AttachedSession, Epoch, Heartbeat, LinkMsg, Placement, Register, WirePcState};
+use tessera_wire::{
+    AttachedSession, Epoch, Heartbeat, LinkMsg, Placement, Register, SceneLoad, WirePcState,
+};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::SceneServerError;
-use crate::gates::pump;
+use crate::placing::{
+    expire_assemblies, forget_assembly, hold_for_assembly, on_place_scene, on_scene_states,
+};
 use crate::state::{Route, ServerState};
 
 /// The coordinator side: connect, register, obey, report; reconnect when
@@ -56,6 +60,9 @@ pub(crate) async fn coordinator_loop(
         let (sender, mut receiver) = link.split();
         // Batches the last link carried without an ack go out again here.
         shared.sink.requeue();
+        // Placements half received on the last link: the coordinator sends
+        // them again, whole, once this link registers.
+        lock(&shared.assembly).clear();
         if !register(&shared, &sender, link_addr, capacity).await {
             continue;
         }
@@ -89,6 +96,7 @@ pub(crate) async fn coordinator_loop(
                 _ = poll.tick() => {
                     report_ready(&shared, &sender);
                     report_released(&shared, &sender);
+                    expire_assemblies(&shared);
                 }
                 _ = shared.sink.notified() => shared.sink.drain(&sender),
                 _ = shared.events_ready.notified() => shared.drain_events(&sender),
@@ -136,14 +144,26 @@ async fn register(
         .is_ok()
 }
 
-/// The load of every scene still alive.
+/// The load of every scene still alive, and of every placement whose
+/// states are still arriving (loading, so the coordinator keeps it).
 fn send_heartbeat(shared: &ServerState, sender: &LinkSender, seq: u64) {
-    let scenes = lock(&shared.host)
+    let mut scenes: Vec<SceneLoad> = lock(&shared.host)
         .load()
         .iter()
         .filter(|l| l.phase != RunnerPhase::Failed && l.phase != RunnerPhase::Stopped)
         .map(|l| l.to_wire())
         .collect();
+    scenes.extend(
+        lock(&shared.assembly)
+            .placements()
+            .into_iter()
+            .map(|(scene, epoch)| SceneLoad {
+                scene,
+                epoch,
+                population: 0,
+                tick_p99_us: 0,
+            }),
+    );
     let _ = sender.try_send(&LinkMsg::Heartbeat(Heartbeat {
         seq,
         scenes,
@@ -166,7 +186,7 @@ async fn reap_failed(shared: &Arc<ServerState>) {
 }
 
 /// Drops a scene on the blocking pool (it joins the scene thread).
-async fn drop_blocking(shared: &Arc<ServerState>, scene: String, stale: bool) {
+pub(crate) async fn drop_blocking(shared: &Arc<ServerState>, scene: String, stale: bool) {
     let s = Arc::clone(shared);
     let _ = tokio::task::spawn_blocking({
         let span = tracing::Span::current();
@@ -253,13 +273,25 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
         LinkMsg::PlaceScene {
             scene,
             epoch,
+            chunks,
             states,
-        } => on_place_scene(shared, sender, scene, epoch, states).await,
+        } => on_place_scene(shared, sender, scene, epoch, chunks, states).await,
+        LinkMsg::SceneStates {
+            scene,
+            epoch,
+            seq,
+            states,
+        } => on_scene_states(shared, scene, epoch, seq, states),
         LinkMsg::SaveAck { through } => shared.sink.ack(through),
         LinkMsg::SnapshotRequest { request, scene } => {
             on_snapshot_request(shared, sender, request, scene);
         }
         LinkMsg::DropScene { scene, epoch } => {
+            if forget_assembly(shared, &scene, epoch) == Some(epoch) {
+                // Dropped before it was placed: nothing of it was saved.
+                lock(&shared.releasing).push((scene.clone(), epoch));
+                report_released(shared, sender);
+            }
             if shared.epoch_of(&scene) == Some(epoch) {
                 drop_blocking(shared, scene.clone(), false).await;
                 lock(&shared.releasing).push((scene, epoch));
@@ -268,6 +300,7 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
             }
         }
         LinkMsg::EpochStale { scene, current } => {
+            forget_assembly(shared, &scene, current.saturating_sub(1));
             if shared.epoch_of(&scene).is_some_and(|e| e < current) {
                 warn!(%scene, current, "our placement is stale; dropping it without writing");
                 drop_blocking(shared, scene, true).await;
@@ -276,6 +309,25 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
                 shared.sink.discard(&scene);
             }
         }
+        msg @ (LinkMsg::AttachAt { .. }
+        | LinkMsg::DetachAt { .. }
+        | LinkMsg::SyncAttached { .. }) => {
+            if let Some(msg) = hold_for_assembly(shared, msg) {
+                obey_attachment(shared, msg);
+            }
+        }
+        LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
+        other => debug!(
+            kind = other.kind(),
+            "unexpected message from the coordinator"
+        ),
+    }
+}
+
+/// An attach, detach or sync of attached sessions: obeyed if it is for
+/// the hosted placement, counted stale otherwise.
+pub(crate) fn obey_attachment(shared: &ServerState, msg: LinkMsg) {
+    match msg {
         LinkMsg::AttachAt {
             scene,
             epoch,
@@ -307,11 +359,7 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
                 sync_attached(shared, &scene, attached);
             }
         }
-        LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
-        other => debug!(
-            kind = other.kind(),
-            "unexpected message from the coordinator"
-        ),
+        other => debug!(kind = other.kind(), "not an attachment message"),
     }
 }
 
@@ -323,41 +371,6 @@ fn current_epoch(shared: &ServerState, scene: &str, epoch: Epoch) -> bool {
         bump(&shared.counters.commands_stale);
     }
     current
-}
-
-/// Hosts `scene` under `epoch` from its last flushed states. A newer or equal
-/// placement held here wins; an older one is dropped without writing.
-async fn on_place_scene(
-    shared: &Arc<ServerState>,
-    sender: &LinkSender,
-    scene: String,
-    epoch: Epoch,
-    states: Vec<WirePcState>,
-) {
-    let Some(def) = shared.defs.get(&scene).cloned() else {
-        warn!(%scene, "placement of a scene this server does not know");
-        let _ = sender.try_send(&LinkMsg::Refused {
-            reason: format!("scene {scene:?} is not in this server's scene folder"),
-        });
-        return;
-    };
-    match shared.epoch_of(&scene) {
-        Some(e) if e >= epoch => return,
-        Some(_) => drop_blocking(shared, scene.clone(), true).await,
-        None => {}
-    }
-    let states = states.into_iter().map(Into::into).collect();
-    let placed = lock(&shared.host).place_with(&scene, def, epoch, states, shared.settings.clone());
-    match placed {
-        Ok(()) => {
-            bump(&shared.counters.placed);
-            info!(%scene, epoch, "placed");
-            if let Some(output) = lock(&shared.host).output(&scene) {
-                tokio::spawn(pump(Arc::clone(shared), scene, epoch, output).in_current_span());
-            }
-        }
-        Err(e) => error!(%scene, epoch, error = %e, "placement failed"),
-    }
 }
 
 /// Routes the session's replication to `gate` and queues the attach. A

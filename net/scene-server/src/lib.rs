@@ -12,8 +12,9 @@
 //! ```
 //!
 //! * **Placement** comes from the coordinator with the scene's last flushed
-//!   states (`PlaceScene`); the server answers `SceneReady` once the scene
-//!   ticks. A placement of a scene already hosted at an older epoch replaces
+//!   states (`PlaceScene`, then the states in `SceneStates` chunks that
+//!   [`assembly`] puts back together; heartbeats list the scene meanwhile);
+//!   the server answers `SceneReady` once the scene ticks. A placement of a scene already hosted at an older epoch replaces
 //!   it **without writing** (the old one is stale by definition).
 //!   `DropScene` stops the scene with a final flush; once the sink holds
 //!   none of its states (all acknowledged durable) the server answers
@@ -44,10 +45,12 @@
 //! **Invariant:** a scene is hosted at most once here, under one epoch; a
 //! stale placement writes nothing after it is known to be stale.
 
+pub mod assembly;
 mod config;
 mod coordinator;
 mod gates;
 mod metrics;
+mod placing;
 mod sink;
 mod state;
 
@@ -134,6 +137,7 @@ impl SceneServer {
             events_ready: Notify::new(),
             ready: Mutex::new(BTreeSet::new()),
             releasing: Mutex::new(Vec::new()),
+            assembly: Mutex::new(assembly::Assembly::default()),
             counters: ServerCounters::default(),
             registered: AtomicBool::new(false),
             coordinator_done: AtomicBool::new(false),

@@ -120,6 +120,42 @@ impl Source for ServerState {
             &l,
             s.sink.discarded,
         );
+        let a = s.assembly;
+        for (fate, v) in [
+            ("started", a.started),
+            ("completed", a.completed),
+            ("superseded", a.superseded),
+            ("dropped", a.dropped),
+            ("expired", a.expired),
+            ("overheld", a.overheld),
+        ] {
+            out.counter(
+                "tessera_scene_server_placement_assemblies_total",
+                "Placements whose saved states come in chunks: announced, completed, superseded by a newer one, dropped on the coordinator's word or with its link, expired waiting for a chunk, dropped holding too many attach messages.",
+                &[l[0], ("fate", fate)],
+                v,
+            );
+        }
+        for (reason, v) in a.refusals() {
+            out.counter(
+                "tessera_scene_server_placement_chunks_refused_total",
+                "Placement announcements and state chunks refused: over the cap, not newer, of no placement, of another epoch, seen before (all ignored), or after a gap, with too many or too few states (the placement is dropped).",
+                &[l[0], ("reason", reason)],
+                v,
+            );
+        }
+        out.counter(
+            "tessera_scene_server_placement_held_total",
+            "Attach, detach and sync messages held until their placement's last chunk was in.",
+            &l,
+            a.held,
+        );
+        out.gauge(
+            "tessera_scene_server_assembling_states",
+            "Saved states held by placements whose chunks are still arriving.",
+            &l,
+            lock(&self.assembly).held_states() as f64,
+        );
         self.gate_links.snapshot().collect(&self.name, "gates", out);
         self.coordinator_links
             .snapshot()
@@ -147,10 +183,17 @@ impl Source for ServerState {
             ));
         }
         let scenes: Vec<Arc<_>> = lock(&self.host).metrics();
+        // Placements whose states are still arriving are loading too.
+        let assembling: Vec<String> = lock(&self.assembly)
+            .placements()
+            .into_iter()
+            .map(|(scene, _)| scene)
+            .collect();
         let loading: Vec<&str> = scenes
             .iter()
             .filter(|m| m.phase() != RunnerPhase::Running)
             .map(|m| m.scene())
+            .chain(assembling.iter().map(String::as_str))
             .collect();
         if loading.is_empty() {
             Ok(())

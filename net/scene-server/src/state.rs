@@ -13,6 +13,7 @@ use tessera_wire::{Epoch, LinkMsg};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::assembly::{Assembly, AssemblyStats};
 use crate::{LinkSink, LinkSinkStats, MAX_PENDING_EVENTS};
 
 /// ServerCounters of one scene server, since start.
@@ -40,6 +41,8 @@ pub struct SceneServerStats {
     /// Events dropped while the coordinator was unreachable (beyond the cap).
     pub events_dropped: u64,
     pub sink: LinkSinkStats,
+    /// Placements' states put back together from their chunks.
+    pub assembly: AssemblyStats,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +92,8 @@ pub(crate) struct ServerState {
     /// Scenes dropped (with a flush) on the coordinator's word, to report
     /// released once the sink holds none of their states.
     pub(crate) releasing: Mutex<Vec<(String, Epoch)>>,
+    /// Placements whose states are still arriving in chunks.
+    pub(crate) assembly: Mutex<Assembly>,
     pub(crate) counters: ServerCounters,
     /// Registered with the coordinator on the current link.
     pub(crate) registered: AtomicBool,
@@ -117,6 +122,7 @@ impl ServerState {
             events_sent: g(&c.events_sent),
             events_dropped: g(&c.events_dropped),
             sink: self.sink.stats(),
+            assembly: lock(&self.assembly).stats(),
         }
     }
 

@@ -9,6 +9,8 @@
 //!   builds refuse each other legibly;
 //! * [`msg`]: every frame after the handshake, one bitcode-encoded
 //!   [`LinkMsg`], and the payload types it carries;
+//! * [`chunks`]: a placement's saved states split over
+//!   [`LinkMsg::SceneStates`] frames;
 //! * conversions (`convert.rs`) between the scene-facing wire types
 //!   ([`SceneCommand`], [`WireEvent`], [`WirePcState`], [`WireSaveBatch`])
 //!   and the `tessera_sim` host interface they mirror.
@@ -20,10 +22,12 @@
 //! depend on tokio: it turns values into bytes and back, and `tessera-link`
 //! moves the bytes.
 
+pub mod chunks;
 mod convert;
 pub mod handshake;
 pub mod msg;
 
+pub use chunks::{MAX_PLACE_STATES, PLACE_CHUNK_STATES, PlacementMsgs, TooManyStates};
 pub use handshake::{
     Challenge, Handshake, HandshakeDecodeError, Hello, MAGIC, NONCE_LEN, Nonce, PREAMBLE_LEN,
     Proof, RefuseCode, Response, Role, Secret, Side, Transcript,
@@ -40,8 +44,9 @@ pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 /// body, or to the proof construction — including the postcard-encoded
 /// `tessera_sim::SceneSnapshot` a [`LinkMsg::Snapshot`] carries (6: it gained
 /// the last tick's duration and the obstacles, for the live map; 7:
-/// [`LinkMsg::SceneReleased`], for planned moves).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// [`LinkMsg::SceneReleased`], for planned moves; 8: a placement's states in
+/// [`LinkMsg::SceneStates`] chunks).
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// The longest node name a peer may announce, in bytes.
 pub const MAX_NODE_NAME: usize = 64;

@@ -34,11 +34,24 @@ pub enum LinkMsg {
     /// A node leaves the registry on purpose (e.g. SIGTERM after a final flush).
     Deregister { reason: String },
     /// Coordinator → scene server: host `scene` under `epoch`, starting from
-    /// `states` — the scene's last flushed PC states, read from the data
-    /// service (the coordinator) when the placement was sent.
+    /// the scene's last flushed PC states, read from the data service (the
+    /// coordinator) when the placement was sent. They follow in `chunks`
+    /// [`LinkMsg::SceneStates`] frames holding `states` states in all (none
+    /// when both are 0): a scene of any size places, and no frame nears the
+    /// cap. See [`crate::chunks`].
     PlaceScene {
         scene: String,
         epoch: Epoch,
+        chunks: u32,
+        states: u32,
+    },
+    /// Coordinator → scene server: chunk `seq` (from 0) of the states a
+    /// [`LinkMsg::PlaceScene`] of `scene` at `epoch` announced, sent right
+    /// after it, in order. The scene is placed once the last one is in.
+    SceneStates {
+        scene: String,
+        epoch: Epoch,
+        seq: u32,
         states: Vec<WirePcState>,
     },
     /// Scene server → coordinator: `scene` is loaded and ticking under `epoch`.
@@ -395,6 +408,7 @@ impl LinkMsg {
             LinkMsg::Registered { .. } => "registered",
             LinkMsg::Deregister { .. } => "deregister",
             LinkMsg::PlaceScene { .. } => "place-scene",
+            LinkMsg::SceneStates { .. } => "scene-states",
             LinkMsg::SceneReady { .. } => "scene-ready",
             LinkMsg::DropScene { .. } => "drop-scene",
             LinkMsg::SceneReleased { .. } => "scene-released",

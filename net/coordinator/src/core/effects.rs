@@ -102,14 +102,7 @@ impl Core {
             self.stats.failovers += 1;
         }
         info!(%scene, epoch, %server, states = states.len(), "placing scene");
-        self.send_node(
-            server,
-            &LinkMsg::PlaceScene {
-                scene,
-                epoch,
-                states,
-            },
-        );
+        self.send_placement(server, scene, epoch, states);
     }
 
     /// Tells `server` to stop hosting `scene`: without writing if its epoch

@@ -4,11 +4,12 @@
 
 use tessera_cluster::{NodeId, SessionId};
 use tessera_link::{LinkSender, PeerInfo};
-use tessera_wire::{LinkMsg, SessionEvent};
+use tessera_wire::{Epoch, LinkMsg, PlacementMsgs, SessionEvent, WirePcState};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{Instrument as _, debug, warn};
 
 use super::Core;
+use super::placement_stream::stream_chunks;
 
 pub(super) struct LinkEntry {
     pub(super) sender: LinkSender,
@@ -60,6 +61,11 @@ impl Core {
 
     /// Queues `msg` on link `id`; a full queue or no link is counted.
     pub(super) fn send_link(&mut self, id: u64, msg: &LinkMsg) {
+        self.queue_on_link(id, msg);
+    }
+
+    /// [`send_link`](Self::send_link), saying whether `msg` was queued.
+    fn queue_on_link(&mut self, id: u64, msg: &LinkMsg) -> bool {
         let ok = self
             .links
             .get(&id)
@@ -71,6 +77,60 @@ impl Core {
                 kind = msg.kind(),
                 "send failed (no link or queue full)"
             );
+        }
+        ok
+    }
+
+    /// Places `scene` at `epoch` on `node`: a `PlaceScene` announcing the
+    /// saved states, queued here in order with the effects after it, then
+    /// the states in `SceneStates` chunks ([`tessera_wire::chunks`]),
+    /// streamed by a task of their own ([`stream_chunks`]): each is built
+    /// from the loaded `Vec` (moved, not cloned) once the one before is
+    /// queued, so a scene of any size goes out through the link's bounded
+    /// queue, without holding the lock. Attaches that overtake the chunks
+    /// are held by the scene server until the placement is whole.
+    pub(super) fn send_placement(
+        &mut self,
+        node: NodeId,
+        scene: String,
+        epoch: Epoch,
+        states: Vec<WirePcState>,
+    ) {
+        let mut msgs = match PlacementMsgs::new(scene.clone(), epoch, states) {
+            Ok(msgs) => msgs,
+            Err(e) => {
+                self.stats.placements_refused += 1;
+                warn!(%scene, epoch, %node, error = %e, "placement held back");
+                return;
+            }
+        };
+        let Some(id) = self.node_links.get(&node).copied() else {
+            self.stats.sends_failed += 1;
+            debug!(%node, "no link to node for a placement");
+            return;
+        };
+        let Some(announce) = msgs.next() else {
+            return;
+        };
+        if !self.queue_on_link(id, &announce) || msgs.chunks() == 0 {
+            return;
+        }
+        let Some(sender) = self.links.get(&id).map(|l| l.sender.clone()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(stream_chunks(sender, msgs).in_current_span());
+            }
+            // No runtime (a synchronous caller): what fits the queue now.
+            Err(_) => {
+                for msg in msgs {
+                    if !self.queue_on_link(id, &msg) {
+                        warn!(%scene, epoch, %node, "placement cut short: the link's queue is full");
+                        return;
+                    }
+                }
+            }
         }
     }
 

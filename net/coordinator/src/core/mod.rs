@@ -8,6 +8,8 @@
 //! * `scene_events.rs` — what scenes report: attaches, detaches, portals;
 //! * `placement.rs` — planned moves: an operator's move and drain, and a
 //!   scene server's release of a scene it dropped for one;
+//! * `placement_stream.rs` — a placement's saved states, streamed in
+//!   chunks to the scene server;
 //! * `effects.rs` — carrying out the cluster's
 //!   [`Effect`](tessera_cluster::Effect)s, one function each;
 //! * `data.rs` — the data service: save batches, scene loads, avatars;
@@ -20,6 +22,7 @@ mod effects;
 mod links;
 mod messages;
 mod placement;
+mod placement_stream;
 mod scene_events;
 mod sessions;
 pub(crate) mod snapshots;

@@ -47,7 +47,14 @@ pub fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::PlaceScene {
             scene: "meadow".into(),
             epoch: 4,
-            states: vec![WirePcState::default()],
+            chunks: 1,
+            states: 2,
+        },
+        LinkMsg::SceneStates {
+            scene: "meadow".into(),
+            epoch: 4,
+            seq: 0,
+            states: vec![state, WirePcState::default()],
         },
         LinkMsg::SceneReady {
             scene: "meadow".into(),
@@ -244,6 +251,7 @@ pub fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::Registered { .. }
             | LinkMsg::Deregister { .. }
             | LinkMsg::PlaceScene { .. }
+            | LinkMsg::SceneStates { .. }
             | LinkMsg::SceneReady { .. }
             | LinkMsg::DropScene { .. }
             | LinkMsg::SceneReleased { .. }
