@@ -465,11 +465,24 @@ fn add_enters(index: &SpatialIndex, visible: &[NetId], s: &mut ReplScratch, e: u
     }
     let first = s.cands.len();
     let near = std::mem::take(&mut s.near);
-    let ids: &mut dyn Iterator<Item = NetId> = if capped {
-        &mut near.iter().map(|&n| n as NetId)
+    if capped {
+        push_enters(index, near.iter().map(|&n| n as NetId), s, e);
     } else {
-        &mut visible.iter().copied()
-    };
+        push_enters(index, visible.iter().copied(), s, e);
+    }
+    s.near = near;
+    s.cands[first..].sort_unstable_by_key(|c| c.id);
+}
+
+/// The ids of `ids` still stamped `e` become enters (generic, not `dyn`:
+/// this loop runs over a client's whole interest whenever one enters).
+#[inline]
+fn push_enters(
+    index: &SpatialIndex,
+    ids: impl Iterator<Item = NetId>,
+    s: &mut ReplScratch,
+    e: u32,
+) {
     for id in ids {
         if s.marks.get(id as usize).is_none_or(|&m| m != e) {
             continue;
@@ -485,8 +498,6 @@ fn add_enters(index: &SpatialIndex, visible: &[NetId], s: &mut ReplScratch, e: u
             saved: 0,
         });
     }
-    s.near = near;
-    s.cands[first..].sort_unstable_by_key(|c| c.id);
 }
 
 /// Step 4a: the leaves — known entities out of interest, then lost leaves
