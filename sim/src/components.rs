@@ -404,6 +404,9 @@ pub struct ClientView {
     pub you_at: u32,
     pub you_resend: bool,
     pub ring: SentRing,
+    /// The distance key of the farthest entity of last tick's capped
+    /// interest (0: not capped), to rank this tick's from fewer.
+    pub near_key: u32,
 }
 
 impl Default for ClientView {
@@ -415,6 +418,7 @@ impl Default for ClientView {
             you_at: NONE,
             you_resend: false,
             ring: SentRing::default(),
+            near_key: 0,
         }
     }
 }

@@ -245,7 +245,7 @@ pub fn build_packet(
     let header = header(index, ctx, view);
     let mut used = header.budget_len();
     let capped = visible.len() > ctx.max_interest;
-    stamp_interest(index, ctx, visible, s, e, capped);
+    stamp_interest(index, ctx, visible, &mut view.near_key, s, e, capped);
     walk_known(index, ctx, view, s, e);
     add_enters(index, visible, s, e, capped);
     settle_leaving(view, ctx.tick);
@@ -349,17 +349,58 @@ fn header(index: &SpatialIndex, ctx: &PacketCtx, view: &ClientView) -> StateHead
 /// The visible set, or its `max_interest` nearest when larger (ties by id,
 /// so the choice is deterministic), as `dist² << 32 | id` (one integer:
 /// selects fast).
-fn nearest_interest(index: &SpatialIndex, ctx: &PacketCtx, visible: &[NetId], near: &mut Vec<u64>) {
+///
+/// `hint`: the distance key of last tick's farthest pick (0: none). When
+/// capped, only the ids within it (plus a tick's worth of movement) are
+/// ranked, if at least `max_interest` are: the nearest are all among them,
+/// so the pick is the same as ranking everyone, and a crowd's observers
+/// select from a few hundred instead of thousands. Returns this tick's
+/// farthest pick when capped, else 0.
+fn nearest_interest(
+    index: &SpatialIndex,
+    ctx: &PacketCtx,
+    visible: &[NetId],
+    near: &mut Vec<u64>,
+    hint: u32,
+) -> u32 {
     near.clear();
-    for &id in visible {
-        let Some(snap) = index.snap(id) else { continue };
-        near.push((dist_key(snap.pos, ctx.own_pos) as u64) << 32 | id as u64);
+    let cap = ctx.max_interest;
+    let key = |id: NetId| {
+        index
+            .snap(id)
+            .map(|snap| (dist_key(snap.pos, ctx.own_pos) as u64) << 32 | id as u64)
+    };
+    if visible.len() <= cap {
+        near.extend(visible.iter().filter_map(|&id| key(id)));
+        return 0;
     }
-    if near.len() > ctx.max_interest {
-        near.select_nth_unstable(ctx.max_interest);
-        near.truncate(ctx.max_interest);
+    if hint != 0 {
+        let within = ((hint.saturating_add(hint / 4).saturating_add(NEAR_SLACK) as u64) << 32)
+            | u32::MAX as u64;
+        near.extend(
+            visible
+                .iter()
+                .filter_map(|&id| key(id))
+                .filter(|&k| k <= within),
+        );
+        if near.len() < cap {
+            near.clear();
+        }
     }
+    if near.is_empty() {
+        near.extend(visible.iter().filter_map(|&id| key(id)));
+    }
+    if near.len() > cap {
+        near.select_nth_unstable(cap);
+        near.truncate(cap);
+    }
+    near.iter().max().map_or(0, |&k| (k >> 32) as u32)
 }
+
+/// [`nearest_interest`]'s margin beyond last tick's farthest pick, in
+/// squared metres, besides a quarter of it: room for a tick's movement of
+/// both the observer and the entity near the observer.
+const NEAR_SLACK: u32 = 64;
 
 /// Squared distance as a sort key (an integer: sorts fast and deterministically).
 #[inline]
@@ -373,13 +414,14 @@ fn stamp_interest(
     index: &SpatialIndex,
     ctx: &PacketCtx,
     visible: &[NetId],
+    near_key: &mut u32,
     s: &mut ReplScratch,
     e: u32,
     capped: bool,
 ) {
     if capped {
         let mut near = std::mem::take(&mut s.near);
-        nearest_interest(index, ctx, visible, &mut near);
+        *near_key = nearest_interest(index, ctx, visible, &mut near, *near_key);
         for &n in &near {
             let id = n as NetId;
             *s.mark(id) = e;
@@ -387,6 +429,7 @@ fn stamp_interest(
         s.stamped = near.len();
         s.near = near;
     } else {
+        *near_key = 0;
         // The visible set comes from this tick's grid: every id is alive.
         for &id in visible {
             *s.mark(id) = e;
@@ -799,7 +842,7 @@ pub fn expected_view(world: &mut World, client: ClientId) -> Option<ExpectedView
         max_interest,
     };
     let mut near = Vec::new();
-    nearest_interest(index, &ctx, &interest, &mut near);
+    nearest_interest(index, &ctx, &interest, &mut near, 0);
     let mut entities: Vec<EnterState> = near
         .iter()
         .filter_map(|&n| {
