@@ -37,6 +37,8 @@ pub(super) struct Route {
     pub(super) scene: String,
     pub(super) epoch: Epoch,
     pub(super) server: String,
+    /// The avatar's id in that placement, once `Attached` said it.
+    pub(super) net_id: Option<u32>,
 }
 
 /// The gate's side of one client's session.

@@ -237,13 +237,22 @@ impl AgentLoop {
 
     /// The session's avatar is in its scene as `net_id`.
     /// The route (which comes first) gives the placement epoch the client's
-    /// view is bound to.
+    /// view is bound to. An attach the scene already had (a replay after a
+    /// coordinator restart: same avatar, placement and id) is not told
+    /// again: `Entered` starts the client's view afresh, while the scene
+    /// goes on replicating from what it already sent, so the client would
+    /// miss every entity it had.
     fn on_attached(&mut self, session: u64, avatar: u64, scene: String, net_id: u32) {
         let mut epoch = 0;
         if let Some(agent) = self.agents.get_mut(&session) {
-            agent.avatar = Some(avatar);
-            if let Some(r) = agent.route.as_ref().filter(|r| r.scene == scene) {
+            let had = agent.avatar.replace(avatar) == Some(avatar);
+            if let Some(r) = agent.route.as_mut().filter(|r| r.scene == scene) {
                 epoch = r.epoch;
+                let same_id = r.net_id.replace(net_id) == Some(net_id);
+                if had && same_id {
+                    debug!(session, avatar, "attach replayed; the client stays in");
+                    return;
+                }
             }
         }
         self.tell(
