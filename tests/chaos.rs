@@ -173,9 +173,11 @@ impl Cluster {
 
     /// Waits until every server is alive, every scene placed and settled,
     /// the gate alive, and `online` players counted alike by the gate, the
-    /// scenes and the coordinator's session table; then checks that it
-    /// stays so for a while (a grace period's end or a late expiry must
-    /// not change it).
+    /// directory (each scene's online count) and the coordinator's session
+    /// table; checks that these stay so for a while (a grace period's end
+    /// or a late expiry must not change them); then that the scene servers
+    /// agree too (each scene's population, which their heartbeats report a
+    /// moment late).
     fn agree(&self, secs: u64, online: u32, what: &str) {
         let counts = |s: &ClusterStatus| {
             gate_online(s) == online
@@ -195,6 +197,9 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        self.until(10, &format!("{what}: the scenes' populations"), |s| {
+            healthy(s) && counts(s) && s.scenes.iter().all(|r| r.population == r.online)
+        });
     }
 
     fn bots(&self, first: usize, seconds: u64, view_check: bool) -> Bots {
@@ -331,8 +336,22 @@ fn kill_9_of_a_scene_server_the_gate_and_the_coordinator_loses_nobody_silently()
             .find(|r| r.online > 0)
             .map(|r| r.server.clone())
             .unwrap();
+        let hosted: Vec<(String, u64)> = s
+            .scenes
+            .iter()
+            .filter(|r| r.server == busy)
+            .map(|r| (r.name.clone(), r.epoch))
+            .collect();
         kill_9(c.servers.remove(&busy).unwrap());
         c.start_server(&busy);
+        // The cluster noticed: each of its scenes is placed anew.
+        c.until(30, "the killed server's scenes placed again", |s| {
+            hosted.iter().all(|(name, epoch)| {
+                s.scenes
+                    .iter()
+                    .any(|r| &r.name == name && r.epoch > *epoch && !r.server.is_empty())
+            })
+        });
         c.agree(30, BOTS as u32, "run A back after the scene server's kill");
         println!("scene server killed and back at {:?}", started.elapsed());
 
