@@ -133,8 +133,10 @@ pub(crate) struct Core {
     /// Session → the link (gate or tool) that opened it.
     sessions: BTreeMap<SessionId, u64>,
     /// Sessions of a gate that registered on a new link, waiting for its
-    /// replay: the gate, and the time the session ends without it.
-    awaiting_replay: BTreeMap<SessionId, (NodeId, u64)>,
+    /// replay, by the gate; and when each such gate's unreplayed sessions
+    /// end unless it replays more.
+    awaiting_replay: BTreeMap<SessionId, NodeId>,
+    replay_deadlines: BTreeMap<NodeId, u64>,
     /// Portal transfers begun, by avatar.
     arrivals: BTreeMap<AvatarId, Arrival>,
     /// States to attach with on arrival, by avatar (consumed by the attach).
@@ -198,6 +200,7 @@ impl Core {
             node_links: BTreeMap::new(),
             sessions: BTreeMap::new(),
             awaiting_replay: BTreeMap::new(),
+            replay_deadlines: BTreeMap::new(),
             arrivals: BTreeMap::new(),
             arrival_states: BTreeMap::new(),
             gate_load: BTreeMap::new(),

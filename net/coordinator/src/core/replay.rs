@@ -2,7 +2,8 @@
 //! its open sessions on the next one (`OpenSession` with a zero nonce); a
 //! gate that restarted has none to replay. So the sessions the directory
 //! holds for a gate that registers again wait for their replay, and those
-//! not replayed within the heartbeat timeout end (their avatars detach):
+//! not replayed when the gate has replayed nothing for the heartbeat
+//! timeout end (their avatars detach):
 //! otherwise a gate killed and restarted faster than its heartbeat timeout
 //! would leave its players online for ever. A replay the coordinator
 //! refuses kicks the client with the reason, so that no client stays
@@ -16,35 +17,60 @@ use super::Core;
 
 impl Core {
     /// Gate `node` registered on `link`: its sessions opened on another
-    /// link must be replayed on this one within the heartbeat timeout.
+    /// link must be replayed on this one. They end once the gate has
+    /// replayed nothing for the heartbeat timeout (a gate with many
+    /// sessions replays them as fast as its link takes them).
     pub(super) fn expect_replay(&mut self, node: NodeId, link: u64) {
-        let deadline = self
-            .now()
-            .saturating_add(self.cluster.config().heartbeat_timeout_ms);
         let waiting: Vec<SessionId> = self
             .cluster
             .gate_sessions(node)
             .filter(|s| self.sessions.get(s) != Some(&link))
             .collect();
-        for session in waiting {
-            self.awaiting_replay.insert(session, (node, deadline));
+        if waiting.is_empty() {
+            return;
         }
+        for session in waiting {
+            self.awaiting_replay.insert(session, node);
+        }
+        self.extend_replay(node);
+    }
+
+    /// Gate `node`'s replay goes on: its deadline moves.
+    fn extend_replay(&mut self, node: NodeId) {
+        let deadline = self
+            .now()
+            .saturating_add(self.cluster.config().heartbeat_timeout_ms);
+        self.replay_deadlines.insert(node, deadline);
     }
 
     /// `session` was replayed: it stays.
     pub(super) fn replayed(&mut self, session: SessionId) {
-        self.awaiting_replay.remove(&session);
+        if let Some(node) = self.awaiting_replay.remove(&session) {
+            self.extend_replay(node);
+        }
     }
 
-    /// Ends the sessions whose replay did not come in time. The gate is
-    /// told to kick the client, in case it has it after all (a replay lost
-    /// on a full queue).
+    /// Ends the sessions of each gate that stopped replaying before it
+    /// replayed them. The gate is told to kick them, in case it has them
+    /// after all (a replay lost with its link).
     pub(super) fn expire_replays(&mut self, now: u64) {
+        let late: Vec<NodeId> = self
+            .replay_deadlines
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(&node, _)| node)
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        for node in &late {
+            self.replay_deadlines.remove(node);
+        }
         let expired: Vec<(SessionId, NodeId)> = self
             .awaiting_replay
             .iter()
-            .filter(|(_, (_, deadline))| *deadline <= now)
-            .map(|(&s, &(node, _))| (s, node))
+            .filter(|(_, node)| late.contains(node))
+            .map(|(&s, &node)| (s, node))
             .collect();
         for (session, node) in expired {
             self.awaiting_replay.remove(&session);

@@ -1,7 +1,7 @@
 //! The agent loop: one task owns every session's [`Agent`] and handles
 //! the transport's events, the clients' messages and the timers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,9 @@ pub(super) struct AgentLoop {
     /// The last heartbeat's number.
     pub(super) seq: u64,
     pub(super) inputs: InputBatches,
+    /// Sessions still to replay on the coordinator link, each with whether
+    /// its `OpenSession` went already (see `replay_sessions`).
+    pub(super) replay: VecDeque<(u64, bool)>,
 }
 
 /// A timer that, when late, waits a whole period again rather than firing
@@ -205,6 +208,7 @@ impl AgentLoop {
         self.kick_late_sessions(now);
         self.disconnect_kicked(now);
         self.close_unused_scene_links();
+        self.continue_replay();
     }
 
     /// Sessions still opening past `open_timeout_ms`, or silent past
