@@ -89,3 +89,23 @@ fn a_replay_the_coordinator_refuses_kicks_the_client_with_the_reason() {
         c.stop().await;
     });
 }
+
+/// The other side of the first test: a client that selects the avatar it
+/// has again asked for it, and is told `Entered` again.
+#[test]
+fn a_client_that_selects_its_avatar_again_is_entered_again() {
+    bounded(60, async {
+        let c = Cluster::start(&["alice"], LoginConfig::default()).await;
+        let mut alice = Player::connect(&c.login("alice", PASSWORD).await.unwrap()).await;
+        let avatar = alice.enter().await;
+        let net_id = alice.net_id;
+        alice.send(&tessera_proto::client::ClientMsg::Select { avatar });
+        alice
+            .until(5, "entered again", |m| {
+                matches!(m, ServerMsg::Entered { .. })
+            })
+            .await;
+        assert_eq!((alice.entries, alice.net_id), (2, net_id));
+        c.stop().await;
+    });
+}

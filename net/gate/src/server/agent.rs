@@ -355,6 +355,11 @@ impl AgentLoop {
                 }
             }
             ClientMsg::Select { avatar } => {
+                // The client asked: its `Entered` is told even for the
+                // avatar it has (see `on_attached`).
+                if let Some(r) = self.agents.get_mut(&client).and_then(|a| a.route.as_mut()) {
+                    r.net_id = None;
+                }
                 self.to_coordinator(&LinkMsg::AttachAvatar { session, avatar });
             }
             ClientMsg::Chat { to, text } => {
