@@ -254,6 +254,14 @@ struct Bots {
 }
 
 impl Bots {
+    /// The run is not over: what the test did happened while it played.
+    fn still_playing(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the bots stopped before the test was done"
+        );
+    }
+
     /// Waits (at most `secs`) for the run's JSON report.
     fn finish(mut self, secs: u64) -> serde_json::Value {
         let lines = self
@@ -364,7 +372,9 @@ fn kill_9_of_a_scene_server_the_gate_and_the_coordinator_loses_nobody_silently()
         println!("gate killed and back at {:?}", started.elapsed());
 
         // Run B, on other accounts: plays through the coordinator's restart.
-        let bots_b = c.bots(BOTS, 15, true);
+        // It plays well past the restart (about 10 s here), so the view
+        // check at its end sees the restarted cluster.
+        let mut bots_b = c.bots(BOTS, 25, true);
         c.agree(90, BOTS as u32, "run B in the world");
         kill_9(c.coordinator.take().unwrap());
         // Down as long as a restart takes: the links back off meanwhile.
@@ -376,6 +386,7 @@ fn kill_9_of_a_scene_server_the_gate_and_the_coordinator_loses_nobody_silently()
             "run B back after the coordinator's restart",
         );
         println!("coordinator killed and back at {:?}", started.elapsed());
+        bots_b.still_playing();
         let b = bots_b.finish(90);
         assert_told_why(&b);
         assert_eq!(b["connected"], BOTS as u64, "{b}");
