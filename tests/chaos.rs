@@ -367,6 +367,7 @@ fn kill_9_of_a_scene_server_the_gate_and_the_coordinator_loses_nobody_silently()
         c.start_gate();
         c.agree(30, 0, "run A's sessions gone with the gate");
         let a = bots_a.finish(60);
+        println!("run A: drops {}, failures {}", a["drops"], a["failures"]);
         assert_told_why(&a);
         assert_eq!(a["connected"], BOTS as u64, "{a}");
         println!("gate killed and back at {:?}", started.elapsed());
