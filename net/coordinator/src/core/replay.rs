@@ -1,13 +1,13 @@
 //! A gate's sessions across a new link. A gate whose link dropped replays
 //! its open sessions on the next one (`OpenSession` with a zero nonce); a
 //! gate that restarted has none to replay. So the sessions the directory
-//! holds for a gate that registers again wait for their replay, and those
-//! not replayed when the gate has replayed nothing for the heartbeat
-//! timeout end (their avatars detach):
-//! otherwise a gate killed and restarted faster than its heartbeat timeout
-//! would leave its players online for ever. A replay the coordinator
-//! refuses kicks the client with the reason, so that no client stays
-//! connected to a gate with a session the cluster does not know.
+//! holds for a gate that registers again wait for their replay; once the
+//! gate has replayed nothing for the heartbeat timeout, those still
+//! waiting end (their avatars detach). Otherwise a gate killed and
+//! restarted faster than its heartbeat timeout would leave its players
+//! online for ever. A replay the coordinator refuses kicks the client with
+//! the reason, so that no client stays connected to a gate with a session
+//! the cluster does not know.
 
 use tessera_cluster::{NodeId, SessionId};
 use tessera_wire::{LinkMsg, SessionEvent};
@@ -97,12 +97,12 @@ impl Core {
     }
 
     /// A gate's replay of `session` is refused for `reason`: the gate on
-    /// `link` kicks the client with it, and the session is forgotten here.
+    /// `link` kicks the client with it. (Nothing of the session is kept
+    /// here: a session the directory holds under that id is another's.)
     pub(super) fn kick_replay(&mut self, link: u64, session: SessionId, reason: &str) {
         self.stats.refused += 1;
         self.stats.replays_refused += 1;
         warn!(?session, %reason, "session replay refused; the client is kicked");
-        self.awaiting_replay.remove(&session);
         self.send_link(
             link,
             &LinkMsg::Session {
