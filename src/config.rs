@@ -29,6 +29,7 @@
 //! [links]       # every internal link of the process (tessera_link)
 //! keepalive_ms = 1000
 //! idle_timeout_ms = 5000
+//! reconnect_max_ms = 5000    # cluster.restart_grace_ms must cover it
 //!
 //! [up]
 //! scene_servers = 1
@@ -83,6 +84,10 @@ pub struct LinksConfig {
     /// Close a link on which nothing arrives for this long, ms; 0 = never.
     /// Must be above `keepalive_ms` (the peer's). Default 5000.
     pub idle_timeout_ms: u64,
+    /// The cap on a lost link's reconnect backoff, ms: a peer that comes
+    /// back (a restarted coordinator) is found at most this late. The
+    /// coordinator's `cluster.restart_grace_ms` must cover it. Default 5000.
+    pub reconnect_max_ms: u64,
 }
 
 impl Default for LinksConfig {
@@ -90,9 +95,15 @@ impl Default for LinksConfig {
         Self {
             keepalive_ms: 1000,
             idle_timeout_ms: 5000,
+            reconnect_max_ms: 5000,
         }
     }
 }
+
+/// What `cluster.restart_grace_ms` must leave beyond `links.reconnect_max_ms`:
+/// the reconnect's handshake, then the registrations and the gates' session
+/// replays.
+const RESTART_GRACE_SLACK_MS: u64 = 1000;
 
 impl LinksConfig {
     fn validate(&self) -> anyhow::Result<()> {
@@ -103,6 +114,9 @@ impl LinksConfig {
             if ms != 0 && !(10..=600_000).contains(&ms) {
                 bail!("links.{name} must be 0 (off) or between 10 and 600000");
             }
+        }
+        if !(10..=600_000).contains(&self.reconnect_max_ms) {
+            bail!("links.reconnect_max_ms must be between 10 and 600000");
         }
         if self.keepalive_ms != 0
             && self.idle_timeout_ms != 0
@@ -123,6 +137,7 @@ impl LinksConfig {
         tessera_link::LinkTimeouts {
             keepalive: ms(self.keepalive_ms),
             idle_timeout: ms(self.idle_timeout_ms),
+            reconnect_max: std::time::Duration::from_millis(self.reconnect_max_ms),
         }
     }
 }
@@ -211,6 +226,7 @@ impl Config {
             .validate()
             .map_err(|e| anyhow::anyhow!("[gate] {e}"))?;
         self.links.validate().context("[links]")?;
+        self.restart_grace_covers_backoff()?;
         if self.up.scene_servers == 0 || self.up.scene_servers > 16 {
             bail!("[up] scene_servers must be between 1 and 16");
         }
@@ -225,6 +241,25 @@ impl Config {
             }
         } else if self.secret.len() < 16 {
             bail!("secret must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    /// After a coordinator restart, scene servers and gates reconnect up
+    /// to `links.reconnect_max_ms` late (their backoff grew while it was
+    /// down); the restart grace must outlast that, or their scenes are
+    /// placed again elsewhere and their players' sessions refused.
+    fn restart_grace_covers_backoff(&self) -> anyhow::Result<()> {
+        let grace = self.cluster.restart_grace_ms;
+        let backoff = self.links.reconnect_max_ms;
+        let need = backoff.saturating_add(RESTART_GRACE_SLACK_MS);
+        if grace < need {
+            bail!(
+                "cluster.restart_grace_ms ({grace}) must be at least links.reconnect_max_ms \
+                 ({backoff}) + {RESTART_GRACE_SLACK_MS} = {need}: after a coordinator restart, \
+                 scene servers and gates reconnect up to links.reconnect_max_ms late, and \
+                 would lose their scenes and sessions; raise the grace or lower the backoff"
+            );
         }
         Ok(())
     }
@@ -317,6 +352,7 @@ mod tests {
         let want = tessera_link::LinkTimeouts {
             keepalive: Some(std::time::Duration::from_millis(200)),
             idle_timeout: None,
+            reconnect_max: std::time::Duration::from_millis(5000),
         };
         assert_eq!(
             (c.coordinator.links, c.scene.links, c.gate.links),
@@ -324,6 +360,38 @@ mod tests {
         );
         let d = Config::parse("t", "").expect("parses");
         assert_eq!(d.scene.links, tessera_link::LinkTimeouts::default());
+    }
+
+    /// The restart grace covers the links' reconnect backoff: a config
+    /// that does not is refused, naming both settings.
+    #[test]
+    fn the_restart_grace_must_cover_the_reconnect_backoff() {
+        Config::default().validate(&[]).expect("the defaults agree");
+        let c = Config::parse("t", "[cluster]\nrestart_grace_ms = 1500").expect("parses");
+        let e = format!("{:#}", c.validate(&[]).expect_err("grace below backoff"));
+        assert!(
+            e.contains("cluster.restart_grace_ms (1500)") && e.contains("links.reconnect_max_ms"),
+            "{e}"
+        );
+        let c = Config::parse(
+            "t",
+            "[cluster]\nrestart_grace_ms = 1500\n[links]\nreconnect_max_ms = 500",
+        )
+        .expect("parses");
+        c.validate(&[]).expect("a shorter backoff fits");
+        let want = std::time::Duration::from_millis(500);
+        assert_eq!(
+            (
+                c.coordinator.links.reconnect_max,
+                c.scene.links.reconnect_max,
+                c.gate.links.reconnect_max
+            ),
+            (want, want, want)
+        );
+        let mut link = tessera_link::LinkConfig::new(tessera_wire::Role::Gate, "g", "secret");
+        c.gate.links.apply(&mut link);
+        assert_eq!(link.backoff.max, want);
+        assert!(link.backoff.initial <= want);
     }
 
     #[test]

@@ -213,6 +213,7 @@ fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
             chat: Vec::new(),
             kicked: None,
             disconnected: false,
+            entries: 0,
         };
         replay.pump(1500).await;
         assert_eq!(replay.session, SessionId(0));

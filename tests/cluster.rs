@@ -44,6 +44,10 @@ restart_grace_ms = 1500
 # hand-off to it (tests/placement.rs tests that).
 rebalance = false
 
+[links]
+# A restarted coordinator is found within 0.5 s: the grace covers it.
+reconnect_max_ms = 500
+
 [scene]
 heartbeat_ms = 200
 "#;

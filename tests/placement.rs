@@ -32,6 +32,10 @@ tick_ms = 50
 heartbeat_timeout_ms = 1500
 restart_grace_ms = 1500
 
+[links]
+# A restarted coordinator is found within 0.5 s: the grace covers it.
+reconnect_max_ms = 500
+
 [scene]
 heartbeat_ms = 200
 "#;

@@ -147,9 +147,16 @@ impl Cluster {
     /// Stops the coordinator and starts a new one on the same link address
     /// and database (the HTTP port changes).
     pub async fn restart_coordinator(&mut self) {
+        self.restart_coordinator_after(|_| {}).await;
+    }
+
+    /// [`restart_coordinator`](Self::restart_coordinator), calling
+    /// `between` with the data folder while no coordinator runs.
+    pub async fn restart_coordinator_after(&mut self, between: impl FnOnce(&Path)) {
         let old = self.coord.take().unwrap();
         let link = old.link_addr().to_string();
         old.shutdown().await;
+        between(&self.data);
         let new = coordinator(&self.data, &link, self.login.clone()).await;
         self.http = format!("http://{}", new.http_addr());
         self.coord = Some(new);
@@ -250,6 +257,8 @@ pub struct Player {
     pub chat: Vec<(String, ChatScope, String)>,
     pub kicked: Option<String>,
     pub disconnected: bool,
+    /// `Entered` messages received.
+    pub entries: u32,
 }
 
 pub fn token(resp: &LoginResponse) -> tessera_gate::ConnectToken {
@@ -278,6 +287,7 @@ impl Player {
             chat: Vec::new(),
             kicked: None,
             disconnected: false,
+            entries: 0,
         };
         let welcome = p
             .until(5, "welcome", |m| matches!(m, ServerMsg::Welcome { .. }))
@@ -360,6 +370,7 @@ impl Player {
                     }
                     ServerMsg::Kicked { reason } => self.kicked = Some(reason.clone()),
                     ServerMsg::Entered { net_id, scene, .. } => {
+                        self.entries += 1;
                         self.net_id = *net_id;
                         self.scene = scene.clone();
                     }

@@ -169,6 +169,24 @@ impl ClusterState {
         self.accounts.get(&account).copied()
     }
 
+    /// Sessions open in the directory.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The sessions carried by gate `gate`.
+    pub fn gate_sessions(&self, gate: NodeId) -> impl Iterator<Item = SessionId> + '_ {
+        self.sessions
+            .iter()
+            .filter(move |(_, s)| s.gate == Some(gate))
+            .map(|(&id, _)| id)
+    }
+
+    /// The gate carrying `session`, if known.
+    pub fn session_gate(&self, session: SessionId) -> Option<NodeId> {
+        self.sessions.get(&session).and_then(|s| s.gate)
+    }
+
     /// The account of `session`.
     pub fn session_account(&self, session: SessionId) -> Option<AccountId> {
         self.sessions.get(&session).map(|s| s.account)

@@ -17,9 +17,12 @@ pub struct ClusterConfig {
     pub full_population: u32,
     /// After [`ClusterState::recover`](crate::ClusterState::recover), how
     /// long new placements wait for servers to re-register and keep their
-    /// scenes. It must cover the links' reconnect backoff (at most 5 s), or
-    /// a server that retries just after the restart loses its scenes to a
-    /// needless re-placement. Default 6000 ms.
+    /// scenes, and gates to replay their sessions. It must cover the links'
+    /// reconnect backoff (`links.reconnect_max_ms`, default 5 s) with a
+    /// second to spare, or a server that retries just after the restart
+    /// loses its scenes to a needless re-placement and a gate's players
+    /// are kicked; `tessera` refuses a config where it does not. Default
+    /// 6000 ms.
     pub restart_grace_ms: u64,
     /// Hand scenes to a scene server that registers while others host at
     /// least two scenes more than it, one planned move at a time. Off, a

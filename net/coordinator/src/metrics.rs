@@ -223,6 +223,28 @@ impl Source for CoordinatorMetrics {
             &[],
             stats.sessions,
         );
+        for (outcome, v) in [
+            ("refused", stats.replays_refused),
+            ("missed", stats.replays_missed),
+        ] {
+            out.counter(
+                "tessera_coordinator_session_replays_failed_total",
+                "Gate session replays that failed: refused (the client is kicked with the reason), or missed (not replayed in time on the gate's new link; the session ends).",
+                &[("outcome", outcome)],
+                v,
+            );
+        }
+        for (table, v) in [
+            ("links", stats.sessions_linked),
+            ("directory", stats.sessions_directory),
+        ] {
+            out.gauge(
+                "tessera_coordinator_sessions_open",
+                "Sessions open now: in the table of the gate links that carry them, and in the cluster's directory.",
+                &[("table", table)],
+                v as f64,
+            );
+        }
         out.counter(
             "tessera_coordinator_placements_total",
             "Scenes placed on a scene server, each under a new epoch.",

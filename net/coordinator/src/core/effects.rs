@@ -125,6 +125,8 @@ impl Core {
         if let Some(id) = self.node_links.remove(&node) {
             self.kill_link(id);
         }
+        // A gate's sessions ended with it.
+        self.forget_ended_sessions();
     }
 
     /// A portal out of `scene` was cancelled (its placement changed before

@@ -126,6 +126,9 @@ impl Core {
             self.gate_load.insert(node, (0, addrs));
         }
         self.node_links.insert(node, link);
+        if kind == NodeKind::Gate {
+            self.expect_replay(node, link);
+        }
         info!(%name, %node, addr = %r.addr, hosted = r.hosted.len(), "registered");
         self.send_link(
             link,

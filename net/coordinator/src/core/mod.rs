@@ -13,6 +13,8 @@
 //! * `effects.rs` — carrying out the cluster's
 //!   [`Effect`](tessera_cluster::Effect)s, one function each;
 //! * `data.rs` — the data service: save batches, scene loads, avatars;
+//! * `replay.rs` — a gate's sessions across a new link: replayed, or
+//!   ended (and kicked) when not replayed in time or refused;
 //! * `chat.rs` — chat lines between sessions;
 //! * `links.rs` — the links and sending on them.
 
@@ -23,6 +25,7 @@ mod links;
 mod messages;
 mod placement;
 mod placement_stream;
+mod replay;
 mod scene_events;
 mod sessions;
 pub(crate) mod snapshots;
@@ -71,6 +74,14 @@ pub struct CoordinatorStats {
     pub events_stale: u64,
     /// Sessions opened.
     pub sessions: u64,
+    /// Sessions open now: in the table of the links that carry them, and
+    /// in the cluster's directory. The two agree but for a moment.
+    pub sessions_linked: u64,
+    pub sessions_directory: u64,
+    /// Gate sessions replays refused (the client kicked with the reason),
+    /// and sessions a gate did not replay in time on its new link (ended).
+    pub replays_refused: u64,
+    pub replays_missed: u64,
     /// Attach requests accepted / refused.
     pub attaches: u64,
     pub attaches_refused: u64,
@@ -124,6 +135,11 @@ pub(crate) struct Core {
     node_links: BTreeMap<NodeId, u64>,
     /// Session → the link (gate or tool) that opened it.
     sessions: BTreeMap<SessionId, u64>,
+    /// Sessions of a gate that registered on a new link, waiting for its
+    /// replay, by the gate; and when each such gate's unreplayed sessions
+    /// end unless it replays more.
+    awaiting_replay: BTreeMap<SessionId, NodeId>,
+    replay_deadlines: BTreeMap<NodeId, u64>,
     /// Portal transfers begun, by avatar.
     arrivals: BTreeMap<AvatarId, Arrival>,
     /// States to attach with on arrival, by avatar (consumed by the attach).
@@ -186,6 +202,8 @@ impl Core {
             links: BTreeMap::new(),
             node_links: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            awaiting_replay: BTreeMap::new(),
+            replay_deadlines: BTreeMap::new(),
             arrivals: BTreeMap::new(),
             arrival_states: BTreeMap::new(),
             gate_load: BTreeMap::new(),
@@ -273,6 +291,8 @@ impl Core {
             tokens_revoked: self.logins.counts.tokens_revoked,
             tokens_pending: self.logins.pending() as u64,
             queued: self.logins.queued() as u64,
+            sessions_linked: self.sessions.len() as u64,
+            sessions_directory: self.cluster.session_count() as u64,
             ..self.stats
         }
     }
@@ -287,6 +307,7 @@ impl Core {
         let now = self.now();
         let effects = self.cluster.tick(now);
         self.apply(effects);
+        self.expire_replays(now);
     }
 
     /// Final flush at shutdown: every pending save is committed.

@@ -186,8 +186,8 @@ impl Core {
                 .map(|effects| (session, effects))
                 .map_err(|e| e.to_string())
         });
-        match opened {
-            Ok((session, effects)) => {
+        match (opened, client) {
+            (Ok((session, effects)), _) => {
                 self.stats.sessions += 1;
                 self.sessions.insert(session, id);
                 self.send_link(
@@ -199,7 +199,13 @@ impl Core {
                 );
                 self.apply(effects);
             }
-            Err(reason) => {
+            // A replay (request 0, the client's own id) refused: its gate
+            // has the client connected, so it is kicked with the reason
+            // rather than left open at the gate and unknown here.
+            (Err(reason), Some(session)) if request == 0 => {
+                self.kick_replay(id, session, &reason);
+            }
+            (Err(reason), _) => {
                 self.stats.refused += 1;
                 self.send_link(
                     id,
@@ -248,8 +254,9 @@ impl Core {
     ) {
         if self.sessions.contains_key(&session) {
             if self.session_account(session) != Some(account) {
-                return self.refuse_session(id, session, "session id in use");
+                return self.kick_replay(id, session, "session id in use");
             }
+            self.replayed(session);
             self.sessions.insert(session, id);
             return self.send_link(
                 id,
@@ -263,8 +270,7 @@ impl Core {
             );
         }
         if !self.cluster.recovering() {
-            self.stats.refused += 1;
-            return self.refuse_session(id, session, "unknown session: log in again");
+            return self.kick_replay(id, session, "session lost by the cluster: log in again");
         }
         self.open_session(id, gate_node, 0, account, Some(session));
     }
@@ -278,7 +284,7 @@ impl Core {
     }
 
     /// Ends `session` in the directory (detaching its avatar).
-    fn close_session(&mut self, session: SessionId) {
+    pub(super) fn close_session(&mut self, session: SessionId) {
         let effects = self.cluster.logout(session);
         self.sessions.remove(&session);
         self.apply(effects);

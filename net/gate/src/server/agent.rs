@@ -1,7 +1,7 @@
 //! The agent loop: one task owns every session's [`Agent`] and handles
 //! the transport's events, the clients' messages and the timers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ pub(super) struct Route {
     pub(super) scene: String,
     pub(super) epoch: Epoch,
     pub(super) server: String,
+    /// The avatar's id in that placement, once `Attached` said it.
+    pub(super) net_id: Option<u32>,
 }
 
 /// The gate's side of one client's session.
@@ -86,6 +88,9 @@ pub(super) struct AgentLoop {
     /// The last heartbeat's number.
     pub(super) seq: u64,
     pub(super) inputs: InputBatches,
+    /// Sessions still to replay on the coordinator link, each with whether
+    /// its `OpenSession` went already (see `replay_sessions`).
+    pub(super) replay: VecDeque<(u64, bool)>,
 }
 
 /// A timer that, when late, waits a whole period again rather than firing
@@ -203,6 +208,7 @@ impl AgentLoop {
         self.kick_late_sessions(now);
         self.disconnect_kicked(now);
         self.close_unused_scene_links();
+        self.continue_replay();
     }
 
     /// Sessions still opening past `open_timeout_ms`, or silent past
@@ -349,6 +355,11 @@ impl AgentLoop {
                 }
             }
             ClientMsg::Select { avatar } => {
+                // The client asked: its `Entered` is told even for the
+                // avatar it has (see `on_attached`).
+                if let Some(r) = self.agents.get_mut(&client).and_then(|a| a.route.as_mut()) {
+                    r.net_id = None;
+                }
                 self.to_coordinator(&LinkMsg::AttachAvatar { session, avatar });
             }
             ClientMsg::Chat { to, text } => {

@@ -99,6 +99,7 @@ async fn setup(
         kicks: Vec::new(),
         seq: 0,
         inputs: BTreeMap::new(),
+        replay: Default::default(),
     };
     (agent_loop, events, clients)
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use tessera_link::{Connector, LinkSender, bump};
+use tessera_link::{Connector, LinkSender, SendError, bump};
 use tessera_proto::{AccountId, ServerMsg, SessionId};
 use tessera_wire::{Heartbeat, LinkMsg, Register, SessionEvent};
 use tokio::sync::mpsc;
@@ -106,6 +106,7 @@ impl AgentLoop {
             Inbox::CoordinatorDown => {
                 self.stats.registered.store(false, Ordering::Relaxed);
                 self.coordinator = None;
+                self.replay.clear();
             }
             Inbox::SceneUp(server, task, s) => self.on_scene_link(&server, task, Some(s)),
             Inbox::SceneDown(server, task) => self.on_scene_link(&server, task, None),
@@ -125,27 +126,67 @@ impl AgentLoop {
 
     /// After a link loss (or a coordinator restart) the open sessions are
     /// reopened (a zero nonce: no token involved) and their avatars
-    /// attached again where they are.
+    /// attached again where they are. They go as fast as the link's queue
+    /// takes them, the rest on the next sweeps ([`continue_replay`]): a
+    /// gate holds far more sessions than the queue has frames, and a
+    /// replay dropped on a full queue would lose its session.
+    ///
+    /// [`continue_replay`]: Self::continue_replay
     fn replay_sessions(&mut self) {
-        let replay: Vec<(u64, u64, Option<u64>)> = self
+        self.replay = self
             .agents
             .iter()
             .filter(|(_, a)| a.phase == SessionPhase::Open)
-            .map(|(&c, a)| (c, a.account, a.avatar))
+            .map(|(&c, _)| (c, false))
             .collect();
-        for (client, account, avatar) in replay {
-            self.to_coordinator(&LinkMsg::OpenSession {
+        self.continue_replay();
+    }
+
+    /// Sends the replays waiting, until the coordinator link's queue is
+    /// full; sessions that ended meanwhile are skipped.
+    pub(super) fn continue_replay(&mut self) {
+        let Some(link) = self.coordinator.clone() else {
+            self.replay.clear();
+            return;
+        };
+        while let Some(&(client, opened)) = self.replay.front() {
+            let Some(agent) = self.agents.get(&client) else {
+                self.replay.pop_front();
+                continue;
+            };
+            let avatar = agent.avatar;
+            let open = LinkMsg::OpenSession {
                 request: 0,
-                account: AccountId(account),
+                account: AccountId(agent.account),
                 client: SessionId(client),
                 nonce: [0; 16],
-            });
+            };
+            if !opened {
+                match link.try_send(&open) {
+                    Ok(()) => {}
+                    Err(SendError::QueueFull) => return,
+                    Err(_) => {
+                        bump(&self.stats.to_coordinator_dropped);
+                        self.replay.pop_front();
+                        continue;
+                    }
+                }
+                if let Some(front) = self.replay.front_mut() {
+                    front.1 = true;
+                }
+            }
             if let Some(avatar) = avatar {
-                self.to_coordinator(&LinkMsg::AttachAvatar {
+                let attach = LinkMsg::AttachAvatar {
                     session: SessionId(client),
                     avatar,
-                });
+                };
+                match link.try_send(&attach) {
+                    Ok(()) => {}
+                    Err(SendError::QueueFull) => return,
+                    Err(_) => bump(&self.stats.to_coordinator_dropped),
+                }
             }
+            self.replay.pop_front();
         }
     }
 
@@ -237,13 +278,22 @@ impl AgentLoop {
 
     /// The session's avatar is in its scene as `net_id`.
     /// The route (which comes first) gives the placement epoch the client's
-    /// view is bound to.
+    /// view is bound to. An attach the scene already had (a replay after a
+    /// coordinator restart: same avatar, placement and id) is not told
+    /// again: `Entered` starts the client's view afresh, while the scene
+    /// goes on replicating from what it already sent, so the client would
+    /// miss every entity it had.
     fn on_attached(&mut self, session: u64, avatar: u64, scene: String, net_id: u32) {
         let mut epoch = 0;
         if let Some(agent) = self.agents.get_mut(&session) {
-            agent.avatar = Some(avatar);
-            if let Some(r) = agent.route.as_ref().filter(|r| r.scene == scene) {
+            let had = agent.avatar.replace(avatar) == Some(avatar);
+            if let Some(r) = agent.route.as_mut().filter(|r| r.scene == scene) {
                 epoch = r.epoch;
+                let same_id = r.net_id.replace(net_id) == Some(net_id);
+                if had && same_id {
+                    debug!(session, avatar, "attach replayed; the client stays in");
+                    return;
+                }
             }
         }
         self.tell(
@@ -267,3 +317,7 @@ impl AgentLoop {
         self.tell(session, &ServerMsg::Left { avatar });
     }
 }
+
+#[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod tests;

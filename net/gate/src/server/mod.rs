@@ -198,6 +198,7 @@ impl GateServer {
             kicks: Vec::new(),
             seq: 0,
             inputs: BTreeMap::new(),
+            replay: Default::default(),
         }
         .run(events, inbox_rx, stop.clone(), coordinator);
         let done = Arc::clone(&stats);

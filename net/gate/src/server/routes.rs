@@ -85,10 +85,18 @@ impl AgentLoop {
     ) {
         self.ensure_scene_link(&server, addr);
         if let Some(agent) = self.agents.get_mut(&session) {
+            // The same placement again (a replayed attach): the avatar
+            // keeps its id there.
+            let net_id = agent
+                .route
+                .as_ref()
+                .filter(|r| r.scene == scene && r.epoch == epoch && r.server == server)
+                .and_then(|r| r.net_id);
             agent.route = Some(Route {
                 scene,
                 epoch,
                 server,
+                net_id,
             });
         }
     }

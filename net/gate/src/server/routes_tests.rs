@@ -57,6 +57,7 @@ async fn agent_loop() -> (AgentLoop, mpsc::Receiver<Inbox>) {
         kicks: Vec::new(),
         seq: 0,
         inputs: BTreeMap::new(),
+        replay: Default::default(),
     };
     (agents, inbox)
 }

@@ -149,15 +149,19 @@ impl LinkConfig {
     }
 }
 
-/// How a link notices a silent peer: [`LinkConfig::keepalive`] and
-/// [`LinkConfig::idle_timeout`], chosen once per process (`[links]` in
-/// `tessera.toml`) and applied to every link config it makes.
+/// How a link notices a silent peer ([`LinkConfig::keepalive`] and
+/// [`LinkConfig::idle_timeout`]) and how long a lost one may wait to
+/// reconnect (the cap of [`LinkConfig::backoff`]), chosen once per process
+/// (`[links]` in `tessera.toml`) and applied to every link config it makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkTimeouts {
     /// See [`LinkConfig::keepalive`]. Default 1 s.
     pub keepalive: Option<Duration>,
     /// See [`LinkConfig::idle_timeout`]. Default 5 s.
     pub idle_timeout: Option<Duration>,
+    /// The cap on the reconnect backoff ([`Backoff::max`](super::Backoff)):
+    /// a peer that comes back is found at most this late. Default 5 s.
+    pub reconnect_max: Duration,
 }
 
 impl Default for LinkTimeouts {
@@ -165,15 +169,19 @@ impl Default for LinkTimeouts {
         Self {
             keepalive: Some(DEFAULT_KEEPALIVE),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            reconnect_max: super::Backoff::default().max,
         }
     }
 }
 
 impl LinkTimeouts {
-    /// Sets `cfg`'s keepalive and idle timeout.
+    /// Sets `cfg`'s keepalive, idle timeout and backoff cap (the first
+    /// delay no longer than the cap).
     pub fn apply(&self, cfg: &mut LinkConfig) {
         cfg.keepalive = self.keepalive;
         cfg.idle_timeout = self.idle_timeout;
+        cfg.backoff.max = self.reconnect_max;
+        cfg.backoff.initial = cfg.backoff.initial.min(self.reconnect_max);
     }
 }
 
