@@ -681,3 +681,46 @@ fn a_coordinator_restart_keeps_players_in_the_world_and_their_sessions() {
         c.stop().await;
     });
 }
+
+#[test]
+fn a_password_change_revokes_the_resume_key_and_the_old_password() {
+    bounded(60, async {
+        let c = Cluster::start(&["alice"], LoginConfig::default()).await;
+        let la = c.login("alice", PASSWORD).await.unwrap();
+        let LoginResponse::Ok { resume_key, .. } = &la else {
+            unreachable!()
+        };
+        let change = |current: &str| {
+            serde_json::json!({
+                "email": "alice@example.com",
+                "password": current,
+                "new_password": "a brand new passphrase",
+            })
+        };
+        let (st, v) = c.post("/v1/password", &change("not the password")).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (401, Some("bad_credentials")),
+            "{v}"
+        );
+        let (st, v) = c.post("/v1/password", &change(PASSWORD)).await;
+        assert_eq!(st, 200, "{v}");
+        let resume = LoginRequest {
+            email: None,
+            password: None,
+            resume_key: Some(resume_key.clone()),
+            client_version: CLIENT_PROTOCOL,
+        };
+        let (st, v) = c.post("/v1/login", &resume).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (401, Some("bad_credentials")),
+            "the resume key dies with the old password: {v}"
+        );
+        let (st, e) = c.login("alice", PASSWORD).await.unwrap_err();
+        assert_eq!((st, e.code.as_str()), (401, "bad_credentials"));
+        let back = c.login("alice", "a brand new passphrase").await;
+        assert!(matches!(back, Ok(LoginResponse::Ok { .. })), "{back:?}");
+        c.stop().await;
+    });
+}

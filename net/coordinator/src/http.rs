@@ -133,7 +133,7 @@ impl Limits {
     /// configured proxies, the last entry of the proxy's header (the one
     /// that proxy appended). A proxy that sent no usable header is keyed
     /// as itself.
-    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.proxies.contains(&peer) {
             return peer;
         }
@@ -148,7 +148,7 @@ impl Limits {
     }
 
     /// Logins and registrations from `ip` (see [`limiter_key`]).
-    fn check_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
+    pub(crate) fn check_ip(&self, ip: IpAddr) -> Result<(), ApiFailure> {
         self.limit_addr(&self.per_ip, ip, "too many requests from this address")
     }
 
@@ -172,7 +172,7 @@ impl Limits {
 
     /// `email` must be normalised (valid, lower case): the limiter keeps
     /// one key per distinct email, so it must never key on raw input.
-    fn check_account(&self, email: &str) -> Result<(), ApiFailure> {
+    pub(crate) fn check_account(&self, email: &str) -> Result<(), ApiFailure> {
         limit(
             &self.per_account,
             &email.to_owned(),
@@ -209,7 +209,8 @@ pub(crate) async fn serve(
         .route("/v1/status", get(status))
         .route("/v1/register", post(register))
         .route("/v1/login", post(login))
-        .route("/v1/login/poll", post(poll));
+        .route("/v1/login/poll", post(poll))
+        .route("/v1/password", post(crate::password::change_password));
     let admin_routes = Router::new()
         .route("/v1/admin/kick", post(kick))
         .route("/v1/admin/ban", post(ban))
@@ -250,10 +251,10 @@ async fn serve_on(listener: TcpListener, app: Router, what: &str, stop: Cancella
 }
 
 /// An error answer: status and body.
-struct ApiFailure(StatusCode, ApiError);
+pub(crate) struct ApiFailure(pub(crate) StatusCode, pub(crate) ApiError);
 
 impl ApiFailure {
-    fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, error: impl Into<String>) -> Self {
         Self(
             status,
             ApiError {
@@ -266,7 +267,7 @@ impl ApiFailure {
 
     /// A body that is not the JSON asked for: 413 `too_large` past
     /// [`MAX_BODY_BYTES`], else 400 `invalid`.
-    fn bad_body(e: JsonRejection) -> Self {
+    pub(crate) fn bad_body(e: JsonRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -284,7 +285,7 @@ impl ApiFailure {
         f
     }
 
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
 }
@@ -349,7 +350,7 @@ async fn status(State(api): State<Api>) -> Json<ClusterStatus> {
 
 /// Runs a store call that hashes a password on the blocking pool, once a
 /// hashing permit is free.
-async fn hashing<T: Send + 'static>(
+pub(crate) async fn hashing<T: Send + 'static>(
     api: &Api,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiFailure> {

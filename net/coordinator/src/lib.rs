@@ -60,6 +60,7 @@ mod http;
 mod ids;
 pub mod login;
 mod metrics;
+mod password;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The **login API** bodies: `POST /v1/register`, `POST /v1/login`,
-//! `POST /v1/login/poll` on the coordinator's HTTP port. Shared by the
+//! `POST /v1/login/poll`, `POST /v1/password` on the coordinator's HTTP port. Shared by the
 //! coordinator (server) and the bot client, so both ends agree by type.
 //!
 //! Every answer is JSON. Errors are `{"code": "...", "error": "..."}` with an
@@ -38,6 +38,21 @@ pub struct LoginRequest {
     pub resume_key: Option<String>,
     /// Must be [`crate::client::CLIENT_PROTOCOL`].
     pub client_version: u32,
+}
+
+/// `POST /v1/password`: change the password, with the current one. The
+/// account's resume keys and pending connect tokens are revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePasswordRequest {
+    pub email: String,
+    pub password: String,
+    pub new_password: String,
+}
+
+/// `200` answer of `POST /v1/password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePasswordResponse {
+    pub account: AccountId,
 }
 
 /// `POST /v1/login/poll`: a queued login asks for its turn.

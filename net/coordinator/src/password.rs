@@ -1,0 +1,92 @@
+//! `POST /v1/password`: a player changes their password with the current
+//! one. Limited like a password login (per client address, per account),
+//! and hashed on the blocking pool behind the hashing permits. A change
+//! revokes the account's resume keys and pending connect tokens: whoever
+//! held them (a stolen key, say) must log in with the new password.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use tessera_link::lock;
+use tessera_persistence as db;
+use tessera_proto::login::{ChangePasswordRequest, ChangePasswordResponse};
+use tracing::info;
+
+use crate::http::{Api, ApiFailure, hashing};
+
+pub(crate) async fn change_password(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<ChangePasswordRequest>, JsonRejection>,
+) -> Result<Json<ChangePasswordResponse>, ApiFailure> {
+    let Json(req) = body.map_err(ApiFailure::bad_body)?;
+    api.limits
+        .check_ip(api.limits.client_ip(peer.ip(), &headers))?;
+    // Validated before any limiter keys on it or any hash is spent.
+    let email = db::validate::normalize_email(&req.email).map_err(|e| {
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            db::error_chain(&db::LoginError::InvalidEmail(e)),
+        )
+    })?;
+    api.limits.check_account(&email)?;
+    let store = Arc::clone(lock(&api.core).store());
+    let result = hashing(&api, move || {
+        // The login's checks first (an unknown email costs a hash too, and
+        // a locked account tells so only to who knows the password).
+        let account = store
+            .verify_password(&email, &req.password)
+            .map_err(Refused::Login)?;
+        store
+            .change_password(account.id, &req.password, &req.new_password)
+            .map_err(Refused::Change)?;
+        Ok::<_, Refused>(account.id)
+    })
+    .await?;
+    let account = result.map_err(Refused::into_failure)?;
+    lock(&api.core).revoke_logins(account);
+    info!(account, "password changed; resume keys revoked");
+    Ok(Json(ChangePasswordResponse {
+        account: tessera_proto::AccountId(account),
+    }))
+}
+
+enum Refused {
+    Login(db::LoginError),
+    Change(db::ChangePasswordError),
+}
+
+impl Refused {
+    fn into_failure(self) -> ApiFailure {
+        use db::{ChangePasswordError as C, LoginError as L};
+        let bad_credentials = || {
+            ApiFailure::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "wrong email or password",
+            )
+        };
+        let locked = || ApiFailure::new(StatusCode::FORBIDDEN, "locked", "the account is locked");
+        match self {
+            Refused::Login(L::UnknownEmail | L::WrongPassword) => bad_credentials(),
+            Refused::Login(L::Locked | L::Deleted) => locked(),
+            Refused::Login(
+                e @ (L::InvalidEmail(_) | L::InvalidPassword(_) | L::InvalidAddress(_)),
+            ) => ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", db::error_chain(&e)),
+            Refused::Login(e) => ApiFailure::internal(db::error_chain(&e)),
+            // Changed or deleted between the check and the change.
+            Refused::Change(C::WrongPassword | C::UnknownAccount(_)) => bad_credentials(),
+            Refused::Change(C::Deleted(_)) => locked(),
+            Refused::Change(e @ C::InvalidPassword(_)) => {
+                ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", db::error_chain(&e))
+            }
+            Refused::Change(e) => ApiFailure::internal(db::error_chain(&e)),
+        }
+    }
+}
