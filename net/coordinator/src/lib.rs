@@ -294,6 +294,12 @@ impl Coordinator {
         self.core.lock().status()
     }
 
+    /// How long the shared lock has been held, per acquisition, since start
+    /// (what `/metrics` shows as `tessera_coordinator_lock_hold_seconds`).
+    pub fn lock_hold_times(&self) -> tessera_metrics::HistogramSnapshot {
+        self.core.hold_times().snapshot()
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> CoordinatorStats {
         self.core.lock().stats()
