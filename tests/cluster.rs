@@ -572,8 +572,13 @@ fn a_coordinator_restart_keeps_every_scene_where_it_is() {
         let (coord, link, http) = c.coordinator("127.0.0.1:0");
         let a = c.scene(&link, "scene-a");
         let b = c.scene(&link, "scene-b");
+        // Every scene where it is: placed, and reported ticking by its host
+        // (a placement's epoch is stored and sent after the decision the
+        // status shows, off the coordinator's lock).
         let (before, _) = c.until(&http, 15, "placement", |s| {
-            s.scenes.iter().all(|r| !r.server.is_empty())
+            s.scenes
+                .iter()
+                .all(|r| !r.server.is_empty() && r.tick_p99_ms > 0.0)
                 && s.scene_servers.iter().filter(|r| r.alive).count() == 2
         });
         coord.signal("KILL");
