@@ -333,7 +333,11 @@ impl Core {
         for l in self.links.values() {
             l.kill.cancel();
         }
+        // What waits for the data thread is given up: it stops now, and a
+        // queued job would keep the writer from shutting down.
         io::log_left(self);
+        self.io = None;
+        self.backlog.clear();
         Closing {
             data: self.data.take().and_then(DataThread::stop),
             writer: self.writer.take(),
