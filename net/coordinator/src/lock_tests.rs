@@ -140,3 +140,52 @@ async fn a_stuck_disk_does_not_hold_the_lock() {
     .await
     .unwrap();
 }
+
+/// Behind a disk job that never ends, the backlog of effects is bounded:
+/// past it a batch is dropped and counted, and the lock stays free.
+#[test]
+fn effects_waiting_on_the_disk_are_bounded_and_drops_counted() {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use tessera_cluster::{ClusterState, Effect, NodeId};
+    use tessera_persistence::{Store, Writer, WriterConfig};
+
+    use crate::core::{Core, io::MAX_BACKLOG_BATCHES};
+    use crate::login::{LoginConfig, Logins};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path().join("t.redb")).unwrap());
+    let writer = Writer::spawn(Arc::clone(&store), WriterConfig::default(), |_| {}).unwrap();
+    let logins = Logins::new(
+        LoginConfig::default(),
+        Secret::new(SECRET).derive_key("netcode"),
+    )
+    .unwrap();
+    let cluster = ClusterState::new(ClusterConfig::default(), 0).unwrap();
+    // No data thread: the first disk job waits for ever.
+    let mut core = Core::new(
+        cluster,
+        Instant::now(),
+        store,
+        writer,
+        BTreeMap::new(),
+        500,
+        100,
+        logins,
+    );
+    core.apply(vec![Effect::PersistEpoch {
+        scene: "field".into(),
+        epoch: 1,
+    }]);
+    let down = || vec![Effect::NodeDown { node: NodeId(7) }];
+    for _ in 1..MAX_BACKLOG_BATCHES {
+        core.apply(down());
+    }
+    assert_eq!(core.backlog_len(), MAX_BACKLOG_BATCHES - 1);
+    assert_eq!(core.stats().effects_dropped, 0);
+    core.apply(down());
+    assert_eq!(core.stats().effects_dropped, 1);
+    assert_eq!(core.stats().nodes_down, 0, "nothing overtook the disk job");
+    drop(core.close());
+}

@@ -125,13 +125,14 @@ pub(crate) struct CoordinatorMetrics {
 impl Source for CoordinatorMetrics {
     fn collect(&self, out: &mut Exposition) {
         // Copied under the lock, written after it.
-        let (stats, status, writer, (logins, resume_keys)) = {
+        let (stats, status, writer, (logins, resume_keys), waiting) = {
             let core = self.core.lock();
             (
                 core.stats(),
                 core.status(),
                 core.writer_stats(),
                 core.login_counts(),
+                core.backlog_len(),
             )
         };
         let c = &self.counters;
@@ -287,6 +288,18 @@ impl Source for CoordinatorMetrics {
             "Scene events from a placement that is no longer current.",
             &[],
             stats.events_stale,
+        );
+        out.gauge(
+            "tessera_coordinator_effects_waiting",
+            "Effects waiting behind a disk job of the data thread (an epoch write, a scene load, a portal move).",
+            &[],
+            waiting as f64,
+        );
+        out.counter(
+            "tessera_coordinator_effects_dropped_total",
+            "Effects dropped because too many waited behind the disk; placed and attached again later.",
+            &[],
+            stats.effects_dropped,
         );
         out.counter(
             "tessera_coordinator_persist_errors_total",

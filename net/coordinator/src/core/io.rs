@@ -30,6 +30,10 @@ use tracing::{debug, info, warn};
 use super::data::{LoadStatesError, db_state};
 use super::{Core, SharedCore};
 
+/// Batches of effects that may wait behind a disk job at most; past it a
+/// new batch is dropped and counted (`CoordinatorStats::effects_dropped`).
+pub(crate) const MAX_BACKLOG_BATCHES: usize = 16_384;
+
 /// Disk work taken out of the lock, with what it needs.
 pub(super) enum IoJob {
     PersistEpoch {
@@ -225,6 +229,17 @@ impl Core {
         if effects.is_empty() {
             return;
         }
+        if self.backlog.len() >= MAX_BACKLOG_BATCHES {
+            // A stuck disk: like a send that does not fit a link's queue,
+            // what is dropped is reconciled (placed again after the
+            // heartbeat timeout, attached again by the next sync).
+            self.stats.effects_dropped += effects.len() as u64;
+            warn!(
+                effects = effects.len(),
+                "effects dropped: too many wait behind the disk"
+            );
+            return;
+        }
         self.backlog.push_back(effects.into());
         if self.io.is_none() {
             self.run_backlog();
@@ -368,8 +383,8 @@ impl Core {
         })
     }
 
-    /// Effects still waiting behind a job (for shutdown's log).
-    pub(super) fn backlog_len(&self) -> usize {
+    /// Effects waiting behind a disk job.
+    pub(crate) fn backlog_len(&self) -> usize {
         self.backlog
             .iter()
             .map(std::collections::VecDeque::len)

@@ -22,7 +22,7 @@
 mod chat;
 mod data;
 mod effects;
-mod io;
+pub(crate) mod io;
 mod links;
 mod lookups;
 mod messages;
@@ -77,6 +77,9 @@ pub struct CoordinatorStats {
     pub save_acks_dropped: u64,
     /// Durable writes of the coordinator's own (epochs, avatar scenes) that failed.
     pub persist_errors: u64,
+    /// Effects dropped because too many batches waited behind a disk job
+    /// (a stuck disk); the cluster places and attaches again.
+    pub effects_dropped: u64,
     /// Scene events from a placement that is no longer current.
     pub events_stale: u64,
     /// Sessions opened.
