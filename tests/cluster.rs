@@ -474,17 +474,28 @@ fn a_paused_scene_server_loses_its_scenes_and_drops_them_stale_on_resume() {
         // a stops answering mid-flight: its last positions are still queued in it.
         a.signal("STOP");
         let (after, _) = c.until(&http, 15, "failover to b", |s| all_on(s, "scene-b"));
-        // Declared down for its silence, not for a closed link.
-        let (_, metrics) = get(&http, "/metrics");
+        // Declared down for its silence, not for a closed link. (The status
+        // shows the new placements as decided; each is counted once its
+        // epoch is stored and it is sent, off the coordinator's lock.)
         let n = before.scenes.len();
-        for want in [
+        let wants = [
             "tessera_coordinator_nodes_down_total 1".to_owned(),
             format!("tessera_coordinator_failovers_total {n}"),
-        ] {
+        ];
+        let start = Instant::now();
+        loop {
+            let (_, metrics) = get(&http, "/metrics");
+            let missing = wants
+                .iter()
+                .find(|want| !metrics.lines().any(|l| l == want.as_str()));
+            let Some(want) = missing else {
+                break;
+            };
             assert!(
-                metrics.lines().any(|l| l == want),
+                start.elapsed() < Duration::from_secs(15),
                 "no {want:?} in\n{metrics}"
             );
+            std::thread::sleep(Duration::from_millis(50));
         }
         // The client's view now belongs to b's placement.
         let mut view = tessera_proto::WorldView::new();
@@ -576,8 +587,13 @@ fn a_coordinator_restart_keeps_every_scene_where_it_is() {
         let (coord, link, http) = c.coordinator("127.0.0.1:0");
         let a = c.scene(&link, "scene-a");
         let b = c.scene(&link, "scene-b");
+        // Every scene where it is: placed, and reported ticking by its host
+        // (a placement's epoch is stored and sent after the decision the
+        // status shows, off the coordinator's lock).
         let (before, _) = c.until(&http, 15, "placement", |s| {
-            s.scenes.iter().all(|r| !r.server.is_empty())
+            s.scenes
+                .iter()
+                .all(|r| !r.server.is_empty() && r.tick_p99_ms > 0.0)
                 && s.scene_servers.iter().filter(|r| r.alive).count() == 2
         });
         coord.signal("KILL");

@@ -5,9 +5,12 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::accounts::get_account;
 use crate::error::*;
+use crate::scenes::write_states;
 use crate::schema::{self, *};
 use crate::store::{Store, next_id, now_ms};
-use crate::types::{AccountId, AccountStatus, Avatar, AvatarId, AvatarStatus, SceneId};
+use crate::types::{
+    AccountId, AccountStatus, Avatar, AvatarId, AvatarStatus, PcState, SaveBatch, SceneId,
+};
 use crate::validate;
 
 /// What a new avatar is made of.
@@ -239,6 +242,21 @@ impl Store {
     /// Moves an avatar to another scene (a transfer). Its PC state in the old scene is
     /// removed; the new scene places it on attach. Moving to the scene it is in does nothing.
     pub fn set_avatar_scene(&self, id: AvatarId, scene: SceneId) -> Result<(), AvatarUpdateError> {
+        self.move_avatar(id, scene, None)
+    }
+
+    /// [`Store::set_avatar_scene`] and, if given, the state the avatar
+    /// arrives with in `scene`, in one durable transaction: a crash leaves
+    /// the avatar either where it was, with its state there, or in `scene`
+    /// with `arrival`, never in one scene with the other's state. An arrival
+    /// state that is not finite or names another scene is refused and the
+    /// move is not made.
+    pub fn move_avatar(
+        &self,
+        id: AvatarId,
+        scene: SceneId,
+        arrival: Option<&PcState>,
+    ) -> Result<(), AvatarUpdateError> {
         let txn = self.write_txn()?;
         {
             let avatars = txn.open_table(AVATARS)?;
@@ -257,6 +275,23 @@ impl Store {
                 && old != scene
             {
                 txn.open_table(PC_STATES)?.remove((old, id))?;
+            }
+        }
+        if let Some(state) = arrival {
+            let batch = SaveBatch {
+                scene,
+                states: vec![PcState {
+                    avatar: id,
+                    ..*state
+                }],
+            };
+            let saved = write_states(&txn, &batch).map_err(|e| match e {
+                SaveError::UnknownScene(s) => AvatarUpdateError::UnknownScene(s),
+                SaveError::Store(e) => AvatarUpdateError::Store(e),
+            })?;
+            if saved.refused > 0 {
+                // Dropping the transaction aborts it: the move is not made either.
+                return Err(AvatarUpdateError::BadState(id));
             }
         }
         txn.commit()?;

@@ -267,6 +267,9 @@ pub enum AvatarUpdateError {
     Deleted(u64),
     #[error("no scene {0}")]
     UnknownScene(u64),
+    /// The state avatar {0} was to arrive with is not finite or names another scene.
+    #[error("avatar {0}'s arrival state is not finite or names another scene")]
+    BadState(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -32,7 +32,7 @@ pub use avatars::NewAvatar;
 pub use error::*;
 pub use export::{ExportError, ExportRecord, Importer};
 pub use password::PasswordHasher;
-pub use store::{CheckReport, Store};
+pub use store::{CheckReport, Store, WriteHold};
 pub use types::*;
 pub use writer::{
     CommitReport, Submission, Submitted, Writer, WriterConfig, WriterStats, torture_state,

@@ -24,7 +24,10 @@ pub(crate) fn insert_scene(txn: &WriteTransaction, scene: &Scene) -> Result<(), 
 }
 
 /// Writes PC states into one open transaction; returns what was written and refused.
-fn write_states(txn: &WriteTransaction, batch: &SaveBatch) -> Result<SaveReport, SaveError> {
+pub(crate) fn write_states(
+    txn: &WriteTransaction,
+    batch: &SaveBatch,
+) -> Result<SaveReport, SaveError> {
     if txn.open_table(SCENES)?.get(batch.scene)?.is_none() {
         return Err(SaveError::UnknownScene(batch.scene));
     }

@@ -35,6 +35,16 @@ pub struct Store {
     pub(crate) dummy_hash: OnceLock<String>,
 }
 
+/// The guard of [`Store::hold_writes`]: dropping it aborts its empty
+/// transaction and lets writes go on.
+pub struct WriteHold(#[allow(dead_code)] WriteTransaction);
+
+impl std::fmt::Debug for WriteHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteHold")
+    }
+}
+
 /// The result of [`Store::check`]: empty `problems` means sound.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
@@ -250,6 +260,14 @@ impl Store {
         txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
         Ok(txn)
+    }
+
+    /// Holds the database's one write transaction until the returned guard
+    /// drops (nothing is written): meanwhile every other write, and every
+    /// writer commit, waits. What a stuck disk does to callers, on demand:
+    /// for tests and drills, never for serving.
+    pub fn hold_writes(&self) -> Result<WriteHold, StoreError> {
+        Ok(WriteHold(self.db.begin_write()?))
     }
 
     pub fn path(&self) -> &Path {

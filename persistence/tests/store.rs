@@ -738,3 +738,54 @@ fn scene_epochs_are_durable_and_only_go_up() {
         vec![("field".to_owned(), 3), ("town".to_owned(), 1)]
     );
 }
+
+/// A portal's two writes — the avatar's new scene and the state it arrives
+/// with — are one transaction: both land, or (a refused state) neither.
+#[test]
+fn a_move_and_its_arrival_state_land_together_or_not_at_all() {
+    let (_dir, path) = temp();
+    let mut store = Store::open(&path).unwrap();
+    let acc = store
+        .register("mover@example.com", "mover password", None)
+        .unwrap();
+    let town = store.create_scene("town").unwrap();
+    let field = store.create_scene("field").unwrap();
+    let avatar = store
+        .create_avatar(
+            acc,
+            &NewAvatar {
+                name: "Mover".into(),
+                figure: String::new(),
+                scene: town,
+            },
+        )
+        .unwrap();
+    store
+        .save_batch(&SaveBatch {
+            scene: town,
+            states: vec![state(town, avatar, 7)],
+        })
+        .unwrap();
+
+    // A state that cannot be written: the avatar stays in town, with its state there.
+    let mut bad = state(field, avatar, 8);
+    bad.heading = f32::INFINITY;
+    assert!(matches!(
+        store.move_avatar(avatar, field, Some(&bad)),
+        Err(AvatarUpdateError::BadState(_))
+    ));
+    assert_eq!(store.avatar(avatar).unwrap().unwrap().scene, town);
+    assert_eq!(
+        store.load_scene(town).unwrap(),
+        vec![state(town, avatar, 7)]
+    );
+    assert!(store.load_scene(field).unwrap().is_empty());
+
+    // A good one: the avatar is in field with exactly that state, town's row is gone.
+    let arrival = state(field, avatar, 8);
+    store.move_avatar(avatar, field, Some(&arrival)).unwrap();
+    assert_eq!(store.avatar(avatar).unwrap().unwrap().scene, field);
+    assert_eq!(store.load_scene(field).unwrap(), vec![arrival]);
+    assert!(store.load_scene(town).unwrap().is_empty());
+    assert_sound(&mut store);
+}

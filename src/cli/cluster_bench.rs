@@ -1,10 +1,13 @@
-//! `tessera cluster-bench`: the cluster's speed report — attach + detach
-//! round trips per second through the coordinator, while every scene server
+//! `tessera cluster-bench`: the coordinator's capacity report — attach +
+//! detach round trips per second through it, HTTP logins per second
+//! (`bench_logins.rs`), the save batches it takes per second, and how long
+//! its shared lock is held (p99 per acquisition), while every scene server
 //! ticks a scene full of synthetic walkers.
 //!
 //! Everything runs in this process over loopback (a coordinator, N scene
-//! servers with capacity 1 so each hosts one scene, `workers` tool clients),
-//! on a fresh database in a temporary folder that is removed afterwards.
+//! servers with capacity 1 so each hosts one scene, `workers` tool clients,
+//! `login_clients` HTTP clients and a stand-in gate), on a fresh database
+//! in a temporary folder that is removed afterwards.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +22,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tessera_bots::tool::SessionClient;
 use tessera_cluster::ClusterConfig;
+use tessera_coordinator::login::LoginConfig;
 use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
 use tessera_host::{LoadReport, RunnerPhase};
 use tessera_persistence::{AccountId, AvatarId, NewAvatar, Store};
@@ -26,6 +30,7 @@ use tessera_scene_server::{SceneServer, SceneServerConfig};
 use tessera_sim::SceneDef;
 use tessera_wire::Secret;
 
+use super::bench_logins::{self, Logins};
 use super::report::{MsSummary, new_histogram};
 use crate::config::Config;
 
@@ -49,6 +54,10 @@ pub struct ClusterBenchArgs {
     /// Concurrent tool clients doing attach + detach round trips.
     #[arg(long, default_value_t = 8)]
     workers: u32,
+    /// Concurrent HTTP clients logging in again and again (half with their
+    /// password, half with their resume key); 0 for none.
+    #[arg(long, default_value_t = 4)]
+    login_clients: u32,
     /// Measured seconds.
     #[arg(long, default_value_t = 20)]
     duration: u64,
@@ -87,7 +96,35 @@ struct Report {
     /// Attach (request → scene spawned it) + detach (request → saved), ms.
     round_trip_ms: MsSummary,
     failures: u64,
+    login_clients: u32,
+    /// Logins answered with a token while measuring, per second: with a
+    /// password (argon2id), with a resume key, and both.
+    logins_password_per_s: f64,
+    logins_resumed_per_s: f64,
+    logins_per_s: f64,
+    login_failures: u64,
+    /// Save batches the coordinator handed to its writer, per second.
+    save_batches_per_s: f64,
+    /// Acknowledgements sent to scene servers once their batches were
+    /// durable (cumulative: one per link per commit that covered some).
+    save_acks_per_s: f64,
+    lock: LockFigures,
     scenes: Vec<SceneFigures>,
+}
+
+/// How the coordinator's shared lock was held while measuring.
+#[derive(Debug, Serialize)]
+struct LockFigures {
+    acquisitions: u64,
+    acquisitions_per_s: f64,
+    mean_us: f64,
+    /// The upper bound of the histogram bucket holding the 99th percentile.
+    p99_us_at_most: f64,
+    /// The upper bound of the bucket holding the longest hold (infinite if
+    /// past the last bound, 1 s).
+    max_us_at_most: f64,
+    /// Holds longer than 1 ms.
+    over_1ms: u64,
 }
 
 pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
@@ -105,7 +142,7 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
     let _cleanup = RemoveOnDrop(dir.clone());
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let scenes = choose_scenes(&args, &defs, &config)?;
-    let accounts = provision(&dir, &scenes, args.workers)?;
+    let accounts = provision(&dir, &scenes, args.workers, args.login_clients)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,9 +151,20 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
         let (coord, servers) = start_cluster(&args, &config, &defs, &dir, &scenes).await?;
         let link = coord.link_addr().to_string();
         let load = Load::start(&link, &config, &accounts);
+        let logins = Logins::start(
+            coord.http_addr(),
+            &link,
+            config.secret(),
+            args.login_clients,
+            Arc::clone(&load.measuring),
+        )
+        .await?;
         tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+        let (stats0, lock0) = (coord.stats(), coord.lock_hold_times());
         let measured = measure(&args, &servers, &scenes, &load).await;
+        let (stats1, lock1) = (coord.stats(), coord.lock_hold_times());
         let (all, failures) = load.finish().await?;
+        let tally = logins.finish().await?;
         let scenes = scene_figures(&servers, &defs, &measured);
         for s in servers {
             s.shutdown().await?;
@@ -124,6 +172,7 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
         coord.shutdown().await;
         let round_trips = all.len();
         let seconds = measured.seconds;
+        let per_s = |n: u64| (n as f64 / seconds * 10.0).round() / 10.0;
         anyhow::Ok(Report {
             scene_servers: args.scene_servers,
             walkers_per_scene: args.walkers,
@@ -133,11 +182,54 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
             round_trips_per_s: (round_trips as f64 / seconds * 10.0).round() / 10.0,
             round_trip_ms: MsSummary::of(&all),
             failures,
+            login_clients: args.login_clients,
+            logins_password_per_s: per_s(tally.password),
+            logins_resumed_per_s: per_s(tally.resumed),
+            logins_per_s: per_s(tally.password + tally.resumed),
+            login_failures: tally.failed,
+            save_batches_per_s: per_s(stats1.batches.saturating_sub(stats0.batches)),
+            save_acks_per_s: per_s(stats1.save_acks.saturating_sub(stats0.save_acks)),
+            lock: lock_figures(&lock0, &lock1, seconds),
             scenes,
         })
     })?;
     print_report(&report, args.report)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lock's holds between two snapshots of its histogram.
+fn lock_figures(
+    before: &tessera_metrics::HistogramSnapshot,
+    after: &tessera_metrics::HistogramSnapshot,
+    seconds: f64,
+) -> LockFigures {
+    let buckets: Vec<(f64, u64)> = after
+        .buckets()
+        .zip(before.buckets())
+        .map(|((bound, a), (_, b))| (bound, a.saturating_sub(b)))
+        .collect();
+    let n = after.count().saturating_sub(before.count());
+    let first_reaching = |k: u64| {
+        buckets
+            .iter()
+            .find(|&&(_, c)| c >= k)
+            .map_or(f64::INFINITY, |&(bound, _)| bound)
+    };
+    let us = |s: f64| (s * 1e6 * 100.0).round() / 100.0;
+    LockFigures {
+        acquisitions: n,
+        acquisitions_per_s: (n as f64 / seconds).round(),
+        mean_us: us((after.sum() - before.sum()) / (n.max(1) as f64)),
+        p99_us_at_most: us(first_reaching((n as f64 * 0.99).ceil() as u64)),
+        max_us_at_most: us(first_reaching(n)),
+        over_1ms: n.saturating_sub(
+            buckets
+                .iter()
+                .take_while(|&&(bound, _)| bound <= 1e-3)
+                .last()
+                .map_or(0, |&(_, c)| c),
+        ),
+    }
 }
 
 fn validate(args: &ClusterBenchArgs) -> anyhow::Result<()> {
@@ -150,6 +242,10 @@ fn validate(args: &ClusterBenchArgs) -> anyhow::Result<()> {
         "--workers must be between 1 and 256"
     );
     anyhow::ensure!(args.walkers <= 100_000, "--walkers must be at most 100000");
+    anyhow::ensure!(
+        args.login_clients <= 256,
+        "--login-clients must be at most 256"
+    );
     anyhow::ensure!(
         (1..=3600).contains(&args.duration),
         "--duration must be 1..=3600 s"
@@ -192,13 +288,18 @@ fn choose_scenes(
     Ok(args.scenes.clone())
 }
 
-/// One account and avatar per worker, spread over the hosted scenes.
+/// One account and avatar per worker, spread over the hosted scenes, and
+/// one account per login client.
 fn provision(
     dir: &Path,
     scenes: &[String],
     workers: u32,
+    login_clients: u32,
 ) -> anyhow::Result<Vec<(AccountId, AvatarId)>> {
     let store = Store::open(dir.join(DB_FILE))?;
+    for i in 0..login_clients {
+        store.register(&bench_logins::email(i), bench_logins::PASSWORD, None)?;
+    }
     let mut accounts = Vec::new();
     for w in 0..workers {
         let scene = &scenes[w as usize % scenes.len()];
@@ -235,6 +336,13 @@ async fn start_cluster(
             listen: "127.0.0.1:0".into(),
             http: "127.0.0.1:0".into(),
             data: dir.to_path_buf(),
+            login: LoginConfig {
+                // Each login client logs its one account in as fast as it
+                // is answered: the per-account limit would measure itself.
+                per_account_per_s: 1_000_000,
+                per_account_burst: 1_000_000,
+                ..LoginConfig::default()
+            },
             ..CoordinatorConfig::default()
         },
         ClusterConfig {
@@ -462,6 +570,25 @@ fn print_report(report: &Report, format: ReportFormat) -> anyhow::Result<()> {
         "budget",
         "late",
         "skipped"
+    );
+    println!(
+        "logins: {:.1}/s ({:.1}/s with a password, {:.1}/s with a resume key; {} clients), failures {}",
+        report.logins_per_s,
+        report.logins_password_per_s,
+        report.logins_resumed_per_s,
+        report.login_clients,
+        report.login_failures
+    );
+    println!(
+        "save batches: {:.1}/s taken, {:.1} acks/s; lock: {} holds ({:.0}/s), mean {:.2} µs, p99 ≤ {} µs, max ≤ {} µs, {} over 1 ms",
+        report.save_batches_per_s,
+        report.save_acks_per_s,
+        report.lock.acquisitions,
+        report.lock.acquisitions_per_s,
+        report.lock.mean_us,
+        report.lock.p99_us_at_most,
+        report.lock.max_us_at_most,
+        report.lock.over_1ms
     );
     for s in &report.scenes {
         println!(

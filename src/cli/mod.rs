@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod admin;
 mod aoi;
+mod bench_logins;
 mod bots;
 pub mod cluster;
 mod cluster_bench;
@@ -65,8 +66,9 @@ enum Command {
     Status(cluster::StatusArgs),
     /// Operator actions: kick or ban a player, move a scene, drain a scene server.
     Admin(admin::AdminArgs),
-    /// Speed report: attach + detach round trips through the coordinator while
-    /// scene servers tick scenes full of walkers (all in this process).
+    /// Speed report: attach + detach round trips, logins and save batches
+    /// through the coordinator, and its lock's hold times, while scene
+    /// servers tick scenes full of walkers (all in this process).
     ClusterBench(cluster_bench::ClusterBenchArgs),
     /// Load test: N bot clients log in (registering the first time), enter the
     /// world through the gate and play; reports round trips, traffic and drops.

@@ -30,7 +30,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
@@ -49,7 +49,6 @@ use tracing::{info, warn};
 use tessera_cluster::{
     ClusterStatus, DrainError, DrainRequest, DrainResponse, MoveError, MoveRequest, MoveResponse,
 };
-use tessera_link::lock;
 use tessera_proto::AccountId;
 use tessera_proto::client::CLIENT_PROTOCOL;
 use tessera_proto::login::{
@@ -58,7 +57,7 @@ use tessera_proto::login::{
 };
 use tessera_wire::Secret;
 
-use crate::core::Core;
+use crate::core::SharedCore;
 use crate::login::{Admission, AdmitError, LoginConfig};
 use crate::metrics::Counters;
 
@@ -188,7 +187,7 @@ pub(crate) struct Api {
     /// request waits here, as a task, before it takes a blocking thread, so
     /// a flood of logins queues cheaply instead of parking the blocking pool.
     pub(crate) hashing: Arc<Semaphore>,
-    pub(crate) core: Arc<Mutex<Core>>,
+    pub(crate) core: Arc<SharedCore>,
     pub(crate) limits: Arc<Limits>,
     /// The admin token (not the cluster secret).
     pub(crate) admin: Secret,
@@ -345,7 +344,7 @@ fn admitted(a: Admission, poll_ms: u64) -> LoginResponse {
 }
 
 async fn status(State(api): State<Api>) -> Json<ClusterStatus> {
-    Json(lock(&api.core).status())
+    Json(api.core.lock().status())
 }
 
 /// Runs a store call that hashes a password on the blocking pool, once a
@@ -390,7 +389,7 @@ async fn register(
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
     api.limits
         .check_ip(api.limits.client_ip(peer.ip(), &headers))?;
-    let store = Arc::clone(lock(&api.core).store());
+    let store = Arc::clone(api.core.lock().store());
     let result = hashing(&api, move || {
         store.register(&req.email, &req.password, req.nickname.as_deref())
     })
@@ -461,7 +460,8 @@ async fn login_answer(
             let account = resume_login(&api, &key).await?;
             // The key is spent here, under the lock: of two logins with
             // one key, one gets in.
-            lock(&api.core)
+            api.core
+                .lock()
                 .admit_resumed(&key, account)
                 .map_err(|e| match e {
                     AdmitError::UnknownResumeKey => bad_resume_key(),
@@ -470,7 +470,7 @@ async fn login_answer(
         }
         (None, Some(email), Some(password)) => {
             let account = password_login(&api, client, email, password).await?;
-            lock(&api.core).admit(account)?
+            api.core.lock().admit(account)?
         }
         (None, _, _) => {
             return Err(ApiFailure::new(
@@ -494,11 +494,11 @@ fn bad_resume_key() -> ApiFailure {
 /// The account behind a resume key, if it is still open: a banned
 /// account's resume key is worthless. The key is not spent yet.
 async fn resume_login(api: &Api, key: &str) -> Result<u64, ApiFailure> {
-    let account = lock(&api.core).resume_account(key);
+    let account = api.core.lock().resume_account(key);
     let Some(account) = account else {
         return Err(bad_resume_key());
     };
-    let store = Arc::clone(lock(&api.core).store());
+    let store = Arc::clone(api.core.lock().store());
     let open = blocking(move || store.account(account))
         .await?
         .map_err(ApiFailure::internal)?
@@ -530,7 +530,7 @@ async fn password_login(
         )
     })?;
     api.limits.check_account(&email)?;
-    let store = Arc::clone(lock(&api.core).store());
+    let store = Arc::clone(api.core.lock().store());
     let addr = client.to_string();
     let result = hashing(api, move || store.login(&email, &password, &addr)).await?;
     match result {
@@ -567,7 +567,7 @@ async fn poll(
     api.limits
         .check_poll_ip(api.limits.client_ip(peer.ip(), &headers))?;
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
-    let a = lock(&api.core).poll(&req.ticket)?;
+    let a = api.core.lock().poll(&req.ticket)?;
     Ok(Json(admitted(a, 500)))
 }
 
@@ -592,7 +592,7 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiFailure> {
 
 /// The account an admin request names (by email or avatar name).
 async fn target_account(api: &Api, req: &KickRequest) -> Result<u64, ApiFailure> {
-    let store = Arc::clone(lock(&api.core).store());
+    let store = Arc::clone(api.core.lock().store());
     let (email, avatar) = (req.email.clone(), req.avatar.clone());
     blocking(move || match (email, avatar) {
         (Some(email), _) => store
@@ -626,7 +626,7 @@ async fn kick(
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
     let account = target_account(&api, &req).await?;
     let reason = req.reason.unwrap_or_else(|| "kicked by an operator".into());
-    let kicked = lock(&api.core).kick(account, &reason);
+    let kicked = api.core.lock().kick(account, &reason);
     info!(account, kicked, "operator kick");
     Ok(Json(AdminResponse {
         account: AccountId(account),
@@ -643,7 +643,7 @@ async fn ban(
     authorize(&api, &headers)?;
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
     let account = target_account(&api, &req).await?;
-    let store = Arc::clone(lock(&api.core).store());
+    let store = Arc::clone(api.core.lock().store());
     blocking(move || store.lock_account(account))
         .await?
         .map_err(|e| ApiFailure::internal(db::error_chain(&e)))?;
@@ -651,7 +651,7 @@ async fn ban(
     // Locked first, then revoked: a login that raced the ban either saw
     // the lock or loses its token and key here.
     let kicked = {
-        let mut core = lock(&api.core);
+        let mut core = api.core.lock();
         core.revoke_logins(account);
         core.kick(account, &reason)
     };
@@ -673,7 +673,7 @@ async fn snapshot(
 ) -> Result<Json<tessera_sim::SceneSnapshot>, ApiFailure> {
     use crate::core::snapshots::SnapshotRefused;
     authorize(&api, &headers)?;
-    let asked = lock(&api.core).request_snapshot(&name);
+    let asked = api.core.lock().request_snapshot(&name);
     let (request, rx) = asked.map_err(|e| match e {
         SnapshotRefused::NotPlaced => ApiFailure::new(
             StatusCode::NOT_FOUND,
@@ -698,7 +698,7 @@ async fn snapshot(
         Ok(Ok(None)) => return Err(unavailable("its scene server does not host it")),
         Ok(Err(_)) => return Err(unavailable("the request was dropped")),
         Err(_) => {
-            lock(&api.core).forget_snapshot(request);
+            api.core.lock().forget_snapshot(request);
             return Err(unavailable("its scene server did not answer in time"));
         }
     };
@@ -724,7 +724,7 @@ async fn map_page(
 ) -> Response {
     use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
     let scene = query.ok().and_then(|Query(q)| q.scene).unwrap_or_default();
-    let placed = lock(&api.core).placed_scenes();
+    let placed = api.core.lock().placed_scenes();
     let text = |status: StatusCode, body: String| {
         (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
     };
@@ -767,7 +767,7 @@ async fn move_scene(
 ) -> Result<Json<MoveResponse>, ApiFailure> {
     authorize(&api, &headers)?;
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
-    let moved = lock(&api.core).move_scene(&req.scene, &req.to);
+    let moved = api.core.lock().move_scene(&req.scene, &req.to);
     moved.map_err(|e| match e {
         MoveError::UnknownScene(_) | MoveError::UnknownServer(_) => {
             ApiFailure::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
@@ -790,7 +790,7 @@ async fn drain(
 ) -> Result<Json<DrainResponse>, ApiFailure> {
     authorize(&api, &headers)?;
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
-    let drained = lock(&api.core).drain(&req.server, !req.cancel);
+    let drained = api.core.lock().drain(&req.server, !req.cancel);
     let scenes = drained.map_err(|e @ DrainError::UnknownServer(_)| {
         ApiFailure::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
     })?;

@@ -27,10 +27,14 @@
 //!   listener or one of its own.
 //!
 //! ```text
-//!  link task ×N ──(lock)──▶ Core { ClusterState, Store, Writer, links } ──try_send──▶ link queues
-//!  ticker (every tick_ms) ──(lock)──▶ Core::tick
-//!  axum /v1/… ──(lock)──▶ Core::{status, admit, poll, kick}
+//!  link task ×N ──(redb reads, off the lock)──(lock)──▶ Core { ClusterState, Writer, links } ──try_send──▶ link queues
+//!  ticker (every tick_ms) ──(lock)──▶ Core::tick                          │ effects that need the disk
+//!  axum /v1/… ──(lock)──▶ Core::{status, admit, poll, kick}               ▼
+//!  data thread ◀── one job at a time: epoch write, flush + scene load, portal move ──(lock)──▶ the rest
 //! ```
+//!
+//! **Invariant:** no redb call and no writer flush runs under the lock
+//! ([`SharedCore`] measures every hold: `tessera_coordinator_lock_hold_seconds`).
 //!
 //! `core/` holds everything behind the lock (one file per concern);
 //! `login/` is admission's bookkeeping, `http.rs` the API, `ids.rs` the
@@ -58,6 +62,8 @@ mod config;
 mod core;
 mod http;
 mod ids;
+#[cfg(test)]
+mod lock_tests;
 pub mod login;
 mod metrics;
 mod password;
@@ -65,7 +71,7 @@ mod password;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
@@ -76,12 +82,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use tessera_cluster::{ClusterConfig, ClusterState, ClusterStatus, Effect};
-use tessera_link::{LinkConfig, lock, serve};
+use tessera_link::{LinkConfig, serve};
 use tessera_wire::{Role, Secret};
 
 pub use self::config::{AdminToken, CoordinatorConfig, CoordinatorConfigError, DEV_ADMIN_TOKEN};
 pub use self::core::CoordinatorStats;
-use self::core::Core;
+use self::core::{Core, SharedCore};
 
 /// Why the coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +112,8 @@ pub enum StartError {
     },
     #[error("cannot start the write-behind writer: {0}")]
     Writer(std::io::Error),
+    #[error("cannot start the data thread: {0}")]
+    DataThread(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -121,7 +129,7 @@ pub struct Coordinator {
     link_addr: SocketAddr,
     http_addr: SocketAddr,
     admin_addr: SocketAddr,
-    core: Arc<Mutex<Core>>,
+    core: Arc<SharedCore>,
     registry: tessera_metrics::Registry,
     /// The coordinator's own metrics source (the registry holds it weakly).
     _source: Arc<dyn tessera_metrics::Source>,
@@ -166,7 +174,8 @@ impl Coordinator {
         let tick_every = Duration::from_millis(u64::from(config.tick_ms));
         let counters = Arc::new(metrics::Counters::new(tick_every));
         // The writer's thread only publishes how far commits got; a task
-        // turns that into acks (the core's lock is held around flushes).
+        // turns that into acks under the core's lock, which the writer
+        // thread itself must never wait on.
         let (durable_tx, durable_rx) = tokio::sync::watch::channel(0u64);
         let on_commit = {
             let counters = Arc::clone(&counters);
@@ -202,7 +211,10 @@ impl Coordinator {
             logins,
         );
         core.apply(effects);
-        let core = Arc::new(Mutex::new(core));
+        let core = Arc::new(SharedCore::new(core));
+        core.lock()
+            .start_data_thread(Arc::downgrade(&core))
+            .map_err(StartError::DataThread)?;
         let stop = CancellationToken::new();
 
         let mut link_cfg = LinkConfig::new(Role::Coordinator, "coordinator", secret);
@@ -281,12 +293,18 @@ impl Coordinator {
 
     /// The `/v1/status` snapshot.
     pub fn status(&self) -> ClusterStatus {
-        lock(&self.core).status()
+        self.core.lock().status()
+    }
+
+    /// How long the shared lock has been held, per acquisition, since start
+    /// (what `/metrics` shows as `tessera_coordinator_lock_hold_seconds`).
+    pub fn lock_hold_times(&self) -> tessera_metrics::HistogramSnapshot {
+        self.core.hold_times().snapshot()
     }
 
     /// Counters since start.
     pub fn stats(&self) -> CoordinatorStats {
-        lock(&self.core).stats()
+        self.core.lock().stats()
     }
 
     /// Stops serving, closes every link, and commits every pending save.
@@ -299,9 +317,14 @@ impl Coordinator {
         let stats = tokio::task::spawn_blocking({
             let span = tracing::Span::current();
             let f = move || {
-                let mut core = lock(&core);
-                core.close();
-                core.stats()
+                // Taken under the lock, stopped off it: the data thread
+                // may need the lock to finish its job.
+                let (closing, stats) = {
+                    let mut core = core.lock();
+                    (core.close(), core.stats())
+                };
+                closing.finish();
+                stats
             };
             move || span.in_scope(f)
         })
@@ -394,7 +417,7 @@ async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), StartError> {
 
 /// Serves links until `stop`: each link's messages go to the core.
 fn spawn_links(
-    core: Arc<Mutex<Core>>,
+    core: Arc<SharedCore>,
     listener: TcpListener,
     config: LinkConfig,
     stop: CancellationToken,
@@ -417,7 +440,7 @@ fn spawn_links(
 
 /// Acknowledges save batches as the writer makes them durable, until `stop`.
 fn spawn_acks(
-    core: Arc<Mutex<Core>>,
+    core: Arc<SharedCore>,
     mut durable: tokio::sync::watch::Receiver<u64>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -431,7 +454,7 @@ fn spawn_acks(
                             break;
                         }
                         let through = *durable.borrow_and_update();
-                        lock(&core).on_durable(through);
+                        core.lock().on_durable(through);
                     }
                 }
             }
@@ -442,7 +465,7 @@ fn spawn_acks(
 
 /// Ticks the cluster state every `every` until `stop`.
 fn spawn_ticker(
-    core: Arc<Mutex<Core>>,
+    core: Arc<SharedCore>,
     counters: Arc<metrics::Counters>,
     every: Duration,
     stop: CancellationToken,
@@ -455,7 +478,7 @@ fn spawn_ticker(
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = interval.tick() => {
-                        lock(&core).tick();
+                        core.lock().tick();
                         counters.ticked();
                     }
                 }

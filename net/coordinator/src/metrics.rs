@@ -3,15 +3,15 @@
 //! cluster's placements, epochs and failovers, the write-behind writer, and
 //! the links; alive while its ticker runs, ready while the database answers.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tessera_link::{LinkStats, lock};
+use tessera_link::LinkStats;
 use tessera_metrics::{Check, Exposition, Histogram, Source};
 use tessera_persistence::CommitReport;
 
-use crate::core::Core;
+use crate::core::SharedCore;
 
 /// Every outcome a login can have: `ok` and `queued`, else the error code
 /// of its answer. Anything else is counted as `other`.
@@ -117,7 +117,7 @@ impl Counters {
 
 /// What a scrape of the coordinator reads.
 pub(crate) struct CoordinatorMetrics {
-    pub(crate) core: Arc<Mutex<Core>>,
+    pub(crate) core: Arc<SharedCore>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) links: Arc<LinkStats>,
 }
@@ -125,16 +125,23 @@ pub(crate) struct CoordinatorMetrics {
 impl Source for CoordinatorMetrics {
     fn collect(&self, out: &mut Exposition) {
         // Copied under the lock, written after it.
-        let (stats, status, writer, (logins, resume_keys)) = {
-            let core = lock(&self.core);
+        let (stats, status, writer, (logins, resume_keys), waiting) = {
+            let core = self.core.lock();
             (
                 core.stats(),
                 core.status(),
                 core.writer_stats(),
                 core.login_counts(),
+                core.backlog_len(),
             )
         };
         let c = &self.counters;
+        out.histogram(
+            "tessera_coordinator_lock_hold_seconds",
+            "How long the coordinator's shared lock was held, per acquisition (links, ticker, HTTP API, data thread, scrapes).",
+            &[],
+            &self.core.hold_times().snapshot(),
+        );
         for (i, outcome) in LOGIN_OUTCOMES
             .iter()
             .copied()
@@ -304,6 +311,18 @@ impl Source for CoordinatorMetrics {
             &[],
             stats.events_stale,
         );
+        out.gauge(
+            "tessera_coordinator_effects_waiting",
+            "Effects waiting behind a disk job of the data thread (an epoch write, a scene load, a portal move).",
+            &[],
+            waiting as f64,
+        );
+        out.counter(
+            "tessera_coordinator_effects_dropped_total",
+            "Effects dropped because too many waited behind the disk; placed and attached again later.",
+            &[],
+            stats.effects_dropped,
+        );
         out.counter(
             "tessera_coordinator_persist_errors_total",
             "Durable writes of epochs or avatar scenes that failed.",
@@ -452,7 +471,7 @@ impl Source for CoordinatorMetrics {
     }
 
     fn ready(&self) -> Check {
-        let store = Arc::clone(lock(&self.core).store());
+        let store = Arc::clone(self.core.lock().store());
         store
             .scene_epochs()
             .map(|_| ())

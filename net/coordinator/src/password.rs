@@ -11,7 +11,6 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
-use tessera_link::lock;
 use tessera_persistence as db;
 use tessera_proto::login::{ChangePasswordRequest, ChangePasswordResponse};
 use tracing::info;
@@ -36,7 +35,7 @@ pub(crate) async fn change_password(
         )
     })?;
     api.limits.check_account(&email)?;
-    let store = Arc::clone(lock(&api.core).store());
+    let store = Arc::clone(api.core.lock().store());
     let result = hashing(&api, move || {
         // The login's checks first (an unknown email costs a hash too, and
         // a locked account tells so only to who knows the password).
@@ -50,7 +49,7 @@ pub(crate) async fn change_password(
     })
     .await?;
     let account = result.map_err(Refused::into_failure)?;
-    lock(&api.core).revoke_logins(account);
+    api.core.lock().revoke_logins(account);
     info!(account, "password changed; resume keys revoked");
     Ok(Json(ChangePasswordResponse {
         account: tessera_proto::AccountId(account),

@@ -51,8 +51,8 @@ impl Core {
             }
             ChatTarget::Global => Ok((self.online_in(None), ChatScope::Global)),
             ChatTarget::Whisper(name) => {
-                let target = self.store.avatar_by_name(&name).ok().flatten();
-                let to_session = target.and_then(|t| match self.cluster.avatar(t.id)?.presence {
+                let target = self.looked.whisper.flatten();
+                let to_session = target.and_then(|t| match self.cluster.avatar(t)?.presence {
                     AvatarPresence::Online { session } => Some(session),
                     _ => None,
                 });
@@ -97,17 +97,16 @@ impl Core {
         }
     }
 
-    /// An avatar's name, from the data service the first time.
+    /// An avatar's name: learned at attach, or read by the link task
+    /// (`lookups.rs`) the first time it speaks.
     fn avatar_name(&mut self, avatar: AvatarId) -> String {
         if let Some(n) = self.avatar_names.get(&avatar) {
             return n.clone();
         }
-        let name = self
-            .store
-            .avatar(avatar)
-            .ok()
-            .flatten()
-            .map_or_else(|| format!("#{avatar}"), |a| a.name);
+        let name = match self.looked.speaker.take() {
+            Some((a, name)) if a == avatar => name,
+            _ => return format!("#{avatar}"),
+        };
         self.avatar_names.insert(avatar, name.clone());
         name
     }

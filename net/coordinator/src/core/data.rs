@@ -1,10 +1,11 @@
-//! The data service: a session's avatars, scene servers' save batches (with
-//! the epoch fence), and the states a new placement starts from.
+//! The data service: a session's avatars (read by the link task,
+//! `lookups.rs`), and scene servers' save batches (with the epoch fence).
+//! The states a new placement starts from are read off the lock (`io.rs`).
 
 use std::collections::BTreeMap;
 
 use tessera_cluster::SessionId;
-use tessera_persistence::{self as db, Writer};
+use tessera_persistence as db;
 use tessera_wire::{AvatarInfo, LinkMsg, Role, SessionEvent, WirePcState, WireSaveBatch};
 use tracing::warn;
 
@@ -22,64 +23,38 @@ impl Core {
         }
     }
 
-    /// A new avatar for the session's account, in the start scene.
-    pub(super) fn on_create_avatar(&mut self, from: Origin, session: SessionId, name: &str) {
+    /// A new avatar for the session's account, in the start scene (or the
+    /// first scene): the link task created it, and read the account's
+    /// avatars after it, which are sent.
+    pub(super) fn on_create_avatar(&mut self, from: Origin, session: SessionId) {
         if self.owns_session(from, session) {
-            self.create_avatar(session, name);
+            self.send_avatars(session);
         }
     }
 
     /// Sends the session's account's avatars (deleted ones left out), each
-    /// with its scene's name.
+    /// with its scene's name, as the link task read them (`lookups.rs`).
     fn send_avatars(&mut self, session: SessionId) {
-        let Some(account) = self.session_account(session) else {
-            return self.refuse_session_by(session, "unknown session".into());
+        let list = match self.looked.avatars.take() {
+            Some(Ok(list)) => list,
+            Some(Err(reason)) => return self.refuse_session_by(session, reason),
+            None => return self.refuse_session_by(session, "unknown session".into()),
         };
-        match self.store.list_avatars(account.0) {
-            Ok(list) => {
-                let names: BTreeMap<db::SceneId, String> = self
-                    .scene_ids
-                    .iter()
-                    .map(|(n, id)| (*id, n.clone()))
-                    .collect();
-                let avatars = list
-                    .into_iter()
-                    .filter(|a| a.status != db::AvatarStatus::Deleted)
-                    .map(|a| AvatarInfo {
-                        id: a.id,
-                        name: a.name,
-                        scene: names.get(&a.scene).cloned().unwrap_or_default(),
-                    })
-                    .collect();
-                self.send_session(session, SessionEvent::Avatars(avatars));
-            }
-            Err(e) => self.refuse_session_by(session, format!("data service: {e}")),
-        }
-    }
-
-    /// Creates avatar `name` for the session's account in the start scene
-    /// (or the first scene), then sends the account's avatars.
-    fn create_avatar(&mut self, session: SessionId, name: &str) {
-        let Some(account) = self.session_account(session) else {
-            return self.refuse_session_by(session, "unknown session".into());
-        };
-        let start = self.logins.config().start_scene.clone();
-        let Some(&scene) = self
+        let names: BTreeMap<db::SceneId, String> = self
             .scene_ids
-            .get(&start)
-            .or_else(|| self.scene_ids.values().next())
-        else {
-            return self.refuse_session_by(session, "no scene to start in".into());
-        };
-        let new = db::NewAvatar {
-            name: name.to_owned(),
-            figure: "default".into(),
-            scene,
-        };
-        match self.store.create_avatar(account.0, &new) {
-            Ok(_) => self.send_avatars(session),
-            Err(e) => self.refuse_session_by(session, format!("cannot create avatar: {e}")),
-        }
+            .iter()
+            .map(|(n, id)| (*id, n.clone()))
+            .collect();
+        let avatars = list
+            .into_iter()
+            .filter(|a| a.status != db::AvatarStatus::Deleted)
+            .map(|a| AvatarInfo {
+                id: a.id,
+                name: a.name,
+                scene: names.get(&a.scene).cloned().unwrap_or_default(),
+            })
+            .collect();
+        self.send_session(session, SessionEvent::Avatars(avatars));
     }
 
     /// A scene's write-behind batch, from a registered scene server only.
@@ -145,32 +120,11 @@ impl Core {
             self.send_link(link, &LinkMsg::SaveAck { through });
         }
     }
-
-    /// A scene's last flushed states: the writer is flushed first, so
-    /// everything submitted before this placement is in. A failed flush or
-    /// load is an error, never an empty scene: placing it empty would
-    /// overwrite its players' real states with the ones they get on attach.
-    pub(super) fn load_states(&mut self, scene: &str) -> Result<Vec<WirePcState>, LoadStatesError> {
-        self.writer
-            .as_ref()
-            .ok_or(db::writer::FlushError::Stopped)
-            .and_then(Writer::flush)
-            .map_err(LoadStatesError::Flush)?;
-        let &id = self
-            .scene_ids
-            .get(scene)
-            .ok_or_else(|| LoadStatesError::UnknownScene(scene.to_owned()))?;
-        let states = self.store.load_scene(id).map_err(LoadStatesError::Load)?;
-        Ok(tessera_host::from_db_states(states)
-            .into_iter()
-            .map(Into::into)
-            .collect())
-    }
 }
 
 /// Why a scene's saved states could not be read for a placement.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum LoadStatesError {
+pub(crate) enum LoadStatesError {
     #[error("the writer could not flush what it holds: {0}")]
     Flush(db::writer::FlushError),
     #[error("the scene's states do not load: {0}")]

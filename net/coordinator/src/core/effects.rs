@@ -1,38 +1,26 @@
 //! Carrying out the cluster state's [`Effect`]s, in order, one function per
-//! effect. A durable write that fails stops the rest of the batch, so
-//! nothing carrying an epoch leaves before the epoch is stored.
+//! effect. Those that need the disk are done off the lock (`io.rs`); a
+//! durable write that fails stops the rest of the batch, so nothing carrying
+//! an epoch leaves before the epoch is stored.
 
 use tessera_cluster::{DropReason, Effect, KickReason, NodeId, SessionId};
-use tessera_persistence as db;
 use tessera_sim::protocol::AvatarId;
-use tessera_wire::{AttachedSession, Epoch, LinkMsg, SessionEvent};
+use tessera_wire::{AttachedSession, Epoch, LinkMsg, SessionEvent, WirePcState};
 use tracing::{info, warn};
 
 use super::Core;
-use super::data::db_state;
-
-/// A durable write failed: the effects after it must not be carried out.
-struct NotDurable;
+use super::io::Step;
 
 impl Core {
-    /// Carries out effects in order. A failed durable write stops the rest.
-    pub(crate) fn apply(&mut self, effects: Vec<Effect>) {
-        for effect in effects {
-            if self.apply_one(effect).is_err() {
-                self.stats.persist_errors += 1;
-                break;
-            }
-        }
-    }
-
-    fn apply_one(&mut self, effect: Effect) -> Result<(), NotDurable> {
+    /// Carries out one effect now, or says it needs the disk (`io.rs`).
+    pub(super) fn apply_one(&mut self, effect: Effect) -> Step {
         match effect {
-            Effect::PersistEpoch { scene, epoch } => self.persist_epoch(&scene, epoch)?,
+            Effect::PersistEpoch { scene, epoch } => return self.persist_epoch(scene, epoch),
             Effect::PlaceScene {
                 server,
                 scene,
                 epoch,
-            } => self.place_scene(server, scene, epoch),
+            } => return self.place_scene(server, scene, epoch),
             Effect::DropScene {
                 server,
                 scene,
@@ -46,7 +34,7 @@ impl Core {
                 scene,
             } => self.transfer_aborted(avatar, session, &scene),
             Effect::PersistAvatarScene { avatar, scene } => {
-                self.persist_avatar_scene(avatar, &scene)?;
+                return self.persist_avatar_scene(avatar, scene);
             }
             Effect::AttachAt {
                 server,
@@ -70,31 +58,21 @@ impl Core {
             } => self.sync_attached(server, scene, epoch, attached),
             Effect::Kick { session, reason } => self.kick_session(session, reason),
         }
-        Ok(())
+        Step::Done
     }
 
-    /// Stores `scene`'s latest epoch before anything carrying it is sent.
-    fn persist_epoch(&mut self, scene: &str, epoch: Epoch) -> Result<(), NotDurable> {
-        self.store.set_scene_epoch(scene, epoch).map_err(|e| {
-            warn!(%scene, epoch, error = %e, "cannot persist epoch; placement held back");
-            NotDurable
-        })
-    }
-
-    /// Tells `server` to host `scene`, with its last flushed states. If
-    /// they cannot be read, nothing is sent: the server never reports the
-    /// scene, and the cluster places it again (with a new epoch, and another
-    /// try at the states) once the placement is older than the heartbeat
-    /// timeout.
-    fn place_scene(&mut self, server: NodeId, scene: String, epoch: Epoch) {
-        let states = match self.load_states(&scene) {
-            Ok(states) => states,
-            Err(e) => {
-                self.stats.placements_refused += 1;
-                warn!(%scene, epoch, %server, error = %e, "placement held back: the scene's saved states cannot be read");
-                return;
-            }
-        };
+    /// Tells `server` to host `scene`, with its last flushed states (read
+    /// off the lock, `io.rs`). If they could not be read, nothing is sent:
+    /// the server never reports the scene, and the cluster places it again
+    /// (with a new epoch, and another try at the states) once the placement
+    /// is older than the heartbeat timeout.
+    pub(super) fn place_loaded(
+        &mut self,
+        server: NodeId,
+        scene: String,
+        epoch: Epoch,
+        states: Vec<WirePcState>,
+    ) {
         self.stats.placements += 1;
         if let Some(prev) = self.last_host.insert(scene.clone(), server)
             && self.cluster.node(prev).is_none_or(|n| !n.alive)
@@ -137,29 +115,6 @@ impl Core {
         self.arrivals.remove(&avatar);
         self.arrival_states.remove(&avatar);
         info!(avatar, ?session, %scene, "transfer aborted");
-    }
-
-    /// Stores the avatar's new scene (a committed transfer), and the state
-    /// it arrives with.
-    fn persist_avatar_scene(&mut self, avatar: AvatarId, scene: &str) -> Result<(), NotDurable> {
-        let Some(&scene_id) = self.scene_ids.get(scene) else {
-            return Err(NotDurable);
-        };
-        if let Err(e) = self.store.set_avatar_scene(avatar, scene_id) {
-            warn!(avatar, %scene, error = %e, "cannot persist the avatar's scene");
-            return Err(NotDurable);
-        }
-        if let Some(st) = self.arrival_states.get(&avatar) {
-            let batch = db::SaveBatch {
-                scene: scene_id,
-                states: vec![db_state(scene_id, st)],
-            };
-            if let Err(e) = self.store.save_batch(&batch) {
-                warn!(avatar, %scene, error = %e, "cannot save the arrival state");
-                return Err(NotDurable);
-            }
-        }
-        Ok(())
     }
 
     /// Attaches the avatar at `server` (with its arrival state after a

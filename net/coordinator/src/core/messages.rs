@@ -10,6 +10,7 @@ use tessera_wire::{Epoch, Heartbeat, LinkMsg, Register, Role};
 use tracing::{info, warn};
 
 use super::Core;
+use super::lookups::Looked;
 
 /// Who sent a message: its link, the link's role, and the node registered
 /// on it (once it registered).
@@ -21,8 +22,15 @@ pub(super) struct Origin {
 }
 
 impl Core {
-    /// One message from link `id`, handled in the order it came.
-    pub(super) fn on_msg(&mut self, id: u64, msg: LinkMsg) {
+    /// One message from link `id`, handled in the order it came, with
+    /// what its link task read for it from the data service (`lookups.rs`).
+    pub(super) fn on_msg(&mut self, id: u64, msg: LinkMsg, looked: Looked) {
+        self.looked = looked;
+        self.dispatch(id, msg);
+        self.looked = Looked::default();
+    }
+
+    fn dispatch(&mut self, id: u64, msg: LinkMsg) {
         let Some(entry) = self.links.get(&id) else {
             return;
         };
@@ -50,7 +58,7 @@ impl Core {
                 nonce,
             } => self.on_open_session(from, request, account, client, &nonce),
             LinkMsg::ListAvatars { session } => self.on_list_avatars(from, session),
-            LinkMsg::CreateAvatar { session, name } => self.on_create_avatar(from, session, &name),
+            LinkMsg::CreateAvatar { session, .. } => self.on_create_avatar(from, session),
             LinkMsg::Chat { session, to, text } => self.on_chat(from, session, to, text),
             LinkMsg::CloseSession { session } => self.on_close_session(from, session),
             LinkMsg::AttachAvatar { session, avatar } => {

@@ -12,7 +12,12 @@
 //!   chunks to the scene server;
 //! * `effects.rs` — carrying out the cluster's
 //!   [`Effect`](tessera_cluster::Effect)s, one function each;
-//! * `data.rs` — the data service: save batches, scene loads, avatars;
+//! * `io.rs` — the effects that need the disk (epochs, scene loads, portal
+//!   moves), done by the data thread off the lock, in order;
+//! * `lookups.rs` — what a link's message needs from the data service,
+//!   read by its link task before the lock is taken;
+//! * `shared.rs` — the lock itself, which measures how long it is held;
+//! * `data.rs` — the data service: save batches, avatar lists;
 //! * `replay.rs` — a gate's sessions across a new link: replayed, or
 //!   ended (and kicked) when not replayed in time or refused;
 //! * `chat.rs` — chat lines between sessions;
@@ -21,21 +26,27 @@
 mod chat;
 mod data;
 mod effects;
+pub(crate) mod io;
 mod links;
+mod lookups;
 mod messages;
 mod placement;
 mod placement_stream;
 mod replay;
 mod scene_events;
 mod sessions;
+mod shared;
 pub(crate) mod snapshots;
 
+pub(crate) use self::shared::SharedCore;
+
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use tessera_cluster::{ClusterState, ClusterStatus, NodeId, SessionId};
-use tessera_link::{Link, lock};
+use tessera_cluster::{ClusterState, ClusterStatus, Effect, NodeId, SessionId};
+use tessera_link::Link;
 use tessera_persistence::{self as db, Store, Writer};
 use tessera_sim::protocol::AvatarId;
 use tessera_wire::WirePcState;
@@ -44,7 +55,9 @@ use tracing::{info, warn};
 
 use crate::login::Logins;
 
+use self::io::{DataThread, IoState};
 use self::links::LinkEntry;
+use self::lookups::Looked;
 use self::scene_events::Arrival;
 
 /// Counters of one coordinator, since start.
@@ -70,6 +83,9 @@ pub struct CoordinatorStats {
     pub save_acks_dropped: u64,
     /// Durable writes of the coordinator's own (epochs, avatar scenes) that failed.
     pub persist_errors: u64,
+    /// Effects dropped because too many batches waited behind a disk job
+    /// (a stuck disk); the cluster places and attaches again.
+    pub effects_dropped: u64,
     /// Scene events from a placement that is no longer current.
     pub events_stale: u64,
     /// Sessions opened.
@@ -118,12 +134,23 @@ pub struct CoordinatorStats {
 const STALL_SLACK_MS: u64 = 250;
 
 /// Everything behind the coordinator's one lock. Handlers run to completion
-/// under it and never wait on a peer.
+/// under it and never wait on a peer or the disk.
 pub(crate) struct Core {
     cluster: ClusterState,
     clock: Instant,
     store: Arc<Store>,
-    writer: Option<Writer>,
+    /// Shared with the data thread's jobs, which flush it off the lock.
+    writer: Option<Arc<Writer>>,
+    /// Effects not carried out yet, by batch, in order: they wait behind
+    /// the disk job in `io` (`io.rs`).
+    backlog: VecDeque<VecDeque<Effect>>,
+    /// The backlog's disk job, queued for the data thread or out with it.
+    io: Option<IoState>,
+    /// The thread that runs disk jobs off the lock (`None` once stopped,
+    /// or in a core built without one).
+    data: Option<DataThread>,
+    /// What the link task read for the message being handled (`lookups.rs`).
+    looked: Looked,
     scene_ids: BTreeMap<String, db::SceneId>,
     heartbeat_ms: u32,
     /// How often the ticker runs, ms.
@@ -193,7 +220,11 @@ impl Core {
             cluster,
             clock,
             store,
-            writer: Some(writer),
+            writer: Some(Arc::new(writer)),
+            backlog: VecDeque::new(),
+            io: None,
+            data: None,
+            looked: Looked::default(),
             scene_ids,
             heartbeat_ms,
             tick_ms,
@@ -299,7 +330,7 @@ impl Core {
 
     /// The write-behind writer's totals (`None` once closed).
     pub(crate) fn writer_stats(&self) -> Option<db::WriterStats> {
-        self.writer.as_ref().map(Writer::stats)
+        self.writer.as_ref().map(|w| w.stats())
     }
 
     /// Time passes for the cluster state (silent nodes expire).
@@ -310,34 +341,92 @@ impl Core {
         self.expire_replays(now);
     }
 
-    /// Final flush at shutdown: every pending save is committed.
-    pub(crate) fn close(&mut self) {
+    /// Starts the data thread, which reaches the core through `shared`.
+    pub(crate) fn start_data_thread(
+        &mut self,
+        shared: std::sync::Weak<SharedCore>,
+    ) -> std::io::Result<()> {
+        self.data = Some(DataThread::spawn(Arc::clone(&self.store), shared)?);
+        // Effects applied before the thread existed may wait on it already.
+        if let (Some(IoState::Queued(_)), Some(d)) = (&self.io, &self.data) {
+            d.wake();
+        }
+        Ok(())
+    }
+
+    /// Shutdown, under the lock: every link is closed, and the data thread
+    /// and the writer are handed out to be stopped off it ([`Closing`]).
+    pub(crate) fn close(&mut self) -> Closing {
         for l in self.links.values() {
             l.kill.cancel();
         }
-        if let Some(w) = self.writer.take() {
-            let stats = w.shutdown();
-            info!(?stats, "writer stopped");
+        // What waits for the data thread is given up: it stops now, and a
+        // queued job would keep the writer from shutting down.
+        io::log_left(self);
+        self.io = None;
+        self.backlog.clear();
+        Closing {
+            data: self.data.take().and_then(DataThread::stop),
+            writer: self.writer.take(),
+        }
+    }
+}
+
+/// What shutdown stops off the lock: the data thread (joined first, so no
+/// job holds the writer), then the writer, which commits every pending save.
+pub(crate) struct Closing {
+    data: Option<JoinHandle<()>>,
+    writer: Option<Arc<Writer>>,
+}
+
+impl Closing {
+    /// Joins the data thread and shuts the writer down. Blocks.
+    pub(crate) fn finish(self) {
+        if let Some(t) = self.data
+            && t.join().is_err()
+        {
+            warn!("the data thread panicked");
+        }
+        if let Some(w) = self.writer {
+            match Arc::try_unwrap(w) {
+                Ok(w) => {
+                    let stats = w.shutdown();
+                    info!(?stats, "writer stopped");
+                }
+                // A job still holds it: the last one to drop it commits.
+                Err(w) => info!(stats = ?w.stats(), "writer stopping"),
+            }
         }
     }
 }
 
 /// One link's life at the coordinator: messages go to the core in order
-/// until the link closes, the node is declared down, or the coordinator stops.
-pub(crate) async fn handle_link(core: Arc<Mutex<Core>>, link: Link, stop: CancellationToken) {
+/// until the link closes, the node is declared down, or the coordinator
+/// stops. What a message needs from the data service is read first, off
+/// the lock (`lookups.rs`).
+pub(crate) async fn handle_link(core: Arc<SharedCore>, link: Link, stop: CancellationToken) {
     let peer = link.peer().clone();
     let (sender, mut receiver) = link.split();
     let kill = CancellationToken::new();
-    let id = lock(&core).add_link(peer, sender, kill.clone());
+    let (id, store) = {
+        let mut c = core.lock();
+        (
+            c.add_link(peer, sender, kill.clone()),
+            Arc::clone(c.store()),
+        )
+    };
     loop {
         tokio::select! {
             _ = kill.cancelled() => break,
             _ = stop.cancelled() => break,
             msg = receiver.recv() => match msg {
-                Some(msg) => lock(&core).on_msg(id, msg),
+                Some(msg) => {
+                    let looked = lookups::look_up(&core, &store, id, &msg).await;
+                    core.lock().on_msg(id, msg, looked);
+                }
                 None => break,
             },
         }
     }
-    lock(&core).link_closed(id);
+    core.lock().link_closed(id);
 }

@@ -4,7 +4,6 @@
 //! attaching and detaching a session's avatar.
 
 use tessera_cluster::{AccountId, NodeId, NodeKind, SessionId};
-use tessera_persistence as db;
 use tessera_sim::protocol::AvatarId;
 use tessera_wire::{LinkMsg, Role, SessionEvent};
 use tracing::warn;
@@ -218,14 +217,13 @@ impl Core {
         }
     }
 
-    /// `Ok` if the data service has `account`, open; else why not.
-    fn account_open(&self, AccountId(account): AccountId) -> Result<(), String> {
-        match self.store.account(account) {
-            Ok(Some(a)) if a.status == db::AccountStatus::Open => Ok(()),
-            Ok(Some(_)) => Err(format!("account {account} is locked or deleted")),
-            Ok(None) => Err(format!("no account {account}")),
-            Err(e) => Err(format!("data service: {e}")),
-        }
+    /// `Ok` if the data service has `account`, open; else why not (read
+    /// by the link task before the lock, `lookups.rs`).
+    fn account_open(&mut self, AccountId(account): AccountId) -> Result<(), String> {
+        self.looked
+            .account
+            .take()
+            .unwrap_or_else(|| Err(format!("account {account} was not read")))
     }
 
     /// The id of a new session: the client's, if free, or a fresh one.
@@ -314,6 +312,9 @@ impl Core {
     /// Attaches `avatar` for `session`, first learning it from the data
     /// service if the directory does not know it yet.
     fn attach(&mut self, session: SessionId, avatar: AvatarId) {
+        if let Some(Some(found)) = &self.looked.avatar {
+            self.avatar_names.insert(avatar, found.name.clone());
+        }
         if self.cluster.avatar(avatar).is_none()
             && let Err(reason) = self.learn_avatar(avatar)
         {
@@ -333,17 +334,13 @@ impl Core {
     }
 
     /// Adds `avatar` to the directory, in the scene the data service has
-    /// it in.
+    /// it in (read by the link task before the lock, `lookups.rs`).
     fn learn_avatar(&mut self, avatar: AvatarId) -> Result<(), String> {
-        let found = self.store.avatar(avatar).ok().flatten().and_then(|a| {
-            let scene = self.store.scene(a.scene).ok().flatten()?;
-            (a.status != db::AvatarStatus::Deleted).then_some((a.account, scene.name))
-        });
-        let Some((account, scene)) = found else {
+        let Some(found) = self.looked.avatar.clone().flatten() else {
             return Err(format!("no avatar {avatar}"));
         };
         self.cluster
-            .add_avatar(avatar, AccountId(account), &scene)
+            .add_avatar(avatar, AccountId(found.account), &found.scene)
             .map_err(|e| e.to_string())
     }
 }
