@@ -90,6 +90,40 @@ fn a_replay_the_coordinator_refuses_kicks_the_client_with_the_reason() {
     });
 }
 
+#[test]
+fn a_replayed_attach_the_coordinator_refuses_kicks_the_client_with_the_reason() {
+    bounded(90, async {
+        let mut c = Cluster::start(&["alice", "bob"], LoginConfig::default()).await;
+        let mut alice = Player::connect(&c.login("alice", PASSWORD).await.unwrap()).await;
+        let mut bob = Player::connect(&c.login("bob", PASSWORD).await.unwrap()).await;
+        let avatar = alice.enter().await;
+        bob.enter().await;
+        // Alice's session replays (her account is fine) but her avatar is
+        // deleted while the coordinator is down: its attach is refused.
+        c.restart_coordinator_after(|data| {
+            let store = Store::open(data.join(DB_FILE)).unwrap();
+            store.delete_avatar(avatar).unwrap();
+        })
+        .await;
+        let kick = alice
+            .until(10, "the kick", |m| matches!(m, ServerMsg::Kicked { .. }))
+            .await;
+        let ServerMsg::Kicked { reason } = kick else {
+            unreachable!()
+        };
+        assert!(reason.contains("could not be restored"), "{reason}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !alice.disconnected {
+            assert!(Instant::now() < deadline, "alice still connected");
+            alice.pump(50).await;
+        }
+        until_online(&c, 1).await;
+        bob.pump(10).await;
+        assert!(!bob.disconnected);
+        c.stop().await;
+    });
+}
+
 /// The other side of the first test: a client that selects the avatar it
 /// has again asked for it, and is told `Entered` again.
 #[test]

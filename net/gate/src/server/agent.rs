@@ -53,6 +53,10 @@ pub(super) struct Agent {
     pub(super) route: Option<Route>,
     /// What the session may still ask, and be sent, by its limits.
     pub(super) limits: SessionLimits,
+    /// A replayed `AttachAvatar` (after a coordinator restart) went, and
+    /// neither `Attached` nor a refusal came back yet: a refusal ends the
+    /// session, for the client held an avatar it cannot get back.
+    pub(super) replaying_attach: bool,
 }
 
 /// Gate events the agent loop handles per wake before it looks at its other
@@ -278,6 +282,7 @@ impl AgentLoop {
                 last_heard: now,
                 route: None,
                 limits: SessionLimits::new(&self.config.limits, now),
+                replaying_attach: false,
             },
         );
         self.to_coordinator(&LinkMsg::OpenSession {

@@ -82,6 +82,7 @@ async fn setup(
                 last_heard: now,
                 route: None,
                 limits: SessionLimits::new(&config.limits, now),
+                replaying_attach: false,
             };
             (id, agent)
         })

@@ -181,7 +181,11 @@ impl AgentLoop {
                     avatar,
                 };
                 match link.try_send(&attach) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if let Some(a) = self.agents.get_mut(&client) {
+                            a.replaying_attach = true;
+                        }
+                    }
                     Err(SendError::QueueFull) => return,
                     Err(_) => bump(&self.stats.to_coordinator_dropped),
                 }
@@ -216,6 +220,7 @@ impl AgentLoop {
             return;
         };
         let phase = agent.phase;
+        let replaying_attach = agent.replaying_attach;
         match event {
             SessionEvent::Opened { request: 0, .. } if phase == SessionPhase::Open => {
                 debug!(session, "session replayed");
@@ -225,6 +230,17 @@ impl AgentLoop {
                 bump(&self.stats.sessions_refused);
                 self.agents.remove(&session);
                 self.kick(session, &reason, codes::KICKED);
+            }
+            // The replayed attach is refused (the avatar deleted, the scene
+            // full…): the client is told why and let go, not left inert.
+            SessionEvent::Refused { reason, .. } if replaying_attach => {
+                bump(&self.stats.sessions_refused);
+                self.agents.remove(&session);
+                self.to_coordinator(&LinkMsg::CloseSession {
+                    session: SessionId(session),
+                });
+                let why = format!("your avatar could not be restored after a restart: {reason}");
+                self.kick(session, &why, codes::KICKED);
             }
             SessionEvent::Refused { reason, .. } => self.tell(
                 session,
@@ -286,6 +302,7 @@ impl AgentLoop {
     fn on_attached(&mut self, session: u64, avatar: u64, scene: String, net_id: u32) {
         let mut epoch = 0;
         if let Some(agent) = self.agents.get_mut(&session) {
+            agent.replaying_attach = false;
             let had = agent.avatar.replace(avatar) == Some(avatar);
             if let Some(r) = agent.route.as_mut().filter(|r| r.scene == scene) {
                 epoch = r.epoch;

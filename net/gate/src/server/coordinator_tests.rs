@@ -58,6 +58,7 @@ async fn agent_loop(link_cfg: LinkConfig) -> (AgentLoop, mpsc::Receiver<Inbox>) 
                 last_heard: now,
                 route: None,
                 limits: SessionLimits::new(&GateLimits::default(), now),
+                replaying_attach: false,
             };
             (id, agent)
         })

@@ -101,6 +101,7 @@ async fn a_lost_scene_link_is_made_again_while_a_session_is_routed_there() {
                     &crate::server::GateLimits::default(),
                     now,
                 ),
+                replaying_attach: false,
             },
         );
         agents.on_routed(7, "field".into(), 1, "scene-a".into(), &addr);
