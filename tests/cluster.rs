@@ -406,18 +406,23 @@ fn kill_9_of_a_scene_server_moves_its_scenes_to_a_survivor_within_5_s() {
                 y.epoch
             );
         }
-        // Every scene was placed twice, the second time as a failover.
-        let (code, metrics) = get(&http, "/metrics");
-        assert_eq!(code, 200, "{metrics}");
+        // Every scene was placed twice, the second time as a failover. The
+        // status shows a placement as soon as it is decided; it is counted
+        // once its states are read and it is sent, a moment later.
         let n = before.scenes.len();
-        for want in [
+        let wants = [
             format!("tessera_coordinator_placements_total {}", 2 * n),
             format!("tessera_coordinator_failovers_total {n}"),
-        ] {
-            assert!(
-                metrics.lines().any(|l| l == want),
-                "no {want:?} in\n{metrics}"
-            );
+        ];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, metrics) = get(&http, "/metrics");
+            assert_eq!(code, 200, "{metrics}");
+            if wants.iter().all(|w| metrics.lines().any(|l| l == w)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not {wants:?} in\n{metrics}");
+            std::thread::sleep(Duration::from_millis(50));
         }
         rt.block_on(async {
             // The online avatar is attached again at the new host.
