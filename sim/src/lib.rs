@@ -103,7 +103,9 @@ pub enum GameSystems {
 
 /// Authoritative movement and behaviours: the default game's
 /// [`movement::MovementPlugin`] or a game's replacement writes `Position`
-/// here. Only [`GameSystems::AfterSimulate`] may move entities after it.
+/// here. A game's timed systems added here run after the default
+/// movement's. Only [`GameSystems::AfterSimulate`] may move entities after
+/// this set.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SimulateSystems;
 

@@ -77,10 +77,32 @@ pub fn timing_mark(
     move |mut m: ResMut<TickMetrics>| m.end_system(index)
 }
 
-/// A set per timed system added by [`TimedSystemsExt`], to order the timed
-/// systems of one set after each other.
+/// A set per timed system added by [`TimedSystemsExt`] (or engine chain,
+/// see [`engine_slot`]), to order the timed systems of one set after each
+/// other.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct TimedSlot(usize);
+pub(crate) struct TimedSlot(usize);
+
+/// Makes the engine chain whose marks were registered last the first slot
+/// of `set`, so that timed systems a game adds to the same set later run
+/// after it (put the chain in the returned set). For the default movement
+/// in [`SimulateSystems`], which a game may extend.
+pub(crate) fn engine_slot(app: &mut App, set: impl SystemSet) -> TimedSlot {
+    let set = set.intern();
+    let index = app
+        .world_mut()
+        .get_resource_or_insert_with(|| TickMetrics::new(false))
+        .names
+        .len()
+        // The chain's last mark: an index no other slot takes.
+        .saturating_sub(1);
+    let mut slots = app.world_mut().get_resource_or_init::<TimedSlots>();
+    match slots.0.iter_mut().find(|(s, _)| *s == set) {
+        Some((_, last)) => *last = index,
+        None => slots.0.push((set, index)),
+    }
+    TimedSlot(index)
+}
 
 /// The last timed system added to each set by [`TimedSystemsExt`].
 #[derive(Resource, Debug, Default)]
@@ -92,7 +114,10 @@ struct TimedSlots(Vec<(InternedSystemSet, usize)>);
 /// [`GameSystems`], or [`SimulateSystems`] for a plugin that replaces
 /// movement — followed by its timing mark. The timed systems of one set run
 /// one after the other in the order they were added (their marks must not
-/// interleave; it also keeps the order deterministic).
+/// interleave; it also keeps the order deterministic). They are not ordered
+/// against the engine's own chains, except the default movement's: a game
+/// may add timed systems to [`SimulateSystems`] after `MovementPlugin`'s,
+/// or in place of them.
 pub trait TimedSystemsExt {
     /// Adds `system` named after its function (`my_game::regen` → `regen`).
     fn add_timed_system<M>(

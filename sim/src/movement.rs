@@ -34,6 +34,8 @@ impl Plugin for MovementPlugin {
         let velocities = timing_mark(app, set, "intent_to_velocity");
         let wandered = timing_mark(app, set, "wander");
         let integrated = timing_mark(app, set, "integrate");
+        // A game's timed systems in this set run after these.
+        let slot = crate::metrics::engine_slot(app, set);
         app.add_systems(
             Update,
             (
@@ -47,7 +49,8 @@ impl Plugin for MovementPlugin {
                 integrated,
             )
                 .chain()
-                .in_set(set),
+                .in_set(set)
+                .in_set(slot),
         );
     }
 

@@ -299,3 +299,48 @@ fn a_saved_mount_is_checked_on_attach() {
     assert_eq!(q.single(world).unwrap().mount, 0);
     assert_eq!(w.counters().mounts_refused, 1);
 }
+
+/// What a timed system beside the default movement saw: the PC's position.
+#[derive(Resource, Debug, Default)]
+struct Seen(Vec<[f32; 2]>);
+
+fn after_movement(mut seen: ResMut<Seen>, q: Query<(&Pc, &Position)>) {
+    seen.0.push(first_pc(&q));
+}
+
+struct BesideMovement;
+
+impl Plugin for BesideMovement {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<Seen>()
+            .add_timed_system(SimulateSystems, after_movement);
+    }
+}
+
+#[test]
+fn a_timed_system_beside_the_default_movement_runs_after_it() {
+    let mut w = SceneWorld::builder(SceneDef::open_field("test", 200.0), settings(1))
+        .add_plugins(BesideMovement)
+        .build()
+        .unwrap();
+    w.push(attach_at(1, [100.0, 100.0])).unwrap();
+    w.tick();
+    for t in 1..=3u32 {
+        w.push(input(1, t, [1.0, 0.0], MoveMode::Run)).unwrap();
+        w.tick();
+        // Seen after this tick's move (run: 8 units/s at 20 Hz).
+        let seen = *w.world().resource::<Seen>().0.last().unwrap();
+        assert!(
+            (seen[0] - (100.0 + 0.4 * t as f32)).abs() < 1e-3,
+            "{seen:?}"
+        );
+        assert_eq!(seen, pc_position(&mut w, 1));
+    }
+    use bevy_ecs::schedule::Schedules;
+    let update = w
+        .world()
+        .resource::<Schedules>()
+        .get(bevy_app::Update)
+        .unwrap();
+    assert!(update.graph().conflicting_systems().is_empty());
+}
