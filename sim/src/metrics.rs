@@ -96,17 +96,11 @@ pub(crate) fn engine_slot(app: &mut App, set: impl SystemSet) -> TimedSlot {
         .len()
         // The chain's last mark: an index no other slot takes.
         .saturating_sub(1);
-    let mut slots = app.world_mut().get_resource_or_init::<TimedSlots>();
-    match slots.0.iter_mut().find(|(s, _)| *s == set) {
-        Some((_, last)) => *last = index,
-        None => slots.0.push((set, index)),
-    }
+    app.world_mut()
+        .resource_mut::<TickMetrics>()
+        .set_last_slot(set, index);
     TimedSlot(index)
 }
-
-/// The last timed system added to each set by [`TimedSystemsExt`].
-#[derive(Resource, Debug, Default)]
-struct TimedSlots(Vec<(InternedSystemSet, usize)>);
 
 /// Adds game systems that the tick report and the trace time by name.
 ///
@@ -165,16 +159,10 @@ impl TimedSystemsExt for App {
         let set = set.intern();
         let mark = timing_mark(self, set, name);
         let index = self.world().resource::<TickMetrics>().names.len() - 1;
-        let prev = {
-            let mut slots = self.world_mut().get_resource_or_init::<TimedSlots>();
-            match slots.0.iter_mut().find(|(s, _)| *s == set) {
-                Some((_, last)) => Some(std::mem::replace(last, index)),
-                None => {
-                    slots.0.push((set, index));
-                    None
-                }
-            }
-        };
+        let prev = self
+            .world_mut()
+            .resource_mut::<TickMetrics>()
+            .set_last_slot(set, index);
         let configs = (IntoSystem::into_system(system), mark)
             .chain()
             .in_set(set)
@@ -226,6 +214,11 @@ pub struct TickMetrics {
     /// The last tick's whole duration, ns.
     pub last_tick: u64,
     current_tick: u64,
+    /// The last timed slot of each set (see [`TimedSystemsExt`]). Kept
+    /// here rather than in a resource of its own: adding a resource when
+    /// the world is built was seen to change the default game's
+    /// `state_hash`.
+    slots: Vec<(InternedSystemSet, usize)>,
 }
 
 /// A nanosecond histogram: 1 ns to 60 s at 3 significant figures.
@@ -248,6 +241,7 @@ impl TickMetrics {
             last_stages: [0; STAGES.len()],
             last_tick: 0,
             current_tick: 0,
+            slots: Vec::new(),
         }
     }
 
@@ -266,6 +260,17 @@ impl TickMetrics {
         });
         self.systems.push(histogram());
         self.names.len() - 1
+    }
+
+    /// Makes `index` the last timed slot of `set`; returns the one before.
+    fn set_last_slot(&mut self, set: InternedSystemSet, index: usize) -> Option<usize> {
+        match self.slots.iter_mut().find(|(s, _)| *s == set) {
+            Some((_, last)) => Some(std::mem::replace(last, index)),
+            None => {
+                self.slots.push((set, index));
+                None
+            }
+        }
     }
 
     /// The name of timed system `i` (as in [`SpanKind::System`]).
