@@ -49,6 +49,9 @@ pub struct Pose {
 pub struct Intent {
     pub dir: Vec2,
     pub mode: MoveMode,
+    /// The mount the client asks to ride (0: on foot). The movement plugin
+    /// decides whether it may, and sets [`Pose::mount`].
+    pub mount: u8,
 }
 
 /// A player character, attached for a client.
@@ -695,6 +698,9 @@ pub struct Counters {
     /// Unacknowledged leaves forgotten because a client kept more than
     /// `MAX_LEAVING` (it does not acknowledge).
     pub leaves_forgotten: u64,
+    /// Inputs (or attaches) asking for a mount the scene does not allow:
+    /// the PC moved on foot instead (see `movement::mount_allowed`).
+    pub mounts_refused: u64,
     /// Failed ECS commands, process-wide (bevy's fallback error handler is a
     /// plain `fn` with no world context, so it cannot tell scenes apart).
     pub command_errors: u64,

@@ -6,7 +6,7 @@
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
-use crate::metrics::{done, sys};
+use crate::metrics::timing_mark;
 
 use crate::IngestSystems;
 use crate::components::*;
@@ -35,6 +35,11 @@ pub struct IngestPlugin;
 
 impl Plugin for IngestPlugin {
     fn build(&self, app: &mut App) {
+        let set = IngestSystems;
+        let drained = timing_mark(app, set, "drain_inbox");
+        let attached = timing_mark(app, set, "apply_attaches");
+        let inputs = timing_mark(app, set, "apply_inputs");
+        let detached = timing_mark(app, set, "apply_detaches");
         app.init_resource::<AckInbox>()
             .add_message::<AttachCmd>()
             .add_message::<DetachCmd>()
@@ -44,14 +49,14 @@ impl Plugin for IngestPlugin {
                 Update,
                 (
                     drain_inbox,
-                    done::<{ sys::DRAIN_INBOX }>,
+                    drained,
                     apply_attaches,
-                    done::<{ sys::APPLY_ATTACHES }>,
+                    attached,
                     apply_inputs,
                     apply_acks,
-                    done::<{ sys::APPLY_INPUTS }>,
+                    inputs,
                     apply_detaches,
-                    done::<{ sys::APPLY_DETACHES }>,
+                    detached,
                 )
                     .chain()
                     .in_set(IngestSystems),
@@ -179,7 +184,12 @@ pub(crate) fn pc_bundle(
         Position(pos),
         Velocity::default(),
         pose,
-        Intent::default(),
+        // A restored mount is asked for again, so the movement plugin
+        // checks it in this scene too.
+        Intent {
+            mount: pose.mount,
+            ..Intent::default()
+        },
         Pc {
             client,
             avatar,
@@ -247,13 +257,15 @@ fn apply_inputs(
         } else {
             input.dir
         };
+        // The mount is only asked for here: whether the PC may ride it is
+        // the movement plugin's call (`movement::check_mounts`).
         *intent = Intent {
             dir,
             mode: input.mode,
+            mount: input.mount,
         };
         pose.heading = input.heading.rem_euclid(std::f32::consts::TAU);
         pose.action = input.action;
-        pose.mount = input.mount;
         pc.ack = pc.ack.max(input.seq);
     }
 }

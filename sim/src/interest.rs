@@ -1,10 +1,11 @@
-//! Spatial and Interest: the per-tick grid of all entities, and every
-//! observer's enter / leave / stay diff (see [`crate::aoi`] for the rules).
+//! Spatial and Interest: portal detection and the per-tick grid of all
+//! entities from their final positions, and every observer's enter / leave
+//! / stay diff (see [`crate::aoi`] for the rules).
 
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
-use crate::metrics::{done, sys};
+use crate::metrics::timing_mark;
 
 use crate::aoi::{AoiTotals, Grid, Scratch, update_observer};
 use crate::components::*;
@@ -77,6 +78,8 @@ pub struct SpatialPlugin;
 
 impl Plugin for SpatialPlugin {
     fn build(&self, app: &mut App) {
+        let portaled = timing_mark(app, SpatialSystems, "portals");
+        let rebuilt = timing_mark(app, SpatialSystems, "rebuild_index");
         let info = app.world().resource::<SceneInfo>();
         let s = &info.settings;
         let cell = Grid::cell_for_reach(s.aoi_radius + s.aoi_margin);
@@ -88,7 +91,7 @@ impl Plugin for SpatialPlugin {
         })
         .add_systems(
             Update,
-            (rebuild_index, done::<{ sys::REBUILD_INDEX }>)
+            (crate::portal::portals, portaled, rebuild_index, rebuilt)
                 .chain()
                 .in_set(SpatialSystems),
         );
@@ -99,14 +102,11 @@ pub struct InterestPlugin;
 
 impl Plugin for InterestPlugin {
     fn build(&self, app: &mut App) {
+        let updated = timing_mark(app, InterestSystems, "update_interest");
+        let summed = timing_mark(app, InterestSystems, "sum_interest");
         app.init_resource::<AoiRunTotals>().add_systems(
             Update,
-            (
-                update_interest,
-                done::<{ sys::UPDATE_INTEREST }>,
-                sum_interest,
-                done::<{ sys::SUM_INTEREST }>,
-            )
+            (update_interest, updated, sum_interest, summed)
                 .chain()
                 .in_set(InterestSystems),
         );

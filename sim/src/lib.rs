@@ -5,16 +5,35 @@
 //! tick and returns the replication packet for each client and, every flush
 //! interval, a [`SaveBatch`].
 //!
-//! A tick is a chained pipeline of public system sets, one plugin each:
+//! A tick is a chained pipeline of public system sets (configured in one
+//! place, `world.rs`):
 //!
 //! ```text
-//! Ingest → Simulate → Spatial → Interest → Replicate → Persist → Metrics
+//! Ingest → Game::AfterIngest → Simulate → Game::AfterSimulate
+//!        → Spatial → Interest → Replicate → Persist → Metrics
 //! ```
+//!
+//! ## A scene made of plugins
+//!
+//! A world is the engine's plugin group [`TesseraPlugins`] plus the game's
+//! own plugins: [`SceneWorld::builder`]`(def, settings).add_plugins(MyGame)
+//! .build()`; [`SceneWorld::new`] is the default game (the group alone).
+//! The group's [`movement::MovementPlugin`] (PC movement with the mount
+//! check, NPC wander) is the default game: a game may disable or replace it
+//! with [`SceneWorldBuilder::with_engine`]. Game systems go in the
+//! [`GameSystems`] sets (or [`SimulateSystems`], for a movement of one's
+//! own), each of which states what it may rely on. Added with
+//! [`metrics::TimedSystemsExt::add_timed_system`], they are timed by name
+//! in the tick report and the trace like the engine's own systems.
+//!
+//! ## Determinism
 //!
 //! This crate is pure and deterministic: no tokio, no sockets, no file I/O;
 //! time is the tick counter, randomness a seeded [`rng::SceneRng`], and nothing
 //! on the tick path iterates a hash map. The same scene, seed and inputs give
-//! the same [`SceneWorld::state_hash`].
+//! the same [`SceneWorld::state_hash`]. Game systems must keep to the same
+//! rules (and be ordered where their access conflicts: the schedule is
+//! checked for ambiguities in the tests).
 //!
 //! **API Boundary.** A host talks to a scene only through [`SceneWorld`]:
 //! commands in, [`TickOutput`] out. This crate must never do I/O, read the
@@ -35,6 +54,7 @@ pub mod interest;
 pub mod metrics;
 pub mod movement;
 pub mod persist;
+mod portal;
 pub mod protocol;
 pub mod replicate;
 pub mod rng;
@@ -48,37 +68,67 @@ pub use protocol::{
 };
 pub use scene::{SceneDef, SceneError};
 pub use world::{
-    PushError, SceneInfo, SceneSettings, SceneSnapshot, SceneWorld, SnapshotEntity, command_errors,
+    BuildError, PushError, SceneInfo, SceneSettings, SceneSnapshot, SceneWorld, SceneWorldBuilder,
+    SnapshotEntity, TesseraPlugins, command_errors,
 };
 
 /// Drains the host's commands into messages and applies attach / input / detach.
 /// Everything that spawns or despawns PCs runs here, before `SimulateSystems`.
-#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IngestSystems;
 
-/// Authoritative movement and behaviours. Writes `Position`; nothing after it does.
-#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+/// Where a game's systems run. Both sets see the whole world and may read
+/// and write any component or resource; what they can rely on is where they
+/// sit in the tick. Systems added with
+/// [`metrics::TimedSystemsExt::add_timed_system`] run in the order added
+/// within their set and are timed by name; other systems must be ordered
+/// against each other where their access conflicts. Randomness comes from
+/// [`rng::SceneRng`], time from the tick counter, and no hash map is
+/// iterated: the world stays deterministic.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GameSystems {
+    /// After [`IngestSystems`], before [`SimulateSystems`]: this tick's
+    /// attaches are spawned (their commands applied), detaches despawned,
+    /// and every PC's [`components::Intent`] holds its latest input; nothing
+    /// has moved yet. The place to act on inputs and to change what
+    /// movement will do (e.g. root a stunned PC by zeroing its intent).
+    AfterIngest,
+    /// After [`SimulateSystems`], before [`SpatialSystems`]: every entity is
+    /// at its final position for the tick, and the grid, AOI and packets
+    /// are not built yet, so what is written here (a position, a pose, a
+    /// despawn) is what clients are sent this tick. The place for rules
+    /// about where things are (range checks, triggers, respawns).
+    AfterSimulate,
+}
+
+/// Authoritative movement and behaviours: the default game's
+/// [`movement::MovementPlugin`] or a game's replacement writes `Position`
+/// here. A game's timed systems added here run after the default
+/// movement's. Only [`GameSystems::AfterSimulate`] may move entities after
+/// this set.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SimulateSystems;
 
-/// Rebuilds the spatial grid and entity snapshots from final positions.
-#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+/// Detects portal entries and rebuilds the spatial grid and entity
+/// snapshots from final positions.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SpatialSystems;
 
 /// Per-observer AOI diffs. Reads the grid; writes only `Interest`.
-#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct InterestSystems;
 
 /// Builds and collects one packet per client. Everything that writes client
 /// packets runs inside this set.
-#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReplicateSystems;
 
 /// Marks dirty PCs and emits the save batch when the flush interval is due.
-#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PersistSystems;
 
 /// Records stage timings; reads nothing the simulation depends on.
-#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MetricsSystems;
 
 /// The process-wide compute pool for the parallel stages (Interest,

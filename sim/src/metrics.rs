@@ -10,12 +10,21 @@ use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 use hdrhistogram::Histogram;
 
+use bevy_ecs::intern::Interned;
+use bevy_ecs::schedule::SystemSet;
+
 use crate::{
-    IngestSystems, InterestSystems, MetricsSystems, PersistSystems, ReplicateSystems,
+    GameSystems, IngestSystems, InterestSystems, MetricsSystems, PersistSystems, ReplicateSystems,
     SimulateSystems, SpatialSystems,
 };
 
-/// The timed stages of a tick, in order.
+type InternedSystemSet = Interned<dyn SystemSet>;
+
+/// The timed stages of a tick, in order. The game's sets are timed with the
+/// engine stage before them: "ingest" covers [`IngestSystems`] and
+/// [`GameSystems::AfterIngest`], "simulate" covers [`SimulateSystems`] and
+/// [`GameSystems::AfterSimulate`]; each game system also has its own row
+/// among the systems.
 pub const STAGES: [&str; 6] = [
     "ingest",
     "simulate",
@@ -25,43 +34,144 @@ pub const STAGES: [&str; 6] = [
     "persist",
 ];
 
-/// Every timed system of the tick, in order, with the index of its stage.
-/// Each plugin puts `done::<{ sys::NAME }>` right after the system in its chain.
-pub const SYSTEMS: [(usize, &str); 15] = [
-    (0, "drain_inbox"),
-    (0, "apply_attaches"),
-    (0, "apply_inputs"),
-    (0, "apply_detaches"),
-    (1, "intent_to_velocity"),
-    (1, "wander"),
-    (1, "integrate"),
-    (1, "portals"),
-    (2, "rebuild_index"),
-    (3, "update_interest"),
-    (3, "sum_interest"),
-    (4, "build_packets"),
-    (4, "collect_packets"),
-    (5, "mark_dirty"),
-    (5, "flush"),
-];
+/// One timed system, as registered by [`timing_mark`] or
+/// [`TimedSystemsExt`]: its name in the tick report and the trace, and the
+/// stage (index into [`STAGES`]) whose set it runs in, if it is one of the
+/// pipeline's sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedSystem {
+    pub name: String,
+    pub stage: Option<usize>,
+}
 
-/// Indices into [`SYSTEMS`].
-pub mod sys {
-    pub const DRAIN_INBOX: usize = 0;
-    pub const APPLY_ATTACHES: usize = 1;
-    pub const APPLY_INPUTS: usize = 2;
-    pub const APPLY_DETACHES: usize = 3;
-    pub const INTENT_TO_VELOCITY: usize = 4;
-    pub const WANDER: usize = 5;
-    pub const INTEGRATE: usize = 6;
-    pub const PORTALS: usize = 7;
-    pub const REBUILD_INDEX: usize = 8;
-    pub const UPDATE_INTEREST: usize = 9;
-    pub const SUM_INTEREST: usize = 10;
-    pub const BUILD_PACKETS: usize = 11;
-    pub const COLLECT_PACKETS: usize = 12;
-    pub const MARK_DIRTY: usize = 13;
-    pub const FLUSH: usize = 14;
+/// The stage (index into [`STAGES`]) a pipeline set is timed under.
+fn stage_of(set: InternedSystemSet) -> Option<usize> {
+    let stages: [(InternedSystemSet, usize); 8] = [
+        (IngestSystems.intern(), 0),
+        (GameSystems::AfterIngest.intern(), 0),
+        (SimulateSystems.intern(), 1),
+        (GameSystems::AfterSimulate.intern(), 1),
+        (SpatialSystems.intern(), 2),
+        (InterestSystems.intern(), 3),
+        (ReplicateSystems.intern(), 4),
+        (PersistSystems.intern(), 5),
+    ];
+    stages.iter().find(|(s, _)| *s == set).map(|&(_, i)| i)
+}
+
+/// Registers a timed system named `name` in `set` and returns its timing
+/// mark: a system to chain right after it (the mark records the time since
+/// the previous mark, so the marks of one set must run in a chain).
+/// A name already taken gets a `#2`, `#3`, … suffix, so every row of the
+/// report is its own. The engine's plugins time their systems with this.
+pub fn timing_mark(
+    app: &mut App,
+    set: impl SystemSet,
+    name: impl Into<String>,
+) -> impl FnMut(ResMut<TickMetrics>) + Send + Sync + 'static {
+    let stage = stage_of(set.intern());
+    let index = app
+        .world_mut()
+        .get_resource_or_insert_with(|| TickMetrics::new(false))
+        .register(name.into(), stage);
+    move |mut m: ResMut<TickMetrics>| m.end_system(index)
+}
+
+/// A set per timed system added by [`TimedSystemsExt`] (or engine chain,
+/// see [`engine_slot`]), to order the timed systems of one set after each
+/// other.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TimedSlot(usize);
+
+/// Makes the engine chain whose marks were registered last the first slot
+/// of `set`, so that timed systems a game adds to the same set later run
+/// after it (put the chain in the returned set). For the default movement
+/// in [`SimulateSystems`], which a game may extend.
+pub(crate) fn engine_slot(app: &mut App, set: impl SystemSet) -> TimedSlot {
+    let set = set.intern();
+    let index = app
+        .world_mut()
+        .get_resource_or_insert_with(|| TickMetrics::new(false))
+        .names
+        .len()
+        // The chain's last mark: an index no other slot takes.
+        .saturating_sub(1);
+    app.world_mut()
+        .resource_mut::<TickMetrics>()
+        .set_last_slot(set, index);
+    TimedSlot(index)
+}
+
+/// Adds game systems that the tick report and the trace time by name.
+///
+/// Each system is added to the tick (`Update`) in `set` — one of
+/// [`GameSystems`], or [`SimulateSystems`] for a plugin that replaces
+/// movement — followed by its timing mark. The timed systems of one set run
+/// one after the other in the order they were added (their marks must not
+/// interleave; it also keeps the order deterministic). They are not ordered
+/// against the engine's own chains, except the default movement's: a game
+/// may add timed systems to [`SimulateSystems`] after `MovementPlugin`'s,
+/// or in place of them.
+pub trait TimedSystemsExt {
+    /// Adds `system` named after its function (`my_game::regen` → `regen`).
+    fn add_timed_system<M>(
+        &mut self,
+        set: impl SystemSet,
+        system: impl IntoSystem<(), (), M>,
+    ) -> &mut Self;
+
+    /// Adds `system` under the given name (for closures, or to disambiguate).
+    fn add_timed_system_as<M>(
+        &mut self,
+        set: impl SystemSet,
+        name: impl Into<String>,
+        system: impl IntoSystem<(), (), M>,
+    ) -> &mut Self;
+}
+
+/// The last path segment of a type name, without generic arguments:
+/// `my_game::rules::regen` → `regen`.
+fn short_name(type_name: &str) -> &str {
+    let base = type_name.split('<').next().unwrap_or(type_name);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+fn type_name_of<T>(_: &T) -> &'static str {
+    std::any::type_name::<T>()
+}
+
+impl TimedSystemsExt for App {
+    fn add_timed_system<M>(
+        &mut self,
+        set: impl SystemSet,
+        system: impl IntoSystem<(), (), M>,
+    ) -> &mut Self {
+        let name = short_name(type_name_of(&system)).to_owned();
+        self.add_timed_system_as(set, name, system)
+    }
+
+    fn add_timed_system_as<M>(
+        &mut self,
+        set: impl SystemSet,
+        name: impl Into<String>,
+        system: impl IntoSystem<(), (), M>,
+    ) -> &mut Self {
+        let set = set.intern();
+        let mark = timing_mark(self, set, name);
+        let index = self.world().resource::<TickMetrics>().names.len() - 1;
+        let prev = self
+            .world_mut()
+            .resource_mut::<TickMetrics>()
+            .set_last_slot(set, index);
+        let configs = (IntoSystem::into_system(system), mark)
+            .chain()
+            .in_set(set)
+            .in_set(TimedSlot(index));
+        match prev {
+            Some(prev) => self.add_systems(Update, configs.after(TimedSlot(prev))),
+            None => self.add_systems(Update, configs),
+        }
+    }
 }
 
 /// What a traced span covers.
@@ -70,7 +180,7 @@ pub enum SpanKind {
     Tick,
     /// Index into [`STAGES`].
     Stage(usize),
-    /// Index into [`SYSTEMS`].
+    /// Index into [`TickMetrics::names`].
     System(usize),
 }
 
@@ -90,8 +200,11 @@ pub struct TickMetrics {
     sys_mark: Option<Instant>,
     /// Nanoseconds per stage, one histogram per entry of [`STAGES`].
     pub stages: Vec<Histogram<u64>>,
-    /// Nanoseconds per system, one histogram per entry of [`SYSTEMS`].
+    /// Nanoseconds per timed system, one histogram per entry of `names`.
     pub systems: Vec<Histogram<u64>>,
+    /// Every timed system of the tick, in the order registered (engine
+    /// systems in pipeline order, then the game's).
+    pub names: Vec<TimedSystem>,
     /// Nanoseconds per whole tick (measured by `SceneWorld::tick`).
     pub tick: Histogram<u64>,
     pub trace: Option<Vec<Span>>,
@@ -101,6 +214,11 @@ pub struct TickMetrics {
     /// The last tick's whole duration, ns.
     pub last_tick: u64,
     current_tick: u64,
+    /// The last timed slot of each set (see [`TimedSystemsExt`]). Kept
+    /// here rather than in a resource of its own: adding a resource when
+    /// the world is built was seen to change the default game's
+    /// `state_hash`.
+    slots: Vec<(InternedSystemSet, usize)>,
 }
 
 /// A nanosecond histogram: 1 ns to 60 s at 3 significant figures.
@@ -116,13 +234,53 @@ impl TickMetrics {
             mark: None,
             sys_mark: None,
             stages: STAGES.iter().map(|_| histogram()).collect(),
-            systems: SYSTEMS.iter().map(|_| histogram()).collect(),
+            systems: Vec::new(),
+            names: Vec::new(),
             tick: histogram(),
             trace: trace.then(Vec::new),
             last_stages: [0; STAGES.len()],
             last_tick: 0,
             current_tick: 0,
+            slots: Vec::new(),
         }
+    }
+
+    /// Adds a timed system and returns its index (see [`timing_mark`]).
+    fn register(&mut self, name: String, stage: Option<usize>) -> usize {
+        let taken = |n: &str| self.names.iter().any(|t| t.name == n);
+        let mut unique = name.clone();
+        let mut k = 2;
+        while taken(&unique) {
+            unique = format!("{name}#{k}");
+            k += 1;
+        }
+        self.names.push(TimedSystem {
+            name: unique,
+            stage,
+        });
+        self.systems.push(histogram());
+        self.names.len() - 1
+    }
+
+    /// Makes `index` the last timed slot of `set`; returns the one before.
+    fn set_last_slot(&mut self, set: InternedSystemSet, index: usize) -> Option<usize> {
+        match self.slots.iter_mut().find(|(s, _)| *s == set) {
+            Some((_, last)) => Some(std::mem::replace(last, index)),
+            None => {
+                self.slots.push((set, index));
+                None
+            }
+        }
+    }
+
+    /// The name of timed system `i` (as in [`SpanKind::System`]).
+    pub fn system_name(&self, i: usize) -> &str {
+        self.names.get(i).map_or("?", |t| t.name.as_str())
+    }
+
+    /// The timed systems with their histograms, in registration order.
+    pub fn timed_systems(&self) -> impl Iterator<Item = (&TimedSystem, &Histogram<u64>)> {
+        self.names.iter().zip(&self.systems)
     }
 
     pub(crate) fn begin(&mut self, tick: u64) {
@@ -144,7 +302,10 @@ impl TickMetrics {
         let hist = match kind {
             SpanKind::Tick => &mut self.tick,
             SpanKind::Stage(i) => &mut self.stages[i],
-            SpanKind::System(i) => &mut self.systems[i],
+            SpanKind::System(i) => match self.systems.get_mut(i) {
+                Some(h) => h,
+                None => return,
+            },
         };
         hist.saturating_record(dur.max(1));
         if let Some(trace) = &mut self.trace {
@@ -180,27 +341,22 @@ fn stage_done<const S: usize>(mut m: ResMut<TickMetrics>) {
     m.end_stage(S);
 }
 
-/// The timing mark a plugin chains right after its system number `I`
-/// (an index into [`SYSTEMS`]).
-pub fn done<const I: usize>(mut m: ResMut<TickMetrics>) {
-    m.end_system(I);
-}
-
 /// Times every stage of the tick. Its marks sit between the stage sets, so
-/// each covers exactly one set (including its deferred commands).
-pub struct MetricsPlugin {
-    pub trace: bool,
-}
+/// each covers exactly one stage (including its deferred commands). Part of
+/// every scene (the builder adds it, with the [`TickMetrics`] resource): the
+/// marks also order the game's sets against the engine's.
+pub(crate) struct MetricsPlugin;
 
 impl Plugin for MetricsPlugin {
     fn build(&self, app: &mut App) {
-        app.insert_resource(TickMetrics::new(self.trace));
         app.add_systems(
             Update,
             (
-                stage_done::<0>.after(IngestSystems).before(SimulateSystems),
+                stage_done::<0>
+                    .after(GameSystems::AfterIngest)
+                    .before(SimulateSystems),
                 stage_done::<1>
-                    .after(SimulateSystems)
+                    .after(GameSystems::AfterSimulate)
                     .before(SpatialSystems),
                 stage_done::<2>
                     .after(SpatialSystems)

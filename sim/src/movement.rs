@@ -1,39 +1,91 @@
-//! Simulate: authoritative movement. PCs move by validated intent, NPCs and
-//! walkers by a seeded wander; speeds are capped per mode, moves are clamped to
-//! the scene and blocked by static obstacles (an rstar R-tree). Positions never
-//! come from clients, so there is no teleport to accept.
+//! The default game: authoritative movement and NPC wander. PCs move by
+//! validated intent, NPCs and walkers by a seeded wander; speeds are capped
+//! per mode, moves are clamped to the scene and blocked by static obstacles
+//! (an rstar R-tree). Positions never come from clients, so there is no
+//! teleport to accept.
+//!
+//! [`MovementPlugin`] is part of [`crate::TesseraPlugins`]; a game may
+//! disable it and move entities its own way (in [`crate::SimulateSystems`]).
+//! Ingest still applies every input to the PC's [`Intent`] (direction,
+//! mode, the mount asked for); what the intent becomes is this plugin's
+//! call, including which mounts a PC may ride.
 
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
-use crate::metrics::{done, sys};
-
 use crate::SimulateSystems;
 use crate::components::*;
-use crate::protocol::{MoveMode, SceneEvent};
+use crate::metrics::timing_mark;
+use crate::protocol::MoveMode;
 use crate::rng::{SceneRng, mix, unit_f32};
 use crate::scene::Vec2;
-use crate::world::{SceneInfo, SceneOutbox};
+use crate::world::SceneInfo;
 
-pub struct SimulatePlugin;
+/// The default game's movement: mount check, PC intent → velocity, NPC
+/// wander, integration against obstacles and bounds, in
+/// [`SimulateSystems`]. Spawns the scene's NPCs (its `npc_spawner`s) when
+/// the world is built.
+pub struct MovementPlugin;
 
-impl Plugin for SimulatePlugin {
+impl Plugin for MovementPlugin {
     fn build(&self, app: &mut App) {
+        let set = SimulateSystems;
+        let mounts = timing_mark(app, set, "check_mounts");
+        let velocities = timing_mark(app, set, "intent_to_velocity");
+        let wandered = timing_mark(app, set, "wander");
+        let integrated = timing_mark(app, set, "integrate");
+        // A game's timed systems in this set run after these.
+        let slot = crate::metrics::engine_slot(app, set);
         app.add_systems(
             Update,
             (
+                check_mounts,
+                mounts,
                 intent_to_velocity,
-                done::<{ sys::INTENT_TO_VELOCITY }>,
+                velocities,
                 wander,
-                done::<{ sys::WANDER }>,
+                wandered,
                 integrate,
-                done::<{ sys::INTEGRATE }>,
-                portals,
-                done::<{ sys::PORTALS }>,
+                integrated,
             )
                 .chain()
-                .in_set(SimulateSystems),
+                .in_set(set)
+                .in_set(slot),
         );
+    }
+
+    fn finish(&self, app: &mut App) {
+        spawn_npcs(app.world_mut());
+    }
+}
+
+/// Whether a PC may ride `mount` in this scene: 0 (on foot) always, any
+/// other id only if the scene lists it in its `mounts`. The scene file is
+/// the only data there is about mounts (there is no per-avatar inventory
+/// yet), and an empty list — the default — allows none, so a client cannot
+/// grant itself the mount speed.
+pub fn mount_allowed(info: &SceneInfo, mount: u8) -> bool {
+    mount == 0 || info.def.mounts.contains(&mount)
+}
+
+/// Applies the mount each PC's latest intent asks for, if it may ride it;
+/// otherwise the PC goes on foot and the refusal is counted (once per tick
+/// with a new intent: an input, or the attach with a saved mount).
+fn check_mounts(
+    info: Res<SceneInfo>,
+    mut counters: ResMut<Counters>,
+    mut q: Query<(&Intent, &mut Pose), (Changed<Intent>, Without<Wander>)>,
+) {
+    for (intent, mut pose) in &mut q {
+        let mount = if mount_allowed(&info, intent.mount) {
+            intent.mount
+        } else {
+            counters.mounts_refused += 1;
+            0
+        };
+        if pose.mount != mount {
+            pose.mount = mount;
+        }
     }
 }
 
@@ -163,29 +215,6 @@ fn integrate(
     }
 }
 
-/// A PC stepping into a portal area is handed to the host (edge-triggered).
-fn portals(info: Res<SceneInfo>, mut out: ResMut<SceneOutbox>, mut q: Query<(&Position, &mut Pc)>) {
-    if info.def.portal.is_empty() {
-        return;
-    }
-    for (pos, mut pc) in &mut q {
-        let hit = info.def.portal.iter().find(|p| p.area.contains(pos.0));
-        match hit {
-            Some(portal) if !pc.in_portal => {
-                pc.in_portal = true;
-                out.events.push(SceneEvent::Portal {
-                    client: pc.client,
-                    avatar: pc.avatar,
-                    target: portal.target.clone(),
-                    target_pos: portal.target_pos,
-                });
-            }
-            Some(_) => {}
-            None => pc.in_portal = false,
-        }
-    }
-}
-
 /// A uniformly random walkable point in a disc (falls back to `center`).
 fn random_walkable(info: &SceneInfo, rng: &mut SceneRng, center: Vec2, radius: f32) -> Vec2 {
     for _ in 0..32 {
@@ -200,7 +229,7 @@ fn random_walkable(info: &SceneInfo, rng: &mut SceneRng, center: Vec2, radius: f
 }
 
 /// Spawns the scene's NPCs from its spawners (at world creation).
-pub(crate) fn spawn_npcs(world: &mut World) {
+fn spawn_npcs(world: &mut World) {
     let spawners = world.resource::<SceneInfo>().def.npc_spawner.clone();
     for sp in spawners {
         for _ in 0..sp.count {

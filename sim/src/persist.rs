@@ -6,7 +6,7 @@
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
-use crate::metrics::{done, sys};
+use crate::metrics::timing_mark;
 
 use crate::PersistSystems;
 use crate::components::*;
@@ -21,14 +21,11 @@ pub struct PersistPlugin;
 
 impl Plugin for PersistPlugin {
     fn build(&self, app: &mut App) {
+        let marked = timing_mark(app, PersistSystems, "mark_dirty");
+        let flushed = timing_mark(app, PersistSystems, "flush");
         app.init_resource::<PendingSaves>().add_systems(
             Update,
-            (
-                mark_dirty,
-                done::<{ sys::MARK_DIRTY }>,
-                flush,
-                done::<{ sys::FLUSH }>,
-            )
+            (mark_dirty, marked, flush, flushed)
                 .chain()
                 .in_set(PersistSystems),
         );

@@ -49,7 +49,7 @@
 use bevy_app::{App, Plugin, Update};
 use bevy_ecs::prelude::*;
 
-use crate::metrics::{done, sys};
+use crate::metrics::timing_mark;
 
 use crate::ReplicateSystems;
 use crate::components::*;
@@ -72,14 +72,11 @@ pub struct ReplicatePlugin;
 
 impl Plugin for ReplicatePlugin {
     fn build(&self, app: &mut App) {
+        let built = timing_mark(app, ReplicateSystems, "build_packets");
+        let collected = timing_mark(app, ReplicateSystems, "collect_packets");
         app.add_systems(
             Update,
-            (
-                build_packets,
-                done::<{ sys::BUILD_PACKETS }>,
-                collect_packets,
-                done::<{ sys::COLLECT_PACKETS }>,
-            )
+            (build_packets, built, collect_packets, collected)
                 .chain()
                 .in_set(ReplicateSystems),
         );

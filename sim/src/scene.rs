@@ -89,6 +89,11 @@ pub struct SceneDef {
     pub portal: Vec<Portal>,
     #[serde(default)]
     pub npc_spawner: Vec<NpcSpawner>,
+    /// Mount ids a PC may ride in this scene (`mounts = [1, 2]`); any other
+    /// mount an input asks for is refused (the PC moves on foot, see
+    /// `movement::mount_allowed`). Default none.
+    #[serde(default)]
+    pub mounts: Vec<u8>,
 }
 
 fn default_tick_hz() -> u32 {
@@ -121,6 +126,7 @@ impl SceneDef {
             obstacle: Vec::new(),
             portal: Vec::new(),
             npc_spawner: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 

@@ -207,3 +207,34 @@ impl TestClient {
         Ok(())
     }
 }
+
+/// A minimal game for tests and tools: one timed system in each
+/// [`crate::GameSystems`] set (`probe_after_ingest`, `probe_after_simulate`),
+/// counting the ticks they ran in [`ProbeTicks`]. It changes no simulated
+/// state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProbeGame;
+
+/// How many ticks each of [`ProbeGame`]'s systems ran.
+#[derive(bevy_ecs::prelude::Resource, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTicks {
+    pub after_ingest: u64,
+    pub after_simulate: u64,
+}
+
+fn probe_after_ingest(mut t: bevy_ecs::prelude::ResMut<ProbeTicks>) {
+    t.after_ingest += 1;
+}
+
+fn probe_after_simulate(mut t: bevy_ecs::prelude::ResMut<ProbeTicks>) {
+    t.after_simulate += 1;
+}
+
+impl bevy_app::Plugin for ProbeGame {
+    fn build(&self, app: &mut bevy_app::App) {
+        use crate::metrics::TimedSystemsExt;
+        app.init_resource::<ProbeTicks>()
+            .add_timed_system(crate::GameSystems::AfterIngest, probe_after_ingest)
+            .add_timed_system(crate::GameSystems::AfterSimulate, probe_after_simulate);
+    }
+}

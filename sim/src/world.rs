@@ -1,9 +1,20 @@
-//! [`SceneWorld`]: one scene's Bevy app, stepped one fixed tick at a time.
+//! [`SceneWorld`]: one scene's Bevy app, stepped one fixed tick at a time,
+//! and how it is assembled: [`SceneWorld::builder`] sets up the core (the
+//! scene's resources, the chained pipeline of sets, the stage timing), then
+//! adds the engine's [`TesseraPlugins`] (or the group a game passes to
+//! [`SceneWorldBuilder::with_engine`]) and the game's plugins.
+//!
+//! ```ignore
+//! let world = SceneWorld::builder(def, settings)
+//!     .with_engine(TesseraPlugins.build().disable::<MovementPlugin>())
+//!     .add_plugins(MyMovement)
+//!     .build()?;
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bevy_app::{App, Update};
+use bevy_app::{App, PluginGroup, PluginGroupBuilder, Plugins, Update};
 use bevy_ecs::error::{BevyError, ErrorContext};
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::SingleThreadedExecutor;
@@ -14,7 +25,7 @@ use crate::components::*;
 use crate::ingest::{Inbox, IngestPlugin};
 use crate::interest::{InterestPlugin, SpatialPlugin};
 use crate::metrics::{MetricsPlugin, TickMetrics};
-use crate::movement::SimulatePlugin;
+use crate::movement::MovementPlugin;
 use crate::persist::PersistPlugin;
 use crate::protocol::{
     ClientId, Inbound, NetId, PcState, Quantized, Quantizer, SceneEvent, TickOutput,
@@ -23,7 +34,7 @@ use crate::replicate::ReplicatePlugin;
 use crate::rng::SceneRng;
 use crate::scene::{SceneDef, Vec2};
 use crate::{
-    IngestSystems, InterestSystems, MetricsSystems, PersistSystems, ReplicateSystems,
+    GameSystems, IngestSystems, InterestSystems, MetricsSystems, PersistSystems, ReplicateSystems,
     SimulateSystems, SpatialSystems,
 };
 
@@ -207,8 +218,122 @@ impl std::fmt::Debug for SceneWorld {
     }
 }
 
+/// The engine's plugins, in pipeline order. A game may disable or replace
+/// [`MovementPlugin`] (the default game: PC movement with the mount check,
+/// NPC wander); the others are the engine and [`SceneWorldBuilder::build`]
+/// refuses a world without them (replace one only with `.set(..)`, which
+/// keeps its type).
+pub struct TesseraPlugins;
+
+impl PluginGroup for TesseraPlugins {
+    fn build(self) -> PluginGroupBuilder {
+        PluginGroupBuilder::start::<Self>()
+            .add(IngestPlugin)
+            .add(MovementPlugin)
+            .add(SpatialPlugin)
+            .add(InterestPlugin)
+            .add(ReplicatePlugin)
+            .add(PersistPlugin)
+    }
+}
+
+/// Why a [`SceneWorldBuilder`] could not build a world.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "the engine plugin {0} is missing: a scene needs it (disable only MovementPlugin; replace others with `.set(..)`)"
+    )]
+    MissingEnginePlugin(&'static str),
+}
+
+/// A game's plugin, added after the engine's (kept until `build`, so that
+/// [`SceneWorldBuilder::with_engine`] may come after it).
+type AddPlugins = Box<dyn FnOnce(&mut App)>;
+
+/// Assembles a [`SceneWorld`]: the engine's plugin group and the game's
+/// plugins on top of the scene's core. See [`SceneWorld::builder`].
+pub struct SceneWorldBuilder {
+    app: App,
+    engine: PluginGroupBuilder,
+    game: Vec<AddPlugins>,
+}
+
+impl std::fmt::Debug for SceneWorldBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SceneWorldBuilder")
+            .field("game_plugins", &self.game.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SceneWorldBuilder {
+    /// Adds the game's plugins (any bevy `Plugins`: a plugin, a tuple, a
+    /// group), after the engine's, in the order given. Adding a plugin
+    /// twice panics, as in bevy.
+    pub fn add_plugins<M>(mut self, plugins: impl Plugins<M> + 'static) -> Self {
+        self.game.push(Box::new(move |app: &mut App| {
+            app.add_plugins(plugins);
+        }));
+        self
+    }
+
+    /// Replaces the engine's plugin group, by default [`TesseraPlugins`]:
+    /// e.g. `TesseraPlugins.build().disable::<MovementPlugin>()`.
+    pub fn with_engine(mut self, engine: impl PluginGroup) -> Self {
+        self.engine = engine.build();
+        self
+    }
+
+    /// Adds the plugins and finishes the app. Refuses a world that lacks an
+    /// engine plugin other than [`MovementPlugin`].
+    pub fn build(self) -> Result<SceneWorld, BuildError> {
+        let mut app = self.app;
+        app.add_plugins(self.engine);
+        for add in self.game {
+            add(&mut app);
+        }
+        let required: [(bool, &'static str); 5] = [
+            (app.is_plugin_added::<IngestPlugin>(), "IngestPlugin"),
+            (app.is_plugin_added::<SpatialPlugin>(), "SpatialPlugin"),
+            (app.is_plugin_added::<InterestPlugin>(), "InterestPlugin"),
+            (app.is_plugin_added::<ReplicatePlugin>(), "ReplicatePlugin"),
+            (app.is_plugin_added::<PersistPlugin>(), "PersistPlugin"),
+        ];
+        if let Some(&(_, name)) = required.iter().find(|(added, _)| !added) {
+            return Err(BuildError::MissingEnginePlugin(name));
+        }
+        app.finish();
+        app.cleanup();
+        Ok(SceneWorld { app })
+    }
+}
+
 impl SceneWorld {
+    /// The default game: the engine's [`TesseraPlugins`] alone. Shorthand
+    /// for `SceneWorld::builder(def, settings).build()`.
     pub fn new(def: SceneDef, settings: SceneSettings) -> Self {
+        let mut app = Self::builder(def, settings).app;
+        app.add_plugins(TesseraPlugins);
+        app.finish();
+        app.cleanup();
+        Self { app }
+    }
+
+    /// A builder for a scene made of the engine's plugins and a game's.
+    ///
+    /// It starts from the core every scene has: the resources of
+    /// [`SceneInfo`], RNG, tick counter, directory, counters, outbox and
+    /// [`TickMetrics`]; the tick pipeline, chained here and only here:
+    ///
+    /// ```text
+    /// IngestSystems → GameSystems::AfterIngest → SimulateSystems
+    ///   → GameSystems::AfterSimulate → SpatialSystems → InterestSystems
+    ///   → ReplicateSystems → PersistSystems → MetricsSystems
+    /// ```
+    ///
+    /// and the stage timing marks between the sets. [`SceneWorldBuilder::build`]
+    /// adds [`TesseraPlugins`] and then the game's plugins.
+    pub fn builder(def: SceneDef, settings: SceneSettings) -> SceneWorldBuilder {
         crate::compute_pool();
         let tick_hz = settings.tick_hz.unwrap_or(def.tick_hz).clamp(1, 1000);
         let flush_every = settings
@@ -257,12 +382,15 @@ impl SceneWorld {
             .insert_resource(Directory::with_quarantine(net_quarantine))
             .init_resource::<Counters>()
             .init_resource::<SceneOutbox>()
+            .insert_resource(TickMetrics::new(settings.trace))
             .insert_resource(info)
             .configure_sets(
                 Update,
                 (
                     IngestSystems,
+                    GameSystems::AfterIngest,
                     SimulateSystems,
+                    GameSystems::AfterSimulate,
                     SpatialSystems,
                     InterestSystems,
                     ReplicateSystems,
@@ -271,21 +399,12 @@ impl SceneWorld {
                 )
                     .chain(),
             )
-            .add_plugins((
-                IngestPlugin,
-                SimulatePlugin,
-                SpatialPlugin,
-                InterestPlugin,
-                ReplicatePlugin,
-                PersistPlugin,
-                MetricsPlugin {
-                    trace: settings.trace,
-                },
-            ));
-        app.finish();
-        app.cleanup();
-        crate::movement::spawn_npcs(app.world_mut());
-        Self { app }
+            .add_plugins(MetricsPlugin);
+        SceneWorldBuilder {
+            app,
+            engine: TesseraPlugins.build(),
+            game: Vec::new(),
+        }
     }
 
     /// Queues a command for the next tick.

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use std::collections::BTreeMap;
-use tessera_sim::metrics::{STAGES, SYSTEMS, SpanKind};
+use tessera_sim::metrics::{STAGES, SpanKind};
 
 use tessera_sim::components::{Net, Pc};
 use tessera_sim::protocol::{StateAck, advance_mask};
@@ -312,6 +312,22 @@ fn run_ticks(world: &mut SceneWorld, ticks: u64, realtime: bool, acks: &mut Acke
     run
 }
 
+/// The report's "systems" map: every timed system, the game's too, by its
+/// registered name (mean and p99, µs).
+fn systems_json(
+    metrics: &tessera_sim::metrics::TickMetrics,
+) -> serde_json::Map<String, serde_json::Value> {
+    let us = |ns: f64| (ns / 10.0).round() / 100.0;
+    metrics
+        .timed_systems()
+        .map(|(t, h)| {
+            let timing =
+                json!({"mean_us": us(h.mean()), "p99_us": us(h.value_at_quantile(0.99) as f64)});
+            (t.name.clone(), timing)
+        })
+        .collect()
+}
+
 fn json_report(
     args: &SimArgs,
     scene_name: &str,
@@ -327,11 +343,7 @@ fn json_report(
         .zip(&metrics.stages)
         .map(|(name, h)| (name.to_string(), timing(h)))
         .collect();
-    let systems: serde_json::Map<String, serde_json::Value> = SYSTEMS
-        .iter()
-        .zip(&metrics.systems)
-        .map(|((_, name), h)| (name.to_string(), timing(h)))
-        .collect();
+    let systems = systems_json(metrics);
     json!({
         "scene": scene_name,
         "entities": args.entities,
@@ -395,13 +407,13 @@ fn print_text(
     )?;
     for (i, (name, h)) in STAGES.iter().zip(&metrics.stages).enumerate() {
         row(stdout, name, h)?;
-        for ((_, system), h) in SYSTEMS
-            .iter()
-            .zip(&metrics.systems)
-            .filter(|((st, _), _)| *st == i)
-        {
-            row(stdout, &format!("  {system}"), h)?;
+        for (t, h) in metrics.timed_systems().filter(|(t, _)| t.stage == Some(i)) {
+            row(stdout, &format!("  {}", t.name), h)?;
         }
+    }
+    // Systems timed in a set outside the pipeline's (if a game did so).
+    for (t, h) in metrics.timed_systems().filter(|(t, _)| t.stage.is_none()) {
+        row(stdout, &format!("  {}", t.name), h)?;
     }
     writeln!(
         stdout,
@@ -446,14 +458,16 @@ fn write_trace(
         let (name, tid) = match s.kind {
             SpanKind::Tick => ("tick", 1),
             SpanKind::Stage(i) => (STAGES[i], 1),
-            SpanKind::System(i) => (SYSTEMS[i].1, 1),
+            SpanKind::System(i) => (metrics.system_name(i), 1),
         };
+        // A game names its systems: escape the name for JSON.
+        let name = serde_json::Value::from(name);
         if i > 0 {
             write!(w, ",")?;
         }
         write!(
             w,
-            "{{\"name\":\"{name}\",\"cat\":\"tick\",\"ph\":\"X\",\"ts\":{:.3},\"dur\":{:.3},\"pid\":1,\"tid\":{tid},\"args\":{{\"tick\":{}}}}}",
+            "{{\"name\":{name},\"cat\":\"tick\",\"ph\":\"X\",\"ts\":{:.3},\"dur\":{:.3},\"pid\":1,\"tid\":{tid},\"args\":{{\"tick\":{}}}}}",
             s.start_ns as f64 / 1000.0,
             s.dur_ns as f64 / 1000.0,
             s.tick
@@ -462,4 +476,41 @@ fn write_trace(
     writeln!(w, "]}}")?;
     w.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_sim::scene::SceneDef;
+    use tessera_sim::testing::ProbeGame;
+
+    #[test]
+    fn a_game_system_is_in_the_report_and_the_trace_by_name() -> anyhow::Result<()> {
+        let settings = SceneSettings {
+            trace: true,
+            ..SceneSettings::default()
+        };
+        let mut world = SceneWorld::builder(SceneDef::open_field("probe", 100.0), settings)
+            .add_plugins(ProbeGame)
+            .build()?;
+        world.add_walkers(5, 1);
+        for _ in 0..3 {
+            world.tick();
+        }
+        let systems = systems_json(world.metrics());
+        for name in ["probe_after_ingest", "probe_after_simulate", "integrate"] {
+            assert!(systems[name]["mean_us"].is_number(), "{name}: {systems:?}");
+        }
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("trace.json");
+        write_trace(&path, world.metrics())?;
+        let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let events = trace["traceEvents"].as_array().context("traceEvents")?;
+        let probes = events
+            .iter()
+            .filter(|e| e["name"] == "probe_after_simulate")
+            .count();
+        assert_eq!(probes, 3);
+        Ok(())
+    }
 }

@@ -69,6 +69,7 @@ counters!(
     speed_clamped,
     bounds_clamped,
     obstacle_blocked,
+    mounts_refused,
     attach_rejected,
     output_packets_dropped,
     output_events_dropped,
@@ -207,6 +208,7 @@ impl SceneMetrics {
         set(&c.speed_clamped, k.inputs_speed_clamped);
         set(&c.bounds_clamped, k.bounds_clamped);
         set(&c.obstacle_blocked, k.obstacle_blocked);
+        set(&c.mounts_refused, k.mounts_refused);
         set(&c.attach_rejected, k.attach_rejected);
     }
 
@@ -368,10 +370,11 @@ impl SceneMetrics {
             ("speed", g(&c.speed_clamped)),
             ("bounds", g(&c.bounds_clamped)),
             ("obstacle", g(&c.obstacle_blocked)),
+            ("mount", g(&c.mounts_refused)),
         ] {
             out.counter(
                 "tessera_scene_moves_clamped_total",
-                "Moves clamped: a direction longer than 1 (a speed hack), the scene bounds, an obstacle.",
+                "Moves clamped: a direction longer than 1 (a speed hack), the scene bounds, an obstacle, a mount the scene does not allow (ridden on foot).",
                 &[l[0], l[1], ("reason", reason)],
                 v,
             );
