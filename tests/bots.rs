@@ -235,6 +235,7 @@ fn twenty_bots_enter_play_and_come_back() {
         "{first}"
     );
     assert!(first["server_tick_p99_ms"].is_number(), "{first}");
+    assert!(first["server_tick_p99_ms_ramp_up"].is_number(), "{first}");
     assert_eq!(first["registered"], 20, "{first}");
     // The warm-up is measured apart: 20 bots send ~10 inputs/s each.
     assert_eq!(first["warmup_s"], 1.0, "{first}");

@@ -65,8 +65,13 @@ pub(super) struct BotCounters {
     pub(super) world_micros: AtomicU64,
     pub(super) status_samples: AtomicU64,
     pub(super) status_errors: AtomicU64,
-    /// The worst tick p99 seen, as f64 bits (0 = none yet).
+    /// The worst tick p99 seen in the measured period, as f64 bits, and
+    /// how many samples it saw.
     pub(super) tick_p99_bits: AtomicU64,
+    pub(super) tick_samples: AtomicU64,
+    /// The same before it (bots logging in, entering, warming up).
+    pub(super) tick_p99_ramp_bits: AtomicU64,
+    pub(super) tick_samples_ramp: AtomicU64,
 }
 
 /// The state every bot of a run shares with the run driver.
