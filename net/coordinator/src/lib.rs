@@ -34,7 +34,7 @@
 //! ```
 //!
 //! **Invariant:** no redb call and no writer flush runs under the lock
-//! ([`SharedCore`] measures every hold: `tessera_coordinator_lock_hold_seconds`).
+//! (`SharedCore` measures every hold: `tessera_coordinator_lock_hold_seconds`).
 //!
 //! `core/` holds everything behind the lock (one file per concern);
 //! `login/` is admission's bookkeeping, `http.rs` the API, `ids.rs` the

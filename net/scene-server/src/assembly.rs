@@ -1,5 +1,5 @@
 //! Putting a placement's saved states back together: a
-//! [`LinkMsg::PlaceScene`](tessera_wire::LinkMsg::PlaceScene) announces how
+//! [`LinkMsg::PlaceScene`] announces how
 //! many states come in how many chunks, and the
 //! [`SceneStates`](tessera_wire::LinkMsg::SceneStates) frames that follow
 //! carry them, numbered from 0 (see [`tessera_wire::chunks`]).
@@ -171,7 +171,7 @@ pub struct Assembly {
 }
 
 impl Assembly {
-    /// A [`LinkMsg::PlaceScene`](tessera_wire::LinkMsg::PlaceScene) of
+    /// A [`LinkMsg::PlaceScene`] of
     /// `scene` at `epoch`, announcing `states` states in `chunks` chunks.
     /// It supersedes an unfinished older placement of the scene; a
     /// placement with no states is complete at once.
