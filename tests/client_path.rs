@@ -653,17 +653,7 @@ fn a_coordinator_restart_keeps_players_in_the_world_and_their_sessions() {
         bob.enter().await;
         c.restart_coordinator().await;
         // The gate replays its sessions; the scene server keeps its scenes.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let s = c.coord().status();
-            if s.scenes.iter().map(|r| r.online).sum::<u32>() == 2
-                && s.gates.iter().any(|g| g.alive)
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "sessions not replayed: {s:#?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        c.until_online(2).await;
         // Session-level features work again: a whisper goes through.
         alice.send(&ClientMsg::Chat {
             to: ChatTarget::Whisper("Bob".into()),

@@ -19,19 +19,24 @@ use tessera_coordinator::login::LoginConfig;
 use tessera_persistence::Store;
 use tessera_proto::client::ServerMsg;
 
-/// Waits until the scenes count `online` players and a gate is alive.
-async fn until_online(c: &Cluster, online: u32) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let s = c.coord().status();
-        if s.scenes.iter().map(|r| r.online).sum::<u32>() == online
-            && s.gates.iter().any(|g| g.alive)
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not {online} online: {s:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Alice is kicked with a reason saying `why` and let go; Bob plays on, and
+/// the counts agree on one player.
+async fn kicked_while_bob_plays_on(c: &Cluster, alice: &mut Player, bob: &mut Player, why: &str) {
+    let kick = alice
+        .until(10, "the kick", |m| matches!(m, ServerMsg::Kicked { .. }))
+        .await;
+    let ServerMsg::Kicked { reason } = kick else {
+        unreachable!()
+    };
+    assert!(reason.contains(why), "{reason}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !alice.disconnected {
+        assert!(Instant::now() < deadline, "alice still connected");
+        alice.pump(50).await;
     }
+    c.until_online(1).await;
+    bob.pump(10).await;
+    assert!(!bob.disconnected);
 }
 
 #[test]
@@ -44,7 +49,7 @@ fn a_replayed_attach_does_not_enter_the_client_again() {
         bob.enter().await;
         let net_id = alice.net_id;
         c.restart_coordinator().await;
-        until_online(&c, 2).await;
+        c.until_online(2).await;
         // Past the grace period (1.5 s), whose end syncs every scene.
         alice.pump(2000).await;
         bob.pump(10).await;
@@ -70,22 +75,7 @@ fn a_replay_the_coordinator_refuses_kicks_the_client_with_the_reason() {
             store.lock_account(id).unwrap();
         })
         .await;
-        let kick = alice
-            .until(10, "the kick", |m| matches!(m, ServerMsg::Kicked { .. }))
-            .await;
-        let ServerMsg::Kicked { reason } = kick else {
-            unreachable!()
-        };
-        assert!(reason.contains("locked"), "{reason}");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !alice.disconnected {
-            assert!(Instant::now() < deadline, "alice still connected");
-            alice.pump(50).await;
-        }
-        // Bob plays on; the counts agree on one player.
-        until_online(&c, 1).await;
-        bob.pump(10).await;
-        assert!(!bob.disconnected);
+        kicked_while_bob_plays_on(&c, &mut alice, &mut bob, "locked").await;
         c.stop().await;
     });
 }
@@ -105,21 +95,7 @@ fn a_replayed_attach_the_coordinator_refuses_kicks_the_client_with_the_reason() 
             store.delete_avatar(avatar).unwrap();
         })
         .await;
-        let kick = alice
-            .until(10, "the kick", |m| matches!(m, ServerMsg::Kicked { .. }))
-            .await;
-        let ServerMsg::Kicked { reason } = kick else {
-            unreachable!()
-        };
-        assert!(reason.contains("could not be restored"), "{reason}");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !alice.disconnected {
-            assert!(Instant::now() < deadline, "alice still connected");
-            alice.pump(50).await;
-        }
-        until_online(&c, 1).await;
-        bob.pump(10).await;
-        assert!(!bob.disconnected);
+        kicked_while_bob_plays_on(&c, &mut alice, &mut bob, "could not be restored").await;
         c.stop().await;
     });
 }

@@ -170,6 +170,22 @@ impl Cluster {
         }
     }
 
+    /// Waits (15 s at most) until the scenes count `online` players and a
+    /// gate is alive: after a coordinator restart, once the gate replayed.
+    pub async fn until_online(&self, online: u32) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.coord().status();
+            if s.scenes.iter().map(|r| r.online).sum::<u32>() == online
+                && s.gates.iter().any(|g| g.alive)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not {online} online: {s:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> (u16, serde_json::Value) {
         post(&self.http, path, body, None).await
     }
