@@ -504,11 +504,7 @@ async fn resume_login(api: &Api, key: &str) -> Result<u64, ApiFailure> {
         .map_err(ApiFailure::internal)?
         .is_some_and(|a| a.status == db::AccountStatus::Open);
     if !open {
-        return Err(ApiFailure::new(
-            StatusCode::FORBIDDEN,
-            "locked",
-            "the account is locked",
-        ));
+        return Err(locked());
     }
     Ok(account)
 }
@@ -521,8 +517,17 @@ async fn password_login(
     email: String,
     password: String,
 ) -> Result<u64, ApiFailure> {
-    // Validated before any limiter keys on it or any hash is spent.
-    let email = db::validate::normalize_email(&email).map_err(|e| {
+    let email = limited_email(api, &email)?;
+    let store = Arc::clone(api.core.lock().store());
+    let addr = client.to_string();
+    let result = hashing(api, move || store.login(&email, &password, &addr)).await?;
+    result.map(|a| a.id).map_err(login_refused)
+}
+
+/// A password check's email, normalised: validated before any limiter
+/// keys on it or any hash is spent, then held to the per-account limit.
+pub(crate) fn limited_email(api: &Api, email: &str) -> Result<String, ApiFailure> {
+    let email = db::validate::normalize_email(email).map_err(|e| {
         ApiFailure::new(
             StatusCode::BAD_REQUEST,
             "invalid",
@@ -530,32 +535,32 @@ async fn password_login(
         )
     })?;
     api.limits.check_account(&email)?;
-    let store = Arc::clone(api.core.lock().store());
-    let addr = client.to_string();
-    let result = hashing(api, move || store.login(&email, &password, &addr)).await?;
-    match result {
-        Ok(a) => Ok(a.id),
-        Err(db::LoginError::UnknownEmail | db::LoginError::WrongPassword) => Err(ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            "wrong email or password",
-        )),
-        Err(db::LoginError::Locked | db::LoginError::Deleted) => Err(ApiFailure::new(
-            StatusCode::FORBIDDEN,
-            "locked",
-            "the account is locked",
-        )),
-        Err(
-            e @ (db::LoginError::InvalidEmail(_)
-            | db::LoginError::InvalidPassword(_)
-            | db::LoginError::InvalidAddress(_)),
-        ) => Err(ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            db::error_chain(&e),
-        )),
-        Err(e) => Err(ApiFailure::internal(db::error_chain(&e))),
+    Ok(email)
+}
+
+/// The answer to a refused password check.
+pub(crate) fn login_refused(e: db::LoginError) -> ApiFailure {
+    use db::LoginError as L;
+    match e {
+        L::UnknownEmail | L::WrongPassword => bad_credentials(),
+        L::Locked | L::Deleted => locked(),
+        e @ (L::InvalidEmail(_) | L::InvalidPassword(_) | L::InvalidAddress(_)) => {
+            ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", db::error_chain(&e))
+        }
+        e => ApiFailure::internal(db::error_chain(&e)),
     }
+}
+
+pub(crate) fn bad_credentials() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::UNAUTHORIZED,
+        "bad_credentials",
+        "wrong email or password",
+    )
+}
+
+pub(crate) fn locked() -> ApiFailure {
+    ApiFailure::new(StatusCode::FORBIDDEN, "locked", "the account is locked")
 }
 
 async fn poll(

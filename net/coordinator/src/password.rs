@@ -15,7 +15,9 @@ use tessera_persistence as db;
 use tessera_proto::login::{ChangePasswordRequest, ChangePasswordResponse};
 use tracing::info;
 
-use crate::http::{Api, ApiFailure, hashing};
+use crate::http::{
+    Api, ApiFailure, bad_credentials, hashing, limited_email, locked, login_refused,
+};
 
 pub(crate) async fn change_password(
     State(api): State<Api>,
@@ -26,15 +28,7 @@ pub(crate) async fn change_password(
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
     api.limits
         .check_ip(api.limits.client_ip(peer.ip(), &headers))?;
-    // Validated before any limiter keys on it or any hash is spent.
-    let email = db::validate::normalize_email(&req.email).map_err(|e| {
-        ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            db::error_chain(&db::LoginError::InvalidEmail(e)),
-        )
-    })?;
-    api.limits.check_account(&email)?;
+    let email = limited_email(&api, &req.email)?;
     let store = Arc::clone(api.core.lock().store());
     let result = hashing(&api, move || {
         // The login's checks first (an unknown email costs a hash too, and
@@ -63,22 +57,9 @@ enum Refused {
 
 impl Refused {
     fn into_failure(self) -> ApiFailure {
-        use db::{ChangePasswordError as C, LoginError as L};
-        let bad_credentials = || {
-            ApiFailure::new(
-                StatusCode::UNAUTHORIZED,
-                "bad_credentials",
-                "wrong email or password",
-            )
-        };
-        let locked = || ApiFailure::new(StatusCode::FORBIDDEN, "locked", "the account is locked");
+        use db::ChangePasswordError as C;
         match self {
-            Refused::Login(L::UnknownEmail | L::WrongPassword) => bad_credentials(),
-            Refused::Login(L::Locked | L::Deleted) => locked(),
-            Refused::Login(
-                e @ (L::InvalidEmail(_) | L::InvalidPassword(_) | L::InvalidAddress(_)),
-            ) => ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", db::error_chain(&e)),
-            Refused::Login(e) => ApiFailure::internal(db::error_chain(&e)),
+            Refused::Login(e) => login_refused(e),
             // Changed or deleted between the check and the change.
             Refused::Change(C::WrongPassword | C::UnknownAccount(_)) => bad_credentials(),
             Refused::Change(C::Deleted(_)) => locked(),
