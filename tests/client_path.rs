@@ -693,6 +693,27 @@ fn a_password_change_revokes_the_resume_key_and_the_old_password() {
             (401, Some("bad_credentials")),
             "{v}"
         );
+        // Bad input is a clear 400, and changes nothing (the old
+        // password still works below).
+        let bad = |email: &str, new: &str| serde_json::json!({"email": email, "password": PASSWORD, "new_password": new});
+        for body in [
+            bad("not an email", "a brand new passphrase"),
+            bad("alice@example.com", "short"),
+        ] {
+            let (st, v) = c.post("/v1/password", &body).await;
+            assert_eq!(
+                (st, v["code"].as_str()),
+                (400, Some("invalid")),
+                "{body}: {v}"
+            );
+        }
+        let (st, v) = c
+            .post(
+                "/v1/password",
+                &serde_json::json!({"email": "alice@example.com"}),
+            )
+            .await;
+        assert_eq!(st, 400, "a body without the passwords: {v}");
         let (st, v) = c.post("/v1/password", &change(PASSWORD)).await;
         assert_eq!(st, 200, "{v}");
         let resume = LoginRequest {

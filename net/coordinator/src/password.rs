@@ -28,6 +28,16 @@ pub(crate) async fn change_password(
     let Json(req) = body.map_err(ApiFailure::bad_body)?;
     api.limits
         .check_ip(api.limits.client_ip(peer.ip(), &headers))?;
+    // The new password is checked before any limiter keys on the request
+    // or any hash is spent (the store checks it again, against the
+    // account's email as stored).
+    db::validate::check_password(&req.new_password, &req.email).map_err(|e| {
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            db::error_chain(&db::ChangePasswordError::InvalidPassword(e)),
+        )
+    })?;
     let email = limited_email(&api, &req.email)?;
     let store = Arc::clone(api.core.lock().store());
     let result = hashing(&api, move || {
