@@ -59,6 +59,22 @@ pub(super) struct Agent {
     pub(super) replaying_attach: bool,
 }
 
+impl Agent {
+    /// A client just in, whose session the gate asks the coordinator to open.
+    pub(super) fn opening(account: u64, limits: &super::GateLimits, now: Instant) -> Self {
+        Self {
+            account,
+            avatar: None,
+            phase: SessionPhase::Opening,
+            connected_at: now,
+            last_heard: now,
+            route: None,
+            limits: SessionLimits::new(limits, now),
+            replaying_attach: false,
+        }
+    }
+}
+
 /// Gate events the agent loop handles per wake before it looks at its other
 /// branches (inbox, timers) again, taken with `try_recv`: unlike `recv` it
 /// does not spend tokio's cooperative budget, whose exhaustion makes the
@@ -274,16 +290,7 @@ impl AgentLoop {
         let now = Instant::now();
         self.agents.insert(
             client,
-            Agent {
-                account: claims.account,
-                avatar: None,
-                phase: SessionPhase::Opening,
-                connected_at: now,
-                last_heard: now,
-                route: None,
-                limits: SessionLimits::new(&self.config.limits, now),
-                replaying_attach: false,
-            },
+            Agent::opening(claims.account, &self.config.limits, now),
         );
         self.to_coordinator(&LinkMsg::OpenSession {
             request: client,

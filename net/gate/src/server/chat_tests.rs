@@ -15,7 +15,6 @@ use tokio::time::timeout;
 
 use super::*;
 use crate::server::agent::{Agent, SessionPhase};
-use crate::server::limits::SessionLimits;
 use crate::server::{GateLimits, GateServerConfig, GateServerStats, Inbox};
 use crate::token::{TokenIssuer, unix_now};
 use crate::{AdmitAll, ClientConfig, ClientEvent, Gate, GateClient, GateConfig, GateEvent};
@@ -75,14 +74,9 @@ async fn setup(
     let agents = (1..=CLIENTS)
         .map(|id| {
             let agent = Agent {
-                account: id,
                 avatar: Some(id),
                 phase: SessionPhase::Open,
-                connected_at: now,
-                last_heard: now,
-                route: None,
-                limits: SessionLimits::new(&config.limits, now),
-                replaying_attach: false,
+                ..Agent::opening(id, &config.limits, now)
             };
             (id, agent)
         })

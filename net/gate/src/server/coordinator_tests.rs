@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_link::{Link, LinkConfig, connect, serve};
+use tessera_link::{Link, LinkConfig, connect};
 use tessera_wire::{LinkMsg, Role};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::agent::{Agent, AgentLoop, SessionPhase};
-use crate::server::limits::SessionLimits;
+use crate::server::test_links::accept_gate_links;
 use crate::server::{GateLimits, GateServerConfig, GateServerStats, Inbox};
 use crate::{AdmitAll, Gate, GateConfig};
 
@@ -23,22 +23,7 @@ const SESSIONS: u64 = 3000;
 
 /// A stand-in coordinator: its end of every gate link goes to the test.
 async fn fake_coordinator(stop: CancellationToken) -> (String, mpsc::Receiver<Link>) {
-    let (listener, addr) = tessera_link::bind("127.0.0.1:0").await.expect("bind");
-    let mut cfg = LinkConfig::new(Role::Coordinator, "coordinator", SECRET);
-    cfg.accept_roles = vec![Role::Gate];
-    let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(serve(
-        listener,
-        cfg,
-        move |link| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(link).await;
-            }
-        },
-        stop.cancelled_owned(),
-    ));
-    (addr.to_string(), rx)
+    accept_gate_links(Role::Coordinator, "coordinator", SECRET, stop).await
 }
 
 async fn agent_loop(link_cfg: LinkConfig) -> (AgentLoop, mpsc::Receiver<Inbox>) {
@@ -51,14 +36,9 @@ async fn agent_loop(link_cfg: LinkConfig) -> (AgentLoop, mpsc::Receiver<Inbox>) 
     let agents = (1..=SESSIONS)
         .map(|id| {
             let agent = Agent {
-                account: id,
                 avatar: Some(id),
                 phase: SessionPhase::Open,
-                connected_at: now,
-                last_heard: now,
-                route: None,
-                limits: SessionLimits::new(&GateLimits::default(), now),
-                replaying_attach: false,
+                ..Agent::opening(id, &GateLimits::default(), now)
             };
             (id, agent)
         })

@@ -53,6 +53,8 @@ mod metrics;
 mod replication;
 mod routes;
 mod stats;
+#[cfg(test)]
+mod test_links;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tessera_link::{CloseReason, Link, LinkConfig, serve};
+use tessera_link::{CloseReason, Link, LinkConfig};
 use tessera_wire::Role;
 use tokio::sync::mpsc;
 
 use super::*;
 use crate::server::agent::{Agent, SessionPhase};
+use crate::server::test_links::accept_gate_links;
 use crate::server::{GateServerConfig, GateServerStats, Inbox};
 use crate::{AdmitAll, Gate, GateConfig};
 
@@ -17,22 +18,7 @@ const SECRET: &str = "routes-test-secret-0123";
 
 /// A stand-in scene server: every gate link it accepts goes to the test.
 async fn fake_scene_server(stop: CancellationToken) -> (String, mpsc::Receiver<Link>) {
-    let (listener, addr) = tessera_link::bind("127.0.0.1:0").await.expect("bind");
-    let mut cfg = LinkConfig::new(Role::SceneServer, "scene-a", SECRET);
-    cfg.accept_roles = vec![Role::Gate];
-    let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(serve(
-        listener,
-        cfg,
-        move |link| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(link).await;
-            }
-        },
-        stop.cancelled_owned(),
-    ));
-    (addr.to_string(), rx)
+    accept_gate_links(Role::SceneServer, "scene-a", SECRET, stop).await
 }
 
 async fn agent_loop() -> (AgentLoop, mpsc::Receiver<Inbox>) {
@@ -91,17 +77,9 @@ async fn a_lost_scene_link_is_made_again_while_a_session_is_routed_there() {
         agents.agents.insert(
             7,
             Agent {
-                account: 1,
                 avatar: Some(70),
                 phase: SessionPhase::Open,
-                connected_at: now,
-                last_heard: now,
-                route: None,
-                limits: crate::server::limits::SessionLimits::new(
-                    &crate::server::GateLimits::default(),
-                    now,
-                ),
-                replaying_attach: false,
+                ..Agent::opening(1, &crate::server::GateLimits::default(), now)
             },
         );
         agents.on_routed(7, "field".into(), 1, "scene-a".into(), &addr);
