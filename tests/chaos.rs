@@ -23,27 +23,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use process::{Proc, after, bounded, spawn};
+use process::{CONFIG, Proc, after, bounded, spawn};
 use tessera_cluster::ClusterStatus;
 use tessera_persistence::Store;
 
 const SECRET: &str = "chaos-test-secret-0123456789";
-const CONFIG: &str = r#"
-[coordinator]
-heartbeat_ms = 200
-tick_ms = 50
-
-[cluster]
-heartbeat_timeout_ms = 1500
-restart_grace_ms = 1500
-
-[links]
-# A restarted coordinator is found within 0.5 s: the grace covers it.
-reconnect_max_ms = 500
-
-[scene]
-heartbeat_ms = 200
-"#;
 /// Bots per run.
 const BOTS: usize = 6;
 const SERVERS: [&str; 3] = ["scene-a", "scene-b", "scene-c"];

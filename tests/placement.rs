@@ -19,26 +19,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use process::{Proc, after, bounded, spawn};
+use process::{CONFIG, Proc, after, bounded, spawn};
 use tessera_cluster::ClusterStatus;
 
 const SECRET: &str = "placement-test-secret-0123456789";
-const CONFIG: &str = r#"
-[coordinator]
-heartbeat_ms = 200
-tick_ms = 50
-
-[cluster]
-heartbeat_timeout_ms = 1500
-restart_grace_ms = 1500
-
-[links]
-# A restarted coordinator is found within 0.5 s: the grace covers it.
-reconnect_max_ms = 500
-
-[scene]
-heartbeat_ms = 200
-"#;
 /// The bots' avatars start in this scene (`start_scene`).
 const START: &str = "field";
 const BOTS: u64 = 8;

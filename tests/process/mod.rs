@@ -8,6 +8,27 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// `tessera.toml` for the multi-process tests: fast heartbeats, a
+/// failover within 1.5 s, and a restart grace that covers the links'
+/// reconnect backoff.
+#[allow(dead_code)] // Not every multi-process test writes a config.
+pub const CONFIG: &str = r#"
+[coordinator]
+heartbeat_ms = 200
+tick_ms = 50
+
+[cluster]
+heartbeat_timeout_ms = 1500
+restart_grace_ms = 1500
+
+[links]
+# A restarted coordinator is found within 0.5 s: the grace covers it.
+reconnect_max_ms = 500
+
+[scene]
+heartbeat_ms = 200
+"#;
+
 /// A child process, killed and reaped on drop.
 pub struct Proc {
     pub child: Child,
