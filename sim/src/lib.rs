@@ -48,6 +48,7 @@ use bevy_tasks::{ComputeTaskPool, TaskPool, TaskPoolBuilder};
 
 pub mod aoi;
 pub mod components;
+pub mod game;
 mod hash;
 pub mod ingest;
 pub mod interest;
@@ -66,6 +67,7 @@ pub use protocol::{
     AvatarId, ClientId, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, Packets, PcState,
     SaveBatch, SceneEvent, StatePacket, TickOutput,
 };
+pub use game::{DefaultGame, Game};
 pub use scene::{SceneDef, SceneError};
 pub use world::{
     BuildError, PushError, SceneInfo, SceneSettings, SceneSnapshot, SceneWorld, SceneWorldBuilder,

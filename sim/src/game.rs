@@ -1,0 +1,52 @@
+//! [`Game`]: what a game built on Tessera hands the engine. Every scene
+//! world a process builds (the host runner's, `tessera sim`'s) is
+//! `game.build(SceneWorld::builder(def, settings)).build()`, so one game
+//! value carries its plugins into every command of the CLI.
+
+use crate::world::{BuildError, SceneWorld, SceneWorldBuilder};
+use crate::{SceneDef, SceneSettings};
+
+/// A game: its name and the plugins every scene of it is made of.
+///
+/// ```ignore
+/// struct Arena;
+/// impl Game for Arena {
+///     fn name(&self) -> &'static str { "arena" }
+///     fn build(&self, world: SceneWorldBuilder) -> SceneWorldBuilder {
+///         world.add_plugins(ArenaPlugin)
+///     }
+/// }
+/// ```
+pub trait Game: Send + Sync + 'static {
+    /// Short and stable: logs, reports and the protocol description name it.
+    fn name(&self) -> &'static str;
+
+    /// Adds the game's plugins (or replaces engine ones) to a world being
+    /// built. Called once per scene world, so plugins are made fresh here.
+    fn build(&self, world: SceneWorldBuilder) -> SceneWorldBuilder;
+}
+
+/// The engine's default game: movement, mounts and NPC wander, nothing else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultGame;
+
+impl Game for DefaultGame {
+    fn name(&self) -> &'static str {
+        "default"
+    }
+
+    fn build(&self, world: SceneWorldBuilder) -> SceneWorldBuilder {
+        world
+    }
+}
+
+impl SceneWorld {
+    /// A scene world of `game`.
+    pub fn for_game(
+        game: &dyn Game,
+        def: SceneDef,
+        settings: SceneSettings,
+    ) -> Result<SceneWorld, BuildError> {
+        game.build(SceneWorld::builder(def, settings)).build()
+    }
+}
