@@ -34,6 +34,7 @@ fn packet(updates: usize, enters: usize, leaves: usize) -> StatePacket {
                 q: q(i),
             })
             .collect(),
+        ..StatePacket::default()
     }
 }
 

@@ -160,6 +160,11 @@ const RESEND: u8 = 4;
 /// It wanted to go and did not fit: the client's copy is behind even if the
 /// entity stops changing, so it goes when there is room.
 const DIRTY: u8 = 8;
+/// The packet that last carried it carried game components
+/// ([`crate::game::GameSnaps`]): until it is settled, every update carries
+/// all of them again, since a later packet without them might be the one
+/// that lands and settles the entry.
+const GAME: u8 = 16;
 
 impl Known {
     /// Ticks of waiting the priority counts, at most.
@@ -202,6 +207,25 @@ impl Known {
         self.flags & (RESEND | DIRTY) != 0
     }
 
+    /// An update of it must carry all its game components: it is behind,
+    /// or game components it was last sent are not acknowledged yet.
+    #[inline]
+    pub fn needs_full_game(&self) -> bool {
+        self.flags & (RESEND | DIRTY | GAME) != 0
+    }
+
+    /// [`Self::needs_full_game`] of an entry as [`Self::save`] saved it.
+    #[inline]
+    pub(crate) fn saved_needs_full_game(saved: u32) -> bool {
+        (saved >> 16) as u8 & (RESEND | DIRTY | GAME) != 0
+    }
+
+    /// The packet [`Self::sent`] just recorded carries game components.
+    #[inline]
+    pub fn carried_game(&mut self) {
+        self.flags |= GAME;
+    }
+
     #[inline]
     pub fn wait(&self) -> u8 {
         self.wait
@@ -222,7 +246,7 @@ impl Known {
     pub fn settle(&mut self, ring: &SentRing, now: u32) {
         let Some(t) = self.sent_at(now) else { return };
         match ring.fate(t, now) {
-            Fate::Delivered => self.flags &= !(IN_FLIGHT | ENTERING),
+            Fate::Delivered => self.flags &= !(IN_FLIGHT | ENTERING | GAME),
             Fate::Lost => self.flags = (self.flags & !IN_FLIGHT) | RESEND,
             Fate::InFlight => {}
         }
@@ -406,6 +430,8 @@ pub struct ClientView {
     pub you_sent: Option<Quantized>,
     pub you_at: u32,
     pub you_resend: bool,
+    /// A digest of the own game block last sent (0: none).
+    pub you_game: u64,
     pub ring: SentRing,
     /// The distance key of the farthest entity of last tick's capped
     /// interest (0: not capped), to rank this tick's from fewer.
@@ -420,6 +446,7 @@ impl Default for ClientView {
             you_sent: None,
             you_at: NONE,
             you_resend: false,
+            you_game: 0,
             ring: SentRing::default(),
             near_key: 0,
         }

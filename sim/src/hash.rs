@@ -80,5 +80,11 @@ pub(crate) fn state_hash(world: &mut World) -> u64 {
             h.u64(((v.ring.acked as u64) << 32) | v.ring.last_sent as u64);
         }
     }
+    // The game's replicated components, as last snapshotted.
+    if let Some(game) = world.get_resource::<crate::game::GameSnaps>() {
+        for w in game.hash_words() {
+            h.u64(w);
+        }
+    }
     h.0
 }

@@ -28,6 +28,11 @@ pub struct Snap {
     /// tick here rather than once per observer.
     pub update_cost: u8,
     pub enter_cost: u8,
+    /// The lengths of its full and changed game blocks
+    /// ([`crate::game::GameSnaps`]), counted in the costs above; 0 for a
+    /// game that replicates no components.
+    pub game_full: u8,
+    pub game_changed: u8,
     /// The generation of the entity holding this id ([`Directory::net_gen`]).
     pub net_gen: u32,
     pub figure: u32,
@@ -91,7 +96,13 @@ impl Plugin for SpatialPlugin {
         })
         .add_systems(
             Update,
-            (crate::portal::portals, portaled, rebuild_index, rebuilt)
+            (
+                crate::portal::portals,
+                portaled,
+                rebuild_index,
+                crate::game::snap_game,
+                rebuilt,
+            )
                 .chain()
                 .in_set(SpatialSystems),
         );
@@ -148,6 +159,8 @@ fn rebuild_index(
                 kind,
                 update_cost: update_cost as u8,
                 enter_cost: (update_cost + 1 + varint_len(figure as u64)) as u8,
+                game_full: 0,
+                game_changed: 0,
                 net_gen,
                 figure,
                 pos: pos.0,

@@ -63,11 +63,11 @@ pub mod scene;
 pub mod testing;
 mod world;
 
+pub use game::{DefaultGame, Game};
 pub use protocol::{
     AvatarId, ClientId, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, Packets, PcState,
     SaveBatch, SceneEvent, StatePacket, TickOutput,
 };
-pub use game::{DefaultGame, Game};
 pub use scene::{SceneDef, SceneError};
 pub use world::{
     BuildError, PushError, SceneInfo, SceneSettings, SceneSnapshot, SceneWorld, SceneWorldBuilder,

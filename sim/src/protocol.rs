@@ -4,6 +4,7 @@
 
 use crate::scene::Vec2;
 
+pub use tessera_proto::game::GAME_BLOCK_MAX_BYTES;
 pub use tessera_proto::state::{
     ACK_WINDOW, DecodeError, ENTER_MAX_BYTES, EnterState, HEADER_MAX_BYTES, Input, KIND_NPC,
     KIND_PC, LEAVE_MAX_BYTES, MAX_PACKET_BYTES, MoveMode, Quantized, Quantizer, StateAck,

@@ -53,12 +53,14 @@ use crate::metrics::timing_mark;
 
 use crate::ReplicateSystems;
 use crate::components::*;
+use crate::game::GameSnaps;
 use crate::interest::SpatialIndex;
 use crate::protocol::{
     ClientId, ENTER_MAX_BYTES, EnterState, LEAVE_MAX_BYTES, NetId, Quantized, StateEncoder,
     StateHeader, UPDATE_MAX_BYTES, UpdateList, UpdateState, varint_len,
 };
 use crate::world::{SceneInfo, SceneOutbox};
+use tessera_proto::GameVals;
 
 /// Leaves a view keeps waiting for acknowledgement. A client that never
 /// acknowledges would otherwise grow the list with every entity it saw go;
@@ -228,8 +230,10 @@ pub struct PacketCtx {
 
 /// Builds one client's packet, updates its view, and appends the encoded
 /// bytes to `out`, returning how many (0 when there is nothing to tell).
+#[allow(clippy::too_many_arguments)]
 pub fn build_packet(
     index: &SpatialIndex,
+    game: &GameSnaps,
     ctx: &PacketCtx,
     visible: &[NetId],
     view: &mut ClientView,
@@ -239,16 +243,20 @@ pub fn build_packet(
     let mut stats = BuildStats::default();
     let e = s.begin(index.snaps.len());
     settle_you(view, ctx.tick);
-    let header = header(index, ctx, view);
-    let mut used = header.budget_len();
+    let header = header(index, game, ctx, view);
+    let you_block = match header.you {
+        Some(_) if game.enabled() => game.you(ctx.own),
+        _ => &[],
+    };
+    let mut used = header.budget_len() + you_block.len();
     let capped = visible.len() > ctx.max_interest;
     stamp_interest(index, ctx, visible, &mut view.near_key, s, e, capped);
-    walk_known(index, ctx, view, s, e);
+    walk_known(index, game, ctx, view, s, e);
     add_enters(index, visible, s, e, capped);
     settle_leaving(view, ctx.tick);
     let budget = ctx.budget.min(crate::MAX_PACKET_BYTES);
     stats.deferred += choose_leaves(view, s, &mut used, budget);
-    let taken = choose_items(index, ctx, view, s, &mut used, budget);
+    let taken = choose_items(index, game, ctx, view, s, &mut used, budget);
     let total = s.total();
     stats.deferred += (total - taken) as u64;
     if taken < total {
@@ -262,7 +270,7 @@ pub fn build_packet(
         return (0, stats);
     }
     let start = out.len();
-    stats.resent = write_packet(index, &header, view, s, taken, ctx.tick, out);
+    stats.resent = write_packet(index, game, &header, view, s, taken, ctx.tick, out);
     let len = out.len() - start;
     debug_assert!(len <= budget, "sizing overshot: {len} > {budget}");
     stats.resent += commit_view(view, s, ctx.tick);
@@ -325,11 +333,24 @@ fn settle_leaving(view: &mut ClientView, now: u32) {
 
 /// The packet's header, with the client's own state when it changed since
 /// last sent or its packet was lost.
-fn header(index: &SpatialIndex, ctx: &PacketCtx, view: &ClientView) -> StateHeader {
+fn header(
+    index: &SpatialIndex,
+    game: &GameSnaps,
+    ctx: &PacketCtx,
+    view: &ClientView,
+) -> StateHeader {
     // Until the client acknowledges a packet, each carries its own state:
     // a client takes an attach's first packet by it (see `WorldView`).
+    // Every own state carries all the own game components, so the newest
+    // one landed is enough.
+    let game_changed = game.enabled() && view.you_game != digest(game.you(ctx.own));
     let you = match index.snap(ctx.own).map(|s| s.q()) {
-        Some(q) if view.you_resend || view.ring.acked == 0 || view.you_sent != Some(q) => {
+        Some(q)
+            if view.you_resend
+                || view.ring.acked == 0
+                || view.you_sent != Some(q)
+                || game_changed =>
+        {
             Some(UpdateState { id: ctx.own, q })
         }
         _ => None,
@@ -443,6 +464,7 @@ fn stamp_interest(
 /// out in id order, as the encoder wants them.
 fn walk_known(
     index: &SpatialIndex,
+    game: &GameSnaps,
     ctx: &PacketCtx,
     view: &mut ClientView,
     s: &mut ReplScratch,
@@ -477,11 +499,26 @@ fn walk_known(
             // Written and recorded now, while the entry and the snapshot
             // are at hand: when everything fits (nearly always) the packet
             // copies the list; else `undo_untaken` restores what stays out.
-            s.upd.push(k.id, snap.wire());
             s.upd_resent += k.resend() as u64;
-            s.upd_cost += snap.update_cost as usize;
             s.upd_slots.push((slot as u32, k.save()));
-            k.sent(ctx.tick, snap.net_gen, false);
+            if game.enabled() {
+                let full = k.needs_full_game();
+                let block = if full {
+                    game.full(k.id)
+                } else {
+                    game.changed(k.id)
+                };
+                s.upd.push_game(k.id, snap.wire(), block);
+                s.upd_cost += update_cost(snap, full);
+                k.sent(ctx.tick, snap.net_gen, false);
+                if block.first().is_some_and(|&c| c != 0) {
+                    k.carried_game();
+                }
+            } else {
+                s.upd.push(k.id, snap.wire());
+                s.upd_cost += snap.update_cost as usize;
+                k.sent(ctx.tick, snap.net_gen, false);
+            }
             continue;
         }
         s.cands.push(Cand {
@@ -583,6 +620,7 @@ fn choose_leaves(view: &ClientView, s: &mut ReplScratch, used: &mut usize, budge
 /// packet wants.
 fn choose_items(
     index: &SpatialIndex,
+    game: &GameSnaps,
     ctx: &PacketCtx,
     view: &ClientView,
     s: &mut ReplScratch,
@@ -594,7 +632,7 @@ fn choose_items(
         *used += wanted;
         return s.total();
     }
-    materialize_updates(index, view, s);
+    materialize_updates(index, game, view, s);
     let cands = &mut s.cands;
     s.order.clear();
     let mut cheapest = u8::MAX;
@@ -633,7 +671,12 @@ fn choose_items(
 
 /// Not everything fits: the walk's updates become candidates, merged with
 /// the walk's enters in id (= slot) order, before the new enters.
-fn materialize_updates(index: &SpatialIndex, view: &ClientView, s: &mut ReplScratch) {
+fn materialize_updates(
+    index: &SpatialIndex,
+    game: &GameSnaps,
+    view: &ClientView,
+    s: &mut ReplScratch,
+) {
     let mut merged = std::mem::take(&mut s.spare);
     merged.clear();
     let (walked, new) = s.cands.split_at(s.walked);
@@ -648,7 +691,10 @@ fn materialize_updates(index: &SpatialIndex, view: &ClientView, s: &mut ReplScra
             id,
             slot,
             wait: (saved >> 24) as u8,
-            cost: index.snaps[id as usize].update_cost,
+            cost: update_cost(
+                &index.snaps[id as usize],
+                game.enabled() && Known::saved_needs_full_game(saved),
+            ) as u8,
             enter: false,
             taken: true,
             saved,
@@ -659,6 +705,24 @@ fn materialize_updates(index: &SpatialIndex, view: &ClientView, s: &mut ReplScra
     merged.extend_from_slice(new);
     s.spare = std::mem::replace(&mut s.cands, merged);
     s.materialized = true;
+}
+
+/// An update's size at most: with all game components (`full`) or only
+/// those that changed.
+#[inline]
+fn update_cost(snap: &crate::interest::Snap, full: bool) -> usize {
+    if full {
+        snap.update_cost as usize - snap.game_changed as usize + snap.game_full as usize
+    } else {
+        snap.update_cost as usize
+    }
+}
+
+/// FNV-1a of an own game block, to tell whether it changed since sent.
+fn digest(block: &[u8]) -> u64 {
+    block.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Updates the walk recorded as sent that stay out of the packet get their
@@ -685,8 +749,10 @@ fn age_untaken(view: &mut ClientView, cands: &[Cand]) {
 /// records in the view what it carries: the own state, and each known
 /// entity's state and tick (new ones go to `s.added`). Returns how many
 /// items went again because of a loss.
+#[allow(clippy::too_many_arguments)]
 fn write_packet(
     index: &SpatialIndex,
+    game: &GameSnaps,
     h: &StateHeader,
     view: &mut ClientView,
     s: &mut ReplScratch,
@@ -696,17 +762,27 @@ fn write_packet(
 ) -> u64 {
     view.ring.record_sent(t);
     let mut resent = 0u64;
+    let mut you_block: &[u8] = &[];
     if let Some(u) = h.you {
         resent += view.you_resend as u64;
         view.you_sent = Some(u.q);
         view.you_at = t;
         view.you_resend = false;
+        if game.enabled() {
+            you_block = game.you(u.id);
+            view.you_game = digest(you_block);
+        }
     }
     let entering = s.cands.iter().filter(|c| c.taken && c.enter).count();
+    let g = if game.enabled() {
+        crate::protocol::GAME_BLOCK_MAX_BYTES
+    } else {
+        0
+    };
     let max = s.leaves.len() * LEAVE_MAX_BYTES
-        + entering * ENTER_MAX_BYTES
-        + (taken - entering) * UPDATE_MAX_BYTES;
-    let mut enc = StateEncoder::begin(out, h, max);
+        + entering * (ENTER_MAX_BYTES + g)
+        + (taken - entering) * (UPDATE_MAX_BYTES + g);
+    let mut enc = StateEncoder::begin_game(out, h, you_block, max);
     enc.leaves(s.leaves.len());
     for &id in &s.leaves {
         enc.leave(id);
@@ -726,6 +802,9 @@ fn write_packet(
         let Some(c) = c else { break };
         let snap = &index.snaps[c.id as usize];
         enc.enter_wire(c.id, snap.kind, snap.figure, snap.wire());
+        if game.enabled() {
+            enc.game_block(game.full(c.id));
+        }
         if c.slot == NONE {
             s.added.push(Known::entered(c.id, snap.net_gen, t));
         } else {
@@ -744,6 +823,13 @@ fn write_packet(
         enc.updates(taken - entering);
         for c in walked.iter().filter(|c| c.taken && !c.enter) {
             enc.update_wire(c.id, index.snaps[c.id as usize].wire());
+            if game.enabled() {
+                enc.game_block(if Known::saved_needs_full_game(c.saved) {
+                    game.full(c.id)
+                } else {
+                    game.changed(c.id)
+                });
+            }
         }
     }
     enc.finish();
@@ -812,6 +898,11 @@ pub struct ExpectedView {
     pub own: NetId,
     pub you: Option<Quantized>,
     pub entities: Vec<EnterState>,
+    /// The own replicated game components (owner-only ones too), and each
+    /// entity's public ones, in the order of `entities` (empty for a game
+    /// that replicates none).
+    pub you_game: GameVals,
+    pub game: Vec<GameVals>,
 }
 
 /// The view `client` converges to as of the last tick (its AOI set capped
@@ -853,10 +944,21 @@ pub fn expected_view(world: &mut World, client: ClientId) -> Option<ExpectedView
         })
         .collect();
     entities.sort_unstable_by_key(|e| e.id);
+    let game = world.resource::<GameSnaps>();
+    let (you_game, vals) = if game.enabled() {
+        (
+            game.vals(net.0, true),
+            entities.iter().map(|e| game.vals(e.id, false)).collect(),
+        )
+    } else {
+        (GameVals::default(), Vec::new())
+    };
     Some(ExpectedView {
         own: net.0,
         you: index.snap(net.0).map(|s| s.q()),
         entities,
+        you_game,
+        game: vals,
     })
 }
 
@@ -864,6 +966,7 @@ fn build_packets(
     info: Res<SceneInfo>,
     tick: Res<TickCount>,
     index: Res<SpatialIndex>,
+    game: Res<GameSnaps>,
     mut counters: ResMut<Counters>,
     mut out: ResMut<SceneOutbox>,
     mut acks: ResMut<AckInbox>,
@@ -910,7 +1013,8 @@ fn build_packets(
                 input_ack: pc.ack,
                 ..base
             };
-            let (len, stats) = build_packet(&index, &ctx, &interest.visible, view, s, &mut buf);
+            let (len, stats) =
+                build_packet(&index, &game, &ctx, &interest.visible, view, s, &mut buf);
             if len > 0 {
                 s.out_index.push((pc.client, start, len as u32));
             }

@@ -122,9 +122,14 @@ pub struct TestClient {
 
 impl TestClient {
     pub fn new(client: ClientId) -> Self {
+        Self::with_game(client, tessera_proto::GameWire::default())
+    }
+
+    /// A client of a game that replicates the components of `wire`.
+    pub fn with_game(client: ClientId, wire: tessera_proto::GameWire) -> Self {
         Self {
             client,
-            view: crate::protocol::WorldView::new(),
+            view: crate::protocol::WorldView::with_game(wire),
             queue: Vec::new(),
             sent: 0,
         }
@@ -177,6 +182,26 @@ impl TestClient {
         let (own, you) = self.view.own().ok_or("never entered")?;
         if own != want.own || you != want.you {
             return Err(format!("own state {you:?} != {:?}", want.you));
+        }
+        if self.view.game_wire().enabled() {
+            if *self.view.you_game() != want.you_game {
+                return Err(format!(
+                    "client {}: own game components {:?} != {:?}",
+                    self.client,
+                    self.view.you_game(),
+                    want.you_game
+                ));
+            }
+            for (e, g) in want.entities.iter().zip(&want.game) {
+                if self.view.get(e.id).is_some() && self.view.game(e.id) != *g {
+                    return Err(format!(
+                        "client {}: entity {} game components {:?} != {g:?}",
+                        self.client,
+                        e.id,
+                        self.view.game(e.id)
+                    ));
+                }
+            }
         }
         let have: Vec<_> = self
             .view
@@ -236,5 +261,97 @@ impl bevy_app::Plugin for ProbeGame {
         app.init_resource::<ProbeTicks>()
             .add_timed_system(crate::GameSystems::AfterIngest, probe_after_ingest)
             .add_timed_system(crate::GameSystems::AfterSimulate, probe_after_simulate);
+    }
+}
+
+/// A game whose replicated components keep changing, for convergence
+/// tests: every PC gets a public `TestHp` (2 bytes) and an owner-only
+/// `TestMana` (1 byte); a public `TestMark` (1 byte) comes and goes. While
+/// [`ChurnGame::active`], each changes at seeded random every tick.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChurnGamePlugin;
+
+/// Whether [`ChurnGamePlugin`]'s components change this tick.
+#[derive(bevy_ecs::prelude::Resource, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChurnGame {
+    pub active: bool,
+}
+
+#[derive(bevy_ecs::prelude::Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestHp(pub u16);
+#[derive(bevy_ecs::prelude::Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestMana(pub u8);
+#[derive(bevy_ecs::prelude::Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestMark(pub u8);
+
+impl From<TestHp> for u16 {
+    fn from(v: TestHp) -> u16 {
+        v.0
+    }
+}
+impl From<TestMana> for u8 {
+    fn from(v: TestMana) -> u8 {
+        v.0
+    }
+}
+impl From<TestMark> for u8 {
+    fn from(v: TestMark) -> u8 {
+        v.0
+    }
+}
+
+fn churn_game(
+    mut commands: bevy_ecs::prelude::Commands,
+    game: bevy_ecs::prelude::Res<ChurnGame>,
+    tick: bevy_ecs::prelude::Res<crate::components::TickCount>,
+    rng: bevy_ecs::prelude::Res<crate::rng::SceneRng>,
+    mut q: bevy_ecs::prelude::Query<(
+        bevy_ecs::prelude::Entity,
+        &crate::components::Pc,
+        Option<&mut TestHp>,
+        Option<&mut TestMana>,
+        Option<&TestMark>,
+    )>,
+) {
+    use crate::rng::mix;
+    for (e, pc, hp, mana, mark) in &mut q {
+        let r = mix(rng.seed(), pc.avatar, tick.0);
+        let (Some(mut hp), Some(mut mana)) = (hp, mana) else {
+            commands
+                .entity(e)
+                .insert((TestHp(1000), TestMana((r % 7) as u8)));
+            continue;
+        };
+        if !game.active {
+            continue;
+        }
+        if r.is_multiple_of(3) {
+            hp.0 = (r >> 8) as u16 % 1000;
+        }
+        if r.is_multiple_of(5) {
+            mana.0 = (r >> 24) as u8;
+        }
+        if r.is_multiple_of(11) {
+            match mark {
+                Some(_) => {
+                    commands.entity(e).remove::<TestMark>();
+                }
+                None => {
+                    commands.entity(e).insert(TestMark((r >> 32) as u8));
+                }
+            }
+        }
+    }
+}
+
+impl bevy_app::Plugin for ChurnGamePlugin {
+    fn build(&self, app: &mut bevy_app::App) {
+        use crate::game::{AsU8, AsU16, ReplicateAppExt};
+        use crate::metrics::TimedSystemsExt;
+        app.insert_resource(ChurnGame { active: true })
+            .replicate::<TestHp, AsU16>()
+            .replicate_to_owner::<TestMana, AsU8>()
+            .replicate::<TestMark, AsU8>()
+            .add_timed_system(crate::GameSystems::AfterSimulate, churn_game);
     }
 }

@@ -22,6 +22,7 @@ use rstar::RTree;
 use rstar::primitives::Rectangle;
 
 use crate::components::*;
+use crate::game::{GameRegistry, GameSnaps};
 use crate::ingest::{Inbox, IngestPlugin};
 use crate::interest::{InterestPlugin, SpatialPlugin};
 use crate::metrics::{MetricsPlugin, TickMetrics};
@@ -244,6 +245,8 @@ pub enum BuildError {
         "the engine plugin {0} is missing: a scene needs it (disable only MovementPlugin; replace others with `.set(..)`)"
     )]
     MissingEnginePlugin(&'static str),
+    #[error("the game's protocol is not valid: {0}")]
+    Protocol(#[from] tessera_proto::game::SchemaError),
 }
 
 /// A game's plugin, added after the engine's (kept until `build`, so that
@@ -256,6 +259,7 @@ pub struct SceneWorldBuilder {
     app: App,
     engine: PluginGroupBuilder,
     game: Vec<AddPlugins>,
+    name: &'static str,
 }
 
 impl std::fmt::Debug for SceneWorldBuilder {
@@ -284,8 +288,15 @@ impl SceneWorldBuilder {
         self
     }
 
+    /// Names the game (its protocol carries the name). Default `"default"`.
+    pub fn named(mut self, game: &'static str) -> Self {
+        self.name = game;
+        self
+    }
+
     /// Adds the plugins and finishes the app. Refuses a world that lacks an
-    /// engine plugin other than [`MovementPlugin`].
+    /// engine plugin other than [`MovementPlugin`], or whose game protocol
+    /// is not valid (e.g. two components of one name).
     pub fn build(self) -> Result<SceneWorld, BuildError> {
         let mut app = self.app;
         app.add_plugins(self.engine);
@@ -302,10 +313,24 @@ impl SceneWorldBuilder {
         if let Some(&(_, name)) = required.iter().find(|(added, _)| !added) {
             return Err(BuildError::MissingEnginePlugin(name));
         }
+        seal_protocol(&mut app, self.name)?;
         app.finish();
         app.cleanup();
         Ok(SceneWorld { app })
     }
+}
+
+/// Fixes the game's protocol once every plugin registered its part: names
+/// it, checks it and sizes the per-tick game snapshots.
+fn seal_protocol(app: &mut App, name: &str) -> Result<(), BuildError> {
+    let world = app.world_mut();
+    world.init_resource::<GameRegistry>();
+    let mut reg = world.resource_mut::<GameRegistry>();
+    reg.schema.game = name.to_string();
+    reg.schema.check()?;
+    let wire = reg.wire();
+    world.insert_resource(GameSnaps::for_wire(wire));
+    Ok(())
 }
 
 impl SceneWorld {
@@ -314,6 +339,8 @@ impl SceneWorld {
     pub fn new(def: SceneDef, settings: SceneSettings) -> Self {
         let mut app = Self::builder(def, settings).app;
         app.add_plugins(TesseraPlugins);
+        // The engine registers no game components: nothing to refuse.
+        let _ = seal_protocol(&mut app, "default");
         app.finish();
         app.cleanup();
         Self { app }
@@ -404,6 +431,7 @@ impl SceneWorld {
             app,
             engine: TesseraPlugins.build(),
             game: Vec::new(),
+            name: "default",
         }
     }
 
@@ -541,6 +569,11 @@ impl SceneWorld {
             tick_ns: self.metrics().last_tick,
             obstacles: info.def.obstacle.clone(),
         }
+    }
+
+    /// The game's protocol: its replicated components, actions and events.
+    pub fn schema(&self) -> tessera_proto::GameSchema {
+        self.app.world().resource::<GameRegistry>().schema.clone()
     }
 
     /// Read access for tests and tools.

@@ -344,3 +344,51 @@ fn a_timed_system_beside_the_default_movement_runs_after_it() {
         .unwrap();
     assert!(update.graph().conflicting_systems().is_empty());
 }
+
+/// Registered components make the game's protocol: named by type, in
+/// registration order, with width and scope; its hash changes with them;
+/// a component registered twice is refused at build, not at the first tick.
+#[test]
+fn replicated_components_make_the_protocol_and_a_bad_one_is_refused() {
+    use tessera_sim::game::{AsU8, AsU16, ReplicateAppExt, game_schema};
+    use tessera_sim::testing::{ChurnGamePlugin, TestHp, TestMana};
+    use tessera_sim::{DefaultGame, Game, SceneWorldBuilder};
+
+    let def = || SceneDef::open_field("t", 100.0);
+    let w = SceneWorld::builder(def(), SceneSettings::default())
+        .add_plugins(ChurnGamePlugin)
+        .named("churn")
+        .build()
+        .unwrap();
+    let schema = w.schema();
+    let names: Vec<_> = schema.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["TestHp", "TestMana", "TestMark"]);
+    assert_eq!(schema.components[0].width, 2);
+    assert_eq!(schema.components[1].scope, tessera_proto::Scope::Owner);
+    assert_eq!(schema.game, "churn");
+    let default = game_schema(&DefaultGame).unwrap();
+    assert!(default.components.is_empty());
+    assert_ne!(default.hash(), schema.hash());
+
+    struct Twice;
+    impl Plugin for Twice {
+        fn build(&self, app: &mut App) {
+            app.replicate::<TestHp, AsU16>()
+                .replicate::<TestHp, AsU16>()
+                .replicate_to_owner::<TestMana, AsU8>();
+        }
+    }
+    struct TwiceGame;
+    impl Game for TwiceGame {
+        fn name(&self) -> &'static str {
+            "twice"
+        }
+        fn build(&self, world: SceneWorldBuilder) -> SceneWorldBuilder {
+            world.add_plugins(Twice)
+        }
+    }
+    assert!(matches!(
+        game_schema(&TwiceGame),
+        Err(BuildError::Protocol(_))
+    ));
+}

@@ -12,7 +12,9 @@ use proptest::prelude::*;
 use tessera_sim::components::{ClientView, Net, Pc, Pose, Position};
 use tessera_sim::interest::SpatialIndex;
 use tessera_sim::protocol::{KIND_PC, MoveMode, NetId, Quantized};
-use tessera_sim::testing::{LossyLink, TestClient, attach_at, input, open_world};
+use tessera_sim::testing::{
+    ChurnGame, ChurnGamePlugin, LossyLink, TestClient, attach_at, input, open_world,
+};
 use tessera_sim::{Inbound, SceneEvent, SceneSettings, SceneWorld};
 
 /// Loss-free ticks after which every view must have converged.
@@ -124,19 +126,28 @@ fn run(
     budget: usize,
     k: usize,
     churn: Churn,
+    game: bool,
 ) -> Result<Seen, TestCaseError> {
-    let mut w = open_world(
-        200.0,
-        SceneSettings {
-            seed,
-            aoi_radius: 40.0,
-            aoi_margin: 0.0,
-            packet_budget: budget,
-            max_interest: k,
-            net_id_quarantine_ticks: churn.quarantine,
-            ..SceneSettings::default()
-        },
-    );
+    let settings = SceneSettings {
+        seed,
+        aoi_radius: 40.0,
+        aoi_margin: 0.0,
+        packet_budget: budget,
+        max_interest: k,
+        net_id_quarantine_ticks: churn.quarantine,
+        ..SceneSettings::default()
+    };
+    // With `game`, every PC also has replicated game components that change
+    // at random while the network is bad (`ChurnGamePlugin`).
+    let mut w = if game {
+        SceneWorld::builder(tessera_sim::SceneDef::open_field("test", 200.0), settings)
+            .add_plugins(ChurnGamePlugin)
+            .build()
+            .unwrap()
+    } else {
+        open_world(200.0, settings)
+    };
+    let wire = w.schema().wire();
     // Every attach gets another figure, so an entity entered under a reused
     // id differs from the former one in more than its state.
     let mut attaches = 0u32;
@@ -181,6 +192,9 @@ fn run(
         let calm = t >= chaos;
         if calm {
             link = LossyLink::perfect();
+            if let Some(mut g) = w.world_mut().get_resource_mut::<ChurnGame>() {
+                g.active = false;
+            }
         }
         // Churn while the network is bad: some clients leave, and come back
         // the tick after (a detach is applied after the tick's attaches).
@@ -216,7 +230,7 @@ fn run(
                 // earlier stay still on the way.
                 clients
                     .entry(*client)
-                    .or_insert_with(|| TestClient::new(*client))
+                    .or_insert_with(|| TestClient::with_game(*client, wire.clone()))
                     .entered(&w, *net_id);
             }
         }
@@ -284,8 +298,9 @@ proptest! {
         chaos in 10u64..120,
         budget in prop_oneof![Just(1200usize), 60usize..400],
         k in prop_oneof![Just(256usize), 2usize..12],
+        game in any::<bool>(),
     ) {
-        run(seed, n, loss, dup, delay, chaos, budget, k, CALM_CHURN)?;
+        run(seed, n, loss, dup, delay, chaos, budget, k, CALM_CHURN, game)?;
     }
 
 }
@@ -311,12 +326,13 @@ proptest! {
         burst in prop_oneof![1 => Just(0.0f32), 3 => 0.01f32..0.06],
         burst_share in 0.5f32..0.95,
         quarantine in 0u32..3,
+        game in any::<bool>(),
     ) {
         // A quarantine longer than any delay (a client's late datagrams can
         // never name its own new id), and as short as that allows.
         let quarantine = quarantine + delay as u32;
         let churn = Churn { leave, burst, burst_share, quarantine: Some(quarantine) };
-        run(seed, n, loss, dup, delay, chaos, budget, k, churn)?;
+        run(seed, n, loss, dup, delay, chaos, budget, k, churn, game)?;
     }
 }
 
@@ -325,8 +341,10 @@ proptest! {
 #[test]
 fn heavy_loss_then_calm_converges() {
     for seen in [
-        run(7, 30, 0.2, 0.05, 3, 200, 1200, 256, CALM_CHURN).unwrap(),
-        run(8, 30, 0.5, 0.0, 0, 200, 120, 8, CALM_CHURN).unwrap(),
+        run(7, 30, 0.2, 0.05, 3, 200, 1200, 256, CALM_CHURN, false).unwrap(),
+        run(8, 30, 0.5, 0.0, 0, 200, 120, 8, CALM_CHURN, false).unwrap(),
+        run(7, 30, 0.2, 0.05, 3, 200, 1200, 256, CALM_CHURN, true).unwrap(),
+        run(8, 30, 0.5, 0.0, 0, 200, 120, 8, CALM_CHURN, true).unwrap(),
     ] {
         // The repair path ran: these views converged by resending.
         assert!(seen.resent > 0, "{seen:?}");
@@ -353,8 +371,33 @@ fn reused_ids_converge_under_bursts_small_budgets_and_loss() {
             burst_share: 0.9,
             quarantine: Some(delay as u32),
         };
-        let seen = run(seed, n, loss, 0.05, delay, 150, budget, 256, churn).unwrap();
+        let seen = run(
+            seed,
+            n,
+            loss,
+            0.05,
+            delay,
+            150,
+            budget,
+            256,
+            churn,
+            seed % 2 == 0,
+        )
+        .unwrap();
         assert!(seen.reused_while_known > 0, "seed {seed}: {seen:?}");
         assert!(seen.reused_while_held > 0, "seed {seed}: {seen:?}");
+    }
+}
+
+/// Game components that change every few ticks, under loss, reordering and
+/// small budgets: each client ends up with every entity's public components
+/// and its own owner-only ones, a removed component removed. A packet
+/// carrying only what changed must not settle a lost one that carried more
+/// (`Known::needs_full_game`).
+#[test]
+fn game_components_converge_under_loss() {
+    for seed in 20..28 {
+        let budget = if seed % 2 == 0 { 1200 } else { 150 };
+        run(seed, 24, 0.3, 0.05, 2, 150, budget, 256, CALM_CHURN, true).unwrap();
     }
 }

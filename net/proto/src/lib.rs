@@ -16,6 +16,7 @@
 //! [`CLIENT_PROTOCOL`].
 
 pub mod client;
+pub mod game;
 pub mod login;
 pub mod state;
 pub mod view;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use client::{
     AvatarInfo, CLIENT_PROTOCOL, ChatScope, ChatTarget, ClientMsg, MAX_CHAT_BYTES, ServerMsg,
 };
+pub use game::{GameBlock, GameSchema, GameVals, GameWire, Scope};
 pub use state::{Input, MoveMode, StateAck, StatePacket, Uplink};
 pub use view::WorldView;
 

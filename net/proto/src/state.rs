@@ -9,6 +9,7 @@
 use bitcode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::game::{GameBlock, GameWire};
 use crate::{NetId, Vec2};
 
 /// The hard cap on one replication packet, in bytes.
@@ -151,6 +152,12 @@ pub struct StatePacket {
     pub leaves: Vec<NetId>,
     pub enters: Vec<EnterState>,
     pub updates: Vec<UpdateState>,
+    /// A game that replicates components ([`GameWire::enabled`]): the game
+    /// block after `you`, and one per enter and per update, in the same
+    /// order. Empty otherwise.
+    pub you_game: Option<GameBlock>,
+    pub enter_game: Vec<GameBlock>,
+    pub update_game: Vec<GameBlock>,
 }
 
 /// A scene's 32-bit tag on the wire: FNV-1a of its name's UTF-8 bytes.
@@ -177,6 +184,8 @@ pub enum DecodeError {
     Trailing(usize),
     #[error("pose byte {0:#04x} is neither short (< 0x80) nor 0x80")]
     BadPose(u8),
+    #[error("game block malformed or carrying a component it may not")]
+    BadGameBlock,
 }
 
 /// Upper bounds of the encoded size of each part, used to budget a packet
@@ -212,22 +221,42 @@ impl StatePacket {
     }
 
     /// Appends the encoding to `out` (see `docs/protocol.md`).
+    /// A packet with game blocks writes one after `you` and after each
+    /// enter and update (missing ones as empty blocks): it is encoded as
+    /// for a game that replicates components.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let game =
+            self.you_game.is_some() || !self.enter_game.is_empty() || !self.update_game.is_empty();
+        let block = |b: Option<&GameBlock>| {
+            let mut v = Vec::new();
+            if game {
+                b.cloned().unwrap_or_default().encode_into(&mut v);
+            }
+            v
+        };
+        let g = if game {
+            crate::game::GAME_BLOCK_MAX_BYTES
+        } else {
+            0
+        };
         let max = self.leaves.len() * LEAVE_MAX_BYTES
-            + self.enters.len() * ENTER_MAX_BYTES
-            + self.updates.len() * UPDATE_MAX_BYTES;
-        let mut enc = StateEncoder::begin(out, &self.header(), max);
+            + self.enters.len() * (ENTER_MAX_BYTES + g)
+            + self.updates.len() * (UPDATE_MAX_BYTES + g);
+        let you = block(self.you_game.as_ref());
+        let mut enc = StateEncoder::begin_game(out, &self.header(), &you, max);
         enc.leaves(self.leaves.len());
         for &id in &self.leaves {
             enc.leave(id);
         }
         enc.enters(self.enters.len());
-        for e in &self.enters {
+        for (i, e) in self.enters.iter().enumerate() {
             enc.enter(e);
+            enc.game_block(&block(self.enter_game.get(i)));
         }
         enc.updates(self.updates.len());
-        for u in &self.updates {
+        for (i, u) in self.updates.iter().enumerate() {
             enc.update(u.id, &u.q);
+            enc.game_block(&block(self.update_game.get(i)));
         }
         enc.finish();
     }
@@ -254,6 +283,21 @@ impl StatePacket {
     /// Never panics, whatever the bytes; lists are bounded by the packet's
     /// size, so a hostile count cannot make it allocate more.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_with(bytes, &GameWire::default())
+    }
+
+    /// Decodes a packet of a game whose components are `wire` (with game
+    /// blocks when [`GameWire::enabled`]). Never panics.
+    pub fn decode_with(bytes: &[u8], wire: &GameWire) -> Result<Self, DecodeError> {
+        let game = wire.enabled();
+        let block = |r: &mut Reader, allowed: u32| -> Result<GameBlock, DecodeError> {
+            let (b, n) = GameBlock::decode(r.0, wire, allowed).ok_or(DecodeError::BadGameBlock)?;
+            r.0 = &r.0[n..];
+            Ok(b)
+        };
+        let mut you_game = None;
+        let mut enter_game = Vec::new();
+        let mut update_game = Vec::new();
         if bytes.len() > MAX_PACKET_BYTES {
             return Err(DecodeError::TooLarge(bytes.len()));
         }
@@ -268,10 +312,16 @@ impl StatePacket {
         let ack = r.varint_u32()?;
         let you = match r.u8()? {
             0 => None,
-            _ => Some(UpdateState {
-                id: r.varint_u32()?,
-                q: r.q()?,
-            }),
+            _ => {
+                let u = UpdateState {
+                    id: r.varint_u32()?,
+                    q: r.q()?,
+                };
+                if game {
+                    you_game = Some(block(&mut r, wire.all())?);
+                }
+                Some(u)
+            }
         };
         let n = r.count(1)?;
         let mut leaves = Vec::with_capacity(n);
@@ -291,6 +341,9 @@ impl StatePacket {
                 figure: r.varint_u32()?,
                 q: r.q()?,
             });
+            if game {
+                enter_game.push(block(&mut r, wire.public)?);
+            }
         }
         let n = r.count(1 + 6)?;
         let mut updates = Vec::with_capacity(n);
@@ -301,6 +354,9 @@ impl StatePacket {
                 id: prev,
                 q: r.q()?,
             });
+            if game {
+                update_game.push(block(&mut r, wire.public)?);
+            }
         }
         if !r.0.is_empty() {
             return Err(DecodeError::Trailing(r.0.len()));
@@ -314,6 +370,9 @@ impl StatePacket {
             leaves,
             enters,
             updates,
+            you_game,
+            enter_game,
+            update_game,
         })
     }
 }
@@ -404,10 +463,24 @@ impl<'a> StateEncoder<'a> {
     /// Appends the header to `out`, with room for `max_items` bytes of
     /// items (sum their `*_MAX_BYTES`, or any larger bound).
     pub fn begin(out: &'a mut Vec<u8>, h: &StateHeader, max_items: usize) -> Self {
+        Self::begin_game(out, h, &[], max_items)
+    }
+
+    /// [`Self::begin`] for a game that replicates components: `you_block`
+    /// (an encoded [`GameBlock`]) follows the own state when there is one.
+    pub fn begin_game(
+        out: &'a mut Vec<u8>,
+        h: &StateHeader,
+        you_block: &[u8],
+        max_items: usize,
+    ) -> Self {
         // Sized once for the worst case, written by index, cut to length in
         // `finish`: no capacity check or copy call per field.
         let base = out.len();
-        out.resize(base + HEADER_MAX_BYTES + 3 * 9 + max_items + 8, 0);
+        out.resize(
+            base + HEADER_MAX_BYTES + you_block.len() + 3 * 9 + max_items + 8,
+            0,
+        );
         let mut enc = Self {
             out,
             base,
@@ -426,6 +499,7 @@ impl<'a> StateEncoder<'a> {
                 w.byte(1);
                 w.varint(u.id as u64);
                 w.q(&u.q);
+                w.bytes(you_block);
             }
             None => w.byte(0),
         }
@@ -521,6 +595,15 @@ impl<'a> StateEncoder<'a> {
         self.put(q.bytes, q.len as usize);
     }
 
+    /// An encoded [`GameBlock`], right after the enter or update it belongs
+    /// to (count it in `begin`'s `max_items`).
+    #[inline]
+    pub fn game_block(&mut self, block: &[u8]) {
+        let at = self.base + self.pos;
+        self.out[at..at + block.len()].copy_from_slice(block);
+        self.pos += block.len();
+    }
+
     /// The updates list, already encoded: its count, then its bytes.
     pub fn update_list(&mut self, list: &UpdateList) {
         self.list(list.n);
@@ -582,6 +665,17 @@ impl UpdateList {
         self.bytes[self.pos..self.pos + 8].copy_from_slice(&q.bytes.to_le_bytes());
         self.pos += q.len as usize;
         self.n += 1;
+    }
+
+    /// Appends an update followed by its game block; ids must ascend.
+    #[inline]
+    pub fn push_game(&mut self, id: NetId, q: WireState, block: &[u8]) {
+        self.push(id, q);
+        if self.bytes.len() < self.pos + block.len() + 16 {
+            self.bytes.resize(self.pos + block.len() + 256, 0);
+        }
+        self.bytes[self.pos..self.pos + block.len()].copy_from_slice(block);
+        self.pos += block.len();
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::NetId;
+use crate::game::{GameVals, GameWire};
 use crate::state::{DecodeError, Quantized, StateAck, StatePacket, advance_mask};
 
 /// One entity as the client holds it.
@@ -54,6 +55,11 @@ pub struct WorldView {
     mask: u32,
     input_ack: u32,
     ack_due: bool,
+    /// The game's replicated components, if it has any: each entity's
+    /// values, and the own ones (public and owner-only).
+    wire: GameWire,
+    game: BTreeMap<NetId, GameVals>,
+    you_game: GameVals,
     pub counters: ViewCounters,
 }
 
@@ -62,14 +68,25 @@ impl WorldView {
         Self::default()
     }
 
+    /// A view of a game that replicates the components of `wire`
+    /// ([`crate::GameSchema::wire`]).
+    pub fn with_game(wire: GameWire) -> Self {
+        Self {
+            wire,
+            ..Self::default()
+        }
+    }
+
     /// Starts over in a placement (on every `Entered`): an empty view that
     /// applies only packets tagged `(scene_tag, epoch)`.
     pub fn enter(&mut self, scene_tag: u32, epoch: u64, own: NetId) {
         let counters = self.counters;
+        let wire = std::mem::take(&mut self.wire);
         *self = Self {
             placement: Some((scene_tag, epoch)),
             own: Some(own),
             counters,
+            wire,
             ..Self::default()
         };
     }
@@ -77,15 +94,17 @@ impl WorldView {
     /// Leaves the scene: nothing is applied until the next [`Self::enter`].
     pub fn clear(&mut self) {
         let counters = self.counters;
+        let wire = std::mem::take(&mut self.wire);
         *self = Self {
             counters,
+            wire,
             ..Self::default()
         };
     }
 
     /// Decodes and applies one datagram of the state channel.
     pub fn apply_bytes(&mut self, bytes: &[u8]) -> Result<Applied, DecodeError> {
-        match StatePacket::decode(bytes) {
+        match StatePacket::decode_with(bytes, &self.wire) {
             Ok(p) => Ok(self.apply(&p)),
             Err(e) => {
                 self.counters.malformed += 1;
@@ -118,8 +137,13 @@ impl WorldView {
         self.ack_due = true;
         for id in &p.leaves {
             self.entities.remove(id);
+            self.game.remove(id);
         }
-        for e in &p.enters {
+        for (i, e) in p.enters.iter().enumerate() {
+            match p.enter_game.get(i) {
+                Some(b) => self.game.insert(e.id, GameVals::from_block(b)),
+                None => self.game.remove(&e.id),
+            };
             self.entities.insert(
                 e.id,
                 ViewEntity {
@@ -130,17 +154,23 @@ impl WorldView {
                 },
             );
         }
-        for u in &p.updates {
+        for (i, u) in p.updates.iter().enumerate() {
             match self.entities.get_mut(&u.id) {
                 Some(e) => {
                     e.q = u.q;
                     e.tick = p.tick;
+                    if let Some(b) = p.update_game.get(i) {
+                        self.game.entry(u.id).or_default().apply(b, &self.wire);
+                    }
                 }
                 None => self.counters.unknown_updates += 1,
             }
         }
         if let Some(u) = p.you {
             self.you = Some(u.q);
+            if let Some(b) = &p.you_game {
+                self.you_game.apply(b, &self.wire);
+            }
         }
         self.counters.applied += 1;
         Applied::Applied
@@ -186,6 +216,22 @@ impl WorldView {
     /// The last input sequence the server said it applied.
     pub fn input_ack(&self) -> u32 {
         self.input_ack
+    }
+
+    /// An entity's replicated game components (empty for a game without
+    /// any, or an entity that has none).
+    pub fn game(&self, id: NetId) -> GameVals {
+        self.game.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// The own replicated components, public and owner-only.
+    pub fn you_game(&self) -> &GameVals {
+        &self.you_game
+    }
+
+    /// The game's components as this view reads them.
+    pub fn game_wire(&self) -> &GameWire {
+        &self.wire
     }
 
     pub fn get(&self, id: NetId) -> Option<&ViewEntity> {

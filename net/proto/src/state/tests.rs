@@ -58,7 +58,52 @@ fn sample() -> StatePacket {
             q,
         }],
         updates: vec![UpdateState { id: 0, q }],
+        ..Default::default()
     }
+}
+
+/// A game with a public 2-byte and an owner-only 1-byte component.
+fn game_wire() -> crate::game::GameWire {
+    crate::game::GameWire {
+        widths: vec![2, 1],
+        public: 0b01,
+    }
+}
+
+#[test]
+fn game_blocks_ride_after_you_enters_and_updates() {
+    use crate::game::GameBlock;
+    let mut p = sample();
+    p.you_game = Some(GameBlock {
+        carried: 0b11,
+        present: 0b11,
+        bytes: vec![100, 0, 7],
+    });
+    p.enter_game = vec![GameBlock {
+        carried: 0b01,
+        present: 0b01,
+        bytes: vec![5, 0],
+    }];
+    p.update_game = vec![GameBlock::default()];
+    let bytes = p.encode();
+    let wire = game_wire();
+    assert_eq!(StatePacket::decode_with(&bytes, &wire), Ok(p.clone()));
+    // Without the game's wire the blocks are trailing garbage.
+    assert!(StatePacket::decode(&bytes).is_err());
+    // The update's block is one byte (nothing carried) at the very end, and
+    // the own block follows the own state: `3, 3, 100, 0, 7`.
+    assert_eq!(bytes.last(), Some(&0));
+    assert!(bytes.windows(5).any(|w| w == [3, 3, 100, 0, 7]));
+    // An owner-only component in an enter is malformed.
+    p.enter_game[0] = GameBlock {
+        carried: 0b10,
+        present: 0b10,
+        bytes: vec![1],
+    };
+    assert_eq!(
+        StatePacket::decode_with(&p.encode(), &wire),
+        Err(DecodeError::BadGameBlock)
+    );
 }
 
 #[test]
@@ -158,6 +203,7 @@ fn packet() -> impl Strategy<Value = StatePacket> {
                 leaves,
                 enters,
                 updates,
+                ..Default::default()
             },
         )
 }

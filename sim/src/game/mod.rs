@@ -47,6 +47,21 @@ impl SceneWorld {
         def: SceneDef,
         settings: SceneSettings,
     ) -> Result<SceneWorld, BuildError> {
-        game.build(SceneWorld::builder(def, settings)).build()
+        game.build(SceneWorld::builder(def, settings).named(game.name()))
+            .build()
     }
+}
+
+mod replicated;
+
+pub(crate) use replicated::snap_game;
+pub use replicated::{
+    AsU8, AsU16, AsU32, ComponentQuantizer, GameRegistry, GameSnaps, ReplicateAppExt,
+};
+
+/// The protocol of `game` (what its clients must agree on), from a probe
+/// world built with its plugins.
+pub fn game_schema(game: &dyn Game) -> Result<tessera_proto::GameSchema, BuildError> {
+    let def = SceneDef::open_field("probe", 100.0);
+    Ok(SceneWorld::for_game(game, def, SceneSettings::default())?.schema())
 }
