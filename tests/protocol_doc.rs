@@ -8,21 +8,32 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use tessera_sim::protocol::{MoveMode, StateAck, StatePacket};
-use tessera_sim::testing::{attach_at, input, open_world};
-use tessera_sim::{Inbound, SceneSettings};
+use tessera_sim::testing::{ChurnGamePlugin, attach_at, input, open_world};
+use tessera_sim::{Inbound, SceneDef, SceneSettings, SceneWorld};
 
 #[test]
 fn an_independent_decoder_reads_real_packets_from_the_doc() {
+    let settings = SceneSettings {
+        epoch: 300,
+        packet_budget: 600,
+        ..SceneSettings::default()
+    };
+    decode_both_ways(open_world(400.0, settings.clone()));
+    // A game whose replicated components change and come and go: game
+    // blocks after `you`, every enter and every update (section 7).
+    let game = SceneWorld::builder(SceneDef::open_field("test", 400.0), settings)
+        .add_plugins(ChurnGamePlugin)
+        .build()
+        .unwrap();
+    decode_both_ways(game);
+}
+
+/// Runs a crowd in `w` and checks the Python decoder reads its packets as
+/// the Rust one does.
+fn decode_both_ways(mut w: SceneWorld) {
+    let wire = w.schema().wire();
     // A crowd that moves, joins and leaves, under a small budget, so the
     // packets hold leaves, enters, updates and own states of every size.
-    let mut w = open_world(
-        400.0,
-        SceneSettings {
-            epoch: 300,
-            packet_budget: 600,
-            ..SceneSettings::default()
-        },
-    );
     let mut rng = tessera_sim::rng::SceneRng::new(9);
     for c in 0..200u64 {
         let p = [rng.range_f32(150.0, 250.0), rng.range_f32(150.0, 250.0)];
@@ -59,8 +70,13 @@ fn an_independent_decoder_reads_real_packets_from_the_doc() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/protocol/decode_state.py"
     );
-    let mut child = Command::new("python3")
-        .arg(script)
+    let mut cmd = Command::new("python3");
+    cmd.arg(script);
+    if wire.enabled() {
+        let widths: Vec<String> = wire.widths.iter().map(u8::to_string).collect();
+        cmd.arg(widths.join(",")).arg(wire.public.to_string());
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -87,7 +103,7 @@ fn an_independent_decoder_reads_real_packets_from_the_doc() {
     assert_eq!(lines.len(), packets.len() + 1);
     let (mut leaves, mut enters, mut updates) = (0, 0, 0);
     for (p, line) in packets.iter().zip(&lines) {
-        let ours = StatePacket::decode(p).unwrap();
+        let ours = StatePacket::decode_with(p, &wire).unwrap();
         leaves += ours.leaves.len();
         enters += ours.enters.len();
         updates += ours.updates.len();
@@ -97,5 +113,14 @@ fn an_independent_decoder_reads_real_packets_from_the_doc() {
     assert!(leaves > 0 && enters > 0 && updates > 0);
     let last: serde_json::Value = serde_json::from_str(lines[packets.len()]).unwrap();
     assert!(last["error"].is_string(), "{last}");
-    assert!(StatePacket::decode(cut).is_err());
+    assert!(StatePacket::decode_with(cut, &wire).is_err());
+    if wire.enabled() {
+        let blocks = packets
+            .iter()
+            .map(|p| StatePacket::decode_with(p, &wire).unwrap())
+            .flat_map(|p| p.update_game.into_iter().chain(p.enter_game))
+            .filter(|b| b.carried != b.present)
+            .count();
+        assert!(blocks > 0, "no block carried a removal or a partial change");
+    }
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """An independent decoder of Tessera's state packet, written from
-docs/protocol.md section 5 alone. Reads one hex packet per line on stdin,
-prints one JSON object per line (or {"error": ...})."""
+docs/protocol.md sections 5 and 7 alone. Reads one hex packet per line on
+stdin, prints one JSON object per line (or {"error": ...}). For a game that
+replicates components, argv[1] is their widths ("2,1,1") and argv[2] the
+mask of the public ones."""
 import json
 import struct
 import sys
@@ -62,16 +64,57 @@ class Reader:
         return out
 
 
+WIDTHS = [int(w) for w in sys.argv[1].split(",")] if len(sys.argv) > 1 else []
+PUBLIC = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+ALL = (1 << len(WIDTHS)) - 1
+
+
+def bits(mask):
+    return [i for i in range(32) if mask >> i & 1]
+
+
+def block(r, allowed):
+    """A game block (section 7): carried, then present and the fields."""
+    carried = r.varint()
+    if carried & ~allowed:
+        raise Short("component not allowed here")
+    if carried == 0:
+        return {"carried": 0, "present": 0, "bytes": []}
+    present = r.varint()
+    if present & ~carried:
+        raise Short("present but not carried")
+    data = list(r.take(sum(WIDTHS[i] for i in bits(present))))
+    return {"carried": carried, "present": present, "bytes": data}
+
+
 def decode(data):
     r = Reader(data)
+    game = bool(WIDTHS)
     if r.u8() != 1:
         raise Short("not a state packet")
     p = {"scene": r.u32le(), "epoch": r.varint(), "tick": r.u32le(), "ack": r.varint()}
-    p["you"] = {"id": r.varint(), "q": r.q()} if r.u8() == 1 else None
+    p["you"], p["you_game"] = None, None
+    if r.u8() == 1:
+        p["you"] = {"id": r.varint(), "q": r.q()}
+        if game:
+            p["you_game"] = block(r, ALL)
     p["leaves"] = r.ids(r.varint(), lambda i: i)
-    p["enters"] = r.ids(r.varint(), lambda i: {"id": i, "kind": r.u8(), "figure": r.varint(),
-                                               "q": r.q()})
-    p["updates"] = r.ids(r.varint(), lambda i: {"id": i, "q": r.q()})
+    p["enter_game"], p["update_game"] = [], []
+
+    def enter(i):
+        e = {"id": i, "kind": r.u8(), "figure": r.varint(), "q": r.q()}
+        if game:
+            p["enter_game"].append(block(r, PUBLIC))
+        return e
+
+    def update(i):
+        u = {"id": i, "q": r.q()}
+        if game:
+            p["update_game"].append(block(r, PUBLIC))
+        return u
+
+    p["enters"] = r.ids(r.varint(), enter)
+    p["updates"] = r.ids(r.varint(), update)
     if r.pos != len(data):
         raise Short("trailing bytes")
     return p
