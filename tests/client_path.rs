@@ -67,6 +67,7 @@ fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
                     password: Some(PASSWORD.into()),
                     resume_key: None,
                     client_version: CLIENT_PROTOCOL + 1,
+                    game_protocol: None,
                 },
             )
             .await;
@@ -75,6 +76,27 @@ fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
             (426, Some("upgrade_required")),
             "{v}"
         );
+        // A client of another game (another protocol hash) is refused, with
+        // both hashes named; the default game's hash, or none, gets in.
+        let other = tessera_proto::GameSchema::new("another game").hash_hex();
+        let login_as = |game_protocol: Option<String>| LoginRequest {
+            email: Some("alice@example.com".into()),
+            password: Some(PASSWORD.into()),
+            resume_key: None,
+            client_version: CLIENT_PROTOCOL,
+            game_protocol,
+        };
+        let (st, v) = c.post("/v1/login", &login_as(Some(other.clone()))).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (426, Some("protocol_mismatch")),
+            "{v}"
+        );
+        let text = v["error"].as_str().unwrap();
+        let ours = tessera_proto::GameSchema::new("default").hash_hex();
+        assert!(text.contains(&other) && text.contains(&ours), "{text}");
+        let (_, v) = c.get("/v1/protocol").await;
+        assert_eq!(v["hash"].as_str(), Some(ours.as_str()), "{v}");
 
         // Both log in, enter, and see each other.
         let la = c.login("alice", PASSWORD).await.unwrap();
@@ -176,6 +198,7 @@ fn two_players_log_in_move_see_each_other_chat_and_come_back_where_they_were() {
                     password: None,
                     resume_key: Some(resume_key.clone()),
                     client_version: CLIENT_PROTOCOL,
+                    game_protocol: None,
                 },
             )
             .await;
@@ -564,6 +587,7 @@ fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
                     password: None,
                     resume_key: Some(resume_key.clone()),
                     client_version: CLIENT_PROTOCOL,
+                    game_protocol: None,
                 },
             )
             .await;
@@ -590,6 +614,7 @@ fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
                     password: None,
                     resume_key: Some("0123".into()),
                     client_version: CLIENT_PROTOCOL,
+                    game_protocol: None,
                 },
             )
             .await;
@@ -600,6 +625,7 @@ fn after_a_gate_dies_players_resume_with_their_key_where_they_were() {
             password: None,
             resume_key: Some(key.to_owned()),
             client_version: CLIENT_PROTOCOL,
+            game_protocol: None,
         };
         let (st, v) = c.post("/v1/login", &resume(resume_key)).await;
         assert_eq!(
@@ -721,6 +747,7 @@ fn a_password_change_revokes_the_resume_key_and_the_old_password() {
             password: None,
             resume_key: Some(resume_key.clone()),
             client_version: CLIENT_PROTOCOL,
+            game_protocol: None,
         };
         let (st, v) = c.post("/v1/login", &resume).await;
         assert_eq!(

@@ -169,6 +169,7 @@ impl Cluster {
             password: Some(PASSWORD.into()),
             resume_key: None,
             client_version: CLIENT_PROTOCOL,
+            game_protocol: None,
         };
         loop {
             match self.http.post("/v1/login", &req).await {

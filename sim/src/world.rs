@@ -133,13 +133,19 @@ impl SceneInfo {
 }
 
 /// One entity in a [`SceneSnapshot`].
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotEntity {
     pub id: NetId,
     pub kind: u8,
     pub figure: u32,
     pub q: Quantized,
     pub pos: Vec2,
+    /// Its replicated game components as observers get them, and (a PC's)
+    /// as its owner does, owner-only ones included.
+    #[serde(default)]
+    pub game: tessera_proto::GameVals,
+    #[serde(default)]
+    pub own_game: tessera_proto::GameVals,
 }
 
 /// The server's truth of one scene at one tick, for checking client views
@@ -540,6 +546,7 @@ impl SceneWorld {
         let world = self.app.world();
         let info = world.resource::<SceneInfo>();
         let index = world.resource::<crate::interest::SpatialIndex>();
+        let game = world.resource::<GameSnaps>();
         let entities = index
             .snaps
             .iter()
@@ -551,6 +558,12 @@ impl SceneWorld {
                 figure: s.figure,
                 q: s.q(),
                 pos: s.pos,
+                game: game.vals(id as NetId, false),
+                own_game: if s.kind == crate::protocol::KIND_PC {
+                    game.vals(id as NetId, true)
+                } else {
+                    Default::default()
+                },
             })
             .collect();
         SceneSnapshot {

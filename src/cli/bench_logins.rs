@@ -144,6 +144,7 @@ async fn login_loop(
             password: (!resumed).then(|| PASSWORD.to_owned()),
             resume_key: if resumed { key.take() } else { None },
             client_version: CLIENT_PROTOCOL,
+            game_protocol: None,
         };
         let answer = http.post::<_, LoginResponse>("/v1/login", &request).await;
         let counting = measuring.load(Ordering::Relaxed);

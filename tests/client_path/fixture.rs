@@ -190,6 +190,21 @@ impl Cluster {
         post(&self.http, path, body, None).await
     }
 
+    /// `GET path` on the public API: status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let uri: hyper::Uri = format!("{}{path}", self.http).parse().unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
     pub async fn login(
         &self,
         name: &str,
@@ -200,6 +215,7 @@ impl Cluster {
             password: Some(password.into()),
             resume_key: None,
             client_version: CLIENT_PROTOCOL,
+            game_protocol: None,
         };
         let (status, v) = self.post("/v1/login", &req).await;
         if status == 200 {

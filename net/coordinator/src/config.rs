@@ -39,6 +39,10 @@ pub struct CoordinatorConfig {
     /// Keepalives and idle timeout of every link (from `[links]`).
     #[serde(skip)]
     pub links: tessera_link::LinkTimeouts,
+    /// The game's protocol: a login must carry its hash, and
+    /// `GET /v1/protocol` serves it. Set by the game's binary.
+    #[serde(skip)]
+    pub game: tessera_proto::GameSchema,
 }
 
 impl Default for CoordinatorConfig {
@@ -54,6 +58,7 @@ impl Default for CoordinatorConfig {
             password_hash_threads: 0,
             login: login::LoginConfig::default(),
             links: tessera_link::LinkTimeouts::default(),
+            game: tessera_proto::GameSchema::new("default"),
         }
     }
 }

@@ -192,6 +192,8 @@ pub(crate) struct Api {
     /// The admin token (not the cluster secret).
     pub(crate) admin: Secret,
     pub(crate) counters: Arc<Counters>,
+    /// The game's protocol, and its hash as a login carries it.
+    pub(crate) game: Arc<(tessera_proto::GameSchema, String)>,
 }
 
 /// Serves the API, and `/metrics`, `/livez` and `/readyz` of `registry`,
@@ -206,6 +208,7 @@ pub(crate) async fn serve(
 ) {
     let public = Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/protocol", get(protocol))
         .route("/v1/register", post(register))
         .route("/v1/login", post(login))
         .route("/v1/login/poll", post(poll))
@@ -343,6 +346,15 @@ fn admitted(a: Admission, poll_ms: u64) -> LoginResponse {
     }
 }
 
+/// The game's protocol (its components, actions and events) and its hash:
+/// what a client in another language reads to speak it.
+async fn protocol(State(api): State<Api>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "hash": api.game.1,
+        "schema": api.game.0,
+    }))
+}
+
 async fn status(State(api): State<Api>) -> Json<ClusterStatus> {
     Json(api.core.lock().status())
 }
@@ -436,6 +448,11 @@ async fn login(
     answer
 }
 
+/// The hash a login without `game_protocol` is taken to carry: the default
+/// game's.
+static DEFAULT_GAME_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| tessera_proto::GameSchema::new("default").hash_hex());
+
 async fn login_answer(
     api: Api,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -450,6 +467,20 @@ async fn login_answer(
             format!(
                 "client version {} is not supported; this cluster speaks {CLIENT_PROTOCOL}: upgrade the client",
                 req.client_version
+            ),
+        ));
+    }
+    let theirs = req
+        .game_protocol
+        .as_deref()
+        .unwrap_or(DEFAULT_GAME_HASH.as_str());
+    if theirs != api.game.1 {
+        return Err(ApiFailure::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "protocol_mismatch",
+            format!(
+                "this cluster runs game {:?} with protocol hash {}; the client speaks {theirs}: use a client built for this game",
+                api.game.0.game, api.game.1
             ),
         ));
     }

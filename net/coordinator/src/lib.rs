@@ -248,6 +248,7 @@ impl Coordinator {
                         limits: api_limits,
                         admin,
                         counters,
+                        game: Arc::new((config.game.clone(), config.game.hash_hex())),
                     },
                     registry.clone(),
                     stop.clone(),

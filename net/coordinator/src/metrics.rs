@@ -15,12 +15,13 @@ use crate::core::SharedCore;
 
 /// Every outcome a login can have: `ok` and `queued`, else the error code
 /// of its answer. Anything else is counted as `other`.
-pub(crate) const LOGIN_OUTCOMES: [&str; 12] = [
+pub(crate) const LOGIN_OUTCOMES: [&str; 13] = [
     "ok",
     "queued",
     "invalid",
     "too_large",
     "upgrade_required",
+    "protocol_mismatch",
     "bad_credentials",
     "locked",
     "rate_limited",

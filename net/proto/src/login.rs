@@ -38,6 +38,10 @@ pub struct LoginRequest {
     pub resume_key: Option<String>,
     /// Must be [`crate::client::CLIENT_PROTOCOL`].
     pub client_version: u32,
+    /// The game's protocol hash ([`crate::GameSchema::hash_hex`]); absent
+    /// means the default game's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub game_protocol: Option<String>,
 }
 
 /// `POST /v1/password`: change the password, with the current one. The

@@ -130,6 +130,10 @@ pub struct BotConfig {
     /// The admin API, for the scene snapshots the view check needs;
     /// without it the report's `view` is absent. Default none.
     pub admin: Option<AdminAccess>,
+    /// The game the bots play: its protocol hash goes with every login, and
+    /// its replicated components are read from the state packets. Default:
+    /// the default game.
+    pub game: tessera_proto::GameSchema,
 }
 
 /// Where the coordinator's admin API is and the token it takes.
@@ -181,6 +185,7 @@ impl BotConfig {
             seed: seed_from_clock(),
             loss: 0.0,
             admin: None,
+            game: tessera_proto::GameSchema::new("default"),
         };
         config.validate()?;
         Ok(config)

@@ -109,6 +109,7 @@ async fn resume(shared: &RunShared, key: String, jitter: u64) -> Result<Option<A
         password: None,
         resume_key: Some(key),
         client_version: CLIENT_PROTOCOL,
+        game_protocol: Some(shared.config.game.hash_hex()),
     };
     let mut retries = Retries::new(jitter);
     let answer = loop {
@@ -145,6 +146,7 @@ async fn password_login(
         password: Some(password.clone()),
         resume_key: None,
         client_version: CLIENT_PROTOCOL,
+        game_protocol: Some(shared.config.game.hash_hex()),
     };
     let mut retries = Retries::new(jitter);
     let mut registered = false;

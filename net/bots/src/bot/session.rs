@@ -129,7 +129,13 @@ async fn connect_and_enter(
     let mut stage = EnterStage::Connecting;
     let entered = tokio::time::timeout(
         shared.config.enter_timeout,
-        enter(admitted, index, &mut stage, shared.client_config(index)),
+        enter(
+            admitted,
+            index,
+            &mut stage,
+            shared.client_config(index),
+            shared.config.game.wire(),
+        ),
     )
     .await;
     match entered {
@@ -196,10 +202,11 @@ async fn enter(
     index: usize,
     stage: &mut EnterStage,
     config: ClientConfig,
+    wire: tessera_proto::GameWire,
 ) -> Result<Session, String> {
     let mut client = connect_gate(&admitted.token, config).await?;
     match wait_until_entered(&mut client, index, stage).await {
-        Ok(placement) => Ok(Session::new(client, index, placement)),
+        Ok(placement) => Ok(Session::new(client, index, placement, wire)),
         Err(reason) => {
             let _ = client.disconnect();
             Err(reason)
@@ -347,9 +354,14 @@ struct Session {
 
 impl Session {
     /// A session for a client that has just entered `placement`.
-    fn new(client: ClientConn, index: usize, placement: (u32, u64, u32)) -> Self {
+    fn new(
+        client: ClientConn,
+        index: usize,
+        placement: (u32, u64, u32),
+        wire: tessera_proto::GameWire,
+    ) -> Self {
         let wire_at_entry = WireCounts::of(client.stats());
-        let mut view = WorldView::new();
+        let mut view = WorldView::with_game(wire);
         view.enter(placement.0, placement.1, placement.2);
         Self {
             view,

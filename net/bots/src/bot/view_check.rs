@@ -16,6 +16,11 @@
 //!   view's. The bound is the priority schedule's: an unchanged far entity
 //!   is never updated, and a changing one waits at most a few ticks once the
 //!   byte budget has room (after a settle it has).
+//!
+//! A game's replicated components are compared too (the own ones, owner-only
+//! included, with the own entity's): exactly, for an entity whose
+//! components are the same in both snapshots; one whose components changed
+//! between them is not held to them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +39,8 @@ pub const STALE_BOUND_TICKS: u32 = 10;
 pub struct SceneTruth {
     pub snap: SceneSnapshot,
     pub moving: BTreeSet<NetId>,
+    /// Ids whose game components changed between the two snapshots.
+    pub game_changing: BTreeSet<NetId>,
 }
 
 impl SceneTruth {
@@ -46,9 +53,20 @@ impl SceneTruth {
             .filter(|e| before.get(&e.id).is_none_or(|b| b.q != e.q))
             .map(|e| e.id)
             .collect();
+        let game_changing = second
+            .entities
+            .iter()
+            .filter(|e| {
+                before
+                    .get(&e.id)
+                    .is_none_or(|b| b.game != e.game || b.own_game != e.own_game)
+            })
+            .map(|e| e.id)
+            .collect();
         Self {
             snap: second,
             moving,
+            game_changing,
         }
     }
 }
@@ -152,9 +170,13 @@ pub fn check(view: &WorldView, truth: &Truth) -> ViewCheck {
         } else {
             e.q == t.q
         };
-        if !(same_kind && fresh) {
+        let game_fresh = scene.game_changing.contains(&id) || view.game(id) == t.game;
+        if !(same_kind && fresh && game_fresh) {
             c.stale += 1;
         }
+    }
+    if !scene.game_changing.contains(&own) && *view.you_game() != me.own_game {
+        c.stale += 1;
     }
     c.missing = required.difference(&held).count() as u64;
     c.checked = required.union(&held).count() as u64;
@@ -176,6 +198,8 @@ mod tests {
                 ..Default::default()
             },
             pos: [x, 0.0],
+            game: Default::default(),
+            own_game: Default::default(),
         }
     }
 
@@ -199,7 +223,17 @@ mod tests {
 
     /// A view holding `held` (as enters) at tick 100, itself entity 0.
     fn view(held: &[SnapshotEntity]) -> WorldView {
-        let mut v = WorldView::new();
+        view_of(held, tessera_proto::GameWire::default(), &[])
+    }
+
+    /// [`view`] of a game with components `wire`, the held entities'
+    /// values in `game` (one block each) and the own ones empty.
+    fn view_of(
+        held: &[SnapshotEntity],
+        wire: tessera_proto::GameWire,
+        game: &[tessera_proto::GameBlock],
+    ) -> WorldView {
+        let mut v = WorldView::with_game(wire.clone());
         v.enter(5, 1, 0);
         v.apply(&StatePacket {
             scene: 5,
@@ -218,9 +252,46 @@ mod tests {
                     q: e.q,
                 })
                 .collect(),
+            you_game: wire.enabled().then(Default::default),
+            enter_game: game.to_vec(),
             ..Default::default()
         });
         v
+    }
+
+    /// A game component is compared exactly while it holds still, and not
+    /// at all while it changes between the snapshots.
+    #[test]
+    fn game_components_are_checked() {
+        use tessera_proto::{GameBlock, GameVals, GameWire};
+        let wire = GameWire {
+            widths: vec![2],
+            public: 1,
+        };
+        let hp = |v: u8| GameVals {
+            present: 1,
+            bytes: vec![v, 0],
+        };
+        let me = entity(0, 100.0);
+        let mut near = entity(1, 120.0);
+        near.game = hp(50);
+        let snap = snapshot(100, vec![me.clone(), near.clone()]);
+        let mut truth = Truth::new();
+        truth.insert((5, 1), SceneTruth::new(&snap.clone(), snap.clone()));
+        let block = |v: u8| GameBlock {
+            carried: 1,
+            present: 1,
+            bytes: vec![v, 0],
+        };
+        let right = view_of(std::slice::from_ref(&near), wire.clone(), &[block(50)]);
+        assert_eq!(check(&right, &truth).stale, 0);
+        let wrong = view_of(std::slice::from_ref(&near), wire.clone(), &[block(49)]);
+        assert_eq!(check(&wrong, &truth).stale, 1);
+        // Changing between the two snapshots: not held to it.
+        let mut before = snap.clone();
+        before.entities[1].game = hp(60);
+        truth.insert((5, 1), SceneTruth::new(&before, snap));
+        assert_eq!(check(&wrong, &truth).stale, 0);
     }
 
     #[test]
@@ -229,11 +300,11 @@ mod tests {
         let near = entity(1, 120.0);
         let far = entity(2, 400.0);
         let still = entity(3, 110.0);
-        let snap = snapshot(100, vec![me, near, far, still]);
+        let snap = snapshot(100, vec![me, near.clone(), far.clone(), still.clone()]);
         let mut truth = Truth::new();
         truth.insert((5, 1), SceneTruth::new(&snap.clone(), snap));
         // Exact view: nothing wrong.
-        let good = check(&view(&[near, still]), &truth);
+        let good = check(&view(&[near, still.clone()]), &truth);
         assert_eq!((good.bots, good.checked), (1, 2));
         assert_eq!((good.missing, good.ghosts, good.stale), (0, 0, 0));
         // `near` missing, `far` (beyond r + m) and id 9 (gone) ghosts, `still`
