@@ -728,6 +728,19 @@ pub struct Counters {
     /// Inputs (or attaches) asking for a mount the scene does not allow:
     /// the PC moved on foot instead (see `movement::mount_allowed`).
     pub mounts_refused: u64,
+    /// Game actions decoded and handed to the game.
+    pub actions_taken: u64,
+    /// Game actions beyond their kind's rate: dropped.
+    pub actions_flood_dropped: u64,
+    /// Game actions of an unknown kind, a wrong size or that do not decode:
+    /// dropped, and their sender kicked (`SceneEvent::Misbehaved`).
+    pub actions_malformed: u64,
+    /// Game events delivered, one per receiving client.
+    pub events_sent: u64,
+    /// Game events dropped: unregistered, too large, or beyond the tick's cap.
+    pub events_dropped: u64,
+    /// Game events that had nobody to go to.
+    pub events_unrouted: u64,
     /// Failed ECS commands, process-wide (bevy's fallback error handler is a
     /// plain `fn` with no world context, so it cannot tell scenes apart).
     pub command_errors: u64,

@@ -54,6 +54,7 @@ impl Plugin for IngestPlugin {
                     attached,
                     apply_inputs,
                     apply_acks,
+                    crate::game::apply_actions,
                     inputs,
                     apply_detaches,
                     detached,
@@ -70,6 +71,7 @@ fn drain_inbox(
     mut detach: MessageWriter<DetachCmd>,
     mut input: MessageWriter<InputCmd>,
     mut ack: MessageWriter<AckCmd>,
+    mut actions: ResMut<crate::game::PendingActions>,
 ) {
     for cmd in inbox.pending.drain(..) {
         match cmd {
@@ -85,6 +87,11 @@ fn drain_inbox(
             Inbound::Ack { client, ack: a } => {
                 ack.write(AckCmd(client, a));
             }
+            Inbound::Action {
+                client,
+                kind,
+                payload,
+            } => actions.0.push((client, kind, payload)),
         }
     }
 }

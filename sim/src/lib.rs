@@ -65,8 +65,8 @@ mod world;
 
 pub use game::{DefaultGame, Game};
 pub use protocol::{
-    AvatarId, ClientId, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, Packets, PcState,
-    SaveBatch, SceneEvent, StatePacket, TickOutput,
+    AvatarId, ClientId, GameEventOut, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, Packets,
+    PcState, SaveBatch, SceneEvent, StatePacket, TickOutput,
 };
 pub use scene::{SceneDef, SceneError};
 pub use world::{

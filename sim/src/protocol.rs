@@ -44,6 +44,13 @@ pub enum Inbound {
     Input { client: ClientId, input: Input },
     /// An acknowledgement of state packets, alone.
     Ack { client: ClientId, ack: StateAck },
+    /// A game action (`kind` is its index in the game's schema), checked
+    /// and decoded in ingest (`game::ClientAction`).
+    Action {
+        client: ClientId,
+        kind: u16,
+        payload: Vec<u8>,
+    },
 }
 
 /// Something the host must act on.
@@ -69,6 +76,19 @@ pub enum SceneEvent {
         target: String,
         target_pos: Vec2,
     },
+    /// The client sent what the game cannot take (a malformed action): the
+    /// host disconnects it, saying why.
+    Misbehaved { client: ClientId, reason: String },
+}
+
+/// A game event for one client (`kind`: its index in the game's schema).
+/// One event to many clients shares its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GameEventOut {
+    pub client: ClientId,
+    pub kind: u16,
+    pub reliable: bool,
+    pub payload: std::sync::Arc<[u8]>,
 }
 
 /// One flush of changed PC states, sorted by avatar.
@@ -86,6 +106,8 @@ pub struct TickOutput {
     /// At most one encoded [`StatePacket`] per client, sorted by client.
     pub packets: Packets,
     pub events: Vec<SceneEvent>,
+    /// Game events, in the order sent, one per receiving client.
+    pub game: Vec<GameEventOut>,
     pub save: Option<SaveBatch>,
 }
 

@@ -76,9 +76,17 @@ impl Plugin for ReplicatePlugin {
     fn build(&self, app: &mut App) {
         let built = timing_mark(app, ReplicateSystems, "build_packets");
         let collected = timing_mark(app, ReplicateSystems, "collect_packets");
+        let routed = timing_mark(app, ReplicateSystems, "route_events");
         app.add_systems(
             Update,
-            (build_packets, built, collect_packets, collected)
+            (
+                build_packets,
+                built,
+                collect_packets,
+                collected,
+                crate::game::route_events,
+                routed,
+            )
                 .chain()
                 .in_set(ReplicateSystems),
         );

@@ -188,6 +188,7 @@ pub struct SceneSnapshot {
 #[derive(Resource, Debug, Default)]
 pub struct SceneOutbox {
     pub events: Vec<SceneEvent>,
+    pub game: Vec<crate::protocol::GameEventOut>,
     pub save: Option<crate::protocol::SaveBatch>,
     pub packets: crate::protocol::Packets,
 }
@@ -415,6 +416,10 @@ impl SceneWorld {
             .insert_resource(Directory::with_quarantine(net_quarantine))
             .init_resource::<Counters>()
             .init_resource::<SceneOutbox>()
+            .init_resource::<GameRegistry>()
+            .init_resource::<crate::game::GameMessages>()
+            .init_resource::<crate::game::EventOutbox>()
+            .init_resource::<crate::game::PendingActions>()
             .insert_resource(TickMetrics::new(settings.trace))
             .insert_resource(info)
             .configure_sets(
@@ -472,6 +477,7 @@ impl SceneWorld {
             tick,
             packets: std::mem::take(&mut out.packets),
             events: std::mem::take(&mut out.events),
+            game: std::mem::take(&mut out.game),
             save: out.save.take(),
         };
         world.resource_mut::<Counters>().command_errors = command_errors();

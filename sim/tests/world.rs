@@ -245,6 +245,7 @@ fn attach_detach_keep_the_world_consistent() {
                 }
                 SceneEvent::AttachRejected { client, .. } => assert!(attached.contains(client)),
                 SceneEvent::Portal { .. } => {}
+                SceneEvent::Misbehaved { .. } => panic!("no actions were sent: {e:?}"),
             }
         }
         assert_eq!(w.population(), attached.len());

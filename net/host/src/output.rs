@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tessera_sim::{ClientId, Packets, SceneEvent};
+use tessera_sim::{ClientId, GameEventOut, Packets, SceneEvent};
 
 use tessera_wire::Epoch;
 
@@ -28,6 +28,8 @@ pub struct TickBatch {
     pub packets: Packets,
     /// Events in order; may include events of older ticks whose packets were dropped.
     pub events: Vec<SceneEvent>,
+    /// The tick's game events; dropped with the tick's packets on overflow.
+    pub game: Vec<GameEventOut>,
     /// Clients that lost at least one packet to an overflow since the last pop.
     pub dropped_for: Vec<ClientId>,
 }
@@ -42,6 +44,8 @@ pub struct OutputStats {
     pub packets_dropped: u64,
     /// Events dropped because the event cap was reached (the consumer is gone or stuck).
     pub events_dropped: u64,
+    /// Game events dropped with their tick's packets.
+    pub game_events_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +71,7 @@ pub struct OutputQueue {
     overflowed: AtomicU64,
     packets_dropped: AtomicU64,
     events_dropped: AtomicU64,
+    game_events_dropped: AtomicU64,
 }
 
 impl OutputQueue {
@@ -83,6 +88,7 @@ impl OutputQueue {
             overflowed: AtomicU64::new(0),
             packets_dropped: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
+            game_events_dropped: AtomicU64::new(0),
         }
     }
 
@@ -111,6 +117,8 @@ impl OutputQueue {
                 self.overflowed.fetch_add(1, Ordering::Relaxed);
                 self.packets_dropped
                     .fetch_add(old.packets.len() as u64, Ordering::Relaxed);
+                self.game_events_dropped
+                    .fetch_add(old.game.len() as u64, Ordering::Relaxed);
                 let lost: Vec<ClientId> = old.packets.iter().map(|(c, _)| *c).collect();
                 inner.dropped_for.extend(lost);
                 inner.dropped_for.extend(old.dropped_for);
@@ -205,6 +213,7 @@ impl OutputQueue {
             overflowed: g(&self.overflowed),
             packets_dropped: g(&self.packets_dropped),
             events_dropped: g(&self.events_dropped),
+            game_events_dropped: g(&self.game_events_dropped),
         }
     }
 }

@@ -661,7 +661,9 @@ impl Core {
                     self.offline.insert(state.avatar, *state);
                     self.attached.remove(&state.avatar);
                 }
-                SceneEvent::AttachRejected { .. } | SceneEvent::Portal { .. } => {}
+                SceneEvent::AttachRejected { .. }
+                | SceneEvent::Portal { .. }
+                | SceneEvent::Misbehaved { .. } => {}
             }
         }
         self.pending.clear();
@@ -678,12 +680,13 @@ impl Core {
         }
         let mut events = std::mem::take(&mut self.replies);
         events.extend(out.events);
-        if !out.packets.is_empty() || !events.is_empty() {
+        if !out.packets.is_empty() || !events.is_empty() || !out.game.is_empty() {
             self.output.push(TickBatch {
                 epoch: self.epoch,
                 tick: out.tick,
                 packets: out.packets,
                 events,
+                game: out.game,
                 dropped_for: Vec::new(),
             });
         }

@@ -23,7 +23,7 @@ use crate::state::{Input, StateAck};
 use crate::{AccountId, AvatarId, SessionId};
 
 /// The client protocol version a login must announce as `client_version`.
-pub const CLIENT_PROTOCOL: u32 = 2;
+pub const CLIENT_PROTOCOL: u32 = 3;
 
 /// The netcode protocol id of Tessera's client protocol: connect tokens and
 /// the gate's netcode servers carry it.
@@ -53,6 +53,11 @@ pub enum ClientMsg {
     /// The state packets applied so far, alone: sent on the unreliable
     /// channel after applying a packet when no input goes out that tick.
     Ack(StateAck),
+    /// A game action: `kind` is its index among the game's actions
+    /// ([`crate::GameSchema`]), `payload` exactly its width. On either
+    /// channel. A wrong kind or size ends the session; beyond its rate it is
+    /// dropped.
+    Action { kind: u16, payload: Vec<u8> },
 }
 
 /// Where a chat line goes.
@@ -118,6 +123,50 @@ pub enum ServerMsg {
     Kicked {
         reason: String,
     },
+    /// A game event sent reliably: `kind` is its index among the game's
+    /// events. (Unreliable ones come on channel 1: [`GAME_EVENT_TYPE`].)
+    Event {
+        kind: u16,
+        payload: Vec<u8>,
+    },
+}
+
+/// The first byte of a game event datagram on the unreliable channel:
+/// `[GAME_EVENT_TYPE, varint kind, payload…]` (a state packet's is
+/// [`crate::state::STATE_PACKET_TYPE`]).
+pub const GAME_EVENT_TYPE: u8 = 2;
+
+/// An unreliable game event's datagram.
+pub fn encode_event_datagram(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    out.push(GAME_EVENT_TYPE);
+    let mut k = kind as u32;
+    while k >= 0x80 {
+        out.push(k as u8 | 0x80);
+        k >>= 7;
+    }
+    out.push(k as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Reads an unreliable game event's datagram: `(kind, payload)`, or `None`
+/// if it is not one.
+pub fn decode_event_datagram(bytes: &[u8]) -> Option<(u16, &[u8])> {
+    let (&t, mut rest) = bytes.split_first()?;
+    if t != GAME_EVENT_TYPE {
+        return None;
+    }
+    let mut kind = 0u32;
+    for i in 0..3 {
+        let (&b, r) = rest.split_first()?;
+        rest = r;
+        kind |= ((b & 0x7f) as u32) << (7 * i);
+        if b & 0x80 == 0 {
+            return u16::try_from(kind).ok().map(|k| (k, rest));
+        }
+    }
+    None
 }
 
 /// How a chat line was sent, as its receivers see it.
@@ -206,6 +255,25 @@ mod tests {
         assert!(ClientMsg::decode(&[0xff; 7]).is_err());
         assert!(ClientMsg::decode(&[]).is_err());
         assert!(ClientMsg::decode(&[5, 0]).is_err(), "trailing byte");
+        let action = ClientMsg::Action {
+            kind: 1,
+            payload: vec![9, 8],
+        };
+        assert_eq!(action.encode(), [7, 1, 2, 9, 8]);
+        assert_eq!(
+            ClientMsg::decode(&action.encode()).expect("decodes"),
+            action
+        );
+        let event = ServerMsg::Event {
+            kind: 300,
+            payload: vec![1],
+        };
+        assert_eq!(event.encode(), [8, 0xac, 0x02, 1, 1]);
+        let d = encode_event_datagram(300, &[5, 6]);
+        assert_eq!(d, [2, 0xac, 0x02, 5, 6]);
+        assert_eq!(decode_event_datagram(&d), Some((300, &[5u8, 6][..])));
+        assert_eq!(decode_event_datagram(&[1, 0]), None);
+        assert_eq!(decode_event_datagram(&[2, 0xff, 0xff, 0xff]), None);
     }
 
     /// The bytes docs/protocol.md promises, for a few messages.

@@ -92,13 +92,18 @@ pub struct Input {
     pub state_ack: StateAck,
 }
 
-/// What a client sends on the unreliable channel, as a scene receives it:
-/// an input (with its acknowledgement) or, when it has no input to send, an
-/// acknowledgement alone.
-#[derive(Debug, Clone, Copy, PartialEq, Encode, Decode)]
+/// What a client sends towards its scene, as the scene receives it: an
+/// input (with its acknowledgement), an acknowledgement alone when it has
+/// no input to send, or a game action.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Uplink {
     Input(Input),
     Ack(StateAck),
+    /// A game action, checked by the gate (kind, size, rate).
+    Action {
+        kind: u16,
+        payload: Vec<u8>,
+    },
 }
 
 /// Kind of a replicated entity.

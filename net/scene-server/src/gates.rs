@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use tessera_link::{Link, LinkSender, bump, lock};
 use tessera_proto::Uplink;
 use tessera_sim::{ClientId, Inbound, Input, SceneEvent};
-use tessera_wire::{Epoch, LinkMsg, SceneCommand, WireEvent};
+use tessera_wire::{Epoch, LinkMsg, SceneCommand, ToClient, WireEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -122,6 +122,11 @@ fn on_inputs(
         let cmd = match up {
             Uplink::Input(input) => Inbound::Input { client, input },
             Uplink::Ack(ack) => Inbound::Ack { client, ack },
+            Uplink::Action { kind, payload } => Inbound::Action {
+                client,
+                kind,
+                payload,
+            },
         };
         if host.command(&scene, cmd).is_err() {
             bump(&shared.counters.inputs_refused);
@@ -138,6 +143,7 @@ pub(crate) async fn pump(
 ) {
     while let Some(batch) = output.pop().await {
         forward_packets(&shared, &batch);
+        forward_to_clients(&shared, &batch);
         forward_events(&shared, &scene, epoch, &batch);
     }
     debug!(%scene, epoch, "output pump ended");
@@ -184,6 +190,69 @@ fn forward_packets(shared: &ServerState, batch: &TickBatch) {
     }
 }
 
+/// The tick's game events and kicks of misbehaving clients, one frame per
+/// gate (split past `REPLICATION_BATCH_BYTES`).
+fn forward_to_clients(shared: &ServerState, batch: &TickBatch) {
+    let kicks = batch.events.iter().filter_map(|e| match e {
+        SceneEvent::Misbehaved { client, reason } => Some((
+            *client,
+            ToClient::Kick {
+                client: *client,
+                reason: reason.clone(),
+            },
+        )),
+        _ => None,
+    });
+    let events = batch.game.iter().map(|e| {
+        (
+            e.client,
+            ToClient::Event {
+                client: e.client,
+                kind: e.kind,
+                reliable: e.reliable,
+                payload: e.payload.to_vec(),
+            },
+        )
+    });
+    let routes = lock(&shared.routes);
+    let mut by_gate: BTreeMap<&str, (Vec<ToClient>, usize)> = BTreeMap::new();
+    let flush = |gate: &str, items: Vec<ToClient>| {
+        let n = items.len() as u64;
+        let sent = routes
+            .gates
+            .get(gate)
+            .is_some_and(|(_, s)| s.try_send(&LinkMsg::ToClients { items }).is_ok());
+        if !sent {
+            shared
+                .counters
+                .game_events_dropped
+                .fetch_add(n, Ordering::Relaxed);
+        }
+    };
+    for (client, item) in kicks.chain(events) {
+        let Some(route) = routes.clients.get(&client) else {
+            bump(&shared.counters.game_events_unrouted);
+            continue;
+        };
+        let entry = by_gate.entry(route.gate.as_str()).or_default();
+        entry.1 += match &item {
+            ToClient::Event { payload, .. } => payload.len() + 16,
+            ToClient::Kick { reason, .. } => reason.len() + 16,
+        };
+        entry.0.push(item);
+        if entry.1 >= tessera_wire::REPLICATION_BATCH_BYTES {
+            let items = std::mem::take(&mut entry.0);
+            entry.1 = 0;
+            flush(route.gate.as_str(), items);
+        }
+    }
+    for (gate, (items, _)) in by_gate {
+        if !items.is_empty() {
+            flush(gate, items);
+        }
+    }
+}
+
 /// Queues the tick's events for the coordinator; a detach also ends the
 /// client's route.
 fn forward_events(shared: &ServerState, scene: &str, epoch: Epoch, batch: &TickBatch) {
@@ -194,10 +263,13 @@ fn forward_events(shared: &ServerState, scene: &str, epoch: Epoch, batch: &TickB
                 routes.clients.remove(client);
             }
         }
+        let Some(event) = WireEvent::of(ev) else {
+            continue;
+        };
         shared.push_event(LinkMsg::Event {
             scene: scene.to_owned(),
             epoch,
-            event: WireEvent::from(ev),
+            event,
         });
     }
 }

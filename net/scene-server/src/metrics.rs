@@ -80,6 +80,17 @@ impl Source for ServerState {
                 v,
             );
         }
+        for (fate, v) in [
+            ("unrouted", s.game_events_unrouted),
+            ("dropped", s.game_events_dropped),
+        ] {
+            out.counter(
+                "tessera_scene_server_game_events_lost_total",
+                "Game events (and kicks) for clients not sent: without a route, or dropped (gate link full or gone).",
+                &[l[0], ("fate", fate)],
+                v,
+            );
+        }
         for (fate, v) in [("sent", s.events_sent), ("dropped", s.events_dropped)] {
             out.counter(
                 "tessera_scene_server_events_total",

@@ -40,6 +40,10 @@ pub struct SceneServerStats {
     pub events_sent: u64,
     /// Events dropped while the coordinator was unreachable (beyond the cap).
     pub events_dropped: u64,
+    /// Game events (and kicks) for a client with no route, and those that
+    /// did not fit the gate link's queue.
+    pub game_events_unrouted: u64,
+    pub game_events_dropped: u64,
     pub sink: LinkSinkStats,
     /// Placements' states put back together from their chunks.
     pub assembly: AssemblyStats,
@@ -59,6 +63,8 @@ pub(crate) struct ServerCounters {
     pub(crate) packets_dropped: AtomicU64,
     pub(crate) events_sent: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
+    pub(crate) game_events_unrouted: AtomicU64,
+    pub(crate) game_events_dropped: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -121,6 +127,8 @@ impl ServerState {
             packets_dropped: g(&c.packets_dropped),
             events_sent: g(&c.events_sent),
             events_dropped: g(&c.events_dropped),
+            game_events_unrouted: g(&c.game_events_unrouted),
+            game_events_dropped: g(&c.game_events_dropped),
             sink: self.sink.stats(),
             assembly: lock(&self.assembly).stats(),
         }
@@ -138,6 +146,7 @@ impl ServerState {
             Inbound::Detach { client } => ("detach", *client),
             Inbound::Input { client, .. } => ("input", *client),
             Inbound::Ack { client, .. } => ("ack", *client),
+            Inbound::Action { client, .. } => ("action", *client),
         };
         if let Err(e) = lock(&self.host).command(scene, cmd) {
             bump(&self.counters.commands_refused);

@@ -56,6 +56,15 @@ impl From<&Inbound> for SceneCommand {
             Inbound::Detach { client } => Self::Detach { client },
             Inbound::Input { client, input } => Self::Input { client, input },
             Inbound::Ack { client, ack } => Self::Ack { client, ack },
+            Inbound::Action {
+                client,
+                kind,
+                ref payload,
+            } => Self::Action {
+                client,
+                kind,
+                payload: payload.clone(),
+            },
         }
     }
 }
@@ -77,13 +86,24 @@ impl From<SceneCommand> for Inbound {
             SceneCommand::Detach { client } => Self::Detach { client },
             SceneCommand::Input { client, input } => Self::Input { client, input },
             SceneCommand::Ack { client, ack } => Self::Ack { client, ack },
+            SceneCommand::Action {
+                client,
+                kind,
+                payload,
+            } => Self::Action {
+                client,
+                kind,
+                payload,
+            },
         }
     }
 }
 
-impl From<&SceneEvent> for WireEvent {
-    fn from(e: &SceneEvent) -> Self {
-        match e {
+impl WireEvent {
+    /// The coordinator's part of a scene event; `None` for those that go to
+    /// the client's gate instead (a game event, a misbehaving client).
+    pub fn of(e: &SceneEvent) -> Option<Self> {
+        Some(match e {
             SceneEvent::Attached {
                 client,
                 avatar,
@@ -117,7 +137,8 @@ impl From<&SceneEvent> for WireEvent {
                 target: target.clone(),
                 target_pos: *target_pos,
             },
-        }
+            SceneEvent::Misbehaved { .. } => return None,
+        })
     }
 }
 
@@ -207,18 +228,24 @@ mod tests {
             states: vec![state],
         };
         assert_eq!(WireSaveBatch::from_sim(&batch, 2).to_sim(), batch);
-        let ev = WireEvent::from(&SceneEvent::AttachRejected {
+        let ev = WireEvent::of(&SceneEvent::AttachRejected {
             client: 1,
             avatar: 2,
             reason: "scene full",
         });
         assert_eq!(
             ev,
-            WireEvent::AttachRejected {
+            Some(WireEvent::AttachRejected {
                 client: 1,
                 avatar: 2,
                 reason: "scene full".into()
-            }
+            })
         );
+        // A misbehaving client is its gate's business, not the coordinator's.
+        let kick = SceneEvent::Misbehaved {
+            client: 1,
+            reason: "malformed action".into(),
+        };
+        assert_eq!(WireEvent::of(&kick), None);
     }
 }

@@ -34,7 +34,8 @@ pub use handshake::{
 };
 pub use msg::{
     AttachedSession, Heartbeat, LinkMsg, MsgDecodeError, Placement, REPLICATION_BATCH_BYTES,
-    Register, SceneCommand, SceneLoad, SessionEvent, WireEvent, WirePcState, WireSaveBatch,
+    Register, SceneCommand, SceneLoad, SessionEvent, ToClient, WireEvent, WirePcState,
+    WireSaveBatch,
 };
 pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 
@@ -46,7 +47,7 @@ pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 /// the last tick's duration and the obstacles, for the live map; 7:
 /// [`LinkMsg::SceneReleased`], for planned moves; 8: a placement's states in
 /// [`LinkMsg::SceneStates`] chunks).
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// The longest node name a peer may announce, in bytes.
 pub const MAX_NODE_NAME: usize = 64;

@@ -200,6 +200,25 @@ pub enum LinkMsg {
         epoch: Epoch,
         attached: Vec<AttachedSession>,
     },
+
+    // --- A game's messages: scene server → gate -----------------------------
+    /// Game events for clients of this gate, and clients to disconnect for
+    /// sending what their game cannot take (one frame per tick and gate).
+    ToClients { items: Vec<ToClient> },
+}
+
+/// One item of [`LinkMsg::ToClients`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum ToClient {
+    /// A game event (`kind`: its index in the game's schema).
+    Event {
+        client: ClientId,
+        kind: u16,
+        reliable: bool,
+        payload: Vec<u8>,
+    },
+    /// The client misbehaved (a malformed action): kick it.
+    Kick { client: ClientId, reason: String },
 }
 
 /// One attached session in [`LinkMsg::SyncAttached`].
@@ -322,6 +341,11 @@ pub enum SceneCommand {
         client: ClientId,
         ack: StateAck,
     },
+    Action {
+        client: ClientId,
+        kind: u16,
+        payload: Vec<u8>,
+    },
 }
 
 /// Something a scene reported (mirrors [`tessera_sim::protocol::SceneEvent`]).
@@ -435,6 +459,7 @@ impl LinkMsg {
             LinkMsg::AttachAt { .. } => "attach-at",
             LinkMsg::DetachAt { .. } => "detach-at",
             LinkMsg::SyncAttached { .. } => "sync-attached",
+            LinkMsg::ToClients { .. } => "to-clients",
         }
     }
 }

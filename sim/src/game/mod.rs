@@ -52,7 +52,14 @@ impl SceneWorld {
     }
 }
 
+mod messages;
 mod replicated;
+
+pub use messages::{
+    ActionBudget, ActionFrom, ActionRate, ClientAction, Delivery, EventOutbox, EventTarget,
+    GameEvents, GameMessages, GameMessagesAppExt, MAX_EVENTS_PER_TICK, PendingActions, ServerEvent,
+};
+pub(crate) use messages::{apply_actions, route_events};
 
 pub(crate) use replicated::snap_game;
 pub use replicated::{

@@ -341,11 +341,7 @@ impl AgentLoop {
 
     fn on_malformed(&mut self, client: u64) {
         bump(&self.stats.malformed);
-        self.agents.remove(&client);
-        self.to_coordinator(&LinkMsg::CloseSession {
-            session: SessionId(client),
-        });
-        self.kick(client, "malformed message", codes::PROTOCOL);
+        self.end_session(client, "malformed message");
     }
 
     /// A message of an open session: inputs go to its scene server, the
@@ -380,6 +376,50 @@ impl AgentLoop {
                 }
             }
             ClientMsg::Leave => self.to_coordinator(&LinkMsg::DetachAvatar { session }),
+            ClientMsg::Action { kind, payload } => self.on_action(client, kind, payload),
         }
+    }
+
+    /// A game action: one of a kind the game does not have, or of another
+    /// size than its kind's, ends the session; one over its kind's rate is
+    /// dropped (counted); the rest go to the scene with the inputs.
+    fn on_action(&mut self, client: u64, kind: u16, payload: Vec<u8>) {
+        let Some(desc) = self.config.game.actions.get(kind as usize) else {
+            bump(&self.stats.actions_malformed);
+            return self.end_session(client, &format!("unknown action kind {kind}"));
+        };
+        if payload.len() != desc.width as usize {
+            bump(&self.stats.actions_malformed);
+            let why = format!(
+                "action {} of {} bytes, not {}",
+                desc.name,
+                payload.len(),
+                desc.width
+            );
+            return self.end_session(client, &why);
+        }
+        let now = Instant::now();
+        let allowed = self
+            .agents
+            .get_mut(&client)
+            .is_some_and(|a| a.limits.action(kind as usize, desc, now));
+        if !allowed {
+            bump(&self.stats.actions_limited);
+            return;
+        }
+        bump(&self.stats.actions);
+        self.queue_input(client, Uplink::Action { kind, payload });
+    }
+
+    /// Ends a client's session for a protocol violation: closed with the
+    /// coordinator, the client told why and disconnected.
+    pub(super) fn end_session(&mut self, client: u64, reason: &str) {
+        if self.agents.remove(&client).is_none() {
+            return;
+        }
+        self.to_coordinator(&LinkMsg::CloseSession {
+            session: SessionId(client),
+        });
+        self.kick(client, reason, codes::PROTOCOL);
     }
 }

@@ -39,6 +39,10 @@ pub struct GateServerConfig {
     /// Keepalives and idle timeout of every link (from `[links]`).
     #[serde(skip)]
     pub links: tessera_link::LinkTimeouts,
+    /// The game's protocol: which actions clients may send, their sizes and
+    /// rates. Set by the game's binary.
+    #[serde(skip)]
+    pub game: tessera_proto::GameSchema,
 }
 
 /// What one source address or one session may ask of the gate (the
@@ -144,6 +148,7 @@ impl Default for GateServerConfig {
             metrics: None,
             limits: GateLimits::default(),
             links: tessera_link::LinkTimeouts::default(),
+            game: tessera_proto::GameSchema::new("default"),
         }
     }
 }

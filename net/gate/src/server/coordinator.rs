@@ -112,6 +112,10 @@ impl AgentLoop {
             Inbox::SceneDown(server, task) => self.on_scene_link(&server, task, None),
             Inbox::SceneGone(server, task) => self.on_scene_gone(&server, task),
             Inbox::Coordinator(msg) => self.on_coordinator(msg),
+            Inbox::Misbehaved(client, reason) => {
+                bump(&self.stats.misbehaved_kicks);
+                self.end_session(client, &reason);
+            }
         }
     }
 

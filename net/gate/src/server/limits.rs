@@ -88,6 +88,8 @@ pub(super) struct SessionLimits {
     told: [bool; 3],
     /// Chat lines sent to the client.
     received: Bucket,
+    /// Game actions, by kind (grown on first use; at most the game's kinds).
+    actions: Vec<Bucket>,
 }
 
 impl SessionLimits {
@@ -98,7 +100,23 @@ impl SessionLimits {
             requests: Request::ALL.map(full),
             told: [false; 3],
             received: Bucket::full(f64::from(limits.chat_received_burst), now),
+            actions: Vec::new(),
         }
+    }
+
+    /// Takes a token for an action of `kind` (rate and burst from the
+    /// game's schema) at `now`.
+    pub(super) fn action(
+        &mut self,
+        kind: usize,
+        desc: &tessera_proto::game::ActionDesc,
+        now: Instant,
+    ) -> bool {
+        let (rate, burst) = (f64::from(desc.per_second), f64::from(desc.burst.max(1)));
+        if self.actions.len() <= kind {
+            self.actions.resize(kind + 1, Bucket::full(burst, now));
+        }
+        self.actions[kind].take(now, rate, burst)
     }
 
     /// Takes a token for `request` at `now`.

@@ -121,6 +121,8 @@ impl Source for GateMetrics {
             ("replication_unrouted", s.packets_unrouted),
             ("to_coordinator", s.to_coordinator_dropped),
             ("reliable_full", s.told_dropped),
+            ("game_events", s.events_dropped),
+            ("actions_limited", s.actions_limited),
         ] {
             out.counter(
                 "tessera_gate_messages_dropped_total",
@@ -138,6 +140,8 @@ impl Source for GateMetrics {
             ("malformed_message", s.malformed),
             ("idle", s.idle_kicks),
             ("cluster", s.cluster_kicks),
+            ("malformed_action", s.actions_malformed),
+            ("misbehaved", s.misbehaved_kicks),
         ] {
             out.counter(
                 "tessera_gate_kicks_total",
@@ -177,6 +181,18 @@ impl Source for GateMetrics {
                 v,
             );
         }
+        out.counter(
+            "tessera_gate_actions_total",
+            "Game actions forwarded to their scene.",
+            &l,
+            s.actions,
+        );
+        out.counter(
+            "tessera_gate_events_delivered_total",
+            "Game events handed to a client's listener.",
+            &l,
+            s.events_delivered,
+        );
         out.counter(
             "tessera_gate_chat_delivered_total",
             "Chat lines handed to a recipient's listener.",

@@ -112,6 +112,8 @@ enum Inbox {
     SceneDown(String, u64),
     /// The task gave up for good (a permanent refusal).
     SceneGone(String, u64),
+    /// A scene could not take what this client sent (a malformed action).
+    Misbehaved(u64, String),
 }
 
 /// A running gate. See the [module docs](self).

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use tessera_link::{Connector, bump};
-use tessera_wire::LinkMsg;
+use tessera_proto::ServerMsg;
+use tessera_proto::client::encode_event_datagram;
+use tessera_wire::{LinkMsg, ToClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -23,8 +25,39 @@ fn forward_packet(gate: &Gate, stats: &GateServerStats, client: u64, bytes: Vec<
     }
 }
 
-/// A message from a scene server: replication goes to the clients.
-fn on_scene_msg(gate: &Gate, stats: &GateServerStats, msg: LinkMsg) {
+/// Hands a game event to its client's listener: reliable ones as
+/// [`ServerMsg::Event`], the others as an event datagram on the unreliable
+/// channel.
+fn forward_event(
+    gate: &Gate,
+    stats: &GateServerStats,
+    client: u64,
+    kind: u16,
+    reliable: bool,
+    payload: Vec<u8>,
+) {
+    let sent = if reliable {
+        gate.send(
+            client,
+            Channel::Reliable,
+            ServerMsg::Event { kind, payload }.encode(),
+        )
+    } else {
+        gate.send(
+            client,
+            Channel::Unreliable,
+            encode_event_datagram(kind, &payload),
+        )
+    };
+    match sent {
+        Ok(()) => bump(&stats.events_delivered),
+        Err(_) => bump(&stats.events_dropped),
+    }
+}
+
+/// A message from a scene server: replication and game events go to the
+/// clients; a client its scene could not take is kicked (by the agent loop).
+fn on_scene_msg(gate: &Gate, stats: &GateServerStats, inbox: &mpsc::Sender<Inbox>, msg: LinkMsg) {
     match msg {
         LinkMsg::Replication { client, bytes } => {
             forward_packet(gate, stats, client, bytes);
@@ -32,6 +65,23 @@ fn on_scene_msg(gate: &Gate, stats: &GateServerStats, msg: LinkMsg) {
         LinkMsg::ReplicationBatch { packets } => {
             for (client, bytes) in packets {
                 forward_packet(gate, stats, client, bytes);
+            }
+        }
+        LinkMsg::ToClients { items } => {
+            for item in items {
+                match item {
+                    ToClient::Event {
+                        client,
+                        kind,
+                        reliable,
+                        payload,
+                    } => forward_event(gate, stats, client, kind, reliable, payload),
+                    ToClient::Kick { client, reason } => {
+                        if inbox.try_send(Inbox::Misbehaved(client, reason)).is_err() {
+                            bump(&stats.to_coordinator_dropped);
+                        }
+                    }
+                }
             }
         }
         LinkMsg::EpochStale { scene, current } => {
@@ -83,7 +133,7 @@ pub(super) async fn scene_task(mut t: SceneTask, stop: CancellationToken) {
                 _ = stop.cancelled() => return,
                 m = receiver.recv() => match m { Some(m) => m, None => break },
             };
-            on_scene_msg(&t.gate, &t.stats, msg);
+            on_scene_msg(&t.gate, &t.stats, &t.inbox, msg);
         }
         let reason = receiver.close_reason();
         warn!(server = %t.server, ?reason, "scene server link lost; reconnecting");

@@ -25,6 +25,12 @@ pub struct GateServerStats {
     pub limited_create_avatar: AtomicU64,
     pub to_coordinator_dropped: AtomicU64,
     pub told_dropped: AtomicU64,
+    pub actions: AtomicU64,
+    pub actions_limited: AtomicU64,
+    pub actions_malformed: AtomicU64,
+    pub misbehaved_kicks: AtomicU64,
+    pub events_delivered: AtomicU64,
+    pub events_dropped: AtomicU64,
     /// Registered with the coordinator on the current link (readiness).
     pub registered: AtomicBool,
     /// The agent loop has ended (liveness).
@@ -66,6 +72,18 @@ pub struct GateServerSnapshot {
     /// (each is logged, and the client disconnected: its session cannot go
     /// on without the message).
     pub told_dropped: u64,
+    /// Game actions forwarded to their scene.
+    pub actions: u64,
+    /// Game actions over their kind's rate: dropped.
+    pub actions_limited: u64,
+    /// Game actions of an unknown kind or a wrong size: their sender kicked.
+    pub actions_malformed: u64,
+    /// Clients kicked because their scene could not take their action.
+    pub misbehaved_kicks: u64,
+    /// Game events handed to a client's listener, and dropped (the client
+    /// gone, or its listener's queue full).
+    pub events_delivered: u64,
+    pub events_dropped: u64,
 }
 
 impl GateServerStats {
@@ -91,6 +109,12 @@ impl GateServerStats {
             limited_create_avatar: g(&self.limited_create_avatar),
             to_coordinator_dropped: g(&self.to_coordinator_dropped),
             told_dropped: g(&self.told_dropped),
+            actions: g(&self.actions),
+            actions_limited: g(&self.actions_limited),
+            actions_malformed: g(&self.actions_malformed),
+            misbehaved_kicks: g(&self.misbehaved_kicks),
+            events_delivered: g(&self.events_delivered),
+            events_dropped: g(&self.events_dropped),
         }
     }
 }

@@ -181,7 +181,30 @@ pub fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::Inputs {
             scene: "meadow".into(),
             epoch: 4,
-            inputs: vec![(7, tessera_proto::Uplink::Input(Input::default()))],
+            inputs: vec![
+                (7, tessera_proto::Uplink::Input(Input::default())),
+                (
+                    8,
+                    tessera_proto::Uplink::Action {
+                        kind: 2,
+                        payload: vec![1, 2],
+                    },
+                ),
+            ],
+        },
+        LinkMsg::ToClients {
+            items: vec![
+                tessera_wire::ToClient::Event {
+                    client: 3,
+                    kind: 1,
+                    reliable: true,
+                    payload: vec![9],
+                },
+                tessera_wire::ToClient::Kick {
+                    client: 4,
+                    reason: "malformed action".into(),
+                },
+            ],
         },
         LinkMsg::ReplicationBatch {
             packets: vec![(1, vec![1, 2, 3]), (2, vec![])],
@@ -277,7 +300,8 @@ pub fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::Session { .. }
             | LinkMsg::AttachAt { .. }
             | LinkMsg::DetachAt { .. }
-            | LinkMsg::SyncAttached { .. } => {}
+            | LinkMsg::SyncAttached { .. }
+            | LinkMsg::ToClients { .. } => {}
         }
     }
     msgs
