@@ -86,6 +86,9 @@ pub struct TickOutput {
     pub packets: Packets,
     pub events: Vec<SceneEvent>,
     pub save: Option<SaveBatch>,
+    /// The game's channel asks of this tick, in order (see
+    /// [`crate::channels`]): the host forwards them to the coordinator.
+    pub channel_ops: Vec<crate::channels::ChannelOp>,
 }
 
 /// One tick's packets: encoded back to back in a few large buffers (one per

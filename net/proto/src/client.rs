@@ -23,7 +23,7 @@ use crate::state::{Input, StateAck};
 use crate::{AccountId, AvatarId, SessionId};
 
 /// The client protocol version a login must announce as `client_version`.
-pub const CLIENT_PROTOCOL: u32 = 2;
+pub const CLIENT_PROTOCOL: u32 = 3;
 
 /// The netcode protocol id of Tessera's client protocol: connect tokens and
 /// the gate's netcode servers carry it.
@@ -64,6 +64,9 @@ pub enum ChatTarget {
     Global,
     /// One avatar by name, wherever it is.
     Whisper(String),
+    /// Every online member of a channel the game made the sender a member
+    /// of (a party, a guild), wherever they are.
+    Channel(String),
 }
 
 /// One avatar in [`ServerMsg::Avatars`].
@@ -118,14 +121,25 @@ pub enum ServerMsg {
     Kicked {
         reason: String,
     },
+    /// Opaque bytes the game sent this avatar, as a member of `channel` or
+    /// (`None`) by name; the game's client interprets them.
+    GameData {
+        channel: Option<String>,
+        data: Vec<u8>,
+    },
 }
 
 /// How a chat line was sent, as its receivers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub enum ChatScope {
     Scene,
     Global,
     Whisper,
+    /// On this channel: by a member (`from` is its name) or by the game
+    /// (`from` is empty).
+    Channel(String),
+    /// By the game to this avatar (`from` is empty).
+    Game,
 }
 
 /// Why a message did not decode.
@@ -220,6 +234,40 @@ mod tests {
             }
             .encode(),
             [4, 2, 2, b'A', b'l', 2, b'h', b'i']
+        );
+        assert_eq!(
+            ClientMsg::Chat {
+                to: ChatTarget::Channel("p".into()),
+                text: "yo".into()
+            }
+            .encode(),
+            [4, 3, 1, b'p', 2, b'y', b'o']
+        );
+        assert_eq!(
+            ServerMsg::Chat {
+                from: "Al".into(),
+                scope: ChatScope::Channel("p".into()),
+                text: "yo".into()
+            }
+            .encode(),
+            [5, 2, b'A', b'l', 3, 1, b'p', 2, b'y', b'o']
+        );
+        assert_eq!(
+            ServerMsg::Chat {
+                from: String::new(),
+                scope: ChatScope::Game,
+                text: "yo".into()
+            }
+            .encode(),
+            [5, 0, 4, 2, b'y', b'o']
+        );
+        assert_eq!(
+            ServerMsg::GameData {
+                channel: Some("p".into()),
+                data: vec![7, 8]
+            }
+            .encode(),
+            [8, 1, 1, b'p', 2, 7, 8]
         );
         let input = Input {
             seq: 1,

@@ -200,6 +200,56 @@ pub enum LinkMsg {
         epoch: Epoch,
         attached: Vec<AttachedSession>,
     },
+
+    // --- Channels -----------------------------------------------------------
+    /// Scene server → coordinator: the channel asks a tick of `scene` at
+    /// `epoch` made, in order (see `tessera_sim::channels`).
+    ChannelOps {
+        scene: String,
+        epoch: Epoch,
+        ops: Vec<WireChannelOp>,
+    },
+    /// Coordinator → gate: deliver the game's opaque bytes to these
+    /// sessions (as `ServerMsg::GameData`). Text goes as [`LinkMsg::ChatTo`].
+    GameDataTo {
+        sessions: Vec<SessionId>,
+        channel: Option<String>,
+        data: Vec<u8>,
+    },
+}
+
+/// A game's message (mirrors [`tessera_sim::ChannelPayload`]).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum WirePayload {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// A game's channel ask (mirrors [`tessera_sim::ChannelOp`]).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum WireChannelOp {
+    Create {
+        channel: String,
+    },
+    Add {
+        channel: String,
+        avatar: AvatarId,
+    },
+    Remove {
+        channel: String,
+        avatar: AvatarId,
+    },
+    Disband {
+        channel: String,
+    },
+    Send {
+        channel: String,
+        payload: WirePayload,
+    },
+    SendTo {
+        avatars: Vec<AvatarId>,
+        payload: WirePayload,
+    },
 }
 
 /// One attached session in [`LinkMsg::SyncAttached`].
@@ -435,6 +485,8 @@ impl LinkMsg {
             LinkMsg::AttachAt { .. } => "attach-at",
             LinkMsg::DetachAt { .. } => "detach-at",
             LinkMsg::SyncAttached { .. } => "sync-attached",
+            LinkMsg::ChannelOps { .. } => "channel-ops",
+            LinkMsg::GameDataTo { .. } => "game-data-to",
         }
     }
 }
