@@ -4,7 +4,8 @@
 //! in), and from `field` keeps sending a roll call to a list of avatars and
 //! bytes to the channel. Alice (in `field`) says a line on the channel and
 //! Bob (in `town`) hears it; Bob hears `field`'s roll call; Carol, not a
-//! member, is told so; Dave is skipped as offline.
+//! member, is told so; Dave is skipped as offline. Bob stays a member
+//! across leaving the world and entering again.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -273,6 +274,24 @@ fn a_channel_line_and_a_list_message_reach_members_in_another_scene() {
                 text: "meet at the bridge".into()
             }
         );
+
+        // Bob leaves the world and comes back: still a member (by avatar),
+        // though the game never added him again.
+        bob.send(&ClientMsg::Leave);
+        bob.until(5, "left", |m| matches!(m, ServerMsg::Left { .. }))
+            .await;
+        bob.send(&ClientMsg::ListAvatars);
+        bob.enter().await;
+        alice.send(&ClientMsg::Chat {
+            to: ChatTarget::Channel(PARTY.into()),
+            text: "welcome back".into(),
+        });
+        bob.until(
+            10,
+            "Alice's second line",
+            |m| matches!(m, ServerMsg::Chat { text, .. } if text == "welcome back"),
+        )
+        .await;
 
         // Carol is not a member: she is told, and hears nothing of the party.
         carol.send(&ClientMsg::Chat {
