@@ -47,6 +47,7 @@ use bevy_ecs::schedule::SystemSet;
 use bevy_tasks::{ComputeTaskPool, TaskPool, TaskPoolBuilder};
 
 pub mod aoi;
+pub mod channels;
 pub mod components;
 pub mod game;
 mod hash;
@@ -63,6 +64,7 @@ pub mod scene;
 pub mod testing;
 mod world;
 
+pub use channels::{ChannelError, ChannelOp, ChannelPayload, ChannelStats, Channels};
 pub use game::{DefaultGame, Game};
 pub use protocol::{
     AvatarId, ClientId, GameEventOut, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, Packets,

@@ -109,6 +109,9 @@ pub struct TickOutput {
     /// Game events, in the order sent, one per receiving client.
     pub game: Vec<GameEventOut>,
     pub save: Option<SaveBatch>,
+    /// The game's channel asks of this tick, in order (see
+    /// [`crate::channels`]): the host forwards them to the coordinator.
+    pub channel_ops: Vec<crate::channels::ChannelOp>,
 }
 
 /// One tick's packets: encoded back to back in a few large buffers (one per

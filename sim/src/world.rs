@@ -420,6 +420,7 @@ impl SceneWorld {
             .init_resource::<crate::game::GameMessages>()
             .init_resource::<crate::game::EventOutbox>()
             .init_resource::<crate::game::PendingActions>()
+            .init_resource::<crate::channels::Channels>()
             .insert_resource(TickMetrics::new(settings.trace))
             .insert_resource(info)
             .configure_sets(
@@ -472,6 +473,10 @@ impl SceneWorld {
         };
         self.app.update();
         let world = self.app.world_mut();
+        let channel_ops = world
+            .get_resource_mut::<crate::channels::Channels>()
+            .map(|mut c| c.take())
+            .unwrap_or_default();
         let mut out = world.resource_mut::<SceneOutbox>();
         let output = TickOutput {
             tick,
@@ -479,6 +484,7 @@ impl SceneWorld {
             events: std::mem::take(&mut out.events),
             game: std::mem::take(&mut out.game),
             save: out.save.take(),
+            channel_ops,
         };
         world.resource_mut::<Counters>().command_errors = command_errors();
         world
@@ -508,6 +514,15 @@ impl SceneWorld {
 
     pub fn counters(&self) -> Counters {
         *self.app.world().resource::<Counters>()
+    }
+
+    /// The game's channel asks queued and refused so far.
+    pub fn channel_stats(&self) -> crate::channels::ChannelStats {
+        self.app
+            .world()
+            .get_resource::<crate::channels::Channels>()
+            .map(|c| c.stats())
+            .unwrap_or_default()
     }
 
     pub fn metrics(&self) -> &TickMetrics {

@@ -398,7 +398,7 @@ impl Player {
                 let m = ServerMsg::decode(&payload).unwrap();
                 match &m {
                     ServerMsg::Chat { from, scope, text } => {
-                        self.chat.push((from.clone(), *scope, text.clone()));
+                        self.chat.push((from.clone(), scope.clone(), text.clone()));
                     }
                     ServerMsg::Kicked { reason } => self.kicked = Some(reason.clone()),
                     ServerMsg::Entered { net_id, scene, .. } => {

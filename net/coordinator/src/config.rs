@@ -36,6 +36,8 @@ pub struct CoordinatorConfig {
     pub password_hash_threads: u32,
     /// Login, tokens, queue and rate limits (`[coordinator.login]`).
     pub login: login::LoginConfig,
+    /// Bounds of the channels games create (`[coordinator.channels]`).
+    pub channels: ChannelLimits,
     /// Keepalives and idle timeout of every link (from `[links]`).
     #[serde(skip)]
     pub links: tessera_link::LinkTimeouts,
@@ -43,6 +45,29 @@ pub struct CoordinatorConfig {
     /// `GET /v1/protocol` serves it. Set by the game's binary.
     #[serde(skip)]
     pub game: tessera_proto::GameSchema,
+}
+
+/// Bounds of the channels games create: what the coordinator holds for
+/// them stays under `max_channels × max_members` memberships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelLimits {
+    /// Channels at once, in the whole cluster. Default 10 000.
+    pub max_channels: u32,
+    /// Members of one channel. Default 100.
+    pub max_members: u32,
+    /// Channels one avatar belongs to at once. Default 16.
+    pub max_per_avatar: u32,
+}
+
+impl Default for ChannelLimits {
+    fn default() -> Self {
+        Self {
+            max_channels: 10_000,
+            max_members: 100,
+            max_per_avatar: 16,
+        }
+    }
 }
 
 impl Default for CoordinatorConfig {
@@ -57,6 +82,7 @@ impl Default for CoordinatorConfig {
             tick_ms: 100,
             password_hash_threads: 0,
             login: login::LoginConfig::default(),
+            channels: ChannelLimits::default(),
             links: tessera_link::LinkTimeouts::default(),
             game: tessera_proto::GameSchema::new("default"),
         }
@@ -91,6 +117,8 @@ pub enum CoordinatorConfigError {
     AdminTokenIsSecret,
     #[error("{0}")]
     Login(String),
+    #[error("coordinator.channels: max_channels, max_members and max_per_avatar must be above 0")]
+    Channels,
 }
 
 /// The admin token used when none is configured; refused unless the admin
@@ -165,6 +193,10 @@ impl CoordinatorConfig {
         self.login
             .validate()
             .map_err(CoordinatorConfigError::Login)?;
+        let c = &self.channels;
+        if c.max_channels == 0 || c.max_members == 0 || c.max_per_avatar == 0 {
+            return Err(CoordinatorConfigError::Channels);
+        }
         if u64::from(self.heartbeat_ms) >= cluster.heartbeat_timeout_ms {
             return Err(CoordinatorConfigError::HeartbeatAboveTimeout {
                 heartbeat: self.heartbeat_ms,

@@ -85,7 +85,9 @@ use tessera_cluster::{ClusterConfig, ClusterState, ClusterStatus, Effect};
 use tessera_link::{LinkConfig, serve};
 use tessera_wire::{Role, Secret};
 
-pub use self::config::{AdminToken, CoordinatorConfig, CoordinatorConfigError, DEV_ADMIN_TOKEN};
+pub use self::config::{
+    AdminToken, ChannelLimits, CoordinatorConfig, CoordinatorConfigError, DEV_ADMIN_TOKEN,
+};
 pub use self::core::CoordinatorStats;
 use self::core::{Core, SharedCore};
 
@@ -210,6 +212,7 @@ impl Coordinator {
             config.tick_ms,
             logins,
         );
+        core.set_channel_limits(config.channels);
         core.apply(effects);
         let core = Arc::new(SharedCore::new(core));
         core.lock()

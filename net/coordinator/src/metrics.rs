@@ -306,6 +306,47 @@ impl Source for CoordinatorMetrics {
             &[],
             stats.chat_lines,
         );
+        for (outcome, v) in [
+            ("applied", stats.channel_ops - stats.channel_ops_refused),
+            ("refused", stats.channel_ops_refused),
+        ] {
+            out.counter(
+                "tessera_coordinator_channel_ops_total",
+                "Channel asks from scenes, applied or refused (a bound, an unknown channel).",
+                &[("outcome", outcome)],
+                v,
+            );
+        }
+        out.counter(
+            "tessera_coordinator_channel_messages_total",
+            "Messages to a channel's members or a list of avatars, from a game or a member.",
+            &[],
+            stats.channel_messages,
+        );
+        out.counter(
+            "tessera_coordinator_channel_recipients_offline_total",
+            "Recipients of channel messages skipped because offline.",
+            &[],
+            stats.channel_offline_skipped,
+        );
+        out.counter(
+            "tessera_coordinator_channel_lines_refused_total",
+            "Channel lines of a session refused: not a member, or no such channel.",
+            &[],
+            stats.channel_lines_refused,
+        );
+        out.gauge(
+            "tessera_coordinator_channels",
+            "Channels games hold now.",
+            &[],
+            stats.channels as f64,
+        );
+        out.gauge(
+            "tessera_coordinator_channel_members",
+            "Channel memberships held now.",
+            &[],
+            stats.channel_members as f64,
+        );
         out.counter(
             "tessera_coordinator_events_stale_total",
             "Scene events from a placement that is no longer current.",

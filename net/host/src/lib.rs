@@ -98,7 +98,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use output::{OutputQueue, OutputStats, TickBatch};
 pub use pacer::{Pacer, PacerStats, Plan};
 pub use runner::{
-    CommandError, LoadReport, RunError, RunnerPhase, RunnerReport, RunnerSettings, SceneRunner,
+    CommandError, GameRef, LoadReport, RunError, RunnerPhase, RunnerReport, RunnerSettings,
+    SceneRunner,
 };
 pub use sink::{
     EpochBatch, MemorySink, SaveSink, SaveSinkError, WriterSink, from_db_states, to_db_batch,

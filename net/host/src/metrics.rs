@@ -71,6 +71,9 @@ counters!(
     obstacle_blocked,
     mounts_refused,
     attach_rejected,
+    channel_ops,
+    channel_refused_rate,
+    channel_refused_bounds,
     output_packets_dropped,
     output_events_dropped,
     saves,
@@ -210,6 +213,10 @@ impl SceneMetrics {
         set(&c.obstacle_blocked, k.obstacle_blocked);
         set(&c.mounts_refused, k.mounts_refused);
         set(&c.attach_rejected, k.attach_rejected);
+        let ch = world.channel_stats();
+        set(&c.channel_ops, ch.queued);
+        set(&c.channel_refused_rate, ch.refused_rate);
+        set(&c.channel_refused_bounds, ch.refused_bounds);
     }
 
     /// Copies the slower-moving figures (at each load report).
@@ -385,6 +392,23 @@ impl SceneMetrics {
             &l,
             g(&c.attach_rejected),
         );
+        out.counter(
+            "tessera_scene_channel_ops_total",
+            "Channel asks the game queued for the coordinator.",
+            &l,
+            g(&c.channel_ops),
+        );
+        for (reason, v) in [
+            ("rate", g(&c.channel_refused_rate)),
+            ("bounds", g(&c.channel_refused_bounds)),
+        ] {
+            out.counter(
+                "tessera_scene_channel_ops_refused_total",
+                "Channel asks refused in the scene: over the per-tick cap, or a name, message or recipient list out of bounds.",
+                &[l[0], l[1], ("reason", reason)],
+                v,
+            );
+        }
         for (what, v) in [
             ("packets", g(&c.output_packets_dropped)),
             ("events", g(&c.output_events_dropped)),

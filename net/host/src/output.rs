@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tessera_sim::{ClientId, GameEventOut, Packets, SceneEvent};
+use tessera_sim::{ChannelOp, ClientId, GameEventOut, Packets, SceneEvent};
 
 use tessera_wire::Epoch;
 
@@ -32,6 +32,9 @@ pub struct TickBatch {
     pub game: Vec<GameEventOut>,
     /// Clients that lost at least one packet to an overflow since the last pop.
     pub dropped_for: Vec<ClientId>,
+    /// The game's channel asks in order; like events, carried over an
+    /// overflow, and counted against the same cap.
+    pub channel_ops: Vec<ChannelOp>,
 }
 
 /// Counters of one output queue.
@@ -111,6 +114,14 @@ impl OutputQueue {
                     .fetch_add(extra as u64, Ordering::Relaxed);
             }
             inner.events += batch.events.len();
+            let room = self.max_events.saturating_sub(inner.events);
+            if batch.channel_ops.len() > room {
+                let extra = batch.channel_ops.len() - room;
+                batch.channel_ops.truncate(room);
+                self.events_dropped
+                    .fetch_add(extra as u64, Ordering::Relaxed);
+            }
+            inner.events += batch.channel_ops.len();
             if inner.queue.len() >= self.capacity
                 && let Some(old) = inner.queue.pop_front()
             {
@@ -128,6 +139,11 @@ impl OutputQueue {
                     None => &mut batch.events,
                 };
                 next.splice(0..0, old.events);
+                let next = match inner.queue.front_mut() {
+                    Some(front) => &mut front.channel_ops,
+                    None => &mut batch.channel_ops,
+                };
+                next.splice(0..0, old.channel_ops);
             }
             inner.queue.push_back(batch);
             self.pushed.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +161,7 @@ impl OutputQueue {
 
     fn take(&self, inner: &mut Inner) -> Option<TickBatch> {
         let mut b = inner.queue.pop_front()?;
-        inner.events -= b.events.len();
+        inner.events -= b.events.len() + b.channel_ops.len();
         if !inner.dropped_for.is_empty() {
             b.dropped_for = std::mem::take(&mut inner.dropped_for).into_iter().collect();
         }
@@ -240,6 +256,25 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn host_output_keeps_channel_asks_over_an_overflow_within_the_cap() {
+        let q = OutputQueue::new(1, 3);
+        let ask = |avatar| ChannelOp::Add {
+            channel: "party".into(),
+            avatar,
+        };
+        let mut first = batch(1, &[10], 0);
+        first.channel_ops = vec![ask(1), ask(2)];
+        q.push(first);
+        let mut second = batch(2, &[11], 0);
+        second.channel_ops = vec![ask(3), ask(4)];
+        q.push(second);
+        let b = q.try_pop().expect("entry");
+        assert_eq!(b.tick, 2);
+        assert_eq!(b.channel_ops, vec![ask(1), ask(2), ask(3)]);
+        assert_eq!(q.stats().events_dropped, 1, "the ask over the cap");
     }
 
     #[test]

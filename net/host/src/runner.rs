@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 
 use hdrhistogram::Histogram;
 use tessera_sim::{
-    AvatarId, ClientId, Inbound, NetId, PcState, SaveBatch, SceneDef, SceneEvent, SceneSettings,
-    SceneWorld,
+    AvatarId, ClientId, DefaultGame, Game, Inbound, NetId, PcState, SaveBatch, SceneDef,
+    SceneEvent, SceneSettings, SceneWorld,
 };
 
 use super::clock::Clock;
@@ -50,6 +50,31 @@ pub struct RunnerSettings {
     pub walkers: u32,
     /// The scene world's own settings.
     pub scene: SceneSettings,
+    /// The game whose plugins every scene world is built with. Default
+    /// [`DefaultGame`].
+    pub game: GameRef,
+}
+
+/// A shared [`Game`], comparable by name (so settings stay comparable).
+#[derive(Clone)]
+pub struct GameRef(pub Arc<dyn Game>);
+
+impl Default for GameRef {
+    fn default() -> Self {
+        Self(Arc::new(DefaultGame))
+    }
+}
+
+impl std::fmt::Debug for GameRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("GameRef").field(&self.0.name()).finish()
+    }
+}
+
+impl PartialEq for GameRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name() == other.0.name()
+    }
 }
 
 impl Default for RunnerSettings {
@@ -62,6 +87,7 @@ impl Default for RunnerSettings {
             report_every_ticks: 0,
             walkers: 0,
             scene: SceneSettings::default(),
+            game: GameRef::default(),
         }
     }
 }
@@ -494,7 +520,11 @@ impl ThreadCtx {
             epoch: self.epoch,
             ..self.settings.scene.clone()
         };
-        let mut world = SceneWorld::new(self.def, settings);
+        // A game that leaves out an engine plugin is a bug in the game: the
+        // thread fails (FailGuard marks it), as on any panic in its systems.
+        let game = Arc::clone(&self.settings.game.0);
+        let mut world = SceneWorld::for_game(&*game, self.def, settings)
+            .unwrap_or_else(|e| panic!("game {} cannot build scene {scene}: {e}", game.name()));
         if self.settings.walkers > 0 {
             // Synthetic load: observers with client ids 1..=walkers (session
             // ids have the top bit set, so they never collide).
@@ -680,7 +710,11 @@ impl Core {
         }
         let mut events = std::mem::take(&mut self.replies);
         events.extend(out.events);
-        if !out.packets.is_empty() || !events.is_empty() || !out.game.is_empty() {
+        if !out.packets.is_empty()
+            || !events.is_empty()
+            || !out.game.is_empty()
+            || !out.channel_ops.is_empty()
+        {
             self.output.push(TickBatch {
                 epoch: self.epoch,
                 tick: out.tick,
@@ -688,6 +722,7 @@ impl Core {
                 events,
                 game: out.game,
                 dropped_for: Vec::new(),
+                channel_ops: out.channel_ops,
             });
         }
         // Attaches waiting for this tick's detaches or attaches, for the next tick.

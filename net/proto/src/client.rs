@@ -69,6 +69,9 @@ pub enum ChatTarget {
     Global,
     /// One avatar by name, wherever it is.
     Whisper(String),
+    /// Every online member of a channel the game made the sender a member
+    /// of (a party, a guild), wherever they are.
+    Channel(String),
 }
 
 /// One avatar in [`ServerMsg::Avatars`].
@@ -123,6 +126,12 @@ pub enum ServerMsg {
     Kicked {
         reason: String,
     },
+    /// Opaque bytes the game sent this avatar, as a member of `channel` or
+    /// (`None`) by name; the game's client interprets them.
+    GameData {
+        channel: Option<String>,
+        data: Vec<u8>,
+    },
     /// A game event sent reliably: `kind` is its index among the game's
     /// events. (Unreliable ones come on channel 1: [`GAME_EVENT_TYPE`].)
     Event {
@@ -167,14 +176,20 @@ pub fn decode_event_datagram(bytes: &[u8]) -> Option<(u16, &[u8])> {
         }
     }
     None
+
 }
 
 /// How a chat line was sent, as its receivers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub enum ChatScope {
     Scene,
     Global,
     Whisper,
+    /// On this channel: by a member (`from` is its name) or by the game
+    /// (`from` is empty).
+    Channel(String),
+    /// By the game to this avatar (`from` is empty).
+    Game,
 }
 
 /// Why a message did not decode.
@@ -268,7 +283,7 @@ mod tests {
             kind: 300,
             payload: vec![1],
         };
-        assert_eq!(event.encode(), [8, 0xac, 0x02, 1, 1]);
+        assert_eq!(event.encode(), [9, 0xac, 0x02, 1, 1]);
         let d = encode_event_datagram(300, &[5, 6]);
         assert_eq!(d, [2, 0xac, 0x02, 5, 6]);
         assert_eq!(decode_event_datagram(&d), Some((300, &[5u8, 6][..])));
@@ -288,6 +303,40 @@ mod tests {
             }
             .encode(),
             [4, 2, 2, b'A', b'l', 2, b'h', b'i']
+        );
+        assert_eq!(
+            ClientMsg::Chat {
+                to: ChatTarget::Channel("p".into()),
+                text: "yo".into()
+            }
+            .encode(),
+            [4, 3, 1, b'p', 2, b'y', b'o']
+        );
+        assert_eq!(
+            ServerMsg::Chat {
+                from: "Al".into(),
+                scope: ChatScope::Channel("p".into()),
+                text: "yo".into()
+            }
+            .encode(),
+            [5, 2, b'A', b'l', 3, 1, b'p', 2, b'y', b'o']
+        );
+        assert_eq!(
+            ServerMsg::Chat {
+                from: String::new(),
+                scope: ChatScope::Game,
+                text: "yo".into()
+            }
+            .encode(),
+            [5, 0, 4, 2, b'y', b'o']
+        );
+        assert_eq!(
+            ServerMsg::GameData {
+                channel: Some("p".into()),
+                data: vec![7, 8]
+            }
+            .encode(),
+            [8, 1, 1, b'p', 2, 7, 8]
         );
         let input = Input {
             seq: 1,

@@ -253,8 +253,8 @@ fn forward_to_clients(shared: &ServerState, batch: &TickBatch) {
     }
 }
 
-/// Queues the tick's events for the coordinator; a detach also ends the
-/// client's route.
+/// Queues the tick's events and channel asks for the coordinator; a detach
+/// also ends the client's route.
 fn forward_events(shared: &ServerState, scene: &str, epoch: Epoch, batch: &TickBatch) {
     for ev in &batch.events {
         if let SceneEvent::Detached { client, .. } = ev {
@@ -270,6 +270,15 @@ fn forward_events(shared: &ServerState, scene: &str, epoch: Epoch, batch: &TickB
             scene: scene.to_owned(),
             epoch,
             event,
+        });
+    }
+    // After the tick's events: an avatar attached this tick is known to the
+    // coordinator before an ask that names it.
+    if !batch.channel_ops.is_empty() {
+        shared.push_event(LinkMsg::ChannelOps {
+            scene: scene.to_owned(),
+            epoch,
+            ops: batch.channel_ops.iter().cloned().map(Into::into).collect(),
         });
     }
 }

@@ -109,9 +109,22 @@ impl SceneServer {
         secret: Secret,
         defs: BTreeMap<String, SceneDef>,
     ) -> Result<Self, SceneServerError> {
+        Self::start_with_game(config, secret, defs, tessera_host::GameRef::default()).await
+    }
+
+    /// [`SceneServer::start`] with every scene world built for `game`.
+    pub async fn start_with_game(
+        config: SceneServerConfig,
+        secret: Secret,
+        defs: BTreeMap<String, SceneDef>,
+        game: tessera_host::GameRef,
+    ) -> Result<Self, SceneServerError> {
         config.validate()?;
         let name = config.node_name();
-        let settings = config.runner_settings();
+        let settings = tessera_host::RunnerSettings {
+            game,
+            ..config.runner_settings()
+        };
         let sink = Arc::new(LinkSink::new());
         let host = SceneHost::new(
             settings.clone(),

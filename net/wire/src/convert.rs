@@ -8,8 +8,39 @@
 //! type (`tessera_proto`), forwarded unchanged.
 
 use tessera_sim::protocol::{Inbound, PcState, SaveBatch, SceneEvent};
+use tessera_sim::{ChannelOp, ChannelPayload};
 
-use crate::{Epoch, SceneCommand, WireEvent, WirePcState, WireSaveBatch};
+use crate::{
+    Epoch, SceneCommand, WireChannelOp, WireEvent, WirePayload, WirePcState, WireSaveBatch,
+};
+
+impl From<ChannelPayload> for WirePayload {
+    fn from(p: ChannelPayload) -> Self {
+        match p {
+            ChannelPayload::Text(t) => Self::Text(t),
+            ChannelPayload::Bytes(b) => Self::Bytes(b),
+        }
+    }
+}
+
+impl From<ChannelOp> for WireChannelOp {
+    fn from(op: ChannelOp) -> Self {
+        match op {
+            ChannelOp::Create { channel } => Self::Create { channel },
+            ChannelOp::Add { channel, avatar } => Self::Add { channel, avatar },
+            ChannelOp::Remove { channel, avatar } => Self::Remove { channel, avatar },
+            ChannelOp::Disband { channel } => Self::Disband { channel },
+            ChannelOp::Send { channel, payload } => Self::Send {
+                channel,
+                payload: payload.into(),
+            },
+            ChannelOp::SendTo { avatars, payload } => Self::SendTo {
+                avatars,
+                payload: payload.into(),
+            },
+        }
+    }
+}
 
 impl From<PcState> for WirePcState {
     fn from(s: PcState) -> Self {

@@ -34,8 +34,8 @@ pub use handshake::{
 };
 pub use msg::{
     AttachedSession, Heartbeat, LinkMsg, MsgDecodeError, Placement, REPLICATION_BATCH_BYTES,
-    Register, SceneCommand, SceneLoad, SessionEvent, ToClient, WireEvent, WirePcState,
-    WireSaveBatch,
+    Register, SceneCommand, SceneLoad, SessionEvent, ToClient, WireChannelOp, WireEvent,
+    WirePayload, WirePcState, WireSaveBatch,
 };
 pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 
@@ -46,7 +46,9 @@ pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 /// `tessera_sim::SceneSnapshot` a [`LinkMsg::Snapshot`] carries (6: it gained
 /// the last tick's duration and the obstacles, for the live map; 7:
 /// [`LinkMsg::SceneReleased`], for planned moves; 8: a placement's states in
-/// [`LinkMsg::SceneStates`] chunks).
+/// [`LinkMsg::SceneStates`] chunks; 9: channels, [`LinkMsg::ChannelOps`] and
+/// [`LinkMsg::GameDataTo`], the client protocol 3's chat scopes, and a
+/// game's actions and events, [`LinkMsg::ToClients`]).
 pub const PROTOCOL_VERSION: u16 = 9;
 
 /// The longest node name a peer may announce, in bytes.

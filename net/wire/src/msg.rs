@@ -201,6 +201,22 @@ pub enum LinkMsg {
         attached: Vec<AttachedSession>,
     },
 
+    // --- Channels -----------------------------------------------------------
+    /// Scene server → coordinator: the channel asks a tick of `scene` at
+    /// `epoch` made, in order (see `tessera_sim::channels`).
+    ChannelOps {
+        scene: String,
+        epoch: Epoch,
+        ops: Vec<WireChannelOp>,
+    },
+    /// Coordinator → gate: deliver the game's opaque bytes to these
+    /// sessions (as `ServerMsg::GameData`). Text goes as [`LinkMsg::ChatTo`].
+    GameDataTo {
+        sessions: Vec<SessionId>,
+        channel: Option<String>,
+        data: Vec<u8>,
+    },
+
     // --- A game's messages: scene server → gate -----------------------------
     /// Game events for clients of this gate, and clients to disconnect for
     /// sending what their game cannot take (one frame per tick and gate).
@@ -219,6 +235,40 @@ pub enum ToClient {
     },
     /// The client misbehaved (a malformed action): kick it.
     Kick { client: ClientId, reason: String },
+}
+
+/// A game's message (mirrors [`tessera_sim::ChannelPayload`]).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum WirePayload {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// A game's channel ask (mirrors [`tessera_sim::ChannelOp`]).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum WireChannelOp {
+    Create {
+        channel: String,
+    },
+    Add {
+        channel: String,
+        avatar: AvatarId,
+    },
+    Remove {
+        channel: String,
+        avatar: AvatarId,
+    },
+    Disband {
+        channel: String,
+    },
+    Send {
+        channel: String,
+        payload: WirePayload,
+    },
+    SendTo {
+        avatars: Vec<AvatarId>,
+        payload: WirePayload,
+    },
 }
 
 /// One attached session in [`LinkMsg::SyncAttached`].
@@ -460,6 +510,8 @@ impl LinkMsg {
             LinkMsg::DetachAt { .. } => "detach-at",
             LinkMsg::SyncAttached { .. } => "sync-attached",
             LinkMsg::ToClients { .. } => "to-clients",
+            LinkMsg::ChannelOps { .. } => "channel-ops",
+            LinkMsg::GameDataTo { .. } => "game-data-to",
         }
     }
 }

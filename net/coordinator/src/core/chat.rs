@@ -1,7 +1,6 @@
-//! Chat: a line from a session's avatar to its scene, to everyone, or to
-//! one avatar by name, delivered as one message per gate link.
-
-use std::collections::BTreeMap;
+//! Chat: a line from a session's avatar to its scene, to everyone, to one
+//! avatar by name, or to a channel it is a member of (`channels.rs`),
+//! delivered as one message per gate link.
 
 use tessera_cluster::{AvatarPresence, SessionId};
 use tessera_proto::client::MAX_CHAT_BYTES;
@@ -34,13 +33,16 @@ impl Core {
             Ok(targets) => targets,
             Err(reason) => return self.refuse_session_by(session, reason),
         };
+        if matches!(scope, ChatScope::Channel(_)) {
+            self.stats.channel_messages += 1;
+        }
         self.stats.chat_lines += 1;
         self.deliver_chat(targets, &speaker, scope, &text);
     }
 
     /// The sessions a line of `avatar` goes to, or why there are none.
     fn chat_targets(
-        &self,
+        &mut self,
         avatar: AvatarId,
         to: ChatTarget,
     ) -> Result<(Vec<SessionId>, ChatScope), String> {
@@ -61,6 +63,20 @@ impl Core {
                     None => Err(format!("{name} is not online")),
                 }
             }
+            ChatTarget::Channel(name) => {
+                if !self.channels.is_member(&name, avatar) {
+                    self.stats.channel_lines_refused += 1;
+                    let shown: String = name.chars().take(super::channels::SHOWN_NAME).collect();
+                    return Err(format!("you are not a member of channel {shown:?}"));
+                }
+                let members: Vec<AvatarId> = self
+                    .channels
+                    .members(&name)
+                    .map(|m| m.iter().copied().collect())
+                    .unwrap_or_default();
+                let sessions = self.online_sessions(&members);
+                Ok((sessions, ChatScope::Channel(name)))
+            }
         }
     }
 
@@ -77,20 +93,20 @@ impl Core {
     }
 
     /// Sends the line to `targets`: one message per gate link.
-    fn deliver_chat(&mut self, targets: Vec<SessionId>, from: &str, scope: ChatScope, text: &str) {
-        let mut by_link: BTreeMap<u64, Vec<SessionId>> = BTreeMap::new();
-        for s in targets {
-            if let Some(&link) = self.sessions.get(&s) {
-                by_link.entry(link).or_default().push(s);
-            }
-        }
-        for (link, sessions) in by_link {
+    pub(super) fn deliver_chat(
+        &mut self,
+        targets: Vec<SessionId>,
+        from: &str,
+        scope: ChatScope,
+        text: &str,
+    ) {
+        for (link, sessions) in self.by_link(targets) {
             self.send_link(
                 link,
                 &LinkMsg::ChatTo {
                     sessions,
                     from: from.to_owned(),
-                    scope,
+                    scope: scope.clone(),
                     text: text.to_owned(),
                 },
             );

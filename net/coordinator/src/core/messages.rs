@@ -68,6 +68,9 @@ impl Core {
             LinkMsg::Snapshot {
                 request, snapshot, ..
             } if from.role == Role::SceneServer => self.on_snapshot(request, snapshot),
+            LinkMsg::ChannelOps { scene, epoch, ops } => {
+                self.on_channel_ops(from, &scene, epoch, ops)
+            }
             other => self.refuse(
                 id,
                 format!("unexpected {} from a {}", other.kind(), from.role),

@@ -21,8 +21,10 @@
 //! * `replay.rs` — a gate's sessions across a new link: replayed, or
 //!   ended (and kicked) when not replayed in time or refused;
 //! * `chat.rs` — chat lines between sessions;
+//! * `channels.rs` — the channels games make, and their messages;
 //! * `links.rs` — the links and sending on them.
 
+mod channels;
 mod chat;
 mod data;
 mod effects;
@@ -105,6 +107,19 @@ pub struct CoordinatorStats {
     pub transfers: u64,
     /// Chat lines delivered.
     pub chat_lines: u64,
+    /// Channel asks from scenes, and those refused (a bound, an unknown
+    /// channel).
+    pub channel_ops: u64,
+    pub channel_ops_refused: u64,
+    /// Messages sent to a channel's members or a list of avatars (by the
+    /// game or a member), and the recipients skipped because offline.
+    pub channel_messages: u64,
+    pub channel_offline_skipped: u64,
+    /// Channel lines of a session refused: not a member, or no such channel.
+    pub channel_lines_refused: u64,
+    /// Channels and memberships held now.
+    pub channels: u64,
+    pub channel_members: u64,
     /// Connect tokens issued, used once (burnt), refused (replayed, expired,
     /// unknown), replaced by the account's newer login (revoked), and issued
     /// but not used yet.
@@ -175,6 +190,8 @@ pub(crate) struct Core {
     gate_load: BTreeMap<NodeId, (u32, Vec<String>)>,
     /// Avatar names, for chat (learned at attach).
     avatar_names: BTreeMap<AvatarId, String>,
+    /// The channels games made (`channels.rs`).
+    channels: channels::ChannelTable,
     logins: Logins,
     stats: CoordinatorStats,
     /// Snapshot requests waiting for their scene server, by request id.
@@ -239,6 +256,7 @@ impl Core {
             arrival_states: BTreeMap::new(),
             gate_load: BTreeMap::new(),
             avatar_names: BTreeMap::new(),
+            channels: channels::ChannelTable::default(),
             logins,
             stats: CoordinatorStats::default(),
             snapshots: BTreeMap::new(),
@@ -324,6 +342,8 @@ impl Core {
             queued: self.logins.queued() as u64,
             sessions_linked: self.sessions.len() as u64,
             sessions_directory: self.cluster.session_count() as u64,
+            channels: self.channels.len() as u64,
+            channel_members: self.channels.memberships(),
             ..self.stats
         }
     }
@@ -331,6 +351,11 @@ impl Core {
     /// The write-behind writer's totals (`None` once closed).
     pub(crate) fn writer_stats(&self) -> Option<db::WriterStats> {
         self.writer.as_ref().map(|w| w.stats())
+    }
+
+    /// Bounds the channels games make.
+    pub(crate) fn set_channel_limits(&mut self, limits: crate::config::ChannelLimits) {
+        self.channels = channels::ChannelTable::new(limits);
     }
 
     /// Time passes for the cluster state (silent nodes expire).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_link::{LinkConfig, LinkSender, bump};
-use tessera_proto::{AccountId, ClientMsg, ServerMsg, SessionId, Uplink};
+use tessera_proto::{AccountId, ChatTarget, ClientMsg, ServerMsg, SessionId, Uplink};
 use tessera_wire::{Epoch, LinkMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -371,7 +371,11 @@ impl AgentLoop {
                 self.to_coordinator(&LinkMsg::AttachAvatar { session, avatar });
             }
             ClientMsg::Chat { to, text } => {
-                if self.allow(client, Request::Chat) {
+                // A channel line takes a token of its own bucket too.
+                let channel = matches!(to, ChatTarget::Channel(_));
+                if self.allow(client, Request::Chat)
+                    && (!channel || self.allow(client, Request::ChannelChat))
+                {
                     self.to_coordinator(&LinkMsg::Chat { session, to, text });
                 }
             }

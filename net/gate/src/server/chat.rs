@@ -27,6 +27,7 @@ impl AgentLoop {
         }
         bump(match request {
             Request::Chat => &self.stats.limited_chat,
+            Request::ChannelChat => &self.stats.limited_channel_chat,
             Request::ListAvatars => &self.stats.limited_list_avatars,
             Request::CreateAvatar => &self.stats.limited_create_avatar,
         });

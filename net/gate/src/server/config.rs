@@ -71,6 +71,12 @@ pub struct GateLimits {
     pub chat_received_per_s: u32,
     /// Burst of `chat_received_per_s`. Default 20.
     pub chat_received_burst: u32,
+    /// Channel lines a session may say per second (each also counts as a
+    /// chat line); past it a line is refused and the client told
+    /// `rate_limited`. Default 1.
+    pub channel_lines_per_s: u32,
+    /// Channel lines a session may say at once. Default 3.
+    pub channel_lines_burst: u32,
     /// Avatar list requests per session per minute (each reads the
     /// database under the coordinator's lock). Default 20.
     pub avatar_lists_per_minute: u32,
@@ -93,6 +99,8 @@ impl Default for GateLimits {
             chat_burst: 5,
             chat_received_per_s: 10,
             chat_received_burst: 20,
+            channel_lines_per_s: 1,
+            channel_lines_burst: 3,
             avatar_lists_per_minute: 20,
             avatar_lists_burst: 5,
             avatar_creations_per_minute: 6,

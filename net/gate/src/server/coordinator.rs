@@ -209,6 +209,13 @@ impl AgentLoop {
                 scope,
                 text,
             } => self.on_chat_to(sessions, &ServerMsg::Chat { from, scope, text }),
+            // A game's bytes go as chat does: sheddable, under each
+            // recipient's `chat_received_per_s`.
+            LinkMsg::GameDataTo {
+                sessions,
+                channel,
+                data,
+            } => self.on_chat_to(sessions, &ServerMsg::GameData { channel, data }),
             LinkMsg::Registered { .. } => self.stats.registered.store(true, Ordering::Relaxed),
             LinkMsg::Refused { reason } => warn!(%reason, "the coordinator refused a message"),
             other => debug!(

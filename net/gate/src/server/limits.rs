@@ -16,11 +16,20 @@ pub(super) enum Request {
     Chat,
     ListAvatars,
     CreateAvatar,
+    /// A chat line to a channel (also a [`Request::Chat`]).
+    ChannelChat,
 }
 
+/// How many kinds of [`Request`] there are.
+const KINDS: usize = 4;
+
 impl Request {
-    pub(super) const ALL: [Request; 3] =
-        [Request::Chat, Request::ListAvatars, Request::CreateAvatar];
+    pub(super) const ALL: [Request; KINDS] = [
+        Request::Chat,
+        Request::ListAvatars,
+        Request::CreateAvatar,
+        Request::ChannelChat,
+    ];
 
     /// The label in metrics.
     pub(super) fn name(self) -> &'static str {
@@ -28,6 +37,7 @@ impl Request {
             Request::Chat => "chat",
             Request::ListAvatars => "list_avatars",
             Request::CreateAvatar => "create_avatar",
+            Request::ChannelChat => "channel_chat",
         }
     }
 
@@ -36,6 +46,7 @@ impl Request {
             Request::Chat => 0,
             Request::ListAvatars => 1,
             Request::CreateAvatar => 2,
+            Request::ChannelChat => 3,
         }
     }
 
@@ -45,6 +56,7 @@ impl Request {
             Request::Chat => "too many chat lines: wait a moment",
             Request::ListAvatars => "too many avatar list requests: wait a moment",
             Request::CreateAvatar => "too many avatars created: wait a moment",
+            Request::ChannelChat => "too many channel lines: wait a moment",
         }
     }
 
@@ -64,6 +76,10 @@ impl Request {
                 per_minute(limits.avatar_creations_per_minute),
                 f64::from(limits.avatar_creations_burst),
             ),
+            Request::ChannelChat => (
+                f64::from(limits.channel_lines_per_s),
+                f64::from(limits.channel_lines_burst),
+            ),
         }
     }
 }
@@ -82,10 +98,10 @@ pub(super) enum Verdict {
 /// One session's buckets.
 #[derive(Debug)]
 pub(super) struct SessionLimits {
-    requests: [Bucket; 3],
+    requests: [Bucket; KINDS],
     /// Whether the client was told of a refusal since its last allowed
     /// request, by [`Request`].
-    told: [bool; 3],
+    told: [bool; KINDS],
     /// Chat lines sent to the client.
     received: Bucket,
     /// Game actions, by kind (grown on first use; at most the game's kinds).
@@ -98,7 +114,7 @@ impl SessionLimits {
         let full = |r: Request| Bucket::full(r.quota(limits).1, now);
         Self {
             requests: Request::ALL.map(full),
-            told: [false; 3],
+            told: [false; KINDS],
             received: Bucket::full(f64::from(limits.chat_received_burst), now),
             actions: Vec::new(),
         }
@@ -193,6 +209,29 @@ mod tests {
             s.request(&limits, Request::Chat, later),
             Verdict::RefusedTell
         );
+    }
+
+    #[test]
+    fn channel_lines_have_a_per_second_bucket_of_their_own() {
+        let limits = GateLimits {
+            channel_lines_per_s: 2,
+            channel_lines_burst: 2,
+            ..GateLimits::default()
+        };
+        let now = Instant::now();
+        let mut s = SessionLimits::new(&limits, now);
+        let allowed = |s: &mut SessionLimits, at| {
+            (0..10)
+                .filter(|_| s.request(&limits, Request::ChannelChat, at) == Verdict::Allowed)
+                .count()
+        };
+        assert_eq!(allowed(&mut s, now), 2);
+        assert_eq!(
+            s.request(&limits, Request::Chat, now),
+            Verdict::Allowed,
+            "other chat is not held up"
+        );
+        assert_eq!(allowed(&mut s, now + Duration::from_millis(500)), 1);
     }
 
     #[test]

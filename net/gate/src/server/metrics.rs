@@ -214,6 +214,7 @@ impl Source for GateMetrics {
         for r in Request::ALL {
             let v = match r {
                 Request::Chat => s.limited_chat,
+                Request::ChannelChat => s.limited_channel_chat,
                 Request::ListAvatars => s.limited_list_avatars,
                 Request::CreateAvatar => s.limited_create_avatar,
             };

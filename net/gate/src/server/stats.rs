@@ -21,6 +21,7 @@ pub struct GateServerStats {
     pub chat_shed_recipient_rate: AtomicU64,
     pub chat_shed_queue_full: AtomicU64,
     pub limited_chat: AtomicU64,
+    pub limited_channel_chat: AtomicU64,
     pub limited_list_avatars: AtomicU64,
     pub limited_create_avatar: AtomicU64,
     pub to_coordinator_dropped: AtomicU64,
@@ -65,6 +66,7 @@ pub struct GateServerSnapshot {
     pub chat_shed_queue_full: u64,
     /// Requests refused by the session's limits, by kind.
     pub limited_chat: u64,
+    pub limited_channel_chat: u64,
     pub limited_list_avatars: u64,
     pub limited_create_avatar: u64,
     pub to_coordinator_dropped: u64,
@@ -105,6 +107,7 @@ impl GateServerStats {
             chat_shed_recipient_rate: g(&self.chat_shed_recipient_rate),
             chat_shed_queue_full: g(&self.chat_shed_queue_full),
             limited_chat: g(&self.limited_chat),
+            limited_channel_chat: g(&self.limited_channel_chat),
             limited_list_avatars: g(&self.limited_list_avatars),
             limited_create_avatar: g(&self.limited_create_avatar),
             to_coordinator_dropped: g(&self.to_coordinator_dropped),

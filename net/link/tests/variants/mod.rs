@@ -265,6 +265,25 @@ pub fn every_variant() -> Vec<LinkMsg> {
             scene: "meadow".into(),
             snapshot: Some(vec![1, 2, 3]),
         },
+        LinkMsg::ChannelOps {
+            scene: "meadow".into(),
+            epoch: 4,
+            ops: vec![
+                tessera_wire::WireChannelOp::Add {
+                    channel: "party:1".into(),
+                    avatar: 5,
+                },
+                tessera_wire::WireChannelOp::SendTo {
+                    avatars: vec![5, 6],
+                    payload: tessera_wire::WirePayload::Bytes(vec![1]),
+                },
+            ],
+        },
+        LinkMsg::GameDataTo {
+            sessions: vec![SessionId(1)],
+            channel: Some("party:1".into()),
+            data: vec![9, 9],
+        },
     ];
     // Fails to compile when a variant is added without a case above.
     for m in &msgs {
@@ -301,7 +320,9 @@ pub fn every_variant() -> Vec<LinkMsg> {
             | LinkMsg::AttachAt { .. }
             | LinkMsg::DetachAt { .. }
             | LinkMsg::SyncAttached { .. }
-            | LinkMsg::ToClients { .. } => {}
+            | LinkMsg::ToClients { .. }
+            | LinkMsg::ChannelOps { .. }
+            | LinkMsg::GameDataTo { .. } => {}
         }
     }
     msgs
