@@ -176,7 +176,6 @@ pub fn decode_event_datagram(bytes: &[u8]) -> Option<(u16, &[u8])> {
         }
     }
     None
-
 }
 
 /// How a chat line was sent, as its receivers see it.
