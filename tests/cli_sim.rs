@@ -160,8 +160,8 @@ fn sim_text_report_and_trace_out() {
     );
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let events = t["traceEvents"].as_array().unwrap();
-    // The whole tick, 6 stages and 16 systems, for each of 20 ticks.
-    assert_eq!(events.len(), 20 * (1 + 6 + 16));
+    // The whole tick, 6 stages and 17 systems, for each of 20 ticks.
+    assert_eq!(events.len(), 20 * (1 + 6 + 17));
     assert!(events.iter().any(|e| e["name"] == "build_packets"));
     assert!(
         events
