@@ -417,6 +417,7 @@ impl SceneWorld {
             .init_resource::<Counters>()
             .init_resource::<SceneOutbox>()
             .init_resource::<GameRegistry>()
+            .init_resource::<crate::game::GameCounters>()
             .init_resource::<crate::game::GameMessages>()
             .init_resource::<crate::game::EventOutbox>()
             .init_resource::<crate::game::PendingActions>()
@@ -603,6 +604,14 @@ impl SceneWorld {
             tick_ns: self.metrics().last_tick,
             obstacles: info.def.obstacle.clone(),
         }
+    }
+
+    /// The game's own counters.
+    pub fn game_counters(&self) -> crate::game::GameCounters {
+        self.app
+            .world()
+            .resource::<crate::game::GameCounters>()
+            .clone()
     }
 
     /// The game's protocol: its replicated components, actions and events.

@@ -20,6 +20,9 @@ pub enum BehaviourArg {
     Chat,
     /// Log in, wander 5–15 s, leave, disconnect, repeat.
     Churn,
+    /// Close in on the nearest entity and send the game's `Attack` at it
+    /// twice a second (a game with an `Attack` action, e.g. the arena).
+    Fight,
 }
 
 impl From<BehaviourArg> for Behaviour {
@@ -28,6 +31,7 @@ impl From<BehaviourArg> for Behaviour {
             BehaviourArg::Wander => Behaviour::Wander,
             BehaviourArg::Chat => Behaviour::Chat,
             BehaviourArg::Churn => Behaviour::Churn,
+            BehaviourArg::Fight => Behaviour::Fight,
         }
     }
 }

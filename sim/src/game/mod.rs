@@ -72,3 +72,23 @@ pub fn game_schema(game: &dyn Game) -> Result<tessera_proto::GameSchema, BuildEr
     let def = SceneDef::open_field("probe", 100.0);
     Ok(SceneWorld::for_game(game, def, SceneSettings::default())?.schema())
 }
+
+/// A game's own counters, by name (what its rules refused, what happened):
+/// reported with the scene's (`tessera sim --report json` `game`, and the
+/// host's metrics). Names are `'static` and few; iteration is by name.
+#[derive(bevy_ecs::prelude::Resource, Debug, Default, Clone, PartialEq, Eq)]
+pub struct GameCounters(std::collections::BTreeMap<&'static str, u64>);
+
+impl GameCounters {
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        *self.0.entry(name).or_default() += n;
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.iter().map(|(&k, &v)| (k, v))
+    }
+}

@@ -31,6 +31,12 @@ pub enum Behaviour {
     /// Logs in, enters, wanders 5–15 s, leaves, disconnects, and starts
     /// over; each completed leave is a cycle (not a drop).
     Churn,
+    /// Fights: walks toward the nearest entity it sees and sends the game's
+    /// `Attack` action at it (its net id, `u32` little-endian, first in the
+    /// payload) twice a second. Counts the game's `Hit` and `Death` events
+    /// whose payload starts with its own net id as its hits and kills (see
+    /// `docs/game.md`). Needs a game with an `Attack` action.
+    Fight,
 }
 
 impl Behaviour {
@@ -39,6 +45,7 @@ impl Behaviour {
             Behaviour::Wander => "wander",
             Behaviour::Chat => "chat",
             Behaviour::Churn => "churn",
+            Behaviour::Fight => "fight",
         }
     }
 }
@@ -57,6 +64,7 @@ impl FromStr for Behaviour {
             "wander" => Ok(Behaviour::Wander),
             "chat" => Ok(Behaviour::Chat),
             "churn" => Ok(Behaviour::Churn),
+            "fight" => Ok(Behaviour::Fight),
             other => Err(BotConfigError::Behaviour(other.to_owned())),
         }
     }
@@ -73,7 +81,7 @@ pub enum BotConfigError {
     Warmup(u64),
     #[error("--login {url:?} is not a usable URL: {why}")]
     Url { url: String, why: &'static str },
-    #[error("unknown behaviour {0:?} (wander, chat or churn)")]
+    #[error("unknown behaviour {0:?} (wander, chat, churn or fight)")]
     Behaviour(String),
     #[error("{0} must be at least 1")]
     Zero(&'static str),

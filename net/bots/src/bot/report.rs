@@ -149,6 +149,18 @@ impl Logins {
     }
 }
 
+/// What the bots did in the game itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameCounts {
+    /// Game actions sent.
+    pub actions: u64,
+    /// Game events received (reliable and not).
+    pub events: u64,
+    /// `Hit` and `Death` events naming the bot as the one that struck.
+    pub hits: u64,
+    pub kills: u64,
+}
+
 /// The result of a run. Serialized as one JSON object by `--report json`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BotReport {
@@ -229,6 +241,8 @@ pub struct BotReport {
     pub transfers: u64,
     pub chat_sent: u64,
     pub chat_received: u64,
+    /// The game's actions and events (see [`GameCounts`]).
+    pub game: GameCounts,
     pub churn_cycles: u64,
     /// Churn bots that could not log in again after a cycle (they stop).
     pub churn_failed: u64,
@@ -376,6 +390,13 @@ impl BotReport {
                 f,
                 "  chat: sent {}, received {}",
                 self.chat_sent, self.chat_received
+            )?;
+        }
+        if self.game != GameCounts::default() {
+            writeln!(
+                f,
+                "  game: {} actions, {} events, {} hits, {} kills",
+                self.game.actions, self.game.events, self.game.hits, self.game.kills
             )?;
         }
         if self.behaviour == Behaviour::Churn {

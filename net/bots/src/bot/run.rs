@@ -422,6 +422,12 @@ fn report(shared: &RunShared, measured: Duration, run: Duration) -> BotReport {
         transfers: get(&n.transfers),
         chat_sent: get(&n.chat_sent),
         chat_received: get(&n.chat_received),
+        game: super::report::GameCounts {
+            actions: get(&n.game_actions),
+            events: get(&n.game_events),
+            hits: get(&n.game_hits),
+            kills: get(&n.game_kills),
+        },
         churn_cycles: get(&n.churn_cycles),
         churn_failed: get(&n.churn_failed),
         status_samples: get(&n.status_samples),

@@ -12,7 +12,7 @@ use tessera_gate::{
     Channel, ClientConfig, ClientConn, ClientDisconnect, ClientEvent, ClientSendError, ClientStats,
 };
 use tessera_link::lock;
-use tessera_proto::client::{AvatarInfo, ChatTarget, ClientMsg, ServerMsg};
+use tessera_proto::client::{AvatarInfo, ChatTarget, ClientMsg, ServerMsg, decode_event_datagram};
 use tessera_proto::view::{Applied, WorldView};
 use tessera_sim::protocol::StatePacket;
 use tessera_sim::rng::{SceneRng, mix};
@@ -496,7 +496,11 @@ impl Session {
     /// visible (round trips).
     fn on_state_packet(&mut self, shared: &RunShared, stay: &mut Stay, payload: &[u8]) {
         self.bytes_down += payload.len() as u64;
-        match StatePacket::decode(payload) {
+        if let Some((kind, event)) = decode_event_datagram(payload) {
+            self.on_game_event(shared, kind, event);
+            return;
+        }
+        match StatePacket::decode_with(payload, self.view.game_wire()) {
             Ok(packet) => {
                 add(&shared.n.state_packets, 1);
                 if self.view.apply(&packet) == Applied::Applied {
@@ -504,6 +508,24 @@ impl Session {
                 }
             }
             Err(_) => add(&shared.n.decode_errors, 1),
+        }
+    }
+
+    /// A game event: counted; a `Hit` or `Death` whose payload starts with
+    /// this bot's net id is its hit or kill.
+    fn on_game_event(&mut self, shared: &RunShared, kind: u16, payload: &[u8]) {
+        add(&shared.n.game_events, 1);
+        let Some(desc) = shared.config.game.events.get(kind as usize) else {
+            return;
+        };
+        let mine = self
+            .view
+            .own()
+            .is_some_and(|(id, _)| payload.get(..4) == Some(&id.to_le_bytes()[..]));
+        match desc.name.as_str() {
+            "Hit" if mine => add(&shared.n.game_hits, 1),
+            "Death" if mine => add(&shared.n.game_kills, 1),
+            _ => {}
         }
     }
 
@@ -548,6 +570,7 @@ impl Session {
         self.bytes_down += payload.len() as u64;
         match ServerMsg::decode(payload) {
             Ok(ServerMsg::Chat { .. }) => add(&shared.n.chat_received, 1),
+            Ok(ServerMsg::Event { kind, payload }) => self.on_game_event(shared, kind, &payload),
             Ok(ServerMsg::Kicked { reason }) => self.kicked = Some(reason),
             Ok(ServerMsg::Error { .. }) => add(&shared.n.server_errors, 1),
             Ok(ServerMsg::Moving { .. }) => add(&shared.n.transfers, 1),
@@ -590,6 +613,10 @@ impl Session {
         if stay.settling {
             stay.dir = [0.0, 0.0];
             stay.stopped = true;
+        } else if shared.config.behaviour == Behaviour::Fight {
+            if let Some(outcome) = self.fight(shared, stay, now) {
+                return Some(outcome);
+            }
         } else if now >= stay.turn_at {
             stay.dir = random_dir(rng);
             stay.turn_at = now + jittered(rng, 2.0, 5.0);
@@ -613,6 +640,62 @@ impl Session {
         }
         add(&shared.n.inputs_sent, 1);
         stay.ring.sent(*seq, Instant::now());
+        None
+    }
+
+    /// Fight: heads for the nearest entity held and, twice a second, sends
+    /// the game's `Attack` at it. Without one in view it wanders.
+    fn fight(
+        &mut self,
+        shared: &RunShared,
+        stay: &mut Stay,
+        now: tokio::time::Instant,
+    ) -> Option<Outcome> {
+        let Some((_, Some(me))) = self.view.own() else {
+            return None;
+        };
+        let nearest = self
+            .view
+            .entities()
+            .map(|(id, e)| {
+                let (dx, dy) = (e.q.x as f32 - me.x as f32, e.q.y as f32 - me.y as f32);
+                (dx * dx + dy * dy, id, [dx, dy])
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((d2, target, [dx, dy])) = nearest else {
+            if now >= stay.turn_at {
+                stay.dir = [1.0, 0.0];
+                stay.turn_at = now + Duration::from_secs(3);
+            }
+            return None;
+        };
+        // Close in (quantized units: a few metres in a 1000 m scene).
+        let len = d2.sqrt();
+        stay.dir = if len > 150.0 {
+            [dx / len, dy / len]
+        } else {
+            [0.0, 0.0]
+        };
+        if now < stay.attack_at {
+            return None;
+        }
+        stay.attack_at = now + Duration::from_millis(500);
+        let game = &shared.config.game;
+        let (kind, desc) = game
+            .actions
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.name == "Attack")?;
+        let mut payload = target.to_le_bytes().to_vec();
+        payload.resize(desc.width as usize, 0);
+        let msg = ClientMsg::Action {
+            kind: kind as u16,
+            payload,
+        };
+        if !self.send(shared, Channel::Reliable, msg.encode()) {
+            return Some(Outcome::client_stopped());
+        }
+        add(&shared.n.game_actions, 1);
         None
     }
 
@@ -696,6 +779,8 @@ struct Stay {
     /// Chat: when the next line is said, and how many were.
     chat_at: tokio::time::Instant,
     chats: u64,
+    /// Fight: when the next attack goes.
+    attack_at: tokio::time::Instant,
     /// Churn: when to leave, drawn once every bot of the run has entered;
     /// once `Leave` is sent, how long to wait for `Left`.
     leave_at: Option<tokio::time::Instant>,
@@ -723,6 +808,7 @@ impl Stay {
             turn_at,
             chat_at,
             chats: 0,
+            attack_at: now,
             leave_at: None,
             leaving: None,
             settling: false,

@@ -54,6 +54,12 @@ pub(super) struct BotCounters {
     pub(super) transfers: AtomicU64,
     pub(super) chat_sent: AtomicU64,
     pub(super) chat_received: AtomicU64,
+    /// A game's actions sent, its events received, and of those the hits
+    /// and kills that were this bot's (the fight behaviour).
+    pub(super) game_actions: AtomicU64,
+    pub(super) game_events: AtomicU64,
+    pub(super) game_hits: AtomicU64,
+    pub(super) game_kills: AtomicU64,
     pub(super) churn_cycles: AtomicU64,
     pub(super) churn_failed: AtomicU64,
     pub(super) bytes_up: AtomicU64,
