@@ -72,6 +72,12 @@ counters!(
     mounts_refused,
     attach_rejected,
     channel_ops,
+    actions_taken,
+    actions_flood,
+    actions_malformed,
+    game_events_sent,
+    game_events_dropped,
+    game_events_unrouted,
     channel_refused_rate,
     channel_refused_bounds,
     output_packets_dropped,
@@ -90,6 +96,8 @@ pub struct SceneMetrics {
     stages: [Histogram; STAGES.len()],
     c: Cells,
     phase: AtomicU8,
+    /// The game's own counters, as of the last tick.
+    game: std::sync::Mutex<Vec<(&'static str, u64)>>,
     /// Clock time of the last tick, ns; 0 before the first.
     last_tick_ns: AtomicU64,
     tick_period_ns: AtomicU64,
@@ -123,6 +131,7 @@ impl SceneMetrics {
             stages: std::array::from_fn(|_| Histogram::seconds(&STAGE_BUCKETS)),
             c: Cells::default(),
             phase: AtomicU8::new(0),
+            game: std::sync::Mutex::new(Vec::new()),
             last_tick_ns: AtomicU64::new(0),
             tick_period_ns: AtomicU64::new(0),
         }
@@ -217,6 +226,18 @@ impl SceneMetrics {
         set(&c.channel_ops, ch.queued);
         set(&c.channel_refused_rate, ch.refused_rate);
         set(&c.channel_refused_bounds, ch.refused_bounds);
+        set(&c.actions_taken, k.actions_taken);
+        set(&c.actions_flood, k.actions_flood_dropped);
+        set(&c.actions_malformed, k.actions_malformed);
+        set(&c.game_events_sent, k.events_sent);
+        set(&c.game_events_dropped, k.events_dropped);
+        set(&c.game_events_unrouted, k.events_unrouted);
+        let counters = world.game_counters();
+        if counters.iter().next().is_some() {
+            let mut game = self.game.lock().unwrap_or_else(|e| e.into_inner());
+            game.clear();
+            game.extend(counters.iter());
+        }
     }
 
     /// Copies the slower-moving figures (at each load report).
@@ -407,6 +428,38 @@ impl SceneMetrics {
                 "Channel asks refused in the scene: over the per-tick cap, or a name, message or recipient list out of bounds.",
                 &[l[0], l[1], ("reason", reason)],
                 v,
+            );
+        }
+        for (outcome, v) in [
+            ("taken", g(&c.actions_taken)),
+            ("flood", g(&c.actions_flood)),
+            ("malformed", g(&c.actions_malformed)),
+        ] {
+            out.counter(
+                "tessera_scene_actions_total",
+                "Game actions: handed to the game, dropped over their rate, or malformed (the sender kicked).",
+                &[l[0], l[1], ("outcome", outcome)],
+                v,
+            );
+        }
+        for (fate, v) in [
+            ("sent", g(&c.game_events_sent)),
+            ("dropped", g(&c.game_events_dropped)),
+            ("unrouted", g(&c.game_events_unrouted)),
+        ] {
+            out.counter(
+                "tessera_scene_game_events_total",
+                "Game events: sent (one per receiving client), dropped (unregistered, too large, over the tick's cap), or with nobody to go to.",
+                &[l[0], l[1], ("fate", fate)],
+                v,
+            );
+        }
+        for (name, v) in self.game.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.counter(
+                "tessera_scene_game_counter_total",
+                "The game's own counters (what its rules refused, what happened), by name.",
+                &[l[0], l[1], ("name", name)],
+                *v,
             );
         }
         for (what, v) in [
