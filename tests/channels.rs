@@ -24,7 +24,6 @@ use bevy_ecs::prelude::*;
 use tessera_coordinator::DB_FILE;
 use tessera_coordinator::login::LoginConfig;
 use tessera_gate::server::{GateServer, GateServerConfig};
-use tessera_host::GameRef;
 use tessera_persistence::{self as db, NewAvatar, Store};
 use tessera_proto::client::{ChatScope, ChatTarget, ClientMsg, ServerMsg};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
@@ -159,7 +158,7 @@ fn a_channel_line_and_a_list_message_reach_members_in_another_scene() {
         let coord = coordinator(&data, "127.0.0.1:0", LoginConfig::default()).await;
         let link = coord.link_addr().to_string();
         let secret = Secret::new(SECRET);
-        let scene = SceneServer::start_with_game(
+        let scene = SceneServer::start(
             SceneServerConfig {
                 coordinator: link.clone(),
                 name: "scene-1".into(),
@@ -168,7 +167,7 @@ fn a_channel_line_and_a_list_message_reach_members_in_another_scene() {
             },
             secret.clone(),
             defs(),
-            GameRef(Arc::new(PartyGame(party.clone()))),
+            Arc::new(PartyGame(party.clone())),
         )
         .await
         .unwrap();

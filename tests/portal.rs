@@ -121,6 +121,7 @@ impl Cluster {
             },
             Secret::new(SECRET),
             defs(),
+            std::sync::Arc::new(tessera_sim::DefaultGame),
         )
         .await
         .unwrap();

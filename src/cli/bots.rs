@@ -5,11 +5,13 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tessera_bots::bot::{self, Behaviour, BotConfig, DEFAULT_LOGIN, Progress};
+use tessera_sim::Game;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BehaviourArg {
@@ -92,7 +94,10 @@ pub struct BotsArgs {
     no_view_check: bool,
 }
 
-pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
+/// `game` is the game the bots play: they log in with its protocol hash,
+/// read its replicated components and send its actions.
+pub fn run(args: BotsArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
+    tracing::info!(game = game.name(), count = args.count, "starting bots");
     let mut config = BotConfig::new(
         args.count,
         &args.login,
@@ -103,6 +108,14 @@ pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
     config.logins_in_flight = args.logins_in_flight;
     config.warmup = Duration::from_secs(args.warmup);
     config.loss = args.loss;
+    config.game = tessera_sim::game::game_schema(&*game)
+        .map_err(|e| anyhow::anyhow!("game {} has no valid protocol: {e}", game.name()))?;
+    if args.behaviour == BehaviourArg::Fight && config.game.action("Attack").is_none() {
+        anyhow::bail!(
+            "--behaviour fight needs a game with an Attack action; {} has none",
+            game.name()
+        );
+    }
     if !args.no_view_check {
         let cluster = crate::config::Config::load(args.config.as_deref())?;
         let url = match &args.admin_http {

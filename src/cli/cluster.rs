@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 
@@ -13,6 +14,7 @@ use tessera_cluster::ClusterStatus;
 use tessera_coordinator::Coordinator;
 use tessera_gate::server::GateServer;
 use tessera_scene_server::SceneServer;
+use tessera_sim::Game;
 use tracing::info;
 
 use crate::config::Config;
@@ -144,8 +146,19 @@ async fn terminated() {
     }
 }
 
-pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+/// Gives the coordinator and the gate `game`'s protocol: the hash a login
+/// must carry, the actions a client may send.
+fn speak(config: &mut Config, game: &dyn Game) -> anyhow::Result<()> {
+    let schema = tessera_sim::game::game_schema(game)
+        .map_err(|e| anyhow::anyhow!("game {} has no valid protocol: {e}", game.name()))?;
+    config.coordinator.game = schema.clone();
+    config.gate.game = schema;
+    Ok(())
+}
+
+pub fn coordinator(args: CoordinatorArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
+    speak(&mut config, &*game)?;
     if let Some(v) = args.listen {
         config.coordinator.listen = v;
     }
@@ -186,7 +199,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
+pub fn scene(args: SceneArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(v) = args.coordinator {
         config.scene.coordinator = v;
@@ -207,7 +220,7 @@ pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
     let defs = config.scene_defs()?;
     runtime()?.block_on(async {
         let span = node_span(&config.scene.node_name());
-        let mut server = SceneServer::start(config.scene.clone(), config.secret(), defs)
+        let mut server = SceneServer::start(config.scene.clone(), config.secret(), defs, game)
             .instrument(span)
             .await?;
         println!(
@@ -231,8 +244,9 @@ pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+pub fn up(args: UpArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
+    speak(&mut config, &*game)?;
     if let Some(v) = args.data {
         config.coordinator.data = v;
     }
@@ -280,7 +294,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             sc.listen = "127.0.0.1:0".into();
             sc.metrics = None;
             let span = node_span(&sc.node_name());
-            let server = SceneServer::start(sc, config.secret(), defs.clone())
+            let server = SceneServer::start(sc, config.secret(), defs.clone(), Arc::clone(&game))
                 .instrument(span)
                 .await?;
             coord.metrics().register(&server.metrics_source());
@@ -324,8 +338,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
+pub fn gate(args: GateArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
+    speak(&mut config, &*game)?;
     if let Some(v) = args.coordinator {
         config.gate.coordinator = v;
     }
@@ -412,7 +427,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let status = rt.block_on(fetch_status(&args.http))?;
-    println!("scene servers:");
+    println!("scene servers{}:", games_note(&status));
     println!("  {:<20} {:<6} {:<9} scenes", "name", "alive", "draining");
     for s in &status.scene_servers {
         println!(
@@ -469,6 +484,25 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// ` (game NAME)` when every scene server runs the game NAME, ` (games
+/// differ: scene-1 a, scene-2 b)` when they do not, else nothing.
+fn games_note(status: &ClusterStatus) -> String {
+    let servers = &status.scene_servers;
+    match servers.first() {
+        None => String::new(),
+        Some(first) if servers.iter().all(|s| s.game == first.game) => {
+            format!(" (game {})", first.game)
+        }
+        Some(_) => {
+            let each: Vec<String> = servers
+                .iter()
+                .map(|s| format!("{} {}", s.name, s.game))
+                .collect();
+            format!(" (games differ: {})", each.join(", "))
+        }
+    }
+}
+
 /// The `--config` of the cluster roles, for `Cli::log_format`.
 macro_rules! config_path {
     ($($args:ty),*) => {$(
@@ -485,4 +519,40 @@ config_path!(CoordinatorArgs, SceneArgs, UpArgs, GateArgs);
 /// threads, names its node (`node{node=scene-1}` in text, `"spans"` in JSON).
 fn node_span(name: &str) -> tracing::Span {
     tracing::info_span!("node", node = %name)
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_cluster::{ClusterStatus, ServerRow};
+
+    fn status(games: &[&str]) -> ClusterStatus {
+        ClusterStatus {
+            scene_servers: games
+                .iter()
+                .enumerate()
+                .map(|(i, game)| ServerRow {
+                    name: format!("scene-{}", i + 1),
+                    alive: true,
+                    scenes: Vec::new(),
+                    draining: false,
+                    game: (*game).to_owned(),
+                })
+                .collect(),
+            scenes: Vec::new(),
+            gates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn status_names_the_game_once_or_each_servers_when_they_differ() {
+        assert_eq!(super::games_note(&status(&[])), "");
+        assert_eq!(
+            super::games_note(&status(&["arena", "arena"])),
+            " (game arena)"
+        );
+        assert_eq!(
+            super::games_note(&status(&["arena", "default"])),
+            " (games differ: scene-1 arena, scene-2 default)"
+        );
+    }
 }

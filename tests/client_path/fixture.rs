@@ -96,6 +96,7 @@ impl Cluster {
             },
             secret.clone(),
             defs(),
+            std::sync::Arc::new(tessera_sim::DefaultGame),
         )
         .await
         .unwrap();

@@ -110,6 +110,7 @@ async fn scene_server(c: &Coordinator) -> (Link, Epoch, Epoch) {
         addr: "127.0.0.1:9".into(),
         capacity: 0,
         hosted: Vec::new(),
+        game: "default".into(),
     }))
     .await
     .expect("register");

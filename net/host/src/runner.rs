@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 
 use hdrhistogram::Histogram;
 use tessera_sim::{
-    AvatarId, ClientId, DefaultGame, Game, Inbound, NetId, PcState, SaveBatch, SceneDef,
-    SceneEvent, SceneSettings, SceneWorld,
+    AvatarId, ClientId, Game, Inbound, NetId, PcState, SaveBatch, SceneDef, SceneEvent,
+    SceneSettings, SceneWorld,
 };
 
 use super::clock::Clock;
@@ -50,31 +50,6 @@ pub struct RunnerSettings {
     pub walkers: u32,
     /// The scene world's own settings.
     pub scene: SceneSettings,
-    /// The game whose plugins every scene world is built with. Default
-    /// [`DefaultGame`].
-    pub game: GameRef,
-}
-
-/// A shared [`Game`], comparable by name (so settings stay comparable).
-#[derive(Clone)]
-pub struct GameRef(pub Arc<dyn Game>);
-
-impl Default for GameRef {
-    fn default() -> Self {
-        Self(Arc::new(DefaultGame))
-    }
-}
-
-impl std::fmt::Debug for GameRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("GameRef").field(&self.0.name()).finish()
-    }
-}
-
-impl PartialEq for GameRef {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.name() == other.0.name()
-    }
 }
 
 impl Default for RunnerSettings {
@@ -87,7 +62,6 @@ impl Default for RunnerSettings {
             report_every_ticks: 0,
             walkers: 0,
             scene: SceneSettings::default(),
-            game: GameRef::default(),
         }
     }
 }
@@ -178,6 +152,13 @@ pub enum CommandError {
 pub enum RunError {
     #[error("scene {scene:?} thread panicked: {message}")]
     Panicked { scene: String, message: String },
+    /// The game's plugins do not make a scene world (`BuildError`).
+    #[error("game {game:?} cannot build scene {scene:?}: {message}")]
+    Build {
+        game: &'static str,
+        scene: String,
+        message: String,
+    },
 }
 
 pub(crate) enum Msg {
@@ -235,7 +216,7 @@ pub struct SceneRunner {
     input_limit: usize,
     shared: Arc<RunnerShared>,
     output: Arc<OutputQueue>,
-    thread: Option<JoinHandle<RunnerReport>>,
+    thread: Option<JoinHandle<Result<RunnerReport, RunError>>>,
 }
 
 impl std::fmt::Debug for SceneRunner {
@@ -248,11 +229,14 @@ impl std::fmt::Debug for SceneRunner {
 }
 
 impl SceneRunner {
-    /// Starts the scene thread. The world is built there (`RunnerPhase::Loading`
-    /// until then); `states` are the scene's saved PC states: their avatars
-    /// are offline until an attach arrives, which then uses the saved state
-    /// when it carries none. `def` must be valid (`SceneDef::validate`).
+    /// Starts the scene thread. The world, `game`'s, is built there
+    /// (`RunnerPhase::Loading` until then; a game whose plugins do not build
+    /// fails the runner with [`RunError::Build`]); `states` are the scene's
+    /// saved PC states: their avatars are offline until an attach arrives,
+    /// which then uses the saved state when it carries none. `def` must be
+    /// valid (`SceneDef::validate`).
     pub fn start(
+        game: Arc<dyn Game>,
         def: SceneDef,
         epoch: Epoch,
         states: Vec<PcState>,
@@ -280,6 +264,7 @@ impl SceneRunner {
             settings.max_pending_events,
         ));
         let ctx = ThreadCtx {
+            game,
             def,
             epoch,
             states,
@@ -429,7 +414,7 @@ impl SceneRunner {
                 scene: self.scene.clone(),
                 message,
             }
-        })
+        })?
     }
 
     /// Stops ticking, hands the sink one final batch with the state of every
@@ -458,6 +443,7 @@ impl Drop for SceneRunner {
 }
 
 struct ThreadCtx {
+    game: Arc<dyn Game>,
     def: SceneDef,
     epoch: Epoch,
     states: Vec<PcState>,
@@ -510,7 +496,7 @@ struct Core {
 }
 
 impl ThreadCtx {
-    fn run(self) -> RunnerReport {
+    fn run(self) -> Result<RunnerReport, RunError> {
         let _guard = FailGuard {
             shared: Arc::clone(&self.shared),
             output: Arc::clone(&self.output),
@@ -520,11 +506,20 @@ impl ThreadCtx {
             epoch: self.epoch,
             ..self.settings.scene.clone()
         };
-        // A game that leaves out an engine plugin is a bug in the game: the
-        // thread fails (FailGuard marks it), as on any panic in its systems.
-        let game = Arc::clone(&self.settings.game.0);
-        let mut world = SceneWorld::for_game(&*game, self.def, settings)
-            .unwrap_or_else(|e| panic!("game {} cannot build scene {scene}: {e}", game.name()));
+        let mut world = match SceneWorld::for_game(&*self.game, self.def, settings) {
+            Ok(world) => world,
+            Err(e) => {
+                let game = self.game.name();
+                tracing::error!(%scene, game, "the game cannot build the scene: {e}");
+                self.shared.report().phase = RunnerPhase::Failed;
+                self.shared.metrics.set_phase(RunnerPhase::Failed);
+                return Err(RunError::Build {
+                    game,
+                    scene,
+                    message: e.to_string(),
+                });
+            }
+        };
         if self.settings.walkers > 0 {
             // Synthetic load: observers with client ids 1..=walkers (session
             // ids have the top bit set, so they never collide).
@@ -564,7 +559,7 @@ impl ThreadCtx {
             let mode = core.shared.control.load(Ordering::SeqCst);
             if mode != RUN {
                 let discarded = rx.try_iter().filter(|m| matches!(m, Msg::Cmd(_))).count();
-                return core.finish(mode == STOP_FLUSH, discarded as u64);
+                return Ok(core.finish(mode == STOP_FLUSH, discarded as u64));
             }
             // At most one queue's worth per wake-up: a sender that keeps the
             // queue full must not keep the tick from running.
@@ -574,7 +569,7 @@ impl ThreadCtx {
                     Err(TryRecvError::Empty) => break,
                     // Every handle is gone: nobody can stop us, so stop
                     // without writing.
-                    Err(TryRecvError::Disconnected) => return core.finish(false, 0),
+                    Err(TryRecvError::Disconnected) => return Ok(core.finish(false, 0)),
                 }
             }
             let plan = core.pacer.poll(clock.now());

@@ -47,9 +47,13 @@ pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 /// the last tick's duration and the obstacles, for the live map; 7:
 /// [`LinkMsg::SceneReleased`], for planned moves; 8: a placement's states in
 /// [`LinkMsg::SceneStates`] chunks; 9: channels, [`LinkMsg::ChannelOps`] and
-/// [`LinkMsg::GameDataTo`], the client protocol 3's chat scopes, and a
-/// game's actions and events, [`LinkMsg::ToClients`]).
+/// [`LinkMsg::GameDataTo`], the client protocol 3's chat scopes, a game's
+/// actions and events, [`LinkMsg::ToClients`], and the game a scene server
+/// runs, in [`Register`]).
 pub const PROTOCOL_VERSION: u16 = 9;
+
+/// The longest game name a scene server may register with, in bytes.
+pub const MAX_GAME_NAME: usize = 64;
 
 /// The longest node name a peer may announce, in bytes.
 pub const MAX_NODE_NAME: usize = 64;
