@@ -55,6 +55,7 @@ pub mod interest;
 pub mod metrics;
 pub mod movement;
 pub mod persist;
+pub mod persist_game;
 mod portal;
 pub mod protocol;
 pub mod replicate;
@@ -63,11 +64,12 @@ pub mod scene;
 pub mod testing;
 mod world;
 
-pub use protocol::{
-    AvatarId, ClientId, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, Packets, PcState,
-    SaveBatch, SceneEvent, StatePacket, TickOutput,
-};
 pub use game::{DefaultGame, Game};
+pub use persist_game::{PersistAppExt, Persistent};
+pub use protocol::{
+    AvatarId, ClientId, GameField, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, ObjectState,
+    Packets, PcState, SaveBatch, SceneEvent, StatePacket, TickOutput,
+};
 pub use scene::{SceneDef, SceneError};
 pub use world::{
     BuildError, PushError, SceneInfo, SceneSettings, SceneSnapshot, SceneWorld, SceneWorldBuilder,
