@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 
 use hdrhistogram::Histogram;
 use tessera_sim::{
-    AvatarId, ClientId, Inbound, NetId, PcState, SaveBatch, SceneDef, SceneEvent, SceneSettings,
-    SceneWorld,
+    AvatarId, ClientId, Inbound, NetId, ObjectState, PcState, SaveBatch, SceneDef, SceneEvent,
+    SceneSettings, SceneWorld,
 };
 
 use super::clock::Clock;
@@ -234,6 +234,20 @@ impl SceneRunner {
         clock: Arc<dyn Clock>,
         sink: Arc<dyn SaveSink>,
     ) -> std::io::Result<Self> {
+        Self::start_restoring(def, epoch, states, Vec::new(), settings, clock, sink)
+    }
+
+    /// [`SceneRunner::start`] with the scene's saved objects, handed to
+    /// the world before its first tick ([`SceneWorld::restore_objects`]).
+    pub fn start_restoring(
+        def: SceneDef,
+        epoch: Epoch,
+        states: Vec<PcState>,
+        objects: Vec<ObjectState>,
+        settings: RunnerSettings,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn SaveSink>,
+    ) -> std::io::Result<Self> {
         let scene = def.name.clone();
         let capacity = settings.command_capacity.max(1);
         let (tx, rx) = mpsc::sync_channel(capacity);
@@ -257,6 +271,7 @@ impl SceneRunner {
             def,
             epoch,
             states,
+            objects,
             settings,
             clock,
             sink,
@@ -435,6 +450,7 @@ struct ThreadCtx {
     def: SceneDef,
     epoch: Epoch,
     states: Vec<PcState>,
+    objects: Vec<ObjectState>,
     settings: RunnerSettings,
     clock: Arc<dyn Clock>,
     sink: Arc<dyn SaveSink>,
@@ -495,6 +511,7 @@ impl ThreadCtx {
             ..self.settings.scene.clone()
         };
         let mut world = SceneWorld::new(self.def, settings);
+        world.restore_objects(self.objects);
         if self.settings.walkers > 0 {
             // Synthetic load: observers with client ids 1..=walkers (session
             // ids have the top bit set, so they never collide).
@@ -598,8 +615,8 @@ impl Core {
         let Inbound::Attach {
             client,
             avatar,
-            state,
             figure,
+            ..
         } = cmd
         else {
             // A full inbox is counted by the world (`Counters::inbound_full`).
@@ -630,7 +647,10 @@ impl Core {
             }
             None => {}
         }
-        let state = state.or_else(|| self.offline.get(&avatar).copied());
+        let Inbound::Attach { state, .. } = cmd else {
+            return;
+        };
+        let state = state.or_else(|| self.offline.get(&avatar).cloned());
         if self
             .world
             .push(Inbound::Attach {
@@ -658,7 +678,7 @@ impl Core {
                     self.attached.insert(*avatar, (*client, *net_id));
                 }
                 SceneEvent::Detached { state, .. } => {
-                    self.offline.insert(state.avatar, *state);
+                    self.offline.insert(state.avatar, state.clone());
                     self.attached.remove(&state.avatar);
                 }
                 SceneEvent::AttachRejected { .. } | SceneEvent::Portal { .. } => {}
@@ -755,13 +775,15 @@ impl Core {
         let mut final_saved = false;
         if flush {
             let states = self.world.pc_states();
+            let objects = self.world.object_states();
             final_states = states.len();
-            if !states.is_empty() {
+            if !states.is_empty() || !objects.is_empty() {
                 let before = self.saves;
                 self.save(SaveBatch {
                     scene: self.scene.clone(),
                     tick: self.world.tick_count(),
                     states,
+                    objects,
                 });
                 final_saved = self.saves > before;
             }

@@ -27,14 +27,18 @@ mod convert;
 pub mod handshake;
 pub mod msg;
 
-pub use chunks::{MAX_PLACE_STATES, PLACE_CHUNK_STATES, PlacementMsgs, TooManyStates};
+pub use chunks::{
+    MAX_PLACE_OBJECT_BYTES, MAX_PLACE_STATES, PLACE_CHUNK_BYTES, PLACE_CHUNK_STATES, PlacementMsgs,
+    TooManyStates, game_len,
+};
 pub use handshake::{
     Challenge, Handshake, HandshakeDecodeError, Hello, MAGIC, NONCE_LEN, Nonce, PREAMBLE_LEN,
     Proof, RefuseCode, Response, Role, Secret, Side, Transcript,
 };
 pub use msg::{
     AttachedSession, Heartbeat, LinkMsg, MsgDecodeError, Placement, REPLICATION_BATCH_BYTES,
-    Register, SceneCommand, SceneLoad, SessionEvent, WireEvent, WirePcState, WireSaveBatch,
+    Register, SceneCommand, SceneLoad, SessionEvent, WireEvent, WireGameField, WireObjectState,
+    WirePcState, WireSaveBatch,
 };
 pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 
@@ -45,8 +49,9 @@ pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 /// `tessera_sim::SceneSnapshot` a [`LinkMsg::Snapshot`] carries (6: it gained
 /// the last tick's duration and the obstacles, for the live map; 7:
 /// [`LinkMsg::SceneReleased`], for planned moves; 8: a placement's states in
-/// [`LinkMsg::SceneStates`] chunks).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// [`LinkMsg::SceneStates`] chunks; 9: a game's persistent state — PC states'
+/// game fields, and scene objects in save batches and placements).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// The longest node name a peer may announce, in bytes.
 pub const MAX_NODE_NAME: usize = 64;
