@@ -123,6 +123,7 @@ impl Cluster {
             },
             Secret::new(SECRET),
             defs(),
+            std::sync::Arc::new(tessera_sim::DefaultGame),
         )
         .await
         .unwrap();

@@ -99,6 +99,7 @@ async fn stand_in_gate(link: String, secret: Secret, stop: Arc<AtomicBool>) {
         addr: addrs.join(","),
         capacity: 0,
         hosted: vec![],
+        game: String::new(),
     });
     if link.send(&register).await.is_err() {
         return;

@@ -5,11 +5,13 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tessera_bots::bot::{self, Behaviour, BotConfig, DEFAULT_LOGIN, Progress};
+use tessera_sim::Game;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BehaviourArg {
@@ -88,7 +90,10 @@ pub struct BotsArgs {
     no_view_check: bool,
 }
 
-pub fn run(args: BotsArgs) -> anyhow::Result<ExitCode> {
+/// `game` is the game the bots play: its name is logged; its behaviours
+/// are to come.
+pub fn run(args: BotsArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
+    tracing::info!(game = game.name(), count = args.count, "starting bots");
     let mut config = BotConfig::new(
         args.count,
         &args.login,

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 
@@ -13,6 +14,7 @@ use tessera_cluster::ClusterStatus;
 use tessera_coordinator::Coordinator;
 use tessera_gate::server::GateServer;
 use tessera_scene_server::SceneServer;
+use tessera_sim::Game;
 use tracing::info;
 
 use crate::config::Config;
@@ -186,7 +188,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
+pub fn scene(args: SceneArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(v) = args.coordinator {
         config.scene.coordinator = v;
@@ -207,7 +209,7 @@ pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
     let defs = config.scene_defs()?;
     runtime()?.block_on(async {
         let span = node_span(&config.scene.node_name());
-        let mut server = SceneServer::start(config.scene.clone(), config.secret(), defs)
+        let mut server = SceneServer::start(config.scene.clone(), config.secret(), defs, game)
             .instrument(span)
             .await?;
         println!(
@@ -231,7 +233,7 @@ pub fn scene(args: SceneArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+pub fn up(args: UpArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(v) = args.data {
         config.coordinator.data = v;
@@ -280,7 +282,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             sc.listen = "127.0.0.1:0".into();
             sc.metrics = None;
             let span = node_span(&sc.node_name());
-            let server = SceneServer::start(sc, config.secret(), defs.clone())
+            let server = SceneServer::start(sc, config.secret(), defs.clone(), Arc::clone(&game))
                 .instrument(span)
                 .await?;
             coord.metrics().register(&server.metrics_source());
@@ -413,13 +415,17 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let status = rt.block_on(fetch_status(&args.http))?;
     println!("scene servers:");
-    println!("  {:<20} {:<6} {:<9} scenes", "name", "alive", "draining");
+    println!(
+        "  {:<20} {:<6} {:<9} {:<16} scenes",
+        "name", "alive", "draining", "game"
+    );
     for s in &status.scene_servers {
         println!(
-            "  {:<20} {:<6} {:<9} {}",
+            "  {:<20} {:<6} {:<9} {:<16} {}",
             s.name,
             if s.alive { "yes" } else { "NO" },
             if s.draining { "yes" } else { "no" },
+            s.game,
             s.scenes.join(", ")
         );
     }

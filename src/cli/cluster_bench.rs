@@ -27,7 +27,7 @@ use tessera_coordinator::{Coordinator, CoordinatorConfig, DB_FILE};
 use tessera_host::{LoadReport, RunnerPhase};
 use tessera_persistence::{AccountId, AvatarId, NewAvatar, Store};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
-use tessera_sim::SceneDef;
+use tessera_sim::{Game, SceneDef};
 use tessera_wire::Secret;
 
 use super::bench_logins::{self, Logins};
@@ -127,7 +127,7 @@ struct LockFigures {
     over_1ms: u64,
 }
 
-pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ClusterBenchArgs, game: Arc<dyn Game>) -> anyhow::Result<ExitCode> {
     validate(&args)?;
     let config = Config::load(None)?;
     let defs = config.scene_defs()?;
@@ -148,7 +148,7 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let report = rt.block_on(async {
-        let (coord, servers) = start_cluster(&args, &config, &defs, &dir, &scenes).await?;
+        let (coord, servers) = start_cluster(&args, &config, &defs, &dir, &scenes, game).await?;
         let link = coord.link_addr().to_string();
         let load = Load::start(&link, &config, &accounts);
         let logins = Logins::start(
@@ -330,6 +330,7 @@ async fn start_cluster(
     defs: &BTreeMap<String, SceneDef>,
     dir: &Path,
     scenes: &[String],
+    game: Arc<dyn Game>,
 ) -> anyhow::Result<(Coordinator, Vec<SceneServer>)> {
     let coord = Coordinator::start(
         CoordinatorConfig {
@@ -366,7 +367,8 @@ async fn start_cluster(
             walkers: args.walkers,
             ..SceneServerConfig::default()
         };
-        servers.push(SceneServer::start(cfg, config.secret(), defs.clone()).await?);
+        servers
+            .push(SceneServer::start(cfg, config.secret(), defs.clone(), Arc::clone(&game)).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

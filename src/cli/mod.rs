@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -97,20 +98,21 @@ impl Cli {
             .unwrap_or_default()
     }
 
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    /// Runs the subcommand; every scene world it builds is `game`'s.
+    pub fn run(self, game: Arc<dyn tessera_sim::Game>) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Sim(args) => sim::run(args),
+            Command::Sim(args) => sim::run(args, &*game),
             Command::Aoi(args) => aoi::run(args),
             Command::AoiTrace(args) => aoi::run_trace(args),
             Command::Db(args) => args.run(),
-            Command::Up(args) => cluster::up(args),
+            Command::Up(args) => cluster::up(args, game),
             Command::Coordinator(args) => cluster::coordinator(args),
-            Command::Scene(args) => cluster::scene(args),
+            Command::Scene(args) => cluster::scene(args, game),
             Command::Gate(args) => cluster::gate(args),
             Command::Status(args) => cluster::status(args),
             Command::Admin(args) => admin::admin(args),
-            Command::ClusterBench(args) => cluster_bench::run(args),
-            Command::Bots(args) => bots::run(args),
+            Command::ClusterBench(args) => cluster_bench::run(args, game),
+            Command::Bots(args) => bots::run(args, game),
         }
     }
 }

@@ -15,7 +15,7 @@ use tessera_sim::metrics::{STAGES, SpanKind};
 use tessera_sim::components::{Net, Pc};
 use tessera_sim::protocol::{StateAck, advance_mask};
 use tessera_sim::testing::{LossyLink, TestClient};
-use tessera_sim::{Inbound, MAX_PACKET_BYTES, SceneSettings, SceneWorld};
+use tessera_sim::{Game, Inbound, MAX_PACKET_BYTES, SceneSettings, SceneWorld};
 
 use super::report::MsSummary;
 
@@ -71,7 +71,7 @@ pub struct SimArgs {
     trace_out: Option<PathBuf>,
 }
 
-pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: SimArgs, game: &dyn Game) -> anyhow::Result<ExitCode> {
     validate(&args)?;
     let def = crate::scenes::load(&args.scene)?;
     let scene_name = def.name.clone();
@@ -84,7 +84,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         trace: args.trace_out.is_some(),
         ..SceneSettings::default()
     };
-    let mut world = SceneWorld::new(def, settings);
+    let mut world = SceneWorld::for_game(game, def, settings)
+        .with_context(|| format!("game {:?} cannot build scene {scene_name:?}", game.name()))?;
     world.add_walkers(args.entities, 1);
     let mut acks = Acker::new(args.loss, args.seed, args.loss_ticks);
     if args.check_views {
@@ -99,10 +100,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     }
     let mut stdout = std::io::stdout().lock();
     match args.report {
-        ReportFormat::Json => {
-            writeln!(stdout, "{}", json_report(&args, &scene_name, &world, &run))?
+        ReportFormat::Json => writeln!(
+            stdout,
+            "{}",
+            json_report(&args, game.name(), &scene_name, &world, &run)
+        )?,
+        ReportFormat::Text => {
+            print_text(&mut stdout, &args, game.name(), &scene_name, &world, &run)?
         }
-        ReportFormat::Text => print_text(&mut stdout, &args, &scene_name, &world, &run)?,
     }
     Ok(if run.over_budget > 0 {
         ExitCode::from(1)
@@ -330,6 +335,7 @@ fn systems_json(
 
 fn json_report(
     args: &SimArgs,
+    game: &str,
     scene_name: &str,
     world: &SceneWorld,
     run: &RunTotals,
@@ -345,6 +351,7 @@ fn json_report(
         .collect();
     let systems = systems_json(metrics);
     json!({
+        "game": game,
         "scene": scene_name,
         "entities": args.entities,
         "ticks": args.ticks,
@@ -374,6 +381,7 @@ fn json_report(
 fn print_text(
     stdout: &mut std::io::StdoutLock,
     args: &SimArgs,
+    game: &str,
     scene_name: &str,
     world: &SceneWorld,
     run: &RunTotals,
@@ -385,7 +393,7 @@ fn print_text(
     let aoi = world.aoi_totals();
     writeln!(
         stdout,
-        "scene {scene_name}: {} walkers, {} ticks at {tick_hz} Hz (budget {budget_ms:.1} ms), seed {}, wall {:.2} s",
+        "scene {scene_name} (game {game}): {} walkers, {} ticks at {tick_hz} Hz (budget {budget_ms:.1} ms), seed {}, wall {:.2} s",
         args.entities,
         args.ticks,
         args.seed,

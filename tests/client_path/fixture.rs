@@ -98,6 +98,7 @@ impl Cluster {
             },
             secret.clone(),
             defs(),
+            std::sync::Arc::new(tessera_sim::DefaultGame),
         )
         .await
         .unwrap();

@@ -45,8 +45,19 @@ impl Drop for Proc {
 /// Starts `tessera ARGS` in `dir` with `env` set, logging to `dir/NAME.log`,
 /// and returns it with the first line it printed (within 60 s).
 pub fn spawn(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    spawn_exe(
+        Path::new(env!("CARGO_BIN_EXE_tessera")),
+        dir,
+        name,
+        args,
+        env,
+    )
+}
+
+/// [`spawn`] of another binary of the `tessera` command line (a game's).
+pub fn spawn_exe(exe: &Path, dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+    let mut child = Command::new(exe)
         .args(args)
         .current_dir(dir)
         .env(

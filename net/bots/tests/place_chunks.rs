@@ -98,6 +98,7 @@ async fn a_scene_server_assembles_chunks_and_drops_what_cannot_complete() {
             },
             secret(),
             defs(),
+            std::sync::Arc::new(tessera_sim::DefaultGame),
         )
         .await
         .unwrap();

@@ -401,7 +401,8 @@ fn status_json_has_exactly_the_documented_fields() {
     let json = serde_json::to_value(st.status()).expect("json");
     let top = json.as_object().expect("object");
     // The issue-4 fields, plus the gates and the online players per scene
-    // (issue 5), and planned moves: draining servers, moving scenes.
+    // (issue 5), and planned moves: draining servers, moving scenes; the
+    // game each server runs.
     assert_eq!(
         top.keys().collect::<Vec<_>>(),
         vec!["gates", "scene_servers", "scenes"]
@@ -412,7 +413,7 @@ fn status_json_has_exactly_the_documented_fields() {
         let o = s.as_object().expect("object");
         let mut keys: Vec<_> = o.keys().cloned().collect();
         keys.sort();
-        assert_eq!(keys, ["alive", "draining", "name", "scenes"]);
+        assert_eq!(keys, ["alive", "draining", "game", "name", "scenes"]);
         assert_eq!(o["alive"], false);
         assert!(o["scenes"].as_array().expect("array").is_empty());
     }
@@ -459,12 +460,14 @@ fn status_lists_live_placements() {
                 alive: true,
                 scenes: vec!["town".into()],
                 draining: false,
+                game: String::new(),
             },
             ServerRow {
                 name: "b".into(),
                 alive: true,
                 scenes: vec!["field".into()],
                 draining: false,
+                game: String::new(),
             },
         ]
     );

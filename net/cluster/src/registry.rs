@@ -63,6 +63,8 @@ pub(crate) struct Node {
     /// It registered and may take scenes over from busier servers (see
     /// `balance.rs`); cleared once none is two scenes ahead of it.
     pub(crate) filling: bool,
+    /// The game it runs, as it registered (empty for gates).
+    pub(crate) game: String,
 }
 
 impl Node {
@@ -180,9 +182,17 @@ impl ClusterState {
                 scenes: BTreeSet::new(),
                 draining: false,
                 filling: false,
+                game: String::new(),
             },
         );
         id
+    }
+
+    /// Records the game `node` runs (from its registration), for the status.
+    pub fn set_game(&mut self, node: NodeId, game: &str) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            game.clone_into(&mut n.game);
+        }
     }
 
     /// The placements the state has on `node` that `hosted` does not list.

@@ -6,7 +6,7 @@ use crate::{AvatarPresence, ClusterState, NodeKind, SceneStatus};
 use tessera_wire::Epoch;
 
 /// The body of `GET /v1/status`:
-/// `{"scene_servers":[{"name","alive","scenes":[...],"draining"}],"scenes":[{"name","server","epoch","status","population","tick_p99_ms","online","moving_to"}],"gates":[…]}`.
+/// `{"scene_servers":[{"name","alive","scenes":[...],"draining","game"}],"scenes":[{"name","server","epoch","status","population","tick_p99_ms","online","moving_to"}],"gates":[…]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// Registered scene servers, by name (gates are not listed).
@@ -37,6 +37,9 @@ pub struct ServerRow {
     /// An operator is emptying it (`tessera admin drain`).
     #[serde(default)]
     pub draining: bool,
+    /// The game it runs (the `Game::name` of its binary).
+    #[serde(default)]
+    pub game: String,
 }
 
 /// One scene in [`ClusterStatus`].
@@ -109,6 +112,7 @@ impl ClusterState {
                 alive: n.alive,
                 scenes: n.scenes.iter().cloned().collect(),
                 draining: n.draining,
+                game: n.game.clone(),
             })
             .collect();
         scene_servers.sort_by(|a, b| a.name.cmp(&b.name));

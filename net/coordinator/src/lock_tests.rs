@@ -98,6 +98,7 @@ async fn a_stuck_disk_does_not_hold_the_lock() {
             addr: "127.0.0.1:1".into(),
             capacity: 0,
             hosted: vec![],
+            game: String::new(),
         }))
         .await
         .unwrap();

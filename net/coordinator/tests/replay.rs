@@ -75,6 +75,7 @@ async fn gate(c: &Coordinator) -> Link {
         addr: "127.0.0.1:9".into(),
         capacity: 0,
         hosted: Vec::new(),
+        game: String::new(),
     }))
     .await
     .expect("register");

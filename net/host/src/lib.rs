@@ -50,6 +50,10 @@
 //! * A panic on a scene thread is caught at join and returned as
 //!   [`RunError::Panicked`]; meanwhile the load report shows
 //!   [`RunnerPhase::Failed`] and the output queue is closed. Other scenes go on.
+//! * **The game** ([`SceneHost::with_game`], default
+//!   [`tessera_sim::DefaultGame`]) builds every world. A game whose plugins
+//!   do not build fails the runner as a panic would, as [`RunError::Build`];
+//!   [`check_game`] finds that out before anything is placed.
 //! * **Attaches are idempotent** (the coordinator's `AttachAt` contract):
 //!   an attach of an avatar already attached (or being attached) for the
 //!   same client is answered with `Attached` again; one attached for another
@@ -87,12 +91,17 @@ mod runner;
 pub mod sink;
 
 #[cfg(test)]
+mod game_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tessera_sim::{Inbound, ObjectState, PcState, SceneDef, SceneError};
+use tessera_sim::{
+    BuildError, DefaultGame, Game, Inbound, ObjectState, PcState, SceneDef, SceneError,
+    SceneSettings, SceneWorld,
+};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use output::{OutputQueue, OutputStats, TickBatch};
@@ -134,6 +143,7 @@ pub enum DropError {
 /// Dropping a host stops its scenes **without writing** (see
 /// [`SceneRunner`]); call [`SceneHost::shutdown`] to flush them first.
 pub struct SceneHost {
+    game: Arc<dyn Game>,
     settings: RunnerSettings,
     clock: Arc<dyn Clock>,
     sink: Arc<dyn SaveSink>,
@@ -143,20 +153,34 @@ pub struct SceneHost {
 impl std::fmt::Debug for SceneHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SceneHost")
+            .field("game", &self.game.name())
             .field("scenes", &self.runners.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl SceneHost {
-    /// A host whose runners use `settings`, `clock` and `sink`.
+    /// A host of the default game whose runners use `settings`, `clock` and
+    /// `sink`.
     pub fn new(settings: RunnerSettings, clock: Arc<dyn Clock>, sink: Arc<dyn SaveSink>) -> Self {
         Self {
+            game: Arc::new(DefaultGame),
             settings,
             clock,
             sink,
             runners: BTreeMap::new(),
         }
+    }
+
+    /// This host with every world it places built by `game`.
+    pub fn with_game(mut self, game: Arc<dyn Game>) -> Self {
+        self.game = game;
+        self
+    }
+
+    /// The game whose worlds this host builds.
+    pub fn game(&self) -> &Arc<dyn Game> {
+        &self.game
     }
 
     /// Starts hosting `scene` under `epoch` with its loaded PC states, with
@@ -210,6 +234,7 @@ impl SceneHost {
         def.validate(scene)?;
         self.sink.fence(scene, epoch);
         let runner = SceneRunner::start_restoring(
+            Arc::clone(&self.game),
             def,
             epoch,
             states,
@@ -282,4 +307,12 @@ impl SceneHost {
             .map(|(scene, r)| (scene, r.stop_and_flush()))
             .collect()
     }
+}
+
+/// Whether `game`'s plugins make a scene world, tried on a small open
+/// field: what a server checks at start, so that a game missing an engine
+/// plugin stops it with an error instead of failing every placement.
+pub fn check_game(game: &dyn Game) -> Result<(), BuildError> {
+    let def = SceneDef::open_field("game-check", 64.0);
+    SceneWorld::for_game(game, def, SceneSettings::default()).map(drop)
 }

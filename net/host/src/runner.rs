@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 
 use hdrhistogram::Histogram;
 use tessera_sim::{
-    AvatarId, ClientId, Inbound, NetId, ObjectState, PcState, SaveBatch, SceneDef, SceneEvent,
-    SceneSettings, SceneWorld,
+    AvatarId, ClientId, Game, Inbound, NetId, ObjectState, PcState, SaveBatch, SceneDef,
+    SceneEvent, SceneSettings, SceneWorld,
 };
 
 use super::clock::Clock;
@@ -152,6 +152,13 @@ pub enum CommandError {
 pub enum RunError {
     #[error("scene {scene:?} thread panicked: {message}")]
     Panicked { scene: String, message: String },
+    /// The game's plugins do not make a scene world (`BuildError`).
+    #[error("game {game:?} cannot build scene {scene:?}: {message}")]
+    Build {
+        game: &'static str,
+        scene: String,
+        message: String,
+    },
 }
 
 pub(crate) enum Msg {
@@ -209,7 +216,7 @@ pub struct SceneRunner {
     input_limit: usize,
     shared: Arc<RunnerShared>,
     output: Arc<OutputQueue>,
-    thread: Option<JoinHandle<RunnerReport>>,
+    thread: Option<JoinHandle<Result<RunnerReport, RunError>>>,
 }
 
 impl std::fmt::Debug for SceneRunner {
@@ -222,11 +229,14 @@ impl std::fmt::Debug for SceneRunner {
 }
 
 impl SceneRunner {
-    /// Starts the scene thread. The world is built there (`RunnerPhase::Loading`
-    /// until then); `states` are the scene's saved PC states: their avatars
-    /// are offline until an attach arrives, which then uses the saved state
-    /// when it carries none. `def` must be valid (`SceneDef::validate`).
+    /// Starts the scene thread. The world, `game`'s, is built there
+    /// (`RunnerPhase::Loading` until then; a game whose plugins do not build
+    /// fails the runner with [`RunError::Build`]); `states` are the scene's
+    /// saved PC states: their avatars are offline until an attach arrives,
+    /// which then uses the saved state when it carries none. `def` must be
+    /// valid (`SceneDef::validate`).
     pub fn start(
+        game: Arc<dyn Game>,
         def: SceneDef,
         epoch: Epoch,
         states: Vec<PcState>,
@@ -234,12 +244,13 @@ impl SceneRunner {
         clock: Arc<dyn Clock>,
         sink: Arc<dyn SaveSink>,
     ) -> std::io::Result<Self> {
-        Self::start_restoring(def, epoch, states, Vec::new(), settings, clock, sink)
+        Self::start_restoring(game, def, epoch, states, Vec::new(), settings, clock, sink)
     }
 
     /// [`SceneRunner::start`] with the scene's saved objects, handed to
     /// the world before its first tick ([`SceneWorld::restore_objects`]).
     pub fn start_restoring(
+        game: Arc<dyn Game>,
         def: SceneDef,
         epoch: Epoch,
         states: Vec<PcState>,
@@ -268,6 +279,7 @@ impl SceneRunner {
             settings.max_pending_events,
         ));
         let ctx = ThreadCtx {
+            game,
             def,
             epoch,
             states,
@@ -418,7 +430,7 @@ impl SceneRunner {
                 scene: self.scene.clone(),
                 message,
             }
-        })
+        })?
     }
 
     /// Stops ticking, hands the sink one final batch with the state of every
@@ -447,6 +459,7 @@ impl Drop for SceneRunner {
 }
 
 struct ThreadCtx {
+    game: Arc<dyn Game>,
     def: SceneDef,
     epoch: Epoch,
     states: Vec<PcState>,
@@ -500,7 +513,7 @@ struct Core {
 }
 
 impl ThreadCtx {
-    fn run(self) -> RunnerReport {
+    fn run(self) -> Result<RunnerReport, RunError> {
         let _guard = FailGuard {
             shared: Arc::clone(&self.shared),
             output: Arc::clone(&self.output),
@@ -510,7 +523,20 @@ impl ThreadCtx {
             epoch: self.epoch,
             ..self.settings.scene.clone()
         };
-        let mut world = SceneWorld::new(self.def, settings);
+        let mut world = match SceneWorld::for_game(&*self.game, self.def, settings) {
+            Ok(world) => world,
+            Err(e) => {
+                let game = self.game.name();
+                tracing::error!(%scene, game, "the game cannot build the scene: {e}");
+                self.shared.report().phase = RunnerPhase::Failed;
+                self.shared.metrics.set_phase(RunnerPhase::Failed);
+                return Err(RunError::Build {
+                    game,
+                    scene,
+                    message: e.to_string(),
+                });
+            }
+        };
         world.restore_objects(self.objects);
         if self.settings.walkers > 0 {
             // Synthetic load: observers with client ids 1..=walkers (session
@@ -551,7 +577,7 @@ impl ThreadCtx {
             let mode = core.shared.control.load(Ordering::SeqCst);
             if mode != RUN {
                 let discarded = rx.try_iter().filter(|m| matches!(m, Msg::Cmd(_))).count();
-                return core.finish(mode == STOP_FLUSH, discarded as u64);
+                return Ok(core.finish(mode == STOP_FLUSH, discarded as u64));
             }
             // At most one queue's worth per wake-up: a sender that keeps the
             // queue full must not keep the tick from running.
@@ -561,7 +587,7 @@ impl ThreadCtx {
                     Err(TryRecvError::Empty) => break,
                     // Every handle is gone: nobody can stop us, so stop
                     // without writing.
-                    Err(TryRecvError::Disconnected) => return core.finish(false, 0),
+                    Err(TryRecvError::Disconnected) => return Ok(core.finish(false, 0)),
                 }
             }
             let plan = core.pacer.poll(clock.now());

@@ -129,4 +129,14 @@ pub enum SceneServerError {
     Link(#[from] tessera_link::ConfigError),
     #[error("the coordinator refused this server for good: {0}")]
     Refused(ConnectError),
+    #[error(
+        "game name {0:?} must be 1 to {max} bytes",
+        max = tessera_wire::MAX_GAME_NAME
+    )]
+    GameName(&'static str),
+    #[error("game {game:?} cannot build a scene world: {source}")]
+    Game {
+        game: &'static str,
+        source: tessera_sim::BuildError,
+    },
 }

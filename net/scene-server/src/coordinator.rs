@@ -129,16 +129,21 @@ async fn register(
     // A scene dropped for a move on the old link: the coordinator gives it
     // up when this registration does not list it.
     lock(&shared.releasing).clear();
-    let hosted = lock(&shared.host)
-        .placements()
-        .into_iter()
-        .map(|(scene, epoch)| Placement { scene, epoch })
-        .collect();
+    let (hosted, game) = {
+        let host = lock(&shared.host);
+        let hosted = host
+            .placements()
+            .into_iter()
+            .map(|(scene, epoch)| Placement { scene, epoch })
+            .collect();
+        (hosted, host.game().name().to_owned())
+    };
     sender
         .send(&LinkMsg::Register(Register {
             addr: link_addr.to_string(),
             capacity,
             hosted,
+            game,
         }))
         .await
         .is_ok()
@@ -432,7 +437,8 @@ async fn finish(shared: &Arc<ServerState>, link: Option<(LinkSender, LinkReceive
                 s.settings.clone(),
                 Arc::new(SystemClock::new()),
                 Arc::clone(&s.sink) as Arc<dyn tessera_host::SaveSink>,
-            );
+            )
+            .with_game(Arc::clone(host.game()));
             std::mem::replace(&mut *host, placeholder).shutdown()
         };
         move || span.in_scope(f)

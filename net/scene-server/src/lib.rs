@@ -63,7 +63,7 @@ use tracing::Instrument as _;
 
 use tessera_host::{SceneHost, SystemClock};
 use tessera_link::{Connector, LinkConfig, lock, serve};
-use tessera_sim::SceneDef;
+use tessera_sim::{Game, SceneDef};
 use tessera_wire::{Epoch, Role, Secret};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -103,13 +103,22 @@ impl std::fmt::Debug for SceneServer {
 
 impl SceneServer {
     /// Binds the gate listener and starts connecting to the coordinator.
-    /// `defs` are the scenes this server can host, by name.
+    /// `defs` are the scenes this server can host, by name; `game` builds
+    /// their worlds (checked first: [`SceneServerError::Game`]).
     pub async fn start(
         config: SceneServerConfig,
         secret: Secret,
         defs: BTreeMap<String, SceneDef>,
+        game: Arc<dyn Game>,
     ) -> Result<Self, SceneServerError> {
         config.validate()?;
+        if game.name().is_empty() || game.name().len() > tessera_wire::MAX_GAME_NAME {
+            return Err(SceneServerError::GameName(game.name()));
+        }
+        tessera_host::check_game(&*game).map_err(|source| SceneServerError::Game {
+            game: game.name(),
+            source,
+        })?;
         let name = config.node_name();
         let settings = config.runner_settings();
         let sink = Arc::new(LinkSink::new());
@@ -117,7 +126,8 @@ impl SceneServer {
             settings.clone(),
             Arc::new(SystemClock::new()),
             Arc::clone(&sink) as Arc<dyn tessera_host::SaveSink>,
-        );
+        )
+        .with_game(game);
         let mut gate_cfg = LinkConfig::new(Role::SceneServer, name.clone(), secret.clone());
         gate_cfg.accept_roles = vec![Role::Gate, Role::Tool];
         config.links.apply(&mut gate_cfg);
@@ -210,7 +220,8 @@ impl SceneServer {
                 .in_current_span(),
             )
         };
-        info!(%name, %link_addr, coordinator = %config.coordinator, "scene server up");
+        let game = lock(&shared.host).game().name();
+        info!(%name, %link_addr, coordinator = %config.coordinator, game, "scene server up");
         Ok(Self {
             shared,
             link_addr,

@@ -49,9 +49,13 @@ pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 /// `tessera_sim::SceneSnapshot` a [`LinkMsg::Snapshot`] carries (6: it gained
 /// the last tick's duration and the obstacles, for the live map; 7:
 /// [`LinkMsg::SceneReleased`], for planned moves; 8: a placement's states in
-/// [`LinkMsg::SceneStates`] chunks; 9: a game's persistent state — PC states'
-/// game fields, and scene objects in save batches and placements).
-pub const PROTOCOL_VERSION: u16 = 9;
+/// [`LinkMsg::SceneStates`] chunks; 9: the game a scene server runs, in
+/// [`Register`]; 10: a game's persistent state — PC states' game fields,
+/// and scene objects in save batches and placements).
+pub const PROTOCOL_VERSION: u16 = 10;
+
+/// The longest game name a scene server may register with, in bytes.
+pub const MAX_GAME_NAME: usize = 64;
 
 /// The longest node name a peer may announce, in bytes.
 pub const MAX_NODE_NAME: usize = 64;

@@ -284,6 +284,9 @@ pub struct Register {
     pub capacity: u32,
     /// Placements the node already holds (non-empty after a coordinator restart).
     pub hosted: Vec<Placement>,
+    /// The game a scene server runs (`Game::name`, at most
+    /// [`MAX_GAME_NAME`](crate::MAX_GAME_NAME) bytes); empty for gates and tools.
+    pub game: String,
 }
 
 /// One scene placed under one epoch.

@@ -108,7 +108,10 @@ pub async fn scene_server(coord: &str, name: &str) -> SceneServer {
         heartbeat_ms: 200,
         ..SceneServerConfig::default()
     };
-    SceneServer::start(cfg, secret(), defs()).await.unwrap()
+    let game = std::sync::Arc::new(tessera_sim::DefaultGame);
+    SceneServer::start(cfg, secret(), defs(), game)
+        .await
+        .unwrap()
 }
 
 /// Polls `status` until `ok` holds, for at most `secs`.

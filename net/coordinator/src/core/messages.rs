@@ -96,12 +96,16 @@ impl Core {
             );
             return self.kill_link(from.link);
         }
+        if r.game.len() > tessera_wire::MAX_GAME_NAME {
+            return self.refuse(from.link, "game name too long");
+        }
         let now = self.now();
         match self
             .cluster
             .register(now, &name, &r.addr, kind, r.capacity, &r.hosted)
         {
             Ok((node, effects)) => {
+                self.cluster.set_game(node, &r.game);
                 self.registered(from.link, node, kind, &name, r);
                 self.apply(effects);
             }
@@ -137,7 +141,7 @@ impl Core {
         if kind == NodeKind::Gate {
             self.expect_replay(node, link);
         }
-        info!(%name, %node, addr = %r.addr, hosted = r.hosted.len(), "registered");
+        info!(%name, %node, addr = %r.addr, hosted = r.hosted.len(), game = %r.game, "registered");
         self.send_link(
             link,
             &LinkMsg::Registered {

@@ -42,6 +42,7 @@ pub(super) async fn coordinator_task(
                 addr,
                 capacity: 0,
                 hosted: Vec::new(),
+                game: String::new(),
             }))
             .await
             .is_err()

@@ -50,6 +50,7 @@ pub fn every_variant() -> Vec<LinkMsg> {
                 scene: "meadow".into(),
                 epoch: 3,
             }],
+            game: "arena".into(),
         }),
         LinkMsg::Registered { heartbeat_ms: 500 },
         LinkMsg::Deregister {
