@@ -242,7 +242,9 @@ impl bevy_app::Plugin for ProbeGame {
 /// A small game with persistent state, for tests of persistence: every PC
 /// gets an [`Hp`] of 100 unless it has one (restored), and a shrine
 /// ([`SHRINE_KEY`], `Hp(500)`) is spawned at startup; `Hp` is registered
-/// persistent as `"hp"` version 1.
+/// persistent as `"hp"` version 1. Driven over the network by a PC's
+/// action: 1..=100 sets its own `Hp` to the action, 101..=200 the shrine's
+/// to the action less 100 (0 does nothing).
 pub mod hp_game {
     use bevy_app::{App, Plugin, Startup};
     use bevy_ecs::prelude::*;
@@ -266,11 +268,47 @@ pub mod hp_game {
         fn build(&self, app: &mut App) {
             app.persist::<Hp>("hp", 1)
                 .add_systems(Startup, spawn_shrine)
-                .add_systems(Update, give_hp.in_set(GameSystems::AfterIngest));
+                .add_systems(Update, give_hp.in_set(GameSystems::AfterIngest))
+                .add_systems(Update, hp_from_action.in_set(GameSystems::AfterSimulate));
+        }
+    }
+
+    /// [`HpGame`] as a [`crate::Game`], for hosts.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct HpTestGame;
+
+    impl crate::Game for HpTestGame {
+        fn name(&self) -> &'static str {
+            "hp-test"
+        }
+
+        fn build(&self, world: crate::SceneWorldBuilder) -> crate::SceneWorldBuilder {
+            world.add_plugins(HpGame)
         }
     }
 
     use bevy_app::Update;
+
+    fn hp_from_action(
+        mut pcs: Query<(&crate::components::Pose, &mut Hp), With<Pc>>,
+        mut objects: Query<(&Persistent, &mut Hp), Without<Pc>>,
+    ) {
+        let mut shrine = None;
+        for (pose, mut hp) in &mut pcs {
+            match pose.action {
+                a @ 1..=100 if hp.0 != u16::from(a) => hp.0 = u16::from(a),
+                a @ 101..=200 => shrine = Some(u16::from(a) - 100),
+                _ => {}
+            }
+        }
+        if let Some(v) = shrine {
+            for (p, mut hp) in &mut objects {
+                if p.key == SHRINE_KEY && hp.0 != v {
+                    hp.0 = v;
+                }
+            }
+        }
+    }
 
     fn spawn_shrine(mut commands: Commands) {
         commands.spawn((Persistent { key: SHRINE_KEY }, Hp(500)));
