@@ -414,18 +414,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let status = rt.block_on(fetch_status(&args.http))?;
-    println!("scene servers:");
-    println!(
-        "  {:<20} {:<6} {:<9} {:<16} scenes",
-        "name", "alive", "draining", "game"
-    );
+    println!("scene servers{}:", games_note(&status));
+    println!("  {:<20} {:<6} {:<9} scenes", "name", "alive", "draining");
     for s in &status.scene_servers {
         println!(
-            "  {:<20} {:<6} {:<9} {:<16} {}",
+            "  {:<20} {:<6} {:<9} {}",
             s.name,
             if s.alive { "yes" } else { "NO" },
             if s.draining { "yes" } else { "no" },
-            s.game,
             s.scenes.join(", ")
         );
     }
@@ -475,6 +471,25 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// ` (game NAME)` when every scene server runs the game NAME, ` (games
+/// differ: scene-1 a, scene-2 b)` when they do not, else nothing.
+fn games_note(status: &ClusterStatus) -> String {
+    let servers = &status.scene_servers;
+    match servers.first() {
+        None => String::new(),
+        Some(first) if servers.iter().all(|s| s.game == first.game) => {
+            format!(" (game {})", first.game)
+        }
+        Some(_) => {
+            let each: Vec<String> = servers
+                .iter()
+                .map(|s| format!("{} {}", s.name, s.game))
+                .collect();
+            format!(" (games differ: {})", each.join(", "))
+        }
+    }
+}
+
 /// The `--config` of the cluster roles, for `Cli::log_format`.
 macro_rules! config_path {
     ($($args:ty),*) => {$(
@@ -491,4 +506,40 @@ config_path!(CoordinatorArgs, SceneArgs, UpArgs, GateArgs);
 /// threads, names its node (`node{node=scene-1}` in text, `"spans"` in JSON).
 fn node_span(name: &str) -> tracing::Span {
     tracing::info_span!("node", node = %name)
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_cluster::{ClusterStatus, ServerRow};
+
+    fn status(games: &[&str]) -> ClusterStatus {
+        ClusterStatus {
+            scene_servers: games
+                .iter()
+                .enumerate()
+                .map(|(i, game)| ServerRow {
+                    name: format!("scene-{}", i + 1),
+                    alive: true,
+                    scenes: Vec::new(),
+                    draining: false,
+                    game: (*game).to_owned(),
+                })
+                .collect(),
+            scenes: Vec::new(),
+            gates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn status_names_the_game_once_or_each_servers_when_they_differ() {
+        assert_eq!(super::games_note(&status(&[])), "");
+        assert_eq!(
+            super::games_note(&status(&["arena", "arena"])),
+            " (game arena)"
+        );
+        assert_eq!(
+            super::games_note(&status(&["arena", "default"])),
+            " (games differ: scene-1 arena, scene-2 default)"
+        );
+    }
 }
