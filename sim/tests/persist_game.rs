@@ -240,3 +240,48 @@ fn persistent_state_keeps_the_schedule_unambiguous_and_deterministic() {
     let conflicts = update.graph().conflicting_systems();
     assert!(conflicts.is_empty(), "{conflicts:?}");
 }
+
+#[derive(Component, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Bag(Vec<u8>);
+
+struct BagGame;
+
+impl bevy_app::Plugin for BagGame {
+    fn build(&self, app: &mut bevy_app::App) {
+        use tessera_sim::PersistAppExt;
+        app.persist::<Bag>("bag", 1);
+    }
+}
+
+/// A PC whose fields grow over the bound keeps its last save within it;
+/// the oversize is counted.
+#[test]
+fn oversized_fields_keep_the_last_save_and_are_counted() {
+    let settings = SceneSettings {
+        flush_interval_ticks: Some(1),
+        ..SceneSettings::default()
+    };
+    let mut w = SceneWorld::builder(SceneDef::open_field("test", 200.0), settings)
+        .add_plugins(BagGame)
+        .build()
+        .unwrap();
+    w.push(attach(1, Vec::new())).unwrap();
+    w.tick();
+    let set = |w: &mut SceneWorld, n: usize| {
+        let mut q = w
+            .world_mut()
+            .query::<(Entity, &tessera_sim::components::Pc)>();
+        let e = q.iter(w.world()).next().unwrap().0;
+        w.world_mut().entity_mut(e).insert(Bag(vec![1; n]));
+    };
+    set(&mut w, 10);
+    let small = saved(&w.tick().save, 1).expect("saved").game;
+    assert_eq!(small[0].bytes.len(), 11);
+    set(&mut w, tessera_sim::persist_game::MAX_GAME_BYTES);
+    let out = w.tick();
+    assert_eq!(saved(&out.save, 1).map(|s| s.game), Some(small.clone()));
+    assert!(w.persist_stats().oversize > 0);
+    w.push(Inbound::Detach { client: 1 }).unwrap();
+    let out = w.tick();
+    assert_eq!(saved(&out.save, 1).map(|s| s.game), Some(small));
+}
