@@ -31,10 +31,12 @@ fn save_batch(c: &mut Criterion) {
         let mut batch = move || {
             tick += 1;
             SaveBatch {
+                objects: Vec::new(),
                 scene,
                 states: avatars
                     .iter()
                     .map(|&avatar| PcState {
+                        game: Vec::new(),
                         avatar,
                         scene,
                         position: [tick as f32, (avatar % 1000) as f32],

@@ -119,6 +119,7 @@ fn provision(store: &Store, name: &str, scene: &str, pos: [f32; 2]) -> AvatarId 
     store
         .save_batch(&db::SaveBatch {
             scene,
+            objects: Vec::new(),
             states: vec![db::PcState {
                 avatar,
                 scene,
@@ -128,6 +129,7 @@ fn provision(store: &Store, name: &str, scene: &str, pos: [f32; 2]) -> AvatarId 
                 mount: 0,
                 online: false,
                 tick: 1,
+                game: Vec::new(),
             }],
         })
         .unwrap();

@@ -234,8 +234,10 @@ impl Cluster {
             .unwrap()[0];
         store
             .save_batch(&db::SaveBatch {
+                objects: Vec::new(),
                 scene: scene_id,
                 states: vec![db::PcState {
+                    game: Vec::new(),
                     avatar,
                     scene: scene_id,
                     position: pos,

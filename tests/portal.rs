@@ -78,6 +78,7 @@ impl Cluster {
             };
             let avatar = store.provision_avatars(account, &[new]).unwrap()[0];
             let state = db::PcState {
+                game: Vec::new(),
                 avatar,
                 scene: field,
                 position: START,
@@ -89,6 +90,7 @@ impl Cluster {
             };
             store
                 .save_batch(&db::SaveBatch {
+                    objects: Vec::new(),
                     scene: field,
                     states: vec![state],
                 })

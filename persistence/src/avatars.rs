@@ -282,8 +282,9 @@ impl Store {
                 scene,
                 states: vec![PcState {
                     avatar: id,
-                    ..*state
+                    ..state.clone()
                 }],
+                objects: Vec::new(),
             };
             let saved = write_states(&txn, &batch).map_err(|e| match e {
                 SaveError::UnknownScene(s) => AvatarUpdateError::UnknownScene(s),

@@ -12,7 +12,7 @@ use crate::error::*;
 use crate::scenes::insert_scene;
 use crate::schema::{self, *};
 use crate::store::{Store, bump_counter};
-use crate::types::{Account, Avatar, AvatarStatus, PcState, Scene, Stats};
+use crate::types::{Account, Avatar, AvatarStatus, ObjectState, PcState, Scene, SceneId, Stats};
 use crate::validate;
 
 /// One line of an export.
@@ -30,6 +30,11 @@ pub enum ExportRecord {
     Account(Account),
     Avatar(Avatar),
     PcState(PcState),
+    /// A scene's saved object (a game's keyed scene entity).
+    SceneObject {
+        scene: SceneId,
+        object: ObjectState,
+    },
 }
 
 /// Exporting failed.
@@ -108,6 +113,13 @@ impl Store {
             let (scene, avatar) = k.value();
             let state = schema::decode_pc(v.value())?.into_state(scene, avatar);
             sink(&ExportRecord::PcState(state)).map_err(ExportError::Sink)?;
+            n += 1;
+        }
+        for row in read.open_table(SCENE_OBJECTS)?.iter()? {
+            let (k, v) = row?;
+            let (scene, key) = k.value();
+            let object = schema::decode_object(v.value())?.into_state(key);
+            sink(&ExportRecord::SceneObject { scene, object }).map_err(ExportError::Sink)?;
             n += 1;
         }
         Ok(n)
@@ -286,6 +298,34 @@ impl Importer {
                     )));
                 }
                 self.stats.pc_states += 1;
+            }
+            ExportRecord::SceneObject { scene, object } => {
+                if txn.open_table(SCENES)?.get(scene)?.is_none() {
+                    return Err(invalid(format!(
+                        "object {} of scene {scene}: no such scene",
+                        object.key
+                    )));
+                }
+                if object.game.is_empty() || !validate::game_fits(&object.game) {
+                    return Err(invalid(format!(
+                        "object {} of scene {scene}: empty or too large",
+                        object.key
+                    )));
+                }
+                let record = ObjectRecord {
+                    tick: object.tick,
+                    game: object.game,
+                };
+                if txn
+                    .open_table(SCENE_OBJECTS)?
+                    .insert((scene, object.key), schema::encode(&record)?.as_slice())?
+                    .is_some()
+                {
+                    return Err(invalid(format!(
+                        "object {} of scene {scene} repeated",
+                        object.key
+                    )));
+                }
             }
         }
         Ok(())

@@ -16,6 +16,9 @@ pub(crate) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
     if from < 2 {
         v1_to_v2(txn)?;
     }
+    // v2 → v3: PC states gain game fields (the decoder reads v2 records as
+    // without any) and the `scene_objects` table is new (created on open):
+    // nothing to rewrite.
     txn.open_table(META)?
         .insert(META_SCHEMA_VERSION, u64::from(SCHEMA_VERSION))?;
     Ok(())
@@ -156,18 +159,27 @@ mod tests {
         let report = store.check().unwrap();
         assert!(report.is_sound(), "{:?}", report.problems);
 
-        // Every record now carries version 2.
+        // Every record now carries the current version.
         {
             let read = store.db.begin_read().unwrap();
             let meta = read.open_table(META).unwrap();
-            assert_eq!(meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(), 2);
+            assert_eq!(
+                meta.get(META_SCHEMA_VERSION).unwrap().unwrap().value(),
+                u64::from(SCHEMA_VERSION)
+            );
             for row in read.open_table(ACCOUNTS).unwrap().iter().unwrap() {
                 let (_, v) = row.unwrap();
-                assert_eq!(schema::record_version("accounts", v.value()).unwrap(), 2);
+                assert_eq!(
+                    schema::record_version("accounts", v.value()).unwrap(),
+                    SCHEMA_VERSION
+                );
             }
             for row in read.open_table(PC_STATES).unwrap().iter().unwrap() {
                 let (_, v) = row.unwrap();
-                assert_eq!(schema::record_version("pc_states", v.value()).unwrap(), 2);
+                assert_eq!(
+                    schema::record_version("pc_states", v.value()).unwrap(),
+                    SCHEMA_VERSION
+                );
             }
         }
         let account = store.account(1).unwrap().unwrap();
@@ -186,11 +198,12 @@ mod tests {
             (0, 0, 4)
         );
         // And it is writable in the new layout.
-        let mut s = states[0];
+        let mut s = states[0].clone();
         s.mount = 3;
         s.tick = 10;
         store
             .save_batch(&SaveBatch {
+                objects: Vec::new(),
                 scene: 1,
                 states: vec![s],
             })
@@ -199,5 +212,52 @@ mod tests {
         let store = Store::open_existing(&path).unwrap();
         assert_eq!(store.migrated_from(), None);
         assert_eq!(store.load_scene(1).unwrap()[0].mount, 3);
+    }
+
+    /// A PC record of schema version 2 (before game fields) still loads, with
+    /// none; a version 2 database opens as the current one.
+    #[test]
+    fn a_v2_pc_record_loads_without_game_fields() {
+        use crate::schema::v2::PcRecordV2;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.redb");
+        write_v1(
+            &path,
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+        );
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_SCHEMA_VERSION, 2)
+                .unwrap();
+            let pc = PcRecordV2 {
+                position: [3.5, -2.0],
+                heading: 1.25,
+                action: 4,
+                mount: 2,
+                online: true,
+                tick: 77,
+            };
+            txn.open_table(PC_STATES)
+                .unwrap()
+                .insert(
+                    (1, FIRST_AVATAR_ID),
+                    schema::encode_version(2, &pc).unwrap().as_slice(),
+                )
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open_existing(&path).unwrap();
+        assert_eq!(store.migrated_from(), Some(2));
+        let states = store.load_scene(1).unwrap();
+        assert_eq!(states.len(), 1);
+        assert_eq!(
+            (states[0].mount, states[0].tick, states[0].online),
+            (2, 77, true)
+        );
+        assert!(states[0].game.is_empty());
+        assert!(store.load_scene_objects(1).unwrap().is_empty());
     }
 }

@@ -5,7 +5,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use crate::error::*;
 use crate::schema::{self, *};
 use crate::store::{Store, next_id, now_ms};
-use crate::types::{PcState, SaveBatch, SaveReport, Scene, SceneId, SceneStatus};
+use crate::types::{ObjectState, PcState, SaveBatch, SaveReport, Scene, SceneId, SceneStatus};
 use crate::validate;
 
 /// Inserts a scene and its name index row. Used by creation and import.
@@ -23,7 +23,8 @@ pub(crate) fn insert_scene(txn: &WriteTransaction, scene: &Scene) -> Result<(), 
     Ok(())
 }
 
-/// Writes PC states into one open transaction; returns what was written and refused.
+/// Writes PC states and scene objects into one open transaction; returns what was written
+/// and refused.
 pub(crate) fn write_states(
     txn: &WriteTransaction,
     batch: &SaveBatch,
@@ -40,15 +41,41 @@ pub(crate) fn write_states(
         let finite = state.position.iter().all(|c| c.is_finite()) && state.heading.is_finite();
         let member = state.scene == batch.scene
             && membership.get(state.avatar)?.map(|g| g.value()) == Some(batch.scene);
-        if !finite || !member {
+        if !finite || !member || !validate::game_fits(&state.game) {
             report.refused += 1;
             continue;
         }
         let record = PcRecord::from_state(state);
-        let bytes = postcard::to_slice(&(SCHEMA_VERSION, &record), &mut buf)
-            .map_err(|e| StoreError::Encode(e.to_string()))?;
-        pcs.insert((batch.scene, state.avatar), &*bytes)?;
+        if record.game.is_empty() {
+            let bytes = postcard::to_slice(&(SCHEMA_VERSION, &record), &mut buf)
+                .map_err(|e| StoreError::Encode(e.to_string()))?;
+            pcs.insert((batch.scene, state.avatar), &*bytes)?;
+        } else {
+            pcs.insert(
+                (batch.scene, state.avatar),
+                schema::encode(&record)?.as_slice(),
+            )?;
+        }
         report.written += 1;
+    }
+    if !batch.objects.is_empty() {
+        let mut objects = txn.open_table(SCENE_OBJECTS)?;
+        for o in &batch.objects {
+            if !validate::game_fits(&o.game) {
+                report.refused += 1;
+                continue;
+            }
+            if o.game.is_empty() {
+                objects.remove((batch.scene, o.key))?;
+            } else {
+                let record = ObjectRecord {
+                    tick: o.tick,
+                    game: o.game.clone(),
+                };
+                objects.insert((batch.scene, o.key), schema::encode(&record)?.as_slice())?;
+            }
+            report.objects += 1;
+        }
     }
     Ok(report)
 }
@@ -164,6 +191,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Every saved object of a scene, by key.
+    pub fn load_scene_objects(&self, scene: SceneId) -> Result<Vec<ObjectState>, LoadError> {
+        let read = self.db.begin_read()?;
+        if read.open_table(SCENES)?.get(scene)?.is_none() {
+            return Err(LoadError::UnknownScene(scene));
+        }
+        let mut out = Vec::new();
+        for row in read
+            .open_table(SCENE_OBJECTS)?
+            .range((scene, 0)..=(scene, u64::MAX))?
+        {
+            let (k, v) = row?;
+            out.push(schema::decode_object(v.value())?.into_state(k.value().1));
+        }
+        Ok(out)
+    }
+
     /// Writes one batch of PC states in one durable transaction (`Durability::Immediate`,
     /// quick repair on): after this returns, a killed process loses none of it, and a crash
     /// before it returns leaves none of it. States of avatars not in the batch's scene, and
@@ -180,6 +224,7 @@ impl Store {
             let r = write_states(&txn, batch)?;
             total.written += r.written;
             total.refused += r.refused;
+            total.objects += r.objects;
         }
         txn.commit()?;
         Ok(total)

@@ -14,6 +14,7 @@
 //! | `scenes` | scene id | versioned [`Scene`] |
 //! | `scene_names` | scene name | scene id |
 //! | `pc_states` | (scene id, avatar id) | versioned [`PcRecord`] |
+//! | `scene_objects` | (scene id, object key) | versioned [`ObjectRecord`] |
 //!
 //! # Records
 //!
@@ -26,12 +27,15 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::StoreError;
-use crate::types::{Account, AccountId, AvatarStatus, PcState, Scene, SceneId};
+use crate::types::{
+    Account, AccountId, AvatarStatus, GameField, ObjectState, PcState, Scene, SceneId,
+};
 
 /// The schema this build writes. History:
 /// - 1: accounts without login address or history; PC states without mount and tick.
-/// - 2: the current layout.
-pub const SCHEMA_VERSION: u16 = 2;
+/// - 2: PC states without game fields; no `scene_objects` table.
+/// - 3: the current layout.
+pub const SCHEMA_VERSION: u16 = 3;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
@@ -44,6 +48,7 @@ pub const AVATAR_NAMES: TableDefinition<&str, u64> = TableDefinition::new("avata
 pub const SCENES: TableDefinition<u64, &[u8]> = TableDefinition::new("scenes");
 pub const SCENE_NAMES: TableDefinition<&str, u64> = TableDefinition::new("scene_names");
 pub const PC_STATES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("pc_states");
+pub const SCENE_OBJECTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("scene_objects");
 
 /// `meta` keys.
 pub const META_SCHEMA_VERSION: &str = "schema_version";
@@ -75,7 +80,7 @@ pub struct AvatarRecord {
 }
 
 /// A PC state as stored under `(scene, avatar)`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PcRecord {
     pub position: [f32; 2],
     pub heading: f32,
@@ -83,6 +88,7 @@ pub struct PcRecord {
     pub mount: u8,
     pub online: bool,
     pub tick: u64,
+    pub game: Vec<GameField>,
 }
 
 impl PcRecord {
@@ -94,6 +100,7 @@ impl PcRecord {
             mount: state.mount,
             online: state.online,
             tick: state.tick,
+            game: state.game.clone(),
         }
     }
 
@@ -107,7 +114,40 @@ impl PcRecord {
             mount: self.mount,
             online: self.online,
             tick: self.tick,
+            game: self.game,
         }
+    }
+}
+
+/// A scene object's state as stored under `(scene, key)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub tick: u64,
+    pub game: Vec<GameField>,
+}
+
+impl ObjectRecord {
+    pub fn into_state(self, key: u64) -> ObjectState {
+        ObjectState {
+            key,
+            tick: self.tick,
+            game: self.game,
+        }
+    }
+}
+
+/// The layouts of schema version 2, kept to read old records.
+pub mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+    pub struct PcRecordV2 {
+        pub position: [f32; 2],
+        pub heading: f32,
+        pub action: u8,
+        pub mount: u8,
+        pub online: bool,
+        pub tick: u64,
     }
 }
 
@@ -220,9 +260,26 @@ pub fn decode_pc(bytes: &[u8]) -> Result<PcRecord, StoreError> {
             mount: 0,
             online: old.online,
             tick: 0,
+            game: Vec::new(),
+        });
+    }
+    if version == 2 {
+        let old: v2::PcRecordV2 = body("pc_states", rest)?;
+        return Ok(PcRecord {
+            position: old.position,
+            heading: old.heading,
+            action: old.action,
+            mount: old.mount,
+            online: old.online,
+            tick: old.tick,
+            game: Vec::new(),
         });
     }
     body("pc_states", rest)
+}
+
+pub fn decode_object(bytes: &[u8]) -> Result<ObjectRecord, StoreError> {
+    decode_plain("scene_objects", bytes)
 }
 
 /// The version of a stored record, for migration.

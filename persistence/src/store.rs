@@ -538,6 +538,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(AVATAR_SCENE)?;
     txn.open_table(ACCOUNT_AVATARS)?;
     txn.open_table(AVATAR_NAMES)?;
+    txn.open_table(SCENE_OBJECTS)?;
     txn.open_table(SCENES)?;
     txn.open_table(SCENE_NAMES)?;
     txn.open_table(PC_STATES)?;

@@ -82,11 +82,20 @@ pub struct Scene {
     pub created_ms: u64,
 }
 
+/// One persistent component of a game, encoded by the scene core: the
+/// store keeps it as given.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GameField {
+    pub name: String,
+    pub version: u16,
+    pub bytes: Vec<u8>,
+}
+
 /// One PC's state in its scene, as the scene core saves it.
 ///
 /// The scene is the key of the row, not part of the stored value; `scene` here must equal
 /// the scene of the batch that carries the state.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PcState {
     pub avatar: AvatarId,
     pub scene: SceneId,
@@ -99,13 +108,27 @@ pub struct PcState {
     pub online: bool,
     /// The scene tick this state was taken at.
     pub tick: u64,
+    /// The game's persistent components of the PC (absent in older exports).
+    #[serde(default)]
+    pub game: Vec<GameField>,
 }
 
-/// All PC states one scene hands over in one flush.
+/// The saved state of one keyed object of a scene (a game's door, node,
+/// boss): stored under `(scene, key)`. An empty `game` erases it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ObjectState {
+    pub key: u64,
+    /// The scene tick this state was taken at.
+    pub tick: u64,
+    pub game: Vec<GameField>,
+}
+
+/// All PC states and changed objects one scene hands over in one flush.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SaveBatch {
     pub scene: SceneId,
     pub states: Vec<PcState>,
+    pub objects: Vec<ObjectState>,
 }
 
 /// What one `save_batch` wrote.
@@ -114,8 +137,11 @@ pub struct SaveReport {
     /// States written.
     pub written: usize,
     /// States refused: the avatar does not exist, is not in this scene, its `scene` field
-    /// disagrees with the batch, or its position or heading is not finite.
+    /// disagrees with the batch, its position or heading is not finite, or its game fields
+    /// are over [`crate::validate::MAX_GAME_BYTES`]; objects refused for their size.
     pub refused: usize,
+    /// Objects written (erasures included).
+    pub objects: usize,
 }
 
 /// Row counts and file size.

@@ -13,6 +13,18 @@ pub const AVATAR_NAME_MAX_CHARS: usize = 16;
 pub const FIGURE_MAX_CHARS: usize = 64;
 pub const SCENE_NAME_MAX_CHARS: usize = 64;
 pub const ADDRESS_MAX_CHARS: usize = 64;
+/// Most bytes of the game fields of one PC state or one scene object (names and values):
+/// a scene saves far less (`tessera_sim::persist_game`); the store refuses more.
+pub const MAX_GAME_BYTES: usize = 16 * 1024;
+
+/// Whether `fields` are within [`MAX_GAME_BYTES`].
+pub fn game_fits(fields: &[crate::types::GameField]) -> bool {
+    fields
+        .iter()
+        .map(|f| f.name.len() + f.bytes.len())
+        .sum::<usize>()
+        <= MAX_GAME_BYTES
+}
 /// How many avatars `create_avatar` lets one account have.
 pub const MAX_AVATARS_PER_ACCOUNT: usize = 8;
 

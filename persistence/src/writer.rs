@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::store::Store;
-use crate::types::{AvatarId, PcState, SaveBatch, SceneId};
+use crate::types::{AvatarId, ObjectState, PcState, SaveBatch, SceneId};
 
 /// Writer settings.
 #[derive(Debug, Clone)]
@@ -137,10 +137,12 @@ enum Msg {
     Flush(SyncSender<Result<(), FlushError>>),
 }
 
-/// Per scene, the newest state of each avatar, with the epoch it was saved under.
+/// Per scene, the newest state of each avatar and of each object, with the epoch it was
+/// saved under.
 #[derive(Debug, Default)]
 struct Pending {
     scenes: BTreeMap<SceneId, BTreeMap<AvatarId, (Epoch, PcState)>>,
+    objects: BTreeMap<SceneId, BTreeMap<u64, (Epoch, ObjectState)>>,
     batches: u64,
     /// The highest ticket merged in.
     through: u64,
@@ -159,6 +161,29 @@ impl Pending {
             batch.states.into_iter().map(|s| (epoch, s)),
             counters,
         );
+        self.merge_objects(batch.scene, batch.objects.into_iter().map(|o| (epoch, o)));
+    }
+
+    /// Like states: the newest (epoch, tick) of each object wins.
+    fn merge_objects(
+        &mut self,
+        scene: SceneId,
+        objects: impl IntoIterator<Item = (Epoch, ObjectState)>,
+    ) {
+        let mut objects = objects.into_iter().peekable();
+        if objects.peek().is_none() {
+            return;
+        }
+        let scene = self.objects.entry(scene).or_default();
+        for (epoch, o) in objects {
+            match scene.get_mut(&o.key) {
+                None => {
+                    scene.insert(o.key, (epoch, o));
+                }
+                Some(old) if (epoch, o.tick) >= (old.0, old.1.tick) => *old = (epoch, o),
+                Some(_) => {}
+            }
+        }
     }
 
     fn merge_states(
@@ -190,6 +215,9 @@ impl Pending {
         self.through = self.through.max(other.through);
         for (scene, states) in other.scenes {
             self.merge_states(scene, states.into_values(), counters);
+        }
+        for (scene, objects) in other.objects {
+            self.merge_objects(scene, objects.into_values());
         }
     }
 
@@ -412,14 +440,28 @@ fn run(
 
         let mut result = Ok(());
         if !pending.is_empty() {
-            let batches: Vec<SaveBatch> = pending
+            let mut batches: BTreeMap<SceneId, SaveBatch> = pending
                 .scenes
                 .iter()
-                .map(|(&scene, states)| SaveBatch {
-                    scene,
-                    states: states.values().map(|&(_, s)| s).collect(),
+                .map(|(&scene, states)| {
+                    let batch = SaveBatch {
+                        scene,
+                        states: states.values().map(|(_, s)| s.clone()).collect(),
+                        objects: Vec::new(),
+                    };
+                    (scene, batch)
                 })
                 .collect();
+            for (&scene, objects) in &pending.objects {
+                batches
+                    .entry(scene)
+                    .or_insert_with(|| SaveBatch {
+                        scene,
+                        ..SaveBatch::default()
+                    })
+                    .objects = objects.values().map(|(_, o)| o.clone()).collect();
+            }
+            let batches: Vec<SaveBatch> = batches.into_values().collect();
             let started = Instant::now();
             match store.save_batches(&batches) {
                 Ok(saved) => {
@@ -431,7 +473,11 @@ fn run(
                         refused: saved.refused,
                         scenes: batches
                             .iter()
-                            .map(|b| (b.scene, b.states.iter().map(|s| s.tick).max().unwrap_or(0)))
+                            .map(|b| {
+                                let states = b.states.iter().map(|s| s.tick);
+                                let objects = b.objects.iter().map(|o| o.tick);
+                                (b.scene, states.chain(objects).max().unwrap_or(0))
+                            })
                             .collect(),
                         commit_time: started.elapsed(),
                         through: pending.through,
@@ -501,6 +547,7 @@ pub fn torture_state(scene: SceneId, avatar: AvatarId, k: u64) -> PcState {
         mount: (k % 7) as u8,
         online: k.is_multiple_of(2),
         tick: k,
+        game: Vec::new(),
     }
 }
 
@@ -510,6 +557,7 @@ mod tests {
 
     fn state(avatar: u64, tick: u64) -> PcState {
         PcState {
+            game: Vec::new(),
             avatar,
             scene: 1,
             position: [tick as f32, 0.0],
@@ -521,6 +569,42 @@ mod tests {
         }
     }
 
+    /// Objects merge like states: the newest (epoch, tick) of each key wins,
+    /// an erasure included.
+    #[test]
+    fn merge_keeps_newest_object_per_key() {
+        let c = Counters::default();
+        let mut p = Pending::default();
+        let obj = |key: u64, tick: u64, hp: u8| ObjectState {
+            key,
+            tick,
+            game: if hp == 0 {
+                Vec::new()
+            } else {
+                vec![crate::types::GameField {
+                    name: "hp".into(),
+                    version: 1,
+                    bytes: vec![hp],
+                }]
+            },
+        };
+        for (epoch, objects) in [
+            (1, vec![obj(1, 5, 10), obj(2, 5, 20)]),
+            (1, vec![obj(1, 4, 11)]),
+            (1, vec![obj(2, 6, 0)]),
+            (2, vec![obj(1, 1, 12)]),
+        ] {
+            let batch = SaveBatch {
+                scene: 3,
+                objects,
+                ..SaveBatch::default()
+            };
+            p.merge(epoch, batch, 1, &c);
+        }
+        let got: Vec<ObjectState> = p.objects[&3].values().map(|(_, o)| o.clone()).collect();
+        assert_eq!(got, vec![obj(1, 1, 12), obj(2, 6, 0)]);
+    }
+
     #[test]
     fn merge_keeps_newest_state_per_avatar() {
         let c = Counters::default();
@@ -528,6 +612,7 @@ mod tests {
         p.merge(
             0,
             SaveBatch {
+                objects: Vec::new(),
                 scene: 1,
                 states: vec![state(1, 5), state(2, 5)],
             },
@@ -537,6 +622,7 @@ mod tests {
         p.merge(
             0,
             SaveBatch {
+                objects: Vec::new(),
                 scene: 1,
                 states: vec![state(1, 6)],
             },
@@ -546,6 +632,7 @@ mod tests {
         p.merge(
             0,
             SaveBatch {
+                objects: Vec::new(),
                 scene: 1,
                 states: vec![state(2, 4)],
             },
@@ -556,6 +643,7 @@ mod tests {
         o.merge(
             0,
             SaveBatch {
+                objects: Vec::new(),
                 scene: 1,
                 states: vec![state(2, 9), state(3, 1)],
             },
@@ -565,6 +653,7 @@ mod tests {
         o.merge(
             0,
             SaveBatch {
+                objects: Vec::new(),
                 scene: 2,
                 states: vec![state(1, 1)],
             },
@@ -587,6 +676,7 @@ mod tests {
     fn merge_orders_by_epoch_then_tick() {
         let c = Counters::default();
         let one = |tick| SaveBatch {
+            objects: Vec::new(),
             scene: 1,
             states: vec![state(1, tick)],
         };
@@ -637,10 +727,12 @@ mod store_tests {
             )
             .unwrap();
         let batch = |k: u64| SaveBatch {
+            objects: Vec::new(),
             scene,
             states: avatars
                 .iter()
                 .map(|&avatar| PcState {
+                    game: Vec::new(),
                     avatar,
                     scene,
                     position: [k as f32, 0.0],
@@ -752,6 +844,7 @@ mod store_tests {
             let mut s = super::tests_state(ids[0], k);
             s.scene = scene;
             writer.submit(SaveBatch {
+                objects: Vec::new(),
                 scene,
                 states: vec![s],
             });
@@ -765,6 +858,7 @@ mod store_tests {
 #[cfg(test)]
 fn tests_state(avatar: u64, tick: u64) -> PcState {
     PcState {
+        game: Vec::new(),
         avatar,
         scene: 1,
         position: [0.0, 0.0],

@@ -399,6 +399,7 @@ fn login_history_is_bounded() {
 
 fn state(scene: SceneId, avatar: AvatarId, tick: u64) -> PcState {
     PcState {
+        game: Vec::new(),
         avatar,
         scene,
         position: [1.5, -2.25],
@@ -449,6 +450,7 @@ fn avatars_names_scenes_and_scene_state() {
     bad.position[0] = f32::NAN;
     let report = store
         .save_batch(&SaveBatch {
+            objects: Vec::new(),
             scene: town,
             states: vec![
                 state(town, ids[0], 5),
@@ -462,6 +464,7 @@ fn avatars_names_scenes_and_scene_state() {
     assert_eq!(
         report,
         SaveReport {
+            objects: 0,
             written: 2,
             refused: 3
         }
@@ -476,6 +479,7 @@ fn avatars_names_scenes_and_scene_state() {
     ));
     assert!(matches!(
         store.save_batch(&SaveBatch {
+            objects: Vec::new(),
             scene: 999,
             states: vec![]
         }),
@@ -488,6 +492,7 @@ fn avatars_names_scenes_and_scene_state() {
     assert_eq!(store.load_scene(town).unwrap().len(), 1);
     let r = store
         .save_batch(&SaveBatch {
+            objects: Vec::new(),
             scene: town,
             states: vec![state(town, ids[0], 6)],
         })
@@ -495,6 +500,7 @@ fn avatars_names_scenes_and_scene_state() {
     assert_eq!(r.refused, 1);
     store
         .save_batch(&SaveBatch {
+            objects: Vec::new(),
             scene: field,
             states: vec![state(field, ids[0], 6)],
         })
@@ -569,6 +575,7 @@ fn populate(store: &Store) {
             .iter()
             .enumerate()
             .map(|(i, &id)| PcState {
+                game: Vec::new(),
                 avatar: id,
                 scene,
                 // Awkward floats: they must survive JSON exactly.
@@ -580,7 +587,13 @@ fn populate(store: &Store) {
                 tick: 1_000_000 + i as u64,
             })
             .collect();
-        store.save_batch(&SaveBatch { scene, states }).unwrap();
+        store
+            .save_batch(&SaveBatch {
+                objects: Vec::new(),
+                scene,
+                states,
+            })
+            .unwrap();
     }
 }
 
@@ -762,6 +775,7 @@ fn a_move_and_its_arrival_state_land_together_or_not_at_all() {
         .unwrap();
     store
         .save_batch(&SaveBatch {
+            objects: Vec::new(),
             scene: town,
             states: vec![state(town, avatar, 7)],
         })
@@ -788,4 +802,164 @@ fn a_move_and_its_arrival_state_land_together_or_not_at_all() {
     assert_eq!(store.load_scene(field).unwrap(), vec![arrival]);
     assert!(store.load_scene(town).unwrap().is_empty());
     assert_sound(&mut store);
+}
+
+fn field(name: &str, bytes: &[u8]) -> GameField {
+    GameField {
+        name: name.into(),
+        version: 1,
+        bytes: bytes.to_vec(),
+    }
+}
+
+/// A PC's game fields and a scene's objects are stored with the batch and
+/// read back as given; an empty object erases it; a portal's arrival state
+/// keeps the PC's fields.
+#[test]
+fn game_fields_and_scene_objects_round_trip() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let acc = store.register("gus@example.com", PW, None).unwrap();
+    let town = store.create_scene("town").unwrap();
+    let field_scene = store.create_scene("field").unwrap();
+    let a = store
+        .create_avatar(
+            acc,
+            &NewAvatar {
+                name: "Gus".into(),
+                figure: "elf".into(),
+                scene: town,
+            },
+        )
+        .unwrap();
+    let mut s = state(town, a, 5);
+    s.game = vec![field("hp", &[42]), field("xp", &[1, 2, 3])];
+    let door = ObjectState {
+        key: 7,
+        tick: 5,
+        game: vec![field("open", &[1])],
+    };
+    let boss = ObjectState {
+        key: 9,
+        tick: 5,
+        game: vec![field("hp", &[200, 1])],
+    };
+    let report = store
+        .save_batch(&SaveBatch {
+            scene: town,
+            states: vec![s.clone()],
+            objects: vec![door.clone(), boss.clone()],
+        })
+        .unwrap();
+    assert_eq!((report.written, report.objects, report.refused), (1, 2, 0));
+    assert_eq!(store.load_scene(town).unwrap(), vec![s.clone()]);
+    assert_eq!(
+        store.load_scene_objects(town).unwrap(),
+        vec![door.clone(), boss.clone()]
+    );
+    assert!(store.load_scene_objects(field_scene).unwrap().is_empty());
+
+    // An empty object erases it.
+    store
+        .save_batch(&SaveBatch {
+            scene: town,
+            states: vec![],
+            objects: vec![ObjectState {
+                key: 7,
+                tick: 6,
+                game: vec![],
+            }],
+        })
+        .unwrap();
+    assert_eq!(store.load_scene_objects(town).unwrap(), vec![boss]);
+
+    // Too large: refused.
+    let mut huge = state(town, a, 7);
+    huge.game = vec![field("blob", &vec![0; validate::MAX_GAME_BYTES + 1])];
+    let r = store
+        .save_batch(&SaveBatch {
+            scene: town,
+            states: vec![huge],
+            objects: vec![],
+        })
+        .unwrap();
+    assert_eq!(r.refused, 1);
+    assert_eq!(store.load_scene(town).unwrap(), vec![s.clone()]);
+
+    // A portal: the arrival state carries the fields into the new scene.
+    let mut arrival = state(field_scene, a, 1);
+    arrival.game = s.game.clone();
+    store.move_avatar(a, field_scene, Some(&arrival)).unwrap();
+    assert_eq!(store.load_scene(field_scene).unwrap(), vec![arrival]);
+    assert!(store.load_scene(town).unwrap().is_empty());
+
+    // The export carries them, and an import brings them back.
+    let mut records = Vec::new();
+    store
+        .export(|r| {
+            records.push(r.clone());
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r, ExportRecord::SceneObject { object, .. } if object.key == 9))
+    );
+    let (_dir2, path2) = temp();
+    let copy = Store::open(&path2).unwrap();
+    let mut import = copy.begin_import().unwrap();
+    for r in records {
+        import.push(r).unwrap();
+    }
+    import.finish().unwrap();
+    assert_eq!(
+        copy.load_scene_objects(town).unwrap(),
+        store.load_scene_objects(town).unwrap()
+    );
+    assert_eq!(
+        copy.load_scene(field_scene).unwrap(),
+        store.load_scene(field_scene).unwrap()
+    );
+}
+
+/// Batches are one transaction: PC states and objects land together or
+/// not at all.
+#[test]
+fn states_and_objects_are_written_in_one_transaction() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let acc = store.register("hal@example.com", PW, None).unwrap();
+    let town = store.create_scene("town").unwrap();
+    let a = store
+        .create_avatar(
+            acc,
+            &NewAvatar {
+                name: "Hal".into(),
+                figure: "elf".into(),
+                scene: town,
+            },
+        )
+        .unwrap();
+    let mut s = state(town, a, 5);
+    s.game = vec![field("hp", &[42])];
+    let good = SaveBatch {
+        scene: town,
+        states: vec![s],
+        objects: vec![ObjectState {
+            key: 1,
+            tick: 5,
+            game: vec![field("hp", &[1])],
+        }],
+    };
+    let bad = SaveBatch {
+        scene: 999,
+        ..SaveBatch::default()
+    };
+    assert!(store.save_batches(&[good.clone(), bad]).is_err());
+    assert!(store.load_scene(town).unwrap().is_empty());
+    assert!(store.load_scene_objects(town).unwrap().is_empty());
+    store.save_batches(std::slice::from_ref(&good)).unwrap();
+    assert_eq!(store.load_scene(town).unwrap(), good.states);
+    assert_eq!(store.load_scene_objects(town).unwrap(), good.objects);
 }

@@ -11,6 +11,7 @@ use crate::metrics::timing_mark;
 use crate::IngestSystems;
 use crate::components::*;
 use crate::persist::PendingSaves;
+use crate::persist_game::{GameFields, PersistStats, RestoreFields};
 use crate::protocol::{AvatarId, ClientId, Inbound, Input, NetId, SceneEvent, StateAck};
 use crate::world::{SceneInfo, SceneOutbox};
 
@@ -31,6 +32,13 @@ struct InputCmd(ClientId, Input);
 #[derive(Message, Debug, Clone, Copy)]
 struct AckCmd(ClientId, StateAck);
 
+/// Steps of Ingest other systems of the engine are ordered against.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum IngestStep {
+    Attach,
+    Detach,
+}
+
 pub struct IngestPlugin;
 
 impl Plugin for IngestPlugin {
@@ -50,13 +58,13 @@ impl Plugin for IngestPlugin {
                 (
                     drain_inbox,
                     drained,
-                    apply_attaches,
+                    apply_attaches.in_set(IngestStep::Attach),
                     attached,
                     apply_inputs,
                     apply_acks,
                     crate::game::apply_actions,
                     inputs,
-                    apply_detaches,
+                    apply_detaches.in_set(IngestStep::Detach),
                     detached,
                 )
                     .chain()
@@ -152,17 +160,25 @@ fn apply_attaches(
             _ => (spawn_at(avatar), Pose::default()),
         };
         let net = dir.alloc_net(tick.0);
-        let saved = state.map(|_| (pos, pose.heading, pose.action, pose.mount));
+        let saved = state
+            .as_ref()
+            .map(|_| (pos, pose.heading, pose.action, pose.mount));
         let save = SaveTrack {
             saved,
             dirty: saved.is_none(),
         };
         let radius = info.settings.aoi_radius;
-        let entity = commands
-            .spawn(pc_bundle(
-                net, client, avatar, *figure, pos, pose, radius, save,
-            ))
-            .id();
+        let mut spawned = commands.spawn(pc_bundle(
+            net, client, avatar, *figure, pos, pose, radius, save,
+        ));
+        // The saved persistent components come back in this Ingest
+        // (`persist_game`).
+        if let Some(s) = state
+            && !s.game.is_empty()
+        {
+            spawned.insert(RestoreFields(s.game.clone()));
+        }
+        let entity = spawned.id();
         dir.clients.insert(client, entity);
         dir.avatars.insert(avatar, entity);
         out.events.push(SceneEvent::Attached {
@@ -210,6 +226,7 @@ pub(crate) fn pc_bundle(
         Interest::default(),
         ClientView::default(),
         save,
+        GameFields::default(),
     )
 }
 
@@ -348,7 +365,8 @@ fn apply_detaches(
     mut saves: ResMut<PendingSaves>,
     tick: Res<TickCount>,
     mut acks: ResMut<AckInbox>,
-    pcs: Query<(&Pc, &Position, &Pose)>,
+    mut stats: ResMut<PersistStats>,
+    pcs: Query<(&Pc, &Position, &Pose, &GameFields)>,
 ) {
     for DetachCmd(client) in reader.read() {
         let Some(entity) = dir.clients.remove(client) else {
@@ -357,10 +375,11 @@ fn apply_detaches(
         };
         // Its view goes with it.
         acks.remove(client);
-        if let Ok((pc, pos, pose)) = pcs.get(entity) {
+        if let Ok((pc, pos, pose, fields)) = pcs.get(entity) {
             dir.avatars.remove(&pc.avatar);
-            let state = crate::persist::pc_state(pc, pos, pose, false, tick.0);
-            saves.0.push(state);
+            let game = fields.to_save(&mut stats);
+            let state = crate::persist::pc_state(pc, pos, pose, false, tick.0, game);
+            saves.0.push(state.clone());
             out.events.push(SceneEvent::Detached {
                 client: *client,
                 state,

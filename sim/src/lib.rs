@@ -56,6 +56,7 @@ pub mod interest;
 pub mod metrics;
 pub mod movement;
 pub mod persist;
+pub mod persist_game;
 mod portal;
 pub mod protocol;
 pub mod replicate;
@@ -66,9 +67,10 @@ mod world;
 
 pub use channels::{ChannelError, ChannelOp, ChannelPayload, ChannelStats, Channels};
 pub use game::{DefaultGame, Game};
+pub use persist_game::{PersistAppExt, Persistent};
 pub use protocol::{
-    AvatarId, ClientId, GameEventOut, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId, Packets,
-    PcState, SaveBatch, SceneEvent, StatePacket, TickOutput,
+    AvatarId, ClientId, GameEventOut, GameField, Inbound, Input, MAX_PACKET_BYTES, MoveMode, NetId,
+    ObjectState, Packets, PcState, SaveBatch, SceneEvent, StatePacket, TickOutput,
 };
 pub use scene::{SceneDef, SceneError};
 pub use world::{

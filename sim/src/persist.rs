@@ -10,7 +10,8 @@ use crate::metrics::timing_mark;
 
 use crate::PersistSystems;
 use crate::components::*;
-use crate::protocol::{PcState, SaveBatch};
+use crate::persist_game::{GameFields, PersistStats};
+use crate::protocol::{GameField, PcState, SaveBatch};
 use crate::world::{SceneInfo, SceneOutbox};
 
 /// Final states of PCs detached this tick.
@@ -23,6 +24,7 @@ impl Plugin for PersistPlugin {
     fn build(&self, app: &mut App) {
         let marked = timing_mark(app, PersistSystems, "mark_dirty");
         let flushed = timing_mark(app, PersistSystems, "flush");
+        crate::persist_game::init(app);
         app.init_resource::<PendingSaves>().add_systems(
             Update,
             (mark_dirty, marked, flush, flushed)
@@ -32,7 +34,14 @@ impl Plugin for PersistPlugin {
     }
 }
 
-pub fn pc_state(pc: &Pc, pos: &Position, pose: &Pose, online: bool, tick: u64) -> PcState {
+pub fn pc_state(
+    pc: &Pc,
+    pos: &Position,
+    pose: &Pose,
+    online: bool,
+    tick: u64,
+    game: Vec<GameField>,
+) -> PcState {
     PcState {
         avatar: pc.avatar,
         position: pos.0,
@@ -41,10 +50,11 @@ pub fn pc_state(pc: &Pc, pos: &Position, pose: &Pose, online: bool, tick: u64) -
         mount: pose.mount,
         online,
         tick,
+        game,
     }
 }
 
-fn mark_dirty(mut q: Query<(&Position, &Pose, &mut SaveTrack)>) {
+pub(crate) fn mark_dirty(mut q: Query<(&Position, &Pose, &mut SaveTrack)>) {
     for (pos, pose, mut track) in &mut q {
         let now = Some((pos.0, pose.heading, pose.action, pose.mount));
         if track.saved != now && !track.dirty {
@@ -53,12 +63,13 @@ fn mark_dirty(mut q: Query<(&Position, &Pose, &mut SaveTrack)>) {
     }
 }
 
-fn flush(
+pub(crate) fn flush(
     info: Res<SceneInfo>,
     tick: Res<TickCount>,
     mut pending: ResMut<PendingSaves>,
     mut out: ResMut<SceneOutbox>,
-    mut q: Query<(&Pc, &Position, &Pose, &mut SaveTrack)>,
+    mut stats: ResMut<PersistStats>,
+    mut q: Query<(&Pc, &Position, &Pose, &mut SaveTrack, &mut GameFields)>,
 ) {
     let due = tick.0.is_multiple_of(info.flush_every);
     if !due && pending.0.is_empty() {
@@ -66,9 +77,13 @@ fn flush(
     }
     let mut states = std::mem::take(&mut pending.0);
     if due {
-        for (pc, pos, pose, mut track) in &mut q {
+        for (pc, pos, pose, mut track, mut fields) in &mut q {
             if track.dirty {
-                states.push(pc_state(pc, pos, pose, true, tick.0));
+                let game = fields.to_save(&mut stats);
+                if fields.saved != game {
+                    fields.saved = game.clone();
+                }
+                states.push(pc_state(pc, pos, pose, true, tick.0, game));
                 track.saved = Some((pos.0, pose.heading, pose.action, pose.mount));
                 track.dirty = false;
             }
@@ -82,5 +97,6 @@ fn flush(
         scene: info.def.name.clone(),
         tick: tick.0,
         states,
+        objects: Vec::new(),
     });
 }

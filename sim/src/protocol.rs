@@ -15,7 +15,7 @@ pub use tessera_proto::view::WorldView;
 pub use tessera_proto::{AvatarId, ClientId, NetId};
 
 /// The saved state of a PC: what the data service stores per avatar per scene.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PcState {
     pub avatar: AvatarId,
     pub position: Vec2,
@@ -25,6 +25,29 @@ pub struct PcState {
     pub online: bool,
     /// Tick at which this state was taken.
     pub tick: u64,
+    /// The game's persistent components of the PC, sorted by name (see
+    /// [`crate::persist_game`]).
+    pub game: Vec<GameField>,
+}
+
+/// One persistent component of a game, encoded: its registered name and
+/// version, and its postcard bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GameField {
+    pub name: String,
+    pub version: u16,
+    pub bytes: Vec<u8>,
+}
+
+/// The saved state of a keyed scene object ([`crate::persist_game::Persistent`]):
+/// its persistent components, sorted by name. An empty `game` erases the
+/// object's saved state (its entity despawned).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectState {
+    pub key: u64,
+    /// Tick at which this state was taken.
+    pub tick: u64,
+    pub game: Vec<GameField>,
 }
 
 /// A command from the host, applied at the start of the next tick.
@@ -91,12 +114,14 @@ pub struct GameEventOut {
     pub payload: std::sync::Arc<[u8]>,
 }
 
-/// One flush of changed PC states, sorted by avatar.
+/// One flush of changed PC states, sorted by avatar, and of changed scene
+/// objects, sorted by key.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SaveBatch {
     pub scene: String,
     pub tick: u64,
     pub states: Vec<PcState>,
+    pub objects: Vec<ObjectState>,
 }
 
 /// What one tick returns.

@@ -355,3 +355,121 @@ impl bevy_app::Plugin for ChurnGamePlugin {
             .add_timed_system(crate::GameSystems::AfterSimulate, churn_game);
     }
 }
+
+/// A small game with persistent state, for tests of persistence: every PC
+/// gets an [`Hp`] of 100 unless it has one (restored), and a shrine
+/// ([`SHRINE_KEY`], `Hp(500)`) is spawned at startup; `Hp` is registered
+/// persistent as `"hp"` version 1. Driven over the network by a PC's
+/// action: 1..=100 sets its own `Hp` to the action, 101..=200 the shrine's
+/// to the action less 100 (0 does nothing).
+pub mod hp_game {
+    use bevy_app::{App, Plugin, Startup};
+    use bevy_ecs::prelude::*;
+
+    use crate::GameSystems;
+    use crate::components::Pc;
+    use crate::persist_game::{PersistAppExt, Persistent};
+
+    /// Hit points, saved with PCs and the shrine.
+    #[derive(
+        Component, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+    )]
+    pub struct Hp(pub u16);
+
+    /// The key of the shrine object.
+    pub const SHRINE_KEY: u64 = 7;
+
+    pub struct HpGame;
+
+    impl Plugin for HpGame {
+        fn build(&self, app: &mut App) {
+            app.persist::<Hp>("hp", 1)
+                .add_systems(Startup, spawn_shrine)
+                .add_systems(Update, give_hp.in_set(GameSystems::AfterIngest))
+                .add_systems(Update, hp_from_action.in_set(GameSystems::AfterSimulate));
+        }
+    }
+
+    /// [`HpGame`] as a [`crate::Game`], for hosts.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct HpTestGame;
+
+    impl crate::Game for HpTestGame {
+        fn name(&self) -> &'static str {
+            "hp-test"
+        }
+
+        fn build(&self, world: crate::SceneWorldBuilder) -> crate::SceneWorldBuilder {
+            world.add_plugins(HpGame)
+        }
+    }
+
+    use bevy_app::Update;
+
+    fn hp_from_action(
+        mut pcs: Query<(&crate::components::Pose, &mut Hp), With<Pc>>,
+        mut objects: Query<(&Persistent, &mut Hp), Without<Pc>>,
+    ) {
+        let mut shrine = None;
+        for (pose, mut hp) in &mut pcs {
+            match pose.action {
+                a @ 1..=100 if hp.0 != u16::from(a) => hp.0 = u16::from(a),
+                a @ 101..=200 => shrine = Some(u16::from(a) - 100),
+                _ => {}
+            }
+        }
+        if let Some(v) = shrine {
+            for (p, mut hp) in &mut objects {
+                if p.key == SHRINE_KEY && hp.0 != v {
+                    hp.0 = v;
+                }
+            }
+        }
+    }
+
+    fn spawn_shrine(mut commands: Commands) {
+        commands.spawn((Persistent { key: SHRINE_KEY }, Hp(500)));
+    }
+
+    fn give_hp(mut commands: Commands, q: Query<Entity, (With<Pc>, Without<Hp>)>) {
+        for e in &q {
+            commands.entity(e).insert(Hp(100));
+        }
+    }
+
+    /// The `Hp` of `avatar`'s PC, if it is in the world and has one.
+    pub fn pc_hp(world: &mut World, avatar: u64) -> Option<u16> {
+        let mut q = world.query::<(&Pc, &Hp)>();
+        q.iter(world)
+            .find(|(pc, _)| pc.avatar == avatar)
+            .map(|(_, h)| h.0)
+    }
+
+    /// Sets `avatar`'s PC's `Hp`.
+    pub fn set_pc_hp(world: &mut World, avatar: u64, hp: u16) {
+        let mut q = world.query::<(&Pc, &mut Hp)>();
+        for (pc, mut h) in q.iter_mut(world) {
+            if pc.avatar == avatar {
+                h.0 = hp;
+            }
+        }
+    }
+
+    /// The shrine's `Hp`, if it exists.
+    pub fn shrine_hp(world: &mut World) -> Option<u16> {
+        let mut q = world.query::<(&Persistent, &Hp)>();
+        q.iter(world)
+            .find(|(p, _)| p.key == SHRINE_KEY)
+            .map(|(_, h)| h.0)
+    }
+
+    /// Sets the shrine's `Hp`.
+    pub fn set_shrine_hp(world: &mut World, hp: u16) {
+        let mut q = world.query::<(&Persistent, &mut Hp)>();
+        for (p, mut h) in q.iter_mut(world) {
+            if p.key == SHRINE_KEY {
+                h.0 = hp;
+            }
+        }
+    }
+}

@@ -547,10 +547,19 @@ impl SceneWorld {
     pub fn pc_states(&mut self) -> Vec<PcState> {
         let tick = self.tick_count();
         let world = self.app.world_mut();
-        let mut q = world.query::<(&Pc, &Position, &Pose)>();
+        let mut q = world.query::<(&Pc, &Position, &Pose, &crate::persist_game::GameFields)>();
         let mut v: Vec<PcState> = q
             .iter(world)
-            .map(|(pc, pos, pose)| crate::persist::pc_state(pc, pos, pose, true, tick))
+            .map(|(pc, pos, pose, f)| {
+                let game = if crate::persist_game::game_bytes(&f.now)
+                    > crate::persist_game::MAX_GAME_BYTES
+                {
+                    f.saved.clone()
+                } else {
+                    f.now.clone()
+                };
+                crate::persist::pc_state(pc, pos, pose, true, tick, game)
+            })
             .collect();
         v.sort_by_key(|s| s.avatar);
         v

@@ -206,7 +206,7 @@ fn attach_detach_keep_the_world_consistent() {
             let c = (rng.next_u64() % 30) + 1;
             let r = rng.next_f32();
             if r < 0.4 {
-                let state = saved_at.get(&c).copied();
+                let state = saved_at.get(&c).cloned();
                 w.push(Inbound::Attach {
                     client: c,
                     avatar: c,
@@ -233,7 +233,7 @@ fn attach_detach_keep_the_world_consistent() {
                 SceneEvent::Detached { client, state } => {
                     assert!(attached.remove(client));
                     assert!(!state.online);
-                    saved_at.insert(*client, *state);
+                    saved_at.insert(*client, state.clone());
                     // The final state is in this tick's save batch.
                     let batch = out.save.as_ref().expect("detach forces a save batch");
                     assert!(
@@ -279,7 +279,7 @@ fn reattach_comes_back_where_it_left() {
         .events
         .iter()
         .find_map(|e| match e {
-            SceneEvent::Detached { state, .. } => Some(*state),
+            SceneEvent::Detached { state, .. } => Some(state.clone()),
             _ => None,
         })
         .expect("detached");
@@ -287,7 +287,7 @@ fn reattach_comes_back_where_it_left() {
     w.push(Inbound::Attach {
         client: 8,
         avatar: 7,
-        state: Some(state),
+        state: Some(state.clone()),
         figure: 0,
     })
     .unwrap();

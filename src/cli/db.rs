@@ -310,6 +310,7 @@ fn fixture(
 
 fn batch_for(scene: SceneId, avatars: &[AvatarId], k: u64) -> SaveBatch {
     SaveBatch {
+        objects: Vec::new(),
         scene,
         states: avatars
             .iter()

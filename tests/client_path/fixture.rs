@@ -69,8 +69,10 @@ impl Cluster {
                     .unwrap()[0];
                 store
                     .save_batch(&db::SaveBatch {
+                        objects: Vec::new(),
                         scene: field,
                         states: vec![db::PcState {
+                            game: Vec::new(),
                             avatar,
                             scene: field,
                             position: [500.0 + 10.0 * i as f32, 500.0],

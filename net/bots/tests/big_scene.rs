@@ -39,6 +39,7 @@ fn provision_crowd(data: &Path, scene: &str) -> (u64, Vec<u64>) {
         .iter()
         .enumerate()
         .map(|(i, &avatar)| db::PcState {
+            game: Vec::new(),
             avatar,
             scene: scene_id,
             position: position(i),
@@ -51,6 +52,7 @@ fn provision_crowd(data: &Path, scene: &str) -> (u64, Vec<u64>) {
         .collect();
     let report = store
         .save_batch(&db::SaveBatch {
+            objects: Vec::new(),
             scene: scene_id,
             states,
         })

@@ -214,6 +214,7 @@ async fn readyz(addr: std::net::SocketAddr) -> (String, String) {
 
 fn place(scene: &str, epoch: Epoch, chunks: u32, states: u32) -> LinkMsg {
     LinkMsg::PlaceScene {
+        objects: Vec::new(),
         scene: scene.into(),
         epoch,
         chunks,

@@ -266,6 +266,12 @@ impl Source for CoordinatorMetrics {
             stats.placements_refused,
         );
         out.counter(
+            "tessera_coordinator_objects_left_out_total",
+            "Saved scene objects a placement could not carry (over one announcement's bound).",
+            &[],
+            stats.objects_left_out,
+        );
+        out.counter(
             "tessera_coordinator_failovers_total",
             "Scenes placed again because the server hosting them was lost.",
             &[],

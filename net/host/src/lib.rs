@@ -99,8 +99,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tessera_sim::{
-    BuildError, DefaultGame, Game, Inbound, PcState, SceneDef, SceneError, SceneSettings,
-    SceneWorld,
+    BuildError, DefaultGame, Game, Inbound, ObjectState, PcState, SceneDef, SceneError,
+    SceneSettings, SceneWorld,
 };
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -110,7 +110,8 @@ pub use runner::{
     CommandError, LoadReport, RunError, RunnerPhase, RunnerReport, RunnerSettings, SceneRunner,
 };
 pub use sink::{
-    EpochBatch, MemorySink, SaveSink, SaveSinkError, WriterSink, from_db_states, to_db_batch,
+    EpochBatch, MemorySink, SaveSink, SaveSinkError, WriterSink, from_db_objects, from_db_states,
+    to_db_batch, to_db_object,
 };
 
 use tessera_wire::Epoch;
@@ -204,6 +205,20 @@ impl SceneHost {
         states: Vec<PcState>,
         settings: RunnerSettings,
     ) -> Result<(), PlaceError> {
+        self.place_restoring(scene, def, epoch, states, Vec::new(), settings)
+    }
+
+    /// [`SceneHost::place_with`] and the scene's saved objects (a game's
+    /// keyed scene entities), restored into the world before its first tick.
+    pub fn place_restoring(
+        &mut self,
+        scene: &str,
+        def: SceneDef,
+        epoch: Epoch,
+        states: Vec<PcState>,
+        objects: Vec<ObjectState>,
+        settings: RunnerSettings,
+    ) -> Result<(), PlaceError> {
         if let Some(r) = self.runners.get(scene) {
             return Err(PlaceError::AlreadyHosted {
                 scene: scene.to_owned(),
@@ -218,11 +233,12 @@ impl SceneHost {
         }
         def.validate(scene)?;
         self.sink.fence(scene, epoch);
-        let runner = SceneRunner::start(
+        let runner = SceneRunner::start_restoring(
             Arc::clone(&self.game),
             def,
             epoch,
             states,
+            objects,
             settings,
             Arc::clone(&self.clock),
             Arc::clone(&self.sink),

@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 
 use hdrhistogram::Histogram;
 use tessera_sim::{
-    AvatarId, ClientId, Game, Inbound, NetId, PcState, SaveBatch, SceneDef, SceneEvent,
-    SceneSettings, SceneWorld,
+    AvatarId, ClientId, Game, Inbound, NetId, ObjectState, PcState, SaveBatch, SceneDef,
+    SceneEvent, SceneSettings, SceneWorld,
 };
 
 use super::clock::Clock;
@@ -244,6 +244,21 @@ impl SceneRunner {
         clock: Arc<dyn Clock>,
         sink: Arc<dyn SaveSink>,
     ) -> std::io::Result<Self> {
+        Self::start_restoring(game, def, epoch, states, Vec::new(), settings, clock, sink)
+    }
+
+    /// [`SceneRunner::start`] with the scene's saved objects, handed to
+    /// the world before its first tick ([`SceneWorld::restore_objects`]).
+    pub fn start_restoring(
+        game: Arc<dyn Game>,
+        def: SceneDef,
+        epoch: Epoch,
+        states: Vec<PcState>,
+        objects: Vec<ObjectState>,
+        settings: RunnerSettings,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn SaveSink>,
+    ) -> std::io::Result<Self> {
         let scene = def.name.clone();
         let capacity = settings.command_capacity.max(1);
         let (tx, rx) = mpsc::sync_channel(capacity);
@@ -268,6 +283,7 @@ impl SceneRunner {
             def,
             epoch,
             states,
+            objects,
             settings,
             clock,
             sink,
@@ -447,6 +463,7 @@ struct ThreadCtx {
     def: SceneDef,
     epoch: Epoch,
     states: Vec<PcState>,
+    objects: Vec<ObjectState>,
     settings: RunnerSettings,
     clock: Arc<dyn Clock>,
     sink: Arc<dyn SaveSink>,
@@ -520,6 +537,7 @@ impl ThreadCtx {
                 });
             }
         };
+        world.restore_objects(self.objects);
         if self.settings.walkers > 0 {
             // Synthetic load: observers with client ids 1..=walkers (session
             // ids have the top bit set, so they never collide).
@@ -623,8 +641,8 @@ impl Core {
         let Inbound::Attach {
             client,
             avatar,
-            state,
             figure,
+            ..
         } = cmd
         else {
             // A full inbox is counted by the world (`Counters::inbound_full`).
@@ -655,7 +673,10 @@ impl Core {
             }
             None => {}
         }
-        let state = state.or_else(|| self.offline.get(&avatar).copied());
+        let Inbound::Attach { state, .. } = cmd else {
+            return;
+        };
+        let state = state.or_else(|| self.offline.get(&avatar).cloned());
         if self
             .world
             .push(Inbound::Attach {
@@ -683,7 +704,7 @@ impl Core {
                     self.attached.insert(*avatar, (*client, *net_id));
                 }
                 SceneEvent::Detached { state, .. } => {
-                    self.offline.insert(state.avatar, *state);
+                    self.offline.insert(state.avatar, state.clone());
                     self.attached.remove(&state.avatar);
                 }
                 SceneEvent::AttachRejected { .. }
@@ -788,13 +809,15 @@ impl Core {
         let mut final_saved = false;
         if flush {
             let states = self.world.pc_states();
+            let objects = self.world.object_states();
             final_states = states.len();
-            if !states.is_empty() {
+            if !states.is_empty() || !objects.is_empty() {
                 let before = self.saves;
                 self.save(SaveBatch {
                     scene: self.scene.clone(),
                     tick: self.world.tick_count(),
                     states,
+                    objects,
                 });
                 final_saved = self.saves > before;
             }

@@ -119,7 +119,51 @@ pub fn to_db_batch(batch: &SaveBatch, scene: db::SceneId) -> db::SaveBatch {
     db::SaveBatch {
         scene,
         states: batch.states.iter().map(|s| to_db_state(s, scene)).collect(),
+        objects: batch.objects.iter().map(to_db_object).collect(),
     }
+}
+
+fn to_db_fields(game: &[tessera_sim::GameField]) -> Vec<db::GameField> {
+    game.iter()
+        .map(|f| db::GameField {
+            name: f.name.clone(),
+            version: f.version,
+            bytes: f.bytes.clone(),
+        })
+        .collect()
+}
+
+fn from_db_fields(game: Vec<db::GameField>) -> Vec<tessera_sim::GameField> {
+    game.into_iter()
+        .map(|f| tessera_sim::GameField {
+            name: f.name,
+            version: f.version,
+            bytes: f.bytes,
+        })
+        .collect()
+}
+
+/// The store's form of one scene object.
+pub fn to_db_object(o: &tessera_sim::ObjectState) -> db::ObjectState {
+    db::ObjectState {
+        key: o.key,
+        tick: o.tick,
+        game: to_db_fields(&o.game),
+    }
+}
+
+/// The scene core's form of objects loaded from the store.
+pub fn from_db_objects(
+    objects: impl IntoIterator<Item = db::ObjectState>,
+) -> Vec<tessera_sim::ObjectState> {
+    objects
+        .into_iter()
+        .map(|o| tessera_sim::ObjectState {
+            key: o.key,
+            tick: o.tick,
+            game: from_db_fields(o.game),
+        })
+        .collect()
 }
 
 /// The store's form of one PC state of `scene`.
@@ -133,6 +177,7 @@ pub fn to_db_state(s: &tessera_sim::PcState, scene: db::SceneId) -> db::PcState 
         mount: s.mount,
         online: s.online,
         tick: s.tick,
+        game: to_db_fields(&s.game),
     }
 }
 
@@ -149,6 +194,7 @@ pub fn from_db_states(states: impl IntoIterator<Item = db::PcState>) -> Vec<tess
             mount: s.mount,
             online: s.online,
             tick: s.tick,
+            game: from_db_fields(s.game),
         })
         .collect()
 }

@@ -600,7 +600,7 @@ fn host_writer_sink_persists_through_the_store_and_fences_epochs() {
     writer.flush().unwrap();
     let rows = store.load_scene(scene_id).unwrap();
     assert_eq!(rows.len(), 1);
-    let row = rows[0];
+    let row = rows[0].clone();
     assert_eq!((row.avatar, row.online, row.tick), (avatar, true, 6));
     assert!(row.position[0] > 100.0, "{row:?}");
 
@@ -683,7 +683,7 @@ fn host_attach_is_idempotent_and_rebinds_an_avatar_to_a_new_client() {
     step(&h, &clock, "a", 1);
     let ev = all_events(&out);
     let left = match ev.as_slice() {
-        [SceneEvent::Detached { client: 1, state }] => *state,
+        [SceneEvent::Detached { client: 1, state }] => state.clone(),
         other => panic!("{other:?}"),
     };
     let r = step(&h, &clock, "a", 1);

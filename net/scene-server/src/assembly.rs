@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tessera_wire::{Epoch, LinkMsg, MAX_PLACE_STATES, WirePcState};
+use tessera_wire::{Epoch, LinkMsg, MAX_PLACE_STATES, WireObjectState, WirePcState};
 
 /// Most attach messages held for one unfinished placement; past it the
 /// placement is dropped (counted `overheld`), and placed again.
@@ -83,9 +83,10 @@ impl ChunkError {
 pub enum Progress {
     /// More chunks are due.
     Waiting,
-    /// The placement is whole: place the scene with these states, then
-    /// obey the attach messages held for it, in order.
-    Complete(Vec<WirePcState>, Vec<LinkMsg>),
+    /// The placement is whole: place the scene with these states (and the
+    /// objects its announcement carried), then obey the attach messages
+    /// held for it, in order.
+    Complete(Vec<WirePcState>, Vec<LinkMsg>, Vec<WireObjectState>),
 }
 
 /// Counters of an [`Assembly`], since start.
@@ -157,6 +158,8 @@ struct Partial {
     /// The chunk due next.
     next: u32,
     states: Vec<WirePcState>,
+    /// The scene's saved objects, from the announcement.
+    objects: Vec<WireObjectState>,
     /// Attach messages for this placement, to obey once it is placed.
     held: Vec<LinkMsg>,
     /// When it was announced or its last chunk arrived.
@@ -183,7 +186,21 @@ impl Assembly {
         states: u32,
         now: Instant,
     ) -> Result<Progress, ChunkError> {
-        let r = self.try_announce(scene, epoch, chunks, states, now);
+        self.announce_objects(scene, epoch, chunks, states, Vec::new(), now)
+    }
+
+    /// [`Assembly::announce`] of a placement that carries the scene's
+    /// saved objects.
+    pub fn announce_objects(
+        &mut self,
+        scene: &str,
+        epoch: Epoch,
+        chunks: u32,
+        states: u32,
+        objects: Vec<WireObjectState>,
+        now: Instant,
+    ) -> Result<Progress, ChunkError> {
+        let r = self.try_announce(scene, epoch, chunks, states, objects, now);
         self.count(r)
     }
 
@@ -193,6 +210,7 @@ impl Assembly {
         epoch: Epoch,
         chunks: u32,
         states: u32,
+        objects: Vec<WireObjectState>,
         now: Instant,
     ) -> Result<Progress, ChunkError> {
         if states > MAX_PLACE_STATES || chunks > states || (chunks == 0) != (states == 0) {
@@ -211,7 +229,7 @@ impl Assembly {
         self.stats.started += 1;
         if chunks == 0 {
             self.stats.completed += 1;
-            return Ok(Progress::Complete(Vec::new(), Vec::new()));
+            return Ok(Progress::Complete(Vec::new(), Vec::new(), objects));
         }
         self.partial.insert(
             scene.to_owned(),
@@ -222,6 +240,7 @@ impl Assembly {
                 next: 0,
                 // Grown as chunks arrive: an announcement alone costs nothing.
                 states: Vec::new(),
+                objects,
                 held: Vec::new(),
                 last: now,
             },
@@ -293,7 +312,7 @@ impl Assembly {
             return Ok(Progress::Waiting);
         };
         self.stats.completed += 1;
-        Ok(Progress::Complete(done.states, done.held))
+        Ok(Progress::Complete(done.states, done.held, done.objects))
     }
 
     /// Keeps `msg`, an attach message for `scene` at `epoch`, until that

@@ -18,7 +18,7 @@ fn states(from: u64, n: usize) -> Vec<WirePcState> {
 
 fn ids(p: Progress) -> Vec<u64> {
     match p {
-        Progress::Complete(s, _) => s.iter().map(|s| s.avatar).collect(),
+        Progress::Complete(s, _, _) => s.iter().map(|s| s.avatar).collect(),
         Progress::Waiting => panic!("not complete"),
     }
 }
@@ -53,7 +53,7 @@ fn an_empty_placement_is_complete_at_once() {
     let mut a = Assembly::default();
     assert_eq!(
         a.announce("town", 1, 0, 0, Instant::now()),
-        Ok(Progress::Complete(Vec::new(), Vec::new()))
+        Ok(Progress::Complete(Vec::new(), Vec::new(), Vec::new()))
     );
     assert!(a.placements().is_empty());
 }
@@ -249,7 +249,7 @@ fn attach_messages_wait_for_their_placement() {
     assert!(a.hold("town", 5, detach(5)));
     a.chunk("town", 5, 0, states(0, 2), now).unwrap();
     match a.chunk("town", 5, 1, states(2, 2), now).unwrap() {
-        Progress::Complete(s, held) => {
+        Progress::Complete(s, held, _) => {
             assert_eq!(s.len(), 4);
             assert_eq!(held, vec![detach(5)]);
         }
@@ -324,7 +324,7 @@ proptest! {
                 prop_assert!(r.is_err(), "{what:?} accepted");
             }
             let r = match &msg {
-                LinkMsg::PlaceScene { scene, epoch, chunks, states } => {
+                LinkMsg::PlaceScene { scene, epoch, chunks, states, .. } => {
                     a.announce(scene, *epoch, *chunks, *states, now)
                 }
                 LinkMsg::SceneStates { scene, epoch, seq, states } => {
@@ -333,7 +333,7 @@ proptest! {
                 other => panic!("{other:?}"),
             };
             match r {
-                Ok(Progress::Complete(s, _)) => complete.push(s),
+                Ok(Progress::Complete(s, _, _)) => complete.push(s),
                 Ok(Progress::Waiting) => {}
                 Err(e) => prop_assert!(false, "{e}"),
             }
@@ -362,11 +362,11 @@ proptest! {
             if announce {
                 if let Ok(p) = a.announce("town", epoch, k, len as u32, now) {
                     announced = Some((epoch, len as u32));
-                    if let Progress::Complete(s, _) = p {
+                    if let Progress::Complete(s, _, _) = p {
                         prop_assert!(s.is_empty());
                     }
                 }
-            } else if let Ok(Progress::Complete(s, _)) =
+            } else if let Ok(Progress::Complete(s, _, _)) =
                 a.chunk("town", epoch, k, states(0, len), now)
             {
                 let (e, n) = announced.unwrap();

@@ -280,7 +280,8 @@ async fn on_coordinator_msg(shared: &Arc<ServerState>, sender: &LinkSender, msg:
             epoch,
             chunks,
             states,
-        } => on_place_scene(shared, sender, scene, epoch, chunks, states).await,
+            objects,
+        } => on_place_scene(shared, sender, scene, epoch, chunks, states, objects).await,
         LinkMsg::SceneStates {
             scene,
             epoch,

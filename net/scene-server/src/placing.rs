@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tessera_link::{LinkSender, bump, lock};
-use tessera_wire::{Epoch, LinkMsg, WirePcState};
+use tessera_wire::{Epoch, LinkMsg, WireObjectState, WirePcState};
 use tracing::{Instrument as _, debug, error, info, warn};
 
 use crate::assembly::{ChunkError, Progress};
@@ -26,6 +26,7 @@ pub(crate) async fn on_place_scene(
     epoch: Epoch,
     chunks: u32,
     states: u32,
+    objects: Vec<WireObjectState>,
 ) {
     if !shared.defs.contains_key(&scene) {
         warn!(%scene, "placement of a scene this server does not know");
@@ -39,7 +40,14 @@ pub(crate) async fn on_place_scene(
         Some(_) => drop_blocking(shared, scene.clone(), true).await,
         None => {}
     }
-    let progress = lock(&shared.assembly).announce(&scene, epoch, chunks, states, Instant::now());
+    let progress = lock(&shared.assembly).announce_objects(
+        &scene,
+        epoch,
+        chunks,
+        states,
+        objects,
+        Instant::now(),
+    );
     if progress == Ok(Progress::Waiting) {
         info!(%scene, epoch, chunks, states, "placement announced; its states follow");
     }
@@ -68,8 +76,8 @@ fn went_on(
 ) {
     match progress {
         Ok(Progress::Waiting) => {}
-        Ok(Progress::Complete(states, held)) => {
-            place(shared, scene, epoch, states);
+        Ok(Progress::Complete(states, held, objects)) => {
+            place(shared, scene, epoch, states, objects);
             for msg in held {
                 obey_attachment(shared, msg);
             }
@@ -79,17 +87,31 @@ fn went_on(
 }
 
 /// Hosts `scene` under `epoch` from its last flushed states.
-fn place(shared: &Arc<ServerState>, scene: String, epoch: Epoch, states: Vec<WirePcState>) {
+fn place(
+    shared: &Arc<ServerState>,
+    scene: String,
+    epoch: Epoch,
+    states: Vec<WirePcState>,
+    objects: Vec<WireObjectState>,
+) {
     let Some(def) = shared.defs.get(&scene).cloned() else {
         return;
     };
-    let n = states.len();
+    let (n, m) = (states.len(), objects.len());
     let states = states.into_iter().map(Into::into).collect();
-    let placed = lock(&shared.host).place_with(&scene, def, epoch, states, shared.settings.clone());
+    let objects = objects.into_iter().map(Into::into).collect();
+    let placed = lock(&shared.host).place_restoring(
+        &scene,
+        def,
+        epoch,
+        states,
+        objects,
+        shared.settings.clone(),
+    );
     match placed {
         Ok(()) => {
             bump(&shared.counters.placed);
-            info!(%scene, epoch, states = n, "placed");
+            info!(%scene, epoch, states = n, objects = m, "placed");
             if let Some(output) = lock(&shared.host).output(&scene) {
                 tokio::spawn(pump(Arc::clone(shared), scene, epoch, output).in_current_span());
             }

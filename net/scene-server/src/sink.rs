@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tessera_sim::protocol::AvatarId;
-use tessera_sim::{PcState, SaveBatch};
+use tessera_sim::{ObjectState, PcState, SaveBatch};
 use tokio::sync::Notify;
 
 use tessera_host::{EpochBatch, SaveSink, SaveSinkError};
@@ -43,6 +43,14 @@ struct Pending {
     /// an earlier state of the same avatar, so memory is bounded by the
     /// scene's avatars however long the link is down.
     states: BTreeMap<AvatarId, PcState>,
+    /// Newest state per scene object (a game's keyed entity), likewise.
+    objects: BTreeMap<u64, ObjectState>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.objects.is_empty()
+    }
 }
 
 /// One batch on the link, kept until the coordinator says it is durable.
@@ -52,6 +60,14 @@ struct Sent {
     epoch: Epoch,
     tick: u64,
     states: Vec<PcState>,
+    objects: Vec<ObjectState>,
+}
+
+impl Sent {
+    /// What counts against [`MAX_UNACKED_STATES`].
+    fn len(&self) -> usize {
+        self.states.len() + self.objects.len()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,7 +76,7 @@ struct Inner {
     pending: BTreeMap<String, Pending>,
     /// Batches sent on the current link and not acknowledged, by number.
     sent: BTreeMap<u64, Sent>,
-    /// States in `sent`.
+    /// States and objects in `sent`.
     sent_states: usize,
     /// The last batch number used.
     seq: u64,
@@ -149,7 +165,7 @@ impl LinkSink {
                 continue;
             };
             let drained = self.send_chunks(&mut inner, &scene, &mut p, link);
-            if !p.states.is_empty() {
+            if !p.is_empty() {
                 inner.pending.insert(scene, p);
             }
             if matches!(drained, Drained::Stopped) {
@@ -168,35 +184,43 @@ impl LinkSink {
         link: &LinkSender,
     ) -> Drained {
         let mut chunk = SAVE_CHUNK_STATES;
-        while !p.states.is_empty() {
+        while !p.is_empty() {
             if inner.sent_states >= MAX_UNACKED_STATES {
                 self.held_for_acks.fetch_add(1, Ordering::Relaxed);
                 return Drained::Stopped;
             }
             let avatars: Vec<AvatarId> = p.states.keys().take(chunk).copied().collect();
+            let keys: Vec<u64> = p
+                .objects
+                .keys()
+                .take(chunk - avatars.len())
+                .copied()
+                .collect();
             let seq = inner.seq + 1;
             let msg = LinkMsg::SaveBatch(WireSaveBatch {
                 seq,
                 scene: scene.to_owned(),
                 epoch: p.epoch,
                 tick: p.tick,
-                states: avatars.iter().map(|a| p.states[a].into()).collect(),
+                states: avatars.iter().map(|a| p.states[a].clone().into()).collect(),
+                objects: keys.iter().map(|k| p.objects[k].clone().into()).collect(),
             });
             match link.try_send(&msg) {
                 Ok(()) => {
                     let states: Vec<PcState> =
                         avatars.iter().filter_map(|a| p.states.remove(a)).collect();
+                    let objects: Vec<ObjectState> =
+                        keys.iter().filter_map(|k| p.objects.remove(k)).collect();
+                    let sent = Sent {
+                        scene: scene.to_owned(),
+                        epoch: p.epoch,
+                        tick: p.tick,
+                        states,
+                        objects,
+                    };
                     inner.seq = seq;
-                    inner.sent_states += states.len();
-                    inner.sent.insert(
-                        seq,
-                        Sent {
-                            scene: scene.to_owned(),
-                            epoch: p.epoch,
-                            tick: p.tick,
-                            states,
-                        },
-                    );
+                    inner.sent_states += sent.len();
+                    inner.sent.insert(seq, sent);
                     self.batches_sent.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(SendError::TooLarge { .. }) if chunk > 1 => chunk /= 2,
@@ -214,7 +238,7 @@ impl LinkSink {
         let done: Vec<u64> = inner.sent.range(..=through).map(|(&seq, _)| seq).collect();
         for seq in &done {
             if let Some(b) = inner.sent.remove(seq) {
-                inner.sent_states -= b.states.len();
+                inner.sent_states -= b.len();
             }
         }
         self.batches_acked
@@ -235,33 +259,44 @@ impl LinkSink {
             .fetch_add(sent.len() as u64, Ordering::Relaxed);
         for b in sent.into_values() {
             let fence = inner.fence.get(&b.scene).copied().unwrap_or(0);
-            let p = inner.pending.entry(b.scene).or_insert_with(|| Pending {
-                epoch: b.epoch,
-                tick: b.tick,
-                ..Pending::default()
-            });
+            let p = inner
+                .pending
+                .entry(b.scene.clone())
+                .or_insert_with(|| Pending {
+                    epoch: b.epoch,
+                    tick: b.tick,
+                    ..Pending::default()
+                });
             if b.epoch < fence || b.epoch < p.epoch {
-                self.discarded
-                    .fetch_add(b.states.len() as u64, Ordering::Relaxed);
+                self.discarded.fetch_add(b.len() as u64, Ordering::Relaxed);
                 continue;
             }
             if b.epoch > p.epoch {
                 p.states.clear();
+                p.objects.clear();
                 p.epoch = b.epoch;
             }
             p.tick = p.tick.max(b.tick);
             for s in b.states {
-                p.states
-                    .entry(s.avatar)
-                    .and_modify(|old| {
-                        if s.tick > old.tick {
-                            *old = s;
-                        }
-                    })
-                    .or_insert(s);
+                match p.states.get_mut(&s.avatar) {
+                    Some(old) if s.tick <= old.tick => {}
+                    Some(old) => *old = s,
+                    None => {
+                        p.states.insert(s.avatar, s);
+                    }
+                }
+            }
+            for o in b.objects {
+                match p.objects.get_mut(&o.key) {
+                    Some(old) if o.tick <= old.tick => {}
+                    Some(old) => *old = o,
+                    None => {
+                        p.objects.insert(o.key, o);
+                    }
+                }
             }
         }
-        inner.pending.retain(|_, p| !p.states.is_empty());
+        inner.pending.retain(|_, p| !p.is_empty());
         drop(inner);
         self.notify.notify_one();
     }
@@ -270,7 +305,10 @@ impl LinkSink {
     /// never be written.
     pub fn discard(&self, scene: &str) {
         let mut inner = self.lock();
-        let mut n = inner.pending.remove(scene).map_or(0, |p| p.states.len());
+        let mut n = inner
+            .pending
+            .remove(scene)
+            .map_or(0, |p| p.states.len() + p.objects.len());
         let gone: Vec<u64> = inner
             .sent
             .iter()
@@ -279,8 +317,8 @@ impl LinkSink {
             .collect();
         for seq in gone {
             if let Some(b) = inner.sent.remove(&seq) {
-                inner.sent_states -= b.states.len();
-                n += b.states.len();
+                inner.sent_states -= b.len();
+                n += b.len();
             }
         }
         self.discarded.fetch_add(n as u64, Ordering::Relaxed);
@@ -306,11 +344,15 @@ fn merge(p: &mut Pending, epoch: Epoch, batch: SaveBatch) {
         // A newer placement of the scene on this server: what the older one
         // left is superseded by what the new one loaded and saves.
         p.states.clear();
+        p.objects.clear();
         p.epoch = epoch;
     }
     p.tick = p.tick.max(batch.tick);
     for s in batch.states {
         p.states.insert(s.avatar, s);
+    }
+    for o in batch.objects {
+        p.objects.insert(o.key, o);
     }
 }
 
@@ -352,6 +394,7 @@ mod tests {
 
     fn state(avatar: AvatarId, x: f32, tick: u64) -> PcState {
         PcState {
+            game: Vec::new(),
             avatar,
             position: [x, 0.0],
             heading: 0.0,
@@ -364,6 +407,7 @@ mod tests {
 
     fn batch(scene: &str, tick: u64, states: Vec<PcState>) -> SaveBatch {
         SaveBatch {
+            objects: Vec::new(),
             scene: scene.into(),
             tick,
             states,
@@ -478,6 +522,92 @@ mod tests {
         // Sent, but kept until the coordinator says they are durable.
         assert_eq!(sink.stats().unacked_states, 10_003);
         sink.ack(got.iter().map(|b| b.seq).max().expect("sent"));
+        assert!(!sink.has_pending());
+    }
+
+    /// PC states' game fields and the scene's objects go out with the
+    /// batches, in frames under the cap even when large, are kept until
+    /// acked and sent again (the newest of each object) after a lost link.
+    #[test]
+    fn game_fields_and_objects_travel_and_are_kept_until_acked() {
+        use tessera_sim::GameField;
+        // Bytes that do not pack: bitcode squeezes repeated ones.
+        let field = |n: usize| GameField {
+            name: "bag".into(),
+            version: 1,
+            bytes: (0..n as u64)
+                .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+                .collect(),
+        };
+        let object = |key: u64, tick: u64| ObjectState {
+            key,
+            tick,
+            game: vec![field(8)],
+        };
+        let sink = LinkSink::new();
+        sink.fence("field", 1);
+        let states = (1..601)
+            .map(|a| PcState {
+                game: vec![field(1000)],
+                ..state(a, 1.0, 7)
+            })
+            .collect();
+        let objects = (1..101).map(|k| object(k, 7)).collect();
+        sink.save(EpochBatch {
+            epoch: 1,
+            batch: SaveBatch {
+                scene: "field".into(),
+                tick: 7,
+                states,
+                objects,
+            },
+        })
+        .expect("saved");
+        let first = drain_over_link(&sink, 256 * 1024);
+        let sizes: Vec<(usize, usize)> = first
+            .iter()
+            .map(|b| (b.states.len(), b.objects.len()))
+            .collect();
+        assert!(
+            first.len() > 2,
+            "600 KB of fields split under the frame cap: {sizes:?} {:?}",
+            sink.stats()
+        );
+        let n: usize = first.iter().map(|b| b.states.len()).sum();
+        assert_eq!(n, 600);
+        assert!(
+            first
+                .iter()
+                .flat_map(|b| &b.states)
+                .all(|s| s.game[0].bytes.len() == 1000)
+        );
+        let keys: Vec<u64> = first
+            .iter()
+            .flat_map(|b| b.objects.iter().map(|o| o.key))
+            .collect();
+        assert_eq!(keys, (1..101).collect::<Vec<_>>());
+        assert_eq!(sink.stats().unacked_states, 700);
+
+        // Lost link: object 5 changed meanwhile; the newest goes again.
+        sink.save(EpochBatch {
+            epoch: 1,
+            batch: SaveBatch {
+                scene: "field".into(),
+                tick: 9,
+                objects: vec![object(5, 9)],
+                ..SaveBatch::default()
+            },
+        })
+        .expect("saved");
+        sink.requeue();
+        let second = drain_over_link(&sink, 256 * 1024);
+        let again: BTreeMap<u64, u64> = second
+            .iter()
+            .flat_map(|b| b.objects.iter().map(|o| (o.key, o.tick)))
+            .collect();
+        assert_eq!(again.len(), 100);
+        assert_eq!(again[&5], 9);
+        sink.ack(second.iter().map(|b| b.seq).max().expect("sent"));
         assert!(!sink.has_pending());
     }
 

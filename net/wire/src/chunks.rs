@@ -9,14 +9,39 @@
 //! time, moving the states out of the loaded `Vec` (nothing is cloned, and
 //! no more than one chunk is built ahead of the send); the scene server
 //! puts them back together and places the scene once the last one is in.
+//!
+//! States carry a game's fields, so a chunk is also cut at
+//! [`PLACE_CHUNK_BYTES`]. The scene's saved objects (bounded in all by
+//! [`MAX_PLACE_OBJECT_BYTES`]) ride in the announcement.
 
 use crate::Epoch;
-use crate::msg::{LinkMsg, WirePcState};
+use crate::msg::{LinkMsg, WireGameField, WireObjectState, WirePcState};
 
 /// Most PC states in one [`LinkMsg::SceneStates`]: at most ~31 bytes each
-/// encoded (every field at its widest), so a chunk stays under 128 KiB,
-/// far below the links' default 1 MiB frame cap.
+/// encoded (every field at its widest) without game fields, so a chunk
+/// stays under 128 KiB, far below the links' default 1 MiB frame cap.
 pub const PLACE_CHUNK_STATES: usize = 4096;
+
+/// Most bytes of states (as [`state_len`] counts them) in one chunk: a
+/// chunk of states with game fields stays far below the frame cap too.
+pub const PLACE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Most bytes of objects (as [`game_len`] counts them, plus 20 per object)
+/// one placement carries in its announcement; the rest are left out.
+pub const MAX_PLACE_OBJECT_BYTES: usize = 512 * 1024;
+
+/// An upper bound of the encoded size of game fields.
+pub fn game_len(fields: &[WireGameField]) -> usize {
+    fields
+        .iter()
+        .map(|f| f.name.len() + f.bytes.len() + 8)
+        .sum()
+}
+
+/// An upper bound of the encoded size of a state.
+fn state_len(s: &WirePcState) -> usize {
+    40 + game_len(&s.game)
+}
 
 /// Most PC states one placement may announce: ten times the largest scene
 /// the project places in its tests (100,000 resident avatars), about 40 MB
@@ -39,6 +64,9 @@ pub struct PlacementMsgs {
     epoch: Epoch,
     chunks: u32,
     states: u32,
+    /// States in each chunk, in order.
+    sizes: Vec<usize>,
+    objects: Vec<WireObjectState>,
     /// The next message: `None` is the announcement, `Some(seq)` a chunk.
     next: Option<u32>,
     rest: std::vec::IntoIter<WirePcState>,
@@ -59,16 +87,47 @@ impl PlacementMsgs {
         if count > MAX_PLACE_STATES {
             return Err(too_many);
         }
-        let chunks = states.len().div_ceil(PLACE_CHUNK_STATES);
+        let mut sizes = Vec::new();
+        let (mut n, mut bytes) = (0usize, 0usize);
+        for s in &states {
+            let len = state_len(s);
+            if n > 0 && (n == PLACE_CHUNK_STATES || bytes + len > PLACE_CHUNK_BYTES) {
+                sizes.push(n);
+                (n, bytes) = (0, 0);
+            }
+            n += 1;
+            bytes += len;
+        }
+        if n > 0 {
+            sizes.push(n);
+        }
         Ok(Self {
             scene,
             epoch,
             // At most MAX_PLACE_STATES chunks, so it fits.
-            chunks: u32::try_from(chunks).unwrap_or(u32::MAX),
+            chunks: u32::try_from(sizes.len()).unwrap_or(u32::MAX),
             states: count,
+            sizes,
+            objects: Vec::new(),
             next: None,
             rest: states.into_iter(),
         })
+    }
+
+    /// Adds the scene's saved objects to the announcement, in order while
+    /// they fit [`MAX_PLACE_OBJECT_BYTES`]; returns how many were left out.
+    pub fn with_objects(mut self, objects: Vec<WireObjectState>) -> (Self, usize) {
+        let total = objects.len();
+        let mut bytes = 0;
+        self.objects = objects
+            .into_iter()
+            .take_while(|o| {
+                bytes += 20 + game_len(&o.game);
+                bytes <= MAX_PLACE_OBJECT_BYTES
+            })
+            .collect();
+        let left_out = total - self.objects.len();
+        (self, left_out)
     }
 
     /// How many [`LinkMsg::SceneStates`] follow the announcement.
@@ -93,9 +152,11 @@ impl Iterator for PlacementMsgs {
                 epoch: self.epoch,
                 chunks: self.chunks,
                 states: self.states,
+                objects: std::mem::take(&mut self.objects),
             });
         };
-        let states: Vec<WirePcState> = self.rest.by_ref().take(PLACE_CHUNK_STATES).collect();
+        let n = self.sizes.get(seq as usize).copied().unwrap_or(0);
+        let states: Vec<WirePcState> = self.rest.by_ref().take(n).collect();
         if states.is_empty() {
             return None;
         }
@@ -140,6 +201,7 @@ mod tests {
                 epoch,
                 chunks,
                 states: announced,
+                ..
             }) = msgs.next()
             else {
                 panic!("no announcement first");
@@ -185,6 +247,7 @@ mod tests {
             mount: u8::MAX,
             online: true,
             tick: u64::MAX,
+            game: Vec::new(),
         };
         let msg = LinkMsg::SceneStates {
             scene: "x".repeat(64),
@@ -195,5 +258,54 @@ mod tests {
         let len = msg.encode().len();
         assert!(len < 128 * 1024, "{len} bytes");
         assert_eq!(LinkMsg::decode(&msg.encode()), Ok(msg));
+    }
+
+    /// States with large game fields are cut into chunks by bytes, every
+    /// chunk far below the frame cap; objects ride in the announcement,
+    /// bounded.
+    #[test]
+    fn states_with_game_fields_split_by_bytes_and_objects_are_announced() {
+        let field = WireGameField {
+            name: "inventory".into(),
+            version: 1,
+            bytes: vec![0xAB; 1000],
+        };
+        let states: Vec<WirePcState> = (0..3000)
+            .map(|i| WirePcState {
+                avatar: i,
+                game: vec![field.clone()],
+                ..WirePcState::default()
+            })
+            .collect();
+        let objects: Vec<WireObjectState> = (0..1000)
+            .map(|key| WireObjectState {
+                key,
+                tick: 1,
+                game: vec![field.clone()],
+            })
+            .collect();
+        let (msgs, left_out) = PlacementMsgs::new("town".into(), 2, states)
+            .unwrap()
+            .with_objects(objects);
+        assert!(left_out > 0 && left_out < 1000, "{left_out}");
+        let chunks = msgs.chunks();
+        assert!(chunks > 1);
+        let mut got = 0;
+        for (i, m) in msgs.enumerate() {
+            let len = m.encode().len();
+            assert!(len < 640 * 1024, "message {i}: {len} bytes");
+            match m {
+                LinkMsg::PlaceScene { objects, .. } => {
+                    assert_eq!(objects.len(), 1000 - left_out);
+                    assert_eq!(objects[0].game[0], field);
+                }
+                LinkMsg::SceneStates { states, .. } => {
+                    got += states.len();
+                    assert!(states.iter().all(|s| s.game[0] == field));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, 3000);
     }
 }

@@ -7,11 +7,12 @@
 //! refactor. A client's [`Input`](crate::Input) is the client protocol's own
 //! type (`tessera_proto`), forwarded unchanged.
 
-use tessera_sim::protocol::{Inbound, PcState, SaveBatch, SceneEvent};
+use tessera_sim::protocol::{GameField, Inbound, ObjectState, PcState, SaveBatch, SceneEvent};
 use tessera_sim::{ChannelOp, ChannelPayload};
 
 use crate::{
-    Epoch, SceneCommand, WireChannelOp, WireEvent, WirePayload, WirePcState, WireSaveBatch,
+    Epoch, SceneCommand, WireChannelOp, WireEvent, WireGameField, WireObjectState, WirePayload,
+    WirePcState, WireSaveBatch,
 };
 
 impl From<ChannelPayload> for WirePayload {
@@ -19,6 +20,16 @@ impl From<ChannelPayload> for WirePayload {
         match p {
             ChannelPayload::Text(t) => Self::Text(t),
             ChannelPayload::Bytes(b) => Self::Bytes(b),
+        }
+    }
+}
+
+impl From<GameField> for WireGameField {
+    fn from(f: GameField) -> Self {
+        Self {
+            name: f.name,
+            version: f.version,
+            bytes: f.bytes,
         }
     }
 }
@@ -42,6 +53,36 @@ impl From<ChannelOp> for WireChannelOp {
     }
 }
 
+impl From<WireGameField> for GameField {
+    fn from(f: WireGameField) -> Self {
+        Self {
+            name: f.name,
+            version: f.version,
+            bytes: f.bytes,
+        }
+    }
+}
+
+impl From<ObjectState> for WireObjectState {
+    fn from(o: ObjectState) -> Self {
+        Self {
+            key: o.key,
+            tick: o.tick,
+            game: o.game.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<WireObjectState> for ObjectState {
+    fn from(o: WireObjectState) -> Self {
+        Self {
+            key: o.key,
+            tick: o.tick,
+            game: o.game.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 impl From<PcState> for WirePcState {
     fn from(s: PcState) -> Self {
         Self {
@@ -52,6 +93,7 @@ impl From<PcState> for WirePcState {
             mount: s.mount,
             online: s.online,
             tick: s.tick,
+            game: s.game.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -66,34 +108,41 @@ impl From<WirePcState> for PcState {
             mount: s.mount,
             online: s.online,
             tick: s.tick,
+            game: s.game.into_iter().map(Into::into).collect(),
         }
     }
 }
 
 impl From<&Inbound> for SceneCommand {
     fn from(c: &Inbound) -> Self {
-        match *c {
+        match c {
             Inbound::Attach {
                 client,
                 avatar,
                 state,
                 figure,
             } => Self::Attach {
-                client,
-                avatar,
-                state: state.map(Into::into),
-                figure,
+                client: *client,
+                avatar: *avatar,
+                state: state.clone().map(Into::into),
+                figure: *figure,
             },
-            Inbound::Detach { client } => Self::Detach { client },
-            Inbound::Input { client, input } => Self::Input { client, input },
-            Inbound::Ack { client, ack } => Self::Ack { client, ack },
+            Inbound::Detach { client } => Self::Detach { client: *client },
+            Inbound::Input { client, input } => Self::Input {
+                client: *client,
+                input: *input,
+            },
+            Inbound::Ack { client, ack } => Self::Ack {
+                client: *client,
+                ack: *ack,
+            },
             Inbound::Action {
                 client,
                 kind,
-                ref payload,
+                payload,
             } => Self::Action {
-                client,
-                kind,
+                client: *client,
+                kind: *kind,
                 payload: payload.clone(),
             },
         }
@@ -155,7 +204,7 @@ impl WireEvent {
             },
             SceneEvent::Detached { client, state } => Self::Detached {
                 client: *client,
-                state: (*state).into(),
+                state: state.clone().into(),
             },
             SceneEvent::Portal {
                 client,
@@ -182,7 +231,8 @@ impl WireSaveBatch {
             scene: batch.scene.clone(),
             epoch,
             tick: batch.tick,
-            states: batch.states.iter().map(|s| (*s).into()).collect(),
+            states: batch.states.iter().map(|s| s.clone().into()).collect(),
+            objects: batch.objects.iter().map(|o| o.clone().into()).collect(),
         }
     }
 
@@ -191,7 +241,8 @@ impl WireSaveBatch {
         SaveBatch {
             scene: self.scene.clone(),
             tick: self.tick,
-            states: self.states.iter().map(|s| (*s).into()).collect(),
+            states: self.states.iter().map(|s| s.clone().into()).collect(),
+            objects: self.objects.iter().map(|o| o.clone().into()).collect(),
         }
     }
 }
@@ -211,6 +262,11 @@ mod tests {
             mount: 1,
             online: true,
             tick: 99,
+            game: vec![GameField {
+                name: "hp".into(),
+                version: 2,
+                bytes: vec![1, 2],
+            }],
         };
         let input = Input {
             seq: 5,
@@ -230,7 +286,7 @@ mod tests {
             Inbound::Attach {
                 client: 1,
                 avatar: 7,
-                state: Some(state),
+                state: Some(state.clone()),
                 figure: 4,
             },
             Inbound::Attach {
@@ -256,7 +312,12 @@ mod tests {
         let batch = SaveBatch {
             scene: "meadow".into(),
             tick: 10,
-            states: vec![state],
+            states: vec![state.clone()],
+            objects: vec![ObjectState {
+                key: 7,
+                tick: 9,
+                game: state.game.clone(),
+            }],
         };
         assert_eq!(WireSaveBatch::from_sim(&batch, 2).to_sim(), batch);
         let ev = WireEvent::of(&SceneEvent::AttachRejected {

@@ -27,7 +27,10 @@ mod convert;
 pub mod handshake;
 pub mod msg;
 
-pub use chunks::{MAX_PLACE_STATES, PLACE_CHUNK_STATES, PlacementMsgs, TooManyStates};
+pub use chunks::{
+    MAX_PLACE_OBJECT_BYTES, MAX_PLACE_STATES, PLACE_CHUNK_BYTES, PLACE_CHUNK_STATES, PlacementMsgs,
+    TooManyStates, game_len,
+};
 pub use handshake::{
     Challenge, Handshake, HandshakeDecodeError, Hello, MAGIC, NONCE_LEN, Nonce, PREAMBLE_LEN,
     Proof, RefuseCode, Response, Role, Secret, Side, Transcript,
@@ -35,7 +38,7 @@ pub use handshake::{
 pub use msg::{
     AttachedSession, Heartbeat, LinkMsg, MsgDecodeError, Placement, REPLICATION_BATCH_BYTES,
     Register, SceneCommand, SceneLoad, SessionEvent, ToClient, WireChannelOp, WireEvent,
-    WirePayload, WirePcState, WireSaveBatch,
+    WireGameField, WireObjectState, WirePayload, WirePcState, WireSaveBatch,
 };
 pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 
@@ -49,8 +52,9 @@ pub use tessera_proto::{AvatarInfo, ChatScope, ChatTarget, Input, MoveMode};
 /// [`LinkMsg::SceneStates`] chunks; 9: channels, [`LinkMsg::ChannelOps`] and
 /// [`LinkMsg::GameDataTo`], the client protocol 3's chat scopes, a game's
 /// actions and events, [`LinkMsg::ToClients`], and the game a scene server
-/// runs, in [`Register`]).
-pub const PROTOCOL_VERSION: u16 = 9;
+/// runs, in [`Register`]; 10: a game's persistent state — PC states' game
+/// fields, and scene objects in save batches and placements).
+pub const PROTOCOL_VERSION: u16 = 10;
 
 /// The longest game name a scene server may register with, in bytes.
 pub const MAX_GAME_NAME: usize = 64;

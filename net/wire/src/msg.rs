@@ -38,12 +38,15 @@ pub enum LinkMsg {
     /// coordinator) when the placement was sent. They follow in `chunks`
     /// [`LinkMsg::SceneStates`] frames holding `states` states in all (none
     /// when both are 0): a scene of any size places, and no frame nears the
-    /// cap. See [`crate::chunks`].
+    /// cap. See [`crate::chunks`]. `objects` are the scene's saved objects
+    /// (a game's keyed scene entities), at most
+    /// [`MAX_PLACE_OBJECT_BYTES`](crate::MAX_PLACE_OBJECT_BYTES) of them.
     PlaceScene {
         scene: String,
         epoch: Epoch,
         chunks: u32,
         states: u32,
+        objects: Vec<WireObjectState>,
     },
     /// Coordinator → scene server: chunk `seq` (from 0) of the states a
     /// [`LinkMsg::PlaceScene`] of `scene` at `epoch` announced, sent right
@@ -363,7 +366,7 @@ pub struct Placement {
 }
 
 /// A PC's saved state on the wire (mirrors [`tessera_sim::protocol::PcState`]).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Default, Encode, Decode)]
 pub struct WirePcState {
     pub avatar: AvatarId,
     pub position: [f32; 2],
@@ -372,6 +375,24 @@ pub struct WirePcState {
     pub mount: u8,
     pub online: bool,
     pub tick: u64,
+    pub game: Vec<WireGameField>,
+}
+
+/// One persistent component of a game (mirrors [`tessera_sim::GameField`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
+pub struct WireGameField {
+    pub name: String,
+    pub version: u16,
+    pub bytes: Vec<u8>,
+}
+
+/// A scene object's saved state (mirrors [`tessera_sim::ObjectState`]):
+/// an empty `game` erases it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
+pub struct WireObjectState {
+    pub key: u64,
+    pub tick: u64,
+    pub game: Vec<WireGameField>,
 }
 
 /// A command for a scene (mirrors [`tessera_sim::protocol::Inbound`]).
@@ -437,6 +458,8 @@ pub struct WireSaveBatch {
     pub epoch: Epoch,
     pub tick: u64,
     pub states: Vec<WirePcState>,
+    /// The scene's changed objects.
+    pub objects: Vec<WireObjectState>,
 }
 
 thread_local! {

@@ -53,8 +53,10 @@ pub fn provision(data: &Path, scene: &str, pos: [f32; 2]) -> (u64, u64) {
         .unwrap()[0];
     store
         .save_batch(&db::SaveBatch {
+            objects: Vec::new(),
             scene: scene_id,
             states: vec![db::PcState {
+                game: Vec::new(),
                 avatar,
                 scene: scene_id,
                 position: pos,

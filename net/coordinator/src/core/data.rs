@@ -85,8 +85,18 @@ impl Core {
             return self.refuse(id, format!("unknown scene {:?}", batch.scene));
         };
         let states = batch.states.iter().map(|s| db_state(scene, s)).collect();
+        let objects = batch
+            .objects
+            .into_iter()
+            .map(|o| tessera_host::to_db_object(&o.into()))
+            .collect();
         if let Some(w) = &self.writer {
-            let submission = w.submit_at(batch.epoch, db::SaveBatch { scene, states });
+            let batch_db = db::SaveBatch {
+                scene,
+                states,
+                objects,
+            };
+            let submission = w.submit_at(batch.epoch, batch_db);
             self.stats.batches += 1;
             self.ack_when_durable(submission.ticket, id, batch.seq);
         }
@@ -135,5 +145,5 @@ pub(crate) enum LoadStatesError {
 
 /// A wire state as the data service stores it in `scene`.
 pub(super) fn db_state(scene: db::SceneId, s: &WirePcState) -> db::PcState {
-    tessera_host::sink::to_db_state(&(*s).into(), scene)
+    tessera_host::sink::to_db_state(&s.clone().into(), scene)
 }

@@ -5,7 +5,7 @@
 
 use tessera_cluster::{DropReason, Effect, KickReason, NodeId, SessionId};
 use tessera_sim::protocol::AvatarId;
-use tessera_wire::{AttachedSession, Epoch, LinkMsg, SessionEvent, WirePcState};
+use tessera_wire::{AttachedSession, Epoch, LinkMsg, SessionEvent, WireObjectState, WirePcState};
 use tracing::{info, warn};
 
 use super::Core;
@@ -72,6 +72,7 @@ impl Core {
         scene: String,
         epoch: Epoch,
         states: Vec<WirePcState>,
+        objects: Vec<WireObjectState>,
     ) {
         self.stats.placements += 1;
         if let Some(prev) = self.last_host.insert(scene.clone(), server)
@@ -79,8 +80,8 @@ impl Core {
         {
             self.stats.failovers += 1;
         }
-        info!(%scene, epoch, %server, states = states.len(), "placing scene");
-        self.send_placement(server, scene, epoch, states);
+        info!(%scene, epoch, %server, states = states.len(), objects = objects.len(), "placing scene");
+        self.send_placement(server, scene, epoch, states, objects);
     }
 
     /// Tells `server` to stop hosting `scene`: without writing if its epoch

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use tessera_cluster::{Effect, NodeId};
 use tessera_persistence::{self as db, Store, Writer};
 use tessera_sim::protocol::AvatarId;
-use tessera_wire::{Epoch, WirePcState};
+use tessera_wire::{Epoch, WireObjectState, WirePcState};
 use tracing::{debug, info, warn};
 
 use super::data::{LoadStatesError, db_state};
@@ -67,7 +67,7 @@ pub(super) enum IoDone {
         server: NodeId,
         scene: String,
         epoch: Epoch,
-        result: Result<Vec<WirePcState>, LoadStatesError>,
+        result: Result<Loaded, LoadStatesError>,
     },
     MoveAvatar {
         avatar: AvatarId,
@@ -130,6 +130,9 @@ impl IoJob {
     }
 }
 
+/// A scene's last flushed PC states and objects, for its placement.
+pub(super) type Loaded = (Vec<WirePcState>, Vec<WireObjectState>);
+
 fn flush(writer: Option<&Writer>) -> Result<(), db::writer::FlushError> {
     writer
         .ok_or(db::writer::FlushError::Stopped)
@@ -146,14 +149,22 @@ fn load_states(
     writer: Option<&Writer>,
     scene: &str,
     id: Option<db::SceneId>,
-) -> Result<Vec<WirePcState>, LoadStatesError> {
+) -> Result<Loaded, LoadStatesError> {
     flush(writer).map_err(LoadStatesError::Flush)?;
     let id = id.ok_or_else(|| LoadStatesError::UnknownScene(scene.to_owned()))?;
     let states = store.load_scene(id).map_err(LoadStatesError::Load)?;
-    Ok(tessera_host::from_db_states(states)
+    let objects = store
+        .load_scene_objects(id)
+        .map_err(LoadStatesError::Load)?;
+    let states = tessera_host::from_db_states(states)
         .into_iter()
         .map(Into::into)
-        .collect())
+        .collect();
+    let objects = tessera_host::from_db_objects(objects)
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok((states, objects))
 }
 
 /// The data thread's end: a wake-up when the backlog has a job, and the
@@ -356,10 +367,10 @@ impl Core {
         server: NodeId,
         scene: String,
         epoch: Epoch,
-        result: Result<Vec<WirePcState>, LoadStatesError>,
+        result: Result<Loaded, LoadStatesError>,
     ) {
-        let states = match result {
-            Ok(states) => states,
+        let (states, objects) = match result {
+            Ok(loaded) => loaded,
             Err(e) => {
                 self.stats.placements_refused += 1;
                 warn!(%scene, epoch, %server, error = %e, "placement held back: the scene's saved states cannot be read");
@@ -370,7 +381,7 @@ impl Core {
             debug!(%scene, epoch, %server, "placement superseded while its states were read");
             return;
         }
-        self.place_loaded(server, scene, epoch, states);
+        self.place_loaded(server, scene, epoch, states, objects);
     }
 
     /// `PersistAvatarScene`: the avatar's new scene and the state it arrives

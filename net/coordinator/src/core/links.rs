@@ -4,7 +4,7 @@
 
 use tessera_cluster::{NodeId, SessionId};
 use tessera_link::{LinkSender, PeerInfo};
-use tessera_wire::{Epoch, LinkMsg, PlacementMsgs, SessionEvent, WirePcState};
+use tessera_wire::{Epoch, LinkMsg, PlacementMsgs, SessionEvent, WireObjectState, WirePcState};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, warn};
 
@@ -95,9 +95,17 @@ impl Core {
         scene: String,
         epoch: Epoch,
         states: Vec<WirePcState>,
+        objects: Vec<WireObjectState>,
     ) {
-        let mut msgs = match PlacementMsgs::new(scene.clone(), epoch, states) {
-            Ok(msgs) => msgs,
+        let placement =
+            PlacementMsgs::new(scene.clone(), epoch, states).map(|msgs| msgs.with_objects(objects));
+        let mut msgs = match placement {
+            Ok((msgs, 0)) => msgs,
+            Ok((msgs, left_out)) => {
+                self.stats.objects_left_out += left_out as u64;
+                warn!(%scene, epoch, %node, left_out, "placement carries only part of the scene's objects");
+                msgs
+            }
             Err(e) => {
                 self.stats.placements_refused += 1;
                 warn!(%scene, epoch, %node, error = %e, "placement held back");

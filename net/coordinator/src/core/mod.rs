@@ -135,6 +135,9 @@ pub struct CoordinatorStats {
     /// Placements held back because the scene's saved states could not be
     /// read (a failed writer flush or load); each is placed again later.
     pub placements_refused: u64,
+    /// Saved scene objects a placement could not carry (over the bound of
+    /// one announcement): the scene starts without them.
+    pub objects_left_out: u64,
     /// Of `placements`, scenes placed again because the server that hosted
     /// them was lost (heartbeat timeout or link closed without a drop).
     pub failovers: u64,

@@ -5,13 +5,24 @@ use tessera_link::LinkMsg;
 use tessera_proto::{AccountId, SessionId};
 use tessera_wire::{
     AttachedSession, Heartbeat, Input, MoveMode, Placement, Register, SceneCommand, SceneLoad,
-    SessionEvent, WireEvent, WirePcState, WireSaveBatch,
+    SessionEvent, WireEvent, WireGameField, WireObjectState, WirePcState, WireSaveBatch,
 };
 
 /// One message of each variant (the match at the end fails to compile
 /// when a variant is added and not listed here).
 pub fn every_variant() -> Vec<LinkMsg> {
+    let field = WireGameField {
+        name: "hp".into(),
+        version: 3,
+        bytes: vec![7, 0, 200],
+    };
+    let object = WireObjectState {
+        key: 99,
+        tick: 9_000,
+        game: vec![field.clone()],
+    };
     let state = WirePcState {
+        game: vec![field],
         avatar: 42,
         position: [12.5, 800.25],
         heading: 1.5,
@@ -46,6 +57,7 @@ pub fn every_variant() -> Vec<LinkMsg> {
             reason: "SIGTERM".into(),
         },
         LinkMsg::PlaceScene {
+            objects: vec![object.clone()],
             scene: "meadow".into(),
             epoch: 4,
             chunks: 1,
@@ -55,7 +67,7 @@ pub fn every_variant() -> Vec<LinkMsg> {
             scene: "meadow".into(),
             epoch: 4,
             seq: 0,
-            states: vec![state, WirePcState::default()],
+            states: vec![state.clone(), WirePcState::default()],
         },
         LinkMsg::SceneReady {
             scene: "meadow".into(),
@@ -79,7 +91,7 @@ pub fn every_variant() -> Vec<LinkMsg> {
             command: SceneCommand::Attach {
                 client: 1,
                 avatar: 42,
-                state: Some(state),
+                state: Some(state.clone()),
                 figure: 3,
             },
         },
@@ -125,7 +137,10 @@ pub fn every_variant() -> Vec<LinkMsg> {
         LinkMsg::Event {
             scene: "meadow".into(),
             epoch: 4,
-            event: WireEvent::Detached { client: 1, state },
+            event: WireEvent::Detached {
+                client: 1,
+                state: state.clone(),
+            },
         },
         LinkMsg::Event {
             scene: "meadow".into(),
@@ -142,11 +157,12 @@ pub fn every_variant() -> Vec<LinkMsg> {
             bytes: (0..1000u32).map(|i| i as u8).collect(),
         },
         LinkMsg::SaveBatch(WireSaveBatch {
+            objects: vec![object],
             seq: 17,
             scene: "meadow".into(),
             epoch: 4,
             tick: 9_001,
-            states: vec![state, WirePcState::default()],
+            states: vec![state.clone(), WirePcState::default()],
         }),
         LinkMsg::SaveAck { through: 17 },
         LinkMsg::Refused {
