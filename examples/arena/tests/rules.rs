@@ -283,3 +283,43 @@ fn the_shrine_is_taken_from_near_it_only() {
             .any(|e| matches!(e, SceneEvent::Misbehaved { client: 2, .. }))
     );
 }
+
+/// Joining a party asks the coordinator for channel `party:n` and
+/// membership (party chat then reaches every member in any scene: the
+/// channels' own tests cover the delivery); joining another leaves it.
+#[test]
+fn joining_a_party_joins_its_channel() {
+    use tessera_sim::ChannelOp;
+    let mut w = world(0);
+    let mut clients = vec![TestClient::with_game(1, w.schema().wire())];
+    w.push(attach_at(1, [500.0, 500.0])).unwrap();
+    step(&mut w, &mut clients);
+    let join = kind(&w, "JoinParty");
+    w.push(act(1, join, &JoinParty { party: 3 })).unwrap();
+    let out = step(&mut w, &mut clients);
+    assert_eq!(
+        out.channel_ops,
+        [
+            ChannelOp::Create {
+                channel: "party:3".into()
+            },
+            ChannelOp::Add {
+                channel: "party:3".into(),
+                avatar: 1
+            }
+        ]
+    );
+    for _ in 0..25 {
+        step(&mut w, &mut clients);
+    }
+    w.push(act(1, join, &JoinParty { party: 4 })).unwrap();
+    let out = step(&mut w, &mut clients);
+    assert_eq!(
+        out.channel_ops[0],
+        ChannelOp::Remove {
+            channel: "party:3".into(),
+            avatar: 1
+        }
+    );
+    assert_eq!(w.game_counters().get("party_joins"), 2);
+}

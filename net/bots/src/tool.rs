@@ -264,6 +264,26 @@ impl SceneClient {
             .map_err(|_| ToolError::Closed)
     }
 
+    /// Sends one game action (`kind`: its index in the game's schema) for
+    /// `client` in `scene` at placement `epoch`, as a gate forwards one.
+    pub async fn action(
+        &self,
+        scene: &str,
+        epoch: Epoch,
+        client: u64,
+        kind: u16,
+        payload: Vec<u8>,
+    ) -> Result<(), ToolError> {
+        self.link
+            .send(&LinkMsg::Inputs {
+                scene: scene.to_owned(),
+                epoch,
+                inputs: vec![(client, tessera_proto::Uplink::Action { kind, payload })],
+            })
+            .await
+            .map_err(|_| ToolError::Closed)
+    }
+
     /// The next replication packet `(client, bytes)`, waiting up to `timeout`.
     pub async fn replication(&mut self, timeout: Duration) -> Result<(u64, Vec<u8>), ToolError> {
         if let Some(p) = self.pending.pop_front() {
