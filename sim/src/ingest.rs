@@ -36,6 +36,8 @@ struct AckCmd(ClientId, StateAck);
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum IngestStep {
     Attach,
+    /// Game actions: after the attaches' saved components are restored.
+    Actions,
     Detach,
 }
 
@@ -62,7 +64,7 @@ impl Plugin for IngestPlugin {
                     attached,
                     apply_inputs,
                     apply_acks,
-                    crate::game::apply_actions,
+                    crate::game::apply_actions.in_set(IngestStep::Actions),
                     inputs,
                     apply_detaches.in_set(IngestStep::Detach),
                     detached,

@@ -225,7 +225,8 @@ impl PersistAppExt for App {
                     .in_set(IngestSystems)
                     .in_set(RestoreSet)
                     .after(IngestStep::Attach)
-                    .before(finish_restore),
+                    .before(finish_restore)
+                    .before(IngestStep::Actions),
             ),
         )
     }
@@ -251,6 +252,7 @@ pub(crate) fn init(app: &mut App) {
                     .in_set(IngestSystems)
                     .after(RestoreSet)
                     .after(IngestStep::Attach)
+                    .before(IngestStep::Actions)
                     .before(IngestStep::Detach),
                 mark_game_dirty
                     .in_set(PersistSystems)

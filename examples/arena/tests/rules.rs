@@ -323,3 +323,37 @@ fn joining_a_party_joins_its_channel() {
     );
     assert_eq!(w.game_counters().get("party_joins"), 2);
 }
+
+/// The arena's systems are ordered against everything they share data
+/// with, and the same seed and inputs give the same world.
+#[test]
+fn the_arena_is_unambiguous_and_deterministic() {
+    use bevy_ecs::schedule::Schedules;
+    let run = || {
+        let mut w = world(2);
+        let attack = kind(&w, "Attack");
+        w.add_walkers(30, 100);
+        w.push(attach_at(1, [500.0, 500.0])).unwrap();
+        w.push(attach_at(2, [503.0, 500.0])).unwrap();
+        for t in 0..200u32 {
+            if t % 10 == 5 {
+                w.push(act(1, attack, &Attack { target: 1 })).unwrap();
+                w.push(act(2, attack, &Attack { target: 0 })).unwrap();
+            }
+            w.tick();
+        }
+        let conflicts = w
+            .world()
+            .resource::<Schedules>()
+            .get(bevy_app::Update)
+            .unwrap()
+            .graph()
+            .conflicting_systems()
+            .len();
+        (conflicts, w.state_hash(), w.game_counters())
+    };
+    let (conflicts, hash, counters) = run();
+    assert_eq!(conflicts, 0, "systems with conflicting access and no order");
+    assert_eq!(run().1, hash);
+    assert!(counters.get("hits") > 0, "{counters:?}");
+}
