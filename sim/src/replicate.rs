@@ -509,7 +509,13 @@ fn walk_known(
             // copies the list; else `undo_untaken` restores what stays out.
             s.upd_resent += k.resend() as u64;
             s.upd_slots.push((slot as u32, k.save()));
-            if game.enabled() {
+            if game.enabled() && snap.game_changed == 1 && !k.needs_full_game() {
+                // The common case: no component changed and none to repair,
+                // so the block is the one byte 0 (no look-up).
+                s.upd.push_byte(k.id, snap.wire(), 0);
+                s.upd_cost += snap.update_cost as usize;
+                k.sent(ctx.tick, snap.net_gen, false);
+            } else if game.enabled() {
                 let full = k.needs_full_game();
                 let block = if full {
                     game.full(k.id)

@@ -672,6 +672,17 @@ impl UpdateList {
         self.n += 1;
     }
 
+    /// Appends an update followed by one byte (a game block that carries
+    /// nothing is the byte 0); ids must ascend.
+    #[inline]
+    pub fn push_byte(&mut self, id: NetId, q: WireState, byte: u8) {
+        // `push` left room for two 8-byte stores; id and state took at
+        // most 13 bytes of it.
+        self.push(id, q);
+        self.bytes[self.pos] = byte;
+        self.pos += 1;
+    }
+
     /// Appends an update followed by its game block; ids must ascend.
     #[inline]
     pub fn push_game(&mut self, id: NetId, q: WireState, block: &[u8]) {
