@@ -271,18 +271,18 @@ fn decodes<C: DeserializeOwned>(bytes: &[u8]) -> bool {
 
 /// Sets `name`'s field in `f.now` (marking `f` changed only if it changes).
 fn set_field(f: &mut Mut<GameFields>, name: &str, version: u16, bytes: Vec<u8>) {
-    match f.now.binary_search_by(|x| x.name.as_str().cmp(name)) {
-        Ok(i) if f.now[i].version == version && f.now[i].bytes == bytes => {}
+    match f.now.binary_search_by(|x| (*x.name).cmp(name)) {
+        Ok(i) if f.now[i].version == version && *f.now[i].bytes == *bytes => {}
         Ok(i) => {
             f.now[i].version = version;
-            f.now[i].bytes = bytes;
+            f.now[i].bytes = bytes.into();
         }
         Err(i) => f.now.insert(
             i,
             GameField {
-                name: name.to_owned(),
+                name: name.into(),
                 version,
-                bytes,
+                bytes: bytes.into(),
             },
         ),
     }
@@ -298,7 +298,7 @@ fn encode<C: Component + Serialize>(
 ) {
     for e in removed.read() {
         if let Ok(mut f) = gone.get_mut(e)
-            && let Ok(i) = f.now.binary_search_by(|x| x.name.as_str().cmp(meta.name))
+            && let Ok(i) = f.now.binary_search_by(|x| (*x.name).cmp(meta.name))
         {
             f.now.remove(i);
         }
@@ -318,7 +318,7 @@ fn restore<C: Component + DeserializeOwned>(
     q: Query<(Entity, &RestoreFields)>,
 ) {
     for (e, r) in &q {
-        let Some(f) = r.0.iter().find(|f| f.name == meta.name) else {
+        let Some(f) = r.0.iter().find(|f| &*f.name == meta.name) else {
             continue;
         };
         if f.version != meta.version {

@@ -31,12 +31,13 @@ pub struct PcState {
 }
 
 /// One persistent component of a game, encoded: its registered name and
-/// version, and its postcard bytes.
+/// version, and its postcard bytes. Shared, not copied: every save of
+/// every PC clones its fields on the tick thread (10,000 PCs a second).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GameField {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub version: u16,
-    pub bytes: Vec<u8>,
+    pub bytes: std::sync::Arc<[u8]>,
 }
 
 /// The saved state of a keyed scene object ([`crate::persist_game::Persistent`]):

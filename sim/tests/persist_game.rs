@@ -43,7 +43,7 @@ fn hp_field(hp: u16) -> GameField {
     GameField {
         name: "hp".into(),
         version: 1,
-        bytes: postcard::to_allocvec(&Hp(hp)).unwrap(),
+        bytes: postcard::to_allocvec(&Hp(hp)).unwrap().into(),
     }
 }
 
@@ -121,13 +121,13 @@ fn unknown_or_old_fields_are_counted_and_dropped() {
     let unknown = GameField {
         name: "mana".into(),
         version: 1,
-        bytes: vec![1, 2, 3],
+        bytes: vec![1, 2, 3].into(),
     };
     w.push(attach(1, vec![old, unknown])).unwrap();
     let garbage = GameField {
         name: "hp".into(),
         version: 1,
-        bytes: vec![],
+        bytes: Vec::new().into(),
     };
     w.push(attach(2, vec![garbage])).unwrap();
     let first = w.tick();

@@ -126,9 +126,9 @@ pub fn to_db_batch(batch: &SaveBatch, scene: db::SceneId) -> db::SaveBatch {
 fn to_db_fields(game: &[tessera_sim::GameField]) -> Vec<db::GameField> {
     game.iter()
         .map(|f| db::GameField {
-            name: f.name.clone(),
+            name: f.name.to_string(),
             version: f.version,
-            bytes: f.bytes.clone(),
+            bytes: f.bytes.to_vec(),
         })
         .collect()
 }
@@ -136,9 +136,9 @@ fn to_db_fields(game: &[tessera_sim::GameField]) -> Vec<db::GameField> {
 fn from_db_fields(game: Vec<db::GameField>) -> Vec<tessera_sim::GameField> {
     game.into_iter()
         .map(|f| tessera_sim::GameField {
-            name: f.name,
+            name: f.name.into(),
             version: f.version,
-            bytes: f.bytes,
+            bytes: f.bytes.into(),
         })
         .collect()
 }

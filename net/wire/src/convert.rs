@@ -27,9 +27,9 @@ impl From<ChannelPayload> for WirePayload {
 impl From<GameField> for WireGameField {
     fn from(f: GameField) -> Self {
         Self {
-            name: f.name,
+            name: f.name.to_string(),
             version: f.version,
-            bytes: f.bytes,
+            bytes: f.bytes.to_vec(),
         }
     }
 }
@@ -56,9 +56,9 @@ impl From<ChannelOp> for WireChannelOp {
 impl From<WireGameField> for GameField {
     fn from(f: WireGameField) -> Self {
         Self {
-            name: f.name,
+            name: f.name.into(),
             version: f.version,
-            bytes: f.bytes,
+            bytes: f.bytes.into(),
         }
     }
 }
@@ -265,7 +265,7 @@ mod tests {
             game: vec![GameField {
                 name: "hp".into(),
                 version: 2,
-                bytes: vec![1, 2],
+                bytes: vec![1, 2].into(),
             }],
         };
         let input = Input {
