@@ -436,6 +436,8 @@ pub struct ClientView {
     /// The distance key of the farthest entity of last tick's capped
     /// interest (0: not capped), to rank this tick's from fewer.
     pub near_key: u32,
+    /// The input ack (`Pc::ack`) the last packet carried.
+    pub input_ack_sent: u32,
 }
 
 impl Default for ClientView {
@@ -449,6 +451,7 @@ impl Default for ClientView {
             you_game: 0,
             ring: SentRing::default(),
             near_key: 0,
+            input_ack_sent: 0,
         }
     }
 }

@@ -271,13 +271,18 @@ pub fn build_packet(
         undo_untaken(view, s);
     }
     let empty = header.you.is_none() && s.leaves.is_empty() && taken == 0;
-    if empty && !probe_due(view, ctx.tick) {
+    // A client whose input was applied since its last packet learns so
+    // even when nothing else changed (a player standing still, fighting):
+    // it reconciles its prediction by the input ack.
+    let ack_news = ctx.input_ack != view.input_ack_sent;
+    if empty && !ack_news && !probe_due(view, ctx.tick) {
         s.fresh_sent = 0;
         s.again_sent = 0;
         age_untaken(view, &s.cands);
         return (0, stats);
     }
     let start = out.len();
+    view.input_ack_sent = ctx.input_ack;
     stats.resent = write_packet(index, game, &header, view, s, taken, ctx.tick, out);
     let len = out.len() - start;
     debug_assert!(len <= budget, "sizing overshot: {len} > {budget}");

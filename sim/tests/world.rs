@@ -697,3 +697,37 @@ fn a_snapshot_holds_what_the_live_map_draws() {
     assert_eq!((players, others), (1, npcs as usize));
     assert_eq!(snap.aoi_radius, SceneSettings::default().aoi_radius);
 }
+
+/// A client standing still still learns its inputs were applied: a packet
+/// goes with the new input ack even when nothing else changed.
+#[test]
+fn an_applied_input_is_acknowledged_when_nothing_changes() {
+    let mut w = open_world(100.0, settings());
+    w.push(tessera_sim::testing::attach_at(1, [50.0, 50.0]))
+        .unwrap();
+    let tag = w.info().tag;
+    // Attach, acknowledge everything, and let the world go quiet.
+    let mut quiet = false;
+    for _ in 0..40 {
+        let out = w.tick();
+        let t = out.tick as u32;
+        if out.packets.get(1).is_some() {
+            let ack = tessera_sim::protocol::StateAck {
+                scene: tag,
+                epoch: 0,
+                tick: t,
+                mask: u32::MAX,
+            };
+            w.push(Inbound::Ack { client: 1, ack }).unwrap();
+        }
+        quiet = out.packets.get(1).is_none();
+    }
+    assert!(quiet, "the world never went quiet");
+    w.push(input(1, 7, [0.0, 0.0], MoveMode::Walk)).unwrap();
+    let out = w.tick();
+    let p = tessera_sim::testing::decode(out.packets.get(1).expect("a packet with the ack"));
+    assert_eq!(p.ack, 7);
+    assert!(p.you.is_none() && p.enters.is_empty() && p.updates.is_empty());
+    // And none the tick after: nothing new.
+    assert!(w.tick().packets.get(1).is_none());
+}

@@ -366,7 +366,9 @@ fn strike(
         hp: hp.0,
     };
     counters.add("hits", 1);
-    events.send(EventTarget::Observers(b.target), Delivery::Reliable, &hit);
+    // A blow is cosmetic (the hit points are replicated): sent once, not
+    // resent; a death matters, and is reliable.
+    events.send(EventTarget::Observers(b.target), Delivery::Unreliable, &hit);
     if hp.0 == 0 {
         counters.add("kills", 1);
         commands.entity(b.target).insert(Dead {
