@@ -22,7 +22,7 @@ use bevy_ecs::system::SystemParam;
 use tessera_proto::game::{ActionDesc, EventDesc, MAX_EVENT_BYTES};
 
 use super::replicated::{GameRegistry, short_name};
-use crate::components::{Counters, Directory, Interest, Net, Pc, TickCount};
+use crate::components::{ClientView, Counters, Directory, Net, Pc, TickCount};
 use crate::protocol::{ClientId, GameEventOut, NetId, SceneEvent};
 use crate::world::{SceneInfo, SceneOutbox};
 
@@ -69,8 +69,9 @@ pub struct ActionFrom<A: ClientAction> {
 pub enum EventTarget {
     /// The client whose PC this is (nobody, if it is not a PC).
     Client(Entity),
-    /// Every client that sees this entity (its AOI holds it), and its own
-    /// client if it is a PC.
+    /// Every client that holds this entity (it is among the nearest of
+    /// their area of interest, as replicated), and its own client if it is
+    /// a PC.
     Observers(Entity),
     /// Every client in the scene.
     Scene,
@@ -316,15 +317,17 @@ pub(crate) fn route_events(
     mut scene: ResMut<SceneOutbox>,
     mut counters: ResMut<Counters>,
     targets: Query<(Option<&Pc>, Option<&Net>)>,
-    observers: Query<(&Pc, &Interest)>,
+    observers: Query<(&Pc, &ClientView)>,
     all: Query<&Pc>,
 ) {
     if out.pending.is_empty() {
         return;
     }
     let pending = std::mem::take(&mut out.pending);
-    // Observers of each watched entity: one pass over every AOI, only in a
-    // tick that has such events.
+    // Observers of each watched entity: the clients that hold it (as of the
+    // packets just built; at most `max_interest` each), found by a binary
+    // search of every client's known entities, only in a tick that has
+    // such events.
     let watched: BTreeMap<NetId, Vec<ClientId>> = {
         let mut ids: BTreeMap<NetId, Vec<ClientId>> = pending
             .iter()
@@ -335,9 +338,9 @@ pub(crate) fn route_events(
             .map(|n| (n.0, Vec::new()))
             .collect();
         if !ids.is_empty() {
-            for (pc, interest) in &observers {
-                for id in &interest.visible {
-                    if let Some(v) = ids.get_mut(id) {
+            for (pc, view) in &observers {
+                for (id, v) in ids.iter_mut() {
+                    if view.known.binary_search_by_key(id, |k| k.id).is_ok() {
                         v.push(pc.client);
                     }
                 }

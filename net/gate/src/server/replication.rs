@@ -26,8 +26,9 @@ fn forward_packet(gate: &Gate, stats: &GateServerStats, client: u64, bytes: Vec<
 }
 
 /// Hands a game event to its client's listener: reliable ones as
-/// [`ServerMsg::Event`], the others as an event datagram on the unreliable
-/// channel.
+/// [`ServerMsg::Event`] (a client that cannot take one is disconnected,
+/// like for any reliable message), the others as an event datagram on the
+/// unreliable channel, shed first when the listener is busy.
 fn forward_event(
     gate: &Gate,
     stats: &GateServerStats,
@@ -43,7 +44,8 @@ fn forward_event(
             ServerMsg::Event { kind, payload }.encode(),
         )
     } else {
-        gate.send(
+        // Sheddable: a burst of them never crowds out replication.
+        gate.offer(
             client,
             Channel::Unreliable,
             encode_event_datagram(kind, &payload),
