@@ -22,7 +22,7 @@ pub enum BehaviourArg {
     Chat,
     /// Log in, wander 5–15 s, leave, disconnect, repeat.
     Churn,
-    /// Close in on the nearest entity and send the game's `Attack` at it
+    /// Close in on the nearest player and send the game's `Attack` at it
     /// twice a second (a game with an `Attack` action, e.g. the arena).
     Fight,
 }

@@ -31,7 +31,7 @@ pub enum Behaviour {
     /// Logs in, enters, wanders 5–15 s, leaves, disconnects, and starts
     /// over; each completed leave is a cycle (not a drop).
     Churn,
-    /// Fights: walks toward the nearest entity it sees and sends the game's
+    /// Fights: walks toward the nearest player it sees and sends the game's
     /// `Attack` action at it (its net id, `u32` little-endian, first in the
     /// payload) twice a second. Counts the game's `Hit` and `Death` events
     /// whose payload starts with its own net id as its hits and kills (see

@@ -643,8 +643,8 @@ impl Session {
         None
     }
 
-    /// Fight: heads for the nearest entity held and, twice a second, sends
-    /// the game's `Attack` at it. Without one in view it wanders.
+    /// Fight: heads for the nearest player held and, twice a second, sends
+    /// the game's `Attack` at it. Without one in view it walks east.
     fn fight(
         &mut self,
         shared: &RunShared,
@@ -657,6 +657,7 @@ impl Session {
         let nearest = self
             .view
             .entities()
+            .filter(|(_, e)| e.kind == tessera_proto::state::KIND_PC)
             .map(|(id, e)| {
                 let (dx, dy) = (e.q.x as f32 - me.x as f32, e.q.y as f32 - me.y as f32);
                 (dx * dx + dy * dy, id, [dx, dy])
