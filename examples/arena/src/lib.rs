@@ -354,9 +354,14 @@ fn strike(
     events: &mut GameEvents,
     counters: &mut GameCounters,
 ) {
+    // Already at 0 this tick (its `Dead` is inserted at the end of the
+    // system): not struck, nor killed, twice.
     let Ok((net, _, mut hp, _, _)) = fighters.get_mut(b.target) else {
         return;
     };
+    if hp.0 == 0 {
+        return;
+    }
     let damage = 10 + (mix(seed, b.seed_key, now) % 11) as u16;
     hp.0 = hp.0.saturating_sub(damage);
     let hit = Hit {
@@ -402,10 +407,10 @@ fn attacks(
     let now = tick.0;
     let mut by_net: Option<BTreeMap<u32, Entity>> = None;
     for a in actions.read() {
-        let Ok((&Net(me), &Position(at), _, cd, dead)) = fighters.get(a.entity) else {
+        let Ok((&Net(me), &Position(at), hp, cd, dead)) = fighters.get(a.entity) else {
             continue;
         };
-        if dead.is_some() {
+        if dead.is_some() || hp.0 == 0 {
             counters.add("attack_dead", 1);
             continue;
         }
@@ -419,7 +424,7 @@ fn attacks(
             fighters
                 .get(t)
                 .ok()
-                .filter(|f| f.4.is_none() && t != a.entity)
+                .filter(|f| f.4.is_none() && f.2.0 > 0 && t != a.entity)
                 .map(|f| (t, f.1.0))
         }) else {
             counters.add("attack_no_target", 1);
@@ -469,8 +474,9 @@ fn npcs_strike_back(
             commands.entity(npc).remove::<Aggro>();
             continue;
         };
-        let (npc_at, npc_ready, npc_dead) = (npc_f.1.0, npc_f.3.0 <= now, npc_f.4.is_some());
-        let (target_at, target_dead) = (target_f.1.0, target_f.4.is_some());
+        let (npc_at, npc_ready) = (npc_f.1.0, npc_f.3.0 <= now);
+        let npc_dead = npc_f.4.is_some() || npc_f.2.0 == 0;
+        let (target_at, target_dead) = (target_f.1.0, target_f.4.is_some() || target_f.2.0 == 0);
         let d2 = dist2(npc_at, target_at);
         if npc_dead || target_dead || d2 > AGGRO_RANGE * AGGRO_RANGE {
             commands.entity(npc).remove::<Aggro>();

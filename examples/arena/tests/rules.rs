@@ -357,3 +357,43 @@ fn the_arena_is_unambiguous_and_deterministic() {
     assert_eq!(run().1, hash);
     assert!(counters.get("hits") > 0, "{counters:?}");
 }
+
+/// Two blows that each would kill, in one tick: one death, one kill.
+#[test]
+fn a_fighter_dies_once_however_many_strike_it() {
+    let mut w = world(0);
+    let mut clients = vec![TestClient::with_game(1, w.schema().wire())];
+    for (c, x) in [(1u64, 500.0), (2, 503.0), (3, 506.0)] {
+        w.push(attach_at(c, [x, 500.0])).unwrap();
+    }
+    for _ in 0..3 {
+        step(&mut w, &mut clients);
+    }
+    let world = w.world_mut();
+    let mut q = world.query::<(
+        &tessera_sim::components::Pc,
+        &tessera_sim::components::Net,
+        &mut Hp,
+    )>();
+    let mut target = 0;
+    for (pc, net, mut hp) in q.iter_mut(world) {
+        if pc.client == 2 {
+            hp.0 = 5;
+            target = net.0;
+        }
+    }
+    let attack = kind(&w, "Attack");
+    w.push(act(1, attack, &Attack { target })).unwrap();
+    w.push(act(3, attack, &Attack { target })).unwrap();
+    let out = step(&mut w, &mut clients);
+    let deaths: Vec<(u64, Death)> = events(&out, &w, "Death");
+    let mut victims: Vec<u32> = deaths.iter().map(|d| d.1.victim).collect();
+    victims.dedup();
+    assert_eq!(victims, [target]);
+    assert_eq!(w.game_counters().get("kills"), 1);
+    assert_eq!(
+        w.game_counters().get("attack_no_target"),
+        1,
+        "the second blow found it dead"
+    );
+}

@@ -135,6 +135,7 @@ async fn connect_and_enter(
             &mut stage,
             shared.client_config(index),
             shared.config.game.wire(),
+            shared.config.game.component("Hp"),
         ),
     )
     .await;
@@ -203,10 +204,11 @@ async fn enter(
     stage: &mut EnterStage,
     config: ClientConfig,
     wire: tessera_proto::GameWire,
+    hp_component: Option<usize>,
 ) -> Result<Session, String> {
     let mut client = connect_gate(&admitted.token, config).await?;
     match wait_until_entered(&mut client, index, stage).await {
-        Ok(placement) => Ok(Session::new(client, index, placement, wire)),
+        Ok(placement) => Ok(Session::new(client, index, placement, wire, hp_component)),
         Err(reason) => {
             let _ = client.disconnect();
             Err(reason)
@@ -348,6 +350,8 @@ struct Session {
     disconnected: bool,
     /// The world as this bot sees it (its acknowledgements come from here).
     view: WorldView,
+    /// The game's `Hp` component, if it has one (the fight skips the down).
+    hp_component: Option<usize>,
     /// When the last input went (its acknowledgement with it).
     last_input: Instant,
 }
@@ -359,12 +363,14 @@ impl Session {
         index: usize,
         placement: (u32, u64, u32),
         wire: tessera_proto::GameWire,
+        hp_component: Option<usize>,
     ) -> Self {
         let wire_at_entry = WireCounts::of(client.stats());
         let mut view = WorldView::with_game(wire);
         view.enter(placement.0, placement.1, placement.2);
         Self {
             view,
+            hp_component,
             last_input: Instant::now(),
             client,
             index,
@@ -643,6 +649,18 @@ impl Session {
         None
     }
 
+    /// Whether entity `id`'s replicated `Hp` (if the game has one) is 0.
+    fn is_down(&self, id: tessera_proto::NetId) -> bool {
+        let wire = self.view.game_wire();
+        let Some(i) = self.hp_component else {
+            return false;
+        };
+        self.view
+            .game(id)
+            .get(i, wire)
+            .is_some_and(|b| b.iter().all(|&x| x == 0))
+    }
+
     /// Fight: heads for the nearest player held and, twice a second, sends
     /// the game's `Attack` at it. Without one in view it walks east.
     fn fight(
@@ -657,7 +675,7 @@ impl Session {
         let nearest = self
             .view
             .entities()
-            .filter(|(_, e)| e.kind == tessera_proto::state::KIND_PC)
+            .filter(|(id, e)| e.kind == tessera_proto::state::KIND_PC && !self.is_down(*id))
             .map(|(id, e)| {
                 let (dx, dy) = (e.q.x as f32 - me.x as f32, e.q.y as f32 - me.y as f32);
                 (dx * dx + dy * dy, id, [dx, dy])
