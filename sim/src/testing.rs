@@ -357,8 +357,8 @@ impl bevy_app::Plugin for ChurnGamePlugin {
 }
 
 /// A small game with persistent state, for tests of persistence: every PC
-/// gets an [`Hp`] of 100 unless it has one (restored), and a shrine
-/// ([`SHRINE_KEY`], `Hp(500)`) is spawned at startup; `Hp` is registered
+/// gets an [`hp_game::Hp`] of 100 unless it has one (restored), and a shrine
+/// ([`hp_game::SHRINE_KEY`], `Hp(500)`) is spawned at startup; `Hp` is registered
 /// persistent as `"hp"` version 1. Driven over the network by a PC's
 /// action: 1..=100 sets its own `Hp` to the action, 101..=200 the shrine's
 /// to the action less 100 (0 does nothing).

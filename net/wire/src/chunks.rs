@@ -22,7 +22,7 @@ use crate::msg::{LinkMsg, WireGameField, WireObjectState, WirePcState};
 /// stays under 128 KiB, far below the links' default 1 MiB frame cap.
 pub const PLACE_CHUNK_STATES: usize = 4096;
 
-/// Most bytes of states (as [`state_len`] counts them) in one chunk: a
+/// Most bytes of states (their encoded size, as counted here) in one chunk: a
 /// chunk of states with game fields stays far below the frame cap too.
 pub const PLACE_CHUNK_BYTES: usize = 256 * 1024;
 

@@ -157,7 +157,7 @@ impl GameMessagesAppExt for App {
     }
 }
 
-/// Actions taken from the inbox this tick, waiting for [`apply_actions`].
+/// Actions taken from the inbox this tick, waiting for the ingest step that checks them.
 #[derive(Resource, Debug, Default)]
 pub struct PendingActions(pub Vec<(ClientId, u16, Vec<u8>)>);
 

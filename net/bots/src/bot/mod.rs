@@ -56,6 +56,6 @@ pub use config::{
     bot_avatar_name, bot_email, bot_password, normalize_login_url, seed_from_clock,
 };
 pub use measure::{RTT_RING, RTT_WINDOW, RttRing};
-pub use report::{BotPhase, BotReport, Logins, Percentiles, Progress, UpDown};
+pub use report::{BotPhase, BotReport, GameCounts, Logins, Percentiles, Progress, UpDown};
 pub use run::{check_reachable, run, run_until, worst_tick_p99};
 pub use view_check::{STALE_BOUND_TICKS, SceneTruth, Truth, ViewCheck, check as check_view};
