@@ -12,15 +12,16 @@
 #[path = "../../../net/bots/tests/common/mod.rs"]
 mod common;
 use common::{all_placed, coordinator, defs, secret, until};
+mod support;
+use support::{provision, saved};
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_arena::{Arena, Attack, Capture, SHRINE_KEY};
+use tessera_arena::{Arena, Attack, Capture};
 use tessera_bots::tool::{Attachment, SceneClient, SessionClient};
-use tessera_coordinator::{Coordinator, DB_FILE};
-use tessera_persistence::{self as db, GameField, NewAvatar, Store};
+use tessera_coordinator::Coordinator;
 use tessera_proto::{AccountId, SessionId};
 use tessera_scene_server::{SceneServer, SceneServerConfig};
 use tessera_sim::game::ClientAction;
@@ -38,81 +39,6 @@ async fn arena_server(coord: &str, name: &str) -> SceneServer {
     SceneServer::start(cfg, secret(), defs(), Arc::new(Arena))
         .await
         .unwrap()
-}
-
-/// Accounts `name@example.com`, each with one avatar in `field` at its
-/// position; their (account, avatar) ids.
-fn provision(data: &Path, who: &[(&str, [f32; 2])]) -> Vec<(u64, u64)> {
-    std::fs::create_dir_all(data).unwrap();
-    let store = Store::open(data.join(DB_FILE)).unwrap();
-    let field = store.ensure_scene("field").unwrap();
-    who.iter()
-        .map(|(name, pos)| {
-            let account = store
-                .register(
-                    &format!("{name}@example.com"),
-                    "correct horse battery",
-                    None,
-                )
-                .unwrap();
-            let avatar = store
-                .provision_avatars(
-                    account,
-                    &[NewAvatar {
-                        name: name.to_string(),
-                        figure: "f".into(),
-                        scene: field,
-                    }],
-                )
-                .unwrap()[0];
-            store
-                .save_batch(&db::SaveBatch {
-                    objects: Vec::new(),
-                    scene: field,
-                    states: vec![db::PcState {
-                        game: Vec::new(),
-                        avatar,
-                        scene: field,
-                        position: *pos,
-                        heading: 0.0,
-                        action: 0,
-                        mount: 0,
-                        online: false,
-                        tick: 1,
-                    }],
-                })
-                .unwrap();
-            (account, avatar)
-        })
-        .collect()
-}
-
-/// A saved field's value, decoded as the arena encodes it (postcard).
-fn field<T: serde::de::DeserializeOwned>(game: &[GameField], name: &str) -> Option<T> {
-    let f = game.iter().find(|f| f.name == name && f.version == 1)?;
-    postcard::from_bytes(&f.bytes).ok()
-}
-
-/// The avatar's saved hit points in `scene`, and the shrine's saved owner.
-fn saved(data: &Path, scene: &str, avatar: u64) -> (Option<u16>, Option<u64>) {
-    let store = Store::open_existing(data.join(DB_FILE)).unwrap();
-    let id = store.scene_by_name(scene).unwrap().unwrap().id;
-    let hp = store
-        .load_scene(id)
-        .unwrap()
-        .into_iter()
-        .find(|s| s.avatar == avatar)
-        .and_then(|s| field::<tessera_arena::Hp>(&s.game, "hp"))
-        .map(|h| h.0);
-    let field_id = store.scene_by_name("field").unwrap().unwrap().id;
-    let owner = store
-        .load_scene_objects(field_id)
-        .unwrap()
-        .into_iter()
-        .find(|o| o.key == SHRINE_KEY)
-        .and_then(|o| field::<tessera_arena::ShrineOwner>(&o.game, "shrine_owner"))
-        .map(|o| o.0);
-    (hp, owner)
 }
 
 /// Sends one action and gives the scene time to take it (and to flush:
