@@ -543,8 +543,30 @@ async fn view_check(shared: Arc<RunShared>) {
             );
         }
     }
-    shared.truth.send_replace(Some(Arc::new(truth)));
+    let truth = Arc::new(truth);
+    shared.truth.send_replace(Some(Arc::clone(&truth)));
     tokio::time::sleep(COMPARE).await;
+    // A third snapshot: a stale entity that changed after the truth was
+    // taken (a respawn, a blow) may be held newer than the truth, not older.
+    let mut later = std::collections::BTreeMap::new();
+    for scene in &scenes {
+        if let Some(s) = fetch(scene.clone()).await {
+            later.insert((s.scene_tag, s.epoch), s);
+        }
+    }
+    let seen = std::mem::take(&mut *lock(&shared.stale_seen));
+    let changed = seen
+        .iter()
+        .filter(|(p, id)| match (truth.get(p), later.get(p)) {
+            (Some(t), Some(l)) => super::view_check::changed_since(&t.snap, l, *id),
+            _ => false,
+        })
+        .count() as u64;
+    {
+        let mut v = lock(&shared.view);
+        v.stale -= changed.min(v.stale);
+        v.changed_after_truth += changed;
+    }
     shared.check_done.store(true, Ordering::Relaxed);
 }
 

@@ -23,7 +23,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use super::config::{Behaviour, bot_avatar_name};
 use super::login::{Admitted, Failure, login};
 use super::measure::{RTT_RING, RttRing, RttWindow, record_us};
-use super::shared::{RunShared, add};
+use super::shared::{RunShared, STALE_SEEN_CAP, add};
 
 /// How often the acknowledgement clock looks for state applied and not yet
 /// acknowledged; it goes alone only if no input went out for this long (a
@@ -544,8 +544,15 @@ impl Session {
         }
         let truth = stay.truth.borrow_and_update().clone();
         if let Some(truth) = truth {
-            let c = super::view_check::check(&self.view, &truth);
+            let mut ids = Vec::new();
+            let c = super::view_check::check_listing(&self.view, &truth, &mut ids);
             lock(&shared.view).add(&c);
+            if let Some(p) = self.view.placement() {
+                let mut seen = lock(&shared.stale_seen);
+                // Bounded: past the cap, stale entries stay counted stale.
+                let room = STALE_SEEN_CAP.saturating_sub(seen.len());
+                seen.extend(ids.into_iter().take(room).map(|id| (p, id)));
+            }
             stay.checked = true;
         }
     }

@@ -80,6 +80,9 @@ pub(super) struct BotCounters {
     pub(super) tick_samples_ramp: AtomicU64,
 }
 
+/// Stale entries the view check keeps to re-examine (a few MB at most).
+pub(super) const STALE_SEEN_CAP: usize = 1 << 20;
+
 /// The state every bot of a run shares with the run driver.
 pub(super) struct RunShared {
     pub(super) config: BotConfig,
@@ -108,6 +111,9 @@ pub(super) struct RunShared {
     pub(super) settling: std::sync::atomic::AtomicBool,
     pub(super) truth: tokio::sync::watch::Sender<Option<Arc<super::view_check::Truth>>>,
     pub(super) view: Mutex<super::view_check::ViewCheck>,
+    /// The entities found stale, by placement, for the third snapshot to
+    /// tell which changed after the truth (at most [`STALE_SEEN_CAP`]).
+    pub(super) stale_seen: Mutex<Vec<((u32, u64), tessera_proto::NetId)>>,
     /// The truth went out and the bots had their time to compare.
     pub(super) check_done: std::sync::atomic::AtomicBool,
 }
@@ -147,6 +153,7 @@ impl RunShared {
             settling: std::sync::atomic::AtomicBool::new(false),
             truth: tokio::sync::watch::Sender::new(None),
             view: Mutex::new(super::view_check::ViewCheck::default()),
+            stale_seen: Mutex::new(Vec::new()),
             check_done: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(Tally::default()),
             drops: Mutex::new(Tally::default()),

@@ -88,6 +88,11 @@ pub struct ViewCheck {
     pub stale: u64,
     /// The `stale` bound used, in ticks.
     pub stale_bound_ticks: u32,
+    /// Held entities that differed from the truth but changed after it was
+    /// taken (a third snapshot, after the comparison, tells): the view may
+    /// be newer than the truth, so they are not counted `stale`.
+    #[serde(default)]
+    pub changed_after_truth: u64,
 }
 
 impl ViewCheck {
@@ -98,6 +103,7 @@ impl ViewCheck {
         self.missing += o.missing;
         self.ghosts += o.ghosts;
         self.stale += o.stale;
+        self.changed_after_truth += o.changed_after_truth;
         self.stale_bound_ticks = STALE_BOUND_TICKS;
     }
 }
@@ -109,6 +115,12 @@ fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
 
 /// Compares one bot's view with the truth of its placement.
 pub fn check(view: &WorldView, truth: &Truth) -> ViewCheck {
+    check_listing(view, truth, &mut Vec::new())
+}
+
+/// [`check`], listing in `stale` the ids of the entities found stale (the
+/// own one among them).
+pub fn check_listing(view: &WorldView, truth: &Truth, stale: &mut Vec<NetId>) -> ViewCheck {
     let unchecked = ViewCheck {
         bots_unchecked: 1,
         ..ViewCheck::default()
@@ -173,14 +185,26 @@ pub fn check(view: &WorldView, truth: &Truth) -> ViewCheck {
         let game_fresh = scene.game_changing.contains(&id) || view.game(id) == t.game;
         if !(same_kind && fresh && game_fresh) {
             c.stale += 1;
+            stale.push(id);
         }
     }
     if !scene.game_changing.contains(&own) && *view.you_game() != me.own_game {
         c.stale += 1;
+        stale.push(own);
     }
     c.missing = required.difference(&held).count() as u64;
     c.checked = required.union(&held).count() as u64;
     c
+}
+
+/// Whether entity `id` of `later` differs from the truth's: gone, moved, or
+/// its game components changed.
+pub fn changed_since(truth: &SceneSnapshot, later: &SceneSnapshot, id: NetId) -> bool {
+    let find = |s: &SceneSnapshot| s.entities.iter().find(|e| e.id == id).cloned();
+    match (find(truth), find(later)) {
+        (Some(a), Some(b)) => a.q != b.q || a.game != b.game || a.own_game != b.own_game,
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -318,5 +342,28 @@ mod tests {
         let mut other = WorldView::new();
         other.enter(5, 2, 0);
         assert_eq!(check(&other, &truth).bots_unchecked, 1);
+    }
+
+    /// A stale entity that moved, or whose components changed, after the
+    /// truth is not held to it; one that stayed is.
+    #[test]
+    fn changes_after_the_truth_are_told_apart() {
+        let a = snapshot(100, vec![entity(0, 100.0), entity(1, 120.0)]);
+        let mut b = a.clone();
+        assert!(!changed_since(&a, &b, 1));
+        b.entities[1].q.x += 1;
+        assert!(changed_since(&a, &b, 1));
+        let mut c = a.clone();
+        c.entities[1].game.present = 1;
+        assert!(changed_since(&a, &c, 1));
+        c.entities.truncate(1);
+        assert!(changed_since(&a, &c, 1), "gone");
+        let mut stale = Vec::new();
+        let mut moved = entity(1, 120.0);
+        moved.q.x += 1;
+        let mut truth = Truth::new();
+        truth.insert((5, 1), SceneTruth::new(&a.clone(), a));
+        let v = check_listing(&view(&[moved]), &truth, &mut stale);
+        assert_eq!((v.stale, stale), (1, vec![1]));
     }
 }
