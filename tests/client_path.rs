@@ -762,3 +762,74 @@ fn a_password_change_revokes_the_resume_key_and_the_old_password() {
         c.stop().await;
     });
 }
+
+/// A game's actions at the gate: a wrong size or an unknown kind ends the
+/// session; beyond its rate an action is dropped and counted; one the
+/// scene's game cannot take gets its sender kicked through the gate.
+#[test]
+fn game_actions_are_checked_at_the_gate_and_in_the_scene() {
+    bounded(60, async {
+        let game = tessera_proto::GameSchema {
+            game: "poke".into(),
+            actions: vec![tessera_proto::game::ActionDesc {
+                name: "Poke".into(),
+                width: 4,
+                per_second: 1,
+                burst: 1,
+            }],
+            ..Default::default()
+        };
+        let c = Cluster::start_with_gate_game(&["ann", "bob", "cid"], LoginConfig::default(), game)
+            .await;
+        let mut players = Vec::new();
+        for name in ["ann", "bob", "cid"] {
+            let mut p = Player::connect(&c.login(name, PASSWORD).await.unwrap()).await;
+            p.enter().await;
+            players.push(p);
+        }
+        let kicked = |m: &ServerMsg| matches!(m, ServerMsg::Kicked { .. });
+        // Three bytes where Poke has four.
+        players[0].send(&ClientMsg::Action {
+            kind: 0,
+            payload: vec![1, 2, 3],
+        });
+        let ServerMsg::Kicked { reason } = players[0].until(5, "ann's kick", kicked).await else {
+            unreachable!()
+        };
+        assert!(reason.contains("3 bytes, not 4"), "{reason}");
+        // A kind the game does not have.
+        players[1].send(&ClientMsg::Action {
+            kind: 9,
+            payload: vec![0; 4],
+        });
+        let ServerMsg::Kicked { reason } = players[1].until(5, "bob's kick", kicked).await else {
+            unreachable!()
+        };
+        assert!(reason.contains("unknown action kind 9"), "{reason}");
+        // Three at once against a burst of one: one goes on, two are
+        // dropped. The scene's game (the default one) has no actions, so
+        // the one that reached it gets Cid kicked, from the scene.
+        for _ in 0..3 {
+            players[2].send(&ClientMsg::Action {
+                kind: 0,
+                payload: vec![0; 4],
+            });
+        }
+        let ServerMsg::Kicked { reason } = players[2].until(5, "cid's kick", kicked).await else {
+            unreachable!()
+        };
+        assert!(reason.contains("unknown action kind 0"), "{reason}");
+        let s = c.gate.stats();
+        assert_eq!(
+            (
+                s.actions,
+                s.actions_limited,
+                s.actions_malformed,
+                s.misbehaved_kicks
+            ),
+            (1, 2, 2, 1),
+            "{s:?}"
+        );
+        c.stop().await;
+    });
+}

@@ -45,6 +45,16 @@ impl Cluster {
     /// case) each with one avatar (capitalised) saved in the field near
     /// (500, 500), 10 units apart.
     pub async fn start(names: &[&str], login: LoginConfig) -> Self {
+        Self::start_with_gate_game(names, login, tessera_proto::GameSchema::new("default")).await
+    }
+
+    /// [`Cluster::start`] with a gate that checks clients' actions against
+    /// `game` (the scene and the coordinator run the default game).
+    pub async fn start_with_gate_game(
+        names: &[&str],
+        login: LoginConfig,
+        game: tessera_proto::GameSchema,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -109,6 +119,7 @@ impl Cluster {
                 listen: "127.0.0.1:0".into(),
                 listeners: 1,
                 heartbeat_ms: 100,
+                game,
                 ..GateServerConfig::default()
             },
             secret,
