@@ -13,13 +13,13 @@
 mod common;
 use common::{all_placed, coordinator, defs, secret, until};
 mod support;
-use support::{provision, saved};
+use support::{action, provision, provision_in, saved};
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_arena::{Arena, Attack, Capture};
+use tessera_arena::{Arena, Attack, Capture, JoinParty};
 use tessera_bots::tool::{Attachment, SceneClient, SessionClient};
 use tessera_coordinator::Coordinator;
 use tessera_proto::{AccountId, SessionId};
@@ -196,6 +196,59 @@ async fn hit_points_and_the_shrine_survive_logout_portal_restart_and_a_move() {
         }
         coord.shutdown().await;
         assert_eq!(saved(&data, "town", ids[1].1), (Some(hp), Some(ids[2].1)));
+    })
+    .await
+    .unwrap();
+}
+
+/// Party chat: Ann in `field` and Dan in `town` join party 5 (the arena's
+/// `JoinParty` action, which asks for channel `party:5`); a line Ann says
+/// on the party's channel reaches Dan in the other scene.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn party_chat_reaches_a_member_in_another_scene() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let ids = provision_in(
+            &data,
+            &[
+                ("ann", "field", [500.0, 520.0]),
+                ("dan", "town", [300.0, 200.0]),
+            ],
+        );
+        let (coord, servers, addr) = start(&data, &["scene-a"]).await;
+        let mut tool = SessionClient::connect(&addr, TOOL, secret()).await.unwrap();
+        let mut at = Vec::new();
+        for &(account, avatar) in &ids {
+            let s = tool.open_session(AccountId(account)).await.unwrap();
+            at.push((s, tool.attach(s, avatar).await.unwrap()));
+        }
+        assert_eq!(
+            (at[0].1.scene.as_str(), at[1].1.scene.as_str()),
+            ("field", "town")
+        );
+        let scene = SceneClient::connect(&at[0].1.addr, TOOL, secret())
+            .await
+            .unwrap();
+        for (s, a) in &at {
+            act(&scene, a, *s, action("JoinParty"), &JoinParty { party: 5 }).await;
+        }
+        let channel = tessera_proto::ChatTarget::Channel("party:5".into());
+        tool.chat(at[0].0, channel, "to the bridge").await.unwrap();
+        let line = tool.next_chat(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(line.text, "to the bridge");
+        assert_eq!(
+            line.scope,
+            tessera_proto::ChatScope::Channel("party:5".into())
+        );
+        assert!(
+            line.sessions.contains(&at[1].0),
+            "Dan in town hears it: {line:?}"
+        );
+        for s in servers {
+            s.shutdown().await.unwrap();
+        }
+        coord.shutdown().await;
     })
     .await
     .unwrap();

@@ -16,7 +16,9 @@ use tessera_proto::{AccountId, SessionId};
 use tessera_sim::protocol::{AvatarId, NetId};
 
 use tessera_link::{ConnectError, Link, LinkConfig, connect};
-use tessera_wire::{Epoch, Input, LinkMsg, Role, SceneCommand, Secret, SessionEvent};
+use tessera_wire::{
+    ChatScope, ChatTarget, Epoch, Input, LinkMsg, Role, SceneCommand, Secret, SessionEvent,
+};
 
 /// Why a tool request failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +54,19 @@ pub struct SessionClient {
     next_request: u64,
     /// Events read while waiting for another one, oldest first (bounded).
     backlog: VecDeque<(SessionId, SessionEvent)>,
+    /// Chat lines for this tool's sessions, oldest first (bounded like the
+    /// backlog).
+    chats: VecDeque<ChatLine>,
     timeout: Duration,
+}
+
+/// A chat line the coordinator delivered to sessions of a tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    pub sessions: Vec<SessionId>,
+    pub from: String,
+    pub scope: ChatScope,
+    pub text: String,
 }
 
 /// Events kept for [`SessionClient::next_event`] while waiting for others.
@@ -67,6 +81,7 @@ impl SessionClient {
             link,
             next_request: 1,
             backlog: VecDeque::new(),
+            chats: VecDeque::new(),
             timeout: Duration::from_secs(10),
         })
     }
@@ -101,6 +116,17 @@ impl SessionClient {
             match msg {
                 LinkMsg::Session { session, event } => return Ok((session, event)),
                 LinkMsg::Refused { reason } => return Err(ToolError::Refused(reason)),
+                LinkMsg::ChatTo {
+                    sessions,
+                    from,
+                    scope,
+                    text,
+                } if self.chats.len() < BACKLOG => self.chats.push_back(ChatLine {
+                    sessions,
+                    from,
+                    scope,
+                    text,
+                }),
                 _ => {}
             }
         }
@@ -129,6 +155,39 @@ impl SessionClient {
                 }
             } else if self.backlog.len() < BACKLOG {
                 self.backlog.push_back((s, ev));
+            }
+        }
+    }
+
+    /// Says `text` to `to` as `session` (chat, as a client's gate sends it).
+    pub async fn chat(
+        &self,
+        session: SessionId,
+        to: ChatTarget,
+        text: &str,
+    ) -> Result<(), ToolError> {
+        self.send(&LinkMsg::Chat {
+            session,
+            to,
+            text: text.to_owned(),
+        })
+        .await
+    }
+
+    /// The next chat line for this tool's sessions, waiting up to `timeout`
+    /// (session events read meanwhile are kept for [`Self::next_event`]).
+    pub async fn next_chat(&mut self, timeout: Duration) -> Result<ChatLine, ToolError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.chats.pop_front() {
+                return Ok(c);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read(left).await {
+                Ok(e) if self.backlog.len() < BACKLOG => self.backlog.push_back(e),
+                Ok(_) => {}
+                Err(ToolError::Timeout(_)) if !self.chats.is_empty() => {}
+                Err(e) => return Err(e),
             }
         }
     }

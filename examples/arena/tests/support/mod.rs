@@ -11,11 +11,17 @@ use tessera_persistence::{self as db, GameField, NewAvatar, Store};
 /// Accounts `name@example.com`, each with one avatar in `field` at its
 /// position; their (account, avatar) ids.
 pub fn provision(data: &Path, who: &[(&str, [f32; 2])]) -> Vec<(u64, u64)> {
+    let who: Vec<(&str, &str, [f32; 2])> = who.iter().map(|&(n, p)| (n, "field", p)).collect();
+    provision_in(data, &who)
+}
+
+/// [`provision`] with each avatar in a scene of its own choosing.
+pub fn provision_in(data: &Path, who: &[(&str, &str, [f32; 2])]) -> Vec<(u64, u64)> {
     std::fs::create_dir_all(data).unwrap();
     let store = Store::open(data.join(DB_FILE)).unwrap();
-    let field = store.ensure_scene("field").unwrap();
     who.iter()
-        .map(|(name, pos)| {
+        .map(|(name, scene, pos)| {
+            let field = store.ensure_scene(scene).unwrap();
             let account = store
                 .register(
                     &format!("{name}@example.com"),
