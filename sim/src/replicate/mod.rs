@@ -56,11 +56,15 @@ use crate::components::*;
 use crate::game::GameSnaps;
 use crate::interest::SpatialIndex;
 use crate::protocol::{
-    ClientId, ENTER_MAX_BYTES, EnterState, LEAVE_MAX_BYTES, NetId, Quantized, StateEncoder,
-    StateHeader, UPDATE_MAX_BYTES, UpdateList, UpdateState, varint_len,
+    ClientId, ENTER_MAX_BYTES, LEAVE_MAX_BYTES, NetId, StateEncoder, StateHeader, UPDATE_MAX_BYTES,
+    UpdateList, UpdateState, varint_len,
 };
-use crate::world::{SceneInfo, SceneOutbox};
-use tessera_proto::GameVals;
+
+mod expected;
+mod stage;
+
+pub use expected::{ExpectedView, expected_view};
+use stage::{build_packets, collect_packets};
 
 /// Leaves a view keeps waiting for acknowledgement. A client that never
 /// acknowledges would otherwise grow the list with every entity it saw go;
@@ -908,183 +912,4 @@ fn forget_oldest_leaves(view: &mut ClientView) -> u64 {
         view.leaving.drain(..over);
     }
     over as u64
-}
-
-/// What a client's view must hold once every packet lands: its own state
-/// and, by id, the entities of its capped interest with their states.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExpectedView {
-    pub own: NetId,
-    pub you: Option<Quantized>,
-    pub entities: Vec<EnterState>,
-    /// The own replicated game components (owner-only ones too), and each
-    /// entity's public ones, in the order of `entities` (empty for a game
-    /// that replicates none).
-    pub you_game: GameVals,
-    pub game: Vec<GameVals>,
-}
-
-/// The view `client` converges to as of the last tick (its AOI set capped
-/// the same way [`build_packet`] caps it), or `None` if not attached.
-pub fn expected_view(world: &mut World, client: ClientId) -> Option<ExpectedView> {
-    let max_interest = world.resource::<SceneInfo>().settings.max_interest;
-    let entity = *world.resource::<Directory>().clients.get(&client)?;
-    let (net, pos, interest) = {
-        let e = world.get_entity(entity).ok()?;
-        (
-            *e.get::<Net>()?,
-            *e.get::<Position>()?,
-            e.get::<Interest>()?.visible.clone(),
-        )
-    };
-    let index = world.resource::<SpatialIndex>();
-    let ctx = PacketCtx {
-        scene: 0,
-        epoch: 0,
-        tick: 0,
-        own: net.0,
-        own_pos: pos.0,
-        input_ack: 0,
-        budget: 0,
-        max_interest,
-    };
-    let mut near = Vec::new();
-    nearest_interest(index, &ctx, &interest, &mut near, 0);
-    let mut entities: Vec<EnterState> = near
-        .iter()
-        .filter_map(|&n| {
-            let id = n as NetId;
-            index.snap(id).map(|s| EnterState {
-                id,
-                kind: s.kind,
-                figure: s.figure,
-                q: s.q(),
-            })
-        })
-        .collect();
-    entities.sort_unstable_by_key(|e| e.id);
-    let game = world.resource::<GameSnaps>();
-    let (you_game, vals) = if game.enabled() {
-        (
-            game.vals(net.0, true),
-            entities.iter().map(|e| game.vals(e.id, false)).collect(),
-        )
-    } else {
-        (GameVals::default(), Vec::new())
-    };
-    Some(ExpectedView {
-        own: net.0,
-        you: index.snap(net.0).map(|s| s.q()),
-        entities,
-        you_game,
-        game: vals,
-    })
-}
-
-fn build_packets(
-    info: Res<SceneInfo>,
-    tick: Res<TickCount>,
-    index: Res<SpatialIndex>,
-    game: Res<GameSnaps>,
-    mut counters: ResMut<Counters>,
-    mut out: ResMut<SceneOutbox>,
-    mut acks: ResMut<AckInbox>,
-    mut q: Query<(&Net, &Position, &Pc, &Interest, &mut ClientView)>,
-    mut scratch: Local<Vec<ReplScratch>>,
-) {
-    let base = PacketCtx {
-        scene: info.tag,
-        epoch: info.settings.epoch,
-        tick: tick.0 as u32,
-        own: 0,
-        own_pos: [0.0; 2],
-        input_ack: 0,
-        budget: info.settings.packet_budget,
-        max_interest: info.settings.max_interest,
-    };
-    let mut items: Vec<_> = q.iter_mut().collect();
-    crate::par_chunks(&mut items, &mut scratch, |s, chunk| {
-        let mut buf = std::mem::take(&mut s.out);
-        buf.clear();
-        s.out_index.clear();
-        // Each client's arrays come from memory (see `warm_lines`): the
-        // next client's are fetched before this one is built, so the
-        // fetches overlap with the work.
-        if let Some((_, _, _, interest, view)) = chunk.first() {
-            warm(view, &interest.visible);
-        }
-        for i in 0..chunk.len() {
-            if let Some((_, _, _, interest, view)) = chunk.get(i + 1) {
-                warm(view, &interest.visible);
-                warm_snaps(&index, view);
-            }
-            let (net, pos, pc, interest, view) = &mut chunk[i];
-            if let Some(ack) = acks.get(&pc.client) {
-                s.acks_taken += 1;
-                if ack.apply(&mut view.ring).is_err() {
-                    s.stale += 1;
-                }
-            }
-            let start = buf.len() as u32;
-            let ctx = PacketCtx {
-                own: net.0,
-                own_pos: pos.0,
-                input_ack: pc.ack,
-                ..base
-            };
-            let (len, stats) =
-                build_packet(&index, &game, &ctx, &interest.visible, view, s, &mut buf);
-            if len > 0 {
-                s.out_index.push((pc.client, start, len as u32));
-            }
-            s.deferred += stats.deferred;
-            s.resent += stats.resent;
-            s.forgotten += stats.forgotten;
-        }
-        s.out = buf;
-    });
-    let mut taken = 0;
-    for s in scratch.iter_mut() {
-        counters.items_deferred += std::mem::take(&mut s.deferred);
-        counters.items_resent += std::mem::take(&mut s.resent);
-        counters.leaves_forgotten += std::mem::take(&mut s.forgotten);
-        counters.acks_stale += std::mem::take(&mut s.stale);
-        taken += std::mem::take(&mut s.acks_taken);
-        if !s.out_index.is_empty() {
-            // The buffer leaves with the tick's output; the next tick starts a
-            // new one of the same capacity.
-            let cap = s.out.capacity();
-            let buf = std::mem::replace(&mut s.out, Vec::with_capacity(cap));
-            out.packets.push_buffer(buf, s.out_index.drain(..));
-        }
-    }
-    // Those no client here took were for clients not (or no longer) here.
-    counters.unknown_client += acks.len() as u64 - taken;
-    acks.clear();
-}
-
-/// Reads a client's arrays one word per cache line (see `warm_lines`).
-#[inline]
-fn warm(view: &ClientView, visible: &[NetId]) {
-    crate::warm_lines(&view.known, |k| k.id);
-    crate::warm_lines(visible, |&id| id);
-    crate::warm_lines(&view.leaving, |l| l.0);
-}
-
-/// Reads the snapshot of each entity a client knows, so the walk finds
-/// them in cache.
-#[inline]
-fn warm_snaps(index: &SpatialIndex, view: &ClientView) {
-    let mut acc = 0u32;
-    for k in &view.known {
-        if let Some(s) = index.snaps.get(k.id as usize) {
-            acc ^= s.net_gen;
-        }
-    }
-    std::hint::black_box(acc);
-}
-
-/// Seals the tick's packets: sorted by client.
-fn collect_packets(mut out: ResMut<SceneOutbox>) {
-    out.packets.sort();
 }
