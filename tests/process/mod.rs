@@ -1,6 +1,7 @@
-//! Helpers for tests that run the real `tessera` binary as child processes
-//! (`map.rs`, `metrics.rs`): start one and read its first line, read a field
-//! out of that line, speak plain HTTP/1.1 to it, bound a test's time.
+//! Helpers for tests that run the real `tessera` binary (or a game's, such
+//! as `arena`: its tests include this file) as child processes (`map.rs`,
+//! `metrics.rs`): start one and read its first line, read a field out of
+//! that line, speak plain HTTP/1.1 to it, bound a test's time.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -44,14 +45,12 @@ impl Drop for Proc {
 
 /// Starts `tessera ARGS` in `dir` with `env` set, logging to `dir/NAME.log`,
 /// and returns it with the first line it printed (within 60 s).
+#[allow(dead_code)] // Not every includer builds the `tessera` binary.
 pub fn spawn(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    spawn_exe(
-        Path::new(env!("CARGO_BIN_EXE_tessera")),
-        dir,
-        name,
-        args,
-        env,
-    )
+    let Some(exe) = option_env!("CARGO_BIN_EXE_tessera") else {
+        panic!("this test package does not build the tessera binary: use spawn_exe");
+    };
+    spawn_exe(Path::new(exe), dir, name, args, env)
 }
 
 /// [`spawn`] of another binary of the `tessera` command line (a game's).
@@ -60,10 +59,7 @@ pub fn spawn_exe(exe: &Path, dir: &Path, name: &str, args: &[&str], env: &[(&str
     let mut child = Command::new(exe)
         .args(args)
         .current_dir(dir)
-        .env(
-            "TESSERA_ASSETS",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
-        )
+        .env("TESSERA_ASSETS", assets())
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -94,6 +90,16 @@ pub fn spawn_exe(exe: &Path, dir: &Path, name: &str, args: &[&str], env: &[(&str
         "{name} printed nothing within 60 s; see {name}.log"
     );
     proc
+}
+
+/// The repository's `assets/`, from the including package's directory
+/// (the root package, or `examples/arena`).
+pub fn assets() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|d| d.join("assets"))
+        .find(|a| a.join("scenes").is_dir())
+        .expect("an assets/scenes folder above the package")
 }
 
 /// The text after `marker` in `line`, up to the next `,`, `;` or space.

@@ -9,28 +9,19 @@
 #![allow(clippy::unwrap_used)]
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
+#[allow(dead_code)]
+#[path = "../../../tests/process/mod.rs"]
+mod process;
+use process::{Proc, spawn_exe};
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A child process, killed and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn arena() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_arena"));
-    c.env(
-        "TESSERA_ASSETS",
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"),
-    );
+    c.env("TESSERA_ASSETS", process::assets());
     c
 }
 
@@ -59,9 +50,11 @@ fn run_bounded(args: &[&str], limit: Duration) -> Output {
 /// `arena up` in `dir` with OS-chosen ports; returns it and its HTTP base URL.
 fn up(dir: &Path) -> (Proc, String) {
     let data = dir.join("data");
-    let log = std::fs::File::create(dir.join("up.log")).unwrap();
-    let mut child = arena()
-        .args([
+    let proc = spawn_exe(
+        Path::new(env!("CARGO_BIN_EXE_arena")),
+        dir,
+        "up",
+        &[
             "up",
             "--listen",
             "127.0.0.1:0",
@@ -71,30 +64,16 @@ fn up(dir: &Path) -> (Proc, String) {
             "127.0.0.1:0",
             "--data",
             data.to_str().unwrap(),
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = BufReader::new(out);
-        let mut first = String::new();
-        let _ = out.read_line(&mut first);
-        let _ = tx.send(first);
-        for _ in out.lines() {}
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("arena up printed no first line within 60 s; see up.log");
-    let http = first
+        ],
+        &[],
+    );
+    // "tessera up: coordinator on A, 1 scene server(s), status at http://H/v1/status, …"
+    let http = proc
+        .first_line
         .split("status at ")
         .nth(1)
         .and_then(|s| s.split("/v1/status").next())
-        .unwrap_or_else(|| panic!("unexpected first line of arena up: {first:?}"))
+        .unwrap_or_else(|| panic!("unexpected first line of arena up: {:?}", proc.first_line))
         .trim()
         .to_owned();
     (proc, http)

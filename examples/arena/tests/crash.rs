@@ -13,10 +13,12 @@
 
 mod support;
 use support::{action, provision, saved};
+#[allow(dead_code)]
+#[path = "../../../tests/process/mod.rs"]
+mod process;
+use process::{Proc, after, request, spawn_exe};
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -28,80 +30,22 @@ use tessera_wire::Secret;
 
 const SECRET: &str = "arena-crash-test-secret-0123456789";
 
-/// Fast heartbeats and a failover within 1.5 s.
-const CONFIG: &str = r#"
-[coordinator]
-heartbeat_ms = 200
-tick_ms = 50
-
-[cluster]
-heartbeat_timeout_ms = 1500
-restart_grace_ms = 1500
-
-[links]
-reconnect_max_ms = 500
-
-[scene]
-heartbeat_ms = 200
-"#;
-
-/// A child process, killed (SIGKILL) and reaped on drop.
-struct Proc(Child, String);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `arena ARGS` in `dir`, logging to `dir/NAME.log`; with its first line.
+/// `arena ARGS` in `dir`, logging to `dir/NAME.log`, with the test's
+/// cluster secret; with its first line.
 fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arena"))
-        .args(args)
-        .current_dir(dir)
-        .env(
-            "TESSERA_ASSETS",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"),
-        )
-        .env("TESSERA_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = BufReader::new(out);
-        let mut first = String::new();
-        let _ = out.read_line(&mut first);
-        let _ = tx.send(first);
-        for _ in out.lines() {}
-    });
-    let first = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    assert!(!first.is_empty(), "{name} printed nothing; see {name}.log");
-    Proc(child, first.trim().to_owned())
-}
-
-/// The text after `marker` in `line`, up to the next `,` or space.
-fn after<'a>(line: &'a str, marker: &str) -> &'a str {
-    line.split(marker)
-        .nth(1)
-        .and_then(|s| s.split([',', ' ']).next())
-        .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"))
+    spawn_exe(
+        Path::new(env!("CARGO_BIN_EXE_arena")),
+        dir,
+        name,
+        args,
+        &[("TESSERA_SECRET", SECRET)],
+    )
 }
 
 /// `/v1/status` of the coordinator at `http` (host:port), if it answers.
 fn status(http: &str) -> Option<serde_json::Value> {
-    let mut s = std::net::TcpStream::connect(http).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!("GET /v1/status HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    serde_json::from_str(answer.split_once("\r\n\r\n")?.1).ok()
+    let (code, _, body) = request(&format!("http://{http}"), "/v1/status", "");
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
 /// Waits (at most `secs`) until `field` is placed on scene server `server`.
@@ -130,7 +74,7 @@ fn until_field_on(http: &str, server: &str, secs: u64) {
 fn hit_points_and_the_shrine_survive_a_killed_scene_server() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    std::fs::write(d.join("tessera.toml"), CONFIG).unwrap();
+    std::fs::write(d.join("tessera.toml"), process::CONFIG).unwrap();
     let data = d.join("data");
     let ids = provision(
         &data,
@@ -157,8 +101,8 @@ fn hit_points_and_the_shrine_survive_a_killed_scene_server() {
             ],
         );
         // "coordinator: links on A, HTTP on http://B"
-        let link = after(&coord.1, "links on ").to_owned();
-        let http = after(&coord.1, "HTTP on http://").to_owned();
+        let link = after(&coord.first_line, "links on ").to_owned();
+        let http = after(&coord.first_line, "HTTP on http://").to_owned();
         let scene_a = spawn(
             &d,
             "scene-a",
